@@ -1,0 +1,1 @@
+"""identity: the network-wide member, and the only holder of personal data."""

@@ -1,0 +1,1 @@
+"""journey: stitches each member's journey and detects friction in event time."""

@@ -1,0 +1,1 @@
+"""notifications: turns frictions and other triggers into one consistent message per member."""

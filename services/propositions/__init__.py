@@ -1,0 +1,1 @@
+"""propositions: the network's catalogue, who offers what, activities and usage."""

@@ -1,0 +1,204 @@
+"""CloudEvents 1.0 envelope, its Kafka binary binding and its HTTP structured and batch forms.
+
+Kafka (binary mode): attributes travel as `ce_<name>` headers, the body is the JSON of `data`, the record key is
+the subject (member_id, or the entity id on compacted topics). HTTP: one event as a JSON object
+(`application/cloudevents+json`) or a list of them (`application/cloudevents-batch+json`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from shared.events.types import Channel, LibraryCode, Platform
+
+SPECVERSION: Literal["1.0"] = "1.0"
+JSON: Literal["application/json"] = "application/json"
+STRUCTURED = "application/cloudevents+json"
+BATCH = "application/cloudevents-batch+json"
+HEADER_PREFIX = "ce_"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One reason an event was refused, naming the field (`data.age_band`, `time`, `ce_type`)."""
+
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "message": self.message}
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be accepted: a permanent error, retrying will not help."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in self.errors))
+
+
+def field_errors(exc: ValidationError, *, prefix: str = "") -> list[FieldError]:
+    """Pydantic's errors as field paths; values are never echoed, as they may hold personal data."""
+    errors = []
+    for err in exc.errors(include_input=False, include_url=False):
+        path = ".".join(str(p) for p in err["loc"])
+        errors.append(FieldError(f"{prefix}{path}" if path else prefix.rstrip(".") or "body", err["msg"]))
+    return errors
+
+
+class EventData(BaseModel):
+    """Base of every event payload. Subclasses declare their CloudEvents type and topic, and are registered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    topic: ClassVar[str]  # logical topic name, see shared.topics
+
+
+class CloudEvent(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: Literal["1.0"] = SPECVERSION
+    id: str = Field(min_length=1, max_length=200)
+    source: str = Field(min_length=1, max_length=500)
+    type: str = Field(min_length=1, max_length=200)
+    time: AwareDatetime
+    subject: str | None = Field(default=None, min_length=1, max_length=200)
+    datacontenttype: Literal["application/json"] = JSON
+    library: LibraryCode | None = None
+    channel: Channel | None = None
+    platform: Platform | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        data: EventData,
+        *,
+        subject: str,
+        source: str,
+        library: str | None = None,
+        channel: Channel | None = None,
+        platform: str | None = None,
+        time: datetime | None = None,
+        id: str | None = None,
+    ) -> Self:
+        """A new event of the type `data` declares. Pass `id` to make a derived event deterministic."""
+        return cls(
+            id=id or str(uuid.uuid4()),
+            source=source,
+            type=data.event_type,
+            time=time or datetime.now(UTC),
+            subject=subject,
+            library=library,
+            channel=channel,
+            platform=platform,
+            data=data.model_dump(mode="json"),
+        )
+
+    @property
+    def utc_time(self) -> datetime:
+        return self.time.astimezone(UTC)
+
+
+def deterministic_id(*parts: str) -> str:
+    """The id of an event derived from others: the same inputs give the same id, so a redelivery that
+    publishes it again is recognised downstream as the same event."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "klantreis:" + "/".join(parts)))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Kafka binary binding
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+
+_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject", "library", "channel", "platform")
+
+
+def _format_time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def to_kafka(event: CloudEvent) -> KafkaRecord:
+    headers: dict[str, str] = {"content-type": JSON}
+    for name in _ATTRIBUTES:
+        value = getattr(event, name)
+        if value is None:
+            continue
+        headers[HEADER_PREFIX + name] = _format_time(value) if isinstance(value, datetime) else str(value)
+    key = event.subject.encode() if event.subject is not None else None
+    return KafkaRecord(key=key, value=json.dumps(event.data, separators=(",", ":")).encode(), headers=headers)
+
+
+def from_kafka(value: bytes | None, headers: Iterable[tuple[str, bytes | str]] | Mapping[str, str]) -> CloudEvent:
+    """Decode a binary-mode record; raises InvalidEvent naming the header or body that is wrong."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    attributes: dict[str, Any] = {}
+    for name, raw in pairs:
+        if not name.startswith(HEADER_PREFIX):
+            continue
+        try:
+            text = raw.decode() if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            raise InvalidEvent([FieldError(name, "header is not UTF-8")]) from None
+        attributes[name.removeprefix(HEADER_PREFIX)] = text
+    if "type" not in attributes:
+        raise InvalidEvent([FieldError("ce_type", "missing: not a CloudEvent in binary mode")])
+    try:
+        data = json.loads(value) if value else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidEvent([FieldError("body", f"not JSON ({exc.__class__.__name__})")]) from None
+    if not isinstance(data, dict):
+        raise InvalidEvent([FieldError("body", "must be a JSON object")])
+    try:
+        return CloudEvent.model_validate({**attributes, "data": data})
+    except ValidationError as exc:
+        raise InvalidEvent(
+            [
+                FieldError(f"ce_{e.field}" if not e.field.startswith("data") else e.field, e.message)
+                for e in field_errors(exc)
+            ]
+        ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTTP structured and batch forms
+
+
+def to_structured(event: CloudEvent) -> dict[str, Any]:
+    return event.model_dump(mode="json", exclude_none=True)
+
+
+def from_structured(obj: Any) -> CloudEvent:
+    if not isinstance(obj, Mapping):
+        raise InvalidEvent([FieldError("body", "a CloudEvent must be a JSON object")])
+    try:
+        return CloudEvent.model_validate(obj)
+    except ValidationError as exc:
+        raise InvalidEvent(field_errors(exc)) from None
+
+
+def from_batch(items: Any) -> list[CloudEvent | InvalidEvent]:
+    """Each item of a batch on its own: a bad item does not spoil the good ones."""
+    if not isinstance(items, list):
+        raise InvalidEvent([FieldError("body", "a CloudEvents batch must be a JSON array")])
+    results: list[CloudEvent | InvalidEvent] = []
+    for item in items:
+        try:
+            results.append(from_structured(item))
+        except InvalidEvent as exc:
+            results.append(exc)
+    return results

@@ -1,0 +1,188 @@
+"""Kafka for every service: the broker factory, the event publisher and the one way to consume events.
+
+Library defaults are not safe here (see DESIGN §5): the producer waits for all in-sync replicas and is
+idempotent; consumers commit only after the handler stored its effect, retry transient failures with backoff
+and send anything they cannot handle to `<topic>.dlq` with the reason, then carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, KafkaRouter
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, to_kafka, typed_data
+from shared.settings import Settings
+from shared.topics import DEAD_LETTER_SUFFIX, Topic
+
+log = logging.getLogger(__name__)
+
+# Failures that say "not now" rather than "never": worth retrying before giving up on a message.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=f"klantreis-{service}",
+        acks="all",
+        enable_idempotence=True,
+        # A few ms of linger lets concurrent sends share one produce request.
+        linger_ms=5,
+        allow_auto_create_topics=False,
+        graceful_timeout=15.0,
+        middlewares=(KafkaTelemetryMiddleware(),),
+        # FastStream logs every message at the broker's log level; keep that at DEBUG (no per-message logs).
+        logger=logging.getLogger(f"klantreis.{service}.kafka"),
+        log_level=logging.DEBUG,
+    )
+
+
+class EventPublisher:
+    """Publishes CloudEvents on the topic their type belongs to, keyed by subject, in binary mode."""
+
+    def __init__(self, broker: KafkaBroker, settings: Settings) -> None:
+        self._broker = broker
+        self._settings = settings
+
+    async def publish(self, event: CloudEvent) -> None:
+        """Returns once Kafka acknowledged the event (acks=all)."""
+        await self.publish_many([event])
+
+    async def publish_many(self, events: Sequence[CloudEvent]) -> None:
+        """Hands every event to the producer before waiting, so a batch costs one round of acks, not one each."""
+        pending = []
+        for event in events:
+            record = to_kafka(event)
+            topic = self._settings.topic(typed_data(event).topic)
+            pending.append(
+                await self._broker.publish(record.value, topic, key=record.key, headers=record.headers, no_confirm=True)
+            )
+        await asyncio.gather(*pending)
+
+    async def publish_dead_letter(
+        self, *, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
+    ) -> None:
+        await self._broker.publish(value or b"", topic, key=key, headers=headers)
+
+
+Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
+
+
+def _original_headers(raw: Sequence[tuple[str, bytes]]) -> dict[str, str]:
+    # Keep the original headers readable; bytes that are not UTF-8 (a broken producer) are escaped, not lost.
+    return {name: value.decode("utf-8", "backslashreplace") for name, value in raw or ()}
+
+
+def subscribe(
+    router: KafkaRouter,
+    settings: Settings,
+    publisher: EventPublisher,
+    *,
+    topic: Topic,
+    group: str,
+    handler: Handler,
+    types: Collection[str] | None = None,
+    description: str | None = None,
+) -> None:
+    """Consume `topic` in consumer group `group`, calling `handler(event, data)` for events of `types`.
+
+    The offset is committed after the handler returns, so the handler must store its effect idempotently by
+    event id. Undecodable events, and events whose handling fails for good, go to the dead-letter topic.
+    """
+    physical = settings.topic(topic.name)
+    group_id = settings.group(group)
+    wanted = frozenset(types) if types is not None else None
+
+    async def dead_letter(record: Any, reason: str, error: str) -> None:
+        headers = _original_headers(record.headers)
+        headers.update(
+            {
+                "dlq_reason": reason,
+                "dlq_error": error[:500],
+                "dlq_topic": record.topic,
+                "dlq_partition": str(record.partition),
+                "dlq_offset": str(record.offset),
+                "dlq_group": group_id,
+                "dlq_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        await publisher.publish_dead_letter(
+            topic=physical + DEAD_LETTER_SUFFIX, key=record.key, value=record.value, headers=headers
+        )
+        # One line per failure, with where the message is: never its content.
+        log.warning(
+            "dead-lettered %s[%s]@%s for %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            group_id,
+            reason,
+        )
+
+    async def handle(record: Any) -> None:
+        try:
+            event = from_kafka(record.value, record.headers)
+            if wanted is not None and event.type not in wanted:
+                return
+            data = typed_data(event)
+        except InvalidEvent as exc:
+            await dead_letter(record, "invalid_event", str(exc))
+            return
+        for attempt in range(settings.handler_retries + 1):
+            try:
+                await handler(event, data)
+                return
+            except TRANSIENT_ERRORS as exc:
+                if attempt == settings.handler_retries:
+                    await dead_letter(record, "retries_exhausted", f"{type(exc).__name__}: {exc}")
+                    return
+                await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**attempt)
+            except InvalidEvent as exc:
+                await dead_letter(record, "invalid_event", str(exc))
+                return
+            except Exception as exc:
+                await dead_letter(record, "handler_error", f"{type(exc).__name__}: {exc}")
+                return
+
+    @router.subscriber(
+        physical,
+        group_id=group_id,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        title=f"{group}:{topic.name}",
+        description=description,
+    )
+    async def consume(message: KafkaMessage) -> None:
+        try:
+            await handle(message.raw_message)
+        except Exception:
+            # Not even the dead letter could be written (Kafka away?): rewind to this message rather than
+            # let the next commit skip it, and slow the retry loop down.
+            log.exception("cannot handle or dead-letter a message of %s; retrying it", physical)
+            await asyncio.sleep(settings.handler_retry_backoff_seconds * 10)
+            await message.nack()
+            return
+        # Commit only now: the effect (or the dead letter) is stored.
+        await message.ack()

@@ -1,0 +1,124 @@
+"""Errors as RFC 9457 problem details (`application/problem+json`), the same in every service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.events import FieldError, InvalidEvent
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger(__name__)
+
+
+class Problem(Exception):
+    """Raise from a route to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        *,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status, self.title, self.detail = status, title, detail
+        self.errors = errors or []
+        self.headers = headers
+        self.extra = extra
+
+
+def not_found(what: str) -> Problem:
+    return Problem(404, "Not Found", f"{what} does not exist")
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.url.path
+    if errors:
+        body["errors"] = [e.as_dict() for e in errors]
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _request_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        # FastAPI prefixes body fields with "body"; keep it, it tells the client where to look.
+        errors.append(FieldError(".".join(loc) or "body", str(err.get("msg", "invalid"))))
+    return errors
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(
+            request, exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _request_errors(exc)
+        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+        return problem_response(request, 422, "Unprocessable Content", detail, errors=errors)
+
+    @app.exception_handler(InvalidEvent)
+    async def _invalid_event(request: Request, exc: InvalidEvent) -> JSONResponse:
+        return problem_response(request, 422, "Unprocessable Content", str(exc), errors=exc.errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(request, exc.status_code, _title(exc.status_code), str(exc.detail or ""))
+
+    @app.exception_handler(KafkaError)
+    async def _kafka(request: Request, exc: KafkaError) -> JSONResponse:
+        log.error("kafka unavailable for %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return problem_response(
+            request,
+            503,
+            "Service Unavailable",
+            "the event log did not acknowledge the event: nothing was accepted, retry later",
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(RedisError)
+    async def _redis(request: Request, exc: RedisError) -> JSONResponse:
+        log.error("redis unavailable for %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        return problem_response(
+            request,
+            503,
+            "Service Unavailable",
+            "state store unavailable, retry later",
+            headers={"Retry-After": "5"},
+        )
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,17 @@
+"""The Redis client every service uses. Nothing connects until the first command."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from shared.settings import Settings
+
+
+def make_redis(settings: Settings) -> Redis:
+    return Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        health_check_interval=30,
+        socket_connect_timeout=5,
+        retry_on_timeout=True,
+    )

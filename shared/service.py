@@ -1,0 +1,135 @@
+"""The one way a service process is put together: a FastAPI app and its Kafka subscribers under one lifespan.
+
+Each service's `app.py` builds its routers and handlers from a `ServiceParts` and calls `build_app`. Nothing
+connects at import time; tests pass their own settings (prefixes, a free broker port) and get real clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker, KafkaRouter
+from redis.asyncio import Redis
+
+from shared.kafka import EventPublisher, make_broker
+from shared.problems import install_problem_handlers
+from shared.redis import make_redis
+from shared.settings import Settings
+from shared.topics import ALL_TOPICS, ensure_topics
+
+log = logging.getLogger(__name__)
+
+BackgroundTask = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceParts:
+    """The connections a service works with, made once per process (or per test)."""
+
+    name: str
+    settings: Settings
+    broker: KafkaBroker
+    redis: Redis
+    publisher: EventPublisher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.publisher = EventPublisher(self.broker, self.settings)
+
+    @classmethod
+    def connect(cls, name: str, settings: Settings) -> ServiceParts:
+        return cls(name, settings, make_broker(settings, service=name), make_redis(settings))
+
+
+def health_router(parts: ServiceParts) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": parts.name}
+
+    @router.get("/readyz", summary="Kafka and Redis are reachable", responses={503: {"description": "not ready"}})
+    async def readyz() -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            checks["kafka"] = "ok" if await parts.broker.ping(timeout=2.0) else "unreachable"
+        except Exception as exc:
+            checks["kafka"] = f"unreachable: {type(exc).__name__}"
+        try:
+            checks["redis"] = "ok" if await asyncio.wait_for(parts.redis.ping(), 2.0) else "unreachable"
+        except Exception as exc:
+            checks["redis"] = f"unreachable: {type(exc).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "service": parts.name, "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    return router
+
+
+def build_app(
+    parts: ServiceParts,
+    *,
+    title: str,
+    description: str,
+    api: Sequence[APIRouter] = (),
+    kafka: KafkaRouter | None = None,
+    background: Sequence[BackgroundTask] = (),
+    create_topics: bool = True,
+) -> FastAPI:
+    if kafka is not None:
+        parts.broker.include_router(kafka)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if create_topics:
+            await ensure_topics(parts.settings, ALL_TOPICS)
+        await parts.broker.start()
+        tasks = [asyncio.create_task(_supervised(parts.name, task)) for task in background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Stopping the broker lets in-flight handlers finish and commit; nothing unprocessed is committed.
+            await parts.broker.stop()
+            await parts.redis.aclose()
+
+    app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
+    install_problem_handlers(app)
+    app.include_router(health_router(parts))
+    for router in api:
+        app.include_router(router)
+    app.state.parts = parts
+    return app
+
+
+async def _supervised(service: str, task: BackgroundTask) -> None:
+    """Keep a background loop alive: log a failure once and start it again after a pause."""
+    while True:
+        try:
+            await task()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: background task %s failed; restarting in 1 s", service, task.__name__)
+            await asyncio.sleep(1)
+
+
+def serve(app: FastAPI, url: str) -> None:
+    """Run one service process on the port of its configured URL."""
+    from urllib.parse import urlparse
+
+    import uvicorn
+
+    parsed = urlparse(url)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run(app, host=parsed.hostname or "127.0.0.1", port=parsed.port or 80, log_level="info", access_log=False)

@@ -1,0 +1,44 @@
+"""Settings shared by every service, read from `KLANTREIS_*` environment variables.
+
+Every service reads the same variables, so one environment configures the whole platform; a service adds its
+own fields by subclassing `Settings`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KLANTREIS_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Prefixes let several platforms (or tests) share one broker and one Redis without seeing each other.
+    topic_prefix: str = ""
+    group_prefix: str = ""
+    key_prefix: str = ""
+    partitions: int = Field(default=3, ge=1, description="partitions of each topic when it is created")
+
+    host: str = "127.0.0.1"
+    identity_url: str = "http://127.0.0.1:8001"
+    propositions_url: str = "http://127.0.0.1:8002"
+    journey_url: str = "http://127.0.0.1:8003"
+    notifications_url: str = "http://127.0.0.1:8004"
+
+    # Consumers retry a handler failing on a transient error (Redis or Kafka briefly away) this often, with
+    # exponential backoff, before the message goes to the dead-letter topic; permanent errors go at once.
+    handler_retries: int = Field(default=5, ge=0)
+    handler_retry_backoff_seconds: float = Field(default=0.2, gt=0)
+
+    def topic(self, name: str) -> str:
+        """The physical topic name of a logical topic (see `shared.topics`)."""
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        return f"{self.group_prefix}{name}"
+
+    def key(self, *parts: str) -> str:
+        """A Redis key in this platform's namespace: `key("journey", "timers")` → `<prefix>journey:timers`."""
+        return self.key_prefix + ":".join(parts)
