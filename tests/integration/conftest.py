@@ -1,0 +1,34 @@
+"""Settings for services under test: each test gets its own topics, consumer groups and Redis keys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from services.journey.settings import JourneySettings
+from shared.settings import Settings
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
+    return Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        topic_prefix=namespace,
+        group_prefix=namespace,
+        key_prefix=namespace,
+        partitions=2,
+        handler_retry_backoff_seconds=0.05,
+    )
+
+
+@pytest.fixture
+def journey_settings(settings: Settings) -> JourneySettings:
+    """A short activation window and a fast clock, so a test sees timers fire in seconds."""
+    return JourneySettings(
+        **settings.model_dump(),
+        journey_activation_window=timedelta(seconds=3),
+        journey_allowed_lateness=timedelta(0),
+        journey_timer_tick_seconds=0.1,
+    )
