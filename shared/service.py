@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker, KafkaRouter
+from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
+from shared.events import EventData
 from shared.kafka import EventPublisher, make_broker
 from shared.problems import install_problem_handlers
 from shared.redis import make_redis
@@ -81,10 +83,17 @@ def build_app(
     api: Sequence[APIRouter] = (),
     kafka: KafkaRouter | None = None,
     background: Sequence[BackgroundTask] = (),
+    publishes: Sequence[type[EventData]] = (),
     create_topics: bool = True,
 ) -> FastAPI:
     if kafka is not None:
         parts.broker.include_router(kafka)
+    for model in publishes:
+        # Declared for the AsyncAPI document only; events are sent by EventPublisher.
+        parts.broker.publisher(
+            parts.settings.topic(model.topic), title=model.event_type, schema=model,
+            description=(model.__doc__ or "").strip() or None,
+        )  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +114,12 @@ def build_app(
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     install_problem_handlers(app)
     app.include_router(health_router(parts))
+
+    @app.get("/asyncapi", tags=["operations"], summary="AsyncAPI 3.0 document: the events this service uses")
+    async def asyncapi() -> JSONResponse:
+        spec = AsyncAPI(parts.broker, title=title, version="1", description=description, schema_version="3.0.0")
+        return JSONResponse(spec.to_specification().to_jsonable())
+
     for router in api:
         app.include_router(router)
     app.state.parts = parts

@@ -24,20 +24,20 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
             yield client
 
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, every: float = 0.2) -> T:
+async def eventually(probe: Callable[[], Awaitable[T | None]], *, within: float = 30.0, every: float = 0.2) -> T:
     """Poll until the probe returns something truthy; fail with the waiting time if it never does."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = await probe()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"nothing after {timeout} s")
+            raise AssertionError(f"nothing after {within} s")
         await asyncio.sleep(every)
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, until: Callable[[list[ConsumerRecord[Any, Any]]], bool], timeout: float = 30.0
+    bootstrap: str, topic: str, *, until: Callable[[list[ConsumerRecord[Any, Any]]], bool], within: float = 30.0
 ) -> list[ConsumerRecord[Any, Any]]:
     """Read a topic from the start until `until(records)` holds; fails after `timeout` seconds."""
     consumer = AIOKafkaConsumer(
@@ -45,11 +45,11 @@ async def read_topic(
     )
     await consumer.start()
     records: list[ConsumerRecord[Any, Any]] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     try:
         while not until(records):
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic}: condition not met after {timeout} s; read {len(records)} records")
+                raise AssertionError(f"{topic}: condition not met after {within} s; read {len(records)} records")
             batch = await consumer.getmany(timeout_ms=200)
             for partition_records in batch.values():
                 records.extend(partition_records)

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.identity.api import members_router
 from services.identity.store import MemberStore
+from shared.events.members import CardActivated, MemberSignedUp
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 
@@ -19,4 +20,5 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         title="klantreis identity",
         description="The network-wide member: sign-up, card activation. The only holder of personal data.",
         api=[members_router(store, parts.publisher)],
+        publishes=[MemberSignedUp, CardActivated],
     )

@@ -8,6 +8,7 @@ from services.journey.handlers import FrictionDetector, journey_router
 from services.journey.rules import online_signup_not_activated
 from services.journey.settings import JourneySettings
 from services.journey.store import JourneyStore
+from shared.events.journey import FrictionDetected, FrictionResolved
 from shared.service import ServiceParts, build_app
 
 
@@ -23,4 +24,5 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
         description="Stitches each member's journey across channels and detects friction in event time.",
         kafka=journey_router(detector, settings, parts.publisher),
         background=[detector.run_timers],
+        publishes=[FrictionDetected, FrictionResolved],
     )

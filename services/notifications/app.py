@@ -8,6 +8,7 @@ from services.notifications.api import inbox_router
 from services.notifications.campaigns import DEFAULT_CAMPAIGNS
 from services.notifications.handlers import Notifier, notifications_router
 from services.notifications.store import InboxStore
+from shared.events.notifications import MessageSent
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 
@@ -23,4 +24,5 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         description="Turns frictions into one consistent message per member: the in-app inbox.",
         api=[inbox_router(inbox)],
         kafka=notifications_router(notifier, settings, parts.publisher),
+        publishes=[MessageSent],
     )

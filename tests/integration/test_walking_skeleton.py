@@ -47,12 +47,12 @@ class Platform:
         assert response.status_code == 200
         return list(response.json()["messages"])
 
-    async def frictions(self, until: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
+    async def frictions(self, until: Any, within: float = 30.0) -> list[dict[str, Any]]:
         records = await read_topic(
             self.settings.kafka_bootstrap,
             self.settings.topic("journey.frictions.v1"),
             until=lambda rs: until([_friction(r) for r in rs]),
-            timeout=timeout,
+            within=within,
         )
         return [_friction(r) for r in records]
 
@@ -191,7 +191,7 @@ async def test_the_signed_up_event_is_on_kafka_when_the_202_comes_back_and_holds
         platform.settings.kafka_bootstrap,
         platform.settings.topic("identity.members.v1"),
         until=lambda rs: any(header(r, "ce_subject") == member for r in rs),
-        timeout=5,
+        within=5,
     )
     text = record.value.decode() + json.dumps([(k, v.decode()) for k, v in record.headers])
     for personal in ("Sanne", "Vries", "sanne@example.nl", "1991-04-12", "1034 AB"):

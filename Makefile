@@ -1,0 +1,32 @@
+# Local development. `make` lists the targets.
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+.PHONY: help bootstrap up down status run lint test
+
+VENV := .venv/bin
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+bootstrap:  ## .venv, dev tools, Kafka jars and redis-server (quick when done before)
+	@deploy/bootstrap.sh
+
+up: bootstrap  ## start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379) in the background
+	@$(VENV)/klantreis up
+
+down:  ## stop what `make up` started
+	@$(VENV)/klantreis down
+
+status:  ## is Kafka / Redis running?
+	@$(VENV)/klantreis status
+
+run: bootstrap  ## start the local runtime and the services
+	@$(VENV)/klantreis run
+
+lint:  ## ruff check, ruff format --check, mypy --strict
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+
+test: bootstrap lint  ## bootstrap, lint, then the whole test suite (starts its own Kafka and Redis)
+	$(VENV)/pytest

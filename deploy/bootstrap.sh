@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Prepare a checkout: .venv with the project (editable) and its dev tools, the Kafka jars, redis-server.
+# Idempotent and quick when nothing changed: pip runs only when pyproject.toml is newer than the stamp.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+STAMP=.venv/.klantreis-installed
+
+fail() { echo "bootstrap: $*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null 2>&1 \
+    || fail "Python 3.11 or newer is needed: install it with \`apt-get install python3 python3-venv\`"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || fail "Python 3.11 or newer is needed, $PYTHON is $("$PYTHON" -V 2>&1)"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "creating .venv …"
+    "$PYTHON" -m venv .venv || fail "could not create .venv: install \`python3-venv\`"
+fi
+.venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || fail ".venv has $(.venv/bin/python -V 2>&1), 3.11 or newer is needed: remove .venv and run again"
+
+if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ requirements.lock -nt "$STAMP" ]; then
+    echo "installing the project and its dev tools into .venv …"
+    # requirements.lock pins what CI and every checkout get; pyproject.toml says what is allowed.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+    touch "$STAMP"
+fi
+
+exec .venv/bin/python -m deploy prepare

@@ -1,0 +1,296 @@
+"""The ``klantreis`` command: prepare, start and stop the local runtime (Kafka + Redis on 127.0.0.1).
+
+Add a subcommand by decorating a handler ``(args) -> exit code`` with :func:`command`; pass
+``arguments=`` a function that adds its options to the subparser. :data:`COMMANDS` holds them all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from deploy import platform, runtime
+from deploy.runtime import KafkaNode, RedisNode, RuntimeProblem
+from shared.auth import NETWORK, ROLES, Keyring, UnknownRole
+from shared.redis import make_redis
+from shared.settings import Settings
+
+PROG = "klantreis"
+KAFKA = "kafka"
+REDIS = "redis"
+
+Handler = Callable[[argparse.Namespace], int]
+AddArguments = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    handler: Handler
+    arguments: AddArguments | None = None
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, arguments: AddArguments | None = None) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the subcommand ``name`` (a later registration replaces an earlier one)."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = Command(help=help, handler=handler, arguments=arguments)
+        return handler
+
+    return register
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _relative(path: object) -> str:
+    text = str(path)
+    root = str(runtime.PROJECT_ROOT) + "/"
+    return text[len(root) :] if text.startswith(root) else text
+
+
+# ------------------------------------------------------------------------------- local runtime
+
+
+def local_kafka(port: int = 9092, controller_port: int | None = None) -> KafkaNode:
+    """The Kafka node of the local runtime (data and log under ``.klantreis/``)."""
+    return KafkaNode(
+        data_dir=runtime.STATE_DIR / KAFKA,
+        port=port,
+        controller_port=controller_port if controller_port is not None else port + 1,
+        log_file=runtime.LOG_DIR / "kafka.log",
+    )
+
+
+def local_redis(port: int = 6379) -> RedisNode:
+    """The Redis node of the local runtime (data and log under ``.klantreis/``)."""
+    return RedisNode(data_dir=runtime.STATE_DIR / REDIS, port=port, log_file=runtime.LOG_DIR / "redis.log")
+
+
+def _port_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka-port", type=int, default=9092, help="Kafka client port (default 9092)")
+    parser.add_argument(
+        "--kafka-controller-port",
+        type=int,
+        default=None,
+        help="Kafka controller port (default: kafka port + 1)",
+    )
+    parser.add_argument("--redis-port", type=int, default=6379, help="Redis port (default 6379)")
+
+
+def _prepare() -> None:
+    runtime.require_tool("java", runtime.JAVA_HINT)
+    runtime.ensure_kafka_jars(quiet=False)
+    runtime.ensure_redis_server()
+
+
+def start_local_runtime(
+    kafka_port: int = 9092, kafka_controller_port: int | None = None, redis_port: int = 6379
+) -> tuple[KafkaNode, RedisNode]:
+    """Start (detached) whatever of Kafka and Redis is not running yet; wait until both answer."""
+    _prepare()
+    kafka = local_kafka(kafka_port, kafka_controller_port)
+    redis = local_redis(redis_port)
+    kafka_record = runtime.read_record(KAFKA)
+    redis_record = runtime.read_record(REDIS)
+    started: dict[str, float] = {}  # name -> when we started it
+
+    try:
+        if redis_record is not None:
+            redis.pid = redis_record.pid
+            redis.port = int(redis_record.address.rpartition(":")[2] or redis.port)
+        else:
+            say(f"starting redis on {runtime.HOST}:{redis.port} …")
+            started[REDIS] = time.monotonic()
+            runtime.write_pid(REDIS, redis.start(detach=True), f"{runtime.HOST}:{redis.port}")
+
+        if kafka_record is not None:
+            kafka.pid = kafka_record.pid
+            kafka.port = int(kafka_record.address.rpartition(":")[2] or kafka.port)
+        else:
+            say(f"starting kafka on {kafka.bootstrap} …")
+            started[KAFKA] = time.monotonic()
+            runtime.write_pid(KAFKA, kafka.start(detach=True), kafka.bootstrap)
+
+        for name, node, address in ((REDIS, redis, redis.url), (KAFKA, kafka, kafka.bootstrap)):
+            node.wait_ready()
+            if name in started:
+                say(f"{name} ready in {time.monotonic() - started[name]:.1f} s (pid {node.pid}, {address})")
+            else:
+                say(f"{name} already running (pid {node.pid}, {address})")
+    except (RuntimeProblem, KeyboardInterrupt):
+        # Do not leave half a runtime behind that `up` would then take for a healthy one.
+        for name, node in ((KAFKA, kafka), (REDIS, redis)):
+            if name in started:
+                node.stop()
+                runtime.clear_pid(name)
+        raise
+    if started:
+        say(f"logs: {_relative(kafka.log_path)}, {_relative(redis.log_path)}")
+    return kafka, redis
+
+
+# ---------------------------------------------------------------------------------- subcommands
+
+
+@command("prepare", "fetch the Kafka jars and install redis-server if missing (silent when all is there)")
+def cmd_prepare(args: argparse.Namespace) -> int:
+    _prepare()
+    return 0
+
+
+@command("up", "start Kafka and Redis in the background (idempotent)", _port_arguments)
+def cmd_up(args: argparse.Namespace) -> int:
+    start_local_runtime(args.kafka_port, args.kafka_controller_port, args.redis_port)
+    return 0
+
+
+@command("down", "stop the services, Kafka and Redis that `up` or `run` started (idempotent)")
+def cmd_down(args: argparse.Namespace) -> int:
+    platform.stop_services(_settings(), say)
+    for name in (KAFKA, REDIS):
+        pid = runtime.read_pid(name)
+        if pid is None:
+            say(f"{name} not running")
+        else:
+            say(f"stopping {name} (pid {pid}) …")
+            t0 = time.monotonic()
+            runtime.stop_pid(pid, timeout=30)
+            say(f"{name} stopped in {time.monotonic() - t0:.1f} s")
+        runtime.clear_pid(name)
+    return 0
+
+
+@command("status", "show whether Kafka, Redis and the services are running")
+def cmd_status(args: argparse.Namespace) -> int:
+    defaults = {KAFKA: local_kafka().bootstrap, REDIS: f"{runtime.HOST}:{local_redis().port}"}
+    for name in (KAFKA, REDIS):
+        record = runtime.read_record(name)
+        if record is None:
+            say(f"{name:<6} stopped")
+            continue
+        address = record.address or defaults[name]
+        port = int(address.rpartition(":")[2])
+        answers = runtime.redis_ping(port) if name == REDIS else runtime.port_open(port)
+        state = "running" if answers else "starting"
+        rss = runtime.rss_bytes(record.pid)
+        memory = f"  rss {rss / 2**20:.0f} MiB" if rss is not None else ""
+        say(f"{name:<6} {state:<8} pid {record.pid:<8} {address}{memory}")
+    for line in platform.service_status(_settings()):
+        say(line)
+    return 0
+
+
+@command("run", "start Kafka, Redis and the four services, play the demo and say where to look", _port_arguments)
+def cmd_run(args: argparse.Namespace) -> int:
+    kafka, redis = start_local_runtime(args.kafka_port, args.kafka_controller_port, args.redis_port)
+    settings = _settings(kafka.bootstrap, redis.url)
+    created = platform.create_topics(settings)
+    say(f"topics: {len(created)} created" if created else "topics: all present")
+    key = platform.development_key(settings)
+    platform.start_services(settings, say)
+    platform.play_demo(settings, key, say)
+    say("")
+    say("where to look:")
+    for service in platform.services(settings):
+        say(f"  {service.name:<13} {service.url}/docs   (events: {service.url}/asyncapi)")
+    say(f"  logs          {_relative(runtime.LOG_DIR)}/")
+    say(f"  API key       {key}   (admin, whole network; kept in {_relative(platform.DEV_KEY_FILE)})")
+    say("  stop          klantreis down   ·   status: klantreis status")
+    return 0
+
+
+@command("topics", "create the platform's topics that are missing (idempotent)")
+def cmd_topics(args: argparse.Namespace) -> int:
+    created = platform.create_topics(_settings())
+    say("\n".join(created) if created else "all topics present")
+    return 0
+
+
+def _keys_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    create = sub.add_parser("create", help="create a key; its secret is printed once")
+    create.add_argument("--name", required=True, help="who or what uses the key, e.g. 'oba website'")
+    create.add_argument("--role", action="append", required=True, choices=ROLES, help="repeat for more roles")
+    create.add_argument("--library", default=NETWORK, help="library code the key is limited to (default: all, '*')")
+    sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+
+
+@command("keys", "create, list and revoke API keys", _keys_arguments)
+def cmd_keys(args: argparse.Namespace) -> int:
+    settings = _settings()
+
+    async def act() -> int:
+        redis = make_redis(settings)
+        keyring = Keyring(redis, settings)
+        try:
+            if args.action == "create":
+                say(await keyring.create(args.name, args.role, args.library))
+            elif args.action == "list":
+                for info in await keyring.list():
+                    state = f"revoked {info.revoked_at}" if info.revoked_at else "active"
+                    say(f"{info.key_id}  {info.name:<24} {','.join(info.roles):<30} library {info.library:<12} {state}")
+            elif not await keyring.revoke(args.key_id):
+                raise RuntimeProblem(f"no key with id {args.key_id}")
+            else:
+                say(f"revoked {args.key_id}")
+            return 0
+        except (UnknownRole, ValueError) as exc:
+            raise RuntimeProblem(str(exc)) from None
+        except RedisError as exc:
+            raise RuntimeProblem(
+                f"Redis at {settings.redis_url} is not reachable ({type(exc).__name__}); start it with `klantreis up`"
+            ) from None
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(act())
+
+
+def _settings(kafka_bootstrap: str | None = None, redis_url: str | None = None) -> Settings:
+    overrides = {k: v for k, v in (("kafka_bootstrap", kafka_bootstrap), ("redis_url", redis_url)) if v}
+    return Settings(**overrides)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="klantreis local runtime and tools")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, spec in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=spec.help, description=spec.help)
+        if spec.arguments is not None:
+            spec.arguments(sub)
+        sub.set_defaults(handler=spec.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except RuntimeProblem as problem:
+        print(f"{PROG}: {problem}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:
+        # stdout was closed early (`klantreis status | head -1`): no traceback, no flush error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

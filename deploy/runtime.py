@@ -1,0 +1,623 @@
+"""Local processes for a single-node Kafka broker (KRaft) and a Redis server on 127.0.0.1.
+
+Used by the ``klantreis`` CLI (``up``/``down``/``status``, detached, state in ``.klantreis/``) and by the
+test fixtures (child processes on free ports, fresh data directories). No Docker involved: Kafka runs from
+the jars Maven fetches into ``.kafka/lib`` (see ``deploy/kafka/pom.xml``), Redis from ``redis-server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
+KAFKA_POM: Final = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
+KAFKA_LIB: Final = PROJECT_ROOT / ".kafka" / "lib"
+STATE_DIR: Final = PROJECT_ROOT / ".klantreis"
+RUN_DIR: Final = STATE_DIR / "run"
+LOG_DIR: Final = STATE_DIR / "logs"
+
+HOST: Final = "127.0.0.1"
+
+JAVA_HINT: Final = "Java 17 is needed to run Kafka: install it with `apt-get install openjdk-17-jre-headless`"
+MAVEN_HINT: Final = "Maven is needed to fetch the Kafka jars: install it with `apt-get install maven`"
+REDIS_HINT: Final = "redis-server is needed to run Redis: install it with `apt-get install redis-server`"
+
+# The broker's JVM: small heap, fast start (C1 only), exit instead of limping on after an OOM.
+KAFKA_JVM_OPTS: Final = (
+    "-Xms128m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+# slf4j-simple (the binding in the pom) is configured with system properties; it writes to stderr,
+# which goes to the log file. KafkaRaftServer at info prints the "Kafka Server started" line.
+KAFKA_LOG_OPTS: Final = (
+    "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+    "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info",
+    "-Dorg.slf4j.simpleLogger.showDateTime=true",
+    "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS",
+    "-Dorg.slf4j.simpleLogger.showThreadName=false",
+)
+
+
+class RuntimeProblem(Exception):
+    """A problem with the local runtime; ``str()`` is a one-line message meant for a human."""
+
+
+def _version_from_pom(artifact_id: str) -> str:
+    text = KAFKA_POM.read_text(encoding="utf-8")
+    match = re.search(rf"<artifactId>{re.escape(artifact_id)}</artifactId>\s*<version>([^<\s]+)</version>", text)
+    if match is None:
+        raise RuntimeProblem(f"no <version> for {artifact_id} in {KAFKA_POM}")
+    return match.group(1)
+
+
+# deploy/kafka/pom.xml is the one place that names the versions.
+KAFKA_VERSION: Final = _version_from_pom("kafka_2.13")
+SLF4J_SIMPLE_VERSION: Final = _version_from_pom("slf4j-simple")
+
+
+# --------------------------------------------------------------------------------------------- tools
+
+
+def require_tool(name: str, install_hint: str) -> str:
+    """Path of the executable ``name``; raise RuntimeProblem(install_hint) when it is not on PATH.
+
+    ``install_hint`` is the whole one-line message, e.g. :data:`JAVA_HINT`.
+    """
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeProblem(install_hint)
+    return path
+
+
+def _kafka_jars_present(lib: Path = KAFKA_LIB) -> bool:
+    return (lib / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file() and (
+        lib / f"slf4j-simple-{SLF4J_SIMPLE_VERSION}.jar"
+    ).is_file()
+
+
+def _last_lines(text: str, count: int = 5) -> str:
+    """Condense tool or log output into one line: the first error lines if any, else the last lines."""
+    lines = [
+        line.strip()[:300]
+        for line in text.splitlines()
+        if line.strip() and not line.strip().startswith(("at ", "... "))
+    ]
+    errors = [line for line in lines if re.search(r"\bERROR\b|Exception\b|Error:", line)]
+    return " | ".join(errors[:count] if errors else lines[-count:])
+
+
+def ensure_kafka_jars(quiet: bool = True) -> Path:
+    """Make sure ``.kafka/lib`` holds the broker jars named in ``deploy/kafka/pom.xml``; return the folder.
+
+    A no-op when they are there. Otherwise runs Maven (``copy-dependencies``) into a fresh folder and
+    swaps it in, so an interrupted download or a version bump never leaves a mixed classpath.
+    """
+    if _kafka_jars_present():
+        return KAFKA_LIB
+    require_tool("java", JAVA_HINT)
+    mvn = require_tool("mvn", MAVEN_HINT)
+    staging = KAFKA_LIB.with_name(KAFKA_LIB.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    if not quiet:
+        print(f"fetching Kafka {KAFKA_VERSION} jars with Maven into {KAFKA_LIB} …", flush=True)
+    command = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(KAFKA_POM),
+        "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not _kafka_jars_present(staging):
+        shutil.rmtree(staging, ignore_errors=True)
+        detail = _last_lines(result.stdout + "\n" + result.stderr, 3) or f"exit code {result.returncode}"
+        raise RuntimeProblem(f"fetching the Kafka jars with Maven failed: {detail}")
+    shutil.rmtree(KAFKA_LIB, ignore_errors=True)
+    staging.rename(KAFKA_LIB)
+    return KAFKA_LIB
+
+
+def ensure_redis_server() -> str:
+    """Path of ``redis-server``; installs it with apt-get when missing and running as root."""
+    path = shutil.which("redis-server")
+    if path is not None:
+        return path
+    apt_get = shutil.which("apt-get")
+    if apt_get is not None and hasattr(os, "geteuid") and os.geteuid() == 0:
+        print("installing redis-server with apt-get …", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in ([apt_get, "update", "-qq"], [apt_get, "install", "-y", "-qq", "redis-server"]):
+            result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                detail = _last_lines(result.stderr or result.stdout, 2)
+                raise RuntimeProblem(f"`{' '.join(command[1:])}` failed ({detail}); {REDIS_HINT}")
+        path = shutil.which("redis-server")
+    if path is None:
+        raise RuntimeProblem(REDIS_HINT)
+    return path
+
+
+# ----------------------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (index 0 is the state), or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When the process started (clock ticks since boot), to tell a pid from a reused one."""
+    stat = _proc_stat(pid)
+    return int(stat[19]) if stat is not None and len(stat) > 19 else None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = _proc_stat(pid)
+    return stat is None or stat[0] not in ("Z", "X")
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident set size of a live process (Linux), or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def stop_pid(pid: int, timeout: float = 30.0) -> bool:
+    """SIGTERM ``pid``, wait up to ``timeout`` s, then SIGKILL. False when it was not running."""
+    if not pid_alive(pid):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            kill_deadline = time.monotonic() + 10
+            while pid_alive(pid) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
+            break
+        time.sleep(0.05)
+    return True
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def _log_tail(path: Path, offset: int = 0, count: int = 5) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read()[-16384:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return _last_lines(text, count)
+
+
+@dataclass
+class _Launch:
+    """What a node keeps about the process it started (or was told about)."""
+
+    pid: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_offset: int = 0
+
+
+def launch(
+    command: list[str], log_file: Path, *, detach: bool, cwd: Path, env: dict[str, str] | None = None
+) -> _Launch:
+    """Start a process with its output appended to `log_file` (a new session when detached)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        offset = log.tell()
+        try:
+            proc = subprocess.Popen(
+                command,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,
+                env=env,
+            )
+        except OSError as exc:
+            raise RuntimeProblem(f"could not start {command[0]}: {exc.strerror or exc}") from exc
+    return _Launch(pid=proc.pid, proc=proc, log_offset=offset)
+
+
+def _check_ports_free(component: str, *ports: int) -> None:
+    for port in ports:
+        if port_open(port):
+            raise RuntimeProblem(f"cannot start {component}: {HOST}:{port} is already in use by another process")
+
+
+# --------------------------------------------------------------------------------------------- Kafka
+
+
+def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    # Single-node KRaft as in the team note kafka-without-docker.md. Java .properties: no comment on a value line.
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir / "log"),
+        "auto.create.topics.enable": "false",
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "group.min.session.timeout.ms": "1000",
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.cleaner.dedupe.buffer.size": "16777216",
+        # A restarted broker is refused (DUPLICATE_BROKER_REGISTRATION) until the controller lets the
+        # previous incarnation's session expire: 9 s by default, so keep it short on this one loopback node.
+        "broker.heartbeat.interval.ms": "500",
+        "broker.session.timeout.ms": "3000",
+    }
+    lines = ["# Written by deploy/runtime.py on every start; edit the code, not this file."]
+    lines += [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+async def _kafka_answers(bootstrap: str, limit_s: float) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(limit_s * 1000), client_id="klantreis-probe"
+    )
+    try:
+        await asyncio.wait_for(admin.start(), limit_s)
+        await asyncio.wait_for(admin.describe_cluster(), limit_s)
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
+    """Whether a Kafka broker at ``bootstrap`` answers a metadata request (runs its own event loop)."""
+    host, _, port = bootstrap.rpartition(":")
+    if not port_open(int(port), host or HOST):
+        return False
+    try:
+        asyncio.run(_kafka_answers(bootstrap, timeout))
+    except Exception:
+        return False
+    return True
+
+
+@dataclass
+class KafkaNode:
+    """A single-node KRaft broker+controller keeping its data in ``data_dir``.
+
+    ``data_dir`` gets ``server.properties`` (rewritten on each start), ``cluster.id`` (made once) and the
+    log directory ``log/`` (formatted once). ``pid`` may be set to a running broker's pid (from the pid
+    registry) so that :meth:`wait_ready` and :meth:`stop` work from another process than the one that
+    started it.
+    """
+
+    data_dir: Path
+    port: int = 9092
+    controller_port: int = 9093
+    log_file: Path | None = None
+    pid: int | None = None
+    _run: _Launch = field(default_factory=_Launch, init=False, repr=False, compare=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file if self.log_file is not None else self.data_dir / "kafka.log"
+
+    @property
+    def properties_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def _cluster_id(self) -> str:
+        path = self.data_dir / "cluster.id"
+        if path.is_file():
+            cluster_id = path.read_text().strip()
+            if cluster_id:
+                return cluster_id
+        cluster_id = _new_cluster_id()
+        path.write_text(cluster_id + "\n")
+        return cluster_id
+
+    def _format_storage(self, java: str, classpath: str) -> None:
+        if (self.data_dir / "log" / "meta.properties").is_file():
+            return
+        command = [
+            java,
+            "-Xmx256m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            *KAFKA_LOG_OPTS[:1],
+            "-cp",
+            classpath,
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            self._cluster_id(),
+            "-c",
+            str(self.properties_path),
+            "--ignore-formatted",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=self.data_dir)
+        if result.returncode != 0:
+            detail = _last_lines(result.stdout + "\n" + result.stderr, 3)
+            raise RuntimeProblem(f"formatting the Kafka storage in {self.data_dir} failed: {detail}")
+
+    def start(self, *, detach: bool) -> int:
+        """Start the broker; returns its pid. ``detach`` puts it in its own session (outlives us)."""
+        java = require_tool("java", JAVA_HINT)
+        if not _kafka_jars_present():
+            raise RuntimeProblem(f"the Kafka jars are missing in {KAFKA_LIB}: run `klantreis prepare`")
+        _check_ports_free("kafka", self.port, self.controller_port)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.properties_path.write_text(_kafka_properties(self.data_dir, self.port, self.controller_port))
+        classpath = str(KAFKA_LIB / "*")
+        self._format_storage(java, classpath)
+        command = [
+            java,
+            *KAFKA_JVM_OPTS,
+            *KAFKA_LOG_OPTS,
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(self.properties_path),
+        ]
+        self._run = launch(command, self.log_path, detach=detach, cwd=self.data_dir)
+        assert self._run.pid is not None
+        self.pid = self._run.pid
+        return self.pid
+
+    def running(self) -> bool:
+        proc = self._run.proc
+        if proc is not None:
+            return proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Block until the broker answers a metadata request; RuntimeProblem if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.running():
+                tail = _log_tail(self.log_path, self._run.log_offset)
+                raise RuntimeProblem(f"kafka exited during start-up (log {self.log_path}): {tail}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                tail = _log_tail(self.log_path, self._run.log_offset, 3)
+                raise RuntimeProblem(f"kafka did not answer on {self.bootstrap} within {timeout:.0f} s: {tail}")
+            if kafka_answers(self.bootstrap, timeout=min(5.0, max(remaining, 0.5))):
+                return
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the broker, SIGKILL after ``timeout`` s. Works for a child or for a ``pid`` set by hand."""
+        proc = self._run.proc
+        if proc is not None:
+            _stop_process(proc, timeout)
+        elif self.pid is not None:
+            stop_pid(self.pid, timeout)
+        self._run = _Launch()
+        self.pid = None
+
+
+# --------------------------------------------------------------------------------------------- Redis
+
+
+def redis_ping(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
+    """Whether a Redis server on host:port answers PING with PONG."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith(b"+PONG")
+
+
+@dataclass
+class RedisNode:
+    """A Redis server with an append-only file (fsync every second) in ``data_dir``, no RDB snapshots."""
+
+    data_dir: Path
+    port: int = 6379
+    log_file: Path | None = None
+    pid: int | None = None
+    _run: _Launch = field(default_factory=_Launch, init=False, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file if self.log_file is not None else self.data_dir / "redis.log"
+
+    def start(self, *, detach: bool) -> int:
+        """Start redis-server; returns its pid."""
+        server = ensure_redis_server()
+        _check_ports_free("redis", self.port)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            server,
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+        ]
+        self._run = launch(command, self.log_path, detach=detach, cwd=self.data_dir)
+        assert self._run.pid is not None
+        self.pid = self._run.pid
+        return self.pid
+
+    def running(self) -> bool:
+        proc = self._run.proc
+        if proc is not None:
+            return proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid)
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Block until PING answers PONG (not LOADING); RuntimeProblem if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while not redis_ping(self.port):
+            if not self.running():
+                tail = _log_tail(self.log_path, self._run.log_offset)
+                raise RuntimeProblem(f"redis exited during start-up (log {self.log_path}): {tail}")
+            if time.monotonic() >= deadline:
+                raise RuntimeProblem(f"redis did not answer on {HOST}:{self.port} within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the server (it flushes the AOF), SIGKILL after ``timeout`` s."""
+        proc = self._run.proc
+        if proc is not None:
+            _stop_process(proc, timeout)
+        elif self.pid is not None:
+            stop_pid(self.pid, timeout)
+        self._run = _Launch()
+        self.pid = None
+
+
+# ------------------------------------------------------------------------------------ pid registry
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What ``up`` remembers about a detached process in ``.klantreis/run/<name>.pid``."""
+
+    pid: int
+    address: str = ""
+    start_ticks: int | None = None
+
+
+def _pid_path(name: str) -> Path:
+    return RUN_DIR / f"{name}.pid"
+
+
+def write_pid(name: str, pid: int, address: str = "") -> None:
+    """Remember a detached process (and where it listens) under ``name``."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    record = {"pid": pid, "address": address, "start_ticks": _start_ticks(pid)}
+    path = _pid_path(name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(path)
+
+
+def read_record(name: str) -> PidRecord | None:
+    """The record for ``name`` if its process is still alive (and is the same process), else None."""
+    try:
+        raw = json.loads(_pid_path(name).read_text())
+        record = PidRecord(pid=int(raw["pid"]), address=str(raw.get("address", "")), start_ticks=raw.get("start_ticks"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not pid_alive(record.pid):
+        return None
+    if record.start_ticks is not None and _start_ticks(record.pid) not in (None, record.start_ticks):
+        return None  # the pid was reused by another process
+    return record
+
+
+def read_pid(name: str) -> int | None:
+    """The pid remembered under ``name`` if that process is alive, else None."""
+    record = read_record(name)
+    return record.pid if record is not None else None
+
+
+def clear_pid(name: str) -> None:
+    """Forget ``name``."""
+    _pid_path(name).unlink(missing_ok=True)
