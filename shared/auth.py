@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, cast, get_args
+from typing import Annotated, Any, Literal, cast, get_args
 
-from fastapi import Request
+from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from shared.problems import Problem
@@ -158,13 +158,21 @@ class Keyring:
         return Principal(parts[0], raw["name"], frozenset(raw["roles"].split(",")), raw["library"])
 
 
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no API key, or an unknown or revoked one"},
+    403: {"description": "the key lacks the role, or is scoped to another library"},
+}
+
 Dependency = Callable[[Request], Coroutine[Any, Any, Principal]]
 
 
-def require(keyring: Keyring, *roles: Role) -> Dependency:
-    """A FastAPI dependency: a valid key holding one of `roles` (401 without a valid key, 403 without the role)."""
+def require(*roles: Role) -> Dependency:
+    """A FastAPI dependency: a valid key holding one of `roles` (401 without a valid key, 403 without the role).
+
+    The keyring is the app's (`app.state.keyring`, set by `shared.service.build_app`)."""
 
     async def principal(request: Request) -> Principal:
+        keyring: Keyring = request.app.state.keyring
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key:
             raise Problem(401, "Unauthorized", "send an API key: Authorization: Bearer <key>",
@@ -179,6 +187,14 @@ def require(keyring: Keyring, *roles: Role) -> Dependency:
         return found
 
     return principal
+
+
+IngestKey = Annotated[Principal, Depends(require("ingest"))]
+AnalystKey = Annotated[Principal, Depends(require("analyst"))]
+MarketingKey = Annotated[Principal, Depends(require("marketing"))]
+MemberDataKey = Annotated[Principal, Depends(require("member-data", "service"))]
+OperatorKey = Annotated[Principal, Depends(require("operator"))]
+AdminKey = Annotated[Principal, Depends(require("admin"))]
 
 
 def forbid_other_library(principal: Principal, library: str | None) -> None:

@@ -18,6 +18,7 @@ from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
+from shared.auth import Keyring
 from shared.events import EventData
 from shared.kafka import EventPublisher, make_broker
 from shared.problems import install_problem_handlers
@@ -39,9 +40,11 @@ class ServiceParts:
     broker: KafkaBroker
     redis: Redis
     publisher: EventPublisher = field(init=False)
+    keyring: Keyring = field(init=False)
 
     def __post_init__(self) -> None:
         self.publisher = EventPublisher(self.broker, self.settings)
+        self.keyring = Keyring(self.redis, self.settings)
 
     @classmethod
     def connect(cls, name: str, settings: Settings) -> ServiceParts:
@@ -123,6 +126,7 @@ def build_app(
     for router in api:
         app.include_router(router)
     app.state.parts = parts
+    app.state.keyring = parts.keyring
     return app
 
 

@@ -16,11 +16,12 @@ T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
-async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run the app's lifespan (Kafka subscribers, background loops) and talk to it over ASGI."""
+async def running(app: FastAPI, key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan (Kafka subscribers, background loops) and talk to it over ASGI, with `key`."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
             yield client
 
 

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from services.identity import domain
 from services.identity.store import MemberStore
+from shared.auth import AUTH_RESPONSES, IngestKey, forbid_other_library
 from shared.events import CloudEvent
 from shared.events.members import CardActivated, MemberSignedUp
 from shared.events.types import LibraryCode
@@ -76,7 +77,7 @@ class CardActivation(BaseModel):
 
 
 def members_router(store: MemberStore, publisher: EventPublisher) -> APIRouter:
-    router = APIRouter(prefix="/v1/members", tags=["members"])
+    router = APIRouter(prefix="/v1/members", tags=["members"], responses=AUTH_RESPONSES)
 
     @router.post(
         "",
@@ -85,7 +86,8 @@ def members_router(store: MemberStore, publisher: EventPublisher) -> APIRouter:
         description="Stores the person's data here and publishes a pseudonymous `member.signed_up`. "
         "202 means Kafka acknowledged the event.",
     )
-    async def sign_up(body: OnlineSignUp, response: Response) -> Accepted:
+    async def sign_up(body: OnlineSignUp, response: Response, caller: IngestKey) -> Accepted:
+        forbid_other_library(caller, body.home_library)
         member_id = str(uuid.uuid4())
         now = datetime.now(UTC)
         event = CloudEvent.create(
@@ -130,7 +132,8 @@ def members_router(store: MemberStore, publisher: EventPublisher) -> APIRouter:
         summary="Activate the member's card at a branch",
         responses={404: {"description": "no such member"}},
     )
-    async def activate_card(member_id: str, body: CardActivation) -> Accepted:
+    async def activate_card(member_id: str, body: CardActivation, caller: IngestKey) -> Accepted:
+        forbid_other_library(caller, body.library)
         if not await store.exists(member_id):
             raise not_found("member")
         event = CloudEvent.create(

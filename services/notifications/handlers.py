@@ -52,6 +52,7 @@ class Notifier:
                     "title": message.title,
                     "body": message.body,
                     "locale": delivery.locale,
+                    "library": event.library or "",
                     "created_at": event.utc_time.isoformat(),
                 },
                 event.utc_time,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import pytest
 
 from services.journey.settings import JourneySettings
+from shared.auth import NETWORK, Keyring
+from shared.redis import make_redis
 from shared.settings import Settings
 
 
@@ -32,3 +35,24 @@ def journey_settings(settings: Settings) -> JourneySettings:
         journey_allowed_lateness=timedelta(0),
         journey_timer_tick_seconds=0.1,
     )
+
+
+MakeKey = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+async def make_key(settings: Settings) -> AsyncIterator[MakeKey]:
+    """Create API keys in this test's namespace: `await make_key("ingest", library="oba")`."""
+    redis = make_redis(settings)
+    keyring = Keyring(redis, settings)
+
+    async def make(*roles: str, library: str = NETWORK) -> str:
+        return await keyring.create("test", list(roles), library)
+
+    yield make
+    await redis.aclose()
+
+
+@pytest.fixture
+async def admin_key(make_key: MakeKey) -> str:
+    return await make_key("admin")

@@ -17,6 +17,7 @@ from services.journey.settings import JourneySettings
 from services.notifications.app import create_app as notifications_app
 from services.propositions.app import create_app as propositions_app
 from shared.settings import Settings
+from tests.integration.conftest import MakeKey
 from tests.support import eventually, header, read_topic, running
 
 pytestmark = pytest.mark.integration
@@ -62,11 +63,11 @@ def _friction(record: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def platform(settings: Settings, journey_settings: JourneySettings) -> AsyncIterator[Platform]:
+async def platform(settings: Settings, journey_settings: JourneySettings, admin_key: str) -> AsyncIterator[Platform]:
     async with (
-        running(identity_app(settings)) as identity,
+        running(identity_app(settings), admin_key) as identity,
         running(journey_app(journey_settings)),
-        running(notifications_app(settings)) as notifications,
+        running(notifications_app(settings), admin_key) as notifications,
     ):
         yield Platform(identity, notifications, settings)
 
@@ -207,3 +208,41 @@ async def test_every_service_reports_healthy_and_ready(settings: Settings) -> No
         ready = await client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"kafka": "ok", "redis": "ok"}
+
+
+async def test_a_request_without_a_valid_key_is_refused_with_401(platform: Platform) -> None:
+    no_key = await platform.identity.post("/v1/members", json=SIGN_UP, headers={"Authorization": ""})
+    assert no_key.status_code == 401
+    assert no_key.headers["www-authenticate"] == "Bearer"
+    wrong = await platform.identity.post("/v1/members", json=SIGN_UP, headers={"Authorization": "Bearer kr_x_y"})
+    assert wrong.status_code == 401
+
+
+async def test_a_library_key_cannot_sign_up_members_for_another_library(platform: Platform, make_key: MakeKey) -> None:
+    haarlem = {"Authorization": f"Bearer {await make_key('ingest', library='haarlem')}"}
+    refused = await platform.identity.post("/v1/members", json=SIGN_UP, headers=haarlem)
+    assert refused.status_code == 403
+    assert "haarlem" in refused.json()["detail"]
+    own = await platform.identity.post("/v1/members", json={**SIGN_UP, "home_library": "haarlem"}, headers=haarlem)
+    assert own.status_code == 202
+
+
+async def test_a_key_without_the_ingest_role_cannot_post(platform: Platform, make_key: MakeKey) -> None:
+    analyst = {"Authorization": f"Bearer {await make_key('analyst')}"}
+    refused = await platform.identity.post("/v1/members", json=SIGN_UP, headers=analyst)
+    assert refused.status_code == 403
+    assert "ingest" in refused.json()["detail"]
+
+
+async def test_a_library_key_reads_only_its_own_library_s_messages(platform: Platform, make_key: MakeKey) -> None:
+    member = await platform.sign_up()
+    await eventually(lambda: platform.inbox(member))
+    path = f"/v1/members/{member}/inbox"
+    oba = await platform.notifications.get(
+        path, headers={"Authorization": f"Bearer {await make_key('member-data', library='oba')}"}
+    )
+    other = await platform.notifications.get(
+        path, headers={"Authorization": f"Bearer {await make_key('member-data', library='haarlem')}"}
+    )
+    assert len(oba.json()["messages"]) == 1
+    assert other.json()["messages"] == []
