@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime
 from typing import Literal
@@ -18,7 +19,7 @@ from shared.events.types import LibraryCode
 from shared.kafka import EventPublisher
 from shared.problems import not_found
 
-EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class OnlineSignUp(BaseModel):
@@ -39,7 +40,7 @@ class OnlineSignUp(BaseModel):
     )
 
     name: str = Field(min_length=1, max_length=200)
-    email: str = Field(max_length=254, pattern=EMAIL_PATTERN)
+    email: str = Field(max_length=254)
     phone: str | None = Field(default=None, max_length=20, pattern=r"^\+?[0-9 ()-]{6,20}$")
     birth_date: date
     postcode: str = Field(description="Dutch postcode, 1234 AB")
@@ -47,6 +48,13 @@ class OnlineSignUp(BaseModel):
     platform: Literal["website", "app"] = "website"
     source: str | None = Field(default=None, max_length=80, description="e.g. consultatiebureau or a school")
     proposition: str | None = Field(default=None, max_length=80, description="e.g. boekstart")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not EMAIL.match(value.strip()):
+            raise ValueError("not an e-mail address")
+        return value.strip()
 
     @field_validator("postcode")
     @classmethod

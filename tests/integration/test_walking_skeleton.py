@@ -246,3 +246,15 @@ async def test_a_library_key_reads_only_its_own_library_s_messages(platform: Pla
     )
     assert len(oba.json()["messages"]) == 1
     assert other.json()["messages"] == []
+
+
+async def test_readiness_reports_an_unreachable_redis_with_503(settings: Settings) -> None:
+    from deploy.runtime import free_port
+
+    without_redis = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    async with running(propositions_app(without_redis)) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["kafka"] == "ok"
+        assert ready.json()["checks"]["redis"].startswith("unreachable")
