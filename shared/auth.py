@@ -132,9 +132,15 @@ class Keyring:
             raw = cast(dict[str, str], await self._redis.hgetall(self._key(key_id)))
             if raw:
                 infos.append(
-                    KeyInfo(key_id, raw["name"], tuple(raw["roles"].split(",")), raw["library"], raw["created_at"],
-                            raw.get("revoked_at") or None)
-                )  # fmt: skip
+                    KeyInfo(
+                        key_id,
+                        raw["name"],
+                        tuple(raw["roles"].split(",")),
+                        raw["library"],
+                        raw["created_at"],
+                        raw.get("revoked_at") or None,
+                    )
+                )
         return infos
 
     async def verify(self, key: str) -> Principal | None:
@@ -175,8 +181,12 @@ def require(*roles: Role) -> Dependency:
         keyring: Keyring = request.app.state.keyring
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key:
-            raise Problem(401, "Unauthorized", "send an API key: Authorization: Bearer <key>",
-                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise Problem(
+                401,
+                "Unauthorized",
+                "send an API key: Authorization: Bearer <key>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         found = await keyring.verify(key.strip())
         if found is None:
             raise Problem(

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from shared.auth import Keyring
 from shared.events import EventData
+from shared.idempotency import IdempotentReplies
 from shared.kafka import EventPublisher, make_broker
 from shared.problems import install_problem_handlers
 from shared.redis import make_redis
@@ -94,9 +95,11 @@ def build_app(
     for model in publishes:
         # Declared for the AsyncAPI document only; events are sent by EventPublisher.
         parts.broker.publisher(
-            parts.settings.topic(model.topic), title=model.event_type, schema=model,
+            parts.settings.topic(model.topic),
+            title=model.event_type,
+            schema=model,
             description=(model.__doc__ or "").strip() or None,
-        )  # fmt: skip
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -127,6 +130,7 @@ def build_app(
         app.include_router(router)
     app.state.parts = parts
     app.state.keyring = parts.keyring
+    app.state.idempotent_replies = IdempotentReplies(parts.redis, parts.settings)
     return app
 
 

@@ -6,6 +6,8 @@ own fields by subclassing `Settings`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -13,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KLANTREIS_", extra="ignore", frozen=True)
 
+    # `production` refuses development placeholders (such as identity's HMAC key) at start.
+    environment: Literal["development", "production"] = "development"
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Prefixes let several platforms (or tests) share one broker and one Redis without seeing each other.
@@ -31,6 +35,8 @@ class Settings(BaseSettings):
     # exponential backoff, before the message goes to the dead-letter topic; permanent errors go at once.
     handler_retries: int = Field(default=5, ge=0)
     handler_retry_backoff_seconds: float = Field(default=0.2, gt=0)
+    # The key other services use to call internal endpoints (role `service`), e.g. notifications → identity.
+    service_key: str = ""
 
     def topic(self, name: str) -> str:
         """The physical topic name of a logical topic (see `shared.topics`)."""

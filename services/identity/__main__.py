@@ -1,6 +1,6 @@
 from services.identity.app import create_app
+from services.identity.settings import IdentitySettings
 from shared.service import serve
-from shared.settings import Settings
 
-settings = Settings()
+settings = IdentitySettings()
 serve(create_app(settings), settings.identity_url)

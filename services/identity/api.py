@@ -1,42 +1,54 @@
-"""identity's HTTP API."""
+"""identity's HTTP API: thin routes over `Members`. Every write takes an Idempotency-Key."""
 
 from __future__ import annotations
 
-import re
-import uuid
+import json
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Response, status
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.identity import domain
+from services.identity.members import Members, Person, Touch
 from services.identity.store import MemberStore
-from shared.auth import AUTH_RESPONSES, IngestKey, forbid_other_library
-from shared.events import CloudEvent
-from shared.events.members import CardActivated, MemberSignedUp
-from shared.events.types import LibraryCode
-from shared.kafka import EventPublisher
-from shared.problems import not_found
+from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey, Principal, require
+from shared.events import CloudEvent, FieldError, InvalidEvent, from_batch, from_structured, typed_data
+from shared.events.members import (
+    CardActivated,
+    ConsentChanged,
+    LoginFailed,
+    LoginFailure,
+    LoginSucceeded,
+    RegistrationStarted,
+)
+from shared.events.types import LibraryCode, Medium, Purpose
+from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.problems import Problem
+from shared.topics import MEMBERS
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Desk systems and front-office staff write as well as platforms do.
+FrontOfficeKey = Annotated[Principal, Depends(require("ingest", "member-data"))]
+ServiceKey = Annotated[Principal, Depends(require("service"))]
+
+SignUpPlatform = Literal["website", "app", "desk", "kiosk", "partner", "school"]
+AccountPlatform = Literal["website", "app", "ebook", "ils"]
 
 
-class OnlineSignUp(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "Sanne de Vries",
-                    "email": "sanne@example.nl",
-                    "birth_date": "1991-04-12",
-                    "postcode": "1034 AB",
-                    "home_library": "oba",
-                    "platform": "website",
-                }
-            ]
-        },
+def _example(**example: Any) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
+
+
+class SignUp(BaseModel):
+    model_config = _example(
+        name="Sanne de Vries",
+        email="sanne@example.nl",
+        phone="06 1234 5678",
+        birth_date="1991-04-12",
+        postcode="1034 AB",
+        home_library="oba",
+        platform="website",
     )
 
     name: str = Field(min_length=1, max_length=200)
@@ -45,14 +57,17 @@ class OnlineSignUp(BaseModel):
     birth_date: date
     postcode: str = Field(description="Dutch postcode, 1234 AB")
     home_library: LibraryCode
-    platform: Literal["website", "app"] = "website"
+    platform: SignUpPlatform = Field(
+        default="website", description="website and app are online; desk, kiosk, partner and school are offline"
+    )
     source: str | None = Field(default=None, max_length=80, description="e.g. consultatiebureau or a school")
     proposition: str | None = Field(default=None, max_length=80, description="e.g. boekstart")
+    registration_id: str | None = Field(default=None, description="completes a registration started before")
 
     @field_validator("email")
     @classmethod
     def _email(cls, value: str) -> str:
-        if not EMAIL.match(value.strip()):
+        if not domain.EMAIL.match(value.strip()):
             raise ValueError("not an e-mail address")
         return value.strip()
 
@@ -69,91 +84,561 @@ class OnlineSignUp(BaseModel):
         return value
 
 
+class RegistrationStart(BaseModel):
+    model_config = _example(home_library="oba", platform="website", source="consultatiebureau")
+
+    home_library: LibraryCode
+    platform: SignUpPlatform = "website"
+    source: str | None = Field(default=None, max_length=80)
+
+
 class Accepted(BaseModel):
     member_id: str
     event_id: str
 
 
+class RegistrationAccepted(BaseModel):
+    registration_id: str
+
+
 class CardActivation(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"library": "oba", "branch": "oosterdok"}]}
-    )
+    model_config = _example(library="oba", branch="oosterdok")
 
     library: LibraryCode
     branch: str | None = Field(default=None, max_length=80)
+    platform: Literal["desk", "kiosk"] = "desk"
     time: AwareDatetime | None = Field(default=None, description="when the card was activated; default now")
 
 
-def members_router(store: MemberStore, publisher: EventPublisher) -> APIRouter:
-    router = APIRouter(prefix="/v1/members", tags=["members"], responses=AUTH_RESPONSES)
+class AccountLink(BaseModel):
+    model_config = _example(platform="ebook", external_id="eb-449120")
+
+    platform: AccountPlatform
+    external_id: str = Field(min_length=1, max_length=200, description="the account's id on that platform")
+
+
+class LinkedAccount(BaseModel):
+    member_id: str
+    platform: str
+    account_ref: str = Field(description="pseudonymous reference to the account, as published in events")
+
+
+class Login(BaseModel):
+    model_config = _example(platform="ebook", external_id="eb-449120", outcome="failed", reason="bad_credentials")
+
+    platform: AccountPlatform
+    external_id: str = Field(min_length=1, max_length=200)
+    outcome: Literal["succeeded", "failed"]
+    reason: LoginFailure | None = Field(default=None, description="required when the login failed")
+    time: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _reason_with_failure(self) -> Login:
+        if self.outcome == "failed" and self.reason is None:
+            raise ValueError("reason is required when the login failed")
+        return self
+
+
+class Consent(BaseModel):
+    model_config = _example(granted=True)
+
+    granted: bool
+
+
+class Guardian(BaseModel):
+    model_config = _example(guardian_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10")
+
+    guardian_id: str = Field(min_length=1, max_length=64)
+
+
+class Confirmation(BaseModel):
+    model_config = _example(survivor_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10", confirmed_by="desk")
+
+    survivor_id: str
+    confirmed_by: Literal["desk", "member"]
+
+
+class MemberView(BaseModel):
+    """The member as front-office staff see them: personal data, only through the member-data role."""
+
+    member_id: str
+    name: str
+    email: str
+    phone: str | None
+    birth_date: date
+    postcode: str
+    home_library: str
+    signed_up_at: str
+    channel: str
+    platform: str
+    card_activated_at: str | None
+    guardian_id: str | None
+    accounts: list[str]
+    consents: dict[str, str]
+
+
+class Suspicion(BaseModel):
+    id: str
+    member_id: str
+    other_member_id: str
+    library: str
+    other_library: str
+    matched_on: list[str]
+    created_at: str
+
+
+class Contact(BaseModel):
+    member_id: str
+    medium: Medium
+    recipient: Literal["member", "guardian"]
+    address: str
+    name: str
+
+
+class IngestResult(BaseModel):
+    accepted: list[str]
+    rejected: list[dict[str, Any]]
+
+
+def members_router(members: Members, store: MemberStore) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["members"], responses=AUTH_RESPONSES)
 
     @router.post(
-        "",
-        status_code=status.HTTP_202_ACCEPTED,
-        summary="Sign up online",
-        description="Stores the person's data here and publishes a pseudonymous `member.signed_up`. "
-        "202 means Kafka acknowledged the event.",
+        "/registrations",
+        status_code=202,
+        response_model=RegistrationAccepted,
+        summary="Start a registration (publishes registration_started)",
+        description="Its id becomes the member id when the sign-up completes it (`registration_id`); a registration "
+        "not completed in time is a friction (registration abandoned).",
     )
-    async def sign_up(body: OnlineSignUp, response: Response, caller: IngestKey) -> Accepted:
-        forbid_other_library(caller, body.home_library)
-        member_id = str(uuid.uuid4())
-        now = datetime.now(UTC)
-        event = CloudEvent.create(
-            MemberSignedUp(
-                age_band=domain.member_age_band(body.birth_date, now.date()),
-                home_library=body.home_library,
-                postcode_area=domain.postcode_area(body.postcode),
+    async def start_registration(
+        body: RegistrationStart, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            touch = Touch(
+                body.home_library, body.platform, datetime.now(UTC), _source(body.home_library, body.platform)
+            )
+            return 202, {"registration_id": await members.start_registration(touch, body.source, caller, ids)}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.post(
+        "/members",
+        status_code=202,
+        response_model=Accepted,
+        summary="Sign up a member online, at a desk or via a partner",
+        description="Stores the person's data here and publishes a pseudonymous `member.signed_up` (and "
+        "`duplicate_suspected` for members sharing the e-mail address or phone number). 202 means Kafka "
+        "acknowledged the events.",
+        responses={404: {"description": "registration_id unknown or completed already"}},
+    )
+    async def sign_up(
+        body: SignUp, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            person = Person(body.name, body.email, body.phone, body.birth_date, body.postcode)
+            touch = Touch(
+                body.home_library, body.platform, datetime.now(UTC), _source(body.home_library, body.platform)
+            )
+            member_id, event_id = await members.sign_up(
+                person,
+                touch,
                 source=body.source,
                 proposition=body.proposition,
-            ),
-            subject=member_id,
-            source=f"/libraries/{body.home_library}/{body.platform}",
-            library=body.home_library,
-            channel="online",
-            platform=body.platform,
-            time=now,
+                registration_id=body.registration_id,
+                caller=caller,
+                ids=ids,
+            )
+            return 202, {"member_id": member_id, "event_id": event_id}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.get(
+        "/members/{member_id}",
+        summary="One member's data (member-data role)",
+        responses={404: {"description": "unknown or erased"}},
+    )
+    async def get_member(member_id: str, caller: MemberDataKey) -> MemberView:
+        resolved, record = await members.member(member_id, caller)
+        return MemberView(
+            member_id=resolved,
+            name=record["name"],
+            email=record["email"],
+            phone=record.get("phone") or None,
+            birth_date=date.fromisoformat(record["birth_date"]),
+            postcode=record["postcode"],
+            home_library=record["home_library"],
+            signed_up_at=record["signed_up_at"],
+            channel=record["channel"],
+            platform=record["platform"],
+            card_activated_at=record.get("card_activated_at") or None,
+            guardian_id=record.get("guardian_id") or None,
+            accounts=sorted(await store.accounts(resolved)),
+            consents=await store.consents(resolved),
         )
-        await store.create(
-            member_id,
-            {
-                "name": body.name,
-                "email": domain.normalise_email(body.email),
-                "phone": body.phone or "",
-                "birth_date": body.birth_date.isoformat(),
-                "postcode": body.postcode,
-                "home_library": body.home_library,
-                "signed_up_at": now.isoformat(),
-            },
-        )
-        try:
-            await publisher.publish(event)
-        except Exception:
-            # Not acknowledged means not signed up: leave no personal data behind for a member nobody knows.
-            await store.delete(member_id)
-            raise
-        response.headers["Location"] = f"/v1/members/{member_id}"
-        return Accepted(member_id=member_id, event_id=event.id)
+
+    @router.delete(
+        "/members/{member_id}",
+        status_code=202,
+        response_model=Accepted,
+        summary="Erase a member: every personal datum and index entry goes; `erased` tells the other services",
+        responses={404: {"description": "unknown or erased already"}},
+    )
+    async def erase(
+        member_id: str, request: Request, caller: MemberDataKey, replies: Replies, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            erased, event_id = await members.erase(member_id, caller, ids)
+            return 202, {"member_id": erased, "event_id": event_id}
+
+        return await replies.once(request, caller, key, None, run)
 
     @router.post(
-        "/{member_id}/card-activation",
-        status_code=status.HTTP_202_ACCEPTED,
+        "/members/{member_id}/card-activation",
+        status_code=202,
+        response_model=Accepted,
         summary="Activate the member's card at a branch",
         responses={404: {"description": "no such member"}},
     )
-    async def activate_card(member_id: str, body: CardActivation, caller: IngestKey) -> Accepted:
-        forbid_other_library(caller, body.library)
-        if not await store.exists(member_id):
-            raise not_found("member")
-        event = CloudEvent.create(
-            CardActivated(branch=body.branch),
-            subject=member_id,
-            source=f"/libraries/{body.library}/desk",
-            library=body.library,
-            channel="offline",
-            platform="desk",
-            time=body.time,
-        )
-        await publisher.publish(event)
-        return Accepted(member_id=member_id, event_id=event.id)
+    async def activate_card(
+        member_id: str,
+        body: CardActivation,
+        request: Request,
+        caller: IngestKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            touch = Touch(
+                body.library, body.platform, body.time or datetime.now(UTC), _source(body.library, body.platform)
+            )
+            resolved, event_id = await members.activate_card(member_id, touch, body.branch, caller, ids)
+            return 202, {"member_id": resolved, "event_id": event_id}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.post(
+        "/members/{member_id}/accounts",
+        status_code=202,
+        response_model=LinkedAccount,
+        tags=["accounts"],
+        summary="Link a platform account (website, app, e-book platform, ILS card) to the member",
+        responses={
+            404: {"description": "no such member"},
+            409: {
+                "description": "the account belongs to another "
+                "member, or the member has another account on that platform"
+            },
+        },
+    )
+    async def link_account(
+        member_id: str,
+        body: AccountLink,
+        request: Request,
+        caller: FrontOfficeKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            resolved, ref = await members.link_account(member_id, body.platform, body.external_id, caller, ids)
+            return 202, {"member_id": resolved, "platform": body.platform, "account_ref": ref}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.delete(
+        "/members/{member_id}/accounts/{platform}",
+        status_code=202,
+        response_model=Accepted,
+        tags=["accounts"],
+        summary="Unlink the member's account on a platform",
+        responses={404: {"description": "nothing linked"}},
+    )
+    async def unlink_account(
+        member_id: str,
+        platform: AccountPlatform,
+        request: Request,
+        caller: FrontOfficeKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            return 202, {
+                "member_id": member_id,
+                "event_id": await members.unlink_account(member_id, platform, caller, ids),
+            }
+
+        return await replies.once(request, caller, key, None, run)
+
+    @router.post(
+        "/logins",
+        status_code=202,
+        response_model=Accepted,
+        tags=["accounts"],
+        summary="A platform reports a login outcome by external account",
+        description="Publishes `login_succeeded` or `login_failed` (with the reason), and `channel_switched` when "
+        "the member's previous touch was on another channel or platform.",
+        responses={404: {"description": "no member has this account linked"}},
+    )
+    async def login(
+        body: Login, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            member_id, event_id = await members.record_login(
+                body.platform, body.external_id, body.outcome, body.reason, body.time or datetime.now(UTC), caller, ids
+            )
+            return 202, {"member_id": member_id, "event_id": event_id}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.put(
+        "/members/{member_id}/consents/{medium}/{purpose}",
+        status_code=202,
+        response_model=Accepted,
+        tags=["consent"],
+        summary="Give or withdraw consent for a channel and purpose",
+    )
+    async def consent(
+        member_id: str,
+        medium: Medium,
+        purpose: Purpose,
+        body: Consent,
+        request: Request,
+        caller: FrontOfficeKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            resolved, event_id = await members.change_consent(member_id, medium, purpose, body.granted, caller, ids)
+            return 202, {"member_id": resolved, "event_id": event_id}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.put(
+        "/members/{member_id}/guardian",
+        status_code=202,
+        response_model=Accepted,
+        tags=["consent"],
+        summary="Set the guardian of a minor (under 16): messages for the minor go to them",
+        responses={404: {"description": "member or guardian unknown"}, 422: {"description": "not a minor"}},
+    )
+    async def guardian(
+        member_id: str,
+        body: Guardian,
+        request: Request,
+        caller: FrontOfficeKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            return 202, {
+                "member_id": member_id,
+                "event_id": await members.set_guardian(member_id, body.guardian_id, caller, ids),
+            }
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.get("/duplicates", tags=["duplicates"], summary="Duplicate suspicions awaiting confirmation")
+    async def duplicates(caller: MemberDataKey) -> list[Suspicion]:
+        return [
+            Suspicion(
+                id=s["id"],
+                member_id=s["member_id"],
+                other_member_id=s["other_member_id"],
+                library=s["library"],
+                other_library=s["other_library"],
+                matched_on=s["matched_on"].split(","),
+                created_at=s["created_at"],
+            )
+            for s in await members.suspicions(caller)
+        ]
+
+    @router.post(
+        "/duplicates/{suspicion_id}/confirm",
+        status_code=202,
+        tags=["duplicates"],
+        summary="Confirm a duplicate (at the desk or by the member): the other record merges into the survivor",
+        responses={
+            404: {"description": "no such suspicion"},
+            409: {"description": "closed already, or a merge that must not happen (a child into their guardian)"},
+        },
+    )
+    async def confirm(
+        suspicion_id: str,
+        body: Confirmation,
+        request: Request,
+        caller: FrontOfficeKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            merged = await members.confirm(suspicion_id, body.survivor_id, body.confirmed_by, caller, ids)
+            return 202, {"merged_id": merged, "survivor_id": body.survivor_id}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.post(
+        "/duplicates/{suspicion_id}/dismiss",
+        status_code=200,
+        tags=["duplicates"],
+        summary="Not the same person: close the suspicion without merging",
+    )
+    async def dismiss(suspicion_id: str, caller: FrontOfficeKey) -> dict[str, str]:
+        await members.dismiss(suspicion_id, caller)
+        return {"id": suspicion_id, "status": "dismissed"}
 
     return router
+
+
+def contact_router(members: Members) -> APIRouter:
+    router = APIRouter(prefix="/internal/v1", tags=["internal"], responses=AUTH_RESPONSES)
+
+    @router.get(
+        "/members/{member_id}/contact",
+        summary="Where to deliver a message now (service role): the guardian's address for a minor",
+        description="For notifications at send time, so that no other service stores an address.",
+        responses={404: {"description": "unknown or erased"}, 409: {"description": "no address for this medium"}},
+    )
+    async def contact(member_id: str, caller: ServiceKey, medium: Medium) -> Contact:
+        return Contact.model_validate(await members.contact(member_id, medium, caller))
+
+    return router
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+
+INGESTIBLE = {
+    RegistrationStarted.event_type,
+    CardActivated.event_type,
+    LoginSucceeded.event_type,
+    LoginFailed.event_type,
+    ConsentChanged.event_type,
+}
+
+
+def ingest_router(members: Members, store: MemberStore) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["ingest"], responses=AUTH_RESPONSES)
+
+    async def ingest_one(event: CloudEvent, caller: Principal) -> None:
+        data = typed_data(event)
+        if data.topic != MEMBERS.name:
+            raise InvalidEvent([_field("type", f"{event.type} is not an identity event")])
+        if event.type not in INGESTIBLE:
+            raise InvalidEvent([_field("type", f"{event.type} is published by identity itself; use its REST endpoint")])
+        if event.subject is None:
+            raise InvalidEvent([_field("subject", "required: the member id")])
+        if await store.ingested(event.id):
+            return  # the same CloudEvent id again: accepted, published once
+        ids = Ids(f"event:{event.id}")
+        platform = event.platform or "website"
+        library = event.library or ""
+        touch = Touch(library, platform, event.utc_time, event.source)
+        if isinstance(data, CardActivated):
+            await members.activate_card(event.subject, touch, data.branch, caller, ids, event_id=event.id)
+        elif isinstance(data, LoginSucceeded | LoginFailed):
+            outcome = "succeeded" if isinstance(data, LoginSucceeded) else "failed"
+            reason = data.reason if isinstance(data, LoginFailed) else None
+            await members.login(
+                event.subject,
+                data.login_platform,
+                outcome,
+                reason,
+                event.utc_time,
+                caller,
+                ids,
+                event_id=event.id,
+                source=event.source,
+            )
+        elif isinstance(data, ConsentChanged):
+            await members.change_consent(
+                event.subject,
+                data.medium,
+                data.purpose,
+                data.granted,
+                caller,
+                ids,
+                at=event.utc_time,
+                event_id=event.id,
+            )
+        elif isinstance(data, RegistrationStarted):
+            await members.start_registration(
+                Touch(data.home_library, platform, event.utc_time, event.source),
+                data.source,
+                caller,
+                Ids(f"event:{event.id}"),
+            )
+        await store.mark_ingested(event.id)
+
+    @router.post(
+        "/events",
+        status_code=202,
+        response_model=IngestResult,
+        summary="Post CloudEvents of the types identity owns: one, or a batch",
+        description="`application/cloudevents+json` for one event, `application/cloudevents-batch+json` (a JSON "
+        f"array) for a batch. Accepted types: {', '.join(sorted(INGESTIBLE))}. A batch accepts the valid events "
+        "and lists the rejected ones with their reasons. An event id posted again is accepted and not published "
+        "again.",
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "application/cloudevents-batch+json": {
+                        "example": [
+                            {
+                                "specversion": "1.0",
+                                "id": "9f0d7c1e-3c1a-4b8e-8d61-0d6a3c9b1f22",
+                                "source": "/libraries/oba/kiosk",
+                                "type": "nl.bibliotheek.member.card_activated.v1",
+                                "time": "2026-11-23T10:15:00+01:00",
+                                "subject": "4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10",
+                                "library": "oba",
+                                "channel": "offline",
+                                "platform": "kiosk",
+                                "data": {"branch": "oosterdok"},
+                            }
+                        ]
+                    }
+                }
+            }
+        },
+    )
+    async def ingest(request: Request, caller: IngestKey) -> JSONResponse:
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Problem(422, "Unprocessable Content", "body: not JSON", errors=[_field("body", "not JSON")]) from None
+        if not isinstance(body, list):
+            event = from_structured(body)
+            await ingest_one(event, caller)
+            return JSONResponse({"accepted": [event.id], "rejected": []}, status_code=status.HTTP_202_ACCEPTED)
+        accepted: list[str] = []
+        rejected: list[dict[str, Any]] = []
+        for index, item in enumerate(from_batch(body)):
+            if isinstance(item, InvalidEvent):
+                rejected.append(
+                    {"index": index, "id": _id_of(body[index]), "errors": [e.as_dict() for e in item.errors]}
+                )
+                continue
+            try:
+                await ingest_one(item, caller)
+                accepted.append(item.id)
+            except InvalidEvent as exc:
+                rejected.append({"index": index, "id": item.id, "errors": [e.as_dict() for e in exc.errors]})
+            except Problem as exc:
+                field = "subject" if exc.status == 404 else "library"
+                reason = {"field": field, "message": exc.detail or exc.title}
+                rejected.append({"index": index, "id": item.id, "status": exc.status, "errors": [reason]})
+        code = status.HTTP_202_ACCEPTED if accepted or not rejected else status.HTTP_422_UNPROCESSABLE_CONTENT
+        return JSONResponse({"accepted": accepted, "rejected": rejected}, status_code=code)
+
+    return router
+
+
+def _field(name: str, message: str) -> FieldError:
+    return FieldError(name, message)
+
+
+def _id_of(item: Any) -> str | None:
+    return str(item["id"]) if isinstance(item, dict) and "id" in item else None
+
+
+def _source(library: str, platform: str) -> str:
+    return f"/libraries/{library}/{platform}"

@@ -1,13 +1,24 @@
-"""Pure rules of identity: what of a person may leave this service, and in what form."""
+"""Pure rules of identity: what of a person may leave this service, in what form, and who may be merged."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+from dataclasses import dataclass
 from datetime import date
 
-from shared.events.types import AgeBand, age_band
+from shared.events.types import AgeBand, Channel, age_band
 
 _POSTCODE = re.compile(r"^([1-9][0-9]{3}) ?([A-Za-z]{2})$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+# Where a member meets the network online; every other platform (desk, kiosk, school, partner…) is in a building.
+ONLINE_PLATFORMS = frozenset({"website", "app", "ebook"})
+
+
+def channel_of(platform: str) -> Channel:
+    return "online" if platform in ONLINE_PLATFORMS else "offline"
 
 
 def postcode_area(postcode: str) -> str:
@@ -29,7 +40,59 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def normalise_phone(phone: str) -> str:
+    """Digits only, Dutch numbers in national form: `+31 6 1234 5678` and `06-12345678` both → `0612345678`."""
+    digits = re.sub(r"[^0-9+]", "", phone)
+    if digits.startswith("+31"):
+        digits = "0" + digits[3:]
+    elif digits.startswith("0031"):
+        digits = "0" + digits[4:]
+    return digits.lstrip("+")
+
+
+def keyed_hash(key: bytes, kind: str, value: str) -> str:
+    """HMAC-SHA256 of a normalised value: equal values match without the value being stored in an index."""
+    return hmac.new(key, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def years_old(birth_date: date, today: date) -> int:
+    return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
+
+
 def member_age_band(birth_date: date, today: date) -> AgeBand:
     if birth_date > today:
         raise ValueError("birth date lies in the future")
     return age_band(birth_date, today)
+
+
+def is_minor(birth_date: date, today: date, below: int = 16) -> bool:
+    return years_old(birth_date, today) < below
+
+
+def channel_switch(
+    previous: tuple[str, str] | None, current: tuple[str, str]
+) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """(from, to) as (channel, platform) when this touch is on another channel or platform than the last."""
+    if previous is None or previous == current:
+        return None
+    return previous, current
+
+
+@dataclass(frozen=True)
+class MergeCandidate:
+    member_id: str
+    birth_date: date
+    guardian_id: str | None
+
+
+def merge_refusal(merged: MergeCandidate, survivor: MergeCandidate, today: date, below: int = 16) -> str | None:
+    """Why these two records must not become one member, or None when they may."""
+    if merged.member_id == survivor.member_id:
+        return "a member cannot be merged into itself"
+    if merged.guardian_id == survivor.member_id or survivor.guardian_id == merged.member_id:
+        return "a child is never merged into their guardian"
+    minor = is_minor(merged.birth_date, today, below) or is_minor(survivor.birth_date, today, below)
+    if minor and merged.birth_date != survivor.birth_date:
+        # A child sharing a parent's e-mail address is not the parent.
+        return "a minor is never merged with someone born on another day"
+    return None

@@ -1,32 +1,279 @@
-"""Members' personal data in Redis: one hash per member, under the member's hash tag."""
+"""Identity's Redis: the only place personal data lives. AOF is on in every run configuration.
+
+Keys (prefix `identity:`; a member's own keys carry the `{member_id}` hash tag):
+  member:{id}              hash: name, email, phone, birth_date, postcode, home_library, signed_up_at,
+                           channel, platform, source, last_channel, last_platform, card_activated_at, guardian_id
+  accounts:{id}            hash: platform → JSON {ref, index}: the member's linked platform accounts
+  consent:{id}             hash: "<medium>:<purpose>" → granted | withdrawn
+  wards:{id}               set: members this member is the guardian of
+  aliases:{id}             set: ids merged into this member
+  registration:<id>        hash: a started, not yet completed registration (expires after 30 days)
+  account:<hmac>           string: the member an external account belongs to
+  dup:<hmac>               set: members with this e-mail address or phone number (keyed hash)
+  suspicion:<id>           hash: a duplicate suspicion awaiting confirmation
+  suspicions:pending       set: ids of pending suspicions
+  alias:<old id>           string: the member an old id was merged into
+  erased:<id>              string: tombstone, so an erased member stays 404 (holds no personal data)
+  ingested:<event id>      string: a CloudEvent id posted to /v1/events (expires after 7 days)
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
 from shared.settings import Settings
 
+REGISTRATION_TTL_SECONDS = 30 * 24 * 3600
+# CloudEvent ids posted to /v1/events are remembered this long: a repost in that time is not published again.
+INGESTED_TTL_SECONDS = 7 * 24 * 3600
+
+# Claim an external account for a member: only when nobody has it, or it is theirs already.
+_CLAIM_ACCOUNT = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] then return owner end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+
+def _s(value: Any) -> str:
+    return cast(str, value)
+
 
 class MemberStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._settings = settings
+        self._claim_account = redis.register_script(_CLAIM_ACCOUNT)
 
-    def _key(self, member_id: str) -> str:
-        return self._settings.key("identity", "member", "{" + member_id + "}")
+    # ------------------------------------------------------------------------------------------ keys
 
-    async def create(self, member_id: str, personal: dict[str, str]) -> None:
-        await self._redis.hset(self._key(member_id), mapping=cast(Any, personal))
+    def _k(self, *parts: str) -> str:
+        return self._settings.key("identity", *parts)
+
+    def _member(self, member_id: str) -> str:
+        return self._k("member", "{" + member_id + "}")
+
+    def _accounts(self, member_id: str) -> str:
+        return self._k("accounts", "{" + member_id + "}")
+
+    def _consent(self, member_id: str) -> str:
+        return self._k("consent", "{" + member_id + "}")
+
+    def _wards(self, member_id: str) -> str:
+        return self._k("wards", "{" + member_id + "}")
+
+    def _aliases(self, member_id: str) -> str:
+        return self._k("aliases", "{" + member_id + "}")
+
+    # --------------------------------------------------------------------------------------- members
+
+    async def create(self, member_id: str, fields: dict[str, str], dup_hashes: Iterable[str]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._member(member_id), mapping=cast(Any, fields))
+            for digest in dup_hashes:
+                pipe.sadd(self._k("dup", digest), member_id)
+            pipe.delete(self._k("registration", member_id))
+            await pipe.execute()
 
     async def get(self, member_id: str) -> dict[str, str] | None:
-        # decode_responses=True: keys and values are str
-        found = cast(dict[str, str], await self._redis.hgetall(self._key(member_id)))
+        found = cast(dict[str, str], await self._redis.hgetall(self._member(member_id)))
         return found or None
 
-    async def exists(self, member_id: str) -> bool:
-        return bool(await self._redis.exists(self._key(member_id)))
+    async def update(self, member_id: str, fields: dict[str, str]) -> None:
+        await self._redis.hset(self._member(member_id), mapping=cast(Any, fields))
 
-    async def delete(self, member_id: str) -> None:
-        await self._redis.delete(self._key(member_id))
+    async def resolve(self, member_id: str) -> str:
+        """The id to use for `member_id`: the survivor when it was merged into another member."""
+        seen = 0
+        while seen < 5:  # merges of merges; a cycle cannot arise, but never loop for ever
+            survivor = await self._redis.get(self._k("alias", member_id))
+            if survivor is None:
+                return member_id
+            member_id, seen = _s(survivor), seen + 1
+        return member_id
+
+    async def is_erased(self, member_id: str) -> bool:
+        return bool(await self._redis.exists(self._k("erased", member_id)))
+
+    async def members_with(self, digest: str) -> set[str]:
+        return cast(set[str], await self._redis.smembers(self._k("dup", digest)))
+
+    # --------------------------------------------------------------------------------- registrations
+
+    async def start_registration(self, registration_id: str, fields: dict[str, str]) -> None:
+        key = self._k("registration", registration_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=cast(Any, fields))
+            pipe.expire(key, REGISTRATION_TTL_SECONDS)
+            await pipe.execute()
+
+    async def registration(self, registration_id: str) -> dict[str, str] | None:
+        key = self._k("registration", registration_id)
+        found = cast(dict[str, str], await self._redis.hgetall(key))
+        return found or None
+
+    # -------------------------------------------------------------------------------------- accounts
+
+    async def claim_account(self, index: str, member_id: str) -> str:
+        """Make the external account (by its keyed hash) the member's; returns its owner afterwards."""
+        return _s(await self._claim_account(keys=[self._k("account", index)], args=[member_id]))
+
+    async def release_account(self, index: str, member_id: str) -> None:
+        key = self._k("account", index)
+        if await self._redis.get(key) == member_id:
+            await self._redis.delete(key)
+
+    async def account_owner(self, index: str) -> str | None:
+        owner = await self._redis.get(self._k("account", index))
+        return _s(owner) if owner is not None else None
+
+    async def accounts(self, member_id: str) -> dict[str, dict[str, str]]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._accounts(member_id)))
+        return {platform: json.loads(value) for platform, value in raw.items()}
+
+    async def set_account(self, member_id: str, platform: str, ref: str, index: str) -> None:
+        value = json.dumps({"ref": ref, "index": index})
+        await self._redis.hset(self._accounts(member_id), platform, value)
+
+    async def remove_account(self, member_id: str, platform: str) -> None:
+        await self._redis.hdel(self._accounts(member_id), platform)
+
+    # ------------------------------------------------------------------------------ consent, guardian
+
+    async def set_consent(self, member_id: str, medium: str, purpose: str, granted: bool) -> None:
+        value = "granted" if granted else "withdrawn"
+        await self._redis.hset(self._consent(member_id), f"{medium}:{purpose}", value)
+
+    async def consents(self, member_id: str) -> dict[str, str]:
+        return cast(dict[str, str], await self._redis.hgetall(self._consent(member_id)))
+
+    async def set_guardian(self, member_id: str, guardian_id: str, previous: str | None) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if previous:
+                pipe.srem(self._wards(previous), member_id)
+            pipe.hset(self._member(member_id), "guardian_id", guardian_id)
+            pipe.sadd(self._wards(guardian_id), member_id)
+            await pipe.execute()
+
+    async def wards(self, member_id: str) -> set[str]:
+        return cast(set[str], await self._redis.smembers(self._wards(member_id)))
+
+    # ------------------------------------------------------------------------------------ duplicates
+
+    async def add_suspicion(self, suspicion_id: str, fields: dict[str, str]) -> bool:
+        """Queue a suspicion once: False when this pair is already queued."""
+        key = self._k("suspicion", suspicion_id)
+        if await self._redis.exists(key):
+            return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=cast(Any, fields))
+            pipe.sadd(self._k("suspicions", "pending"), suspicion_id)
+            await pipe.execute()
+        return True
+
+    async def suspicion(self, suspicion_id: str) -> dict[str, str] | None:
+        found = cast(dict[str, str], await self._redis.hgetall(self._k("suspicion", suspicion_id)))
+        return found or None
+
+    async def pending_suspicions(self) -> list[dict[str, str]]:
+        ids = sorted(cast(set[str], await self._redis.smembers(self._k("suspicions", "pending"))))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for suspicion_id in ids:
+                pipe.hgetall(self._k("suspicion", suspicion_id))
+            found = cast(list[dict[str, str]], await pipe.execute())
+        return [s for s in found if s]
+
+    async def close_suspicion(self, suspicion_id: str, status: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("suspicion", suspicion_id), "status", status)
+            pipe.srem(self._k("suspicions", "pending"), suspicion_id)
+            await pipe.execute()
+
+    async def _suspicions_of(self, member_id: str) -> list[str]:
+        return [
+            s["id"]
+            for s in await self.pending_suspicions()
+            if member_id in (s.get("member_id"), s.get("other_member_id"))
+        ]
+
+    # --------------------------------------------------------------------------------------- ingest
+
+    async def ingested(self, event_id: str) -> bool:
+        return bool(await self._redis.exists(self._k("ingested", event_id)))
+
+    async def mark_ingested(self, event_id: str) -> None:
+        await self._redis.set(self._k("ingested", event_id), "1", ex=INGESTED_TTL_SECONDS)
+
+    # ------------------------------------------------------------------------------- merge, erasure
+
+    async def merge(self, merged_id: str, survivor_id: str, dup_hashes: Iterable[str]) -> None:
+        """Move what the merged record had to the survivor, forget its personal data, keep an alias."""
+        merged_accounts = await self.accounts(merged_id)
+        survivor_accounts = await self.accounts(survivor_id)
+        suspicions = await self._suspicions_of(merged_id)
+        wards = await self.wards(merged_id)
+        aliases = cast(set[str], await self._redis.smembers(self._aliases(merged_id)))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for platform, account in merged_accounts.items():
+                if platform in survivor_accounts:
+                    pipe.delete(self._k("account", account["index"]))  # the survivor keeps its own account
+                else:
+                    pipe.set(self._k("account", account["index"]), survivor_id)
+                    pipe.hset(self._accounts(survivor_id), platform, json.dumps(account))
+            for ward in wards:
+                pipe.hset(self._member(ward), "guardian_id", survivor_id)
+                pipe.sadd(self._wards(survivor_id), ward)
+            for digest in dup_hashes:
+                pipe.srem(self._k("dup", digest), merged_id)
+            for suspicion_id in suspicions:
+                pipe.hset(self._k("suspicion", suspicion_id), "status", "merged")
+                pipe.srem(self._k("suspicions", "pending"), suspicion_id)
+            for old in (*aliases, merged_id):
+                pipe.set(self._k("alias", old), survivor_id)
+                pipe.sadd(self._aliases(survivor_id), old)
+            pipe.delete(
+                self._member(merged_id),
+                self._accounts(merged_id),
+                self._consent(merged_id),
+                self._wards(merged_id),
+                self._aliases(merged_id),
+            )
+            await pipe.execute()
+
+    async def erase(self, member_id: str, dup_hashes: Iterable[str], guardian_id: str | None) -> None:
+        """Remove every personal datum and every index entry of the member; leave a tombstone with the id."""
+        accounts = await self.accounts(member_id)
+        suspicions = await self._suspicions_of(member_id)
+        wards = await self.wards(member_id)
+        aliases = cast(set[str], await self._redis.smembers(self._aliases(member_id)))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for account in accounts.values():
+                pipe.delete(self._k("account", account["index"]))
+            for digest in dup_hashes:
+                pipe.srem(self._k("dup", digest), member_id)
+            for suspicion_id in suspicions:
+                # The suspicion named this member: it goes entirely.
+                pipe.delete(self._k("suspicion", suspicion_id))
+                pipe.srem(self._k("suspicions", "pending"), suspicion_id)
+            for ward in wards:
+                pipe.hdel(self._member(ward), "guardian_id")
+            if guardian_id:
+                pipe.srem(self._wards(guardian_id), member_id)
+            for old in aliases:
+                pipe.delete(self._k("alias", old))
+                pipe.set(self._k("erased", old), "1")
+            pipe.delete(
+                self._member(member_id),
+                self._accounts(member_id),
+                self._consent(member_id),
+                self._wards(member_id),
+                self._aliases(member_id),
+                self._k("registration", member_id),
+            )
+            pipe.set(self._k("erased", member_id), "1")
+            await pipe.execute()

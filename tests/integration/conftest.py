@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from services.identity.settings import IdentitySettings
 from services.journey.settings import JourneySettings
 from shared.auth import NETWORK, Keyring
 from shared.redis import make_redis
@@ -24,6 +25,11 @@ def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
         partitions=2,
         handler_retry_backoff_seconds=0.05,
     )
+
+
+@pytest.fixture
+def identity_settings(settings: Settings) -> IdentitySettings:
+    return IdentitySettings(**settings.model_dump())
 
 
 @pytest.fixture

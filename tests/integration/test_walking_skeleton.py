@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.identity.app import create_app as identity_app
+from services.identity.settings import IdentitySettings
 from services.journey.app import create_app as journey_app
 from services.journey.settings import JourneySettings
 from services.notifications.app import create_app as notifications_app
@@ -63,9 +64,11 @@ def _friction(record: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def platform(settings: Settings, journey_settings: JourneySettings, admin_key: str) -> AsyncIterator[Platform]:
+async def platform(
+    settings: Settings, identity_settings: IdentitySettings, journey_settings: JourneySettings, admin_key: str
+) -> AsyncIterator[Platform]:
     async with (
-        running(identity_app(settings), admin_key) as identity,
+        running(identity_app(identity_settings), admin_key) as identity,
         running(journey_app(journey_settings)),
         running(notifications_app(settings), admin_key) as notifications,
     ):
