@@ -335,7 +335,12 @@ def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
 
 
 def _new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id (URL-safe base64 of a UUID). Like Kafka's own Uuid.randomUuid, never one starting
+    with '-': the storage tool would read it as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 async def _kafka_answers(bootstrap: str, limit_s: float) -> None:
