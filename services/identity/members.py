@@ -271,10 +271,10 @@ class Members:
         index = self._account_index(platform, external_id)
         linked = (await self._store.accounts(resolved)).get(platform)
         if linked is not None and linked["index"] != index:
-            raise conflict(f"the member already has a {platform} account linked; unlink it first")
+            raise conflict(f"the member already has another account on {platform} linked; unlink it first")
         owner = await self._store.claim_account(index, resolved)
         if owner != resolved:
-            raise conflict(f"this {platform} account belongs to another member")
+            raise conflict(f"this account on {platform} belongs to another member")
         if linked is not None:
             return resolved, linked["ref"]  # linked already: nothing new to say
         ref = ids.new("account")
@@ -295,7 +295,7 @@ class Members:
         resolved, record = await self.member(member_id, caller)
         linked = (await self._store.accounts(resolved)).get(platform)
         if linked is None:
-            raise Problem(404, "Not Found", f"the member has no {platform} account linked")
+            raise Problem(404, "Not Found", f"the member has no account on {platform} linked")
         touch = Touch(record["home_library"], platform, datetime.now(UTC), f"{SOURCE}/accounts")
         event = self._event(
             AccountUnlinked(account_platform=platform, account_ref=linked["ref"]), resolved, touch, ids.new("event")
@@ -318,7 +318,7 @@ class Members:
         """A platform's login outcome by external account: login_succeeded or login_failed, and a channel switch."""
         owner = await self._store.account_owner(self._account_index(platform, external_id))
         if owner is None:
-            raise Problem(404, "Not Found", f"no member has this {platform} account linked")
+            raise Problem(404, "Not Found", f"no member has this account on {platform} linked")
         return await self.login(owner, platform, outcome, reason, at, caller, ids)
 
     async def login(
