@@ -14,7 +14,7 @@ from services.identity import domain
 from services.identity.members import Members, Person, Touch
 from services.identity.store import MemberStore
 from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey, Principal, require
-from shared.events import CloudEvent, FieldError, InvalidEvent, from_batch, from_structured, typed_data
+from shared.events import CloudEvent, EventData, FieldError, InvalidEvent, from_batch, from_structured, typed_data
 from shared.events.members import (
     CardActivated,
     ConsentChanged,
@@ -526,12 +526,28 @@ def ingest_router(members: Members, store: MemberStore) -> APIRouter:
             raise InvalidEvent([_field("type", f"{event.type} is published by identity itself; use its REST endpoint")])
         if event.subject is None:
             raise InvalidEvent([_field("subject", "required: the member id")])
-        if await store.ingested(event.id):
+        claimed = await store.claim_ingest(event.id)
+        if claimed == "done":
             return  # the same CloudEvent id again: accepted, published once
+        if claimed == "pending":
+            raise Problem(
+                409,
+                "Conflict",
+                "this event id is being handled by another request; retry it",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            await handle(event, data, caller)
+        except BaseException:
+            await store.finish_ingest(event.id, done=False)
+            raise
+        await store.finish_ingest(event.id, done=True)
+
+    async def handle(event: CloudEvent, data: EventData, caller: Principal) -> None:
+        assert event.subject is not None
         ids = Ids(f"event:{event.id}")
         platform = event.platform or "website"
-        library = event.library or ""
-        touch = Touch(library, platform, event.utc_time, event.source)
+        touch = Touch(event.library or "", platform, event.utc_time, event.source)
         if isinstance(data, CardActivated):
             await members.activate_card(event.subject, touch, data.branch, caller, ids, event_id=event.id)
         elif isinstance(data, LoginSucceeded | LoginFailed):
@@ -560,13 +576,10 @@ def ingest_router(members: Members, store: MemberStore) -> APIRouter:
                 event_id=event.id,
             )
         elif isinstance(data, RegistrationStarted):
+            touch = Touch(data.home_library, platform, event.utc_time, event.source)
             await members.start_registration(
-                Touch(data.home_library, platform, event.utc_time, event.source),
-                data.source,
-                caller,
-                Ids(f"event:{event.id}"),
+                touch, data.source, caller, ids, registration_id=event.subject, event_id=event.id
             )
-        await store.mark_ingested(event.id)
 
     @router.post(
         "/events",
@@ -623,7 +636,7 @@ def ingest_router(members: Members, store: MemberStore) -> APIRouter:
             except InvalidEvent as exc:
                 rejected.append({"index": index, "id": item.id, "errors": [e.as_dict() for e in exc.errors]})
             except Problem as exc:
-                field = "subject" if exc.status == 404 else "library"
+                field = {404: "subject", 403: "library", 409: "id"}.get(exc.status, "body")
                 reason = {"field": field, "message": exc.detail or exc.title}
                 rejected.append({"index": index, "id": item.id, "status": exc.status, "errors": [reason]})
         code = status.HTTP_202_ACCEPTED if accepted or not rejected else status.HTTP_422_UNPROCESSABLE_CONTENT

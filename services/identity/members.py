@@ -136,11 +136,25 @@ class Members:
 
     # ---------------------------------------------------------------------------------- registration
 
-    async def start_registration(self, touch: Touch, source: str | None, caller: Principal, ids: Ids) -> str:
+    async def start_registration(
+        self,
+        touch: Touch,
+        source: str | None,
+        caller: Principal,
+        ids: Ids,
+        registration_id: str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """A registration under a new id, or under the subject and id of a posted CloudEvent."""
         forbid_other_library(caller, touch.library)
-        registration_id = ids.new("member")
+        registration_id = registration_id or ids.new("member")
+        if await self._store.get(registration_id) is not None:
+            raise conflict("a member with this id exists already")
         event = self._event(
-            RegistrationStarted(home_library=touch.library, source=source), registration_id, touch, ids.new("event")
+            RegistrationStarted(home_library=touch.library, source=source),
+            registration_id,
+            touch,
+            event_id or ids.new("event"),
         )
         await self._store.start_registration(
             registration_id, {"home_library": touch.library, "started_at": touch.time.isoformat()}
