@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -14,7 +14,7 @@ from services.identity import domain
 from services.identity.members import Members, Person, Touch
 from services.identity.store import MemberStore
 from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey, Principal, require
-from shared.events import CloudEvent, EventData, FieldError, InvalidEvent, from_batch, from_structured, typed_data
+from shared.events import CloudEvent, EventData
 from shared.events.members import (
     CardActivated,
     ConsentChanged,
@@ -25,6 +25,8 @@ from shared.events.members import (
 )
 from shared.events.types import LibraryCode, Medium, Purpose
 from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.ingest import EventClaims, Item
+from shared.ingest import ingest_router as shared_ingest_router
 from shared.problems import Problem
 from shared.topics import MEMBERS
 
@@ -515,35 +517,18 @@ INGESTIBLE = {
 }
 
 
-def ingest_router(members: Members, store: MemberStore) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["ingest"], responses=AUTH_RESPONSES)
+def ingest_router(members: Members, claims: EventClaims) -> APIRouter:
+    async def handle(items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
+        # Each identity event changes a member's state: handled one by one, in order.
+        refused: dict[int, Problem] = {}
+        for item in items:
+            try:
+                await handle_one(item.event, item.data, caller)
+            except Problem as exc:
+                refused[item.index] = exc
+        return refused
 
-    async def ingest_one(event: CloudEvent, caller: Principal) -> None:
-        data = typed_data(event)
-        if data.topic != MEMBERS.name:
-            raise InvalidEvent([_field("type", f"{event.type} is not an identity event")])
-        if event.type not in INGESTIBLE:
-            raise InvalidEvent([_field("type", f"{event.type} is published by identity itself; use its REST endpoint")])
-        if event.subject is None:
-            raise InvalidEvent([_field("subject", "required: the member id")])
-        claimed = await store.claim_ingest(event.id)
-        if claimed == "done":
-            return  # the same CloudEvent id again: accepted, published once
-        if claimed == "pending":
-            raise Problem(
-                409,
-                "Conflict",
-                "this event id is being handled by another request; retry it",
-                headers={"Retry-After": "1"},
-            )
-        try:
-            await handle(event, data, caller)
-        except BaseException:
-            await store.finish_ingest(event.id, done=False)
-            raise
-        await store.finish_ingest(event.id, done=True)
-
-    async def handle(event: CloudEvent, data: EventData, caller: Principal) -> None:
+    async def handle_one(event: CloudEvent, data: EventData, caller: Principal) -> None:
         assert event.subject is not None
         ids = Ids(f"event:{event.id}")
         platform = event.platform or "website"
@@ -553,104 +538,19 @@ def ingest_router(members: Members, store: MemberStore) -> APIRouter:
         elif isinstance(data, LoginSucceeded | LoginFailed):
             outcome = "succeeded" if isinstance(data, LoginSucceeded) else "failed"
             reason = data.reason if isinstance(data, LoginFailed) else None
-            await members.login(
-                event.subject,
-                data.login_platform,
-                outcome,
-                reason,
-                event.utc_time,
-                caller,
-                ids,
-                event_id=event.id,
-                source=event.source,
-            )
+            await members.login(event.subject, data.login_platform, outcome, reason, event.utc_time, caller, ids,
+                                event_id=event.id, source=event.source)  # fmt: skip
         elif isinstance(data, ConsentChanged):
-            await members.change_consent(
-                event.subject,
-                data.medium,
-                data.purpose,
-                data.granted,
-                caller,
-                ids,
-                at=event.utc_time,
-                event_id=event.id,
-            )
+            await members.change_consent(event.subject, data.medium, data.purpose, data.granted, caller, ids,
+                                         at=event.utc_time, event_id=event.id)  # fmt: skip
         elif isinstance(data, RegistrationStarted):
             touch = Touch(data.home_library, platform, event.utc_time, event.source)
-            await members.start_registration(
-                touch, data.source, caller, ids, registration_id=event.subject, event_id=event.id
-            )
+            await members.start_registration(touch, data.source, caller, ids, registration_id=event.subject,
+                                             event_id=event.id)  # fmt: skip
 
-    @router.post(
-        "/events",
-        status_code=202,
-        response_model=IngestResult,
-        summary="Post CloudEvents of the types identity owns: one, or a batch",
-        description="`application/cloudevents+json` for one event, `application/cloudevents-batch+json` (a JSON "
-        f"array) for a batch. Accepted types: {', '.join(sorted(INGESTIBLE))}. A batch accepts the valid events "
-        "and lists the rejected ones with their reasons. An event id posted again is accepted and not published "
-        "again.",
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "application/cloudevents-batch+json": {
-                        "example": [
-                            {
-                                "specversion": "1.0",
-                                "id": "9f0d7c1e-3c1a-4b8e-8d61-0d6a3c9b1f22",
-                                "source": "/libraries/oba/kiosk",
-                                "type": "nl.bibliotheek.member.card_activated.v1",
-                                "time": "2026-11-23T10:15:00+01:00",
-                                "subject": "4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10",
-                                "library": "oba",
-                                "channel": "offline",
-                                "platform": "kiosk",
-                                "data": {"branch": "oosterdok"},
-                            }
-                        ]
-                    }
-                }
-            }
-        },
+    return shared_ingest_router(
+        service="identity", topic_name=MEMBERS.name, types=INGESTIBLE, handle=handle, claims=claims
     )
-    async def ingest(request: Request, caller: IngestKey) -> JSONResponse:
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise Problem(422, "Unprocessable Content", "body: not JSON", errors=[_field("body", "not JSON")]) from None
-        if not isinstance(body, list):
-            event = from_structured(body)
-            await ingest_one(event, caller)
-            return JSONResponse({"accepted": [event.id], "rejected": []}, status_code=status.HTTP_202_ACCEPTED)
-        accepted: list[str] = []
-        rejected: list[dict[str, Any]] = []
-        for index, item in enumerate(from_batch(body)):
-            if isinstance(item, InvalidEvent):
-                rejected.append(
-                    {"index": index, "id": _id_of(body[index]), "errors": [e.as_dict() for e in item.errors]}
-                )
-                continue
-            try:
-                await ingest_one(item, caller)
-                accepted.append(item.id)
-            except InvalidEvent as exc:
-                rejected.append({"index": index, "id": item.id, "errors": [e.as_dict() for e in exc.errors]})
-            except Problem as exc:
-                field = {404: "subject", 403: "library", 409: "id"}.get(exc.status, "body")
-                reason = {"field": field, "message": exc.detail or exc.title}
-                rejected.append({"index": index, "id": item.id, "status": exc.status, "errors": [reason]})
-        code = status.HTTP_202_ACCEPTED if accepted or not rejected else status.HTTP_422_UNPROCESSABLE_CONTENT
-        return JSONResponse({"accepted": accepted, "rejected": rejected}, status_code=code)
-
-    return router
-
-
-def _field(name: str, message: str) -> FieldError:
-    return FieldError(name, message)
-
-
-def _id_of(item: Any) -> str | None:
-    return str(item["id"]) if isinstance(item, dict) and "id" in item else None
 
 
 def _source(library: str, platform: str) -> str:

@@ -9,6 +9,7 @@ from services.identity.members import Members
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from shared.events import members as member_events
+from shared.ingest import EventClaims
 from shared.service import ServiceParts, build_app
 
 
@@ -22,7 +23,11 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
         title="klantreis identity",
         description="The network-wide member: registration, card activation, platform accounts and logins, consent, "
         "guardians, duplicates, merge and erasure. The only holder of personal data; its events are pseudonymous.",
-        api=[members_router(members, store), ingest_router(members, store), contact_router(members)],
+        api=[
+            members_router(members, store),
+            ingest_router(members, EventClaims(parts.redis, settings, "identity")),
+            contact_router(members),
+        ],
         publishes=[
             member_events.RegistrationStarted,
             member_events.MemberSignedUp,

@@ -14,7 +14,7 @@ Keys (prefix `identity:`; a member's own keys carry the `{member_id}` hash tag):
   suspicions:pending       set: ids of pending suspicions
   alias:<old id>           string: the member an old id was merged into
   erased:<id>              string: tombstone, so an erased member stays 404 (holds no personal data)
-  ingested:<event id>      string: pending | done, a CloudEvent id posted to /v1/events (done expires in 7 days)
+  ingested:<event id>      string: pending | done, a CloudEvent id posted to /v1/events (shared/ingest.py)
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 
 REGISTRATION_TTL_SECONDS = 30 * 24 * 3600
-# CloudEvent ids posted to /v1/events are remembered this long: a repost in that time is not published again.
-INGESTED_TTL_SECONDS = 7 * 24 * 3600
-INGEST_CLAIM_SECONDS = 60
 
 # Claim an external account for a member: only when nobody has it, or it is theirs already.
 _CLAIM_ACCOUNT = """
@@ -201,24 +198,6 @@ class MemberStore:
             for s in await self.pending_suspicions()
             if member_id in (s.get("member_id"), s.get("other_member_id"))
         ]
-
-    # --------------------------------------------------------------------------------------- ingest
-
-    async def claim_ingest(self, event_id: str) -> str | None:
-        """Claim a posted CloudEvent id before handling it: None when claimed now, else "pending" (another
-        request is handling it) or "done"."""
-        key = self._k("ingested", event_id)
-        if await self._redis.set(key, "pending", nx=True, ex=INGEST_CLAIM_SECONDS):
-            return None
-        state = await self._redis.get(key)
-        return _s(state) if state is not None else "pending"
-
-    async def finish_ingest(self, event_id: str, *, done: bool) -> None:
-        key = self._k("ingested", event_id)
-        if done:
-            await self._redis.set(key, "done", ex=INGESTED_TTL_SECONDS)
-        else:
-            await self._redis.delete(key)
 
     # ------------------------------------------------------------------------------- merge, erasure
 

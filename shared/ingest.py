@@ -1,0 +1,188 @@
+"""`POST /v1/events`: CloudEvents of the types a service owns, one (structured) or a batch, the same everywhere.
+
+Each item is checked on its own (envelope, type, payload, subject, the caller's library scope); a batch accepts the
+valid items and lists the rejected ones with their index, id and reasons. Event ids are claimed in Redis before
+handling, all in one round trip: an id posted again is accepted and not handled again, and one still being handled
+by another request is rejected with 409 so that the poster retries it. The service's handler gets all claimed items
+of a request at once, so it can publish them in one batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+
+from shared.auth import AUTH_RESPONSES, IngestKey, Principal
+from shared.events import CloudEvent, EventData, FieldError, InvalidEvent, from_batch, from_structured, typed_data
+from shared.problems import Problem
+from shared.settings import Settings
+
+CLAIM_SECONDS = 60
+DONE_SECONDS = 7 * 24 * 3600
+MAX_BATCH = 20_000
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int
+    event: CloudEvent
+    data: EventData
+
+
+# Handles the claimed items; returns a Problem for each item it refused (by index), None for those it accepted.
+Handler = Callable[[Sequence[Item], Principal], Awaitable[dict[int, Problem]]]
+
+
+class EventClaims:
+    """Which posted CloudEvent ids are being handled or were handled (per service namespace)."""
+
+    def __init__(self, redis: Redis, settings: Settings, service: str) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._service = service
+
+    def _key(self, event_id: str) -> str:
+        return self._settings.key(self._service, "ingested", event_id)
+
+    async def claim(self, event_ids: Sequence[str]) -> list[str | None]:
+        """None for each id claimed now; else "pending" (another request has it) or "done"."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.set(self._key(event_id), "pending", nx=True, ex=CLAIM_SECONDS)
+                pipe.get(self._key(event_id))
+            answers = await pipe.execute()
+        return [None if claimed else cast(str | None, state) or "pending"
+                for claimed, state in zip(answers[::2], answers[1::2], strict=True)]  # fmt: skip
+
+    async def finish(self, done: Sequence[str], failed: Sequence[str]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event_id in done:
+                pipe.set(self._key(event_id), "done", ex=DONE_SECONDS)
+            for event_id in failed:
+                pipe.delete(self._key(event_id))
+            await pipe.execute()
+
+
+def _reason(problem: Problem) -> dict[str, Any]:
+    field = {404: "subject", 403: "library", 409: "id"}.get(problem.status, "data")
+    errors = [e.as_dict() for e in problem.errors] or [{"field": field, "message": problem.detail or problem.title}]
+    return {"status": problem.status, "errors": errors}
+
+
+def ingest_router(
+    *, service: str, topic_name: str, types: Collection[str], handle: Handler, claims: EventClaims, tag: str = "ingest"
+) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=[tag], responses=AUTH_RESPONSES)
+    accepted_types = frozenset(types)
+
+    def check(event: CloudEvent, caller: Principal) -> EventData:
+        data = typed_data(event)
+        if data.topic != topic_name:
+            raise InvalidEvent([FieldError("type", f"{event.type} is not an event of {service}")])
+        if event.type not in accepted_types:
+            raise InvalidEvent([FieldError("type", f"{event.type} is published by {service} itself")])
+        if event.subject is None:
+            raise InvalidEvent([FieldError("subject", "required: what the event is about")])
+        if not caller.covers(event.library):
+            raise Problem(
+                403,
+                "Forbidden",
+                f"this key is scoped to library {caller.library!r}",
+                errors=[FieldError("library", f"this key is scoped to library {caller.library!r}")],
+            )
+        return data
+
+    @router.post(
+        "/events",
+        status_code=202,
+        summary=f"Post CloudEvents of the types {service} owns: one, or a batch",
+        description="`application/cloudevents+json` for one event, `application/cloudevents-batch+json` (a JSON "
+        f"array, at most {MAX_BATCH:,} events) for a batch. Accepted types: {', '.join(sorted(accepted_types))}. "
+        "A batch accepts the valid events and lists the rejected ones with their index, id and reasons (202; 422 "
+        "when none was accepted). An event id posted again within 7 days is accepted and not published again; "
+        "one still being handled by another request is rejected with status 409: post it again.",
+        responses={202: {"description": "`{accepted: [ids], rejected: [{index, id, errors}]}`"},
+                   422: {"description": "not JSON, or nothing acceptable"}},
+        openapi_extra={"requestBody": {"required": True, "content": {
+            "application/cloudevents+json": {"schema": {"type": "object"}},
+            "application/cloudevents-batch+json": {"schema": {"type": "array", "items": {"type": "object"}},
+                                                   "example": []}}}},
+    )  # fmt: skip
+    async def ingest(request: Request, caller: IngestKey) -> JSONResponse:
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise Problem(422, "Unprocessable Content", "body: not JSON",
+                          errors=[FieldError("body", "not JSON")]) from None  # fmt: skip
+        single = not isinstance(body, list)
+        if single:
+            parsed: list[CloudEvent | InvalidEvent] = [from_structured(body)]  # a bad single event is a 422
+        elif len(body) > MAX_BATCH:
+            raise Problem(413, "Content Too Large", f"at most {MAX_BATCH:,} events in one batch")
+        else:
+            parsed = from_batch(body)
+
+        rejected: dict[int, dict[str, Any]] = {}
+        valid: list[Item] = []
+        for index, candidate in enumerate(parsed):
+            try:
+                if isinstance(candidate, InvalidEvent):
+                    raise candidate
+                valid.append(Item(index, candidate, check(candidate, caller)))
+            except InvalidEvent as exc:
+                if single:
+                    raise
+                rejected[index] = {"errors": [e.as_dict() for e in exc.errors]}
+            except Problem as exc:
+                if single:
+                    raise
+                rejected[index] = _reason(exc)
+
+        states = await claims.claim([item.event.id for item in valid]) if valid else []
+        todo: list[Item] = []
+        seen: set[str] = set()
+        for item, state in zip(valid, states, strict=True):
+            if state == "pending" or (state is None and item.event.id in seen):
+                rejected[item.index] = _reason(
+                    Problem(409, "Conflict", "this event id is being handled; post it again")
+                )
+            elif state is None:
+                todo.append(item)
+            seen.add(item.event.id)
+        try:
+            refused = await handle(todo, caller) if todo else {}
+        except BaseException:
+            await claims.finish([], [t.event.id for t in todo])
+            raise
+        for index, problem in refused.items():
+            rejected[index] = _reason(problem)
+        await claims.finish(
+            [i.event.id for i in todo if i.index not in refused], [i.event.id for i in todo if i.index in refused]
+        )
+
+        if single and rejected:
+            only = rejected[0]
+            status = only.get("status", 422)
+            raise Problem(status, {403: "Forbidden", 404: "Not Found", 409: "Conflict"}.get(status, "Unprocessable "
+                          "Content"), "; ".join(f"{e['field']}: {e['message']}" for e in only["errors"]),
+                          errors=[FieldError(e["field"], e["message"]) for e in only["errors"]],
+                          headers={"Retry-After": "1"} if status == 409 else None)  # fmt: skip
+        accepted = [v.event.id for v in valid if v.index not in rejected]
+        listed = [
+            {"index": index, "id": _id_of(body if single else body[index]), **reason}
+            for index, reason in sorted(rejected.items())
+        ]
+        status = 202 if accepted or not listed else 422
+        return JSONResponse({"accepted": accepted, "rejected": listed}, status_code=status)
+
+    return router
+
+
+def _id_of(item: Any) -> str | None:
+    return str(item["id"]) if isinstance(item, dict) and "id" in item else None
