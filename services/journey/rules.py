@@ -1,112 +1,165 @@
-"""Friction rules as data, evaluated without I/O.
+"""Friction rules as data (DESIGN §4): a YAML catalogue validated by pydantic. Adding a rule needs no code.
 
-A rule turns one event into effects: start a timer (the start of an absence rule) or meet an expectation
-(its expected event). The store applies effects; the timer loop turns expired timers into frictions.
+Four kinds:
+- absence: after `start`, expect `expect` within `within` (optionally the `same` fields correlating the two,
+  e.g. the item of a reservation, or the platform a member switched to); else a friction, which resolves when
+  `expect` comes after all.
+- threshold: `count` events matching `match` within `within` (with the same `same` fields) and no `reset` between;
+  resolves on `reset`.
+- inactivity: no event of `activity` for `within` since the last one (each re-arms it); resolves on the next one.
+- immediate: one event that is itself a friction; resolves on `resolve`, if given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Literal
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
-from shared.events import CloudEvent, deterministic_id
+from shared.events import CloudEvent, event_types
 from shared.events.registry import TYPE_PREFIX
+
+CATALOGUE = Path(__file__).with_name("rules.yaml")
+
+Scalar = str | int | float | bool
 
 
 class EventMatch(BaseModel):
-    """An event type (without the `nl.bibliotheek.` prefix) and attribute or data fields it must have."""
+    """Event types (without `nl.bibliotheek.`) and the values their attributes or data fields must have.
+
+    `where: {channel: online}` compares an envelope attribute or a data field; a list means any of its values.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: str
-    where: dict[str, str] = Field(default_factory=dict)
+    type: list[str] = Field(min_length=1)
+    where: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("type")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        known = {t.removeprefix(TYPE_PREFIX) for t in event_types()}
+        unknown = [t for t in value if t not in known]
+        if unknown:
+            raise ValueError(f"unknown event type {', '.join(unknown)}")
+        return value
 
     def matches(self, event: CloudEvent) -> bool:
-        if event.type != TYPE_PREFIX + self.type:
+        if event.type.removeprefix(TYPE_PREFIX) not in self.type:
             return False
         for name, wanted in self.where.items():
-            value = getattr(event, name, None) if name in CloudEvent.model_fields else event.data.get(name)
-            if str(value) != wanted:
+            value = field_value(event, name)
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            if value is None or str(value) not in {str(a) for a in allowed}:
                 return False
         return True
 
 
-class AbsenceRule(BaseModel):
+def field_value(event: CloudEvent, name: str) -> Any:
+    """An envelope extension (channel, platform, library) or else a data field (e.g. a sign-up's `source`)."""
+    if name in ("channel", "platform", "library"):
+        return getattr(event, name)
+    return event.data.get(name)
+
+
+class _Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    id: str
-    kind: Literal["absence"] = "absence"
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,63}$")
     description: str = ""
+    within: timedelta
+    # Only members with these profile values (from their sign-up), e.g. {age_band: [0-3, 4-11, 12-17]}.
+    member: dict[str, list[str]] = Field(default_factory=dict)
+    # For reports: the switch between channels this rule is about, e.g. online→offline.
+    channel_pair: str | None = None
+
+    @field_validator("within")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be a positive duration, e.g. P14D or PT15M")
+        return value
+
+    def admits(self, profile: dict[str, Any]) -> bool:
+        return all(str(profile.get(name)) in values for name, values in self.member.items())
+
+
+class AbsenceRule(_Rule):
+    kind: Literal["absence"]
     start: EventMatch
     expect: EventMatch
-    within: timedelta
-    channel_pair: str | None = Field(default=None, description="the switch the rule watches, e.g. online→offline")
+    # Fields that must be equal in start and expect: a list of names, or start field → expect field.
+    same: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("same", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        return {name: name for name in value} if isinstance(value, list) else value
 
 
-def online_signup_not_activated(window: timedelta) -> AbsenceRule:
-    return AbsenceRule(
-        id="online-signup-not-activated",
-        description="Signed up online but did not activate the card at a branch in time",
-        start=EventMatch(type="member.signed_up.v1", where={"channel": "online"}),
-        expect=EventMatch(type="member.card_activated.v1"),
-        within=window,
-        channel_pair="online→offline",
+class ThresholdRule(_Rule):
+    kind: Literal["threshold"]
+    match: EventMatch
+    count: int = Field(ge=2)
+    reset: EventMatch | None = None
+    same: list[str] = Field(default_factory=list)
+
+
+class InactivityRule(_Rule):
+    kind: Literal["inactivity"]
+    activity: EventMatch
+
+
+class ImmediateRule(_Rule):
+    kind: Literal["immediate"]
+    match: EventMatch
+    resolve: EventMatch | None = None
+    # Immediate rules have no window; `within` bounds nothing and defaults to a day for reports.
+    within: timedelta = timedelta(days=1)
+
+
+Rule = Annotated[AbsenceRule | ThresholdRule | InactivityRule | ImmediateRule, Field(discriminator="kind")]
+
+
+class RuleCatalogue(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rules: list[Rule]
+
+    @model_validator(mode="after")
+    def _unique(self) -> RuleCatalogue:
+        ids = [r.id for r in self.rules]
+        doubles = sorted({i for i in ids if ids.count(i) > 1})
+        if doubles:
+            raise ValueError(f"rule ids must be unique: {', '.join(doubles)}")
+        return self
+
+    def by_id(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+
+_ADAPTER = TypeAdapter(RuleCatalogue)
+
+
+def parse_rules(text: str) -> RuleCatalogue:
+    """Rules from YAML text; pydantic's ValidationError names the rule and field that is wrong."""
+    return _ADAPTER.validate_python(yaml.safe_load(text))
+
+
+def load_rules(path: Path | None = None) -> RuleCatalogue:
+    return parse_rules((path or CATALOGUE).read_text())
+
+
+def with_window(catalogue: RuleCatalogue, rule_id: str, within: timedelta) -> RuleCatalogue:
+    """The catalogue with one rule's window changed (the local run shortens the activation window)."""
+    return RuleCatalogue(
+        rules=[r.model_copy(update={"within": within}) if r.id == rule_id else r for r in catalogue.rules]
     )
-
-
-@dataclass(frozen=True)
-class StartTimer:
-    friction_id: str
-    rule: str
-    member_id: str
-    due_at: datetime
-    start_event_id: str
-    started_at: datetime
-    library: str | None
-    channel_pair: str | None
-    platform: str | None
-    age_band: str | None
-    kind: Literal["start"] = "start"
-
-
-@dataclass(frozen=True)
-class MeetExpectation:
-    rule: str
-    member_id: str
-    event_id: str
-    at: datetime
-    kind: Literal["expect"] = "expect"
-
-
-Effect = StartTimer | MeetExpectation
-
-
-def evaluate(rules: list[AbsenceRule], event: CloudEvent) -> list[Effect]:
-    if event.subject is None:
-        return []
-    effects: list[Effect] = []
-    for rule in rules:
-        # The expectation first: an event that both meets and restarts a rule ends the old wait.
-        if rule.expect.matches(event):
-            effects.append(MeetExpectation(rule.id, event.subject, event.id, event.utc_time))
-        if rule.start.matches(event):
-            age = event.data.get("age_band")
-            effects.append(
-                StartTimer(
-                    # Deterministic, so a redelivered start or a replay raises the very same friction.
-                    friction_id=deterministic_id("friction", rule.id, event.subject, event.id),
-                    rule=rule.id,
-                    member_id=event.subject,
-                    due_at=event.utc_time + rule.within,
-                    start_event_id=event.id,
-                    started_at=event.utc_time,
-                    library=event.library,
-                    channel_pair=rule.channel_pair,
-                    platform=event.platform,
-                    age_band=str(age) if age is not None else None,
-                )
-            )
-    return effects
