@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,6 +87,33 @@ class EventPublisher:
 
 
 Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
+DeadLetter = Callable[[Any, str, str], Awaitable[None]]
+
+
+def _dead_letters(publisher: EventPublisher, group_id: str) -> DeadLetter:
+    async def dead_letter(record: Any, reason: str, error: str) -> None:
+        """The original record, unchanged, on `<its topic>.dlq`, with why and where in `dlq_*` headers."""
+        headers = _original_headers(record.headers)
+        headers.update(
+            {
+                "dlq_reason": reason,
+                "dlq_error": error[:500],
+                "dlq_topic": record.topic,
+                "dlq_partition": str(record.partition),
+                "dlq_offset": str(record.offset),
+                "dlq_group": group_id,
+                "dlq_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        await publisher.publish_dead_letter(
+            topic=record.topic + DEAD_LETTER_SUFFIX, key=record.key, value=record.value, headers=headers
+        )
+        # One line per failure, with where the message is: never its content.
+        log.warning(
+            "dead-lettered %s[%s]@%s for %s: %s", record.topic, record.partition, record.offset, group_id, reason
+        )
+
+    return dead_letter
 
 
 def _original_headers(raw: Sequence[tuple[str, bytes]]) -> dict[str, str]:
@@ -186,3 +214,98 @@ def subscribe(
             return
         # Commit only now: the effect (or the dead letter) is stored.
         await message.ack()
+
+
+@dataclass(frozen=True)
+class Received:
+    """One decoded record of a batch, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    event: CloudEvent
+    data: EventData
+
+
+BatchHandler = Callable[[list[Received]], Awaitable[None]]
+
+
+def subscribe_batches(
+    router: KafkaRouter,
+    settings: Settings,
+    publisher: EventPublisher,
+    *,
+    topics: Sequence[Topic],
+    group: str,
+    handler: BatchHandler,
+    max_records: int = 500,
+    description: str | None = None,
+) -> Any:
+    """Consume `topics` in batches (one Redis round trip and one commit per batch, not per event).
+
+    Undecodable records go to the dead-letter topic and the rest of the batch is handled. A transient failure
+    retries the batch with backoff; a batch that fails for good is handled again one record at a time, so only
+    the record that fails goes to the dead-letter topic. Offsets are committed after the handler returned.
+    Returns the subscriber (its `.consumer` is the aiokafka consumer once started).
+    """
+    group_id = settings.group(group)
+    dead_letter = _dead_letters(publisher, group_id)
+
+    async def attempt(batch: list[Received]) -> BaseException | None:
+        for retry in range(settings.handler_retries + 1):
+            try:
+                await handler(batch)
+                return None
+            except TRANSIENT_ERRORS as exc:
+                if retry == settings.handler_retries:
+                    return exc
+                await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**retry)
+            except Exception as exc:
+                return exc
+        return None
+
+    async def handle(records: Sequence[Any]) -> None:
+        batch: list[Received] = []
+        for record in records:
+            try:
+                event = from_kafka(record.value, record.headers)
+                batch.append(Received(record.topic, record.partition, record.offset, event, typed_data(event)))
+            except InvalidEvent as exc:
+                await dead_letter(record, "invalid_event", str(exc))
+        if not batch or await attempt(batch) is None:
+            return
+        by_position = {(r.topic, r.partition, r.offset): r for r in records}
+        for received in batch:
+            failure = await attempt([received])
+            if failure is not None:
+                reason = "retries_exhausted" if isinstance(failure, TRANSIENT_ERRORS) else "handler_error"
+                record = by_position[(received.topic, received.partition, received.offset)]
+                await dead_letter(record, reason, f"{type(failure).__name__}: {failure}")
+
+    subscriber = router.subscriber(
+        *(settings.topic(t.name) for t in topics),
+        batch=True,
+        max_records=max_records,
+        batch_timeout_ms=200,
+        group_id=group_id,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        session_timeout_ms=10_000,
+        heartbeat_interval_ms=1_000,
+        title=f"{group}:{'+'.join(t.name for t in topics)}",
+        description=description,
+    )
+
+    @subscriber
+    async def consume(message: KafkaMessage) -> None:
+        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+        try:
+            await handle(records)
+        except Exception:
+            log.exception("cannot handle or dead-letter a batch of %s; retrying it", group_id)
+            await asyncio.sleep(settings.handler_retry_backoff_seconds * 10)
+            await message.nack()
+            return
+        await message.ack()
+
+    return subscriber

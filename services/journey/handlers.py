@@ -1,120 +1,231 @@
-"""journey's Kafka side: member events in, frictions out."""
+"""journey's Kafka side: member and usage events in, frictions out.
+
+One instance owns the members of its partitions. A batch is applied under a lock that the timer loop takes too,
+so a member's journey is only ever changed by one of them at a time. Each batch or round of timers is written in
+one Redis transaction together with the derived events (an outbox), then published, then the offsets committed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from datetime import UTC, datetime
+from typing import Any
 
+from aiokafka import TopicPartition
 from faststream.kafka import KafkaRouter
 
-from services.journey.rules import AbsenceRule, evaluate
+from services.journey import engine
+from services.journey.rules import RuleCatalogue
 from services.journey.settings import JourneySettings
-from services.journey.store import DueTimer, JourneyStore, Resolution
-from shared.events import CloudEvent, EventData, deterministic_id
+from services.journey.store import Changes, JourneyStore
+from shared.events import CloudEvent, deterministic_id
 from shared.events.journey import FrictionDetected, FrictionResolved
-from shared.kafka import EventPublisher, subscribe
-from shared.topics import MEMBERS
+from shared.events.members import MemberErased, MemberMerged
+from shared.kafka import EventPublisher, Received, subscribe_batches
+from shared.topics import MEMBERS, USAGE
+
+log = logging.getLogger(__name__)
 
 SOURCE = "/journey"
-CLAIM_LIMIT = 500
+INPUTS = (MEMBERS, USAGE)
+FIRE_LIMIT = 1000
 
 
-def friction_detected(timer: DueTimer) -> CloudEvent:
+def _time(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def friction_detected(friction: engine.Friction) -> CloudEvent:
     return CloudEvent.create(
         FrictionDetected(
-            friction_id=timer.friction_id,
-            rule=timer.rule,
-            start_event_id=timer.start_event_id,
-            started_at=timer.started_at,
-            due_at=timer.due_at,
-            library=timer.library,
-            channel_pair=timer.channel_pair,
-            platform=timer.platform,
-            age_band=timer.age_band,
+            friction_id=friction.friction_id, rule=friction.rule, start_event_id=friction.start_event_id,
+            started_at=_time(friction.started_ms), due_at=_time(friction.due_ms), library=friction.library,
+            channel_pair=friction.channel_pair, platform=friction.platform,
+            age_band=friction.age_band,
         ),
-        id=timer.friction_id,
-        subject=timer.member_id,
-        source=f"{SOURCE}/rules/{timer.rule}",
-        library=timer.library,
-        time=timer.due_at,  # event time, not processing time: a replay gives the same event
-    )
+        id=friction.friction_id,
+        subject=friction.member_id,
+        source=f"{SOURCE}/rules/{friction.rule}",
+        library=friction.library,
+        time=_time(friction.due_ms),  # event time, not processing time: a replay gives the same event
+    )  # fmt: skip
 
 
-def friction_resolved(resolution: Resolution) -> CloudEvent:
+def friction_resolved(resolution: engine.Resolution) -> CloudEvent:
     friction = resolution.friction
     return CloudEvent.create(
         FrictionResolved(
-            friction_id=friction.friction_id,
-            rule=friction.rule,
-            resolved_by_event_id=resolution.event_id,
-            resolved_at=resolution.at,
-            seconds_to_resolve=max(0.0, (resolution.at - friction.due_at).total_seconds()),
+            friction_id=friction.friction_id, rule=friction.rule, resolved_by_event_id=resolution.event_id,
+            resolved_at=_time(resolution.at_ms),
+            seconds_to_resolve=max(0.0, (resolution.at_ms - friction.due_ms) / 1000),
         ),
         id=deterministic_id("resolved", friction.friction_id),
         subject=friction.member_id,
         source=f"{SOURCE}/rules/{friction.rule}",
         library=friction.library,
-        time=resolution.at,
-    )
+        time=_time(resolution.at_ms),
+    )  # fmt: skip
+
+
+def _take(changes: Changes, partition: int, member: str, outcome: engine.Outcome) -> None:
+    for timer in outcome.timers_remove:
+        changes.remove_timer(partition, member, timer)
+    for timer, due in outcome.timers_add:
+        changes.add_timer(partition, member, timer, due)
+    for friction in outcome.detected:
+        changes.detected(friction)
+        changes.outbox.append(friction_detected(friction))
+    for resolution in outcome.resolved:
+        changes.resolved(resolution)
+        changes.outbox.append(friction_resolved(resolution))
+    for start in outcome.closed:
+        changes.closed(start)
 
 
 class FrictionDetector:
     def __init__(
-        self,
-        rules: list[AbsenceRule],
-        store: JourneyStore,
-        publisher: EventPublisher,
-        settings: JourneySettings,
+        self, catalogue: RuleCatalogue, store: JourneyStore, publisher: EventPublisher, settings: JourneySettings
     ) -> None:
-        self._rules = rules
+        self._rules = list(catalogue.rules)
+        self._by_id = {r.id: r for r in catalogue.rules}
         self._store = store
         self._publisher = publisher
         self._settings = settings
+        self._lateness = int(settings.journey_allowed_lateness.total_seconds() * 1000)
+        self._lock = asyncio.Lock()
+        self.subscriber: Any = None
+        self.applied = 0  # events applied by this process (for benchmarks and operators)
 
-    async def on_member_event(self, event: CloudEvent, data: EventData) -> None:
-        resolutions = await self._store.apply(event, evaluate(self._rules, event))
-        if resolutions:
-            await self._publisher.publish_many([friction_resolved(r) for r in resolutions])
+    # ------------------------------------------------------------------------------------- events in
 
-    async def clock(self) -> datetime:
-        if self._settings.journey_clock == "event":
-            return await self._store.event_clock() or datetime.fromtimestamp(0, UTC)
-        return datetime.now(UTC)
+    async def on_batch(self, batch: list[Received]) -> None:
+        async with self._lock:
+            await self._apply(batch)
+
+    async def _apply(self, batch: list[Received]) -> None:
+        positions = {f"{r.topic}:{r.partition}" for r in batch}
+        subjects = {r.event.subject for r in batch if r.event.subject}
+        subjects |= {str(r.event.data.get("survivor_id")) for r in batch if isinstance(r.data, MemberMerged)}
+        aliases, journeys, offsets = await self._store.read(subjects, positions)
+        changes = Changes()
+        for received in batch:
+            position = f"{received.topic}:{received.partition}"
+            if received.offset <= offsets.get(position, -1):
+                continue  # applied before a crash or rebalance
+            changes.offsets[position] = received.offset
+            event = received.event
+            t = engine.ms(event)
+            changes.clocks[position] = max(t, changes.clocks.get(position, 0))
+            if event.subject is None:
+                continue
+            member = aliases.get(event.subject, event.subject)
+            partition = received.partition
+            if isinstance(received.data, MemberErased):
+                self._erase(changes, journeys, partition, member)
+                continue
+            journey = journeys.setdefault(member, engine.new_journey(member))
+            _take(changes, partition, member, engine.apply(journey, event, self._rules))
+            changes.journeys[member] = journey
+            if isinstance(received.data, MemberMerged):
+                self._merge(changes, journeys, aliases, partition, member, received.data.survivor_id, event)
+            self.applied += 1
+        if changes.clocks:
+            # A position's clock only moves forward.
+            current = await self._store.clocks()
+            changes.clocks = {k: max(v, current.get(k, 0)) for k, v in changes.clocks.items()}
+        await self._commit(changes)
+
+    def _erase(self, changes: Changes, journeys: dict[str, engine.Journey], partition: int, member: str) -> None:
+        journey = journeys.pop(member, None)
+        if journey is not None:
+            for timer in engine.timers_of(journey):
+                changes.remove_timer(partition, member, timer)
+        changes.erased.add(member)
+        changes.journeys.pop(member, None)
+
+    def _merge(
+        self, changes: Changes, journeys: dict[str, engine.Journey], aliases: dict[str, str], partition: int,
+        merged_id: str, survivor_id: str, event: CloudEvent,
+    ) -> None:  # fmt: skip
+        """Later events for the old id go to the survivor; the old record's journey joins the survivor's."""
+        merged = journeys.pop(merged_id)
+        survivor = journeys.setdefault(survivor_id, engine.new_journey(survivor_id))
+        # The survivor sees the merge too: it resolves a duplicate friction raised on the survivor's side.
+        _take(changes, partition, survivor_id, engine.apply(survivor, event, self._rules))
+        for timer in engine.timers_of(merged):
+            changes.remove_timer(partition, merged_id, timer)
+        changes.journeys[survivor_id] = engine.merge_into(survivor, merged)
+        changes.erased.add(merged_id)
+        changes.aliases[merged_id] = survivor_id
+        aliases[merged_id] = survivor_id
+
+    async def _commit(self, changes: Changes) -> None:
+        await self._store.write(changes)
+        if changes.outbox:
+            await self._publisher.publish_many(changes.outbox)
+            await self._store.published([e.id for e in changes.outbox])
+
+    # ----------------------------------------------------------------------------------------- timers
+
+    async def _partition_clocks(self) -> dict[int, int]:
+        """The clock of each partition this instance owns (ms): the latest event time applied on it, over all
+        input topics; once the consumer has caught up with a topic's partition, at least the wall clock."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is None:
+            return {}
+        assignment: set[TopicPartition] = consumer.assignment()
+        stored = await self._store.clocks()
+        wall = int(time.time() * 1000)
+        clocks: dict[int, int] = {}
+        for tp in assignment:
+            clock = stored.get(f"{tp.topic}:{tp.partition}", 0)
+            if self._settings.journey_clock == "auto":
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= highwater:
+                    clock = max(clock, wall)
+            # A partition's timers may wait on any input topic: the slowest decides.
+            clocks[tp.partition] = min(clock, clocks.get(tp.partition, clock))
+        return clocks
 
     async def fire_due_timers(self) -> int:
-        """One pass: raise the frictions whose timers expired; returns how many."""
-        now = await self.clock()
-        fired = await self._store.claim_due(
-            now - self._settings.journey_allowed_lateness,
-            datetime.now(UTC),
-            self._settings.journey_timer_lease_seconds,
-            CLAIM_LIMIT,
-        )
-        if not fired:
-            return 0
-        # Publish first, then mark them open: a crash in between re-claims after the lease and publishes the
-        # same (deterministic) events again, which consumers recognise.
-        await self._publisher.publish_many([friction_detected(t) for t in fired])
-        resolved = await self._store.complete(fired)
-        if resolved:
-            await self._publisher.publish_many([friction_resolved(r) for r in resolved])
-        return len(fired)
+        """One round: decide the timers whose due time plus lateness the clocks have passed; returns how many."""
+        async with self._lock:
+            fired = 0
+            for partition, clock in sorted((await self._partition_clocks()).items()):
+                due = await self._store.due(partition, clock - self._lateness, FIRE_LIMIT)
+                if not due:
+                    continue
+                journeys = await self._store.journeys(sorted({m for m, _, _ in due}))
+                changes = Changes()
+                for member, timer, _ in due:
+                    changes.remove_timer(partition, member, timer)
+                    journey = journeys.get(member)
+                    if journey is None:
+                        continue  # erased or merged meanwhile
+                    _take(changes, partition, member, engine.fire(journey, timer, self._by_id))
+                    changes.journeys[member] = journey
+                await self._commit(changes)
+                fired += len(due)
+            return fired
 
     async def run_timers(self) -> None:
+        # Derived events stored but not yet published when the process stopped go out first.
+        leftovers = await self._store.outbox()
+        if leftovers:
+            await self._publisher.publish_many(leftovers)
+            await self._store.published([e.id for e in leftovers])
         while True:
-            if await self.fire_due_timers() < CLAIM_LIMIT:
+            if await self.fire_due_timers() < FIRE_LIMIT:
                 await asyncio.sleep(self._settings.journey_timer_tick_seconds)
 
 
 def journey_router(detector: FrictionDetector, settings: JourneySettings, publisher: EventPublisher) -> KafkaRouter:
     router = KafkaRouter()
-    subscribe(
-        router,
-        settings,
-        publisher,
-        topic=MEMBERS,
-        group="journey",
-        handler=detector.on_member_event,
-        description="Every member event: evaluates the friction rules and resolves open frictions.",
-    )
+    detector.subscriber = subscribe_batches(
+        router, settings, publisher, topics=INPUTS, group="journey", handler=detector.on_batch,
+        max_records=settings.journey_batch_size,
+        description="Member and usage events: the member's journey, the friction rules in event time.",
+    )  # fmt: skip
     return router

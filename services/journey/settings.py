@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -9,12 +10,16 @@ from shared.settings import Settings
 
 
 class JourneySettings(Settings):
-    # The skeleton's one absence rule: an online sign-up is expected to be activated at a branch in time.
-    journey_activation_window: timedelta = Field(default=timedelta(days=14))
-    # Timers fire when the journey clock passes due time plus this; events this late still count as on time.
+    # The rule catalogue (YAML); the shipped one when not set.
+    journey_rules_file: Path | None = None
+    # Overrides the window of the online-sign-up-not-activated rule (the local run shortens it for the demo).
+    journey_activation_window: timedelta | None = None
+    # Timers fire when the journey clock passes due time plus this; events this late still count.
     journey_allowed_lateness: timedelta = Field(default=timedelta(minutes=1))
-    # `wall`: live operation, the clock is the wall clock. `event`: replaying history, the clock is the latest
-    # event time seen, so the same events give the same frictions however fast they are replayed.
-    journey_clock: Literal["wall", "event"] = "wall"
+    # `auto`: each partition's clock follows the event time of what was consumed, and the wall clock once the
+    # consumer has caught up with it (live operation). `event`: event time only, never the wall clock.
+    journey_clock: Literal["auto", "event"] = "auto"
     journey_timer_tick_seconds: float = Field(default=1.0, gt=0)
-    journey_timer_lease_seconds: float = Field(default=30.0, gt=0)
+    journey_batch_size: int = Field(default=500, ge=1)
+    # Report cells counting fewer members than this are suppressed, so that nobody can be singled out.
+    journey_min_cell: int = Field(default=5, ge=1)

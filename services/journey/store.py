@@ -1,216 +1,204 @@
-"""Journey state in Redis: timers of absence rules, open frictions, and the event-time clock.
+"""Journey state in Redis. Only the instance that owns a member's partition writes the member, one batch at a time.
 
-Each event's effects are applied by one Lua script, together with a marker under the event id holding what
-the event caused (resolutions to publish). A redelivered event changes nothing and gets the same outputs
-back, so publishing them again is harmless: derived events have deterministic ids.
-
-Keys (member keys carry the `{member_id}` hash tag):
-  journey:seen:<event id>               outputs of an applied event (expires)
-  journey:timers                        sorted set: timer key → due time (ms, event time)
-  journey:claimed                       sorted set: timer key → lease expiry (ms, wall time)
-  journey:timer:{member}:<rule>         hash: payload (the StartTimer), claimed, resolved_by, resolved_at
-  journey:open:{member}:<rule>          an open friction (JSON), until the expected event arrives
-  journey:clock                         the latest event time seen (ms)
+Keys (prefix `journey:`; member keys carry the `{member_id}` hash tag):
+  m:{member}                 string: the member's journey (JSON, see engine.new_journey)
+  alias:<old id>             string: the member an old id was merged into
+  timers:<partition>         sorted set: "<member>\\t<timer>" → due time (ms, event time)
+  clock                      hash: "<topic>:<partition>" → latest event time applied (ms)
+  offsets                    hash: "<topic>:<partition>" → last offset applied (a redelivered batch is skipped)
+  outbox                     hash: event id → a derived CloudEvent stored with the state, until Kafka has it
+  facts:frictions            hash: friction id → {rule, library, channel_pair, platform, age_band, started, due,
+                             resolved} for reports (no member id)
+  facts:starts               hash: "<rule>|<library>|<pair>|<platform>|<age band>|<day>" → absence windows closed
+                             that day (the denominator of friction rates: a window still open is not counted)
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from services.journey.rules import Effect
-from shared.events import CloudEvent
+from services.journey.engine import ClosedStart, Friction, Journey, Resolution
+from shared.events import CloudEvent, from_structured, to_structured
 from shared.settings import Settings
 
-SEEN_TTL_SECONDS = 7 * 24 * 3600
-
-_APPLY = """
-local seen, timers, clock = KEYS[1], KEYS[2], KEYS[3]
-local prior = redis.call('GET', seen)
-if prior then return prior end
-local prefix = ARGV[2]
-local outputs = {}
-for _, e in ipairs(cjson.decode(ARGV[1])) do
-  local tkey = prefix .. 'timer:{' .. e.member_id .. '}:' .. e.rule
-  local okey = prefix .. 'open:{' .. e.member_id .. '}:' .. e.rule
-  if e.kind == 'expect' then
-    if redis.call('EXISTS', tkey) == 1 then
-      if redis.call('HEXISTS', tkey, 'claimed') == 1 then
-        -- the timer is firing right now: let the firing publish the friction, then its resolution
-        redis.call('HSET', tkey, 'resolved_by', e.event_id, 'resolved_at', e.at)
-      else
-        redis.call('DEL', tkey)
-        redis.call('ZREM', timers, tkey)
-      end
-    end
-    local open = redis.call('GET', okey)
-    if open then
-      redis.call('DEL', okey)
-      table.insert(outputs, {friction = cjson.decode(open), by = e.event_id, at = e.at})
-    end
-  elseif e.kind == 'start' then
-    if redis.call('EXISTS', tkey) == 0 and redis.call('EXISTS', okey) == 0 then
-      redis.call('HSET', tkey, 'payload', cjson.encode(e))
-      redis.call('ZADD', timers, e.due_ms, tkey)
-    end
-  end
-end
-local event_ms = tonumber(ARGV[3])
-if event_ms > tonumber(redis.call('GET', clock) or '0') then redis.call('SET', clock, event_ms) end
-local out = cjson.encode(outputs)
-redis.call('SET', seen, out, 'EX', ARGV[4])
-return out
-"""
-
-# Moves due timers (and claims whose lease ran out, after a crash) to `claimed` with a fresh lease.
-_CLAIM = """
-local timers, claimed = KEYS[1], KEYS[2]
-local limit = tonumber(ARGV[4])
-local out = {}
-local function take(list)
-  for _, tkey in ipairs(list) do
-    local payload = redis.call('HGET', tkey, 'payload')
-    redis.call('ZREM', timers, tkey)
-    if payload then
-      redis.call('ZADD', claimed, ARGV[3], tkey)
-      redis.call('HSET', tkey, 'claimed', '1')
-      table.insert(out, tkey)
-      table.insert(out, payload)
-    else
-      redis.call('ZREM', claimed, tkey)
-    end
-  end
-end
-take(redis.call('ZRANGEBYSCORE', claimed, '-inf', ARGV[2], 'LIMIT', 0, limit))
-take(redis.call('ZRANGEBYSCORE', timers, '-inf', ARGV[1], 'LIMIT', 0, limit))
-return out
-"""
-
-# After the frictions were published: open them, or resolve at once those met while firing.
-_COMPLETE = """
-local claimed = KEYS[1]
-local prefix = ARGV[1]
-local outputs = {}
-for _, f in ipairs(cjson.decode(ARGV[2])) do
-  local tkey = prefix .. 'timer:{' .. f.member_id .. '}:' .. f.rule
-  local okey = prefix .. 'open:{' .. f.member_id .. '}:' .. f.rule
-  local by = redis.call('HGET', tkey, 'resolved_by')
-  if by then
-    table.insert(outputs, {friction = f, by = by, at = redis.call('HGET', tkey, 'resolved_at')})
-  else
-    redis.call('SET', okey, cjson.encode(f))
-  end
-  redis.call('DEL', tkey)
-  redis.call('ZREM', claimed, tkey)
-end
-return cjson.encode(outputs)
-"""
+TAB = "\t"
 
 
-@dataclass(frozen=True)
-class DueTimer:
-    """A timer whose time has come: the friction it raises."""
-
-    friction_id: str
-    rule: str
-    member_id: str
-    start_event_id: str
-    started_at: datetime
-    due_at: datetime
-    library: str | None
-    channel_pair: str | None
-    platform: str | None
-    age_band: str | None
+def day_of(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).date().isoformat()
 
 
-@dataclass(frozen=True)
-class Resolution:
-    friction: DueTimer
-    event_id: str
-    at: datetime
+@dataclass
+class Changes:
+    """Everything one batch (or one round of timers) changes, written in one transaction."""
+
+    journeys: dict[str, Journey] = field(default_factory=dict)
+    erased: set[str] = field(default_factory=set)
+    aliases: dict[str, str] = field(default_factory=dict)
+    timers_add: dict[int, dict[str, int]] = field(default_factory=dict)
+    timers_remove: dict[int, set[str]] = field(default_factory=dict)
+    clocks: dict[str, int] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    outbox: list[CloudEvent] = field(default_factory=list)
+    frictions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    starts: dict[str, int] = field(default_factory=dict)
+
+    def add_timer(self, partition: int, member: str, timer: str, due: int) -> None:
+        entry = f"{member}{TAB}{timer}"
+        self.timers_remove.get(partition, set()).discard(entry)
+        self.timers_add.setdefault(partition, {})[entry] = due
+
+    def remove_timer(self, partition: int, member: str, timer: str) -> None:
+        entry = f"{member}{TAB}{timer}"
+        self.timers_add.get(partition, {}).pop(entry, None)
+        self.timers_remove.setdefault(partition, set()).add(entry)
+
+    def detected(self, friction: Friction) -> None:
+        self.frictions[friction.friction_id] = _fact(friction, None)
+
+    def resolved(self, resolution: Resolution) -> None:
+        self.frictions[resolution.friction.friction_id] = _fact(resolution.friction, resolution.at_ms)
+
+    def closed(self, start: ClosedStart) -> None:
+        dims = [start.rule, start.library, start.channel_pair, start.platform, start.age_band, day_of(start.due_ms)]
+        key = "|".join("" if d is None else str(d) for d in dims)
+        self.starts[key] = self.starts.get(key, 0) + 1
 
 
-def _ms(value: datetime) -> int:
-    return int(value.timestamp() * 1000)
-
-
-def _due_timer(raw: dict[str, Any]) -> DueTimer:
-    return DueTimer(
-        friction_id=raw["friction_id"],
-        rule=raw["rule"],
-        member_id=raw["member_id"],
-        start_event_id=raw["start_event_id"],
-        started_at=datetime.fromisoformat(raw["started_at"]),
-        due_at=datetime.fromisoformat(raw["due_at"]),
-        library=raw.get("library"),
-        channel_pair=raw.get("channel_pair"),
-        platform=raw.get("platform"),
-        age_band=raw.get("age_band"),
-    )
-
-
-def _resolutions(raw: str) -> list[Resolution]:
-    decoded = json.loads(raw)
-    # cjson encodes an empty list as {}
-    return [
-        Resolution(_due_timer(item["friction"]), item["by"], datetime.fromisoformat(item["at"]))
-        for item in (decoded if isinstance(decoded, list) else [])
-    ]
-
-
-def _timer_json(friction: DueTimer) -> dict[str, Any]:
-    raw = asdict(friction)
-    raw["started_at"] = friction.started_at.isoformat()
-    raw["due_at"] = friction.due_at.isoformat()
-    return raw
+def _fact(friction: Friction, resolved: int | None) -> dict[str, Any]:
+    return {
+        "rule": friction.rule, "library": friction.library, "channel_pair": friction.channel_pair,
+        "platform": friction.platform, "age_band": friction.age_band, "started": friction.started_ms,
+        "due": friction.due_ms, "resolved": resolved,
+    }  # fmt: skip
 
 
 class JourneyStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
-        self._prefix = settings.key("journey", "")
-        self._timers = settings.key("journey", "timers")
-        self._claimed = settings.key("journey", "claimed")
-        self._clock = settings.key("journey", "clock")
-        self._seen = settings.key("journey", "seen", "")
-        self._apply = redis.register_script(_APPLY)
-        self._claim = redis.register_script(_CLAIM)
-        self._complete = redis.register_script(_COMPLETE)
+        self._settings = settings
 
-    async def apply(self, event: CloudEvent, effects: list[Effect]) -> list[Resolution]:
-        """Apply an event's effects once; returns the frictions it resolves (again, on a redelivery)."""
-        encoded = []
-        for effect in effects:
-            raw = asdict(effect)
-            for name, value in raw.items():
-                if isinstance(value, datetime):
-                    raw[name] = value.astimezone(UTC).isoformat()
-            if effect.kind == "start":
-                raw["due_ms"] = _ms(effect.due_at)
-            encoded.append(raw)
-        out = await self._apply(
-            keys=[self._seen + event.id, self._timers, self._clock],
-            args=[json.dumps(encoded), self._prefix, _ms(event.utc_time), SEEN_TTL_SECONDS],
+    def _k(self, *parts: str) -> str:
+        return self._settings.key("journey", *parts)
+
+    def _member(self, member_id: str) -> str:
+        return self._k("m", "{" + member_id + "}")
+
+    async def read(
+        self, members: Iterable[str], positions: Iterable[str]
+    ) -> tuple[dict[str, str], dict[str, Journey], dict[str, int]]:
+        """In one round trip: aliases of `members`, their journeys, and the last offsets applied at `positions`.
+        Journeys are read for the ids given and for the survivors they alias to."""
+        ids, where = sorted(set(members)), sorted(set(positions))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.mget([self._k("alias", i) for i in ids] or [self._k("alias", "")])
+            pipe.mget([self._member(i) for i in ids] or [self._member("")])
+            pipe.hmget(self._k("offsets"), where or [""])
+            raw_aliases, raw_journeys, raw_offsets = await pipe.execute()
+        aliases = {i: a for i, a in zip(ids, raw_aliases, strict=False) if a}
+        journeys = {i: json.loads(j) for i, j in zip(ids, raw_journeys, strict=False) if j}
+        missing = sorted(set(aliases.values()) - set(journeys))
+        if missing:
+            for survivor, raw in zip(missing, await self._redis.mget([self._member(i) for i in missing]),
+                                     strict=True):  # fmt: skip
+                if raw:
+                    journeys[survivor] = json.loads(raw)
+        offsets = {w: int(o) for w, o in zip(where, raw_offsets, strict=False) if o is not None}
+        return aliases, journeys, offsets
+
+    async def journeys(self, members: Sequence[str]) -> dict[str, Journey]:
+        if not members:
+            return {}
+        raw = await self._redis.mget([self._member(m) for m in members])
+        return {m: json.loads(j) for m, j in zip(members, raw, strict=True) if j}
+
+    async def write(self, changes: Changes) -> None:
+        """One MULTI: state, timers, clocks, offsets, facts and the derived events to publish."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for member, journey in changes.journeys.items():
+                if member not in changes.erased:
+                    pipe.set(self._member(member), json.dumps(journey, separators=(",", ":")))
+            for member in changes.erased:
+                pipe.delete(self._member(member))
+            for old, survivor in changes.aliases.items():
+                pipe.set(self._k("alias", old), survivor)
+            for partition, entries in changes.timers_remove.items():
+                if entries:
+                    pipe.zrem(self._k("timers", str(partition)), *entries)
+            for partition, added in changes.timers_add.items():
+                if added:
+                    pipe.zadd(self._k("timers", str(partition)), cast(Any, added))
+            if changes.clocks:
+                pipe.hset(self._k("clock"), mapping=cast(Any, changes.clocks))
+            if changes.offsets:
+                pipe.hset(self._k("offsets"), mapping=cast(Any, changes.offsets))
+            if changes.frictions:
+                facts = {k: json.dumps(v, separators=(",", ":")) for k, v in changes.frictions.items()}
+                pipe.hset(self._k("facts", "frictions"), mapping=cast(Any, facts))
+            for key, count in changes.starts.items():
+                pipe.hincrby(self._k("facts", "starts"), key, count)
+            if changes.outbox:
+                outbox = {e.id: json.dumps(to_structured(e)) for e in changes.outbox}
+                pipe.hset(self._k("outbox"), mapping=cast(Any, outbox))
+            await pipe.execute()
+
+    async def published(self, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            await self._redis.hdel(self._k("outbox"), *event_ids)
+
+    async def outbox(self) -> list[CloudEvent]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._k("outbox")))
+        return [from_structured(json.loads(v)) for v in raw.values()]
+
+    async def clocks(self) -> dict[str, int]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._k("clock")))
+        return {k: int(v) for k, v in raw.items()}
+
+    async def due(self, partition: int, until_ms: int, limit: int) -> list[tuple[str, str, int]]:
+        """(member, timer, due) of timers due by `until_ms`, earliest first."""
+        raw = await self._redis.zrangebyscore(
+            self._k("timers", str(partition)), "-inf", until_ms, start=0, num=limit, withscores=True
         )
-        return _resolutions(out)
+        out = []
+        for entry, score in cast(list[tuple[str, float]], raw):
+            member, _, timer = entry.partition(TAB)
+            out.append((member, timer, int(score)))
+        return out
 
-    async def claim_due(self, clock: datetime, wall: datetime, lease_seconds: float, limit: int) -> list[DueTimer]:
-        flat = await self._claim(
-            keys=[self._timers, self._claimed],
-            args=[_ms(clock), _ms(wall), _ms(wall) + int(lease_seconds * 1000), limit],
-        )
-        return [_due_timer(json.loads(payload)) for payload in flat[1::2]]
+    # ----------------------------------------------------------------------------------------- reports
 
-    async def complete(self, fired: list[DueTimer]) -> list[Resolution]:
-        out = await self._complete(
-            keys=[self._claimed], args=[self._prefix, json.dumps([_timer_json(f) for f in fired])]
-        )
-        return _resolutions(out)
+    async def friction_facts(self) -> list[dict[str, Any]]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._k("facts", "frictions")))
+        return [json.loads(v) for v in raw.values()]
 
-    async def event_clock(self) -> datetime | None:
-        raw = await self._redis.get(self._clock)
-        return datetime.fromtimestamp(int(raw) / 1000, UTC) if raw else None
+    async def closed_starts(self) -> dict[str, int]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._k("facts", "starts")))
+        return {k: int(v) for k, v in raw.items()}
+
+    async def all_journeys(self, batch: int = 1000) -> list[Journey]:
+        """Every member's journey (reports over members scan them in batches)."""
+        journeys: list[Journey] = []
+        keys: list[str] = []
+        async for key in self._redis.scan_iter(match=self._k("m", "*"), count=batch):
+            keys.append(cast(str, key))
+            if len(keys) >= batch:
+                journeys += [json.loads(j) for j in await self._redis.mget(keys) if j]
+                keys = []
+        if keys:
+            journeys += [json.loads(j) for j in await self._redis.mget(keys) if j]
+        return journeys
+
+    async def member_bytes(self, sample: int = 200) -> float:
+        """Average Redis memory per member journey, over a sample."""
+        sizes = []
+        async for key in self._redis.scan_iter(match=self._k("m", "*"), count=sample):
+            sizes.append(await self._redis.memory_usage(key) or 0)
+            if len(sizes) >= sample:
+                break
+        return sum(sizes) / len(sizes) if sizes else 0.0

@@ -40,6 +40,7 @@ def journey_settings(settings: Settings) -> JourneySettings:
         journey_activation_window=timedelta(seconds=3),
         journey_allowed_lateness=timedelta(0),
         journey_timer_tick_seconds=0.1,
+        journey_batch_size=50,
     )
 
 
