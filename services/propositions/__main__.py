@@ -3,4 +3,4 @@ from shared.service import serve
 from shared.settings import Settings
 
 settings = Settings()
-serve(create_app(settings), settings.propositions_url)
+serve(create_app(settings), settings.propositions_url, settings.host)

@@ -1,11 +1,20 @@
-"""Events propositions publishes: the compacted catalogue (subject = proposition slug, offering id or
-activity id) and usage (subject = member_id)."""
+"""Events propositions publishes.
+
+`propositions.catalog.v1` is compacted: the record key (the subject) names one catalogue entity, and its latest
+record is that entity's whole current state, so a consumer reading from the start holds the current catalogue.
+Subjects: a proposition's slug (`boekstart`), an offering id (`oba.boekstart`), an activity id
+(`oba.boekstart.<token>`) and `library:<code>` for a library organisation; the dots and the colon keep the four
+kinds of key apart. A retirement, withdrawal or cancellation is a record too (never a tombstone), and it still holds
+the entity's last state.
+
+`propositions.usage.v1` carries loans and activity participation; subject = member_id.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.events.envelope import EventData
 from shared.events.registry import event
@@ -13,46 +22,118 @@ from shared.events.types import Channel, LibraryCode, Slug
 from shared.topics import CATALOG, USAGE
 
 OfferChannel = Literal["online", "offline", "both"]
+Theme = Literal["reading-and-language", "digital-skills", "lifelong-learning", "social-participation"]
+TargetGroup = Literal[
+    "babies-and-toddlers",  # 0-3
+    "children",  # 4-11
+    "teenagers",  # 12-17
+    "adults",
+    "low-literate-adults",
+    "seniors",
+    "parents",
+    "newcomers",
+    "people-with-a-reading-disability",
+    "schools",
+    "professionals",
+]
+# `oba.boekstart`: the library offering a proposition.
+OfferingId = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,39}\.[a-z0-9][a-z0-9-]{0,79}$", max_length=120)
+]
+# `oba.boekstart.3f9a1c2e7d4b`: a session of an offering.
+ActivityId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,39}\.[a-z0-9][a-z0-9-]{0,79}\.[a-z0-9]{6,32}$", max_length=160),
+]
+# A postcode area (`1034`) or an inclusive range of them (`1000-1109`).
+AreaRange = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{3}(-[1-9][0-9]{3})?$")]
 
 
-@event("catalog.proposition_published.v1", CATALOG)
-class PropositionPublished(EventData):
+# ------------------------------------------------------------------------------------------ catalogue
+
+
+class PropositionState(EventData):
+    """A canonical proposition of the network, the same in every library."""
+
     slug: Slug
     name_nl: str = Field(min_length=1, max_length=120)
     name_en: str = Field(min_length=1, max_length=120)
     description_nl: str = Field(default="", max_length=2000)
-    theme: str = Field(max_length=80)
-    target_groups: list[str] = Field(min_length=1)
+    description_en: str = Field(default="", max_length=2000)
+    theme: Theme
+    target_groups: list[TargetGroup] = Field(min_length=1)
     channels: OfferChannel
-    programme: str | None = Field(default=None, max_length=120)
+    programme: str | None = Field(default=None, max_length=120, description="the national programme, if any")
+
+
+@event("catalog.proposition_published.v1", CATALOG)
+class PropositionPublished(PropositionState):
+    """A proposition was added to the catalogue or changed: its whole current description."""
 
 
 @event("catalog.proposition_retired.v1", CATALOG)
-class PropositionRetired(EventData):
-    slug: Slug
+class PropositionRetired(PropositionState):
+    """A proposition is no longer offered in the network; the record keeps its last description."""
+
+
+class Branch(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: Slug
+    name: str = Field(min_length=1, max_length=120)
+
+
+@event("catalog.library_changed.v1", CATALOG)
+class LibraryChanged(EventData):
+    """A library organisation: its branches and the postcode areas it serves (subject `library:<code>`)."""
+
+    library: LibraryCode
+    name: str = Field(min_length=1, max_length=120)
+    website: str | None = Field(default=None, max_length=300)
+    postcode_areas: list[AreaRange] = Field(default_factory=list)
+    branches: list[Branch] = Field(default_factory=list)
 
 
 @event("catalog.offering_changed.v1", CATALOG)
 class OfferingChanged(EventData):
-    offering_id: str = Field(min_length=1, max_length=120)
+    """Which library offers a proposition, under what local name, at which branches and through which channels.
+
+    `active: false` says the library withdrew it; the record keeps what it was."""
+
+    offering_id: OfferingId
     library: LibraryCode
     proposition: Slug
-    local_name: str | None = Field(default=None, max_length=120)
-    branches: list[str] = Field(default_factory=list)
-    channels: list[Channel] = Field(default_factory=list)
+    local_name: str | None = Field(default=None, max_length=120, description="none: the national name")
+    branches: list[Slug] = Field(default_factory=list)
+    channels: list[Channel] = Field(min_length=1)
+    url: str | None = Field(default=None, max_length=300)
     active: bool = True
 
 
-@event("catalog.activity_scheduled.v1", CATALOG)
-class ActivityScheduled(EventData):
-    activity_id: str = Field(min_length=1, max_length=120)
+class ActivityState(EventData):
+    """A scheduled session of a proposition at a branch."""
+
+    activity_id: ActivityId
     proposition: Slug
     library: LibraryCode
-    branch: str = Field(max_length=80)
+    branch: Slug
+    title: str | None = Field(default=None, max_length=160)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
-    capacity: int = Field(ge=1)
+    capacity: int = Field(ge=1, le=10_000)
 
+
+@event("catalog.activity_scheduled.v1", CATALOG)
+class ActivityScheduled(ActivityState):
+    """A session was scheduled."""
+
+
+@event("catalog.activity_cancelled.v1", CATALOG)
+class ActivityCancelled(ActivityState):
+    """A session was cancelled; the record keeps what it was."""
+
+
+# ---------------------------------------------------------------------------------------------- usage
 
 ItemFormat = Literal["book", "ebook", "audiobook", "other"]
 
@@ -61,7 +142,7 @@ ItemFormat = Literal["book", "ebook", "audiobook", "other"]
 class LoanReserved(EventData):
     item_id: str = Field(min_length=1, max_length=120)
     reservation_id: str = Field(min_length=1, max_length=120)
-    pickup_branch: str | None = Field(default=None, max_length=80)
+    pickup_branch: Slug | None = None
     format: ItemFormat = "book"
 
 
@@ -70,21 +151,26 @@ class LoanBorrowed(EventData):
     item_id: str = Field(min_length=1, max_length=120)
     loan_id: str = Field(min_length=1, max_length=120)
     format: ItemFormat = "book"
+    branch: Slug | None = None
+    reservation_id: str | None = Field(default=None, max_length=120, description="the reservation it collects")
 
 
 @event("usage.loan_returned.v1", USAGE)
 class LoanReturned(EventData):
     item_id: str = Field(min_length=1, max_length=120)
     loan_id: str = Field(min_length=1, max_length=120)
+    format: ItemFormat = "book"
+    branch: Slug | None = None
 
 
 @event("usage.activity_registered.v1", USAGE)
 class ActivityRegistered(EventData):
-    activity_id: str = Field(min_length=1, max_length=120)
+    activity_id: ActivityId
     proposition: Slug
 
 
 @event("usage.activity_attended.v1", USAGE)
 class ActivityAttended(EventData):
-    activity_id: str = Field(min_length=1, max_length=120)
+    activity_id: ActivityId
     proposition: Slug
+    walk_in: bool = Field(default=False, description="attended without having registered (set by propositions)")

@@ -1,0 +1,260 @@
+"""Activities: sessions of a proposition at a branch, registration within a capacity, attendance.
+
+Scheduling and cancelling are catalogue changes (compacted topic, key = activity id); registering and attending
+are usage (`propositions.usage.v1`, subject = member_id). Capacity and double registration are decided atomically
+in Redis; a registration or attendance whose event Kafka did not acknowledge is taken back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from services.propositions import domain
+from services.propositions.catalogue import Catalogue, conflict, holding, unprocessable
+from services.propositions.domain import Activity, ActivityQuery, Refusal
+from services.propositions.store import PropositionsStore
+from shared.auth import Principal, forbid_other_library
+from shared.events import CloudEvent, EventData
+from shared.events.propositions import (
+    ActivityAttended,
+    ActivityCancelled,
+    ActivityRegistered,
+    ActivityScheduled,
+)
+from shared.events.types import Channel
+from shared.idempotency import Ids
+from shared.kafka import EventPublisher
+from shared.problems import not_found
+
+SOURCE = "/propositions/activities"
+_FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Touch:
+    """Where and when a member took part: the platform that reports it, its channel, the event time."""
+
+    platform: str
+    channel: Channel
+    time: datetime
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """An activity with the number of members registered for it."""
+
+    activity: Activity
+    registered: int
+
+    @property
+    def places_left(self) -> int:
+        return domain.places_left(self.activity, self.registered)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request to schedule an activity asks for."""
+
+    proposition: str
+    library: str
+    branch: str
+    title: str | None
+    starts_at: datetime
+    ends_at: datetime
+    capacity: int
+
+
+class Activities:
+    def __init__(self, catalogue: Catalogue, store: PropositionsStore, publisher: EventPublisher) -> None:
+        self._catalogue = catalogue
+        self._store = store
+        self._publisher = publisher
+
+    # ---------------------------------------------------------------------------------------------- reads
+
+    async def session(self, activity_id: str) -> Session:
+        found = await self._store.activity(activity_id)
+        if found is None:
+            raise not_found("activity")
+        event, registered = found
+        return Session(domain.entities([event], Activity)[0], registered)
+
+    async def sessions(self, query: ActivityQuery) -> list[Session]:
+        """The sessions a query asks for, in order of start time."""
+        found = await self._store.activities(
+            (query.starts_from or _FAR_PAST).timestamp(), (query.starts_before or _FAR_FUTURE).timestamp()
+        )
+        sessions = []
+        for event, registered in found:
+            activity = domain.entities([event], Activity)[0]
+            if domain.activity_matches(activity, query):
+                sessions.append(Session(activity, registered))
+        return sorted(sessions, key=session_key)
+
+    # ------------------------------------------------------------------------------------------- schedule
+
+    async def schedule(self, plan: Plan, caller: Principal, ids: Ids) -> Session:
+        """A new session of a proposition the library offers, at one of its branches."""
+        forbid_other_library(caller, plan.library)
+        libraries = await self._catalogue.libraries()
+        propositions = await self._catalogue.propositions()
+        library, proposition = libraries.get(plan.library), propositions.get(plan.proposition)
+        refusals = []
+        if library is None:
+            refusals.append(Refusal("library", "no such library"))
+        elif plan.branch not in library.branch_names:
+            refusals.append(Refusal("branch", f"not a branch of {plan.library}"))
+        if proposition is None:
+            refusals.append(Refusal("proposition", "no such proposition"))
+        if refusals:
+            raise unprocessable(refusals)
+        assert proposition is not None
+        offering_id = domain.offering_id(plan.library, plan.proposition)
+        offered = next((o for o in await self._catalogue.offerings() if o.id == offering_id), None)
+        if offered is None or not domain.offering_available(offered, proposition):
+            raise conflict(f"{plan.library} does not offer {plan.proposition}: add the offering first")
+        activity_id = domain.activity_id(plan.library, plan.proposition, ids.new("activity"))
+        data = ActivityScheduled(
+            activity_id=activity_id,
+            proposition=plan.proposition,
+            library=plan.library,
+            branch=plan.branch,
+            title=plan.title,
+            starts_at=plan.starts_at.astimezone(UTC),
+            ends_at=plan.ends_at.astimezone(UTC),
+            capacity=plan.capacity,
+        )
+        event = self._catalogue_event(data, ids)
+        async with holding(self._store, activity_id):
+            await self._publisher.publish(event)
+            await self._store.put_activity(activity_id, event, capacity=plan.capacity, cancelled=False)
+        return Session(Activity(data, False, event.utc_time), 0)
+
+    async def cancel(self, activity_id: str, caller: Principal, ids: Ids) -> str:
+        async with holding(self._store, activity_id):
+            session = await self.session(activity_id)
+            activity = session.activity
+            forbid_other_library(caller, activity.data.library)
+            if activity.cancelled:
+                raise conflict("the activity is cancelled already")
+            event = self._catalogue_event(ActivityCancelled.model_validate(activity.data.model_dump()), ids)
+            await self._publisher.publish(event)
+            await self._store.put_activity(activity_id, event, capacity=activity.data.capacity, cancelled=True)
+        return event.id
+
+    @staticmethod
+    def _catalogue_event(data: ActivityScheduled | ActivityCancelled, ids: Ids) -> CloudEvent:
+        return CloudEvent.create(
+            data, subject=data.activity_id, source=SOURCE, library=data.library, channel="offline", id=ids.new("event")
+        )
+
+    # --------------------------------------------------------------------------------- take part in one
+
+    async def register(
+        self,
+        activity_id: str,
+        member_id: str,
+        touch: Touch,
+        caller: Principal,
+        ids: Ids,
+        *,
+        proposition: str | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Register a member while there is a place: 409 when full, registered already, cancelled or over."""
+        activity = await self._taking_part(activity_id, caller, proposition)
+        refusal = domain.registration_refusal(activity, touch.time)
+        if refusal is not None:
+            raise conflict(refusal)
+        outcome = await self._store.register(activity_id, member_id)
+        if outcome == "unknown":
+            raise not_found("activity")
+        if outcome != "registered":
+            raise conflict(
+                {
+                    "already": "the member is registered for this activity already",
+                    "full": "the activity is full",
+                    "cancelled": "the activity is cancelled",
+                }[outcome]
+            )
+        data = ActivityRegistered(activity_id=activity_id, proposition=activity.data.proposition)
+        event = self._usage_event(data, activity, member_id, touch, event_id or ids.new("event"))
+        try:
+            await self._publisher.publish(event)
+        except Exception:
+            # Not acknowledged means not registered: give the place back.
+            await self._store.unregister(activity_id, member_id)
+            raise
+        return event.id
+
+    async def attend(
+        self,
+        activity_id: str,
+        member_id: str,
+        touch: Touch,
+        caller: Principal,
+        ids: Ids,
+        *,
+        proposition: str | None = None,
+        event_id: str | None = None,
+    ) -> tuple[str, bool]:
+        """Record that a member attended (registered or walked in); returns the event id and whether a walk-in."""
+        activity = await self._taking_part(activity_id, caller, proposition)
+        refusal = domain.attendance_refusal(activity)
+        if refusal is not None:
+            raise conflict(refusal)
+        outcome = await self._store.attend(activity_id, member_id)
+        if outcome == "unknown":
+            raise not_found("activity")
+        if outcome == "already":
+            raise conflict("the member's attendance is recorded already")
+        if outcome == "cancelled":
+            raise conflict("the activity is cancelled")
+        walk_in = outcome == "walk_in"
+        data = ActivityAttended(activity_id=activity_id, proposition=activity.data.proposition, walk_in=walk_in)
+        event = self._usage_event(data, activity, member_id, touch, event_id or ids.new("event"))
+        try:
+            await self._publisher.publish(event)
+        except Exception:
+            await self._store.unattend(activity_id, member_id)
+            raise
+        return event.id, walk_in
+
+    async def _taking_part(self, activity_id: str, caller: Principal, proposition: str | None) -> Activity:
+        activity = (await self.session(activity_id)).activity
+        forbid_other_library(caller, activity.data.library)
+        if proposition is not None and proposition != activity.data.proposition:
+            raise unprocessable(
+                [Refusal("proposition", f"the activity is a session of {activity.data.proposition}")], "data."
+            )
+        return activity
+
+    @staticmethod
+    def _usage_event(data: EventData, activity: Activity, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
+        library = activity.data.library
+        return CloudEvent.create(
+            data,
+            id=event_id,
+            subject=member_id,
+            source=touch.source or f"/libraries/{library}/{touch.platform}",
+            library=library,
+            channel=touch.channel,
+            platform=touch.platform,
+            time=touch.time,
+        )
+
+    # ------------------------------------------------------------------------------------------ erasure
+
+    async def forget_member(self, event: CloudEvent, data: EventData) -> None:
+        """member.erased: the member leaves every activity (their place frees up). Idempotent."""
+        if event.subject is not None:
+            await self._store.forget_member(event.subject)
+
+
+def session_key(session: Session) -> str:
+    """Sessions sort, and pages turn, by start time and then id."""
+    data = session.activity.data
+    return f"{data.starts_at.astimezone(UTC).isoformat()}|{data.activity_id}"
