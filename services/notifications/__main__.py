@@ -1,6 +1,6 @@
 from services.notifications.app import create_app
+from services.notifications.settings import NotificationsSettings
 from shared.service import serve
-from shared.settings import Settings
 
-settings = Settings()
-serve(create_app(settings), settings.notifications_url)
+settings = NotificationsSettings()
+serve(create_app(settings), settings.notifications_url, settings.host)

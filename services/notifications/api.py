@@ -1,12 +1,116 @@
-"""notifications' HTTP API: the in-app inbox the apps read."""
+"""notifications' HTTP API: thin routes over campaign management and the inbox. Every write takes an
+Idempotency-Key."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from typing import Any, Literal
 
-from services.notifications.store import InboxStore
-from shared.auth import AUTH_RESPONSES, MemberDataKey
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.notifications.campaigns import EXAMPLE, Campaign, CampaignDefinition, Change, Locale, Status
+from services.notifications.inbox import Inbox
+from services.notifications.management import CampaignManagement, PreviewSample
+from shared.auth import AUTH_RESPONSES, MarketingKey, MemberDataKey
+from shared.events.types import LibraryCode, Medium, Slug
+from shared.idempotency import IdempotencyKey, Ids, Replies
+
+
+class CampaignView(CampaignDefinition):
+    """A campaign: its current definition and where it stands."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    version: int
+    status: Status
+    created_at: str
+    updated_at: str
+    built_in: bool = Field(default=False, description="shipped with the service; a change stores a copy")
+    overlaps: list[str] = Field(
+        default_factory=list, description="active campaigns hitting the same members for the same trigger"
+    )
+    warnings: list[str] = Field(default_factory=list)
+
+
+class CampaignEdit(CampaignDefinition):
+    """The whole new definition and the version it was edited from (409 when another edit came first)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{**EXAMPLE, "version": 1}]})
+
+    version: int = Field(ge=1, description="the version this edit starts from")
+
+
+class CampaignList(BaseModel):
+    campaigns: list[CampaignView]
+    next_cursor: str | None
+
+
+class CampaignVersion(BaseModel):
+    version: int
+    definition: CampaignDefinition
+
+
+class CampaignVersions(BaseModel):
+    campaign_id: str
+    versions: list[CampaignVersion]
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"library": "oba", "branch": "oosterdok", "medium": "email"}]}
+    )
+
+    library: LibraryCode | None = Field(default=None, description="the sample member's library")
+    branch: Slug | None = None
+    medium: Medium | None = Field(default=None, description="none: every medium")
+    locale: Locale | None = Field(default=None, description="none: every locale")
+    recipient: Literal["member", "guardian"] = "member"
+    version: int | None = Field(default=None, ge=1, description="none: the current version")
+
+
+class RenderedMessage(BaseModel):
+    medium: Medium
+    locale: str
+    sender: str
+    subject: str | None
+    title: str | None
+    body: str
+
+
+class Preview(BaseModel):
+    campaign_id: str
+    version: int
+    library: str | None
+    messages: list[RenderedMessage]
+    warnings: list[str]
+
+
+class GroupEffect(BaseModel):
+    frictions: int = Field(description="frictions whose N days have passed")
+    resolved: int = Field(description="of those, resolved within N days")
+    share: float | None
+
+
+class Effect(BaseModel):
+    within_days: int
+    messaged: GroupEffect
+    holdout: GroupEffect
+    difference: float | None = Field(description="messaged share minus holdout share")
+    too_recent: int = Field(description="frictions younger than N days: not counted yet")
+
+
+class Results(BaseModel):
+    campaign_id: str
+    triggered: int
+    sent: int
+    suppressed: dict[str, int]
+    failed: int
+    deferred: int = Field(description="deferred by quiet hours (then sent, suppressed or failed)")
+    waiting: int = Field(description="decided, not yet sent, suppressed or failed")
+    effect: Effect
+    warnings: list[str]
 
 
 class InboxMessage(BaseModel):
@@ -18,23 +122,201 @@ class InboxMessage(BaseModel):
     library: str | None = None
     created_at: str
     read: bool
+    about_member_id: str | None = Field(default=None, description="the minor a guardian's message is about")
 
 
-class Inbox(BaseModel):
+class InboxView(BaseModel):
     member_id: str
     messages: list[InboxMessage]
+    unread: int
 
 
-def inbox_router(store: InboxStore) -> APIRouter:
+class ReadMark(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"read": True}]})
+
+    read: bool
+
+
+class ReadState(BaseModel):
+    member_id: str
+    message_id: str
+    read: bool
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such campaign"}}
+
+
+def campaigns_router(management: CampaignManagement) -> APIRouter:
+    router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=AUTH_RESPONSES)
+
+    async def view(campaign: Campaign) -> dict[str, Any]:
+        return CampaignView(
+            **campaign.definition.model_dump(),
+            id=campaign.id,
+            version=campaign.version,
+            status=campaign.status,
+            created_at=campaign.created_at,
+            updated_at=campaign.updated_at,
+            built_in=campaign.built_in,
+            overlaps=list(campaign.overlaps),
+            warnings=await management.warnings(campaign),
+        ).model_dump(mode="json")
+
+    @router.post(
+        "",
+        status_code=201,
+        response_model=CampaignView,
+        summary="Create a campaign (a draft); publishes campaign.changed",
+        description="Templates are checked now: a syntax error or an unknown placeholder is a 422 naming the field, "
+        "e.g. `body.messages.email.nl.body`. A library key creates campaigns of its library only.",
+    )
+    async def create(
+        body: CampaignDefinition, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            return 201, await view(await management.create(body, caller, ids))
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.get("", response_model=CampaignList, summary="The campaigns this key may see, oldest first")
+    async def list_campaigns(
+        caller: MarketingKey,
+        status: Status | None = None,
+        cursor: str | None = Query(default=None, pattern=r"^[0-9]{1,9}$"),
+        limit: int = Query(default=50, ge=1, le=200),
+    ) -> dict[str, Any]:
+        found = [c for c in await management.campaigns(caller) if status is None or c.status == status]
+        start = int(cursor or 0)
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        return {"campaigns": [await view(c) for c in page], "next_cursor": str(start + limit) if more else None}
+
+    @router.get("/{campaign_id}", response_model=CampaignView, summary="One campaign", responses=NOT_FOUND)
+    async def get_campaign(campaign_id: str, caller: MarketingKey) -> dict[str, Any]:
+        return await view(await management.campaign(campaign_id, caller))
+
+    @router.put(
+        "/{campaign_id}",
+        response_model=CampaignView,
+        summary="Edit a campaign: a new version; publishes campaign.changed",
+        responses={**NOT_FOUND, 409: {"description": "archived, or another edit came first (stale version)"}},
+    )
+    async def edit(
+        campaign_id: str,
+        body: CampaignEdit,
+        request: Request,
+        caller: MarketingKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            definition = CampaignDefinition.model_validate(body.model_dump(exclude={"version"}))
+            return 200, await view(await management.edit(campaign_id, body.version, definition, caller, ids))
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.get(
+        "/{campaign_id}/versions",
+        response_model=CampaignVersions,
+        summary="Every version of a campaign, oldest first",
+        responses=NOT_FOUND,
+    )
+    async def versions(campaign_id: str, caller: MarketingKey) -> dict[str, Any]:
+        found = await management.versions(campaign_id, caller)
+        return {
+            "campaign_id": campaign_id,
+            "versions": [{"version": v, "definition": d.model_dump(mode="json")} for v, d in found],
+        }
+
+    @router.post(
+        "/{campaign_id}/preview",
+        response_model=Preview,
+        summary="Render the campaign's messages for a sample member",
+        description="Placeholders are filled from the catalogue for the sample's library; nothing is sent or stored.",
+        responses=NOT_FOUND,
+    )
+    async def preview(campaign_id: str, body: PreviewRequest, caller: MarketingKey) -> dict[str, Any]:
+        sample = PreviewSample(**body.model_dump())
+        return await management.preview(campaign_id, sample, caller)
+
+    def status_change(change: Change, summary: str, description: str) -> None:
+        @router.post(
+            f"/{{campaign_id}}/{change}",
+            response_model=CampaignView,
+            summary=summary,
+            description=description,
+            responses={**NOT_FOUND, 409: {"description": f"the campaign's status does not allow to {change}"}},
+            name=f"{change}_campaign",
+        )
+        async def changed(
+            campaign_id: str, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
+        ) -> JSONResponse:
+            async def run(ids: Ids) -> tuple[int, Any]:
+                return 200, await view(await management.change(campaign_id, change, caller, ids))
+
+            return await replies.once(request, caller, key, None, run)
+
+    status_change(
+        "activate",
+        "Activate a draft or paused campaign; publishes campaign.changed",
+        "Other active campaigns that would hit the same members for the same trigger are listed in `overlaps`.",
+    )
+    status_change("pause", "Pause an active campaign; publishes campaign.changed", "Waiting messages are not sent.")
+    status_change("archive", "Archive a campaign for good; publishes campaign.changed", "It can no longer change.")
+
+    @router.get(
+        "/{campaign_id}/results",
+        response_model=Results,
+        summary="Triggered, sent, suppressed by reason, failed, and the measured effect against the holdout",
+        responses=NOT_FOUND,
+    )
+    async def campaign_results(
+        campaign_id: str,
+        caller: MarketingKey,
+        within_days: int | None = Query(default=None, ge=1, le=365, description="N; default from settings"),
+    ) -> dict[str, Any]:
+        return await management.results(campaign_id, within_days, caller)
+
+    return router
+
+
+def inbox_router(inbox: Inbox) -> APIRouter:
     router = APIRouter(prefix="/v1/members", tags=["inbox"], responses=AUTH_RESPONSES)
 
     @router.get(
         "/{member_id}/inbox",
+        response_model=InboxView,
         summary="The member's in-app messages, newest first",
         description="A key scoped to one library sees the messages sent on behalf of that library.",
     )
-    async def inbox(member_id: str, caller: MemberDataKey, limit: int = Query(default=50, ge=1, le=200)) -> Inbox:
-        messages = [m for m in await store.inbox(member_id, limit) if caller.covers(m.get("library") or None)]
-        return Inbox(member_id=member_id, messages=[InboxMessage.model_validate(m) for m in messages])
+    async def get_inbox(
+        member_id: str,
+        caller: MemberDataKey,
+        limit: int = Query(default=50, ge=1, le=200),
+        unread_only: bool = False,
+    ) -> dict[str, Any]:
+        _, messages = await inbox.messages(member_id, caller, limit, unread_only)
+        shown = [InboxMessage.model_validate(m).model_dump() for m in messages]
+        return {"member_id": member_id, "messages": shown, "unread": sum(not m["read"] for m in shown)}
+
+    @router.put(
+        "/{member_id}/inbox/{message_id}",
+        response_model=ReadState,
+        summary="Mark an inbox message read or unread",
+        responses={404: {"description": "no such message in the member's inbox"}},
+    )
+    async def mark(
+        member_id: str,
+        message_id: str,
+        body: ReadMark,
+        request: Request,
+        caller: MemberDataKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            return 200, await inbox.mark(member_id, message_id, body.read, caller)
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
 
     return router
