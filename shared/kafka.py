@@ -227,7 +227,9 @@ class Received:
     data: EventData
 
 
-BatchHandler = Callable[[list[Received]], Awaitable[None]]
+# The handler gets the decoded records and the last offset of every partition in the batch, dead letters included,
+# so that it can record how far it got even when the last records of a partition were dead-lettered.
+BatchHandler = Callable[[list[Received], dict[tuple[str, int], int]], Awaitable[None]]
 
 
 def subscribe_batches(
@@ -251,10 +253,10 @@ def subscribe_batches(
     group_id = settings.group(group)
     dead_letter = _dead_letters(publisher, group_id)
 
-    async def attempt(batch: list[Received]) -> BaseException | None:
+    async def attempt(batch: list[Received], ends: dict[tuple[str, int], int]) -> BaseException | None:
         for retry in range(settings.handler_retries + 1):
             try:
-                await handler(batch)
+                await handler(batch, ends)
                 return None
             except TRANSIENT_ERRORS as exc:
                 if retry == settings.handler_retries:
@@ -266,21 +268,24 @@ def subscribe_batches(
 
     async def handle(records: Sequence[Any]) -> None:
         batch: list[Received] = []
+        ends: dict[tuple[str, int], int] = {}
         for record in records:
+            ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
             try:
                 event = from_kafka(record.value, record.headers)
                 batch.append(Received(record.topic, record.partition, record.offset, event, typed_data(event)))
             except InvalidEvent as exc:
                 await dead_letter(record, "invalid_event", str(exc))
-        if not batch or await attempt(batch) is None:
+        if await attempt(batch, ends) is None:
             return
         by_position = {(r.topic, r.partition, r.offset): r for r in records}
         for received in batch:
-            failure = await attempt([received])
+            failure = await attempt([received], {(received.topic, received.partition): received.offset})
             if failure is not None:
                 reason = "retries_exhausted" if isinstance(failure, TRANSIENT_ERRORS) else "handler_error"
                 record = by_position[(received.topic, received.partition, received.offset)]
                 await dead_letter(record, reason, f"{type(failure).__name__}: {failure}")
+        await attempt([], ends)
 
     subscriber = router.subscriber(
         *(settings.topic(t.name) for t in topics),

@@ -3,4 +3,4 @@ from services.journey.settings import JourneySettings
 from shared.service import serve
 
 settings = JourneySettings()
-serve(create_app(settings), settings.journey_url)
+serve(create_app(settings), settings.journey_url, settings.host)

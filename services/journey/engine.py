@@ -132,10 +132,13 @@ def _record(journey: Journey, event: CloudEvent, t: int) -> None:
     kind = short_type(event)
     if kind == "member.signed_up.v1":
         journey["p"] = {
-            "age_band": event.data.get("age_band"), "home_library": event.data.get("home_library"),
-            "postcode_area": event.data.get("postcode_area"), "channel": event.channel, "platform": event.platform,
+            "age_band": event.data.get("age_band"),
+            "home_library": event.data.get("home_library"),
+            "postcode_area": event.data.get("postcode_area"),
+            "channel": event.channel,
+            "platform": event.platform,
             "source": event.data.get("source"),
-        }  # fmt: skip
+        }
     first = journey["f"].get(kind)
     if first is None or t < first[0]:
         journey["f"][kind] = [t, event.channel, event.platform]
@@ -150,16 +153,36 @@ def _record(journey: Journey, event: CloudEvent, t: int) -> None:
     del timeline[: max(0, len(timeline) - TIMELINE_LENGTH)]
 
 
+def _may_apply(rule: Rule, journey: Journey) -> bool:
+    """Whether the rule may apply to the member: it does if it admits their profile, and may if the sign-up has
+    not arrived yet (events from another topic can come first). The filter is decided again when it fires."""
+    return not journey["p"] or rule.admits(journey["p"])
+
+
 def _friction(
-    journey: Journey, rule: Rule, friction_id: str, start_event_id: str, started: int, due: int,
-    library: str | None, platform: str | None, channel_pair: str | None = None,
-) -> Friction:  # fmt: skip
+    journey: Journey,
+    rule: Rule,
+    friction_id: str,
+    start_event_id: str,
+    started: int,
+    due: int,
+    library: str | None,
+    platform: str | None,
+    channel_pair: str | None = None,
+) -> Friction:
     profile = journey["p"]
     return Friction(
-        friction_id=friction_id, rule=rule.id, member_id=journey["id"], start_event_id=start_event_id,
-        started_ms=started, due_ms=due, library=library or profile.get("home_library"),
-        channel_pair=channel_pair or rule.channel_pair, platform=platform, age_band=profile.get("age_band"),
-    )  # fmt: skip
+        friction_id=friction_id,
+        rule=rule.id,
+        member_id=journey["id"],
+        start_event_id=start_event_id,
+        started_ms=started,
+        due_ms=due,
+        library=library or profile.get("home_library"),
+        channel_pair=channel_pair or rule.channel_pair,
+        platform=platform,
+        age_band=profile.get("age_band"),
+    )
 
 
 def _resolve_open(journey: Journey, rule_id: str, key: str | None, event: CloudEvent, t: int) -> list[Resolution]:
@@ -187,7 +210,7 @@ def _absence_event(journey: Journey, rule: AbsenceRule, event: CloudEvent, t: in
             bisect.insort(state["e"], t)
             del state["e"][: max(0, len(state["e"]) - EXPECTS_KEPT)]
         out.resolved += _resolve_open(journey, rule.id, key, event, t)
-    if rule.start.matches(event) and rule.admits(journey["p"] or event.data):
+    if rule.start.matches(event) and _may_apply(rule, journey):
         key = f"{rule.id}|{_corr(event, list(rule.same))}"
         state = journey["r"].setdefault(key, {"s": [], "e": []})
         due = t + int(rule.within.total_seconds() * 1000)
@@ -204,7 +227,7 @@ def _absence_event(journey: Journey, rule: AbsenceRule, event: CloudEvent, t: in
 def _threshold_event(journey: Journey, rule: ThresholdRule, event: CloudEvent, t: int) -> Outcome:
     out = Outcome()
     key = f"{rule.id}|{_corr(event, rule.same)}"
-    if rule.match.matches(event) and rule.admits(journey["p"] or event.data):
+    if rule.match.matches(event) and _may_apply(rule, journey):
         state = journey["r"].setdefault(key, {"m": [], "x": [], "lib": event.library, "pl": event.platform})
         if t not in state["m"]:
             bisect.insort(state["m"], t)
@@ -220,17 +243,25 @@ def _threshold_event(journey: Journey, rule: ThresholdRule, event: CloudEvent, t
 
 
 def _inactivity_event(journey: Journey, rule: InactivityRule, event: CloudEvent, t: int) -> Outcome:
+    """Each activity waits for the next one; a wait met by a later activity is dropped at once, so with events in
+    order a member has one pending timer. Decided when it fires, from the activity times: arrival order does not
+    matter."""
     out = Outcome()
-    if not (rule.activity.matches(event) and rule.admits(journey["p"] or event.data)):
+    if not (rule.activity.matches(event) and _may_apply(rule, journey)):
         return out
-    state = journey["r"].setdefault(rule.id, {"l": None})
-    last = state["l"]
-    if last is None or t > last:
-        if last is not None:
-            out.timers_remove.append(f"i|{rule.id}|{last}")
-        state["l"] = t
-        state["id"] = event.id
-        out.timers_add.append((f"i|{rule.id}|{t}", t + int(rule.within.total_seconds() * 1000)))
+    acts = journey["r"].setdefault(rule.id, {"acts": []})["acts"]
+    if any(a[0] == t for a in acts):
+        return out
+    window = int(rule.within.total_seconds() * 1000)
+    bisect.insort(acts, [t, event.id], key=lambda a: a[0])
+    position = next(i for i, a in enumerate(acts) if a[0] == t)
+    if position > 0 and t - acts[position - 1][0] <= window:
+        out.timers_remove.append(f"i|{rule.id}|{acts[position - 1][0]}")
+    if position + 1 < len(acts) and acts[position + 1][0] - t <= window:
+        pass  # met already by a later activity that arrived first: no wait to start
+    else:
+        out.timers_add.append((f"i|{rule.id}|{t}", t + window))
+    del acts[: max(0, len(acts) - EXPECTS_KEPT)]
     out.resolved += _resolve_open(journey, rule.id, rule.id, event, t)
     return out
 
@@ -239,9 +270,17 @@ def _immediate_event(journey: Journey, rule: ImmediateRule, event: CloudEvent, t
     out = Outcome()
     if rule.resolve is not None and rule.resolve.matches(event):
         out.resolved += _resolve_open(journey, rule.id, None, event, t)
-    if rule.match.matches(event) and rule.admits(journey["p"] or event.data):
-        friction = _friction(journey, rule, deterministic_id("friction", rule.id, journey["id"], event.id), event.id,
-                             t, t, event.library, event.platform)  # fmt: skip
+    if rule.match.matches(event) and _may_apply(rule, journey):
+        friction = _friction(
+            journey,
+            rule,
+            deterministic_id("friction", rule.id, journey["id"], event.id),
+            event.id,
+            t,
+            t,
+            event.library,
+            event.platform,
+        )
         _open(journey, friction, rule.id)
         out.detected.append(friction)
     return out
@@ -273,16 +312,37 @@ def _fire_absence(journey: Journey, rule: AbsenceRule, timer: str) -> Outcome:
     if state is None or start is None:
         return Outcome()
     state["s"].remove(start)
+    if not rule.admits(journey["p"]):
+        return Outcome()
     due = t0 + int(rule.within.total_seconds() * 1000)
     _, _, library, platform, pair = start
     profile = journey["p"]
     out = Outcome()
-    met = any(t0 <= e <= due for e in state["e"])
-    out.closed.append(ClosedStart(rule.id, due, library or profile.get("home_library"), pair or rule.channel_pair,
-                                  platform, profile.get("age_band"), friction=not met))  # fmt: skip
+    # Strictly after the start: an event that is both start and expected (a course attended) does not meet itself.
+    met = any(t0 < e <= due for e in state["e"])
+    out.closed.append(
+        ClosedStart(
+            rule.id,
+            due,
+            library or profile.get("home_library"),
+            pair or rule.channel_pair,
+            platform,
+            profile.get("age_band"),
+            friction=not met,
+        )
+    )
     if not met:
-        friction = _friction(journey, rule, deterministic_id("friction", rule.id, journey["id"], start_id), start_id,
-                             t0, due, library, platform, pair)  # fmt: skip
+        friction = _friction(
+            journey,
+            rule,
+            deterministic_id("friction", rule.id, journey["id"], start_id),
+            start_id,
+            t0,
+            due,
+            library,
+            platform,
+            pair,
+        )
         out.detected.append(friction)
         later = [e for e in state["e"] if e > due]
         if later:  # the expected event came after the window but before the timer fired
@@ -308,10 +368,20 @@ def _fire_threshold(journey: Journey, rule: ThresholdRule, timer: str) -> Outcom
     since_reset = max([x for x in state["x"] if x <= t], default=None)
     burst = [m for m in state["m"] if t - window < m <= t and (since_reset is None or m > since_reset)]
     already_open = any(f["rule"] == rule.id and f.get("key") == key for f in journey["o"].values())
+    if not rule.admits(journey["p"]):
+        return out
     # One friction per burst: a 4th failure while the friction is open adds nothing.
     if len(burst) >= rule.count and not already_open and burst[0] > state.get("raised", -1):
-        friction = _friction(journey, rule, deterministic_id("friction", rule.id, journey["id"], corr, str(t)),
-                             event_id, burst[0], t, state.get("lib"), state.get("pl"))  # fmt: skip
+        friction = _friction(
+            journey,
+            rule,
+            deterministic_id("friction", rule.id, journey["id"], corr, str(t)),
+            event_id,
+            burst[0],
+            t,
+            state.get("lib"),
+            state.get("pl"),
+        )
         state["raised"] = t
         resets = [x for x in state["x"] if x > t]
         if resets:
@@ -325,14 +395,22 @@ def _fire_threshold(journey: Journey, rule: ThresholdRule, timer: str) -> Outcom
 
 def _fire_inactivity(journey: Journey, rule: InactivityRule, timer: str) -> Outcome:
     last = int(timer.split("|")[2])
-    state = journey["r"].get(rule.id)
+    acts = journey["r"].get(rule.id, {}).get("acts", [])
+    start = next((a for a in acts if a[0] == last), None)
     out = Outcome()
-    if state is None or state["l"] != last:
-        return out  # re-armed by a later activity
+    if start is None or not rule.admits(journey["p"]):
+        return out  # forgotten, or not a member the rule is about
     due = last + int(rule.within.total_seconds() * 1000)
-    friction = _friction(journey, rule, deterministic_id("friction", rule.id, journey["id"], str(last)),
-                         state.get("id", ""), last, due, None, None)  # fmt: skip
-    _open(journey, friction, rule.id)
+    later = [a[0] for a in acts if a[0] > last]
+    if later and later[0] <= due:
+        return out  # active again in time
+    friction = _friction(
+        journey, rule, deterministic_id("friction", rule.id, journey["id"], str(last)), start[1], last, due, None, None
+    )
+    if later:  # active again, but too late, before this timer fired
+        out.resolved.append(Resolution(friction, f"{rule.id}:{journey['id']}:{later[0]}", later[0]))
+    else:
+        _open(journey, friction, rule.id)
     out.detected.append(friction)
     return out
 
@@ -358,6 +436,6 @@ def timers_of(journey: Journey) -> list[str]:
     for key, state in journey["r"].items():
         for start in state.get("s", []):
             timers.append(f"a|{key}|{start[0]}|{start[1]}")
-        if state.get("l") is not None:
-            timers.append(f"i|{key}|{state['l']}")
+        for act in state.get("acts", []):
+            timers.append(f"i|{key}|{act[0]}")
     return timers

@@ -40,9 +40,14 @@ def _time(ms: int) -> datetime:
 def friction_detected(friction: engine.Friction) -> CloudEvent:
     return CloudEvent.create(
         FrictionDetected(
-            friction_id=friction.friction_id, rule=friction.rule, start_event_id=friction.start_event_id,
-            started_at=_time(friction.started_ms), due_at=_time(friction.due_ms), library=friction.library,
-            channel_pair=friction.channel_pair, platform=friction.platform,
+            friction_id=friction.friction_id,
+            rule=friction.rule,
+            start_event_id=friction.start_event_id,
+            started_at=_time(friction.started_ms),
+            due_at=_time(friction.due_ms),
+            library=friction.library,
+            channel_pair=friction.channel_pair,
+            platform=friction.platform,
             age_band=friction.age_band,
         ),
         id=friction.friction_id,
@@ -50,14 +55,16 @@ def friction_detected(friction: engine.Friction) -> CloudEvent:
         source=f"{SOURCE}/rules/{friction.rule}",
         library=friction.library,
         time=_time(friction.due_ms),  # event time, not processing time: a replay gives the same event
-    )  # fmt: skip
+    )
 
 
 def friction_resolved(resolution: engine.Resolution) -> CloudEvent:
     friction = resolution.friction
     return CloudEvent.create(
         FrictionResolved(
-            friction_id=friction.friction_id, rule=friction.rule, resolved_by_event_id=resolution.event_id,
+            friction_id=friction.friction_id,
+            rule=friction.rule,
+            resolved_by_event_id=resolution.event_id,
             resolved_at=_time(resolution.at_ms),
             seconds_to_resolve=max(0.0, (resolution.at_ms - friction.due_ms) / 1000),
         ),
@@ -66,7 +73,7 @@ def friction_resolved(resolution: engine.Resolution) -> CloudEvent:
         source=f"{SOURCE}/rules/{friction.rule}",
         library=friction.library,
         time=_time(resolution.at_ms),
-    )  # fmt: skip
+    )
 
 
 def _take(changes: Changes, partition: int, member: str, outcome: engine.Outcome) -> None:
@@ -96,16 +103,18 @@ class FrictionDetector:
         self._lateness = int(settings.journey_allowed_lateness.total_seconds() * 1000)
         self._lock = asyncio.Lock()
         self.subscriber: Any = None
+        # Per input partition: its end offset as last seen, and since when (monotonic) it has not moved.
+        self._ends: dict[TopicPartition, tuple[int, float]] = {}
         self.applied = 0  # events applied by this process (for benchmarks and operators)
 
     # ------------------------------------------------------------------------------------- events in
 
-    async def on_batch(self, batch: list[Received]) -> None:
+    async def on_batch(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
         async with self._lock:
-            await self._apply(batch)
+            await self._apply(batch, ends)
 
-    async def _apply(self, batch: list[Received]) -> None:
-        positions = {f"{r.topic}:{r.partition}" for r in batch}
+    async def _apply(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
+        positions = {f"{topic}:{partition}" for topic, partition in ends} | {f"{r.topic}:{r.partition}" for r in batch}
         subjects = {r.event.subject for r in batch if r.event.subject}
         subjects |= {str(r.event.data.get("survivor_id")) for r in batch if isinstance(r.data, MemberMerged)}
         aliases, journeys, offsets = await self._store.read(subjects, positions)
@@ -131,6 +140,10 @@ class FrictionDetector:
             if isinstance(received.data, MemberMerged):
                 self._merge(changes, journeys, aliases, partition, member, received.data.survivor_id, event)
             self.applied += 1
+        for (topic, partition), offset in ends.items():
+            # Dead-lettered records count as done: how far this partition got.
+            position = f"{topic}:{partition}"
+            changes.offsets[position] = max(offset, changes.offsets.get(position, -1), offsets.get(position, -1))
         if changes.clocks:
             # A position's clock only moves forward.
             current = await self._store.clocks()
@@ -146,9 +159,15 @@ class FrictionDetector:
         changes.journeys.pop(member, None)
 
     def _merge(
-        self, changes: Changes, journeys: dict[str, engine.Journey], aliases: dict[str, str], partition: int,
-        merged_id: str, survivor_id: str, event: CloudEvent,
-    ) -> None:  # fmt: skip
+        self,
+        changes: Changes,
+        journeys: dict[str, engine.Journey],
+        aliases: dict[str, str],
+        partition: int,
+        merged_id: str,
+        survivor_id: str,
+        event: CloudEvent,
+    ) -> None:
         """Later events for the old id go to the survivor; the old record's journey joins the survivor's."""
         merged = journeys.pop(merged_id)
         survivor = journeys.setdefault(survivor_id, engine.new_journey(survivor_id))
@@ -169,25 +188,55 @@ class FrictionDetector:
 
     # ----------------------------------------------------------------------------------------- timers
 
+    async def _caught_up(self) -> dict[TopicPartition, bool] | None:
+        """Per input partition this instance owns: have all its records been applied, and has nothing new
+        arrived for `journey_idle_seconds`? Exact: applied offsets (stored with the state) against the broker's
+        end offsets, so a consumer busy firing timers is not mistaken for an idle one."""
+        consumer = getattr(self.subscriber, "consumer", None)
+        if consumer is None or not consumer.assignment():
+            return None
+        assignment = sorted(consumer.assignment())
+        ends = await consumer.end_offsets(assignment)
+        applied = await self._store.applied_offsets()
+        now = time.monotonic()
+        status = {}
+        for tp in assignment:
+            end = ends[tp]
+            seen = self._ends.get(tp)
+            if seen is None or seen[0] != end:
+                self._ends[tp] = seen = (end, now)
+            done = applied.get(f"{tp.topic}:{tp.partition}", -1) + 1 >= end
+            status[tp] = done and now - seen[1] >= self._settings.journey_idle_seconds
+        return status
+
     async def _partition_clocks(self) -> dict[int, int]:
         """The clock of each partition this instance owns (ms): the latest event time applied on it, over all
-        input topics; once the consumer has caught up with a topic's partition, at least the wall clock."""
-        consumer = getattr(self.subscriber, "consumer", None)
-        if consumer is None:
+        input topics (the slowest decides); a topic's partition that is caught up and quiet follows the wall
+        clock (live operation)."""
+        status = await self._caught_up()
+        if status is None:
             return {}
-        assignment: set[TopicPartition] = consumer.assignment()
         stored = await self._store.clocks()
         wall = int(time.time() * 1000)
         clocks: dict[int, int] = {}
-        for tp in assignment:
+        for tp, quiet in status.items():
             clock = stored.get(f"{tp.topic}:{tp.partition}", 0)
-            if self._settings.journey_clock == "auto":
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) >= highwater:
-                    clock = max(clock, wall)
-            # A partition's timers may wait on any input topic: the slowest decides.
+            if quiet and self._settings.journey_clock == "auto":
+                clock = max(clock, wall)
             clocks[tp.partition] = min(clock, clocks.get(tp.partition, clock))
         return clocks
+
+    async def settled(self) -> bool:
+        """Every record of the owned partitions applied, and no timer due: nothing left to decide until new
+        events arrive or the clock moves on."""
+        async with self._lock:
+            status = await self._caught_up()
+            if not status or not all(status.values()):
+                return False
+            for partition, clock in (await self._partition_clocks()).items():
+                if await self._store.due(partition, clock - self._lateness, 1):
+                    return False
+            return True
 
     async def fire_due_timers(self) -> int:
         """One round: decide the timers whose due time plus lateness the clocks have passed; returns how many."""
@@ -224,8 +273,13 @@ class FrictionDetector:
 def journey_router(detector: FrictionDetector, settings: JourneySettings, publisher: EventPublisher) -> KafkaRouter:
     router = KafkaRouter()
     detector.subscriber = subscribe_batches(
-        router, settings, publisher, topics=INPUTS, group="journey", handler=detector.on_batch,
+        router,
+        settings,
+        publisher,
+        topics=INPUTS,
+        group="journey",
+        handler=detector.on_batch,
         max_records=settings.journey_batch_size,
         description="Member and usage events: the member's journey, the friction rules in event time.",
-    )  # fmt: skip
+    )
     return router

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.journey import engine
 from services.journey.rules import RuleCatalogue
@@ -48,9 +48,10 @@ class InMemoryJourneys:
             self._clock = max(self._clock, engine.ms(event))
         return self.result
 
-    def finish(self) -> Replayed:
-        """The history has ended: every timer still pending fires."""
-        self._fire_until(None)
+    def finish(self, until: datetime | None = None) -> Replayed:
+        """The history has ended: timers due by `until` fire (all of them without it). A window still open at
+        `until` stays open: its member is not counted as stuck."""
+        self._fire_until(None if until is None else int(until.timestamp() * 1000) - self._lateness)
         return self.result
 
     def _take(self, member: str, outcome: engine.Outcome) -> None:

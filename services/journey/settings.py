@@ -19,6 +19,9 @@ class JourneySettings(Settings):
     # `auto`: each partition's clock follows the event time of what was consumed, and the wall clock once the
     # consumer has caught up with it (live operation). `event`: event time only, never the wall clock.
     journey_clock: Literal["auto", "event"] = "auto"
+    # A caught-up partition follows the wall clock only after this long without new events: a replay that
+    # pauses between chunks is not mistaken for live traffic.
+    journey_idle_seconds: float = Field(default=5.0, ge=0)
     journey_timer_tick_seconds: float = Field(default=1.0, gt=0)
     journey_batch_size: int = Field(default=500, ge=1)
     # Report cells counting fewer members than this are suppressed, so that nobody can be singled out.

@@ -73,10 +73,15 @@ class Changes:
 
 def _fact(friction: Friction, resolved: int | None) -> dict[str, Any]:
     return {
-        "rule": friction.rule, "library": friction.library, "channel_pair": friction.channel_pair,
-        "platform": friction.platform, "age_band": friction.age_band, "started": friction.started_ms,
-        "due": friction.due_ms, "resolved": resolved,
-    }  # fmt: skip
+        "rule": friction.rule,
+        "library": friction.library,
+        "channel_pair": friction.channel_pair,
+        "platform": friction.platform,
+        "age_band": friction.age_band,
+        "started": friction.started_ms,
+        "due": friction.due_ms,
+        "resolved": resolved,
+    }
 
 
 class JourneyStore:
@@ -105,8 +110,7 @@ class JourneyStore:
         journeys = {i: json.loads(j) for i, j in zip(ids, raw_journeys, strict=False) if j}
         missing = sorted(set(aliases.values()) - set(journeys))
         if missing:
-            for survivor, raw in zip(missing, await self._redis.mget([self._member(i) for i in missing]),
-                                     strict=True):  # fmt: skip
+            for survivor, raw in zip(missing, await self._redis.mget([self._member(i) for i in missing]), strict=True):
                 if raw:
                     journeys[survivor] = json.loads(raw)
         offsets = {w: int(o) for w, o in zip(where, raw_offsets, strict=False) if o is not None}
@@ -155,6 +159,10 @@ class JourneyStore:
     async def outbox(self) -> list[CloudEvent]:
         raw = cast(dict[str, str], await self._redis.hgetall(self._k("outbox")))
         return [from_structured(json.loads(v)) for v in raw.values()]
+
+    async def applied_offsets(self) -> dict[str, int]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._k("offsets")))
+        return {k: int(v) for k, v in raw.items()}
 
     async def clocks(self) -> dict[str, int]:
         raw = cast(dict[str, str], await self._redis.hgetall(self._k("clock")))

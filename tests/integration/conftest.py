@@ -41,6 +41,7 @@ def journey_settings(settings: Settings) -> JourneySettings:
         journey_allowed_lateness=timedelta(0),
         journey_timer_tick_seconds=0.1,
         journey_batch_size=50,
+        journey_idle_seconds=0.5,
     )
 
 

@@ -1,0 +1,211 @@
+"""The journey service on the real broker and Redis: a simulated network detected exactly, replays that agree,
+late resolution, erasure, merges and dead letters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from services.journey.app import create_app
+from services.journey.handlers import FrictionDetector
+from services.journey.history import load
+from services.journey.settings import JourneySettings
+from services.journey.simulator import simulate
+from shared.events import CloudEvent
+from shared.events.registry import TYPE_PREFIX
+from shared.kafka import EventPublisher
+from shared.redis import make_redis
+from shared.settings import Settings
+from tests.support import eventually, header, read_to_end, running
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Live:
+    app: FastAPI
+    settings: JourneySettings
+
+    @property
+    def detector(self) -> FrictionDetector:
+        detector: FrictionDetector = self.app.state.detector
+        return detector
+
+    @property
+    def publisher(self) -> EventPublisher:
+        publisher: EventPublisher = self.app.state.parts.publisher
+        return publisher
+
+    async def frictions(self) -> list[dict[str, Any]]:
+        records = await read_to_end(self.settings.kafka_bootstrap, self.settings.topic("journey.frictions.v1"))
+        return [
+            {"type": header(r, "ce_type"), "id": header(r, "ce_id"), "member": header(r, "ce_subject"),
+             **json.loads(r.value)}
+            for r in records
+        ]  # fmt: skip
+
+    async def settle(self, within: float = 240) -> None:
+        await eventually(self.detector.settled, within=within, every=0.5)
+
+
+def journey_settings(settings: Settings, **overrides: Any) -> JourneySettings:
+    values: dict[str, Any] = {
+        **settings.model_dump(), "journey_allowed_lateness": timedelta(minutes=1),
+        "journey_timer_tick_seconds": 0.2, **overrides,
+    }  # fmt: skip
+    return JourneySettings(**values)
+
+
+@pytest.fixture
+async def live(settings: Settings) -> AsyncIterator[Live]:
+    live_settings = journey_settings(settings)
+    app = create_app(live_settings)
+    async with running(app):
+        yield Live(app, live_settings)
+
+
+def event(kind: str, member: str, at: datetime, **attributes: Any) -> CloudEvent:
+    data = attributes.pop("data", {})
+    return CloudEvent(
+        id=attributes.pop("id", None) or f"{kind}-{member}-{at.timestamp()}",
+        source="/test",
+        type=TYPE_PREFIX + kind,
+        time=at,
+        subject=member,
+        library="oba",
+        data=data,
+        **attributes,
+    )
+
+
+def signed_up(member: str, at: datetime, **data: Any) -> CloudEvent:
+    profile = {"age_band": "18-64", "home_library": "oba", "postcode_area": "1034", **data}
+    return event("member.signed_up.v1", member, at, channel="online", platform="website", data=profile)
+
+
+def detected(frictions: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(f["rule"], f["member"], f["start_event_id"]) for f in frictions if f["type"].endswith("detected.v1")}
+
+
+async def test_a_simulated_network_of_ten_thousand_members_is_detected_exactly(live: Live) -> None:
+    network = simulate(10_000, seed=11)
+    loaded = await load(enumerate(network.events), live.publisher)
+    assert loaded.produced == len(network.events) and not loaded.rejected
+
+    await live.settle()
+    found = detected(await live.frictions())
+    truth = {(p.rule, p.member_id, p.start_event_id) for p in network.truth}
+    assert len(truth) > 3000 and len(network.planted_by_rule()) == 10
+    assert found - truth == set(), "precision below 1.0"
+    assert truth - found == set(), "recall below 1.0"
+
+
+async def replay(
+    settings: Settings, prefix: str, partitions: int, batch_size: int, events: list[CloudEvent]
+) -> set[str]:
+    isolated = settings.model_copy(
+        update={"topic_prefix": prefix, "group_prefix": prefix, "key_prefix": prefix, "partitions": partitions}
+    )
+    live_settings = journey_settings(isolated, journey_batch_size=batch_size)
+    app = create_app(live_settings)
+    async with running(app):
+        live = Live(app, live_settings)
+        await load(enumerate(events), live.publisher)
+        await live.settle()
+        return {f["id"] for f in await live.frictions()}
+
+
+async def test_replaying_a_history_with_other_batch_sizes_and_partition_counts_gives_the_same_frictions(
+    settings: Settings, namespace: str
+) -> None:
+    events = simulate(1500, seed=5).events
+    one = await replay(settings, namespace + "p1.", partitions=1, batch_size=7, events=events)
+    four = await replay(settings, namespace + "p4.", partitions=4, batch_size=400, events=events)
+    assert len(one) > 300
+    assert one == four  # detected and resolved, by their deterministic ids
+
+
+async def test_a_late_card_activation_resolves_the_friction_with_the_time_it_took(live: Live) -> None:
+    start = datetime.now(UTC) - timedelta(days=20)
+    await live.publisher.publish(signed_up("late-member", start))
+    friction = await eventually(lambda: _friction_of(live, "late-member", "detected"))
+    assert friction["rule"] == "online-signup-not-activated"
+
+    await live.publisher.publish(event("member.card_activated.v1", "late-member", datetime.now(UTC),
+                                       channel="offline", platform="desk"))  # fmt: skip
+    resolved = await eventually(lambda: _friction_of(live, "late-member", "resolved"))
+    assert resolved["friction_id"] == friction["friction_id"]
+    assert 5.9 * 86400 < resolved["seconds_to_resolve"] < 6.1 * 86400
+
+
+async def _friction_of(live: Live, member: str, kind: str) -> dict[str, Any] | None:
+    return next((f for f in await live.frictions() if f["member"] == member and f["type"].endswith(f"{kind}.v1")),
+                None)  # fmt: skip
+
+
+async def test_an_erased_member_s_journey_is_gone(live: Live) -> None:
+    now = datetime.now(UTC)
+    await live.publisher.publish_many([signed_up("erased-member", now - timedelta(hours=1), age_band="4-11")])
+    redis = make_redis(live.settings)
+    key = live.settings.key("journey", "m", "{erased-member}")
+    try:
+        assert await eventually(lambda: redis.exists(key))
+        timers = live.settings.key("journey", "timers", "*")
+        assert [k async for k in redis.scan_iter(match=timers)]
+        await live.publisher.publish(event("member.erased.v1", "erased-member", now))
+        await eventually(lambda: _gone(redis, key))
+        async for timer_key in redis.scan_iter(match=timers):
+            entries = await redis.zrange(timer_key, 0, -1)
+            assert not [e for e in entries if e.startswith("erased-member\t")]
+    finally:
+        await redis.aclose()
+
+
+async def _gone(redis: Any, key: str) -> bool:
+    return not await redis.exists(key)
+
+
+async def test_events_for_a_merged_member_continue_the_survivor_s_journey(live: Live) -> None:
+    now = datetime.now(UTC) - timedelta(days=30)
+    await live.publisher.publish_many([
+        signed_up("old-record", now),
+        signed_up("survivor", now + timedelta(minutes=1)),
+        event("member.card_activated.v1", "survivor", now + timedelta(days=1), channel="offline", platform="desk"),
+        event("member.merged.v1", "old-record", now + timedelta(days=2), data={"survivor_id": "survivor"}),
+        event("usage.loan_borrowed.v1", "old-record", now + timedelta(days=3), channel="offline", platform="desk",
+              data={"item_id": "b1", "loan_id": "l1"}),
+    ])  # fmt: skip
+    await live.settle()
+    redis = make_redis(live.settings)
+    try:
+        survivor = json.loads(await redis.get(live.settings.key("journey", "m", "{survivor}")))
+        assert not await redis.exists(live.settings.key("journey", "m", "{old-record}"))
+    finally:
+        await redis.aclose()
+    assert "usage.loan_borrowed.v1" in survivor["f"]
+    # The old record's wait for its own card activation ended with it: no friction for either.
+    assert {f["member"] for f in await live.frictions()} & {"old-record", "survivor"} == set()
+
+
+async def test_a_bad_usage_message_goes_to_the_dead_letter_topic_and_the_journey_goes_on(live: Live) -> None:
+    usage = live.settings.topic("propositions.usage.v1")
+    producer = AIOKafkaProducer(bootstrap_servers=live.settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(usage, b'{"item_id": 5}', key=b"m", headers=[
+            ("ce_type", b"nl.bibliotheek.usage.loan_borrowed.v1"), ("ce_id", b"x"), ("ce_source", b"/t"),
+            ("ce_specversion", b"1.0"), ("ce_time", b"2026-01-01T00:00:00Z"), ("ce_subject", b"m")])  # fmt: skip
+    finally:
+        await producer.stop()
+    await live.publisher.publish(signed_up("after-poison", datetime.now(UTC) - timedelta(days=15)))
+    await eventually(lambda: _friction_of(live, "after-poison", "detected"))
+    [dead] = await read_to_end(live.settings.kafka_bootstrap, usage + ".dlq")
+    assert header(dead, "dlq_reason") == "invalid_event"
+    assert "data.item_id" in (header(dead, "dlq_error") or "")
