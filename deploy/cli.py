@@ -260,6 +260,43 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return asyncio.run(act())
 
 
+def _seed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="the propositions service (default KLANTREIS_PROPOSITIONS_URL)")
+    parser.add_argument("--key", default=None, help="an admin API key (default: the development key of `run`)")
+
+
+@command(
+    "seed",
+    "load the network catalogue (propositions, libraries, offerings) into the propositions service (idempotent)",
+    _seed_arguments,
+)
+def cmd_seed(args: argparse.Namespace) -> int:
+    import httpx
+
+    from services.propositions.seed import SeedFailed, SeedReport, load_seed
+
+    url = args.url or _settings().propositions_url
+    key = args.key or (platform.DEV_KEY_FILE.read_text().strip() if platform.DEV_KEY_FILE.exists() else "")
+    if not key:
+        raise RuntimeProblem("no API key: pass --key, or run `klantreis run` once to make the development key")
+
+    async def load() -> SeedReport:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            return await load_seed(client, progress=say)
+
+    try:
+        asyncio.run(load())
+    except httpx.TransportError as exc:
+        raise RuntimeProblem(
+            f"the propositions service at {url} does not answer ({type(exc).__name__}); start it with `klantreis run`"
+        ) from None
+    except SeedFailed as exc:
+        raise RuntimeProblem(str(exc)) from None
+    say(f"browse it: {url}/v1/offerings?proposition=boekstart&postcode_area=1034")
+    return 0
+
+
 def _settings(kafka_bootstrap: str | None = None, redis_url: str | None = None) -> Settings:
     overrides = {k: v for k, v in (("kafka_bootstrap", kafka_bootstrap), ("redis_url", redis_url)) if v}
     return Settings(**overrides)  # type: ignore[arg-type]

@@ -76,8 +76,16 @@ def _reason(problem: Problem) -> dict[str, Any]:
 
 
 def ingest_router(
-    *, service: str, topic_name: str, types: Collection[str], handle: Handler, claims: EventClaims, tag: str = "ingest"
+    *,
+    service: str,
+    topic_name: str,
+    types: Collection[str],
+    handle: Handler,
+    claims: EventClaims,
+    example: dict[str, Any],
+    tag: str = "ingest",
 ) -> APIRouter:
+    """The route behind `POST /v1/events`; `example` is one structured CloudEvent of the service, for the docs."""
     router = APIRouter(prefix="/v1", tags=[tag], responses=AUTH_RESPONSES)
     accepted_types = frozenset(types)
 
@@ -110,9 +118,9 @@ def ingest_router(
         responses={202: {"description": "`{accepted: [ids], rejected: [{index, id, errors}]}`"},
                    422: {"description": "not JSON, or nothing acceptable"}},
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/cloudevents+json": {"schema": {"type": "object"}},
+            "application/cloudevents+json": {"schema": {"type": "object"}, "example": example},
             "application/cloudevents-batch+json": {"schema": {"type": "array", "items": {"type": "object"}},
-                                                   "example": []}}}},
+                                                   "example": [example]}}}},
     )  # fmt: skip
     async def ingest(request: Request, caller: IngestKey) -> JSONResponse:
         try:

@@ -147,12 +147,12 @@ async def _supervised(service: str, task: BackgroundTask) -> None:
             await asyncio.sleep(1)
 
 
-def serve(app: FastAPI, url: str) -> None:
-    """Run one service process on the port of its configured URL."""
+def serve(app: FastAPI, url: str, host: str) -> None:
+    """Run one service process on the port of its configured URL, listening on `host` (0.0.0.0 in a container)."""
     from urllib.parse import urlparse
 
     import uvicorn
 
     parsed = urlparse(url)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(app, host=parsed.hostname or "127.0.0.1", port=parsed.port or 80, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=parsed.port or 80, log_level="info", access_log=False)

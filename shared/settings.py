@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     key_prefix: str = ""
     partitions: int = Field(default=3, ge=1, description="partitions of each topic when it is created")
 
-    host: str = "127.0.0.1"
+    host: str = Field(default="127.0.0.1", description="address the service listens on (0.0.0.0 in a container)")
     identity_url: str = "http://127.0.0.1:8001"
     propositions_url: str = "http://127.0.0.1:8002"
     journey_url: str = "http://127.0.0.1:8003"

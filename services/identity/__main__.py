@@ -3,4 +3,4 @@ from services.identity.settings import IdentitySettings
 from shared.service import serve
 
 settings = IdentitySettings()
-serve(create_app(settings), settings.identity_url)
+serve(create_app(settings), settings.identity_url, settings.host)

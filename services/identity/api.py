@@ -517,6 +517,20 @@ INGESTIBLE = {
 }
 
 
+EXAMPLE_EVENT = {
+    "specversion": "1.0",
+    "id": "0c6a1f0e-8a4d-4a52-9f0e-6b1d2f3a4c51",
+    "source": "/libraries/oba/app",
+    "type": LoginFailed.event_type,
+    "time": "2026-11-23T10:15:00+01:00",
+    "subject": "3f2b8c1e-7d4a-4e9b-a1c2-5d6e7f809a1b",
+    "library": "oba",
+    "channel": "online",
+    "platform": "app",
+    "data": {"login_platform": "app", "reason": "account_not_linked"},
+}
+
+
 def ingest_router(members: Members, claims: EventClaims) -> APIRouter:
     async def handle(items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
         # Each identity event changes a member's state: handled one by one, in order.
@@ -549,7 +563,12 @@ def ingest_router(members: Members, claims: EventClaims) -> APIRouter:
                                              event_id=event.id)  # fmt: skip
 
     return shared_ingest_router(
-        service="identity", topic_name=MEMBERS.name, types=INGESTIBLE, handle=handle, claims=claims
+        service="identity",
+        topic_name=MEMBERS.name,
+        types=INGESTIBLE,
+        handle=handle,
+        claims=claims,
+        example=EXAMPLE_EVENT,
     )
 
 

@@ -1,0 +1,29 @@
+# One image for the four klantreis services; docker-compose.yml picks the service by its command
+# (`python -m services.<name>`). Build: `docker build -t klantreis .` (or `docker compose build`).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONPATH=/app
+
+WORKDIR /app
+
+# The installable project only: no tests, no local runtime state (.venv, .kafka, .klantreis).
+# README.md is the project's `readme` in pyproject.toml; requirements.lock pins the versions every checkout gets.
+COPY pyproject.toml README.md requirements.lock ./
+COPY shared/ shared/
+COPY services/ services/
+COPY deploy/ deploy/
+
+# The wheel holds the Python modules only; the services run from /app (PYTHONPATH), where data files that sit
+# beside the code, such as services/journey/rules.yaml, are found.
+RUN pip install --no-cache-dir -c requirements.lock . \
+    && rm -rf build klantreis.egg-info \
+    && groupadd --system --gid 10001 klantreis \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent klantreis
+
+USER 10001:10001
+
+# Health checks are per service (each has its own port), so they live in docker-compose.yml.
+CMD ["python", "-m", "services.identity"]
