@@ -200,6 +200,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     say(f"topics: {len(created)} created" if created else "topics: all present")
     key = platform.development_key(settings)
     platform.start_services(settings, say)
+    seed_catalogue(settings.propositions_url, key)
     platform.play_demo(settings, key, say)
     say("")
     say("where to look:")
@@ -271,14 +272,19 @@ def _seed_arguments(parser: argparse.ArgumentParser) -> None:
     _seed_arguments,
 )
 def cmd_seed(args: argparse.Namespace) -> int:
-    import httpx
-
-    from services.propositions.seed import SeedFailed, SeedReport, load_seed
-
     url = args.url or _settings().propositions_url
     key = args.key or (platform.DEV_KEY_FILE.read_text().strip() if platform.DEV_KEY_FILE.exists() else "")
     if not key:
         raise RuntimeProblem("no API key: pass --key, or run `klantreis run` once to make the development key")
+    seed_catalogue(url, key)
+    say(f"browse it: {url}/v1/offerings?proposition=boekstart&postcode_area=1034")
+    return 0
+
+
+def seed_catalogue(url: str, key: str) -> None:
+    import httpx
+
+    from services.propositions.seed import SeedFailed, SeedReport, load_seed
 
     async def load() -> SeedReport:
         headers = {"Authorization": f"Bearer {key}"}
@@ -293,8 +299,6 @@ def cmd_seed(args: argparse.Namespace) -> int:
         ) from None
     except SeedFailed as exc:
         raise RuntimeProblem(str(exc)) from None
-    say(f"browse it: {url}/v1/offerings?proposition=boekstart&postcode_area=1034")
-    return 0
 
 
 def _settings(kafka_bootstrap: str | None = None, redis_url: str | None = None) -> Settings:
