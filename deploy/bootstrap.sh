@@ -6,6 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PYTHON="${PYTHON:-python3}"
 STAMP=.venv/.klantreis-installed
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # the browser tests use Debian's chromium, never a downloaded one
 
 fail() { echo "bootstrap: $*" >&2; exit 1; }
 
@@ -26,6 +27,15 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ requirements.lock -
     # requirements.lock pins what CI and every checkout get; pyproject.toml says what is allowed.
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
     touch "$STAMP"
+fi
+
+# The browser tests drive Debian's chromium.
+if [ ! -x /usr/bin/chromium ]; then
+    echo "installing chromium with apt-get (for the browser tests) …"
+    SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+    { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+        && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
+        || fail "chromium is needed for the browser tests: install it with \`sudo apt-get install chromium\`"
 fi
 
 exec .venv/bin/python -m deploy prepare
