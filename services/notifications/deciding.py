@@ -139,9 +139,9 @@ class Decider:
             active = d.get("active", True) is not False
             await self._store.set_offering(d["proposition"], d["library"], offering if active else None)
         elif kind == "library_changed":
-            branches = _branches(d.get("branches") or [])
+            raw_branches = d.get("branches") or []
             await self._store.set_library(
-                d["library"], d.get("name", ""), d.get("website") or "", _hours(d.get("opening_hours")), branches
+                d["library"], d.get("name", ""), d.get("website") or "", _branches(raw_branches), _hours(raw_branches)
             )
 
     # ------------------------------------------------------------------------------------- triggers
@@ -376,11 +376,10 @@ def _branches(raw: list[Any]) -> dict[str, str]:
     return branches
 
 
-def _hours(raw: Any) -> str:
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, Mapping):
-        return "; ".join(f"{day} {hours}" for day, hours in raw.items())
-    if isinstance(raw, list):
-        return "; ".join(str(item) for item in raw)
-    return ""
+def _hours(raw: list[Any]) -> dict[str, str]:
+    """Opening hours per branch code, of the branches that give them."""
+    return {
+        str(b["code"]): str(b["opening_hours"])
+        for b in raw
+        if isinstance(b, Mapping) and "code" in b and b.get("opening_hours")
+    }

@@ -15,7 +15,7 @@ Keys (prefix `notifications:`; a member's keys carry the `{member_id}` hash tag)
                                   quiet-hours deferrals and retries; a claimed one is leased (moved later)
   catalog:proposition:<slug>      hash: name_nl, name_en, retired
   catalog:offers:<slug>           hash: library → JSON {local_name, branches, url}: libraries offering it now
-  catalog:library:<code>          hash: name, website, opening_hours, branches (JSON code → name)
+  catalog:library:<code>          hash: name, website, branches (JSON code → name), hours (JSON code → hours)
   libraries                       set: library codes members signed up at
   library-members:<code>          set: members whose home library it is (broadcast audiences)
   alias:<old id>                  string: the member a merged id now is
@@ -335,9 +335,9 @@ class NotificationStore:
             await self._redis.hset(key, library, json.dumps(offering))
 
     async def set_library(
-        self, code: str, name: str, website: str, opening_hours: str, branches: dict[str, str]
+        self, code: str, name: str, website: str, branches: dict[str, str], branch_hours: dict[str, str]
     ) -> None:
-        fields = {"name": name, "website": website, "opening_hours": opening_hours, "branches": json.dumps(branches)}
+        fields = {"name": name, "website": website, "branches": json.dumps(branches), "hours": json.dumps(branch_hours)}
         await self._redis.hset(self._k("catalog", "library", code), mapping=cast(Any, fields))
 
     async def library(self, code: str | None) -> LibraryInfo | None:
@@ -350,8 +350,8 @@ class NotificationStore:
             code=code,
             name=raw.get("name", ""),
             website=raw.get("website", ""),
-            opening_hours=raw.get("opening_hours", ""),
             branches=json.loads(raw.get("branches") or "{}"),
+            branch_hours=json.loads(raw.get("hours") or "{}"),
         )
 
     async def offered_by(self, proposition: str) -> frozenset[str]:

@@ -27,7 +27,7 @@ from shared.events.types import Medium
 # `recipient` not in the in-app inbox.
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "library": frozenset({"code", "name", "website", "opening_hours", "branches"}),
-    "branch": frozenset({"code", "name"}),
+    "branch": frozenset({"code", "name", "opening_hours"}),
     "proposition": frozenset({"slug", "name", "url"}),
     "links": frozenset({"app", "inbox", "library", "proposition"}),
     "trigger": frozenset({"type", "rule", "library", "time"}),
@@ -84,8 +84,13 @@ class LibraryInfo:
     code: str
     name: str
     website: str = ""
-    opening_hours: str = ""
-    branches: Mapping[str, str] = field(default_factory=dict)  # code → name
+    branches: Mapping[str, str] = field(default_factory=dict)  # code → name, the main branch first
+    branch_hours: Mapping[str, str] = field(default_factory=dict)  # code → opening hours, where given
+
+    @property
+    def opening_hours(self) -> str:
+        """The library's hours as members know them: those of its main (first) branch that gives any."""
+        return next((self.branch_hours[c] for c in self.branches if c in self.branch_hours), "")
 
 
 @dataclass(frozen=True)
@@ -128,7 +133,12 @@ def context(
             "opening_hours": library.opening_hours if library else "",
             "branches": sorted(branches.values()),
         },
-        "branch": {"code": branch_code, "name": branches.get(branch_code, "")},
+        "branch": {
+            "code": branch_code,
+            "name": branches.get(branch_code, ""),
+            "opening_hours": (library.branch_hours.get(branch_code) if library else None)
+            or (library.opening_hours if library else ""),
+        },
         "links": {"app": app_link, "inbox": f"{app_link}/inbox", "library": website},
         "trigger": {
             "type": sample.trigger_type,
@@ -150,7 +160,13 @@ def context(
 
 def _sample_for_check(definition: CampaignDefinition) -> Sample:
     return Sample(
-        library=LibraryInfo("oba", "OBA", "https://www.oba.nl", "ma-zo 10-22 uur", {"oosterdok": "OBA Oosterdok"}),
+        library=LibraryInfo(
+            "oba",
+            "OBA",
+            "https://www.oba.nl",
+            branches={"oosterdok": "OBA Oosterdok"},
+            branch_hours={"oosterdok": "ma-zo 10-22 uur"},
+        ),
         branch="oosterdok",
         trigger_type="nl.bibliotheek.friction.detected.v1",
         trigger_rule="online-signup-not-activated",

@@ -81,6 +81,9 @@ class Branch(BaseModel):
 
     code: Slug
     name: str = Field(min_length=1, max_length=120)
+    opening_hours: str | None = Field(
+        default=None, max_length=200, description="as members read it, e.g. 'ma-vr 10.00-20.00, za 10.00-17.00'"
+    )
 
 
 @event("catalog.library_changed.v1", CATALOG)

@@ -39,7 +39,7 @@ async def test_an_email_arrives_at_the_smtp_server_with_the_text_rendered_from_t
         async with notifications(notifications_settings(settings, **overrides), admin_key, contacts=contacts) as n:
             await n.catalogue(
                 "library_changed", "library:oba", library="oba", name="OBA Amsterdam", website="https://www.oba.nl",
-                branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}],
+                branches=[{"code": "oosterdok", "name": "OBA Oosterdok", "opening_hours": "ma-zo 08.00-22.00"}],
             )  # fmt: skip
             await n.catalogue(
                 "offering_changed", "oba.boekstart", offering_id="oba.boekstart", library="oba",
@@ -56,8 +56,8 @@ async def test_an_email_arrives_at_the_smtp_server_with_the_text_rendered_from_t
                         "email": {
                             "nl": {
                                 "subject": "{{ proposition.name }}\nbij {{ library.name }}",
-                                "body": "Beste {{ recipient.name }},\n\nKom naar {{ branch.name or library.name }}."
-                                "\nMeer: {{ links.proposition }}",
+                                "body": "Beste {{ recipient.name }},\n\nKom naar {{ branch.name or library.name }}"
+                                " ({{ library.opening_hours }}).\nMeer: {{ links.proposition }}",
                             }
                         }
                     },
@@ -76,7 +76,7 @@ async def test_an_email_arrives_at_the_smtp_server_with_the_text_rendered_from_t
             assert mail["From"] == "OBA Amsterdam <nieuws@bibliotheek.nl>"
             assert mail["Message-ID"] == f"<{decided[m][0].data['message_id']}@klantreis>"
             assert mail.get_content().replace("\r\n", "\n") == (
-                "Beste Sanne de Vries,\n\nKom naar OBA Amsterdam.\nMeer: https://www.oba.nl/boekstart\n"
+                "Beste Sanne de Vries,\n\nKom naar OBA Amsterdam (ma-zo 08.00-22.00).\nMeer: https://www.oba.nl/boekstart\n"
             )
             assert decided[m][0].data["trigger_event_id"] == friction.id
             assert "sanne@example.nl" not in await n.everything()

@@ -19,7 +19,13 @@ from services.notifications.templates import (
     render,
 )
 
-OBA = LibraryInfo("oba", "OBA", "https://www.oba.nl", "ma-zo 10-22", {"oosterdok": "OBA Oosterdok"})
+OBA = LibraryInfo(
+    "oba",
+    "OBA",
+    "https://www.oba.nl",
+    branches={"oosterdok": "OBA Oosterdok", "banne": "OBA Banne", "osdorp": "OBA Osdorp"},
+    branch_hours={"oosterdok": "ma-zo 10-22", "osdorp": "di-za 10-17"},
+)
 
 
 def definition(body: str, medium: str = "email", **overrides: Any) -> CampaignDefinition:
@@ -83,6 +89,13 @@ def test_rendering_fills_placeholders_from_the_catalogue() -> None:
     )
     assert values["recipient"] == {"name": "Sanne", "is_guardian": False}
     assert "recipient" not in context(d, "in_app", sample, app_link="https://app.example")
+
+
+def test_a_branch_shows_its_own_opening_hours_else_those_of_the_main_branch() -> None:
+    d = definition("{{ branch.name }}: {{ branch.opening_hours }}")
+    for branch, text in [("osdorp", "OBA Osdorp: di-za 10-17"), ("banne", "OBA Banne: ma-zo 10-22")]:
+        values = context(d, "email", Sample(library=OBA, branch=branch), app_link="https://app.example")
+        assert render(d.messages["email"]["nl"].body, values) == text
 
 
 def test_a_library_missing_from_the_catalogue_falls_back_to_the_network() -> None:
