@@ -23,7 +23,7 @@ from shared.events.members import (
     LoginSucceeded,
     RegistrationStarted,
 )
-from shared.events.types import LibraryCode, Medium, Purpose
+from shared.events.types import Language, LibraryCode, Medium, Purpose
 from shared.idempotency import IdempotencyKey, Ids, Replies
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
@@ -65,6 +65,7 @@ class SignUp(BaseModel):
     source: str | None = Field(default=None, max_length=80, description="e.g. consultatiebureau or a school")
     proposition: str | None = Field(default=None, max_length=80, description="e.g. boekstart")
     registration_id: str | None = Field(default=None, description="completes a registration started before")
+    language: Language = Field(default="nl", description="the language messages are sent in: nl or en")
 
     @field_validator("email")
     @classmethod
@@ -173,6 +174,7 @@ class MemberView(BaseModel):
     signed_up_at: str
     channel: str
     platform: str
+    language: Language
     card_activated_at: str | None
     guardian_id: str | None
     accounts: list[str]
@@ -248,6 +250,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
                 source=body.source,
                 proposition=body.proposition,
                 registration_id=body.registration_id,
+                language=body.language,
                 caller=caller,
                 ids=ids,
             )
@@ -273,6 +276,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
             signed_up_at=record["signed_up_at"],
             channel=record["channel"],
             platform=record["platform"],
+            language=record.get("language") or "nl",
             card_activated_at=record.get("card_activated_at") or None,
             guardian_id=record.get("guardian_id") or None,
             accounts=sorted(await store.accounts(resolved)),

@@ -31,7 +31,7 @@ from shared.events.members import (
     MemberSignedUp,
     RegistrationStarted,
 )
-from shared.events.types import Medium, Purpose
+from shared.events.types import Language, Medium, Purpose
 from shared.idempotency import Ids
 from shared.kafka import EventPublisher
 from shared.problems import Problem, not_found
@@ -172,6 +172,7 @@ class Members:
         registration_id: str | None,
         caller: Principal,
         ids: Ids,
+        language: Language = "nl",
     ) -> tuple[str, str]:
         """A new member: personal data stored here, pseudonymous signed_up (and duplicate suspicions) published."""
         forbid_other_library(caller, touch.library)
@@ -194,6 +195,7 @@ class Members:
             "channel": touch.channel,
             "platform": touch.platform,
             "source": source or "",
+            "language": language,
             "last_channel": touch.channel,
             "last_platform": touch.platform,
         }
@@ -204,6 +206,7 @@ class Members:
                 postcode_area=domain.postcode_area(person.postcode),
                 source=source,
                 proposition=proposition,
+                language=language,
             ),
             member_id,
             touch,

@@ -98,6 +98,7 @@ class Decider:
                 "library": data.home_library,
                 "origin": event.channel or "",
                 "platform": event.platform or "",
+                "language": data.language,
             }
             await self._store.signed_up(member_id, profile, data.proposition)
         elif isinstance(data, ConsentChanged):
@@ -176,7 +177,8 @@ class Decider:
         )
         # A minor's messages go to the guardian, so the guardian's consent is the one that counts.
         consents = await self._store.consents(guardian) if guardian else record.consents
-        return MemberFacts(trigger.member_id, audience, guardian, consents, record.erased)
+        language = str(profile.get("language") or "nl")
+        return MemberFacts(trigger.member_id, audience, guardian, consents, record.erased, language)
 
     async def _decide(
         self, trigger: TriggerEvent, campaigns: list[Campaign], now: datetime, facts: MemberFacts

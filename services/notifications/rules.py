@@ -61,6 +61,7 @@ class MemberFacts:
     # "<medium>:<purpose>" → granted, of whoever receives the message (the guardian, for a minor).
     consents: Mapping[str, bool] | None = None
     erased: bool = False
+    language: str = "nl"  # the member's, from sign-up
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def decide(
         return suppressed("frequency_cap")
     if in_holdout(campaign.id, member.member_id, definition.holdout_percent):
         return Decision("suppress", mid, "holdout", media=media, recipient=recipient)
-    locale = choose_locale(campaign, member.audience.propositions, policy)
+    locale = choose_locale(campaign, member.audience.propositions, member.language, policy)
     until = quiet_until(now.now, policy) if media[0] in policy.quiet_media else None
     if until is not None:
         return Decision("defer", mid, media=media, locale=locale, until=until, recipient=recipient)
@@ -168,8 +169,10 @@ def quiet_until(now: datetime, policy: Policy) -> datetime | None:
     return datetime.combine(day, end, tzinfo=policy.timezone)
 
 
-def choose_locale(campaign: Campaign, propositions: frozenset[str], policy: Policy) -> str:
-    """Plain-language Dutch for members who came in through a basic-skills proposition, when the campaign has
-    it; Dutch otherwise (identity keeps no language preference yet)."""
-    has_plain = any("nl-plain" in by_locale for by_locale in campaign.definition.messages.values())
-    return "nl-plain" if has_plain and propositions & policy.plain_language_propositions else "nl"
+def choose_locale(campaign: Campaign, propositions: frozenset[str], language: str, policy: Policy) -> str:
+    """The member's language when the campaign speaks it; for Dutch, plain-language Dutch to members who came in
+    through a basic-skills proposition, when the campaign has it; Dutch, every member's fallback, otherwise."""
+    locales = {locale for by_locale in campaign.definition.messages.values() for locale in by_locale}
+    if language != "nl" and language in locales:
+        return language
+    return "nl-plain" if "nl-plain" in locales and propositions & policy.plain_language_propositions else "nl"

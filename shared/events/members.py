@@ -11,6 +11,7 @@ from shared.events.registry import event
 from shared.events.types import (
     AgeBand,
     Channel,
+    Language,
     LibraryCode,
     Medium,
     MemberId,
@@ -34,6 +35,7 @@ class MemberSignedUp(EventData):
     postcode_area: PostcodeArea
     source: str | None = Field(default=None, max_length=80, description="e.g. consultatiebureau, a school")
     proposition: str | None = Field(default=None, max_length=80, description="e.g. boekstart")
+    language: Language = Field(default="nl", description="the language the member reads messages in")
 
 
 @event("member.card_activated.v1", MEMBERS)

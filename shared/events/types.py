@@ -18,6 +18,8 @@ AgeBand = Literal["0-3", "4-11", "12-17", "18-64", "65+"]
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Medium = Literal["email", "sms", "push", "in_app"]
 Purpose = Literal["service", "marketing"]
+# The language a member reads messages in (not personal data: a preference, like a channel consent).
+Language = Literal["nl", "en"]
 
 AGE_BANDS: tuple[AgeBand, ...] = ("0-3", "4-11", "12-17", "18-64", "65+")
 

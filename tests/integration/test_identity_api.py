@@ -224,6 +224,18 @@ async def test_a_sign_up_via_a_partner_carries_its_source_and_proposition(identi
     assert data["age_band"] == "4-11"
 
 
+async def test_the_language_a_member_reads_is_kept_and_published_dutch_unless_told(identity: Identity) -> None:
+    english = await identity.sign_up(language="en")
+    dutch = await identity.sign_up()
+
+    for member, language in ((english, "en"), (dutch, "nl")):
+        [data] = [data for kind, data in await identity.events(member, "signed_up") if kind == "signed_up"]
+        assert data["language"] == language
+        assert (await identity.client.get(f"/v1/members/{member}")).json()["language"] == language
+    refused = await identity.client.post("/v1/members", json=identity.person(language="de"))
+    assert (refused.status_code, [e["field"] for e in refused.json()["errors"]]) == (422, ["body.language"])
+
+
 async def test_a_birth_date_in_the_future_is_refused_by_name(identity: Identity) -> None:
     tomorrow = (TODAY + timedelta(days=1)).isoformat()
     response = await identity.client.post("/v1/members", json=identity.person(birth_date=tomorrow))

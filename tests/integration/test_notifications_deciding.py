@@ -326,3 +326,29 @@ async def test_a_merged_member_s_inbox_and_once_per_trigger_move_to_the_survivor
     found = await service.decisions(lambda ds: any(d.data.get("trigger_event_id") == again.id for d in ds))
     [decision] = [d for d in found if d.data.get("trigger_event_id") == again.id]
     assert (decision.member, decision.data["reason"]) == (survivor, "duplicate")
+
+
+async def test_a_member_who_signed_up_in_english_reads_the_message_in_english_and_others_in_dutch(
+    service: Notifications,
+) -> None:
+    messages = {"in_app": {"nl": {"title": "Je pas wacht", "body": "Kom langs."},
+                           "en": {"title": "Your card is waiting", "body": "Drop by."}}}  # fmt: skip
+    await service.create(campaign(messages=messages))
+    english, dutch = member(), member()
+    for m, language in ((english, "en"), (dutch, "nl")):
+        await service.member_event(
+            "signed_up", m, age_band="18-64", home_library="oba", postcode_area="1034", language=language
+        )
+
+    async def projected() -> bool:
+        return all([(await service.store.member(m)).profile for m in (english, dutch)])
+
+    await eventually(projected)
+    await service.friction(english)
+    await service.friction(dutch)
+    await service.decided_for([english, dutch])
+
+    [to_english] = await eventually(lambda: service.inbox(english), within=30)
+    [to_dutch] = await eventually(lambda: service.inbox(dutch), within=30)
+    assert (to_english["title"], to_english["body"]) == ("Your card is waiting", "Drop by.")
+    assert (to_dutch["title"], to_dutch["body"]) == ("Je pas wacht", "Kom langs.")

@@ -185,8 +185,26 @@ def test_quiet_hours_within_one_day_and_none_at_all() -> None:
 
 def test_members_who_came_through_a_basic_skills_proposition_get_plain_language() -> None:
     campaign = make_campaign()
-    assert choose_locale(campaign, frozenset({"digitaalhuis"}), POLICY) == "nl-plain"
-    assert choose_locale(campaign, frozenset({"boekstart"}), POLICY) == "nl"
+    assert choose_locale(campaign, frozenset({"digitaalhuis"}), "nl", POLICY) == "nl-plain"
+    assert choose_locale(campaign, frozenset({"boekstart"}), "nl", POLICY) == "nl"
     without_plain = make_campaign(channels=["email"], messages={"email": {"nl": {"subject": "s", "body": "b"}}})
-    assert choose_locale(without_plain, frozenset({"digitaalhuis"}), POLICY) == "nl"
+    assert choose_locale(without_plain, frozenset({"digitaalhuis"}), "nl", POLICY) == "nl"
     assert without_plain.definition.message("email", "nl-plain").body == "b"
+
+
+def test_a_member_who_reads_english_gets_english_where_the_campaign_has_it_and_dutch_otherwise() -> None:
+    bilingual = make_campaign(
+        channels=["email", "in_app"],
+        messages={
+            "email": {
+                "nl": {"subject": "Welkom", "body": "Kom langs"},
+                "en": {"subject": "Welcome", "body": "Drop by"},
+            },
+            "in_app": {"nl": {"title": "Welkom", "body": "Kom langs"}},
+        },
+    )
+    assert choose_locale(bilingual, frozenset(), "en", POLICY) == "en"
+    assert bilingual.definition.message("email", "en").body == "Drop by"
+    assert bilingual.definition.message("in_app", "en").body == "Kom langs"  # no English in-app text: Dutch
+    assert choose_locale(make_campaign(), frozenset({"digitaalhuis"}), "en", POLICY) == "nl-plain"
+    assert decided(bilingual, facts(language="en")).locale == "en"
