@@ -1,0 +1,179 @@
+"""Metrics for every service: one set of OpenTelemetry instruments, read on `GET /metrics` (Prometheus text) and
+pushed over OTLP when `OTEL_METRICS_EXPORTER=otlp` (`OTEL_EXPORTER_OTLP_*` say where and how).
+
+| Prometheus name | labels | what |
+|---|---|---|
+| `klantreis_events_consumed_total` | topic, type | events a handler of this service handled |
+| `klantreis_events_produced_total` | topic, type | events this service published (acknowledged by Kafka) |
+| `klantreis_handler_duration_seconds` | group, topic | time in the handler, per message (per batch in batches) |
+| `klantreis_consumer_lag` | group, topic, partition | records on the partition not yet committed by the group |
+| `klantreis_dead_letters_total` | topic, reason | records (or deliveries) put on a dead-letter topic |
+| `klantreis_frictions_detected_total`, `_resolved_total` | rule | journey |
+| `klantreis_messages_total` | outcome, reason | notifications: sent, deferred, suppressed (by reason), failed |
+
+FastAPI's and FastStream's own instruments (`http_server_duration_*`, `messaging_process_duration_*`,
+`messaging_publish_duration_*`) go to the same provider. Labels hold topics, types, rules and reasons, never a
+member. Counting is in memory: a batch adds once per label set, nothing does I/O per message. Consumer lag is the
+one figure that asks Kafka (end and committed offsets of the assigned partitions), on each scrape and every
+`LAG_INTERVAL` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from shared.telemetry import exporters_wanted, otlp_protocol, resource
+
+log = logging.getLogger(__name__)
+
+LAG_INTERVAL = 15.0
+# Handler time from a millisecond to a batch that takes seconds.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def _pushing_readers() -> list[MetricReader]:
+    readers: list[MetricReader] = []
+    for name in exporters_wanted("metrics"):
+        if name == "console":
+            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
+        elif otlp_protocol("metrics") == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+
+            readers.append(PeriodicExportingMetricReader(GrpcExporter()))
+        else:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
+
+            readers.append(PeriodicExportingMetricReader(HttpExporter()))
+    return readers
+
+
+class ServiceMetrics:
+    """The instruments of one service, with their own provider and Prometheus registry (a test running several
+    services in one process sees each one's own figures)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.registry = CollectorRegistry(auto_describe=True)
+        prometheus = PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
+        self.provider = MeterProvider(metric_readers=[prometheus, *_pushing_readers()], resource=resource(service))
+        meter = self.provider.get_meter("klantreis")
+        self._consumed = meter.create_counter(
+            "klantreis.events.consumed", unit="{event}", description="Events a handler of this service handled"
+        )
+        self._produced = meter.create_counter(
+            "klantreis.events.produced", unit="{event}", description="Events published and acknowledged by Kafka"
+        )
+        self._handler_duration = meter.create_histogram(
+            "klantreis.handler.duration",
+            unit="s",
+            description="Time in the handler: per message, or per batch for batch consumers",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._dead_letters = meter.create_counter(
+            "klantreis.dead_letters", unit="{record}", description="Records put on a dead-letter topic, by reason"
+        )
+        self._detected = meter.create_counter(
+            "klantreis.frictions.detected", unit="{friction}", description="Frictions detected, by rule"
+        )
+        self._resolved = meter.create_counter(
+            "klantreis.frictions.resolved", unit="{friction}", description="Frictions resolved, by rule"
+        )
+        self._messages = meter.create_counter(
+            "klantreis.messages", unit="{message}", description="Messages by outcome (and reason of a suppression)"
+        )
+        meter.create_observable_gauge(
+            "klantreis.consumer.lag",
+            callbacks=[self._observe_lag],
+            unit="{record}",
+            description="Records on a partition that the consumer group has not committed yet",
+        )
+        self._consumers: list[tuple[str, Any]] = []
+        self._lag: dict[tuple[str, str, int], int] = {}
+
+    # ------------------------------------------------------------------------------------------ counting
+
+    def consumed(self, topic: str, types: Mapping[str, int]) -> None:
+        for event_type, count in types.items():
+            self._consumed.add(count, {"topic": topic, "type": event_type})
+
+    def produced(self, topics_and_types: Iterable[tuple[str, str]]) -> None:
+        for (topic, event_type), count in Counter(topics_and_types).items():
+            self._produced.add(count, {"topic": topic, "type": event_type})
+
+    def handled(self, group: str, topic: str, seconds: float) -> None:
+        self._handler_duration.record(seconds, {"group": group, "topic": topic})
+
+    def dead_lettered(self, topic: str, reason: str) -> None:
+        self._dead_letters.add(1, {"topic": topic, "reason": reason})
+
+    def frictions(self, detected: Mapping[str, int], resolved: Mapping[str, int]) -> None:
+        for rule, count in detected.items():
+            self._detected.add(count, {"rule": rule})
+        for rule, count in resolved.items():
+            self._resolved.add(count, {"rule": rule})
+
+    def messages(self, outcomes: Iterable[str]) -> None:
+        """Outcomes as notifications counts them: `sent`, `deferred`, `failed`, `suppressed:<reason>`."""
+        for outcome, count in Counter(outcomes).items():
+            kind, _, reason = outcome.partition(":")
+            self._messages.add(count, {"outcome": kind, "reason": reason})
+
+    # ------------------------------------------------------------------------------------------------ lag
+
+    def watch(self, group: str, subscriber: Any) -> None:
+        """Report the lag of `subscriber`'s consumer (its `.consumer`, once started) for consumer group `group`."""
+        self._consumers.append((group, subscriber))
+
+    async def refresh_lag(self) -> None:
+        """End offsets against committed offsets of every partition assigned to this process's consumers."""
+        lag: dict[tuple[str, str, int], int] = {}
+        for group, subscriber in self._consumers:
+            consumer = getattr(subscriber, "consumer", None)
+            if consumer is None or not consumer.assignment():
+                continue
+            assigned = sorted(consumer.assignment())
+            try:
+                ends = await consumer.end_offsets(assigned)
+                for tp in assigned:
+                    committed = await consumer.committed(tp)
+                    lag[(group, tp.topic, tp.partition)] = max(0, ends[tp] - (committed or 0))
+            except Exception as exc:
+                # Kafka away or a rebalance under way: keep the last figures of this group until the next round.
+                log.warning("consumer lag of %s not measured: %s", group, type(exc).__name__)
+                lag.update({k: v for k, v in self._lag.items() if k[0] == group})
+        self._lag = lag
+
+    async def track_lag(self) -> None:
+        """Keep the lag fresh for pushed metrics, which nobody scrapes."""
+        while True:
+            await self.refresh_lag()
+            await asyncio.sleep(LAG_INTERVAL)
+
+    def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(value, {"group": group, "topic": topic, "partition": str(partition)})
+            for (group, topic, partition), value in self._lag.items()
+        ]
+
+    # ---------------------------------------------------------------------------------------- exposition
+
+    async def exposition(self) -> bytes:
+        """The Prometheus text of every instrument, with the lag measured now."""
+        await self.refresh_lag()
+        return generate_latest(self.registry)
+
+    def shutdown(self) -> None:
+        with contextlib.suppress(Exception):
+            self.provider.shutdown(timeout_millis=5_000)
