@@ -24,5 +24,8 @@ class JourneySettings(Settings):
     journey_idle_seconds: float = Field(default=5.0, ge=0)
     journey_timer_tick_seconds: float = Field(default=1.0, gt=0)
     journey_batch_size: int = Field(default=500, ge=1)
-    # Report cells counting fewer members than this are suppressed, so that nobody can be singled out.
-    journey_min_cell: int = Field(default=5, ge=1)
+    # Report cells counting fewer members (or frictions) than this are suppressed, so that nobody can be singled
+    # out (docs/reports.md).
+    journey_report_min_cell: int = Field(default=5, ge=1)
+    # A computed report is served again for this long (per query and key scope): a dashboard refresh is cheap.
+    journey_report_cache_seconds: float = Field(default=5.0, ge=0)

@@ -16,7 +16,7 @@ Keys (prefix `journey:`; member keys carry the `{member_id}` hash tag):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -210,3 +210,39 @@ class JourneyStore:
             if len(sizes) >= sample:
                 break
         return sum(sizes) / len(sizes) if sizes else 0.0
+
+    async def journey_batches(self, batch: int = 1000) -> AsyncIterator[list[Journey]]:
+        """Every member's journey, about `batch` at a time. Each round trip fetches the keys the previous SCAN
+        found (MGET) and asks for the next ones (SCAN) in one pipeline: N members cost about N / batch round trips,
+        and no more than one batch is held at a time."""
+        pattern = self._k("m", "*")
+        cursor: int | None = 0  # None once the scan has come round
+        keys: list[str] = []
+        while cursor is not None or keys:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                if keys:
+                    pipe.mget(keys)
+                if cursor is not None:
+                    pipe.scan(cursor, match=pattern, count=batch)
+                results = await pipe.execute()
+            if keys:
+                yield [json.loads(j) for j in results.pop(0) if j]
+            if cursor is None:
+                keys = []
+            else:
+                next_cursor, found = results[0]
+                cursor, keys = (int(next_cursor) or None), list(found)
+
+    async def member_journey(self, member_id: str, hops: int = 5) -> Journey | None:
+        """The member's journey, following merges (at most `hops`: a survivor can be merged again) to the survivor;
+        None for an unknown or erased member."""
+        current = member_id
+        for _ in range(hops):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(self._k("alias", current))
+                pipe.get(self._member(current))
+                alias, raw = await pipe.execute()
+            if not alias:
+                return cast(Journey, json.loads(raw)) if raw else None
+            current = alias
+        return None
