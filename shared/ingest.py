@@ -54,11 +54,10 @@ class EventClaims:
         """None for each id claimed now; else "pending" (another request has it) or "done"."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for event_id in event_ids:
-                pipe.set(self._key(event_id), "pending", nx=True, ex=CLAIM_SECONDS)
-                pipe.get(self._key(event_id))
+                # SET NX GET (Redis 7): one command claims the id or tells who has it; nil means claimed now.
+                pipe.set(self._key(event_id), "pending", nx=True, ex=CLAIM_SECONDS, get=True)
             answers = await pipe.execute()
-        return [None if claimed else cast(str | None, state) or "pending"
-                for claimed, state in zip(answers[::2], answers[1::2], strict=True)]  # fmt: skip
+        return [cast(str | None, state) for state in answers]
 
     async def finish(self, done: Sequence[str], failed: Sequence[str]) -> None:
         async with self._redis.pipeline(transaction=False) as pipe:
