@@ -1,7 +1,7 @@
 # Local development. `make` lists the targets.
 .DEFAULT_GOAL := help
 .NOTPARALLEL:
-.PHONY: help bootstrap up down status run lint test
+.PHONY: help bootstrap test-bootstrap up down status run lint test
 
 VENV := .venv/bin
 
@@ -10,6 +10,9 @@ help:  ## list the targets
 
 bootstrap:  ## .venv, dev tools, Kafka jars and redis-server (quick when done before)
 	@deploy/bootstrap.sh
+
+test-bootstrap:
+	@deploy/bootstrap.sh --tests
 
 up: bootstrap  ## start Kafka (127.0.0.1:9092) and Redis (127.0.0.1:6379) in the background
 	@$(VENV)/klantreis up
@@ -23,10 +26,10 @@ status:  ## is Kafka / Redis running?
 run: bootstrap  ## start the local runtime and the services
 	@$(VENV)/klantreis run
 
-lint:  ## ruff check, ruff format --check, mypy --strict
+lint: test-bootstrap  ## ruff check, ruff format --check, mypy --strict
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
 
-test: bootstrap lint  ## bootstrap, lint, then the whole test suite (starts its own Kafka and Redis)
+test: lint  ## bootstrap, lint, then the whole test suite (starts its own Kafka and Redis; chromium for the browser tests)
 	$(VENV)/pytest

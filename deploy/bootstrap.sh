@@ -29,8 +29,8 @@ if [ ! -f "$STAMP" ] || [ pyproject.toml -nt "$STAMP" ] || [ requirements.lock -
     touch "$STAMP"
 fi
 
-# The browser tests drive Debian's chromium.
-if [ ! -x /usr/bin/chromium ]; then
+# The browser tests drive Debian's chromium: installed for `make test` (bootstrap.sh --tests), not for `make run`.
+if [ "${1:-}" = "--tests" ] && [ ! -x /usr/bin/chromium ]; then
     echo "installing chromium with apt-get (for the browser tests) …"
     SUDO=(); [ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
     { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
