@@ -8,6 +8,7 @@ from services.journey.handlers import FrictionDetector, journey_router
 from services.journey.reports_api import reports_router
 from services.journey.rules import RuleCatalogue, load_rules, with_window
 from services.journey.settings import JourneySettings
+from services.journey.status_api import status_router
 from services.journey.store import JourneyStore
 from shared.events.journey import FrictionDetected, FrictionResolved
 from shared.service import ServiceParts, build_app
@@ -30,7 +31,7 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
         title="klantreis journey",
         description="Stitches each member's journey across channels and platforms, detects friction in event "
         "time, tracks resolution, and serves friction, funnel and reach reports.",
-        api=[reports_router(store, settings)],
+        api=[reports_router(store, settings), status_router(detector, store)],
         kafka=journey_router(detector, settings, parts.publisher),
         background=[detector.run_timers],
         publishes=[FrictionDetected, FrictionResolved],

@@ -1,8 +1,11 @@
-"""Loading a history of CloudEvents into Kafka (replay, the simulator), with progress and a summary.
+"""Loading a history of CloudEvents into the platform (replay, the simulator), with progress and a summary, and
+reading the platform's topics back.
 
 Each line of a JSON-lines file is one CloudEvent in structured form. A line that is not a valid event of a known
-type is skipped and reported with its number and reason; the valid ones go to the topic their type belongs to,
-keyed by subject, in batches that wait for Kafka's acknowledgement once per batch.
+type is skipped and reported with its number and reason. The valid ones go either straight to Kafka (the topic
+their type belongs to, keyed by subject, in batches that wait for Kafka's acknowledgement once per batch) or
+through the `POST /v1/events` ingest endpoint of the service that owns their topic, in batches, where the service
+checks each event and may refuse some (reported like the lines that were not events at all).
 """
 
 from __future__ import annotations
@@ -10,20 +13,25 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from shared.events import CloudEvent, InvalidEvent, from_structured, validated
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.events import CloudEvent, InvalidEvent, from_kafka, from_structured, to_structured, typed_data, validated
 from shared.kafka import EventPublisher
 
 BATCH = 5000
+HTTP_BATCH = 1000
+LINES_SHOWN = 5  # line numbers shown per reason
 
 
 @dataclass
 class Loaded:
-    produced: int = 0
+    produced: int = 0  # events now on the topics (over HTTP: accepted by the services)
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
     seconds: float = 0.0
 
@@ -31,16 +39,22 @@ class Loaded:
     def per_second(self) -> float:
         return self.produced / self.seconds if self.seconds else 0.0
 
-    def summary(self) -> str:
+    def reasons(self) -> list[tuple[str, int, list[int]]]:
+        """(reason, how many lines, the first line numbers), the most frequent reason first."""
+        grouped: dict[str, list[int]] = {}
+        for number, reason in self.rejected:
+            grouped.setdefault(reason, []).append(number)
+        ranked = sorted(grouped.items(), key=lambda kv: (-len(kv[1]), min(kv[1])))
+        return [(reason, len(numbers), sorted(numbers)[:LINES_SHOWN]) for reason, numbers in ranked]
+
+    def summary(self, into: str = "Kafka") -> str:
         lines = [
-            f"{self.produced:,} events produced in {self.seconds:.1f} s ({self.per_second:,.0f}/s); "
-            f"{len(self.rejected):,} lines rejected"
+            f"{self.produced:,} events loaded into {into} in {self.seconds:.1f} s: {self.per_second:,.0f} events/s",
+            f"{len(self.rejected):,} lines rejected" + (":" if self.rejected else ""),
         ]
-        reasons: dict[str, int] = {}
-        for _, reason in self.rejected:
-            reasons[reason.split(":")[0]] = reasons.get(reason.split(":")[0], 0) + 1
-        lines += [f"  {count:>6,} x {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])]
-        lines += [f"  line {number}: {reason}" for number, reason in self.rejected[:5]]
+        for reason, count, numbers in self.reasons():
+            where = ", ".join(str(n) for n in numbers) + (", …" if count > len(numbers) else "")
+            lines.append(f"  {count:>7,} x {reason}  (line{'s' if count > 1 else ''} {where})")
         return "\n".join(lines)
 
 
@@ -58,10 +72,10 @@ def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, CloudEvent | str]]:
 
 
 class Progress:
-    """A one-line progress bar on a terminal (stderr); silent when not a terminal, except for the end."""
+    """A one-line progress bar on a terminal (stderr); silent when not a terminal."""
 
-    def __init__(self, total: int | None, out: TextIO = sys.stderr) -> None:
-        self.total, self.out, self.started = total, out, time.perf_counter()
+    def __init__(self, total: int | None, out: TextIO = sys.stderr, unit: str = "events") -> None:
+        self.total, self.out, self.unit, self.started = total, out, unit, time.perf_counter()
         self.tty = out.isatty()
 
     def update(self, done: int) -> None:
@@ -69,16 +83,17 @@ class Progress:
             return
         rate = done / max(time.perf_counter() - self.started, 1e-9)
         if self.total:
-            filled = int(30 * done / self.total)
+            filled = min(30, int(30 * done / self.total))
             bar = "█" * filled + "·" * (30 - filled)
-            self.out.write(f"\r{bar} {done:,}/{self.total:,} events  {rate:,.0f}/s ")
+            self.out.write(f"\r{bar} {done:,}/{self.total:,} {self.unit}  {rate:,.0f}/s ")
         else:
-            self.out.write(f"\r{done:,} events  {rate:,.0f}/s ")
+            self.out.write(f"\r{done:,} {self.unit}  {rate:,.0f}/s ")
         self.out.flush()
 
     def close(self) -> None:
         if self.tty:
             self.out.write("\n")
+            self.out.flush()
 
 
 async def load(
@@ -86,6 +101,7 @@ async def load(
     publisher: EventPublisher,
     progress: Callable[[int], None] | None = None,
 ) -> Loaded:
+    """Straight to Kafka, in batches of `BATCH` (one round of acks each)."""
     loaded = Loaded()
     started = time.perf_counter()
     batch: list[CloudEvent] = []
@@ -99,16 +115,141 @@ async def load(
             loaded.produced += len(batch)
             batch = []
             if progress:
-                progress(loaded.produced)
+                progress(loaded.produced + len(loaded.rejected))
     if batch:
         await publisher.publish_many(batch)
         loaded.produced += len(batch)
-        if progress:
-            progress(loaded.produced)
+    if progress:
+        progress(loaded.produced + len(loaded.rejected))
     loaded.seconds = time.perf_counter() - started
     return loaded
+
+
+class IngestRefused(Exception):
+    """A service refused a whole batch (a key without the ingest role, another library's key…)."""
+
+
+async def post(
+    numbered: Iterable[tuple[int, CloudEvent | str]],
+    client: httpx.AsyncClient,
+    ingest_urls: Mapping[str, str],
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = HTTP_BATCH,
+) -> Loaded:
+    """Through the ingest endpoints: each event to `POST /v1/events` of the service whose topic its type belongs
+    to (`ingest_urls`: logical topic name → service URL), in batches of `batch_size`. What a service refuses is
+    reported per line with the service's reasons."""
+    loaded = Loaded()
+    started = time.perf_counter()
+    pending: dict[str, list[tuple[int, CloudEvent]]] = {}
+
+    async def flush(url: str) -> None:
+        items = pending.pop(url, [])
+        if items:
+            await _post_batch(client, url, items, loaded)
+            if progress:
+                progress(loaded.produced + len(loaded.rejected))
+
+    for number, item in numbered:
+        if isinstance(item, str):
+            loaded.rejected.append((number, item))
+            continue
+        topic = typed_data(item).topic
+        url = ingest_urls.get(topic)
+        if url is None:
+            loaded.rejected.append((number, f"type: no service takes {item.type} over HTTP (topic {topic})"))
+            continue
+        pending.setdefault(url, []).append((number, item))
+        if len(pending[url]) >= batch_size:
+            await flush(url)
+    for url in list(pending):
+        await flush(url)
+    loaded.seconds = time.perf_counter() - started
+    return loaded
+
+
+async def _post_batch(
+    client: httpx.AsyncClient, url: str, items: Sequence[tuple[int, CloudEvent]], loaded: Loaded
+) -> None:
+    body = json.dumps([to_structured(event) for _, event in items], separators=(",", ":"))
+    response = await client.post(
+        url.rstrip("/") + "/v1/events",
+        content=body,
+        headers={"Content-Type": "application/cloudevents-batch+json"},
+    )
+    if response.status_code not in (202, 422):
+        raise IngestRefused(f"{url} answered {response.status_code}: {_problem(response)}")
+    answer = response.json()
+    if "rejected" not in answer:  # a 422 about the request as a whole
+        raise IngestRefused(f"{url} answered {response.status_code}: {_problem(response)}")
+    refused = {int(r["index"]): _refusal(r) for r in answer["rejected"]}
+    loaded.produced += len(items) - len(refused)
+    loaded.rejected += [(items[index][0], reason) for index, reason in refused.items()]
+
+
+def _refusal(rejected: Mapping[str, Any]) -> str:
+    errors = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in rejected.get("errors", []))
+    status = rejected.get("status")
+    return f"{status} {errors}" if status and status != 422 else errors
+
+
+def _problem(response: httpx.Response) -> str:
+    try:
+        problem = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(problem.get("detail") or problem.get("title") or problem)[:200]
 
 
 def count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for line in f if line.strip())
+
+
+# ---------------------------------------------------------------------------------------------- reading back
+
+
+@dataclass
+class Read:
+    events: list[CloudEvent] = field(default_factory=list)
+    undecodable: int = 0  # records that are no valid CloudEvent (the consumers dead-letter those)
+
+
+async def read_topics(bootstrap: str, topics: Sequence[str], progress: Callable[[int], None] | None = None) -> Read:
+    """Every record of `topics` as they stand now, from the start up to their end offsets, decoded. No consumer
+    group: nothing is committed and no running consumer is disturbed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    read = Read()
+    try:
+        await consumer.topics()  # fetches the metadata: which partitions each topic has
+        assigned = [
+            TopicPartition(topic, partition)
+            for topic in topics
+            for partition in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        if not assigned:
+            return read
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        todo = {tp for tp, end in ends.items() if end > 0}
+        while todo:
+            for tp, records in (await consumer.getmany(*todo, timeout_ms=500)).items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        continue
+                    try:
+                        event = from_kafka(record.value, record.headers)
+                        typed_data(event)
+                        read.events.append(event)
+                    except InvalidEvent:
+                        read.undecodable += 1
+            for tp in list(todo):
+                if await consumer.position(tp) >= ends[tp]:
+                    todo.discard(tp)
+            if progress:
+                progress(len(read.events) + read.undecodable)
+        return read
+    finally:
+        await consumer.stop()

@@ -13,7 +13,7 @@ import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +359,64 @@ def _kind(event: CloudEvent) -> str:
 
 def simulate(members: int, *, seed: int = 7, end: datetime | None = None) -> Network:
     return Simulator(members, seed=seed, end=end).run()
+
+
+def read_truth(path: Path) -> list[Planted]:
+    """The ground truth `Network.write` wrote."""
+    return [Planted(**p) for p in json.loads(path.read_text())]
+
+
+# ------------------------------------------------------------------------------------------- at the doors
+
+# An age in each band, for the birth dates of simulated members signing up through identity.
+_AGE = {"0-3": 1, "4-11": 8, "12-17": 14, "18-64": 35, "65+": 72}
+
+
+@dataclass(frozen=True)
+class SignUp:
+    """The start of one simulated member's journey as platforms report it through identity's HTTP API: a
+    registration (CloudEvent, keeping its id and subject), the sign-up completing it, and for a desk or partner
+    sign-up the card activated at the desk right after."""
+
+    registration: CloudEvent
+    person: dict[str, Any] | None  # the body of POST /v1/members; None: the registration is abandoned
+    card_activation: CloudEvent | None
+
+
+def at_the_doors(network: Network, today: date) -> list[SignUp]:
+    """What identity's doors take of each member: times are left to the moment of posting, since identity stamps
+    a sign-up with the time it arrives. Personal data is made up (`example.invalid` addresses); a member planted
+    as a duplicate shares the e-mail address of the member before, so identity suspects the duplicate itself."""
+    by_member: dict[str, dict[str, CloudEvent]] = {}
+    for event in network.events:
+        if event.subject is not None:
+            by_member.setdefault(event.subject, {}).setdefault(_kind(event), event)
+    doors: list[SignUp] = []
+    previous_email: str | None = None
+    for n, (member, first) in enumerate(by_member.items(), start=1):
+        signed = first.get("member.signed_up.v1")
+        person = None
+        if signed is not None:
+            email = f"member-{member[:13]}@example.invalid"
+            if "member.duplicate_suspected.v1" in first and previous_email is not None:
+                email = previous_email
+            previous_email = email
+            age = _AGE[str(signed.data["age_band"])]
+            born = date(today.year - age, today.month, min(today.day, 28)) - timedelta(days=int(member[:4], 16) % 300)
+            person = {
+                "registration_id": member,
+                "name": f"Simulated member {n}",
+                "email": email,
+                "birth_date": born.isoformat(),
+                "postcode": f"{signed.data['postcode_area']} AB",
+                "home_library": signed.data["home_library"],
+                "platform": signed.platform,
+            } | {k: signed.data[k] for k in ("source", "proposition") if signed.data.get(k)}
+        activation = (
+            first.get("member.card_activated.v1") if signed is not None and signed.channel == "offline" else None
+        )
+        doors.append(SignUp(first["member.registration_started.v1"], person, activation))
+    return doors
 
 
 def read_history(path: Path) -> Iterator[dict[str, Any]]:
