@@ -238,8 +238,11 @@ async def _through_the_doors(settings: JourneySettings, key: str, network: Netwo
         progress.close()
         _door_report("registrations", "identity POST /v1/events", started)
 
-        signed = await _sign_up(client, settings.identity_url, [(n, d.person) for n, d in enumerate(doors, 1)
-                                                                if d.person is not None])  # fmt: skip
+        people = [(n, d.person, d.duplicate) for n, d in enumerate(doors, 1) if d.person is not None]
+        signed = await _sign_up(client, settings.identity_url, [(n, p) for n, p, dup in people if not dup])
+        # One at a time and after the others: a duplicate posted while the member it shares an address with
+        # is still being signed up would not be noticed.
+        signed.extend(await _sign_up(client, settings.identity_url, [(n, p) for n, p, dup in people if dup], 1))
         _door_report("sign-ups", "identity POST /v1/members", signed)
 
         now = datetime.now(UTC)
@@ -251,11 +254,16 @@ async def _through_the_doors(settings: JourneySettings, key: str, network: Netwo
     say("and duplicate suspicions itself. The journey service sees the windows close as the wall clock passes them.")
 
 
-async def _sign_up(client: httpx.AsyncClient, url: str, people: Sequence[tuple[int, dict[str, Any]]]) -> Loaded:
+async def _sign_up(
+    client: httpx.AsyncClient,
+    url: str,
+    people: Sequence[tuple[int, dict[str, Any]]],
+    in_flight: int = SIGN_UPS_IN_FLIGHT,
+) -> Loaded:
     loaded = Loaded()
     progress = Progress(len(people), unit="sign-ups")
     started = time.perf_counter()
-    slots = asyncio.Semaphore(SIGN_UPS_IN_FLIGHT)
+    slots = asyncio.Semaphore(in_flight)
 
     async def one(number: int, person: dict[str, Any]) -> None:
         async with slots:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.events import CloudEvent, InvalidEvent, from_kafka, from_structured, to_structured, typed_data, validated
 from shared.kafka import EventPublisher
@@ -38,6 +39,11 @@ class Loaded:
     @property
     def per_second(self) -> float:
         return self.produced / self.seconds if self.seconds else 0.0
+
+    def extend(self, other: Loaded) -> None:
+        self.produced += other.produced
+        self.rejected += other.rejected
+        self.seconds += other.seconds
 
     def reasons(self) -> list[tuple[str, int, list[int]]]:
         """(reason, how many lines, the first line numbers), the most frequent reason first."""
@@ -74,9 +80,11 @@ def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, CloudEvent | str]]:
 class Progress:
     """A one-line progress bar on a terminal (stderr); silent when not a terminal."""
 
-    def __init__(self, total: int | None, out: TextIO = sys.stderr, unit: str = "events") -> None:
-        self.total, self.out, self.unit, self.started = total, out, unit, time.perf_counter()
-        self.tty = out.isatty()
+    def __init__(self, total: int | None, out: TextIO | None = None, unit: str = "events") -> None:
+        # sys.stderr as it is now, not as it was at import (a test or a pager may have replaced it)
+        self.out = out or sys.stderr
+        self.total, self.unit, self.started = total, unit, time.perf_counter()
+        self.tty = self.out.isatty()
 
     def update(self, done: int) -> None:
         if not self.tty:
@@ -218,18 +226,19 @@ class Read:
 async def read_topics(bootstrap: str, topics: Sequence[str], progress: Callable[[int], None] | None = None) -> Read:
     """Every record of `topics` as they stand now, from the start up to their end offsets, decoded. No consumer
     group: nothing is committed and no running consumer is disturbed."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    assigned = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    read = Read()
+    if not assigned:
+        return read
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
-    read = Read()
     try:
-        await consumer.topics()  # fetches the metadata: which partitions each topic has
-        assigned = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not assigned:
-            return read
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)

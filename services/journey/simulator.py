@@ -381,6 +381,7 @@ class SignUp:
     registration: CloudEvent
     person: dict[str, Any] | None  # the body of POST /v1/members; None: the registration is abandoned
     card_activation: CloudEvent | None
+    duplicate: bool = False  # shares the e-mail address of a member signed up before
 
 
 def at_the_doors(network: Network, today: date) -> list[SignUp]:
@@ -395,11 +396,11 @@ def at_the_doors(network: Network, today: date) -> list[SignUp]:
     previous_email: str | None = None
     for n, (member, first) in enumerate(by_member.items(), start=1):
         signed = first.get("member.signed_up.v1")
-        person = None
+        person, duplicate = None, False
         if signed is not None:
             email = f"member-{member[:13]}@example.invalid"
             if "member.duplicate_suspected.v1" in first and previous_email is not None:
-                email = previous_email
+                email, duplicate = previous_email, True
             previous_email = email
             age = _AGE[str(signed.data["age_band"])]
             born = date(today.year - age, today.month, min(today.day, 28)) - timedelta(days=int(member[:4], 16) % 300)
@@ -415,7 +416,7 @@ def at_the_doors(network: Network, today: date) -> list[SignUp]:
         activation = (
             first.get("member.card_activated.v1") if signed is not None and signed.channel == "offline" else None
         )
-        doors.append(SignUp(first["member.registration_started.v1"], person, activation))
+        doors.append(SignUp(first["member.registration_started.v1"], person, activation, duplicate))
     return doors
 
 
