@@ -8,6 +8,7 @@ from faststream.kafka import KafkaRouter
 from services.propositions.activities import Activities
 from services.propositions.api import activities_router, catalogue_router, ingest_router, usage_router
 from services.propositions.catalogue import Catalogue
+from services.propositions.pages import pages_router
 from services.propositions.store import PropositionsStore
 from services.propositions.usage import Usage
 from shared.events import propositions as events
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
             activities_router(activities),
             usage_router(usage),
             ingest_router(usage, activities, claims),
+            pages_router(parts, catalogue),
         ],
         kafka=kafka,
         publishes=[

@@ -1,0 +1,172 @@
+"""Browser tests: the four services on loopback ports (uvicorn, in-process) against the session's real Kafka and
+Redis, driven by Debian's headless Chromium through Playwright (launched by its path: no browser is ever
+downloaded). Starting the platform takes seconds, so one platform serves a whole test module; each test gets a
+fresh browser context (no cookies) and its own keys.
+
+Screenshots go to test-artefacts/screenshots/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+from deploy.runtime import free_port
+from services.identity.app import create_app as identity_app
+from services.identity.settings import IdentitySettings
+from services.journey.app import create_app as journey_app
+from services.journey.settings import JourneySettings
+from services.notifications.app import create_app as notifications_app
+from services.notifications.settings import NotificationsSettings
+from services.propositions.app import create_app as propositions_app
+from shared.auth import NETWORK, Keyring
+from shared.redis import make_redis
+from shared.settings import Settings
+from tests.support import eventually
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artefacts" / "screenshots"
+SERVICES = ("identity", "propositions", "journey", "notifications")
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 740}
+
+
+@dataclass
+class Platform:
+    settings: Settings
+    urls: dict[str, str]
+    keyring: Keyring
+
+    async def key(self, *roles: str, library: str = NETWORK, name: str = "browser test") -> str:
+        return await self.keyring.create(name, list(roles), library)
+
+    def client(self, service: str, key: str) -> httpx.AsyncClient:
+        """The service's HTTP API, as any client would call it."""
+        return httpx.AsyncClient(base_url=self.urls[service], headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def served(app: FastAPI, port: int) -> AsyncIterator[None]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    await eventually(lambda: asyncio.sleep(0, result=server.started or task.done()), within=60, every=0.05)
+    if task.done():
+        task.result()  # raises why it did not start
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="module")
+async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platform]:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    ports = {service: free_port() for service in SERVICES}
+    urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
+    values: dict[str, Any] = {
+        "kafka_bootstrap": kafka_bootstrap,
+        "redis_url": redis_url,
+        "topic_prefix": namespace,
+        "group_prefix": namespace,
+        "key_prefix": namespace,
+        "partitions": 2,
+        "handler_retry_backoff_seconds": 0.05,
+        **{f"{service}_url": url for service, url in urls.items()},
+    }
+    settings = Settings(**values)
+    apps = {
+        "identity": identity_app(IdentitySettings(**values)),
+        "propositions": propositions_app(settings),
+        "journey": journey_app(
+            JourneySettings(
+                **values,
+                journey_activation_window=timedelta(seconds=3),
+                journey_allowed_lateness=timedelta(0),
+                journey_timer_tick_seconds=0.1,
+                journey_idle_seconds=0.5,
+            )
+        ),
+        "notifications": notifications_app(NotificationsSettings(**values, notifications_delivery_tick_seconds=0.1)),
+    }
+    redis = make_redis(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        for service in SERVICES:
+            await stack.enter_async_context(served(apps[service], ports[service]))
+        yield Platform(settings, urls, Keyring(redis, settings))
+    await redis.aclose()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run deploy/bootstrap.sh (it installs Debian's chromium)", pytrace=False)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True)
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    made = await browser.new_context(viewport=DESKTOP, locale="nl-NL", timezone_id="Europe/Amsterdam")
+    made.set_default_timeout(15_000)
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+async def page(context: BrowserContext) -> Page:
+    return await context.new_page()
+
+
+async def sign_in(page: Page, base_url: str, key: str, next_path: str = "") -> None:
+    """Sign in through the form, as a person would: find the field by its label."""
+    await page.goto(f"{base_url}/pages/sign-in" + (f"?next={next_path}" if next_path else ""))
+    await page.get_by_label("API-sleutel").fill(key)
+    await page.get_by_role("button", name="Aanmelden").click()
+    await page.wait_for_load_state()
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{re.sub(r'[^a-z0-9-]+', '-', name.lower())}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+async def horizontal_overflow(page: Page) -> int:
+    """How many pixels the page is wider than the window (0: no horizontal scroll)."""
+    width: int = await page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    return width
+
+
+_UNLABELLED = """() => Array.from(document.querySelectorAll('input, select, textarea'))
+  .filter(el => el.type !== 'hidden' && el.type !== 'submit' && el.type !== 'button')
+  .filter(el => !(el.labels && el.labels.length))
+  .filter(el => !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+  .map(el => el.name || el.id || el.outerHTML)"""
+
+
+async def unlabelled_fields(page: Page) -> list[str]:
+    """The page's form fields that have no label (an empty list is what every page should give)."""
+    names: list[str] = await page.evaluate(_UNLABELLED)
+    return names
