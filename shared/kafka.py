@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +21,14 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry.context import Context
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, to_kafka, typed_data
+from shared.metrics import ServiceMetrics
 from shared.settings import Settings
+from shared.telemetry import sampled_traceparent, within
 from shared.topics import DEAD_LETTER_SUFFIX, Topic
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,11 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
+def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | None = None) -> KafkaBroker:
+    # FastStream's publish and process durations go to the service's metrics; counts are ours (per type).
+    telemetry = KafkaTelemetryMiddleware(
+        meter_provider=metrics.provider if metrics is not None else None, include_messages_counters=False
+    )
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"klantreis-{service}",
@@ -51,7 +60,7 @@ def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
         linger_ms=5,
         allow_auto_create_topics=False,
         graceful_timeout=15.0,
-        middlewares=(KafkaTelemetryMiddleware(),),
+        middlewares=(telemetry,),
         # FastStream logs every message at the broker's log level; keep that at DEBUG (no per-message logs).
         logger=logging.getLogger(f"klantreis.{service}.kafka"),
         log_level=logging.DEBUG,
@@ -61,29 +70,44 @@ def make_broker(settings: Settings, *, service: str) -> KafkaBroker:
 class EventPublisher:
     """Publishes CloudEvents on the topic their type belongs to, keyed by subject, in binary mode."""
 
-    def __init__(self, broker: KafkaBroker, settings: Settings) -> None:
+    def __init__(self, broker: KafkaBroker, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
         self._broker = broker
         self._settings = settings
+        self.metrics = metrics or ServiceMetrics("klantreis", export=False)
 
     async def publish(self, event: CloudEvent) -> None:
         """Returns once Kafka acknowledged the event (acks=all)."""
         await self.publish_many([event])
 
-    async def publish_many(self, events: Sequence[CloudEvent]) -> None:
-        """Hands every event to the producer before waiting, so a batch costs one round of acks, not one each."""
+    async def publish_many(
+        self, events: Sequence[CloudEvent], *, contexts: Mapping[str, Context] | None = None
+    ) -> None:
+        """Hands every event to the producer before waiting, so a batch costs one round of acks, not one each.
+
+        An event is published in the trace context `contexts` holds under its id (default: the current one): work
+        that continues a trace other than the current one, such as a timer that fires later.
+        """
+        contexts = contexts or {}
         pending = []
+        produced = []
         for event in events:
             record = to_kafka(event)
             topic = self._settings.topic(typed_data(event).topic)
-            pending.append(
-                await self._broker.publish(record.value, topic, key=record.key, headers=record.headers, no_confirm=True)
-            )
+            with within(contexts.get(event.id)):
+                pending.append(
+                    await self._broker.publish(
+                        record.value, topic, key=record.key, headers=record.headers, no_confirm=True
+                    )
+                )
+            produced.append((topic, event.type))
         await asyncio.gather(*pending)
+        self.metrics.produced(produced)
 
     async def publish_dead_letter(
         self, *, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
     ) -> None:
         await self._broker.publish(value or b"", topic, key=key, headers=headers)
+        self.metrics.dead_lettered(topic, headers.get("dlq_reason", "unknown"))
 
 
 Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
@@ -176,9 +200,12 @@ def subscribe(
         except InvalidEvent as exc:
             await dead_letter(record, "invalid_event", str(exc))
             return
+        started = time.perf_counter()
         for attempt in range(settings.handler_retries + 1):
             try:
                 await handler(event, data)
+                publisher.metrics.handled(group_id, physical, time.perf_counter() - started)
+                publisher.metrics.consumed(physical, {event.type: 1})
                 return
             except TRANSIENT_ERRORS as exc:
                 if attempt == settings.handler_retries:
@@ -192,7 +219,7 @@ def subscribe(
                 await dead_letter(record, "handler_error", f"{type(exc).__name__}: {exc}")
                 return
 
-    @router.subscriber(
+    subscriber = router.subscriber(
         physical,
         group_id=group_id,
         ack_policy=AckPolicy.MANUAL,
@@ -202,6 +229,9 @@ def subscribe(
         title=f"{group}:{topic.name}",
         description=description,
     )
+    publisher.metrics.watch(group_id, subscriber)
+
+    @subscriber
     async def consume(message: KafkaMessage) -> None:
         try:
             await handle(message.raw_message)
@@ -225,6 +255,8 @@ class Received:
     offset: int
     event: CloudEvent
     data: EventData
+    # The W3C trace context the record carries, when its trace is sampled: for work that continues it later.
+    traceparent: str | None = None
 
 
 # The handler gets the decoded records and the last offset of every partition in the batch, dead letters included,
@@ -252,6 +284,12 @@ def subscribe_batches(
     """
     group_id = settings.group(group)
     dead_letter = _dead_letters(publisher, group_id)
+    metrics = publisher.metrics
+    joined = "+".join(settings.topic(t.name) for t in topics)
+
+    def count(handled: Sequence[Received]) -> None:
+        for topic, types in _types_by_topic(handled).items():
+            metrics.consumed(topic, types)
 
     async def attempt(batch: list[Received], ends: dict[tuple[str, int], int]) -> BaseException | None:
         for retry in range(settings.handler_retries + 1):
@@ -273,15 +311,29 @@ def subscribe_batches(
             ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
             try:
                 event = from_kafka(record.value, record.headers)
-                batch.append(Received(record.topic, record.partition, record.offset, event, typed_data(event)))
+                batch.append(
+                    Received(
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        event,
+                        typed_data(event),
+                        sampled_traceparent(record.headers),
+                    )
+                )
             except InvalidEvent as exc:
                 await dead_letter(record, "invalid_event", str(exc))
+        started = time.perf_counter()
         if await attempt(batch, ends) is None:
+            metrics.handled(group_id, joined, time.perf_counter() - started)
+            count(batch)
             return
         by_position = {(r.topic, r.partition, r.offset): r for r in records}
         for received in batch:
             failure = await attempt([received], {(received.topic, received.partition): received.offset})
-            if failure is not None:
+            if failure is None:
+                count([received])
+            else:
                 reason = "retries_exhausted" if isinstance(failure, TRANSIENT_ERRORS) else "handler_error"
                 record = by_position[(received.topic, received.partition, received.offset)]
                 await dead_letter(record, reason, f"{type(failure).__name__}: {failure}")
@@ -300,6 +352,7 @@ def subscribe_batches(
         title=f"{group}:{'+'.join(t.name for t in topics)}",
         description=description,
     )
+    metrics.watch(group_id, subscriber)
 
     @subscriber
     async def consume(message: KafkaMessage) -> None:
@@ -314,3 +367,10 @@ def subscribe_batches(
         await message.ack()
 
     return subscriber
+
+
+def _types_by_topic(handled: Sequence[Received]) -> dict[str, Counter[str]]:
+    counts: dict[str, Counter[str]] = {}
+    for received in handled:
+        counts.setdefault(received.topic, Counter())[received.event.type] += 1
+    return counts

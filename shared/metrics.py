@@ -6,7 +6,7 @@ pushed over OTLP when `OTEL_METRICS_EXPORTER=otlp` (`OTEL_EXPORTER_OTLP_*` say w
 | `klantreis_events_consumed_total` | topic, type | events a handler of this service handled |
 | `klantreis_events_produced_total` | topic, type | events this service published (acknowledged by Kafka) |
 | `klantreis_handler_duration_seconds` | group, topic | time in the handler, per message (per batch in batches) |
-| `klantreis_consumer_lag` | group, topic, partition | records on the partition not yet committed by the group |
+| `klantreis_consumer_lag` | group, topic, partition | records on the partition not yet handed to the handler |
 | `klantreis_dead_letters_total` | topic, reason | records (or deliveries) put on a dead-letter topic |
 | `klantreis_frictions_detected_total`, `_resolved_total` | rule | journey |
 | `klantreis_messages_total` | outcome, reason | notifications: sent, deferred, suppressed (by reason), failed |
@@ -14,8 +14,8 @@ pushed over OTLP when `OTEL_METRICS_EXPORTER=otlp` (`OTEL_EXPORTER_OTLP_*` say w
 FastAPI's and FastStream's own instruments (`http_server_duration_*`, `messaging_process_duration_*`,
 `messaging_publish_duration_*`) go to the same provider. Labels hold topics, types, rules and reasons, never a
 member. Counting is in memory: a batch adds once per label set, nothing does I/O per message. Consumer lag is the
-one figure that asks Kafka (end and committed offsets of the assigned partitions), on each scrape and every
-`LAG_INTERVAL` seconds.
+one figure that asks Kafka (end offsets of the assigned partitions), on each scrape, and every `LAG_INTERVAL`
+seconds when metrics are pushed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from shared.telemetry import exporters_wanted, otlp_protocol, resource
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL = 15.0
+LAG_TIMEOUT = 2.0
 # Handler time from a millisecond to a batch that takes seconds.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -63,11 +64,14 @@ class ServiceMetrics:
     """The instruments of one service, with their own provider and Prometheus registry (a test running several
     services in one process sees each one's own figures)."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, export: bool = True) -> None:
+        """`export=False`: Prometheus text only, nothing pushed (a publisher outside any service, a tool)."""
         self.service = service
         self.registry = CollectorRegistry(auto_describe=True)
         prometheus = PrometheusMetricReader(registry=self.registry, scope_info_enabled=False)
-        self.provider = MeterProvider(metric_readers=[prometheus, *_pushing_readers()], resource=resource(service))
+        pushing = _pushing_readers() if export else []
+        self.provider = MeterProvider(metric_readers=[prometheus, *pushing], resource=resource(service))
+        self.pushed = bool(pushing)
         meter = self.provider.get_meter("klantreis")
         self._consumed = meter.create_counter(
             "klantreis.events.consumed", unit="{event}", description="Events a handler of this service handled"
@@ -97,7 +101,7 @@ class ServiceMetrics:
             "klantreis.consumer.lag",
             callbacks=[self._observe_lag],
             unit="{record}",
-            description="Records on a partition that the consumer group has not committed yet",
+            description="Records on a partition not yet handed to this consumer's handler",
         )
         self._consumers: list[tuple[str, Any]] = []
         self._lag: dict[tuple[str, str, int], int] = {}
@@ -137,7 +141,9 @@ class ServiceMetrics:
         self._consumers.append((group, subscriber))
 
     async def refresh_lag(self) -> None:
-        """End offsets against committed offsets of every partition assigned to this process's consumers."""
+        """End offsets (one request to the partition leaders) against the consumers' positions (local), for every
+        partition assigned to this process's consumers. Never the group coordinator: a consumer committing
+        meanwhile is not disturbed."""
         lag: dict[tuple[str, str, int], int] = {}
         for group, subscriber in self._consumers:
             consumer = getattr(subscriber, "consumer", None)
@@ -145,10 +151,10 @@ class ServiceMetrics:
                 continue
             assigned = sorted(consumer.assignment())
             try:
-                ends = await consumer.end_offsets(assigned)
+                ends = await asyncio.wait_for(consumer.end_offsets(assigned), LAG_TIMEOUT)
                 for tp in assigned:
-                    committed = await consumer.committed(tp)
-                    lag[(group, tp.topic, tp.partition)] = max(0, ends[tp] - (committed or 0))
+                    position = await asyncio.wait_for(consumer.position(tp), LAG_TIMEOUT)
+                    lag[(group, tp.topic, tp.partition)] = max(0, ends[tp] - position)
             except Exception as exc:
                 # Kafka away or a rebalance under way: keep the last figures of this group until the next round.
                 log.warning("consumer lag of %s not measured: %s", group, type(exc).__name__)

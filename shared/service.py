@@ -13,15 +13,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 
+from shared import telemetry
 from shared.auth import Keyring
 from shared.events import EventData
 from shared.idempotency import IdempotentReplies
 from shared.kafka import EventPublisher, make_broker
+from shared.logging import configure_logging
+from shared.metrics import CONTENT_TYPE, ServiceMetrics
 from shared.problems import install_problem_handlers
 from shared.redis import make_redis
 from shared.settings import Settings
@@ -40,16 +43,18 @@ class ServiceParts:
     settings: Settings
     broker: KafkaBroker
     redis: Redis
+    metrics: ServiceMetrics
     publisher: EventPublisher = field(init=False)
     keyring: Keyring = field(init=False)
 
     def __post_init__(self) -> None:
-        self.publisher = EventPublisher(self.broker, self.settings)
+        self.publisher = EventPublisher(self.broker, self.settings, self.metrics)
         self.keyring = Keyring(self.redis, self.settings)
 
     @classmethod
     def connect(cls, name: str, settings: Settings) -> ServiceParts:
-        return cls(name, settings, make_broker(settings, service=name), make_redis(settings))
+        metrics = ServiceMetrics(name)
+        return cls(name, settings, make_broker(settings, service=name, metrics=metrics), make_redis(settings), metrics)
 
 
 def health_router(parts: ServiceParts) -> APIRouter:
@@ -76,6 +81,15 @@ def health_router(parts: ServiceParts) -> APIRouter:
             status_code=200 if ready else 503,
         )
 
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics: events in and out, handler time, consumer lag, dead letters",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+    )
+    async def metrics() -> Response:
+        return Response(await parts.metrics.exposition(), media_type=CONTENT_TYPE)
+
     return router
 
 
@@ -90,6 +104,7 @@ def build_app(
     publishes: Sequence[type[EventData]] = (),
     create_topics: bool = True,
 ) -> FastAPI:
+    telemetry.configure_tracing(parts.name)
     if kafka is not None:
         parts.broker.include_router(kafka)
     for model in publishes:
@@ -106,7 +121,9 @@ def build_app(
         if create_topics:
             await ensure_topics(parts.settings, ALL_TOPICS)
         await parts.broker.start()
-        tasks = [asyncio.create_task(_supervised(parts.name, task)) for task in background]
+        # Pushed metrics need the lag measured without a scrape.
+        loops = (*background, parts.metrics.track_lag) if parts.metrics.pushed else background
+        tasks = [asyncio.create_task(_supervised(parts.name, task)) for task in loops]
         try:
             yield
         finally:
@@ -116,8 +133,11 @@ def build_app(
             # Stopping the broker lets in-flight handlers finish and commit; nothing unprocessed is committed.
             await parts.broker.stop()
             await parts.redis.aclose()
+            telemetry.flush()
+            parts.metrics.shutdown()
 
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
+    telemetry.instrument_app(app, meter_provider=parts.metrics.provider)
     install_problem_handlers(app)
     app.include_router(health_router(parts))
 
@@ -154,5 +174,6 @@ def serve(app: FastAPI, url: str, host: str) -> None:
     import uvicorn
 
     parsed = urlparse(url)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(app, host=host, port=parsed.port or 80, log_level="info", access_log=False)
+    configure_logging(app.state.parts.name)
+    # log_config=None: uvicorn's records go through the JSON lines too.
+    uvicorn.run(app, host=host, port=parsed.port or 80, log_level="info", access_log=False, log_config=None)
