@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
 from faststream.kafka import KafkaRouter
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from services.journey import engine
 from services.journey.rules import RuleCatalogue
 from services.journey.settings import JourneySettings
 from services.journey.store import Changes, JourneyStore
+from shared import telemetry
 from shared.events import CloudEvent, deterministic_id
 from shared.events.journey import FrictionDetected, FrictionResolved
 from shared.events.members import MemberErased, MemberMerged
@@ -31,6 +35,10 @@ log = logging.getLogger(__name__)
 SOURCE = "/journey"
 INPUTS = (MEMBERS, USAGE)
 FIRE_LIMIT = 1000
+# In a journey: the traceparent of the event that started each pending timer (sampled traces only), so that the
+# timer, firing days later, links back to it. A few kept at most.
+TRACES = "tr"
+TRACES_KEPT = 16
 
 
 def _time(ms: int) -> datetime:
@@ -91,6 +99,26 @@ def _take(changes: Changes, partition: int, member: str, outcome: engine.Outcome
         changes.closed(start)
 
 
+def _remember_trace(journey: engine.Journey, outcome: engine.Outcome, traceparent: str | None) -> None:
+    traces: dict[str, str] = journey.get(TRACES, {})
+    for timer in outcome.timers_remove:
+        traces.pop(timer, None)
+    if traceparent is not None:
+        for timer, _ in outcome.timers_add:
+            traces[timer] = traceparent
+        while len(traces) > TRACES_KEPT:
+            traces.pop(next(iter(traces)))
+    if traces:
+        journey[TRACES] = traces
+    else:
+        journey.pop(TRACES, None)
+
+
+def _continue_trace(events: list[CloudEvent], context: Context | None, contexts: dict[str, Context]) -> None:
+    if context is not None:
+        contexts.update((event.id, context) for event in events)
+
+
 class FrictionDetector:
     def __init__(
         self, catalogue: RuleCatalogue, store: JourneyStore, publisher: EventPublisher, settings: JourneySettings
@@ -119,6 +147,7 @@ class FrictionDetector:
         subjects |= {str(r.event.data.get("survivor_id")) for r in batch if isinstance(r.data, MemberMerged)}
         aliases, journeys, offsets = await self._store.read(subjects, positions)
         changes = Changes()
+        contexts: dict[str, Context] = {}
         for received in batch:
             position = f"{received.topic}:{received.partition}"
             if received.offset <= offsets.get(position, -1):
@@ -135,7 +164,12 @@ class FrictionDetector:
                 self._erase(changes, journeys, partition, member)
                 continue
             journey = journeys.setdefault(member, engine.new_journey(member))
-            _take(changes, partition, member, engine.apply(journey, event, self._rules))
+            outcome = engine.apply(journey, event, self._rules)
+            derived = len(changes.outbox)
+            _take(changes, partition, member, outcome)
+            _remember_trace(journey, outcome, received.traceparent)
+            # Frictions raised by the event itself carry on in the event's trace.
+            _continue_trace(changes.outbox[derived:], telemetry.context_from(received.traceparent), contexts)
             changes.journeys[member] = journey
             if isinstance(received.data, MemberMerged):
                 self._merge(changes, journeys, aliases, partition, member, received.data.survivor_id, event)
@@ -148,7 +182,7 @@ class FrictionDetector:
             # A position's clock only moves forward.
             current = await self._store.clocks()
             changes.clocks = {k: max(v, current.get(k, 0)) for k, v in changes.clocks.items()}
-        await self._commit(changes)
+        await self._commit(changes, contexts)
 
     def _erase(self, changes: Changes, journeys: dict[str, engine.Journey], partition: int, member: str) -> None:
         journey = journeys.pop(member, None)
@@ -180,11 +214,14 @@ class FrictionDetector:
         changes.aliases[merged_id] = survivor_id
         aliases[merged_id] = survivor_id
 
-    async def _commit(self, changes: Changes) -> None:
+    async def _commit(self, changes: Changes, contexts: dict[str, Context] | None = None) -> None:
         await self._store.write(changes)
         if changes.outbox:
-            await self._publisher.publish_many(changes.outbox)
+            await self._publisher.publish_many(changes.outbox, contexts=contexts)
             await self._store.published([e.id for e in changes.outbox])
+            detected = Counter(str(e.data.get("rule")) for e in changes.outbox if e.type == FrictionDetected.event_type)
+            resolved = Counter(str(e.data.get("rule")) for e in changes.outbox if e.type == FrictionResolved.event_type)
+            self._publisher.metrics.frictions(detected, resolved)
 
     # ----------------------------------------------------------------------------------------- timers
 
@@ -248,16 +285,41 @@ class FrictionDetector:
                     continue
                 journeys = await self._store.journeys(sorted({m for m, _, _ in due}))
                 changes = Changes()
+                contexts: dict[str, Context] = {}
+                spans: list[trace.Span] = []
                 for member, timer, _ in due:
                     changes.remove_timer(partition, member, timer)
                     journey = journeys.get(member)
                     if journey is None:
                         continue  # erased or merged meanwhile
+                    derived = len(changes.outbox)
                     _take(changes, partition, member, engine.fire(journey, timer, self._by_id))
+                    started = journey.get(TRACES, {}).pop(timer, None)
+                    if len(changes.outbox) > derived:
+                        span = self._fired_span(member, timer, started, changes.outbox[derived:])
+                        spans.append(span)
+                        _continue_trace(changes.outbox[derived:], trace.set_span_in_context(span), contexts)
                     changes.journeys[member] = journey
-                await self._commit(changes)
+                try:
+                    await self._commit(changes, contexts)
+                finally:
+                    for span in spans:
+                        span.end()
                 fired += len(due)
             return fired
+
+    @staticmethod
+    def _fired_span(member: str, timer: str, started: str | None, events: list[CloudEvent]) -> trace.Span:
+        """A timer's decision starts a trace of its own, days after the event that started the timer: linked to
+        that event's trace; what the decision publishes (and what other services do with it) continues this one."""
+        rule = timer.split("|", 2)[1]
+        friction = next((str(e.data["friction_id"]) for e in events if "friction_id" in e.data), None)
+        return telemetry.tracer().start_span(
+            f"fire {rule}",
+            context=Context(),
+            links=telemetry.link_to(started, **{"klantreis.link": "timer started by"}),
+            attributes=telemetry.span_attributes(rule=rule, member_id=member, friction_id=friction),
+        )
 
     async def run_timers(self) -> None:
         # Derived events stored but not yet published when the process stopped go out first.

@@ -27,6 +27,7 @@ from services.notifications.campaigns import (
 from services.notifications.rules import Circumstances, Decision, MemberFacts, Policy, decide
 from services.notifications.settings import NotificationsSettings
 from services.notifications.store import DecisionWrite, NotificationStore, stop_if_cancelled
+from shared import telemetry
 from shared.events import CloudEvent, EventData, deterministic_id, from_structured, to_structured
 from shared.events.journey import FrictionResolved
 from shared.events.members import ConsentChanged, GuardianSet, MemberErased, MemberMerged, MemberSignedUp
@@ -205,6 +206,7 @@ class Decider:
         else:
             ttl = int(self._settings.notifications_decision_ttl.total_seconds())
             await self._store.write_decisions(write, ttl, trim_before=now - window)
+        self._publisher.metrics.messages(outcome for _, outcome in write.counters if outcome != "triggered")
         if write.outbox:
             await self._publisher.publish_many([from_structured(e) for e in write.outbox])
         if due_now:
@@ -289,6 +291,8 @@ class Decider:
             "attempts": "0",
             "status": "pending",
             "created_at": now.isoformat(),
+            # The delivery, made later by the delivery loop, carries on this trace.
+            "traceparent": telemetry.current_traceparent() or "",
         }
 
     @staticmethod

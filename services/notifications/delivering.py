@@ -36,6 +36,7 @@ from services.notifications.rules import consented
 from services.notifications.senders import Attempt, EmailSender, Outgoing, WebhookSender
 from services.notifications.settings import NotificationsSettings
 from services.notifications.store import NotificationStore, stop_if_cancelled
+from shared import telemetry
 from shared.events import CloudEvent, EventData, deterministic_id, from_structured, to_structured
 from shared.events.notifications import MessageFailed, MessageSent, MessageSuppressed, Recipient, SuppressionReason
 from shared.events.types import Medium, Purpose
@@ -115,6 +116,17 @@ class Deliverer:
         if job is None:
             await self._store.forget(member_id, message_id)  # erased meanwhile
             return
+        # The delivery carries on the trace of the decision that asked for it (its traceparent is in the job).
+        with telemetry.tracer().start_as_current_span(
+            "deliver",
+            context=telemetry.context_from(job.get("traceparent")),
+            attributes=telemetry.span_attributes(
+                message_id=message_id, campaign_id=job.get("campaign_id"), member_id=member_id
+            ),
+        ):
+            await self._deliver(member_id, job)
+
+    async def _deliver(self, member_id: str, job: dict[str, str]) -> None:
         if job["status"] != "pending":
             await self._publish_ending(job)
             return
@@ -344,6 +356,7 @@ class Deliverer:
             release_cap=release_cap,
             messaged_friction=messaged_friction,
         )
+        self._publisher.metrics.messages([counter])
         await self._publish_ending({**job, "outbox": json.dumps(outbox)})
 
     async def _publish_ending(self, job: dict[str, str]) -> None:

@@ -16,8 +16,10 @@ from email.utils import format_datetime, formataddr
 from typing import Any, Literal
 
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 
 from services.notifications.settings import NotificationsSettings
+from shared import telemetry
 from shared.events.types import Medium
 
 
@@ -51,7 +53,21 @@ class EmailSender:
         self._settings = settings
 
     async def send(self, message: Outgoing) -> Attempt:
-        return await asyncio.to_thread(self._send, message)
+        s = self._settings
+        with telemetry.tracer().start_as_current_span(
+            "smtp send",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "server.address": s.notifications_smtp_host,
+                "server.port": s.notifications_smtp_port,
+                **telemetry.span_attributes(message_id=message.message_id),
+            },
+        ) as span:
+            attempt = await asyncio.to_thread(self._send, message)
+            span.set_attribute("klantreis.outcome", attempt.outcome)
+            if attempt.outcome != "delivered":
+                span.set_status(StatusCode.ERROR, attempt.error)
+            return attempt
 
     def compose(self, message: Outgoing) -> EmailMessage:
         mail = EmailMessage()
