@@ -310,6 +310,10 @@ def _settings(kafka_bootstrap: str | None = None, redis_url: str | None = None) 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at start: they register their subcommands (dead-letters; simulate, replay, backtest).
+    import deploy.deadletters
+    import deploy.journey_cli  # noqa: F401
+
     parser = argparse.ArgumentParser(prog=PROG, description="klantreis local runtime and tools")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, spec in COMMANDS.items():

@@ -1,0 +1,258 @@
+"""`klantreis dead-letters list|show|replay`: what consumers could not handle, why, and sending it back after a fix.
+
+A dead letter is a record a consumer could not decode or handle, kept as it was (key, value, headers) on
+`<topic>.dlq`, with `dlq_*` headers saying why (`dlq_reason`, `dlq_error`) and where it came from (`dlq_topic`,
+`dlq_partition`, `dlq_offset`, `dlq_group`, `dlq_at`); see `shared.kafka`.
+
+- `list` counts the dead letters per dead-letter topic and reason.
+- `show` prints them: position on the dead-letter topic (`partition:offset`, what `--offset` selects), reason,
+  error, origin, headers and payload.
+- `replay` publishes the selected ones (`--reason`, `--offset`, or `--all`), as they were, to their original
+  topic, with the idempotent acks=all producer of `shared.kafka`. Every consumer group of that topic reads them
+  again; every handler is idempotent by event id, so a replayed event that was handled meanwhile, or one replayed
+  twice, has its effect once.
+
+Failed deliveries on `notifications.deliveries.v1.dlq` are not records of a topic (no `dlq_offset`): `list` and
+`show` include them, `replay` leaves them alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from deploy.cli import command, say
+from deploy.runtime import RuntimeProblem
+from shared.kafka import make_broker
+from shared.settings import Settings
+from shared.topics import ALL_TOPICS
+
+DLQ_HEADER_PREFIX = "dlq_"
+# Set on a replayed record: which dead letter it came from (for whoever reads the topic later).
+REPLAYED_FROM = "replayed_from"
+PAYLOAD_SHOWN = 2000
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str  # the dead-letter topic
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("utf-8", "backslashreplace")
+        return None
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def reason(self) -> str:
+        return self.header("dlq_reason") or "unknown"
+
+    @property
+    def original_topic(self) -> str | None:
+        return self.header("dlq_topic")
+
+    @property
+    def replayable(self) -> bool:
+        """A consumed record (it has an original offset), not a failed delivery."""
+        return self.original_topic is not None and self.header("dlq_offset") is not None
+
+    def original_headers(self) -> dict[str, str]:
+        """The headers the record had before it was dead-lettered, and where it is replayed from."""
+        headers = {
+            key: value.decode("utf-8", "backslashreplace")
+            for key, value in self.headers
+            if not key.startswith(DLQ_HEADER_PREFIX) and key != REPLAYED_FROM
+        }
+        headers[REPLAYED_FROM] = f"{self.topic}:{self.position}"
+        return headers
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+
+def dead_letter_topics(settings: Settings, topic: str | None = None) -> list[str]:
+    """The physical dead-letter topics of the platform, or of one logical topic (`identity.members.v1`)."""
+    names = [t.dead_letters for t in ALL_TOPICS if topic is None or topic in (t.name, t.dead_letters)]
+    if not names:
+        known = ", ".join(t.name for t in ALL_TOPICS)
+        raise RuntimeProblem(f"no topic {topic!r}; the platform's topics are {known}")
+    return [settings.topic(name) for name in names]
+
+
+async def read_dead_letters(settings: Settings, topics: Sequence[str]) -> list[DeadLetter]:
+    """Every record of the dead-letter topics as they stand now (all partitions, up to their end offsets)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="klantreis-dead-letters")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    assigned = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d.get("partitions", [])]
+    if not assigned:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None, client_id="klantreis-dlq"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        letters: list[DeadLetter] = []
+        while True:
+            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+            if not behind:
+                break
+            for records in (await consumer.getmany(*behind, timeout_ms=500)).values():
+                letters.extend(
+                    DeadLetter(r.topic, r.partition, r.offset, r.key, r.value or b"", tuple(r.headers or ()))
+                    for r in records
+                )
+        return sorted(letters, key=lambda d: (d.topic, d.partition, d.offset))
+    finally:
+        await consumer.stop()
+
+
+def select(
+    letters: Sequence[DeadLetter], *, reason: str | None = None, offsets: Sequence[str] = ()
+) -> list[DeadLetter]:
+    """Those with `reason` (if given) at one of `offsets` (`partition:offset` on the dead-letter topic, if any)."""
+    wanted = set(offsets)
+    return [d for d in letters if (reason is None or d.reason == reason) and (not wanted or d.position in wanted)]
+
+
+# ------------------------------------------------------------------------------------------------ actions
+
+
+def counts(letters: Sequence[DeadLetter]) -> Counter[tuple[str, str]]:
+    return Counter((d.topic, d.reason) for d in letters)
+
+
+def describe(letter: DeadLetter, *, full: bool = False) -> list[str]:
+    origin = letter.original_topic or "?"
+    if letter.header("dlq_partition") is not None:
+        origin += f"[{letter.header('dlq_partition')}]@{letter.header('dlq_offset')}"
+    lines = [
+        f"{letter.topic} {letter.position}  {letter.reason}  from {origin}"
+        f"  group {letter.header('dlq_group') or '?'}  at {letter.header('dlq_at') or '?'}",
+        f"  error:   {letter.header('dlq_error') or ''}",
+    ]
+    own = {k: v for k, v in letter.original_headers().items() if k != REPLAYED_FROM}
+    lines.append(f"  headers: {json.dumps(own, ensure_ascii=False)}")
+    lines.append(f"  key:     {(letter.key or b'').decode('utf-8', 'backslashreplace')}")
+    payload = letter.value.decode("utf-8", "backslashreplace")
+    if not full and len(payload) > PAYLOAD_SHOWN:
+        payload = payload[:PAYLOAD_SHOWN] + f"… ({len(letter.value)} bytes; --full shows all)"
+    lines.append(f"  payload: {payload}")
+    if not letter.replayable:
+        lines.append("  (a failed delivery, not a consumed record: not replayed)")
+    return lines
+
+
+async def replay(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[str]:
+    """Publish the replayable letters to their original topics; returns how many went to each topic."""
+    broker = make_broker(settings, service="dead-letters")
+    await broker.start()
+    sent: Counter[str] = Counter()
+    try:
+        for letter in letters:
+            if not letter.replayable:
+                continue
+            topic = letter.original_topic
+            assert topic is not None
+            await broker.publish(letter.value, topic, key=letter.key, headers=letter.original_headers())
+            sent[topic] += 1
+    finally:
+        await broker.stop()
+    return sent
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    listing = sub.add_parser("list", help="count dead letters per dead-letter topic and reason")
+    show = sub.add_parser("show", help="print dead letters: reason, error, origin, headers, payload")
+    again = sub.add_parser("replay", help="publish selected dead letters to their original topic (after a fix)")
+    for action in (listing, show, again):
+        action.add_argument("--topic", help="only this topic's dead letters, e.g. identity.members.v1")
+    for action in (show, again):
+        action.add_argument("--reason", help="only dead letters with this reason, e.g. handler_error")
+        action.add_argument(
+            "--offset",
+            action="append",
+            default=[],
+            metavar="PARTITION:OFFSET",
+            help="only the dead letter at this position of its dead-letter topic (as `show` prints it); repeatable",
+        )
+    show.add_argument("--limit", type=int, default=50, help="print at most this many (default 50; 0: all)")
+    show.add_argument("--full", action="store_true", help="print whole payloads")
+    again.add_argument("--all", action="store_true", help="replay every dead letter (of --topic, if given)")
+
+
+def run(args: argparse.Namespace, settings: Settings, say: Say) -> int:
+    if args.action == "replay" and not (args.all or args.reason or args.offset):
+        raise RuntimeProblem("say what to replay: --reason REASON, --offset PARTITION:OFFSET or --all")
+    topics = dead_letter_topics(settings, args.topic)
+    try:
+        letters = asyncio.run(read_dead_letters(settings, topics))
+    except (KafkaError, OSError) as exc:
+        raise RuntimeProblem(
+            f"Kafka at {settings.kafka_bootstrap} is not reachable ({type(exc).__name__}); start it with `klantreis up`"
+        ) from None
+    if args.action == "list":
+        found = counts(letters)
+        if not found:
+            say("no dead letters")
+            return 0
+        width = max(len(topic) for topic, _ in found)
+        say(f"{'dead-letter topic':<{width}}  {'reason':<20} count")
+        for (topic, reason), count in sorted(found.items()):
+            say(f"{topic:<{width}}  {reason:<20} {count}")
+        say(f"{'total':<{width}}  {'':<20} {sum(found.values())}")
+        return 0
+    chosen = select(letters, reason=args.reason, offsets=args.offset)
+    if args.action == "show":
+        shown = chosen if args.limit <= 0 else chosen[: args.limit]
+        for letter in shown:
+            for line in describe(letter, full=args.full):
+                say(line)
+        say(f"{len(shown)} of {len(chosen)} dead letters shown")
+        return 0
+    skipped = sum(1 for d in chosen if not d.replayable)
+    try:
+        sent = asyncio.run(replay(settings, chosen))
+    except (KafkaError, OSError) as exc:
+        raise RuntimeProblem(f"replay stopped: Kafka answered {type(exc).__name__}; run it again") from None
+    for topic, count in sorted(sent.items()):
+        say(f"replayed {count} to {topic}")
+    if skipped:
+        say(f"{skipped} failed deliveries left alone (not consumed records)")
+    if not sent:
+        say("nothing replayed: no dead letter matches")
+    return 0
+
+
+@command("dead-letters", "list, show and replay dead-lettered messages (counts per topic and reason)", arguments)
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    return run(args, Settings(), say)
