@@ -1,0 +1,124 @@
+"""Each service's `GET /metrics` (Prometheus text) moves while a sign-up becomes a friction and a message, on the
+real broker and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.identity.app import create_app as identity_app
+from services.identity.settings import IdentitySettings
+from services.journey.app import create_app as journey_app
+from services.journey.settings import JourneySettings
+from services.notifications.app import create_app as notifications_app
+from shared.settings import Settings
+from tests.support import eventually, running
+
+pytestmark = pytest.mark.integration
+
+SIGN_UP = {
+    "name": "Sanne de Vries",
+    "email": "sanne@example.nl",
+    "birth_date": "1991-04-12",
+    "postcode": "1034 AB",
+    "home_library": "oba",
+    "platform": "website",
+}
+SIGNED_UP = "nl.bibliotheek.member.signed_up.v1"
+DETECTED = "nl.bibliotheek.friction.detected.v1"
+SENT = "nl.bibliotheek.message.sent.v1"
+RULE = "online-signup-not-activated"
+
+
+@dataclass
+class Scrape:
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample `name` with at least these labels, summed over the rest (0 when absent)."""
+        wanted = set(labels.items())
+        return sum(v for (n, ls), v in self.samples.items() if n == name and wanted <= ls)
+
+    def labels(self, name: str) -> list[dict[str, str]]:
+        return [dict(ls) for (n, ls) in self.samples if n == name]
+
+
+async def scrape(client: httpx.AsyncClient) -> Scrape:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    return Scrape(samples)
+
+
+@dataclass
+class Services:
+    identity: httpx.AsyncClient
+    journey: httpx.AsyncClient
+    notifications: httpx.AsyncClient
+
+
+@pytest.fixture
+async def services(
+    settings: Settings, identity_settings: IdentitySettings, journey_settings: JourneySettings, admin_key: str
+) -> AsyncIterator[Services]:
+    async with (
+        running(identity_app(identity_settings), admin_key) as identity,
+        running(journey_app(journey_settings)) as journey,
+        running(notifications_app(settings), admin_key) as notifications,
+    ):
+        yield Services(identity, journey, notifications)
+
+
+async def test_each_service_s_metrics_move_as_a_sign_up_becomes_a_friction_and_a_message(
+    services: Services, settings: Settings
+) -> None:
+    members, frictions, deliveries = (
+        settings.topic(t) for t in ("identity.members.v1", "journey.frictions.v1", "notifications.deliveries.v1")
+    )
+    before = [await scrape(c) for c in (services.identity, services.journey, services.notifications)]
+
+    response = await services.identity.post("/v1/members", json=SIGN_UP)
+    assert response.status_code == 202
+    member = response.json()["member_id"]
+
+    async def inbox() -> list[object]:
+        return list((await services.notifications.get(f"/v1/members/{member}/inbox")).json()["messages"])
+
+    await eventually(inbox)
+
+    async def settled() -> Scrape | None:
+        # The inbox write comes just before message.sent is acknowledged and counted.
+        found = await scrape(services.notifications)
+        return found if found.value("klantreis_messages_total", outcome="sent") >= 1 else None
+
+    notifications = await eventually(settled)
+    identity, journey = await scrape(services.identity), await scrape(services.journey)
+
+    produced = "klantreis_events_produced_total"
+    assert identity.value(produced, topic=members, type=SIGNED_UP) == 1 + before[0].value(
+        produced, topic=members, type=SIGNED_UP
+    )
+    assert identity.value("http_server_duration_milliseconds_count", http_method="POST") >= 1
+
+    assert journey.value("klantreis_events_consumed_total", topic=members, type=SIGNED_UP) == 1
+    assert journey.value("klantreis_frictions_detected_total", rule=RULE) == 1
+    assert journey.value(produced, topic=frictions, type=DETECTED) == 1
+    assert journey.value("klantreis_handler_duration_seconds_count", group=settings.group("journey")) >= 1
+    assert before[1].value("klantreis_frictions_detected_total", rule=RULE) == 0
+
+    assert notifications.value("klantreis_events_consumed_total", topic=frictions, type=DETECTED) == 1
+    assert notifications.value("klantreis_messages_total", outcome="sent") == 1
+    assert notifications.value(produced, topic=deliveries, type=SENT) == 1
+    # Lag per partition of every group this process consumes in; all caught up now.
+    lag = notifications.labels("klantreis_consumer_lag")
+    assert {(row["group"], row["topic"]) for row in lag} >= {(settings.group("notifications"), frictions)}
+    assert notifications.value("klantreis_consumer_lag", group=settings.group("notifications")) == 0
