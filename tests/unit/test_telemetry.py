@@ -1,0 +1,131 @@
+"""Tracing chosen by the OTEL_* variables, trace context carried on, and log lines as JSON with trace ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from shared import telemetry
+from shared.logging import JsonLines
+
+SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+NOT_SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME",
+    ):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_nothing_is_exported_unless_an_exporter_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert telemetry.span_exporters() == []
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert telemetry.span_exporters() == []
+
+
+def test_otlp_over_http_by_default_over_grpc_when_asked_and_console_beside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp,console")
+    assert [type(e) for e in telemetry.span_exporters()] == [HttpExporter, ConsoleSpanExporter]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    assert [type(e) for e in telemetry.span_exporters()] == [GrpcExporter, ConsoleSpanExporter]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")  # the signal's own variable wins
+    assert [type(e) for e in telemetry.span_exporters()] == [HttpExporter, ConsoleSpanExporter]
+
+
+def test_an_exporter_or_protocol_the_platform_does_not_know_is_refused_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
+    with pytest.raises(telemetry.TelemetryMisconfigured, match="OTEL_TRACES_EXPORTER=zipkin"):
+        telemetry.span_exporters()
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with pytest.raises(telemetry.TelemetryMisconfigured, match="http/json"):
+        telemetry.span_exporters()
+
+
+def test_the_sdk_switched_off_exports_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert telemetry.span_exporters() == []
+
+
+def test_the_service_name_is_the_service_s_own_unless_otel_service_name_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert telemetry.resource("journey").attributes["service.name"] == "journey"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "journey-eu-1")
+    assert telemetry.resource("journey").attributes["service.name"] == "journey-eu-1"
+
+
+def test_only_a_sampled_trace_context_is_kept_with_work_that_continues_later() -> None:
+    assert telemetry.sampled_traceparent([("ce_id", b"x"), ("traceparent", SAMPLED.encode())]) == SAMPLED
+    assert telemetry.sampled_traceparent([("traceparent", NOT_SAMPLED.encode())]) is None
+    assert telemetry.sampled_traceparent([("traceparent", b"garbage")]) is None
+    assert telemetry.sampled_traceparent(None) is None
+
+
+def test_a_link_points_at_the_span_a_stored_traceparent_names() -> None:
+    [link] = telemetry.link_to(SAMPLED)
+    assert f"{link.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert f"{link.context.span_id:016x}" == "b7ad6b7169203331"
+    assert telemetry.link_to(None) == []
+    assert telemetry.context_from("not a traceparent") is None
+
+
+def test_work_carried_on_under_a_stored_traceparent_joins_its_trace() -> None:
+    spans = InMemorySpanExporter()
+    tracer = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)]).get_tracer("test")
+    with tracer.start_as_current_span("decide"):
+        stored = telemetry.current_traceparent()
+    assert stored is not None
+    with tracer.start_as_current_span("deliver", context=telemetry.context_from(stored)):
+        pass
+    decide, deliver = spans.get_finished_spans()
+    assert deliver.parent is not None
+    assert (deliver.context.trace_id, deliver.parent.span_id) == (decide.context.trace_id, decide.context.span_id)
+
+
+def test_redis_commands_outside_any_traced_work_are_not_exported() -> None:
+    spans = InMemorySpanExporter()
+    provider = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)])
+    redis = provider.get_tracer(telemetry.REDIS_SCOPE)
+    with redis.start_as_current_span("ZRANGEBYSCORE"):
+        pass  # a background loop polling
+    with provider.get_tracer("klantreis").start_as_current_span("deliver"), redis.start_as_current_span("HGETALL"):
+        pass
+    assert sorted(s.name for s in spans.get_finished_spans()) == ["HGETALL", "deliver"]
+
+
+def test_a_log_line_is_one_json_object_with_the_service_and_the_current_trace_and_span() -> None:
+    spans = InMemorySpanExporter()
+    tracer = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)]).get_tracer("test")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLines("journey"))
+    log = logging.getLogger("test.json.lines")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        with tracer.start_as_current_span("handle") as span:
+            log.warning("dead-lettered %s[%s]@%s", "identity.members.v1", 1, 42)
+        log.error("outside any trace")
+    finally:
+        log.removeHandler(handler)
+    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert inside["message"] == "dead-lettered identity.members.v1[1]@42"
+    assert (inside["service"], inside["level"], inside["logger"]) == ("journey", "WARNING", "test.json.lines")
+    assert inside["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    assert inside["span_id"] == f"{span.get_span_context().span_id:016x}"
+    assert "trace_id" not in outside
