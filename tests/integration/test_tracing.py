@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
 import pytest
 import uvicorn
+from faststream.kafka import KafkaRouter
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -31,10 +33,16 @@ from services.journey.app import create_app as journey_app
 from services.journey.settings import JourneySettings
 from services.notifications.app import create_app as notifications_app
 from shared import telemetry
+from shared.events import CloudEvent, EventData
+from shared.events.journey import FrictionResolved
+from shared.events.members import MemberErased
+from shared.kafka import subscribe
+from shared.service import ServiceParts, build_app
 from shared.settings import Settings
+from shared.topics import FRICTIONS, MEMBERS
 from tests.integration.conftest import MakeKey
 from tests.integration.test_notifications_support import SmtpSink, TestClock, notifications_settings
-from tests.support import eventually, running
+from tests.support import eventually, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -202,3 +210,48 @@ async def test_a_sign_up_to_e_mail_journey_is_one_span_tree_per_trace_linked_whe
     attributes = json.dumps([{**dict(s.attributes or {}), "name": s.name} for s in found], default=str)
     for personal in ("Sanne", "Vries", PERSON["email"], "1991-04-12", "1034 AB"):
         assert personal not in attributes
+
+
+async def test_a_handler_that_publishes_twice_continues_the_trace_of_the_message_it_handles(
+    spans: InMemorySpanExporter, settings: Settings
+) -> None:
+    """FastStream #2625: publishing more than once from one handler under the telemetry middleware once raised."""
+    parts = ServiceParts.connect("relay", settings)
+    router = KafkaRouter()
+    done: list[str] = []
+
+    async def relay(event: CloudEvent, data: EventData) -> None:
+        for kind in ("first", "second"):
+            await parts.publisher.publish(resolved(event, kind))
+        await parts.publisher.publish_many([resolved(event, "third"), resolved(event, "fourth")])
+        done.append(event.id)
+
+    subscribe(router, settings, parts.publisher, topic=MEMBERS, group="relay", handler=relay)
+    app = build_app(parts, title="relay", description="publishes four events per member event", kafka=router)
+    async with running(app):
+        spans.clear()
+        trigger = CloudEvent.create(
+            MemberErased(), id=str(uuid.uuid4()), subject=str(uuid.uuid4()), source="/identity", library="oba"
+        )
+        with telemetry.tracer().start_as_current_span("test publishes"):
+            await parts.publisher.publish(trigger)
+        await eventually(lambda: asyncio.sleep(0, result=done))
+
+    dead = await read_to_end(settings.kafka_bootstrap, settings.topic(MEMBERS.dead_letters))
+    assert dead == []
+    found = list(spans.get_finished_spans())
+    index = by_id(found)
+    consumed = one(found, f"{settings.topic(MEMBERS.name)} process", SpanKind.CONSUMER)
+    published = [s for s in found if s.name == f"{settings.topic(FRICTIONS.name)} publish"]
+    assert len(published) == 4
+    for span in published:
+        assert consumed.name in chain(span, index)
+        assert chain(span, index)[-1] == "test publishes"
+
+
+def resolved(cause: CloudEvent, kind: str) -> CloudEvent:
+    data = FrictionResolved(
+        friction_id=f"{cause.id}-{kind}", rule=RULE, resolved_by_event_id=cause.id,
+        resolved_at=datetime.now(UTC), seconds_to_resolve=0.0,
+    )  # fmt: skip
+    return CloudEvent.create(data, id=str(uuid.uuid4()), subject=cause.subject or "", source="/relay", library="oba")
