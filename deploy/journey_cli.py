@@ -468,8 +468,7 @@ def _load_candidate(path: Path) -> RuleCatalogue:
     try:
         return load_rules(path)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise RuntimeProblem(f"{path}: {where}: {first['msg']} ({exc.error_count()} errors)") from None
+        errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_input=False)]
+        raise RuntimeProblem(f"{path} is not a valid rule catalogue: {'; '.join(errors[:5])}") from None
     except yaml.YAMLError as exc:
         raise RuntimeProblem(f"{path}: not YAML: {exc}") from None
