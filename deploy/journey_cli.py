@@ -324,7 +324,8 @@ async def _wait_settled(settings: JourneySettings, key: str, within: float) -> N
                 raise RuntimeProblem(
                     f"{url} answered {response.status_code}: the key needs the operator or analyst role"
                 )
-            response.raise_for_status()
+            if response.status_code != 200:
+                raise RuntimeProblem(f"{url} answered {response.status_code}: is it the journey service?")
             status = response.json()
             if status["settled"]:
                 note(f"caught up in {time.monotonic() - started:.1f} s")

@@ -29,7 +29,7 @@ from shared.events import CloudEvent, to_structured
 from shared.events.registry import TYPE_PREFIX
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import header, read_to_end
+from tests.support import eventually, header, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +132,31 @@ async def test_simulate_to_kafka_with_check_prints_exact_precision_and_recall_pe
     }
     assert rows["all"] == [f"{sum(planted.values()):,}", f"{sum(planted.values()):,}", "1.000", "1.000"]
     assert "detected exactly as planted" in out
+
+
+async def test_the_journey_status_says_how_far_each_input_partition_got_to_operators_and_analysts_only(
+    settings: Settings, make_key: MakeKey
+) -> None:
+    events = simulate(30, seed=2).events
+    journey = JourneySettings(**settings.model_dump(), journey_idle_seconds=0.2, journey_timer_tick_seconds=0.1)
+    app = journey_app(journey)
+    async with running(app) as client:
+        await app.state.parts.publisher.publish_many(events)
+
+        async def settled() -> dict[str, Any] | None:
+            response = await client.get("/v1/status", headers={"Authorization": f"Bearer {await make_key('analyst')}"})
+            return response.json() if response.json()["settled"] else None
+
+        status = await eventually(settled)
+        refused = await client.get("/v1/status", headers={"Authorization": f"Bearer {await make_key('ingest')}"})
+    assert status["caught_up"] and status["applied_events"] == len(events)
+    assert sum(p["end_offset"] for p in status["partitions"]) == len(events)
+    assert {p["topic"] for p in status["partitions"]} == {settings.topic("identity.members.v1"),
+                                                          settings.topic("propositions.usage.v1")}  # fmt: skip
+    assert all(
+        p["lag"] == 0 and p["applied_offset"] == p["end_offset"] - 1 for p in status["partitions"] if p["end_offset"]
+    )
+    assert refused.status_code == 403
 
 
 async def test_a_missing_kafka_is_one_line_saying_what_to_start(
