@@ -180,13 +180,17 @@ class ReportCache:
             return await compute()
         now = time.monotonic()
         entry = self._entries.get(key)
-        if entry is None or entry[0] <= now or (entry[1].done() and entry[1].exception() is not None):
+        if entry is None or entry[0] <= now or _failed(entry[1]):
             for stale in [k for k, (until, _) in self._entries.items() if until <= now]:
                 del self._entries[stale]
             entry = (now + self._seconds, asyncio.ensure_future(compute()))
             self._entries[key] = entry
         # Shielded: a client that goes away does not cancel the computation others wait for.
         return await asyncio.shield(entry[1])
+
+
+def _failed(task: asyncio.Task[Computed]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
 
 
 def _bad(parameter: str, message: str) -> Problem:
