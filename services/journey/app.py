@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.journey.handlers import FrictionDetector, journey_router
+from services.journey.pages import pages_router
 from services.journey.reports_api import reports_router
 from services.journey.rules import RuleCatalogue, load_rules, with_window
 from services.journey.settings import JourneySettings
@@ -31,7 +32,11 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
         title="klantreis journey",
         description="Stitches each member's journey across channels and platforms, detects friction in event "
         "time, tracks resolution, and serves friction, funnel and reach reports.",
-        api=[reports_router(store, settings), status_router(detector, store)],
+        api=[
+            reports_router(store, settings),
+            status_router(detector, store),
+            pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
+        ],
         kafka=journey_router(detector, settings, parts.publisher),
         background=[detector.run_timers],
         publishes=[FrictionDetected, FrictionResolved],

@@ -13,6 +13,7 @@ from services.notifications.delivering import Deliverer
 from services.notifications.handlers import notifications_router
 from services.notifications.inbox import Inbox
 from services.notifications.management import CampaignManagement
+from services.notifications.pages import pages_router
 from services.notifications.senders import EmailSender, WebhookSender
 from services.notifications.settings import NotificationsSettings
 from services.notifications.store import NotificationStore
@@ -55,7 +56,7 @@ def create_app(
         description="Unified campaigns: marketing configures a campaign once for the whole network; every member "
         "who meets its trigger gets one consistent message, from the right library, on a channel they agreed to, "
         "at a decent hour, once. E-mail, SMS, push and the in-app inbox; results against a holdout.",
-        api=[campaigns_router(management), inbox_router(Inbox(store))],
+        api=[campaigns_router(management), inbox_router(Inbox(store)), pages_router(parts, settings, management)],
         kafka=notifications_router(decider, settings, parts.publisher),
         background=[deliverer.run, decider.run_broadcasts],
         publishes=[

@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 from shared.web.i18n import NO_NUMBER
 
-WIDTH = 400
+WIDTH = 360
 ROW = 34  # height of one labelled bar
 Shown = Callable[[float | None], str]
 DASHES = ("", "6 3", "2 3", "8 3 2 3", "1 2", "10 4")

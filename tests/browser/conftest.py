@@ -1,7 +1,7 @@
 """Browser tests: the four services on loopback ports (uvicorn, in-process) against the session's real Kafka and
 Redis, driven by Debian's headless Chromium through Playwright (launched by its path: no browser is ever
-downloaded). Starting the platform takes seconds, so one platform serves a whole test module; each test gets a
-fresh browser context (no cookies) and its own keys.
+downloaded). Starting the platform takes seconds, so one platform (and one browser) serves every browser test;
+each test gets a fresh browser context (no cookies) and keys of its own, and checks what its own actions did.
 
 Screenshots go to test-artefacts/screenshots/ (ignored by git).
 """
@@ -49,6 +49,7 @@ class Platform:
     settings: Settings
     urls: dict[str, str]
     keyring: Keyring
+    apps: dict[str, FastAPI]
 
     async def key(self, *roles: str, library: str = NETWORK, name: str = "browser test") -> str:
         return await self.keyring.create(name, list(roles), library)
@@ -72,7 +73,7 @@ async def served(app: FastAPI, port: int) -> AsyncIterator[None]:
         await task
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platform]:
     namespace = f"t{uuid.uuid4().hex[:8]}."
     ports = {service: free_port() for service in SERVICES}
@@ -94,10 +95,10 @@ async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platfo
         "journey": journey_app(
             JourneySettings(
                 **values,
-                journey_activation_window=timedelta(seconds=3),
                 journey_allowed_lateness=timedelta(0),
-                journey_timer_tick_seconds=0.1,
+                journey_timer_tick_seconds=0.2,
                 journey_idle_seconds=0.5,
+                journey_report_cache_seconds=0,  # each page load computes what the events say by then
             )
         ),
         "notifications": notifications_app(NotificationsSettings(**values, notifications_delivery_tick_seconds=0.1)),
@@ -106,18 +107,18 @@ async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platfo
     async with contextlib.AsyncExitStack() as stack:
         for service in SERVICES:
             await stack.enter_async_context(served(apps[service], ports[service]))
-        yield Platform(settings, urls, Keyring(redis, settings))
+        yield Platform(settings, urls, Keyring(redis, settings), apps)
     await redis.aclose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run deploy/bootstrap.sh (it installs Debian's chromium)", pytrace=False)
     return CHROMIUM
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True)

@@ -1,0 +1,197 @@
+"""The friction dashboard in a real browser: a scripted network of members goes through Kafka into the journey
+service, and the numbers the dashboard shows are the reports API's, cell by cell; suppressed cells are an en dash;
+a library's key sees its own library only; each section downloads the API's CSV."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Locator, Page, expect
+
+from services.journey.pages import duration
+from shared.web.i18n import NO_NUMBER, Translator
+from tests.browser.conftest import PHONE, Platform, horizontal_overflow, screenshot, sign_in, unlabelled_fields
+from tests.integration.test_journey_reports import FUNNEL, settle, the_network
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+NL = Translator("nl")
+DASH = NO_NUMBER
+
+
+@pytest.fixture(scope="module")
+async def network(platform: Platform) -> Platform:
+    """The reports tests' scripted network (docs in `the_network`), published and settled."""
+    journey = platform.apps["journey"]
+    await journey.state.parts.publisher.publish_many(the_network())
+    await settle(journey)
+    return platform
+
+
+async def api_rows(platform: Platform, key: str, path: str, **params: Any) -> list[dict[str, Any]]:
+    async with platform.client("journey", key) as api:
+        response = await api.get(path, params=params)
+    assert response.status_code == 200, response.text
+    rows: list[dict[str, Any]] = response.json()["rows"]
+    return rows
+
+
+async def table_cells(table: Locator) -> list[list[str]]:
+    cells: list[list[str]] = await table.locator("tbody tr").evaluate_all(
+        "rows => rows.map(r => Array.from(r.cells).map(c => c.innerText.trim()))"
+    )
+    return cells
+
+
+def n(value: float | None, decimals: int = 0) -> str:
+    return DASH if value is None else NL.number(value, decimals)
+
+
+def pct(value: float | None) -> str:
+    return DASH if value is None else NL.percent(value)
+
+
+async def test_the_libraries_table_shows_the_reports_api_numbers(network: Platform, page: Page) -> None:
+    key = await network.key("analyst")
+    await sign_in(page, network.urls["journey"], key)
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Frictiedashboard")
+
+    rows = await api_rows(network, key, "/v1/reports/frictions", by="library")
+    expected = [
+        [r["library"], n(r["members"]), n(r["detected"]), n(r["frictions_per_1000_members"], 1)]
+        for r in sorted(rows, key=lambda r: r["library"])
+    ]
+    shown = await table_cells(page.get_by_role("table", name="Bibliotheken met de meeste frictie per 1.000 leden"))
+    assert shown == expected
+    # The scripted network: oba has 22 members (see the_network), so its rate is detected per 22.
+    [oba] = [row for row in shown if row[0] == "oba"]
+    assert oba[1] == "22"
+    await screenshot(page, "dashboard")
+
+
+async def test_resolution_rates_for_one_library_match_the_api(network: Platform, page: Page) -> None:
+    key = await network.key("analyst")
+    await sign_in(page, network.urls["journey"], key, next_path="/pages/dashboard?library=oba")
+
+    rows = await api_rows(network, key, "/v1/reports/frictions", by="rule", library="oba")
+    expected = [
+        [
+            NL.get(f"rules.{r['rule']}", r["rule"]),
+            n(r["detected"]),
+            n(r["resolved"]),
+            pct(r["resolution_rate"]),
+            DASH if r["median_seconds_to_resolve"] is None else duration(NL, r["median_seconds_to_resolve"]),
+            n(r["starts"]),
+            n(r["rate_per_1000_starts"], 1),
+        ]
+        for r in rows
+    ]
+    assert rows
+    assert await table_cells(page.get_by_role("table", name="Oplossingsgraad per regel")) == expected
+
+
+async def test_suppressed_cells_are_an_explained_dash_exactly_where_the_api_suppresses(
+    network: Platform, page: Page
+) -> None:
+    key = await network.key("analyst")
+    await sign_in(page, network.urls["journey"], key)
+
+    rows = await api_rows(network, key, "/v1/reports/reach")
+    expected = [
+        [
+            "heel het netwerk" if r["library"] == "*" else r["library"],
+            "alle gekozen leeftijden" if r["age_band"] == "*" else r["age_band"],
+            n(r["members"]),
+            n(r["active"]),
+            pct(r["share"]),
+        ]
+        for r in rows
+    ]
+    table = page.get_by_role("table", name="Actief bereik, laatste 12 maanden")
+    assert await table_cells(table) == expected
+    suppressed = [r for r in rows if r["suppressed"]]
+    assert suppressed, "the scripted network has libraries with fewer than five young members"
+    dashes = table.locator("abbr[title='verborgen, te weinig leden']")
+    await expect(dashes).to_have_count(sum(3 for _ in suppressed))  # members, active and share of each
+    await expect(dashes.first).to_have_text(DASH)
+    await expect(page.get_by_role("region", name="Actief bereik")).to_contain_text("minder dan 5 leden of fricties")
+
+
+async def test_the_funnel_between_chosen_steps_matches_the_api(network: Platform, page: Page) -> None:
+    key = await network.key("analyst")
+    await sign_in(page, network.urls["journey"], key)
+    await page.get_by_label("Stap 1").select_option(label="Aangemeld")
+    await page.get_by_label("Stap 2").select_option(label="Pas geactiveerd")
+    await page.get_by_label("Stap 3").select_option(label="Geleend")
+    await page.get_by_label("Uitgesplitst naar").select_option(label="Kanaal")
+    await page.get_by_label("Dagen tussen stappen").fill("30")
+    await page.get_by_role("button", name="Tonen").click()
+
+    rows = await api_rows(network, key, "/v1/reports/funnel", steps=FUNNEL, by="channel", within="P30D")
+    expected = [
+        [
+            r["channel"],
+            f"{r['step_number']}. {NL.get('steps.' + r['step'], r['step'])}",
+            n(r["entered"]),
+            n(r["reached"]),
+            n(r["dropped"]),
+            n(r["in_progress"]),
+            pct(r["conversion"]),
+        ]
+        for r in rows
+    ]
+    assert await table_cells(page.get_by_role("table", name="Trechter")) == expected
+    await expect(page.get_by_role("img", name="Trechter: online")).to_be_visible()
+
+
+async def test_a_library_key_sees_only_its_own_library(network: Platform, page: Page) -> None:
+    key = await network.key("analyst", library="oba")
+    # Asking for another library in the address changes nothing: the key's library is the filter.
+    await sign_in(page, network.urls["journey"], key, next_path="/pages/dashboard?library=haarlem")
+
+    library = page.get_by_label("Bibliotheek", exact=True)
+    await expect(library).to_have_value("oba")
+    await expect(library).to_have_attribute("readonly", "")
+    libraries = await table_cells(page.get_by_role("table", name="Bibliotheken met de meeste frictie"))
+    assert [row[0] for row in libraries] == ["oba"]
+    reach = await table_cells(page.get_by_role("table", name="Actief bereik"))
+    assert {row[0] for row in reach} <= {"oba", "heel het netwerk"}
+    page_text = await page.locator("main").inner_text()
+    assert "haarlem" not in page_text and "utrecht" not in page_text
+
+
+async def test_each_section_downloads_the_api_csv_for_what_is_shown(network: Platform, page: Page) -> None:
+    key = await network.key("analyst")
+    await sign_in(page, network.urls["journey"], key, next_path="/pages/dashboard?period=month")
+
+    section = page.get_by_role("region", name="Fricties in de tijd, per regel")
+    async with page.expect_download() as info:
+        await section.get_by_role("link", name="CSV downloaden").click()
+    download = await info.value
+    assert download.suggested_filename == "klantreis-over-time.csv"
+    saved = await download.path()
+    async with network.client("journey", key) as api:
+        expected = await api.get("/v1/reports/frictions", params={"by": "rule", "period": "month", "format": "csv"})
+    assert saved.read_bytes() == expected.content
+    assert expected.content.startswith(b"rule,period,detected,resolved")
+
+
+async def test_the_dashboard_fits_a_phone_and_labels_every_field(network: Platform, browser: Browser) -> None:
+    context = await browser.new_context(viewport=PHONE, locale="nl-NL")
+    try:
+        page = await context.new_page()
+        await sign_in(page, network.urls["journey"], await network.key("analyst"))
+        assert await horizontal_overflow(page) == 0
+        assert await unlabelled_fields(page) == []
+        await screenshot(page, "dashboard-phone")
+    finally:
+        await context.close()
+
+
+async def test_pages_without_a_session_send_the_browser_to_sign_in(network: Platform) -> None:
+    async with httpx.AsyncClient(base_url=network.urls["journey"]) as client:
+        response = await client.get("/pages/dashboard?period=day")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/pages/sign-in?next=%2Fpages%2Fdashboard%3Fperiod%3Dday"
