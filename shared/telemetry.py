@@ -42,6 +42,15 @@ UNTRACED_PATHS = "/healthz$,/readyz$,/metrics$"
 # Spans of this instrumentation without a parent are the polling of background loops (timers due? deliveries
 # due?): not exported. Inside a request, a consumed message, a fired timer or a delivery they are.
 REDIS_SCOPE = "opentelemetry.instrumentation.redis"
+# Who called: a member's app calls from the member's device, and an IP address or user agent is personal data.
+# Server spans get these from the HTTP instrumentation; they are left out of what is exported.
+CALLER_ATTRIBUTES = frozenset(
+    {
+        "net.peer.ip", "net.peer.port", "net.sock.peer.addr", "net.sock.peer.port", "http.client_ip",
+        "client.address", "client.port", "network.peer.address", "network.peer.port", "http.user_agent",
+        "user_agent.original",
+    }
+)  # fmt: skip
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
@@ -105,8 +114,9 @@ def resource(service: str) -> Resource:
     return Resource.create({"service.name": name, "service.namespace": NAMESPACE})
 
 
-class WithoutOrphanRedis(SpanProcessor):
-    """Passes spans on to `inner`, except Redis commands made outside any traced work (background polling)."""
+class SpanFilter(SpanProcessor):
+    """Passes finished spans on to `inner`, except Redis commands made outside any traced work (background
+    polling), and without the caller's address and user agent."""
 
     def __init__(self, inner: SpanProcessor) -> None:
         self._inner = inner
@@ -118,7 +128,7 @@ class WithoutOrphanRedis(SpanProcessor):
         scope = span.instrumentation_scope
         if span.parent is None and scope is not None and scope.name == REDIS_SCOPE:
             return
-        self._inner.on_end(span)
+        self._inner.on_end(_without_caller(span))
 
     def shutdown(self) -> None:
         self._inner.shutdown()
@@ -127,12 +137,32 @@ class WithoutOrphanRedis(SpanProcessor):
         return self._inner.force_flush(timeout_millis)
 
 
+def _without_caller(span: ReadableSpan) -> ReadableSpan:
+    attributes = span.attributes or {}
+    if CALLER_ATTRIBUTES.isdisjoint(attributes):
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={k: v for k, v in attributes.items() if k not in CALLER_ATTRIBUTES},
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
 def tracer_provider(service: str, processors: Iterable[SpanProcessor]) -> TracerProvider:
-    """A provider as the platform configures it (resource, sampler from the environment, no orphan Redis
-    spans), sending finished spans to `processors`."""
+    """A provider as the platform configures it (resource, sampler from the environment, `SpanFilter`), sending
+    finished spans to `processors`."""
     provider = TracerProvider(resource=resource(service))
     for processor in processors:
-        provider.add_span_processor(WithoutOrphanRedis(processor))
+        provider.add_span_processor(SpanFilter(processor))
     return provider
 
 

@@ -73,7 +73,7 @@ def spans() -> InMemorySpanExporter:
     processor = SimpleSpanProcessor(SPANS)
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
-        provider.add_span_processor(telemetry.WithoutOrphanRedis(processor))
+        provider.add_span_processor(telemetry.SpanFilter(processor))
     else:
         trace.set_tracer_provider(telemetry.tracer_provider("klantreis-tests", [processor]))
     return SPANS
@@ -206,10 +206,14 @@ async def test_a_sign_up_to_e_mail_journey_is_one_span_tree_per_trace_linked_whe
     assert "deliver" in chain(sent, index)
     assert {s.context.trace_id for s in (consumed, deliver, lookup, smtp_send, sent)} == {fired.context.trace_id}
 
-    # Ids and types only: nothing of the person in any span.
+    # Ids and types only: nothing of the person in any span, nor where the caller called from.
     attributes = json.dumps([{**dict(s.attributes or {}), "name": s.name} for s in found], default=str)
     for personal in ("Sanne", "Vries", PERSON["email"], "1991-04-12", "1034 AB"):
         assert personal not in attributes
+    for server in (sign_up, lookup):
+        assert server.attributes is not None
+        assert telemetry.CALLER_ATTRIBUTES.isdisjoint(server.attributes), dict(server.attributes)
+        assert server.attributes["http.route"]
 
 
 async def test_a_handler_that_publishes_twice_continues_the_trace_of_the_message_it_handles(

@@ -129,3 +129,14 @@ def test_a_log_line_is_one_json_object_with_the_service_and_the_current_trace_an
     assert inside["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     assert inside["span_id"] == f"{span.get_span_context().span_id:016x}"
     assert "trace_id" not in outside
+
+
+def test_the_caller_s_address_and_user_agent_are_not_exported() -> None:
+    spans = InMemorySpanExporter()
+    provider = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)])
+    attributes = {"http.route": "/v1/members/{member_id}/inbox", "net.peer.ip": "203.0.113.7",
+                  "client.address": "203.0.113.7", "http.user_agent": "BibliotheekApp/5.1 (iPhone)"}  # fmt: skip
+    with provider.get_tracer("test").start_as_current_span("GET /v1/members/{member_id}/inbox", attributes=attributes):
+        pass
+    [span] = spans.get_finished_spans()
+    assert dict(span.attributes or {}) == {"http.route": "/v1/members/{member_id}/inbox"}
