@@ -213,18 +213,22 @@ class Members:
             ids.new("event"),
         )
         hashes = self._dup_hashes(record)
-        suspicions = await self._duplicates(member_id, record, hashes, touch)
+        # Stored (with its duplicate index) before looking for duplicates: of two simultaneous sign-ups sharing an
+        # address, each sees the other, and the one that queues their suspicion first publishes it.
         await self._store.create(member_id, record, hashes)
+        queued: list[str] = []
         try:
+            suspicions = await self._duplicates(member_id, record, hashes, touch, queued)
             await self._publisher.publish_many([signed_up, *suspicions])
         except Exception:
             # Not acknowledged means not signed up: leave no personal data behind for a member nobody knows.
             await self._store.erase(member_id, hashes, None)
+            await self._store.drop_suspicions(queued)
             raise
         return member_id, signed_up.id
 
     async def _duplicates(
-        self, member_id: str, record: dict[str, str], hashes: list[str], touch: Touch
+        self, member_id: str, record: dict[str, str], hashes: list[str], touch: Touch, queued: list[str]
     ) -> list[CloudEvent]:
         """Members sharing the e-mail address or phone number, queued for confirmation before any merge."""
         matches: dict[str, list[str]] = {}
@@ -238,7 +242,7 @@ class Members:
             if other_record is None:
                 continue
             suspicion_id = deterministic_id("duplicate", *sorted((member_id, other)))
-            await self._store.add_suspicion(
+            added = await self._store.add_suspicion(
                 suspicion_id,
                 {
                     "id": suspicion_id,
@@ -251,6 +255,11 @@ class Members:
                     "created_at": touch.time.isoformat(),
                 },
             )
+            if added:
+                queued.append(suspicion_id)
+            elif (await self._store.suspicion(suspicion_id) or {}).get("member_id") != member_id:
+                continue  # the other member's simultaneous sign-up queued it and publishes it
+            # else: queued by this very sign-up before a crash; published again under the same event id
             events.append(
                 self._event(
                     DuplicateSuspected(

@@ -164,15 +164,24 @@ class MemberStore:
     # ------------------------------------------------------------------------------------ duplicates
 
     async def add_suspicion(self, suspicion_id: str, fields: dict[str, str]) -> bool:
-        """Queue a suspicion once: False when this pair is already queued."""
+        """Queue a suspicion once: False when this pair is already queued (by this or a simultaneous sign-up)."""
         key = self._k("suspicion", suspicion_id)
-        if await self._redis.exists(key):
+        if not await self._redis.hsetnx(key, "id", suspicion_id):
             return False
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=cast(Any, fields))
             pipe.sadd(self._k("suspicions", "pending"), suspicion_id)
             await pipe.execute()
         return True
+
+    async def drop_suspicions(self, suspicion_ids: Iterable[str]) -> None:
+        """Forget suspicions queued for a sign-up that did not happen after all."""
+        ids = list(suspicion_ids)
+        if ids:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(*[self._k("suspicion", s) for s in ids])
+                pipe.srem(self._k("suspicions", "pending"), *ids)
+                await pipe.execute()
 
     async def suspicion(self, suspicion_id: str) -> dict[str, str] | None:
         found = cast(dict[str, str], await self._redis.hgetall(self._k("suspicion", suspicion_id)))

@@ -603,6 +603,19 @@ async def test_two_sign_ups_with_one_email_address_at_two_libraries_are_suspecte
     assert await identity.suspicions(await identity.key("member-data", library="utrecht")) == []
 
 
+async def test_two_simultaneous_sign_ups_with_one_email_address_are_suspected_once(identity: Identity) -> None:
+    responses = await asyncio.gather(
+        *(identity.client.post("/v1/members", json=identity.person(email="gelijk@example.nl", home_library=library))
+          for library in ("oba", "haarlem"))
+    )  # fmt: skip
+    members = {response.json()["member_id"] for response in responses}
+
+    [suspicion] = await identity.suspicions()
+    assert {suspicion["member_id"], suspicion["other_member_id"]} == members
+    records = [r for member in members for r in await identity.everything_of(member)]
+    assert [short_type(r) for r in records].count("duplicate_suspected") == 1
+
+
 async def test_a_confirmed_duplicate_is_merged_into_the_survivor(identity: Identity) -> None:
     survivor = await identity.sign_up(email="jan@example.nl", home_library="oba")
     merged = await identity.sign_up(email="JAN@example.nl", home_library="haarlem")
