@@ -114,6 +114,14 @@ def _remember_trace(journey: engine.Journey, outcome: engine.Outcome, traceparen
         journey.pop(TRACES, None)
 
 
+def _forget_trace(journey: engine.Journey, timer: str) -> str | None:
+    traces: dict[str, str] = journey.get(TRACES, {})
+    started = traces.pop(timer, None)
+    if not traces:
+        journey.pop(TRACES, None)
+    return started
+
+
 def _continue_trace(events: list[CloudEvent], context: Context | None, contexts: dict[str, Context]) -> None:
     if context is not None:
         contexts.update((event.id, context) for event in events)
@@ -294,7 +302,7 @@ class FrictionDetector:
                         continue  # erased or merged meanwhile
                     derived = len(changes.outbox)
                     _take(changes, partition, member, engine.fire(journey, timer, self._by_id))
-                    started = journey.get(TRACES, {}).pop(timer, None)
+                    started = _forget_trace(journey, timer)
                     if len(changes.outbox) > derived:
                         span = self._fired_span(member, timer, started, changes.outbox[derived:])
                         spans.append(span)
