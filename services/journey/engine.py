@@ -201,14 +201,23 @@ def _open(journey: Journey, friction: Friction, key: str) -> None:
     journey["o"][friction.friction_id] = {**friction.as_json(), "key": key}
 
 
+def _expected(state: dict[str, Any]) -> list[list[Any]]:
+    """The rule's expected events as [time, event id], oldest first (journeys stored before ids had times only)."""
+    state["e"] = [e if isinstance(e, list) else [e, None] for e in state["e"]]
+    expected: list[list[Any]] = state["e"]
+    return expected
+
+
 def _absence_event(journey: Journey, rule: AbsenceRule, event: CloudEvent, t: int) -> Outcome:
     out = Outcome()
     if rule.expect.matches(event):
         key = f"{rule.id}|{_corr(event, list(rule.same.values()))}"
         state = journey["r"].setdefault(key, {"s": [], "e": []})
-        if t not in state["e"]:
-            bisect.insort(state["e"], t)
-            del state["e"][: max(0, len(state["e"]) - EXPECTS_KEPT)]
+        # [time, event id]: the id tells an expected event at the very time of a start from the start itself.
+        expected = _expected(state)
+        if not any(e[1] == event.id for e in expected):
+            bisect.insort(expected, [t, event.id], key=lambda e: e[0])
+            del expected[: max(0, len(expected) - EXPECTS_KEPT)]
         out.resolved += _resolve_open(journey, rule.id, key, event, t)
     if rule.start.matches(event) and _may_apply(rule, journey):
         key = f"{rule.id}|{_corr(event, list(rule.same))}"
@@ -318,8 +327,10 @@ def _fire_absence(journey: Journey, rule: AbsenceRule, timer: str) -> Outcome:
     _, _, library, platform, pair = start
     profile = journey["p"]
     out = Outcome()
-    # Strictly after the start: an event that is both start and expected (a course attended) does not meet itself.
-    met = any(t0 < e <= due for e in state["e"])
+    # At or after the start, but not the start itself: an event that is both start and expected (a course
+    # attended) does not meet itself, while a login at the very millisecond of a channel switch does meet it.
+    expected = _expected(state)
+    met = any(t0 <= t <= due and event_id != start_id for t, event_id in expected)
     out.closed.append(
         ClosedStart(
             rule.id,
@@ -344,14 +355,14 @@ def _fire_absence(journey: Journey, rule: AbsenceRule, timer: str) -> Outcome:
             pair,
         )
         out.detected.append(friction)
-        later = [e for e in state["e"] if e > due]
+        later = [t for t, _ in expected if t > due]
         if later:  # the expected event came after the window but before the timer fired
             out.resolved.append(Resolution(friction, f"{rule.id}:{journey['id']}:{later[0]}", later[0]))
         else:
             _open(journey, friction, key)
     if not state["s"]:
         # Keep what a later start could still need: nothing older than the window, at most a few times.
-        state["e"] = [e for e in state["e"] if e > due][-EXPECTS_KEPT:]
+        state["e"] = [e for e in expected if e[0] >= due][-EXPECTS_KEPT:]
         if not state["e"]:
             del journey["r"][key]
     return out

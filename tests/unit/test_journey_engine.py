@@ -119,6 +119,19 @@ def test_a_switch_to_another_platform_needs_a_successful_login_there_within_the_
                 from_channel="online", from_platform="website", to_channel="online", to_platform="ebook")  # fmt: skip
     assert rules_hit(run(switch, succeeded("m", 30))) == []
     assert rules_hit(run(switch, succeeded("m", 30, platform="app"))) == ["switch-without-success"]
+    # identity publishes the switch with the time of the touch itself: a login at the very same moment meets it.
+    assert rules_hit(run(switch, succeeded("m", 0))) == []
+
+
+def test_a_course_attended_is_not_its_own_return_visit_but_a_second_course_is() -> None:
+    def attended(days: int) -> CloudEvent:
+        return ev("usage.activity_attended.v1", "m", timedelta(days=days), channel="offline", platform="desk",
+                  activity_id=f"oba.klik-en-tik.{days:08x}", proposition="klik-en-tik")  # fmt: skip
+
+    assert rules_hit(run(signed_up("m", channel="offline"), attended(1))) == ["basic-skills-no-return",
+                                                                              "desk-signup-never-online"]  # fmt: skip
+    hits = rules_hit(run(signed_up("m", channel="offline"), attended(1), attended(8)))
+    assert hits.count("basic-skills-no-return") == 1  # the second course is the first one's return visit
 
 
 def test_a_child_inactive_for_half_a_year_is_a_friction_and_any_activity_re_arms_the_wait() -> None:
