@@ -202,6 +202,7 @@ async def test_the_signed_up_event_is_on_kafka_when_the_202_comes_back_and_holds
         assert personal not in text
     assert json.loads(record.value) == {
         "age_band": "18-64", "home_library": "oba", "postcode_area": "1034", "source": None, "proposition": None,
+        "language": "nl",
     }  # fmt: skip
 
 
