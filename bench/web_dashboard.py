@@ -28,10 +28,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from journey_reports import BATCH, load, redis_server, simulated_network, timed
-
+from bench.journey_reports import BATCH, load, redis_server, simulated_network, timed
 from services.journey.app import create_app
 from services.journey.pages import SECTIONS, dashboard_filters
 from services.journey.rules import load_rules

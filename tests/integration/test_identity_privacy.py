@@ -124,13 +124,13 @@ async def dump_redis(redis: Redis, prefix: str) -> str:
         kind = await redis.type(key)
         value: Any
         if kind == "hash":
-            value = await redis.hgetall(key)  # type: ignore[misc]
+            value = await redis.hgetall(key)
         elif kind == "set":
-            value = sorted(await redis.smembers(key))  # type: ignore[misc]
+            value = sorted(await redis.smembers(key))
         elif kind == "zset":
             value = await redis.zrange(key, 0, -1, withscores=True)
         elif kind == "list":
-            value = await redis.lrange(key, 0, -1)  # type: ignore[misc]
+            value = await redis.lrange(key, 0, -1)
         else:
             value = await redis.get(key)
         out.append(f"{key} {value}")

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -162,7 +162,7 @@ async def test_an_erased_member_s_journey_is_gone(live: Live) -> None:
         await live.publisher.publish(event("member.erased.v1", "erased-member", now))
         await eventually(lambda: _gone(redis, key))
         async for timer_key in redis.scan_iter(match=timers):
-            entries = await redis.zrange(timer_key, 0, -1)
+            entries = cast(list[str], await redis.zrange(timer_key, 0, -1))
             assert not [e for e in entries if e.startswith("erased-member\t")]
     finally:
         await redis.aclose()
@@ -185,7 +185,9 @@ async def test_events_for_a_merged_member_continue_the_survivor_s_journey(live: 
     await live.settle()
     redis = make_redis(live.settings)
     try:
-        survivor = json.loads(await redis.get(live.settings.key("journey", "m", "{survivor}")))
+        stored = await redis.get(live.settings.key("journey", "m", "{survivor}"))
+        assert stored is not None, "the survivor's journey is stored"
+        survivor = json.loads(stored)
         assert not await redis.exists(live.settings.key("journey", "m", "{old-record}"))
     finally:
         await redis.aclose()

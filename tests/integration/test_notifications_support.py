@@ -274,7 +274,7 @@ class Notifications:
         data: EventData = FrictionDetected(
             friction_id=friction_id, rule=rule, start_event_id=str(uuid.uuid4()),
             started_at=detected - timedelta(days=14), due_at=detected, library=library,
-            age_band=age_band,  # type: ignore[arg-type]
+            age_band=age_band,
         )  # fmt: skip
         event = CloudEvent.create(
             data, id=friction_id, subject=member_id, source=f"/journey/rules/{rule}", library=library, time=detected

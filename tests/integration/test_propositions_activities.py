@@ -404,7 +404,8 @@ async def test_an_erased_member_leaves_every_session_and_frees_their_place(propo
         await producer.stop()
 
     async def freed() -> bool:
-        return (await propositions.ok("GET", f"/v1/activities/{activity_id}"))["registered"] == 1
+        registered: int = (await propositions.ok("GET", f"/v1/activities/{activity_id}"))["registered"]
+        return registered == 1
 
     await eventually(freed)
     # The place is free again, and the erased member could be registered anew like anyone.

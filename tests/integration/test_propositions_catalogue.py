@@ -666,7 +666,7 @@ def test_klantreis_seed_without_a_running_service_says_so_in_one_line(capsys: py
 
 # ----------------------------------------------------------------------------------------------------- keys
 
-ENDPOINTS = [
+ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", "/v1/propositions", None),
     ("GET", "/v1/propositions/boekstart", None),
     ("PUT", "/v1/propositions/boekstart", BOEKSTART),

@@ -78,7 +78,7 @@ async def published(propositions: Propositions, *event_ids: str) -> dict[str, An
         propositions.settings.topic(USAGE),
         until=lambda rs: wanted <= {header(r, "ce_id") for r in rs},
     )
-    return {header(r, "ce_id"): r for r in records if header(r, "ce_id") in wanted}
+    return {event_id: r for r in records if (event_id := header(r, "ce_id")) is not None and event_id in wanted}
 
 
 # ------------------------------------------------------------------------------------------------ one loan

@@ -14,6 +14,7 @@ from services.journey import engine
 from services.journey.memory import InMemoryJourneys
 from services.journey.reports import (
     BadParameter,
+    Cell,
     FrictionQuery,
     FunnelCounter,
     FunnelQuery,
@@ -186,7 +187,7 @@ def test_a_row_with_fewer_frictions_or_windows_than_the_minimum_is_suppressed_bu
 
 def test_grouped_by_library_a_row_shows_its_members_and_frictions_per_thousand_members() -> None:
     facts = [fact(library="oba") for _ in range(6)] + [fact(library="haarlem") for _ in range(2)]
-    members = {"oba": 3000, "haarlem": 4, "utrecht": 900}
+    members: dict[str | None, int] = {"oba": 3000, "haarlem": 4, "utrecht": 900}
     report = friction_report(facts, {}, FrictionQuery(by=("library",)), min_cell=5, members_by_library=members)
     rows = by_key(report, "library")
     assert (rows[("oba",)]["members"], rows[("oba",)]["frictions_per_1000_members"]) == (3000, 2.0)
@@ -320,11 +321,11 @@ def test_a_small_reach_cell_is_suppressed_and_a_total_cannot_give_it_away() -> N
 
 
 def test_suppression_with_totals_hides_at_least_two_cells_holding_the_minimum_per_line() -> None:
-    sizes = {("a", "x"): 3, ("b", "x"): 50, ("c", "x"): 60, ("*", "x"): 113}
+    sizes: dict[Cell, int] = {("a", "x"): 3, ("b", "x"): 50, ("c", "x"): 60, ("*", "x"): 113}
     line = [(("*", "x"), [("a", "x"), ("b", "x"), ("c", "x")])]
     assert suppress_with_totals(sizes, line, min_cell=5) == {("a", "x"), ("b", "x")}
     assert suppress_with_totals({**sizes, ("a", "x"): 30}, line, min_cell=5) == set()
-    lonely = {("a", "x"): 2, ("*", "x"): 2}
+    lonely: dict[Cell, int] = {("a", "x"): 2, ("*", "x"): 2}
     assert suppress_with_totals(lonely, [(("*", "x"), [("a", "x")])], min_cell=5) == {("a", "x"), ("*", "x")}
 
 
