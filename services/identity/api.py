@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from services.identity import domain
 from services.identity.members import Members, Person, Touch
@@ -28,6 +28,7 @@ from shared.idempotency import IdempotencyKey, Ids, Replies
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
 from shared.problems import Problem
+from shared.schemas import example_body
 from shared.topics import MEMBERS
 
 # Desk systems and front-office staff write as well as platforms do.
@@ -38,12 +39,8 @@ SignUpPlatform = Literal["website", "app", "desk", "kiosk", "partner", "school"]
 AccountPlatform = Literal["website", "app", "ebook", "ils"]
 
 
-def _example(**example: Any) -> ConfigDict:
-    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
-
-
 class SignUp(BaseModel):
-    model_config = _example(
+    model_config = example_body(
         name="Sanne de Vries",
         email="sanne@example.nl",
         phone="06 1234 5678",
@@ -88,7 +85,7 @@ class SignUp(BaseModel):
 
 
 class RegistrationStart(BaseModel):
-    model_config = _example(home_library="oba", platform="website", source="consultatiebureau")
+    model_config = example_body(home_library="oba", platform="website", source="consultatiebureau")
 
     home_library: LibraryCode
     platform: SignUpPlatform = "website"
@@ -105,7 +102,7 @@ class RegistrationAccepted(BaseModel):
 
 
 class CardActivation(BaseModel):
-    model_config = _example(library="oba", branch="oosterdok")
+    model_config = example_body(library="oba", branch="oosterdok")
 
     library: LibraryCode
     branch: str | None = Field(default=None, max_length=80)
@@ -114,7 +111,7 @@ class CardActivation(BaseModel):
 
 
 class AccountLink(BaseModel):
-    model_config = _example(platform="ebook", external_id="eb-449120")
+    model_config = example_body(platform="ebook", external_id="eb-449120")
 
     platform: AccountPlatform
     external_id: str = Field(min_length=1, max_length=200, description="the account's id on that platform")
@@ -127,7 +124,7 @@ class LinkedAccount(BaseModel):
 
 
 class Login(BaseModel):
-    model_config = _example(platform="ebook", external_id="eb-449120", outcome="failed", reason="bad_credentials")
+    model_config = example_body(platform="ebook", external_id="eb-449120", outcome="failed", reason="bad_credentials")
 
     platform: AccountPlatform
     external_id: str = Field(min_length=1, max_length=200)
@@ -143,19 +140,19 @@ class Login(BaseModel):
 
 
 class Consent(BaseModel):
-    model_config = _example(granted=True)
+    model_config = example_body(granted=True)
 
     granted: bool
 
 
 class Guardian(BaseModel):
-    model_config = _example(guardian_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10")
+    model_config = example_body(guardian_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10")
 
     guardian_id: str = Field(min_length=1, max_length=64)
 
 
 class Confirmation(BaseModel):
-    model_config = _example(survivor_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10", confirmed_by="desk")
+    model_config = example_body(survivor_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10", confirmed_by="desk")
 
     survivor_id: str
     confirmed_by: Literal["desk", "member"]

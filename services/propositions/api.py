@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
 from services.propositions import domain
 from services.propositions.activities import Activities, Plan, Session, Touch, session_key
@@ -45,6 +45,7 @@ from shared.idempotency import IdempotencyKey, Ids, Replies
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
 from shared.problems import Problem
+from shared.schemas import example_body
 from shared.topics import USAGE
 
 # Reading the catalogue needs a valid key of any role.
@@ -56,15 +57,11 @@ Limit = Annotated[int, Query(ge=1, le=500, description="at most this many items"
 Cursor = Annotated[str | None, Query(max_length=300, description="`next_cursor` of the previous page")]
 
 
-def _example(**example: Any) -> ConfigDict:
-    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
-
-
 # ------------------------------------------------------------------------------------------------ models
 
 
 class PropositionBody(BaseModel):
-    model_config = _example(
+    model_config = example_body(
         name_nl="BoekStart",
         name_en="BookStart",
         description_nl="Voorlezen aan baby's en peuters: een gratis BoekStartkoffertje bij het lidmaatschap.",
@@ -105,7 +102,7 @@ class PropositionPage(BaseModel):
 
 
 class LibraryBody(BaseModel):
-    model_config = _example(
+    model_config = example_body(
         name="OBA Openbare Bibliotheek Amsterdam",
         website="https://www.oba.nl",
         postcode_areas=["1000-1109"],
@@ -151,7 +148,7 @@ class LibraryPage(BaseModel):
 
 
 class OfferingBody(BaseModel):
-    model_config = _example(
+    model_config = example_body(
         local_name="BoekStart in de OBA",
         branches=["banne", "waterlandplein"],
         channels=["offline", "online"],
@@ -213,7 +210,7 @@ class ActivityChange(Changed):
 
 
 class ScheduleBody(BaseModel):
-    model_config = _example(
+    model_config = example_body(
         proposition="taalcafe",
         library="oba",
         branch="banne",
@@ -261,7 +258,7 @@ class ActivityPage(BaseModel):
 
 
 class Participation(BaseModel):
-    model_config = _example(member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11", platform="website", channel="online")
+    model_config = example_body(member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11", platform="website", channel="online")
 
     member_id: MemberId
     platform: Platform = Field(default="website", description="where the member did it: website, app, desk, kiosk…")
@@ -284,7 +281,7 @@ class LoanAccepted(BaseModel):
 
 
 class LoanBatch(BaseModel):
-    model_config = _example(loans=[LOAN_EXAMPLE])
+    model_config = example_body(loans=[LOAN_EXAMPLE])
 
     loans: list[Any] = Field(
         min_length=1, max_length=MAX_BATCH, description=f"up to {MAX_BATCH:,} loan reports (see LoanReport)"
