@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.propositions_usage_batch import infrastructure
+from deploy import runtime
 from services.journey.app import create_app
 from services.journey.handlers import FrictionDetector
 from services.journey.history import load
@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500, help="journey consumer batch (KLANTREIS_JOURNEY_BATCH_SIZE)")
     args = parser.parse_args()
-    with infrastructure() as (kafka, redis_url):
+    with runtime.local_infrastructure() as (kafka, redis_url):
         asyncio.run(bench(kafka, redis_url, args.members, args.partitions, args.batch))
 
 

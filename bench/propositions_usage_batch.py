@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -47,50 +42,6 @@ from shared.service import ServiceParts
 from shared.settings import Settings
 
 PARTITIONS = 3
-
-
-@contextlib.contextmanager
-def infrastructure() -> Iterator[tuple[str, str]]:
-    kafka_env, redis_env = os.environ.get("KLANTREIS_KAFKA_BOOTSTRAP"), os.environ.get("KLANTREIS_REDIS_URL")
-    if kafka_env and redis_env:
-        print(f"using Kafka {kafka_env} and Redis {redis_env} from the environment")
-        yield kafka_env, redis_env
-        return
-    runtime.ensure_kafka_jars()
-    runtime.ensure_redis_server()
-    with tempfile.TemporaryDirectory(prefix="klantreis-bench-") as base:
-        kafka = runtime.KafkaNode(
-            data_dir=Path(base) / "kafka", port=runtime.free_port(), controller_port=runtime.free_port()
-        )
-        redis = runtime.RedisNode(data_dir=Path(base) / "redis", port=runtime.free_port())
-        try:
-            print("starting Kafka and Redis on free ports …", flush=True)
-            redis.start(detach=False)
-            kafka.start(detach=False)
-            redis.wait_ready()
-            kafka.wait_ready(timeout=90)
-            yield kafka.bootstrap, redis.url
-        finally:
-            kafka.stop()
-            redis.stop()
-
-
-@contextlib.asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[str]:
-    port = runtime.free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def loans(count: int, library: str = "oba") -> list[dict[str, Any]]:
@@ -204,7 +155,7 @@ async def bench(kafka: str, redis_url: str, count: int, rounds: int) -> None:
         await admin.close()
 
     async with (
-        serving(settings) as url,
+        runtime.serving(create_app(settings)) as url,
         httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300) as client,
     ):
         library = {
@@ -255,7 +206,7 @@ def main() -> None:
     parser.add_argument("--loans", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    with infrastructure() as (kafka, redis_url):
+    with runtime.local_infrastructure() as (kafka, redis_url):
         asyncio.run(bench(kafka, redis_url, args.loans, args.rounds))
 
 

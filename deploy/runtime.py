@@ -3,6 +3,9 @@
 Used by the ``klantreis`` CLI (``up``/``down``/``status``, detached, state in ``.klantreis/``) and by the
 test fixtures (child processes on free ports, fresh data directories). No Docker involved: Kafka runs from
 the jars Maven fetches into ``.kafka/lib`` (see ``deploy/kafka/pom.xml``), Redis from ``redis-server``.
+
+Tests and benchmarks also take from here an app served in-process (:func:`serving`) and, for the benchmarks,
+Kafka and Redis for one run (:func:`local_infrastructure`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final, Literal
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
 
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 KAFKA_POM: Final = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
@@ -626,3 +634,65 @@ def read_pid(name: str) -> int | None:
 def clear_pid(name: str) -> None:
     """Forget ``name``."""
     _pid_path(name).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------- tests and benchmarks
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    app: ASGIApp, *, port: int | None = None, lifespan: Literal["auto", "on", "off"] = "auto"
+) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn in this event loop on 127.0.0.1 (a free port unless ``port`` is given).
+
+    Yields the base URL (``http://127.0.0.1:<port>``) once the server accepts connections; on exit stops it,
+    lifespan shutdown included. Raises why it did not start, or RuntimeProblem after 60 s.
+    """
+    import uvicorn  # here, not at the top: the CLI's process commands do without it
+
+    port = free_port() if port is None else port
+    config = uvicorn.Config(app, host=HOST, port=port, lifespan=lifespan, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 60
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises why it did not start
+                raise RuntimeProblem(f"the server on {HOST}:{port} stopped before it started")
+            if time.monotonic() > deadline:
+                raise RuntimeProblem(f"the server on {HOST}:{port} did not start within 60 s")
+            await asyncio.sleep(0.05)
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.contextmanager
+def local_infrastructure() -> Iterator[tuple[str, str]]:
+    """Kafka and Redis for a benchmark run: ``(bootstrap, redis_url)``.
+
+    The ones named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_URL when both are set; otherwise a broker and
+    a redis-server on free ports with data in a temporary directory, stopped (and the data removed) on exit.
+    """
+    kafka_env, redis_env = os.environ.get("KLANTREIS_KAFKA_BOOTSTRAP"), os.environ.get("KLANTREIS_REDIS_URL")
+    if kafka_env and redis_env:
+        print(f"using Kafka {kafka_env} and Redis {redis_env} from the environment")
+        yield kafka_env, redis_env
+        return
+    ensure_kafka_jars()
+    ensure_redis_server()
+    with tempfile.TemporaryDirectory(prefix="klantreis-bench-") as base:
+        kafka = KafkaNode(data_dir=Path(base) / "kafka", port=free_port(), controller_port=free_port())
+        redis = RedisNode(data_dir=Path(base) / "redis", port=free_port())
+        try:
+            print("starting Kafka and Redis on free ports …", flush=True)
+            redis.start(detach=False)
+            kafka.start(detach=False)
+            redis.wait_ready()
+            kafka.wait_ready(timeout=90)
+            yield kafka.bootstrap, redis.url
+        finally:
+            kafka.stop()
+            redis.stop()

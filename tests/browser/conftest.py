@@ -8,7 +8,6 @@ Screenshots go to test-artefacts/screenshots/ (ignored by git).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import uuid
@@ -20,11 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 
-from deploy.runtime import free_port
+from deploy.runtime import free_port, serving
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from services.journey.app import create_app as journey_app
@@ -35,7 +33,6 @@ from services.propositions.app import create_app as propositions_app
 from shared.auth import NETWORK, Keyring
 from shared.redis import make_redis
 from shared.settings import Settings
-from tests.support import eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artefacts" / "screenshots"
@@ -57,20 +54,6 @@ class Platform:
     def client(self, service: str, key: str) -> httpx.AsyncClient:
         """The service's HTTP API, as any client would call it."""
         return httpx.AsyncClient(base_url=self.urls[service], headers={"Authorization": f"Bearer {key}"}, timeout=30)
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI, port: int) -> AsyncIterator[None]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: asyncio.sleep(0, result=server.started or task.done()), within=60, every=0.05)
-    if task.done():
-        task.result()  # raises why it did not start
-    try:
-        yield
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +89,7 @@ async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platfo
     redis = make_redis(settings)
     async with contextlib.AsyncExitStack() as stack:
         for service in SERVICES:
-            await stack.enter_async_context(served(apps[service], ports[service]))
+            await stack.enter_async_context(serving(apps[service], port=ports[service], lifespan="on"))
         yield Platform(settings, urls, Keyring(redis, settings), apps)
     await redis.aclose()
 

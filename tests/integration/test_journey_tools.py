@@ -14,8 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from deploy import runtime
 from deploy.cli import main
@@ -34,23 +32,6 @@ from tests.support import eventually, header, read_to_end, running
 pytestmark = pytest.mark.integration
 
 DESK = "desk-signup-never-online"
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    """The app on a free loopback port (lifespan included: its Kafka subscribers and background loops run)."""
-    port = runtime.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @pytest.fixture
@@ -118,7 +99,7 @@ async def test_simulate_to_kafka_with_check_prints_exact_precision_and_recall_pe
         **environment.model_dump(), journey_allowed_lateness=timedelta(minutes=1), journey_timer_tick_seconds=0.2,
         journey_idle_seconds=0.5,
     )  # fmt: skip
-    async with serving(journey_app(journey)) as url:
+    async with runtime.serving(journey_app(journey)) as url:
         monkeypatch.setenv("KLANTREIS_JOURNEY_URL", url)
         monkeypatch.setenv("KLANTREIS_KEY", await make_key("operator"))
         code = await klantreis("simulate", "--members", "2000", "--seed", "12", "--check", "--timeout", "300")
@@ -272,8 +253,8 @@ async def test_backtesting_fourteen_instead_of_thirty_days_flags_who_the_history
 async def doors(environment: Settings, monkeypatch: pytest.MonkeyPatch, admin_key: str) -> AsyncIterator[None]:
     """identity and propositions on free ports, the OBA in the catalogue, and the command pointed at them."""
     async with (
-        serving(identity_app(IdentitySettings(**environment.model_dump()))) as identity,
-        serving(propositions_app(environment)) as propositions,
+        runtime.serving(identity_app(IdentitySettings(**environment.model_dump()))) as identity,
+        runtime.serving(propositions_app(environment)) as propositions,
     ):
         async with httpx.AsyncClient(base_url=propositions, headers={"Authorization": f"Bearer {admin_key}"}) as http:
             oba = {

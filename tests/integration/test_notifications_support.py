@@ -6,7 +6,6 @@ moves, a real SMTP server and a real webhook server on loopback, and a producer 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email
 import email.policy
@@ -20,13 +19,12 @@ from email.message import EmailMessage
 from typing import Any
 
 import httpx
-import uvicorn
 from aiokafka import AIOKafkaProducer
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from deploy.runtime import free_port
+from deploy import runtime
 from services.notifications.app import create_app
 from services.notifications.contacts import Contact, ContactDirectory
 from services.notifications.settings import NotificationsSettings
@@ -34,7 +32,7 @@ from services.notifications.store import NotificationStore
 from shared.events import CloudEvent, EventData, to_kafka
 from shared.events.journey import FrictionDetected
 from shared.settings import Settings
-from tests.support import eventually, header, read_topic, running
+from tests.support import header, read_topic, running
 
 # Tuesday 10 March 2026, 12:00 in Amsterdam: well outside quiet hours.
 NOON = datetime(2026, 3, 10, 11, 0, tzinfo=UTC)
@@ -84,7 +82,7 @@ class SmtpSink:
     """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        self.port = runtime.free_port()
         self.received: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
@@ -111,7 +109,7 @@ class Webhook:
 
     failures: int = 0
     status: int = 500
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=runtime.free_port)
     calls: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
 
@@ -135,14 +133,8 @@ class Webhook:
 
 @contextlib.asynccontextmanager
 async def serving(webhook: Webhook) -> AsyncIterator[Webhook]:
-    server = uvicorn.Server(uvicorn.Config(webhook.app(), host="127.0.0.1", port=webhook.port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: asyncio.sleep(0, result=server.started), within=10, every=0.02)
-    try:
+    async with runtime.serving(webhook.app(), port=webhook.port):
         yield webhook
-    finally:
-        server.should_exit = True
-        await task
 
 
 # ----------------------------------------------------------------------------------------- the service

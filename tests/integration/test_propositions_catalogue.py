@@ -7,25 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import ConsumerRecord
 
 from deploy.cli import main
-from deploy.runtime import free_port
+from deploy.runtime import free_port, serving
 from services.propositions.app import create_app
 from services.propositions.seed import load_seed, read_seed
-from shared.auth import Keyring
 from shared.events import from_kafka
-from shared.redis import make_redis
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.support import read_to_end, running
@@ -617,45 +612,24 @@ async def test_the_seed_loads_through_the_api_and_a_second_load_publishes_nothin
 
 
 @pytest.fixture
-def served(settings: Settings) -> Iterator[str]:
-    """The service on a real port, in a thread with its own event loop (the CLI runs one of its own)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the service did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+async def served(settings: Settings) -> AsyncIterator[str]:
+    """The service on a real port, in this event loop (the CLI runs in a thread with one of its own)."""
+    async with serving(create_app(settings)) as url:
+        yield url
 
 
-def test_klantreis_seed_loads_the_catalogue_into_the_running_service_once(
-    served: str, settings: Settings, capsys: pytest.CaptureFixture[str]
+async def test_klantreis_seed_loads_the_catalogue_into_the_running_service_once(
+    served: str, admin_key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async def admin() -> str:
-        redis = make_redis(settings)
-        try:
-            return await Keyring(redis, settings).create("seed test", ["admin"])
-        finally:
-            await redis.aclose()
-
-    key = asyncio.run(admin())
-
-    assert main(["seed", "--url", served, "--key", key]) == 0
+    assert await asyncio.to_thread(main, ["seed", "--url", served, "--key", admin_key]) == 0
     first = capsys.readouterr().out
-    assert main(["seed", "--url", served, "--key", key]) == 0
+    assert await asyncio.to_thread(main, ["seed", "--url", served, "--key", admin_key]) == 0
     second = capsys.readouterr().out
 
     assert "propositions: 16 changed, 0 unchanged" in first
     assert "offerings: 0 changed" in second
-    answer = httpx.get(
-        f"{served}/v1/offerings",
-        params={"proposition": "boekstart", "postcode_area": "1034"},
-        headers={"Authorization": f"Bearer {key}"},
-    )
+    async with httpx.AsyncClient(base_url=served, headers={"Authorization": f"Bearer {admin_key}"}) as client:
+        answer = await client.get("/v1/offerings", params={"proposition": "boekstart", "postcode_area": "1034"})
     assert [o["library"] for o in answer.json()["items"]] == ["oba"]
 
 

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-import uvicorn
 from faststream.kafka import KafkaRouter
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
@@ -26,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from deploy.runtime import free_port
+from deploy.runtime import serving
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from services.journey.app import create_app as journey_app
@@ -82,17 +81,8 @@ def spans() -> InMemorySpanExporter:
 @pytest.fixture
 async def identity_url(identity_settings: IdentitySettings) -> AsyncIterator[str]:
     """identity behind a real HTTP server on loopback (its lifespan run by uvicorn)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(identity_app(identity_settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    await eventually(lambda: asyncio.sleep(0, result=server.started), within=30, every=0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(identity_app(identity_settings)) as url:
+        yield url
 
 
 def by_id(found: list[ReadableSpan]) -> dict[int, ReadableSpan]:
