@@ -34,6 +34,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, MetricReader, PeriodicExportingMetricReader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared import consumers
 from shared.telemetry import exporters_wanted, otlp_protocol, resource
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,9 @@ class ServiceMetrics:
                 continue
             assigned = sorted(consumer.assignment())
             try:
-                ends = await asyncio.wait_for(consumer.end_offsets(assigned), LAG_TIMEOUT)
+                ends = await consumers.end_offsets(consumer, assigned, LAG_TIMEOUT)
                 for tp in assigned:
-                    position = await asyncio.wait_for(consumer.position(tp), LAG_TIMEOUT)
-                    lag[(group, tp.topic, tp.partition)] = max(0, ends[tp] - position)
+                    lag[(group, tp.topic, tp.partition)] = max(0, ends[tp] - await consumers.position(consumer, tp))
             except Exception as exc:
                 # Kafka away or a rebalance under way: keep the last figures of this group until the next round.
                 log.warning("consumer lag of %s not measured: %s", group, type(exc).__name__)

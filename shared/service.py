@@ -31,6 +31,7 @@ from shared.settings import Settings
 from shared.topics import ALL_TOPICS, ensure_topics
 
 log = logging.getLogger(__name__)
+BACKGROUND_STOP_SECONDS = 10.0
 
 BackgroundTask = Callable[[], Awaitable[None]]
 
@@ -129,7 +130,11 @@ def build_app(
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # A loop stuck in a request that never returns must not keep the service from stopping.
+            _, stuck = await asyncio.wait(tasks, timeout=BACKGROUND_STOP_SECONDS) if tasks else (set(), set())
+            if stuck:
+                log.warning("%s: %d background task(s) did not stop within %.0f s; going on without them",
+                            parts.name, len(stuck), BACKGROUND_STOP_SECONDS)  # fmt: skip
             # Stopping the broker lets in-flight handlers finish and commit; nothing unprocessed is committed.
             await parts.broker.stop()
             await parts.redis.aclose()

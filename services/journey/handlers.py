@@ -23,7 +23,7 @@ from services.journey import engine
 from services.journey.rules import RuleCatalogue
 from services.journey.settings import JourneySettings
 from services.journey.store import Changes, JourneyStore
-from shared import telemetry
+from shared import consumers, telemetry
 from shared.events import CloudEvent, deterministic_id
 from shared.events.journey import FrictionDetected, FrictionResolved
 from shared.events.members import MemberErased, MemberMerged
@@ -241,7 +241,7 @@ class FrictionDetector:
         if consumer is None or not consumer.assignment():
             return None
         assignment = sorted(consumer.assignment())
-        ends = await consumer.end_offsets(assignment)
+        ends = await consumers.end_offsets(consumer, assignment)
         applied = await self._store.applied_offsets()
         now = time.monotonic()
         status = {}

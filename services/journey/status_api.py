@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from services.journey.handlers import FrictionDetector
 from services.journey.store import JourneyStore
+from shared import consumers
 from shared.auth import AUTH_RESPONSES, Principal, require
 
 StatusKey = Annotated[Principal, Depends(require("operator", "analyst"))]
@@ -49,7 +50,7 @@ def status_router(detector: FrictionDetector, store: JourneyStore) -> APIRouter:
         settled = await detector.settled()
         consumer: Any = getattr(detector.subscriber, "consumer", None)
         assignment = sorted(consumer.assignment()) if consumer is not None else []
-        ends = await consumer.end_offsets(assignment) if assignment else {}
+        ends = await consumers.end_offsets(consumer, assignment)
         applied, clocks = await store.applied_offsets(), await store.clocks()
         partitions = []
         for tp in assignment:
