@@ -165,31 +165,7 @@ def subscribe(
     group_id = settings.group(group)
     wanted = frozenset(types) if types is not None else None
 
-    async def dead_letter(record: Any, reason: str, error: str) -> None:
-        headers = _original_headers(record.headers)
-        headers.update(
-            {
-                "dlq_reason": reason,
-                "dlq_error": error[:500],
-                "dlq_topic": record.topic,
-                "dlq_partition": str(record.partition),
-                "dlq_offset": str(record.offset),
-                "dlq_group": group_id,
-                "dlq_at": datetime.now(UTC).isoformat(),
-            }
-        )
-        await publisher.publish_dead_letter(
-            topic=physical + DEAD_LETTER_SUFFIX, key=record.key, value=record.value, headers=headers
-        )
-        # One line per failure, with where the message is: never its content.
-        log.warning(
-            "dead-lettered %s[%s]@%s for %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            group_id,
-            reason,
-        )
+    dead_letter = _dead_letters(publisher, group_id)
 
     async def handle(record: Any) -> None:
         try:
