@@ -19,7 +19,17 @@ from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 
 from shared.auth import AUTH_RESPONSES, IngestKey, Principal
-from shared.events import CloudEvent, EventData, FieldError, InvalidEvent, from_batch, from_structured, typed_data
+from shared.events import (
+    BATCH,
+    STRUCTURED,
+    CloudEvent,
+    EventData,
+    FieldError,
+    InvalidEvent,
+    from_batch,
+    from_structured,
+    typed_data,
+)
 from shared.problems import Problem
 from shared.settings import Settings
 
@@ -117,8 +127,8 @@ def ingest_router(
         responses={202: {"description": "`{accepted: [ids], rejected: [{index, id, errors}]}`"},
                    422: {"description": "not JSON, or nothing acceptable"}},
         openapi_extra={"requestBody": {"required": True, "content": {
-            "application/cloudevents+json": {"schema": {"type": "object"}, "example": example},
-            "application/cloudevents-batch+json": {"schema": {"type": "array", "items": {"type": "object"}},
+            STRUCTURED: {"schema": {"type": "object"}, "example": example},
+            BATCH: {"schema": {"type": "array", "items": {"type": "object"}},
                                                    "example": [example]}}}},
     )  # fmt: skip
     async def ingest(request: Request, caller: IngestKey) -> JSONResponse:

@@ -22,7 +22,16 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.events import CloudEvent, InvalidEvent, from_kafka, from_structured, to_structured, typed_data, validated
+from shared.events import BATCH as CLOUDEVENTS_BATCH
+from shared.events import (
+    CloudEvent,
+    InvalidEvent,
+    from_kafka,
+    from_structured,
+    to_structured,
+    typed_data,
+    validated,
+)
 from shared.kafka import EventPublisher
 
 BATCH = 5000
@@ -183,7 +192,7 @@ async def _post_batch(
     response = await client.post(
         url.rstrip("/") + "/v1/events",
         content=body,
-        headers={"Content-Type": "application/cloudevents-batch+json"},
+        headers={"Content-Type": CLOUDEVENTS_BATCH},
     )
     if response.status_code not in (202, 422):
         raise IngestRefused(f"{url} answered {response.status_code}: {_problem(response)}")

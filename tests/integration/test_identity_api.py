@@ -16,6 +16,7 @@ from aiokafka import ConsumerRecord
 
 from services.identity.app import create_app
 from services.identity.settings import IdentitySettings
+from shared.events import BATCH, STRUCTURED
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.support import header, read_topic, running
@@ -27,8 +28,6 @@ TODAY = datetime.now(UTC).date()
 ADULT = "1991-04-12"
 TEN_YEARS_OLD = date(TODAY.year - 10, 1, 1).isoformat()
 BORN_2016 = "2016-03-14"
-BATCH = "application/cloudevents-batch+json"
-STRUCTURED = "application/cloudevents+json"
 
 Record: TypeAlias = ConsumerRecord[Any, Any]
 Event: TypeAlias = tuple[str, dict[str, Any]]

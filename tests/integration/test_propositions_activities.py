@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.propositions.app import create_app
-from shared.events import CloudEvent, to_kafka
+from shared.events import BATCH, STRUCTURED, CloudEvent, to_kafka
 from shared.events.members import MemberErased
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
@@ -22,9 +22,6 @@ from tests.integration.test_propositions_catalogue import Propositions, fields, 
 from tests.support import eventually, header, read_topic, running
 
 pytestmark = pytest.mark.integration
-
-STRUCTURED = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
 
 
 @pytest.fixture

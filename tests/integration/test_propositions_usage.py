@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from services.propositions.app import create_app
-from shared.events import from_kafka
+from shared.events import BATCH, STRUCTURED, from_kafka
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.integration.test_propositions_catalogue import Propositions, fields, short_type
@@ -21,8 +21,6 @@ from tests.support import header, read_topic, running
 
 pytestmark = pytest.mark.integration
 
-STRUCTURED = "application/cloudevents+json"
-BATCH = "application/cloudevents-batch+json"
 USAGE = "propositions.usage.v1"
 
 
