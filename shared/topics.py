@@ -32,10 +32,12 @@ MEMBERS = Topic("identity.members.v1")
 CATALOG = Topic("propositions.catalog.v1", compacted=True, key="proposition or offering id")
 USAGE = Topic("propositions.usage.v1")
 FRICTIONS = Topic("journey.frictions.v1")
+# Facts for the read side (closed absence windows: the denominator of friction rates); no one acts on them.
+WINDOWS = Topic("journey.windows.v1")
 DELIVERIES = Topic("notifications.deliveries.v1")
 CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id")
 
-ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, DELIVERIES, CAMPAIGNS)
+ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, DELIVERIES, CAMPAIGNS)
 
 
 class TopicCreationFailed(Exception):

@@ -1,4 +1,4 @@
-"""Events journey publishes on `journey.frictions.v1`; subject = member_id."""
+"""Events journey publishes on `journey.frictions.v1` and `journey.windows.v1`; subject = member_id."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pydantic import AwareDatetime, Field
 from shared.events.envelope import EventData
 from shared.events.registry import event
 from shared.events.types import AgeBand, LibraryCode
-from shared.topics import FRICTIONS
+from shared.topics import FRICTIONS, WINDOWS
 
 
 @event("friction.detected.v1", FRICTIONS)
@@ -30,3 +30,18 @@ class FrictionResolved(EventData):
     resolved_by_event_id: str
     resolved_at: AwareDatetime
     seconds_to_resolve: float = Field(ge=0)
+
+
+@event("window.closed.v1", WINDOWS)
+class WindowClosed(EventData):
+    """An absence rule's window closed, met or not: the denominator of friction rates. Right-censored: a window
+    still open is never counted. One per start event and rule (deterministic id), so replays count it once."""
+
+    rule: str = Field(min_length=1, max_length=80)
+    start_event_id: str
+    due_at: AwareDatetime
+    met: bool = Field(description="the expected event came within the window (false: a friction was raised)")
+    library: LibraryCode | None = None
+    channel_pair: str | None = Field(default=None, description="e.g. online→offline")
+    platform: str | None = None
+    age_band: AgeBand | None = None
