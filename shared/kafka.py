@@ -114,7 +114,7 @@ Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
 DeadLetter = Callable[[Any, str, str], Awaitable[None]]
 
 
-def _dead_letters(publisher: EventPublisher, group_id: str) -> DeadLetter:
+def dead_letters(publisher: EventPublisher, group_id: str) -> DeadLetter:
     async def dead_letter(record: Any, reason: str, error: str) -> None:
         """The original record, unchanged, on `<its topic>.dlq`, with why and where in `dlq_*` headers."""
         headers = _original_headers(record.headers)
@@ -165,7 +165,7 @@ def subscribe(
     group_id = settings.group(group)
     wanted = frozenset(types) if types is not None else None
 
-    dead_letter = _dead_letters(publisher, group_id)
+    dead_letter = dead_letters(publisher, group_id)
 
     async def handle(record: Any) -> None:
         try:
@@ -259,7 +259,7 @@ def subscribe_batches(
     Returns the subscriber (its `.consumer` is the aiokafka consumer once started).
     """
     group_id = settings.group(group)
-    dead_letter = _dead_letters(publisher, group_id)
+    dead_letter = dead_letters(publisher, group_id)
     metrics = publisher.metrics
     joined = "+".join(settings.topic(t.name) for t in topics)
 

@@ -7,10 +7,11 @@ from redis.asyncio import Redis
 from shared.settings import Settings
 
 
-def make_redis(settings: Settings) -> Redis:
+def make_redis(settings: Settings, *, binary: bool = False) -> Redis:
+    """`binary`: values come back as bytes (state stored as MessagePack), not text."""
     return Redis.from_url(
         settings.redis_url,
-        decode_responses=True,
+        decode_responses=not binary,
         health_check_interval=30,
         socket_connect_timeout=5,
         retry_on_timeout=True,

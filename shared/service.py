@@ -31,6 +31,7 @@ from shared.settings import Settings
 from shared.topics import ALL_TOPICS, ensure_topics
 
 log = logging.getLogger(__name__)
+GRACEFUL_STOP_SECONDS = 5.0
 BACKGROUND_STOP_SECONDS = 10.0
 
 BackgroundTask = Callable[[], Awaitable[None]]
@@ -102,9 +103,12 @@ def build_app(
     api: Sequence[APIRouter] = (),
     kafka: KafkaRouter | None = None,
     background: Sequence[BackgroundTask] = (),
+    stop: Sequence[BackgroundTask] = (),
     publishes: Sequence[type[EventData]] = (),
     create_topics: bool = True,
 ) -> FastAPI:
+    """`stop`: asked first at shutdown, so that background loops finish what they hold (within 5 s) before the
+    rest is cancelled."""
     telemetry.configure_tracing(parts.name)
     if kafka is not None:
         parts.broker.include_router(kafka)
@@ -128,6 +132,10 @@ def build_app(
         try:
             yield
         finally:
+            for ask in stop:
+                await ask()
+            if stop and tasks:
+                await asyncio.wait(tasks, timeout=GRACEFUL_STOP_SECONDS)
             for task in tasks:
                 task.cancel()
             # A loop stuck in a request that never returns must not keep the service from stopping.

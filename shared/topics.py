@@ -34,10 +34,12 @@ USAGE = Topic("propositions.usage.v1")
 FRICTIONS = Topic("journey.frictions.v1")
 # Facts for the read side (closed absence windows: the denominator of friction rates); no one acts on them.
 WINDOWS = Topic("journey.windows.v1")
+# journey's own: events of a merged-away member re-keyed to the survivor, so that they reach its partition.
+FORWARDS = Topic("journey.forwards.v1")
 DELIVERIES = Topic("notifications.deliveries.v1")
 CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id")
 
-ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, DELIVERIES, CAMPAIGNS)
+ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS)
 
 
 class TopicCreationFailed(Exception):

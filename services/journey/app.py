@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 
-from services.journey.handlers import FrictionDetector, journey_router
-from services.journey.pages import pages_router
-from services.journey.reports_api import reports_router
+from services.journey.handlers import FrictionDetector
 from services.journey.rules import RuleCatalogue, load_rules, with_window
 from services.journey.settings import JourneySettings
 from services.journey.status_api import status_router
 from services.journey.store import JourneyStore
-from shared.events.journey import FrictionDetected, FrictionResolved
+from shared.events import CloudEvent, to_kafka
+from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
+from shared.redis import make_redis
 from shared.service import ServiceParts, build_app
+from shared.topics import FORWARDS
 
 
 def rules_in_force(settings: JourneySettings) -> RuleCatalogue:
@@ -25,21 +28,42 @@ def rules_in_force(settings: JourneySettings) -> RuleCatalogue:
 def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts | None = None) -> FastAPI:
     settings = settings or JourneySettings()
     parts = parts or ServiceParts.connect("journey", settings)
-    store = JourneyStore(parts.redis, settings)
+    state_redis = make_redis(settings, binary=True)
+    store = JourneyStore(state_redis, settings)
     detector = FrictionDetector(rules_in_force(settings), store, parts.publisher, settings)
+    forwards = settings.topic(FORWARDS.name)
+
+    async def forward(events: Sequence[CloudEvent]) -> None:
+        pending = []
+        for event in events:
+            record = to_kafka(event)
+            pending.append(
+                await parts.broker.publish(
+                    record.value, forwards, key=record.key, headers=record.headers, no_confirm=True
+                )
+            )
+        for sent in pending:
+            await sent
+
+    detector.forward = forward
+    parts.metrics.watch(detector.group_id, detector.consumer)
+
+    async def consume() -> None:
+        try:
+            await detector.run()
+        finally:
+            await state_redis.aclose()
+
     app = build_app(
         parts,
         title="klantreis journey",
-        description="Stitches each member's journey across channels and platforms, detects friction in event "
-        "time, tracks resolution, and serves friction, funnel and reach reports.",
-        api=[
-            reports_router(store, settings),
-            status_router(detector, store),
-            pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
-        ],
-        kafka=journey_router(detector, settings, parts.publisher),
-        background=[detector.run_timers],
-        publishes=[FrictionDetected, FrictionResolved],
+        description="Stitches each member's journey across channels and platforms and detects friction in event "
+        "time: consumes identity.members.v1, propositions.usage.v1 and its own journey.forwards.v1 (co-partitioned "
+        "by member), publishes frictions and closed windows. Reports are served by the analytics service.",
+        api=[status_router(detector)],
+        background=[consume],
+        stop=[detector.consumer.stop],
+        publishes=[FrictionDetected, FrictionResolved, WindowClosed],
     )
     app.state.detector = detector
     return app

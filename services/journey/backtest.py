@@ -80,7 +80,7 @@ def run_both(
     same = {r.id for r in candidate.rules} - {r.id for r in differing}
     candidate_run = Replayed(
         detected=[f for f in in_force_run.detected if f.rule in same] + differing_run.detected,
-        resolved=[r for r in in_force_run.resolved if r.friction.rule in same] + differing_run.resolved,
+        resolved=[r for r in in_force_run.resolved if r.rule in same] + differing_run.resolved,
         closed=[c for c in in_force_run.closed if c.rule in same] + differing_run.closed,
     )
     return in_force_run, candidate_run
@@ -161,7 +161,7 @@ def compare_runs(
 def _resolved_by_rule(replayed: Replayed) -> dict[str, int]:
     counts: dict[str, int] = {}
     for resolution in replayed.resolved:
-        counts[resolution.friction.rule] = counts.get(resolution.friction.rule, 0) + 1
+        counts[resolution.rule] = counts.get(resolution.rule, 0) + 1
     return counts
 
 

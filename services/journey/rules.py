@@ -12,9 +12,11 @@ Four kinds:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -25,6 +27,44 @@ from shared.events.registry import TYPE_PREFIX
 CATALOGUE = Path(__file__).with_name("rules.yaml")
 
 Scalar = str | int | float | bool
+# The sign-up fields a rule's `member:` filter may name (services/journey/state.py Profile keeps these).
+PROFILE_FIELDS = ("age_band", "home_library")
+
+
+class JourneyEvent(NamedTuple):
+    """What the rules see of an event: envelope attributes and the validated payload's fields."""
+
+    id: str
+    kind: str  # the type without `nl.bibliotheek.`, e.g. member.signed_up.v1
+    t: int  # event time, ms since the epoch (UTC)
+    subject: str
+    channel: str | None
+    platform: str | None
+    library: str | None
+    data: Mapping[str, Any]
+
+    def field(self, name: str) -> Any:
+        """An envelope extension (channel, platform, library) or else a data field (e.g. a sign-up's `source`)."""
+        if name == "channel":
+            return self.channel
+        if name == "platform":
+            return self.platform
+        if name == "library":
+            return self.library
+        return self.data.get(name)
+
+    @classmethod
+    def of(cls, event: CloudEvent, subject: str | None = None) -> JourneyEvent:
+        return cls(
+            event.id,
+            event.type.removeprefix(TYPE_PREFIX),
+            int(event.utc_time.timestamp() * 1000),
+            subject or event.subject or "",
+            event.channel,
+            event.platform,
+            event.library,
+            event.data,
+        )
 
 
 class EventMatch(BaseModel):
@@ -52,22 +92,25 @@ class EventMatch(BaseModel):
             raise ValueError(f"unknown event type {', '.join(unknown)}")
         return value
 
-    def matches(self, event: CloudEvent) -> bool:
-        if event.type.removeprefix(TYPE_PREFIX) not in self.type:
+    @cached_property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self.type)
+
+    @cached_property
+    def _allowed(self) -> tuple[tuple[str, frozenset[str]], ...]:
+        return tuple(
+            (name, frozenset(str(a) for a in (wanted if isinstance(wanted, list) else [wanted])))
+            for name, wanted in self.where.items()
+        )
+
+    def matches(self, event: JourneyEvent) -> bool:
+        if event.kind not in self.kinds:
             return False
-        for name, wanted in self.where.items():
-            value = field_value(event, name)
-            allowed = wanted if isinstance(wanted, list) else [wanted]
-            if value is None or str(value) not in {str(a) for a in allowed}:
+        for name, allowed in self._allowed:
+            value = event.field(name)
+            if value is None or str(value) not in allowed:
                 return False
         return True
-
-
-def field_value(event: CloudEvent, name: str) -> Any:
-    """An envelope extension (channel, platform, library) or else a data field (e.g. a sign-up's `source`)."""
-    if name in ("channel", "platform", "library"):
-        return getattr(event, name)
-    return event.data.get(name)
 
 
 class _Rule(BaseModel):
@@ -88,8 +131,20 @@ class _Rule(BaseModel):
             raise ValueError("must be a positive duration, e.g. P14D or PT15M")
         return value
 
-    def admits(self, profile: dict[str, Any]) -> bool:
+    @field_validator("member")
+    @classmethod
+    def _profile_fields(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - set(PROFILE_FIELDS))
+        if unknown:
+            raise ValueError(f"members can be chosen by {', '.join(PROFILE_FIELDS)}, not by {', '.join(unknown)}")
+        return value
+
+    def admits(self, profile: Mapping[str, Any]) -> bool:
         return all(str(profile.get(name)) in values for name, values in self.member.items())
+
+    def kinds(self) -> frozenset[str]:
+        """Every event type the rule looks at."""
+        return frozenset()
 
 
 class AbsenceRule(_Rule):
@@ -104,6 +159,9 @@ class AbsenceRule(_Rule):
     def _pairs(cls, value: Any) -> Any:
         return {name: name for name in value} if isinstance(value, list) else value
 
+    def kinds(self) -> frozenset[str]:
+        return self.start.kinds | self.expect.kinds
+
 
 class ThresholdRule(_Rule):
     kind: Literal["threshold"]
@@ -112,10 +170,16 @@ class ThresholdRule(_Rule):
     reset: EventMatch | None = None
     same: list[str] = Field(default_factory=list)
 
+    def kinds(self) -> frozenset[str]:
+        return self.match.kinds | (self.reset.kinds if self.reset else frozenset())
+
 
 class InactivityRule(_Rule):
     kind: Literal["inactivity"]
     activity: EventMatch
+
+    def kinds(self) -> frozenset[str]:
+        return self.activity.kinds
 
 
 class ImmediateRule(_Rule):
@@ -124,6 +188,9 @@ class ImmediateRule(_Rule):
     resolve: EventMatch | None = None
     # Immediate rules have no window; `within` bounds nothing and defaults to a day for reports.
     within: timedelta = timedelta(days=1)
+
+    def kinds(self) -> frozenset[str]:
+        return self.match.kinds | (self.resolve.kinds if self.resolve else frozenset())
 
 
 Rule = Annotated[AbsenceRule | ThresholdRule | InactivityRule | ImmediateRule, Field(discriminator="kind")]

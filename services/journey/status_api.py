@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from services.journey.handlers import FrictionDetector
-from services.journey.store import JourneyStore
 from shared import consumers
 from shared.auth import AUTH_RESPONSES, Principal, require
 
@@ -37,7 +36,7 @@ class JourneyStatus(BaseModel):
     partitions: list[PartitionStatus] = Field(description="the input partitions this instance owns")
 
 
-def status_router(detector: FrictionDetector, store: JourneyStore) -> APIRouter:
+def status_router(detector: FrictionDetector) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["operations"], responses=AUTH_RESPONSES)
 
     @router.get(
@@ -47,16 +46,15 @@ def status_router(detector: FrictionDetector, store: JourneyStore) -> APIRouter:
         "applied, no new one arrived for `KLANTREIS_JOURNEY_IDLE_SECONDS` and no timer is due by the clocks.",
     )
     async def status(caller: StatusKey) -> JourneyStatus:
-        settled = await detector.settled()
-        consumer: Any = getattr(detector.subscriber, "consumer", None)
+        consumer: Any = detector.consumer.consumer
         assignment = sorted(consumer.assignment()) if consumer is not None else []
         ends = await consumers.end_offsets(consumer, assignment)
-        applied, clocks = await store.applied_offsets(), await store.clocks()
         partitions = []
         for tp in assignment:
-            position = f"{tp.topic}:{tp.partition}"
-            last = applied.get(position)
-            clock = clocks.get(position)
+            owned = detector.owned.get(tp.partition)
+            last = owned.offsets.get(tp.topic) if owned is not None else None
+            clocks = [c for (topic, _), c in owned.partition.clocks.items() if topic == tp.topic] if owned else []
+            clock = max(clocks, default=None)
             partitions.append(
                 PartitionStatus(
                     topic=tp.topic,
@@ -68,7 +66,7 @@ def status_router(detector: FrictionDetector, store: JourneyStore) -> APIRouter:
                 )
             )
         return JourneyStatus(
-            settled=settled,
+            settled=detector.settled(),
             caught_up=bool(partitions) and all(p.lag == 0 for p in partitions),
             applied_events=detector.applied,
             partitions=partitions,

@@ -21,6 +21,7 @@ from services.journey.simulator import simulate
 from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
+from services.journey.state import MemberState, decode
 from shared.redis import make_redis
 from shared.settings import Settings
 from tests.support import eventually, header, read_to_end, running
@@ -52,7 +53,22 @@ class Live:
         ]  # fmt: skip
 
     async def settle(self, within: float = 240) -> None:
-        await eventually(self.detector.settled, within=within, every=0.5)
+        async def settled() -> bool:
+            return self.detector.settled()
+
+        await eventually(settled, within=within, every=0.5)
+
+    async def stored(self, member: str) -> MemberState | None:
+        """The member's state as Redis holds it (whichever partition it is on)."""
+        redis = make_redis(self.settings, binary=True)
+        try:
+            async for key in redis.scan_iter(match=self.settings.key("journey", "state", "*")):
+                raw = await redis.hget(key, member)
+                if raw is not None:
+                    return decode(raw)
+            return None
+        finally:
+            await redis.aclose()
 
 
 def journey_settings(settings: Settings, **overrides: Any) -> JourneySettings:
@@ -153,47 +169,37 @@ async def _friction_of(live: Live, member: str, kind: str) -> dict[str, Any] | N
 async def test_an_erased_member_s_journey_is_gone(live: Live) -> None:
     now = datetime.now(UTC)
     await live.publisher.publish_many([signed_up("erased-member", now - timedelta(hours=1), age_band="4-11")])
-    redis = make_redis(live.settings)
-    key = live.settings.key("journey", "m", "{erased-member}")
-    try:
-        assert await eventually(lambda: redis.exists(key))
-        timers = live.settings.key("journey", "timers", "*")
-        assert [k async for k in redis.scan_iter(match=timers)]
-        await live.publisher.publish(event("member.erased.v1", "erased-member", now))
-        await eventually(lambda: _gone(redis, key))
-        async for timer_key in redis.scan_iter(match=timers):
-            entries = cast(list[str], await redis.zrange(timer_key, 0, -1))
-            assert not [e for e in entries if e.startswith("erased-member\t")]
-    finally:
-        await redis.aclose()
+    state = await eventually(lambda: live.stored("erased-member"))
+    assert state.starts and state.activity, "a pending activation window and an armed inactivity wait"
+    await live.publisher.publish(event("member.erased.v1", "erased-member", now))
 
+    async def gone() -> bool:
+        return await live.stored("erased-member") is None
 
-async def _gone(redis: Any, key: str) -> bool:
-    return not await redis.exists(key)
+    await eventually(gone)
+    assert not [t for o in live.detector.owned.values() for t in o.partition.timers_of("erased-member")]
 
 
 async def test_events_for_a_merged_member_continue_the_survivor_s_journey(live: Live) -> None:
     now = datetime.now(UTC) - timedelta(days=30)
     await live.publisher.publish_many([
-        signed_up("old-record", now),
-        signed_up("survivor", now + timedelta(minutes=1)),
+        signed_up("old-record", now, age_band="0-3", source="consultatiebureau"),
+        signed_up("survivor", now + timedelta(minutes=1), age_band="0-3", source="consultatiebureau"),
         event("member.card_activated.v1", "survivor", now + timedelta(days=1), channel="offline", platform="desk"),
+        event("member.card_activated.v1", "old-record", now + timedelta(days=1), channel="offline", platform="desk"),
         event("member.merged.v1", "old-record", now + timedelta(days=2), data={"survivor_id": "survivor"}),
+        # A loan reported under the old record's id is the survivor's first loan: no BoekStart friction.
         event("usage.loan_borrowed.v1", "old-record", now + timedelta(days=3), channel="offline", platform="desk",
               data={"item_id": "b1", "loan_id": "l1"}),
     ])  # fmt: skip
     await live.settle()
-    redis = make_redis(live.settings)
-    try:
-        stored = await redis.get(live.settings.key("journey", "m", "{survivor}"))
-        assert stored is not None, "the survivor's journey is stored"
-        survivor = json.loads(stored)
-        assert not await redis.exists(live.settings.key("journey", "m", "{old-record}"))
-    finally:
-        await redis.aclose()
-    assert "usage.loan_borrowed.v1" in survivor["f"]
-    # The old record's wait for its own card activation ended with it: no friction for either.
-    assert {f["member"] for f in await live.frictions()} & {"old-record", "survivor"} == set()
+    old = await live.stored("old-record")
+    assert old is not None and old.merged_into == "survivor" and not old.starts
+    frictions = await live.frictions()
+    assert {f["member"] for f in frictions if f["type"].endswith("detected.v1")} & {"old-record", "survivor"} == set()
+    closed = await read_to_end(live.settings.kafka_bootstrap, live.settings.topic("journey.windows.v1"))
+    met = {(header(r, "ce_subject"), json.loads(r.value)["rule"]) for r in closed if json.loads(r.value)["met"]}
+    assert ("survivor", "boekstart-no-first-loan") in met
 
 
 async def test_a_bad_usage_message_goes_to_the_dead_letter_topic_and_the_journey_goes_on(live: Live) -> None:

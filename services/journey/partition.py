@@ -1,0 +1,173 @@
+"""One partition's journeys in memory, without I/O: member states, timers and event-time clocks.
+
+The live service keeps one `Partition` per input partition it owns (restored from Redis on assignment, written
+back once per batch); back-testing keeps one for a whole history. Each input topic of the partition has an
+event-time clock per stream (live traffic, or one backfill); a stream's clock is the slowest of its topics that
+still have records to deliver, so one topic running ahead in a batch cannot fire a timer that the other topic's
+events would have met. Before each event is applied, the timers its stream's clock has passed (plus the allowed
+lateness) fire: the frictions do not depend on how the records were batched.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from services.journey.engine import ERASED, MERGED, Engine, Outcome
+from services.journey.rules import JourneyEvent
+from services.journey.state import MemberState, Timer
+
+NEVER = -(2**62)
+
+
+@dataclass
+class Forward:
+    """An event of a merged-away member, to be applied to the survivor's journey (on the survivor's partition)."""
+
+    survivor: str
+    event: JourneyEvent
+
+
+@dataclass
+class Applied:
+    """What feeding events and time did: the engine's outcome, the members whose state changed, forwards."""
+
+    outcome: Outcome = field(default_factory=Outcome)
+    changed: set[str] = field(default_factory=set)
+    erased: set[str] = field(default_factory=set)
+    forwards: list[Forward] = field(default_factory=list)
+
+
+class Partition:
+    def __init__(self, engine: Engine, number: int = 0, topics: Iterable[str] = ()) -> None:
+        self.engine = engine
+        self.number = number
+        # The input topics: one that is not quiet and has delivered nothing yet holds every clock back.
+        self.topics = set(topics)
+        self.members: dict[str, MemberState] = {}
+        self._timers: dict[str, list[Timer]] = {}  # stream → heap
+        # (topic, stream) → latest event time seen (ms); a clock only moves forward.
+        self.clocks: dict[tuple[str, str], int] = {}
+        # Topics caught up and quiet for a while: in live operation (`quiet_at` the wall clock) such a topic's
+        # clock follows the wall clock; replaying (`quiet_at` None) it holds no other topic back.
+        self.quiet: set[str] = set()
+        self.quiet_at: int | None = None
+        self.result = Applied()
+
+    # ---------------------------------------------------------------------------------------------- state
+
+    def restore(self, members: Iterable[tuple[str, MemberState]]) -> None:
+        for member, state in members:
+            self.members[member] = state
+            for timer in self.engine.timers(member, state):
+                self._timers.setdefault(timer.stream, []).append(timer)
+        for heap in self._timers.values():
+            heapq.heapify(heap)
+
+    def take(self) -> Applied:
+        """What happened since the last take (to store and publish)."""
+        result, self.result = self.result, Applied()
+        return result
+
+    def timers_due(self, stream: str, until: int) -> bool:
+        heap = self._timers.get(stream)
+        return heap is not None and bool(heap) and heap[0].due <= until
+
+    def timers_of(self, member: str) -> list[Timer]:
+        """The member's timers that would still decide something."""
+        state = self.members.get(member)
+        return self.engine.timers(member, state) if state is not None else []
+
+    def pending_timers(self) -> int:
+        return sum(len(h) for h in self._timers.values())
+
+    # ---------------------------------------------------------------------------------------------- clocks
+
+    def clock(self, stream: str) -> int:
+        """The stream's event time: its slowest busy topic's; a quiet topic follows the wall clock (live) or
+        holds nothing back (replay)."""
+        started = {topic for topic, _ in self.clocks}
+        if any(topic not in started for topic in self.topics - self.quiet):
+            return NEVER
+        holding, seen = [], []
+        for (topic, s), t in self.clocks.items():
+            if s != stream:
+                continue
+            seen.append(t)
+            if topic not in self.quiet:
+                holding.append(t)
+            elif self.quiet_at is not None:
+                holding.append(max(t, self.quiet_at))
+        if not seen:
+            return NEVER
+        return min(holding) if holding else max(seen)
+
+    def streams(self) -> set[str]:
+        return {s for _, s in self.clocks} | set(self._timers)
+
+    def advance(self, until: int | None = None) -> None:
+        """Fire the timers every stream's clock (at least `until`, e.g. the end of a history) has passed."""
+        for stream in sorted(self.streams()):
+            clock = self.clock(stream) if until is None else max(self.clock(stream), until)
+            self._fire(stream, clock - self.engine.lateness)
+
+    def due(self) -> bool:
+        """Whether any timer is due by its stream's clock."""
+        return any(self.timers_due(s, self.clock(s) - self.engine.lateness) for s in self.streams())
+
+    # ---------------------------------------------------------------------------------------------- events
+
+    def feed(self, topic: str, event: JourneyEvent, stream: str = "") -> None:
+        key = (topic, stream)
+        if event.t > self.clocks.get(key, NEVER):
+            self.clocks[key] = event.t
+            self._fire(stream, self.clock(stream) - self.engine.lateness)
+        self.apply(event, stream)
+
+    def apply(self, event: JourneyEvent, stream: str = "") -> None:
+        member = event.subject
+        state = self.members.get(member)
+        if event.kind == ERASED:
+            self._erase(member)
+            return
+        if state is not None and state.merged_into is not None:
+            # Events for a merged-away record continue the survivor's journey.
+            self.result.forwards.append(Forward(state.merged_into, event))
+            return
+        if state is None:
+            state = self.members[member] = MemberState()
+        self._take(self.engine.apply(state, event, stream, self.clock(stream)))
+        self.result.changed.add(member)
+        self.result.erased.discard(member)
+        if event.kind == MERGED:
+            survivor = str(event.data.get("survivor_id") or "")
+            if survivor and survivor != member:
+                # The merged record's windows end with it; the survivor sees the merge (it resolves a duplicate).
+                self.members[member] = MemberState(merged_into=survivor)
+                self.result.forwards.append(Forward(survivor, event._replace(subject=survivor)))
+
+    def _erase(self, member: str) -> None:
+        self.members.pop(member, None)
+        self.result.changed.discard(member)
+        self.result.erased.add(member)
+
+    # ---------------------------------------------------------------------------------------------- timers
+
+    def _fire(self, stream: str, until: int) -> None:
+        heap = self._timers.get(stream)
+        while heap and heap[0].due <= until:
+            timer = heapq.heappop(heap)
+            state = self.members.get(timer.member)
+            if state is None:
+                continue  # erased meanwhile
+            self._take(self.engine.fire(state, timer))
+            self.result.changed.add(timer.member)
+
+    def _take(self, outcome: Outcome) -> None:
+        for timer in outcome.timers:
+            heapq.heappush(self._timers.setdefault(timer.stream, []), timer)
+        total = self.result.outcome
+        total.detected += outcome.detected
+        total.resolved += outcome.resolved
+        total.closed += outcome.closed

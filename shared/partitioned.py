@@ -1,0 +1,230 @@
+"""A consumer that owns partitions across topics, for services that keep state per partition (journey).
+
+Co-partitioning, as in Kafka Streams: the instance that is assigned partition p of one input topic is assigned
+partition p of every input topic (`CoPartitionedAssignor`; the topics must have the same number of partitions,
+checked at start), so a member's events from every topic meet in one place. The owner of the state is told when
+partitions arrive (restore, and where to resume) and leave (store and let go), always between two batches: a
+rebalance waits for the batch in hand. Empty polls do not sleep: a record is handled as soon as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
+from aiokafka.errors import KafkaError
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STOP_SECONDS = 4.0  # a graceful stop finishes within 5 s, always
+
+
+class CoPartitionedAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
+    """Partition p of every subscribed topic to the same member: p goes to the (p mod n)-th member, sorted."""
+
+    name = "klantreis-copartitioned"
+    version = 0
+
+    @classmethod
+    def assign(
+        cls, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        topics = sorted({t for m in members.values() for t in m.subscription})
+        numbers = sorted(set().union(*(cluster.partitions_for_topic(t) or set() for t in topics)))
+        ordered = sorted(members)
+        assignment: dict[str, dict[str, list[int]]] = collections.defaultdict(dict)
+        for index, number in enumerate(numbers):
+            member = ordered[index % len(ordered)]
+            for topic in topics:
+                if number in (cluster.partitions_for_topic(topic) or set()) and topic in members[member].subscription:
+                    assignment[member].setdefault(topic, []).append(number)
+        return {
+            member: ConsumerProtocolMemberAssignment(cls.version, sorted(assignment[member].items()), b"")
+            for member in members
+        }
+
+    @classmethod
+    def metadata(cls, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(cls.version, list(topics), b"")
+
+    @classmethod
+    def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+        pass
+
+
+class PartitionOwner(Protocol):
+    async def assigned(self, partitions: list[int]) -> dict[TopicPartition, int]:
+        """Restore the partitions' state; returns where to resume (the next offset) per input topic partition."""
+
+    async def revoked(self, partitions: list[int]) -> None:
+        """Store what the partitions hold and forget them."""
+
+    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Apply a batch and store its effects (waiting for Redis or Kafka, however long)."""
+
+    async def idle(self) -> None:
+        """Nothing arrived: time may still decide something (timers by the wall clock)."""
+
+
+class TopicsNotCoPartitioned(RuntimeError):
+    pass
+
+
+class PartitionedConsumer:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topics: Sequence[str],
+        group_id: str,
+        owner: PartitionOwner,
+        max_records: int = 5000,
+        poll_ms: int = 100,
+        client_id: str = "klantreis",
+    ) -> None:
+        self._settings = settings
+        self.topics = list(topics)
+        self.group_id = group_id
+        self._owner = owner
+        self._max_records = max_records
+        self._poll_ms = poll_ms
+        self._client_id = client_id
+        self.consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self.owned: set[int] = set()
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=self.group_id,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(CoPartitionedAssignor,),
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        while not self._stopping.is_set():
+            try:
+                await consumer.start()
+                break
+            except KafkaError as exc:
+                log.warning("%s: Kafka not reachable (%s); trying again", self.group_id, type(exc).__name__)
+                await asyncio.sleep(1)
+        self.consumer = consumer
+        try:
+            await self._check_partition_counts(consumer)
+            consumer.subscribe(self.topics, listener=_Listener(self))
+            while not self._stopping.is_set():
+                try:
+                    batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
+                except KafkaError as exc:
+                    log.warning("%s: fetch failed (%s); trying again", self.group_id, type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
+                async with self._lock:
+                    batch = {tp: records for tp, records in batch.items() if tp.partition in self.owned}
+                    if batch:
+                        await self._owner.process(batch)
+                        await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                    else:
+                        await self._owner.idle()
+        finally:
+            await self._leave(consumer)
+
+    async def _check_partition_counts(self, consumer: AIOKafkaConsumer) -> None:
+        counts = {}
+        for topic in self.topics:
+            for _ in range(50):
+                found = consumer.partitions_for_topic(topic) or await _fetch_partitions(consumer, topic)
+                if found:
+                    counts[topic] = len(found)
+                    break
+                await asyncio.sleep(0.1)
+        if len(set(counts.values())) > 1:
+            raise TopicsNotCoPartitioned(
+                f"{self.group_id} needs the same number of partitions on every input topic, found {counts}"
+            )
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        # The state store holds the truth (offsets are stored with the state); the commit is for lag and tools.
+        assert self.consumer is not None
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            log.info("%s: commit deferred (%s)", self.group_id, type(exc).__name__)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+
+    async def _leave(self, consumer: AIOKafkaConsumer) -> None:
+        """Store and let go of what this instance owns, then leave the group, within STOP_SECONDS."""
+        try:
+            async with asyncio.timeout(STOP_SECONDS):
+                async with self._lock:
+                    owned, self.owned = sorted(self.owned), set()
+                    if owned:
+                        await self._owner.revoked(owned)
+        except TimeoutError:
+            log.warning("%s: state not stored within %.0f s at stop; the next owner resumes from the store",
+                        self.group_id, STOP_SECONDS)  # fmt: skip
+        try:
+            async with asyncio.timeout(1.0):
+                await consumer.stop()
+        except TimeoutError:
+            log.warning("%s: consumer did not leave the group in time", self.group_id)
+
+    # Called by the listener, on the consumer's coordination task, between batches (the lock).
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            numbers = sorted({tp.partition for tp in revoked} & self.owned)
+            if numbers:
+                await self._owner.revoked(numbers)
+                self.owned -= set(numbers)
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._lock:
+            numbers = sorted({tp.partition for tp in assigned} - self.owned)
+            mine = {tp.partition for tp in assigned}
+            lonely = sorted(
+                tp for tp in assigned if any(TopicPartition(t, tp.partition) not in assigned for t in self.topics)
+            )
+            if lonely:
+                log.error("%s: partitions without their co-partitions: %s", self.group_id, sorted(lonely))
+            if not numbers:
+                return
+            resume = await self._owner.assigned(numbers)
+            self.owned |= mine
+            assert self.consumer is not None
+            for tp, offset in resume.items():
+                if tp in assigned:
+                    self.consumer.seek(tp, offset)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: PartitionedConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._consumer._assigned(assigned)
+
+
+async def _fetch_partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int] | None:
+    client = consumer._client  # aiokafka has no public metadata refresh
+    await client.force_metadata_update()
+    found: set[int] | None = client.cluster.partitions_for_topic(topic)
+    return found
