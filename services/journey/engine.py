@@ -19,7 +19,8 @@ from shared.events import deterministic_id
 SIGNED_UP = "member.signed_up.v1"
 MERGED = "member.merged.v1"
 ERASED = "member.erased.v1"
-SEEN_KEPT = 2  # expected events kept per rule and correlation: the latest two decide any window
+SEEN_KEPT = 2  # expected events kept per pending window: the earliest two after its start decide it
+SEEN_CAP = 16  # at most this many per rule and correlation, however far the topics run apart
 RESETS_KEPT = 2
 OPEN_KEPT = 8  # open frictions kept per member; older ones can no longer be resolved
 
@@ -111,8 +112,11 @@ class Engine:
                 self._inactivity(state, rule, event, stream, out)
             elif isinstance(rule, ImmediateRule):
                 self._immediate(state, rule, event, out)
+        before = (event.t if clock is None else clock) - self.lateness
         if state.seen:
-            _forget_unwaited(state, (event.t if clock is None else clock) - self.lateness)
+            _forget_unwaited(state, before)
+        if len(state.activity) > 1:
+            _forget_inactive(state, before)
         return out
 
     @staticmethod
@@ -124,10 +128,8 @@ class Engine:
     def _absence(self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome) -> None:
         if rule.expect.matches(event):
             corr = _corr(event, rule.same.values())
-            kept = [s for s in state.seen if s.rule == rule.id and s.corr == corr]
-            if not any(s.event_id == event.id for s in kept):
-                latest = sorted([*kept, Seen(rule.id, corr, event.t, event.id)], key=lambda s: s.t)[-SEEN_KEPT:]
-                state.seen = [s for s in state.seen if not (s.rule == rule.id and s.corr == corr)] + latest
+            if not any(s.event_id == event.id and s.rule == rule.id for s in state.seen):
+                state.seen.append(Seen(rule.id, corr, event.t, event.id))
             _resolve_open(state, rule.id, corr, event, out)
         if rule.start.matches(event) and self._may_apply(rule, state):
             corr = _corr(event, rule.same.keys())
@@ -170,22 +172,22 @@ class Engine:
         if not (rule.activity.matches(event) and self._may_apply(rule, state)):
             return
         _resolve_open(state, rule.id, rule.id, event, out)
-        current = next((a for a in state.activity if a.rule == rule.id), None)
-        if current is not None and current.t >= event.t:
-            return  # a later activity arrived first: its wait covers this one
-        if current is not None:
-            state.activity.remove(current)
-            due = current.t + self._windows[rule.id]
-            if current.armed and event.t > due + self.lateness and rule.admits(_profile(state)):
-                # The wait ran out before this activity, though its timer has not fired yet: inactive, and back.
-                friction = self._inactive(state, rule, event.subject, current, due)
-                out.detected.append(friction)
-                out.resolved.append(_resolution(friction, event.id, event.t))
-        activity = Activity(rule.id, event.t, event.id, True, stream)
+        acts = [a for a in state.activity if a.rule == rule.id]
+        if any(a.t == event.t for a in acts):
+            return
+        # Each activity waits for the next one, decided when its timer fires (the clock, not this member's own
+        # events, says when the other topics have caught up). A wait superseded in time is dropped at once.
+        window = self._windows[rule.id]
+        later = [a for a in acts if a.t > event.t]
+        armed = not later or min(a.t for a in later) > event.t + window + self.lateness
+        activity = Activity(rule.id, event.t, event.id, armed, stream)
         state.activity.append(activity)
-        out.timers.append(
-            Timer(event.t + self._windows[rule.id], event.subject, "i", rule.id, rule.id, event.t, event.id, stream)
-        )
+        state.activity.sort(key=lambda a: (a.rule, a.t))
+        if armed:
+            out.timers.append(Timer(event.t + window, event.subject, "i", rule.id, rule.id, event.t, event.id, stream))
+        for a in acts:
+            if a.armed and a.t < event.t and event.t <= a.t + window + self.lateness:
+                a.armed = False  # met by this activity
 
     def _immediate(self, state: MemberState, rule: ImmediateRule, event: JourneyEvent, out: Outcome) -> None:
         if rule.resolve is not None and rule.resolve.matches(event):
@@ -202,29 +204,26 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------------ fire
 
-    def fire(self, state: MemberState, timer: Timer) -> Outcome:
+    def fire(self, state: MemberState, timer: Timer, clock: int) -> Outcome:
         """Decide a timer whose due time (plus lateness) the clock has passed. A timer whose state is gone
         (fired before, erased, or superseded) decides nothing."""
         out = Outcome()
         rule = self.by_id.get(timer.rule)
         if isinstance(rule, AbsenceRule) and timer.kind == "a":
-            self._fire_absence(state, rule, timer, out)
+            self._fire_absence(state, rule, timer, clock, out)
         elif isinstance(rule, ThresholdRule) and timer.kind == "t":
             self._fire_threshold(state, rule, timer, out)
         elif isinstance(rule, InactivityRule) and timer.kind == "i":
-            self._fire_inactivity(state, rule, timer, out)
+            self._fire_inactivity(state, rule, timer, clock, out)
         return out
 
-    def _fire_absence(self, state: MemberState, rule: AbsenceRule, timer: Timer, out: Outcome) -> None:
+    def _fire_absence(self, state: MemberState, rule: AbsenceRule, timer: Timer, clock: int, out: Outcome) -> None:
         start = next((s for s in state.starts if s.rule == rule.id and s.event_id == timer.event_id), None)
         if start is None:
             return
         state.starts.remove(start)
         seen = [s for s in state.seen if s.rule == rule.id and s.corr == start.corr]
-        if not any(s.rule == rule.id and s.corr == start.corr for s in state.starts):
-            # No window of this correlation left: only an expected event a later start could still meet is kept.
-            state.seen = [s for s in state.seen if not (s.rule == rule.id and s.corr == start.corr)]
-            state.seen += [s for s in seen if s.t > timer.due][-SEEN_KEPT:]
+        _forget_unwaited(state, clock - self.lateness)
         profile = _profile(state)
         if not rule.admits(profile):
             return
@@ -236,8 +235,17 @@ class Engine:
         library = start.library or profile.get("home_library")
         pair = start.pair or rule.channel_pair
         out.closed.append(
-            ClosedWindow(rule.id, timer.member, start.event_id, timer.due, met, library, pair, start.platform,
-                         profile.get("age_band"))  # fmt: skip
+            ClosedWindow(
+                rule.id,
+                timer.member,
+                start.event_id,
+                timer.due,
+                met,
+                library,
+                pair,
+                start.platform,
+                profile.get("age_band"),
+            )  # fmt: skip
         )
         if not met:
             friction_id = deterministic_id("friction", rule.id, timer.member, start.event_id)
@@ -282,16 +290,27 @@ class Engine:
         if not (burst.checks or burst.matches or any(o.rule == rule.id and o.key == timer.corr for o in state.open)):
             state.bursts.remove(burst)
 
-    def _fire_inactivity(self, state: MemberState, rule: InactivityRule, timer: Timer, out: Outcome) -> None:
-        activity = next((a for a in state.activity if a.rule == rule.id), None)
-        if activity is None or activity.t != timer.t or not activity.armed:
-            return  # superseded by a later activity, or decided before
+    def _fire_inactivity(
+        self, state: MemberState, rule: InactivityRule, timer: Timer, clock: int, out: Outcome
+    ) -> None:
+        activity = next((a for a in state.activity if a.rule == rule.id and a.t == timer.t), None)
+        if activity is None or not activity.armed:
+            return  # met by a later activity, or decided before
         activity.armed = False
+        acts = [a for a in state.activity if a.rule == rule.id]
+        later = sorted(a.t for a in acts if a.t > activity.t)
+        _forget_inactive(state, clock - self.lateness)
+        if later and later[0] <= timer.due + self.lateness:
+            return  # active again in time
         if not rule.admits(_profile(state)):
             return
         friction = self._inactive(state, rule, timer.member, activity, timer.due)
-        _open(state, friction, rule.id)
         out.detected.append(friction)
+        back = next((a for a in acts if a.t == later[0]), None) if later else None
+        if back is not None:  # active again, but too late, before this timer fired
+            out.resolved.append(_resolution(friction, back.event_id, back.t))
+        else:
+            _open(state, friction, rule.id)
 
     @staticmethod
     def _inactive(state: MemberState, rule: Rule, member: str, activity: Activity, due: int) -> Friction:
@@ -313,9 +332,31 @@ class Engine:
 
 
 def _forget_unwaited(state: MemberState, before: int) -> None:
-    """Expected events no window waits for are kept only within the lateness: a start may still arrive late."""
-    waiting = {(s.rule, s.corr) for s in state.starts}
-    state.seen = [s for s in state.seen if (s.rule, s.corr) in waiting or s.t >= before]
+    """Expected events kept: those at or after `before` (the clock less the lateness: a start may still be on its
+    way on another topic), and for each pending window the earliest two at or after its start (the first may be
+    the start itself) and the latest one. What decides a window is the earliest expected event after its start."""
+    by_key: dict[tuple[str, str], list[Seen]] = {}
+    for s in sorted(state.seen, key=lambda s: s.t):
+        by_key.setdefault((s.rule, s.corr), []).append(s)
+    kept: list[Seen] = []
+    for (rule, corr), seen in by_key.items():
+        starts = [s.t for s in state.starts if s.rule == rule and s.corr == corr]
+        keep = {id(s) for s in seen if s.t >= before}
+        for t0 in starts:
+            keep |= {id(s) for s in [s for s in seen if s.t >= t0][:SEEN_KEPT]}
+        if starts:
+            keep.add(id(seen[-1]))
+        kept += [s for s in seen if id(s) in keep][:SEEN_CAP]
+    state.seen = kept
+
+
+def _forget_inactive(state: MemberState, before: int) -> None:
+    """Activities kept: those still waiting, the latest of each rule, and any at or after `before` (one may still
+    meet the wait of an earlier activity that is on its way on another topic)."""
+    latest: dict[str, int] = {}
+    for a in state.activity:
+        latest[a.rule] = max(a.t, latest.get(a.rule, a.t))
+    state.activity = [a for a in state.activity if a.armed or a.t >= before or a.t == latest[a.rule]]
 
 
 def _absence_timer(start: Start, member: str, window: int) -> Timer:

@@ -161,7 +161,7 @@ class Partition:
             state = self.members.get(timer.member)
             if state is None:
                 continue  # erased meanwhile
-            self._take(self.engine.fire(state, timer))
+            self._take(self.engine.fire(state, timer, until + self.engine.lateness))
             self.result.changed.add(timer.member)
 
     def _take(self, outcome: Outcome) -> None:

@@ -181,7 +181,7 @@ async def test_an_erased_member_s_journey_is_gone(live: Live) -> None:
 
 
 async def test_events_for_a_merged_member_continue_the_survivor_s_journey(live: Live) -> None:
-    now = datetime.now(UTC) - timedelta(days=30)
+    now = datetime.now(UTC) - timedelta(days=90)  # the 60-day BoekStart window has closed
     await live.publisher.publish_many([
         signed_up("old-record", now, age_band="0-3", source="consultatiebureau"),
         signed_up("survivor", now + timedelta(minutes=1), age_band="0-3", source="consultatiebureau"),
