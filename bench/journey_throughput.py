@@ -1,47 +1,80 @@
-"""How fast the journey service takes a simulated history from its input topics to caught up, next to raw aiokafka
-consuming the very same records from the same broker in the same run, and how much Redis a member's journey costs.
+"""How fast the journey service applies a simulated history, next to raw aiokafka and a Quix Streams peer of the
+online-sign-up rule, all in one run on one broker, and how much Redis a member costs.
 
-    .venv/bin/python bench/journey_throughput.py [--members 20000] [--partitions 3] [--batch 500]
+    .venv/bin/python bench/journey_throughput.py [--members 20000] [--partitions 3] [--batch 5000]
 
 Uses the Kafka and Redis named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_URL when both are set (under a
 topic, group and key prefix of its own); otherwise starts a Kafka broker and a redis-server on free ports
 (deploy/runtime.py, as the tests do) and stops them at the end.
 
-A simulated network (services/journey/simulator.py) is produced to `identity.members.v1` and
-`propositions.usage.v1` first. Then, each timed from its first fetch (start-up and group join left out):
-- baseline: an AIOKafkaConsumer reading every record of both topics to their end offsets (no decoding);
-- the same consumer decoding each record as the journey does (CloudEvents binding and the type's pydantic model);
-- the journey service (its Kafka subscriber, engine and Redis store, in this process, no HTTP): until every record
-  is applied (state, timers and offsets stored), and until settled (the timers due by the clocks fired as well,
-  frictions published).
-Redis per member: MEMORY USAGE of member journeys (a sample), and the growth of Redis' used_memory over all of the
-journey's keys (timers, facts, offsets) divided by the members.
+A simulated network (services/journey/simulator.py) is produced twice: its member events alone under one prefix
+(the one-rule comparison: the peer and journey read the same topic, the same events), and the whole network under
+another. Each run is timed from its first record to its last applied (start-up and group join left out):
+- baseline: an AIOKafkaConsumer reading every record of the network's input topics (no decoding);
+- the same consumer decoding each record as other consumers do (CloudEvents binding and the type's pydantic model);
+- the peer: bench/peers/quix_signup.py, the online-sign-up rule in Quix Streams (RocksDB state), member events;
+- journey with that one rule over the same member events, and journey with all ten rules over the network.
+Frictions are compared between journey, the peer and the simulator's truth. Redis per member: the growth of
+used_memory over every journey key, divided by the members.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.peers.quix_signup import PeerRun
 from deploy import runtime
 from services.journey.app import create_app
 from services.journey.handlers import FrictionDetector
 from services.journey.history import load
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
-from services.journey.store import JourneyStore
-from shared.events import from_kafka, typed_data
+from shared.events import CloudEvent, from_kafka, typed_data
 from shared.redis import make_redis
 from shared.service import ServiceParts
-from shared.topics import ALL_TOPICS, MEMBERS, USAGE, ensure_topics
+from shared.topics import ALL_TOPICS, FRICTIONS, MEMBERS, USAGE, ensure_topics
+
+SIGNUP_RULE = "online-signup-not-activated"
+ONE_RULE = f"""rules:
+  - id: {SIGNUP_RULE}
+    kind: absence
+    channel_pair: online→offline
+    start: {{type: member.signed_up.v1, where: {{channel: online}}}}
+    expect: {{type: member.card_activated.v1}}
+    within: P14D
+"""
+
+
+def settings_for(kafka: str, redis_url: str, prefix: str, partitions: int, batch: int, **extra: Any) -> JourneySettings:
+    return JourneySettings(
+        kafka_bootstrap=kafka, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix, key_prefix=prefix,
+        partitions=partitions, journey_batch_size=batch, journey_idle_seconds=0.5, journey_clock="event", **extra,
+    )  # fmt: skip
+
+
+async def produce(settings: JourneySettings, events: list[CloudEvent]) -> None:
+    await ensure_topics(settings, ALL_TOPICS)
+    parts = ServiceParts.connect("bench", settings)
+    await parts.broker.start()
+    try:
+        loaded = await load(enumerate(events), parts.publisher)
+    finally:
+        await parts.broker.stop()
+        await parts.redis.aclose()
+    print(f"produced {loaded.produced:,} events in {loaded.seconds:.1f} s under {settings.topic_prefix}", flush=True)
 
 
 async def raw_consume(bootstrap: str, topics: list[str], partitions: int, decode: bool) -> tuple[int, float]:
@@ -54,10 +87,11 @@ async def raw_consume(bootstrap: str, topics: list[str], partitions: int, decode
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)
         todo = {tp for tp, end in ends.items() if end > 0}
-        count = 0
-        started = time.perf_counter()
+        count, started = 0, 0.0
         while todo:
-            for tp, records in (await consumer.getmany(*todo, timeout_ms=500, max_records=5000)).items():
+            fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
+            started = started or time.perf_counter()
+            for tp, records in fetched.items():
                 for record in records:
                     if decode:
                         typed_data(from_kafka(record.value, record.headers))
@@ -69,102 +103,143 @@ async def raw_consume(bootstrap: str, topics: list[str], partitions: int, decode
         await consumer.stop()
 
 
-async def journey_run(settings: JourneySettings, ends: dict[str, int]) -> tuple[float, float]:
-    """The journey service from its first applied record to every record applied, and to settled."""
-    app = create_app(settings)
-    detector: FrictionDetector = app.state.detector
-    store = JourneyStore(app.state.parts.redis, settings)
-    async with app.router.lifespan_context(app):
-        while detector.applied == 0:  # noqa: ASYNC110 (polling what the service exposes, as an operator would)
-            await asyncio.sleep(0.01)
-        started = time.perf_counter()
-        while True:
-            applied = await store.applied_offsets()
-            if all(applied.get(position, -1) + 1 >= end for position, end in ends.items()):
-                break
-            await asyncio.sleep(0.05)
-        caught_up = time.perf_counter() - started
-        while not await detector.settled():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        settled = time.perf_counter() - started
-    return caught_up, settled
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch: int) -> None:
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    settings = JourneySettings(
-        kafka_bootstrap=kafka, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix, key_prefix=prefix,
-        partitions=partitions, journey_batch_size=batch, journey_idle_seconds=0.5, journey_timer_tick_seconds=0.1,
+async def run_peer(kafka: str, topic: str, group: str, state_dir: str, records: int, lateness_ms: int) -> PeerRun:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.peers.quix_signup", kafka, topic, group, state_dir, str(records),
+        str(14 * 86_400_000), str(lateness_ms), stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
     )  # fmt: skip
-    print(f"simulating {members:,} members …", flush=True)
-    network = simulate(members, seed=7)
-    await ensure_topics(settings, ALL_TOPICS)
+    out, _ = await child.communicate()
+    found = json.loads(out.decode().strip().splitlines()[-1])
+    return PeerRun(found["seconds"], found["records"], {(m, s) for m, s in found["frictions"]})
 
-    parts = ServiceParts.connect("bench", settings)
-    await parts.broker.start()
+
+async def journey_run(
+    settings: JourneySettings, events: int, instances: int = 1
+) -> tuple[float, set[tuple[str, str, str]]]:
+    """Seconds from the first applied record to every record applied and every due timer fired; the frictions."""
+    apps = [create_app(settings) for _ in range(instances)]
+    contexts = [app.router.lifespan_context(app) for app in apps]
+    for context in contexts:
+        await context.__aenter__()
     try:
-        loaded = await load(enumerate(network.events), parts.publisher)
+        detectors: list[FrictionDetector] = [app.state.detector for app in apps]
+        while sum(d.applied for d in detectors) == 0:  # noqa: ASYNC110 (polling what the service exposes)
+            await asyncio.sleep(0.005)
+        started = time.perf_counter()
+        while sum(d.applied for d in detectors) < events or not all(d.settled() for d in detectors):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        seconds = time.perf_counter() - started
     finally:
-        await parts.broker.stop()
-        await parts.redis.aclose()
-    print(f"produced {loaded.produced:,} events in {loaded.seconds:.1f} s ({loaded.per_second:,.0f}/s)", flush=True)
-
-    topics = [settings.topic(MEMBERS.name), settings.topic(USAGE.name)]
-    raw_count, raw_seconds = await raw_consume(kafka, topics, partitions, decode=False)
-    decoded_count, decoded_seconds = await raw_consume(kafka, topics, partitions, decode=True)
-    assert raw_count == decoded_count == loaded.produced, (raw_count, decoded_count, loaded.produced)
-
-    redis = make_redis(settings)
-    memory_before = int((await redis.info("memory"))["used_memory"])
-    ends = {f"{tp.topic}:{tp.partition}": end for tp, end in (await _ends(kafka, topics, partitions)).items()}
-    caught_up, settled = await journey_run(settings, ends)
-    memory_after = int((await redis.info("memory"))["used_memory"])
-    store = JourneyStore(redis, settings)
-    per_journey = await store.member_bytes(sample=1000)
-    journeys = len(await store.all_journeys())
-    facts = len(await store.friction_facts())
-    await redis.aclose()
-
-    events = loaded.produced
-    print()
-    print(f"{members:,} members, {events:,} events, {partitions} partitions, journey batches of {batch}")
-    print(f"broker {kafka}, Redis {redis_url}")
-    print(f"{'':<58} {'events/s':>10} {'seconds':>8}")
-    rows = [
-        ("baseline: raw aiokafka consumer, same records, same broker", raw_seconds),
-        ("raw aiokafka + decoding each CloudEvent (binding, pydantic)", decoded_seconds),
-        ("journey service: every record applied (state in Redis)", caught_up),
-        ("journey service: settled (due timers fired, frictions out)", settled),
-    ]
-    for name, seconds in rows:
-        print(f"{name:<58} {events / seconds:>10,.0f} {seconds:>8.2f}")
-    print(f"the journey service takes {caught_up / raw_seconds:.0f}x the time of raw consuming to apply every record")
-    print(f"frictions detected (facts in Redis): {facts:,}, planted by the simulator: {len(network.truth):,}")
-    print(f"Redis per member journey: {per_journey:,.0f} bytes (MEMORY USAGE of the member key, 1,000 sampled)")
-    print(
-        f"Redis per member, all journey keys (journeys, timers, facts): "
-        f"{(memory_after - memory_before) / max(journeys, 1):,.0f} bytes "
-        f"(used_memory grew {(memory_after - memory_before) / 2**20:,.1f} MiB for {journeys:,} journeys)"
-    )
+        for context in reversed(contexts):
+            await context.__aexit__(None, None, None)
+    records = await _read_all(settings.kafka_bootstrap, settings.topic(FRICTIONS.name))
+    found = set()
+    for record in records:
+        event = from_kafka(record.value, record.headers)
+        if event.type.endswith("friction.detected.v1"):
+            found.add((str(event.data["rule"]), event.subject or "", str(event.data["start_event_id"])))
+    return seconds, found
 
 
-async def _ends(bootstrap: str, topics: list[str], partitions: int) -> dict[TopicPartition, int]:
+async def _read_all(bootstrap: str, topic: str) -> list[Any]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
-        ends: dict[TopicPartition, int] = await consumer.end_offsets(
-            [TopicPartition(t, p) for t in topics for p in range(partitions)]
-        )
-        return ends
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[Any] = []
+        todo = {tp for tp, end in ends.items() if end > 0}
+        while todo:
+            for tp, batch in (await consumer.getmany(*todo, timeout_ms=500)).items():
+                records += batch
+                if batch and batch[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+        return records
     finally:
         await consumer.stop()
+
+
+async def redis_used(redis_url: str) -> int:
+    redis = make_redis(JourneySettings(redis_url=redis_url))
+    try:
+        return int((await redis.info("memory"))["used_memory"])
+    finally:
+        await redis.aclose()
+
+
+async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch: int) -> None:
+    print(f"simulating {members:,} members …", flush=True)
+    network = simulate(members, seed=7)
+    member_events = [e for e in network.events if typed_data(e).topic == MEMBERS.name]
+    lateness = timedelta(minutes=1)
+    run = uuid.uuid4().hex[:6]
+    one = settings_for(kafka, redis_url, f"bench{run}a.", partitions, batch)
+    everything = settings_for(kafka, redis_url, f"bench{run}b.", partitions, batch)
+    await produce(one, member_events)
+    await produce(everything, network.events)
+
+    topics = [everything.topic(MEMBERS.name), everything.topic(USAGE.name)]
+    raw_count, raw_seconds = await raw_consume(kafka, topics, partitions, decode=False)
+    decoded_count, decoded_seconds = await raw_consume(kafka, topics, partitions, decode=True)
+    assert raw_count == decoded_count == len(network.events), (raw_count, decoded_count)
+
+    with tempfile.TemporaryDirectory() as state_dir:
+        peer = await run_peer(kafka, one.topic(MEMBERS.name), f"bench{run}peer", state_dir, len(member_events),
+                              int(lateness.total_seconds() * 1000))  # fmt: skip
+
+    with tempfile.TemporaryDirectory() as rules_dir:
+        rules = Path(rules_dir) / "one-rule.yaml"
+        await asyncio.to_thread(rules.write_text, ONE_RULE)
+        one_rule = one.model_copy(update={"journey_rules_file": rules})
+        one_seconds, one_found = await journey_run(one_rule, len(member_events))
+
+    before = await redis_used(redis_url)
+    all_seconds, all_found = await journey_run(everything, len(network.events))
+    after = await redis_used(redis_url)
+
+    truth = {(p.rule, p.member_id, p.start_event_id) for p in network.truth}
+    signup_truth = {(m, s) for r, m, s in truth if r == SIGNUP_RULE}
+    signup_journey = {(m, s) for _, m, s in one_found}
+    equal = signup_journey == peer.frictions == signup_truth and all_found == truth
+
+    events = len(network.events)
+    print()
+    print(f"{members:,} members, {events:,} events ({len(member_events):,} member events), {partitions} partitions")
+    print(f"broker {kafka}, Redis {redis_url}")
+    print(f"{'':<66} {'events/s':>10} {'seconds':>8}")
+    rows = [
+        ("baseline: raw aiokafka consumer, the network's records", events, raw_seconds),
+        ("raw aiokafka + decoding each CloudEvent (binding, pydantic)", events, decoded_seconds),
+        ("peer: Quix Streams, online-sign-up rule, member events", len(member_events), peer.seconds),
+        ("journey: online-sign-up rule only, the same member events", len(member_events), one_seconds),
+        ("journey: all ten rules, the network (applied, timers fired)", events, all_seconds),
+    ]
+    for name, count, seconds in rows:
+        print(f"{name:<66} {count / seconds:>10,.0f} {seconds:>8.2f}")
+    peer_rate = len(member_events) / peer.seconds
+    print(f"frictions: journey one rule {len(signup_journey):,}, peer {len(peer.frictions):,}, "
+          f"truth {len(signup_truth):,}; all rules {len(all_found):,}, truth {len(truth):,}")  # fmt: skip
+    print(f"ratio journey(one rule)/peer: {len(member_events) / one_seconds / peer_rate:.2f}")
+    print(f"ratio journey(all rules)/peer: {events / all_seconds / peer_rate:.2f}")
+    print(f"ratio journey/raw+decode: {(events / all_seconds) / (events / decoded_seconds):.2f}")
+    print(f"redis bytes per member: {max(0, after - before) // members}")
+    print(f"frictions equal to peer and truth: {'yes' if equal else 'no'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=500, help="journey consumer batch (KLANTREIS_JOURNEY_BATCH_SIZE)")
+    parser.add_argument("--batch", type=int, default=5000, help="journey consumer batch (KLANTREIS_JOURNEY_BATCH_SIZE)")
     args = parser.parse_args()
     with runtime.local_infrastructure() as (kafka, redis_url):
         asyncio.run(bench(kafka, redis_url, args.members, args.partitions, args.batch))

@@ -29,9 +29,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from services.journey.pages import SECTIONS, dashboard_filters
+
 from bench.journey_reports import BATCH, load, redis_server, simulated_network, timed
 from services.journey.app import create_app
-from services.journey.pages import SECTIONS, dashboard_filters
 from services.journey.rules import load_rules
 from services.journey.settings import JourneySettings
 from shared.auth import Keyring

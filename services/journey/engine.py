@@ -20,6 +20,7 @@ SIGNED_UP = "member.signed_up.v1"
 MERGED = "member.merged.v1"
 ERASED = "member.erased.v1"
 SEEN_KEPT = 2  # expected events kept per pending window: the earliest two after its start decide it
+PRUNE_AT = 3  # expected events or activities per member before they are pruned by the clock
 SEEN_CAP = 16  # at most this many per rule and correlation, however far the topics run apart
 RESETS_KEPT = 2
 OPEN_KEPT = 8  # open frictions kept per member; older ones can no longer be resolved
@@ -112,10 +113,11 @@ class Engine:
                 self._inactivity(state, rule, event, stream, out)
             elif isinstance(rule, ImmediateRule):
                 self._immediate(state, rule, event, out)
+        # Pruned once a few have gathered (and when a window's timer fires): cheap on the hot path.
         before = (event.t if clock is None else clock) - self.lateness
-        if state.seen:
+        if len(state.seen) > PRUNE_AT:
             _forget_unwaited(state, before)
-        if len(state.activity) > 1:
+        if len(state.activity) > PRUNE_AT:
             _forget_inactive(state, before)
         return out
 
@@ -245,7 +247,7 @@ class Engine:
                 pair,
                 start.platform,
                 profile.get("age_band"),
-            )  # fmt: skip
+            )
         )
         if not met:
             friction_id = deterministic_id("friction", rule.id, timer.member, start.event_id)

@@ -186,6 +186,7 @@ class FrictionDetector:
             for record in records:
                 if record.offset <= done:
                     continue  # applied before a crash or a rebalance
+                self.applied += 1
                 try:
                     found = decode(record.value, record.headers, self._engine.kinds)
                 except InvalidEvent as exc:
@@ -202,7 +203,6 @@ class FrictionDetector:
         merged = heapq.merge(*streams, key=lambda item: item[0]) if len(streams) > 1 else iter(streams[0])
         for _, _, topic, found in merged:
             partition.feed(topic, found.event, found.stream)
-            self.applied += 1
         partition.advance()
         self._collect(partition, change)
         for topic in {topic for topic, _ in types}:

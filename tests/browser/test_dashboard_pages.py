@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
-
 from services.journey.pages import duration
+
 from shared.web.i18n import NO_NUMBER, Translator
 from tests.browser.conftest import PHONE, Platform, horizontal_overflow, screenshot, sign_in, unlabelled_fields
 from tests.integration.test_journey_reports import FUNNEL, settle, the_network

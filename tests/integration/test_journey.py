@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -18,10 +18,10 @@ from services.journey.handlers import FrictionDetector
 from services.journey.history import load
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
+from services.journey.state import MemberState, decode
 from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
-from services.journey.state import MemberState, decode
 from shared.redis import make_redis
 from shared.settings import Settings
 from tests.support import eventually, header, read_to_end, running
@@ -64,7 +64,7 @@ class Live:
         try:
             async for key in redis.scan_iter(match=self.settings.key("journey", "state", "*")):
                 raw = await redis.hget(key, member)
-                if raw is not None:
+                if isinstance(raw, bytes):
                     return decode(raw)
             return None
         finally:
