@@ -65,7 +65,7 @@ def run(
             if at is None or at > due + lateness_ms:
                 result.frictions.add((member, start_id))
 
-    def process(value: bytes, key: str, timestamp: int, headers: Any, state: State[Any]) -> None:
+    def process(value: bytes, key: str, timestamp: int, headers: Any, state: State[Any, Any]) -> None:
         nonlocal started
         if not started:
             started = time.perf_counter()
