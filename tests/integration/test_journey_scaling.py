@@ -40,9 +40,9 @@ def detectors(apps: list[FastAPI]) -> list[FrictionDetector]:
     return [app.state.detector for app in apps]
 
 
-async def all_settled(apps: list[FastAPI]) -> bool:
+async def all_settled(apps: list[FastAPI], partitions: int = PARTITIONS) -> bool:
     owned = {n for d in detectors(apps) for n in d.owned}
-    return owned == set(range(PARTITIONS)) and all(d.settled() for d in detectors(apps) if d.owned)
+    return owned == set(range(partitions)) and all(d.settled() for d in detectors(apps) if d.owned)
 
 
 async def published(settings: Settings) -> list[tuple[str, str, str, str]]:
