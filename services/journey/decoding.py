@@ -17,31 +17,22 @@ from services.journey.rules import JourneyEvent
 from shared.events import FieldError, InvalidEvent, from_kafka, typed_data
 from shared.events.registry import TYPE_PREFIX, event_types
 
-STREAM_HEADER = "klantreis_stream"  # set by `klantreis replay` and the simulator: one backfill's own clock
 _REQUIRED = ("ce_id", "ce_source", "ce_time", "ce_specversion")
 _VALIDATORS = {t.removeprefix(TYPE_PREFIX): m.__pydantic_validator__ for t, m in event_types().items()}
 
 
-class Decoded:
-    __slots__ = ("event", "stream")
-
-    def __init__(self, event: JourneyEvent, stream: str) -> None:
-        self.event = event
-        self.stream = stream
-
-
-def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]], kinds: frozenset[str]) -> Decoded | None:
+def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]], kinds: frozenset[str]) -> JourneyEvent | None:
     """The event, or None when no rule looks at its type. Raises InvalidEvent for a record no one could use."""
     found: dict[str, bytes] = {}
     for name, raw in headers:
         found[name] = raw
     raw_type = found.get("ce_type")
     if raw_type is None or not all(name in found for name in _REQUIRED) or "ce_subject" not in found:
-        return _reference(value, headers, kinds, found)
+        return _reference(value, headers, kinds)
     try:
         kind = raw_type.decode().removeprefix(TYPE_PREFIX)
     except UnicodeDecodeError:
-        return _reference(value, headers, kinds, found)
+        return _reference(value, headers, kinds)
     if kind not in kinds:
         return None
     validator = _VALIDATORS.get(kind)
@@ -52,7 +43,7 @@ def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]], kinds: fro
         if at.tzinfo is None:
             raise ValueError
         data: dict[str, Any] = validator.validate_json(value or b"{}").__dict__
-        event = JourneyEvent(
+        return JourneyEvent(
             found["ce_id"].decode(),
             kind,
             int(at.timestamp() * 1000),
@@ -63,17 +54,14 @@ def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]], kinds: fro
             data,
         )
     except (ValueError, ValidationError, UnicodeDecodeError):
-        return _reference(value, headers, kinds, found)
-    return Decoded(event, _text(found.get(STREAM_HEADER)) or "")
+        return _reference(value, headers, kinds)
 
 
 def _text(raw: bytes | None) -> str | None:
     return raw.decode() if raw else None
 
 
-def _reference(
-    value: bytes | None, headers: Sequence[tuple[str, bytes]], kinds: frozenset[str], found: dict[str, bytes]
-) -> Decoded | None:
+def _reference(value: bytes | None, headers: Sequence[tuple[str, bytes]], kinds: frozenset[str]) -> JourneyEvent | None:
     cloud_event = from_kafka(value, headers)
     kind = cloud_event.type.removeprefix(TYPE_PREFIX)
     if kind not in kinds:
@@ -81,5 +69,4 @@ def _reference(
     data = typed_data(cloud_event)
     if cloud_event.subject is None:
         raise InvalidEvent([FieldError("ce_subject", "missing: journey follows members")])
-    event = JourneyEvent.of(cloud_event)._replace(data=data.__dict__)
-    return Decoded(event, _text(found.get(STREAM_HEADER)) or "")
+    return JourneyEvent.of(cloud_event)._replace(data=data.__dict__)

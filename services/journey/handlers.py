@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from services.journey import engine
-from services.journey.decoding import Decoded, decode
+from services.journey.decoding import decode
 from services.journey.partition import Applied, Partition
 from services.journey.rules import JourneyEvent, RuleCatalogue
 from services.journey.settings import JourneySettings
@@ -110,6 +110,7 @@ class Owned:
     epoch: int
     offsets: dict[str, int]  # physical topic → last offset applied
     last_record: dict[str, float]  # physical topic → monotonic time its last record was consumed
+    backfill_since: float | None = None  # monotonic time a history began to load
 
 
 class FrictionDetector:
@@ -178,11 +179,11 @@ class FrictionDetector:
     async def _apply(self, owned: Owned, inputs: list[tuple[TopicPartition, list[Any]]]) -> PartitionWrite:
         partition, offsets = owned.partition, owned.offsets
         change = PartitionWrite()
-        streams: list[list[tuple[int, int, str, Decoded]]] = []
+        streams: list[list[tuple[int, int, str, JourneyEvent]]] = []  # per topic: (time, offset, topic, event)
         types: Counter[tuple[str, str]] = Counter()
         for tp, records in inputs:
             done = offsets.get(tp.topic, -1)
-            decoded: list[tuple[int, int, str, Decoded]] = []
+            decoded: list[tuple[int, int, str, JourneyEvent]] = []
             for record in records:
                 if record.offset <= done:
                     continue  # applied before a crash or a rebalance
@@ -193,8 +194,8 @@ class FrictionDetector:
                     await self._dead_letter(record, "invalid_event", str(exc))
                     continue
                 if found is not None:
-                    decoded.append((found.event.t, record.offset, tp.topic, found))
-                    types[(tp.topic, found.event.kind)] += 1
+                    decoded.append((found.t, record.offset, tp.topic, found))
+                    types[(tp.topic, found.kind)] += 1
             streams.append(decoded)
             offsets[tp.topic] = change.offsets[tp.topic] = records[-1].offset
             owned.last_record[tp.topic] = time.monotonic()
@@ -202,7 +203,7 @@ class FrictionDetector:
         # One member's events from several topics, in event time: the slowest topic holds the clock.
         merged = heapq.merge(*streams, key=lambda item: item[0]) if len(streams) > 1 else iter(streams[0])
         for _, _, topic, found in merged:
-            partition.feed(topic, found.event, found.stream)
+            partition.feed(topic, found)
         partition.advance()
         self._collect(partition, change)
         for topic in {topic for topic, _ in types}:
@@ -210,17 +211,29 @@ class FrictionDetector:
         return change
 
     def _mark_quiet(self, owned: Owned) -> None:
-        """Which input topics of the partition are caught up and have had nothing new for a while."""
+        """Which input topics of the partition are caught up and have had nothing new for a while (and since a
+        history began to load); in live operation their clocks follow the wall clock."""
         consumer = self.consumer.consumer
+        partition = owned.partition
         now = time.monotonic()
-        quiet = set()
+        if partition.backfilling() and owned.backfill_since is None:
+            owned.backfill_since = now
+        elif not partition.backfilling():
+            owned.backfill_since = None
+        idle = self._settings.journey_idle_seconds
+        quiet, backfill_quiet = set(), set()
         for topic in self._topics:
-            high = consumer.highwater(TopicPartition(topic, owned.partition.number)) if consumer else None
-            caught_up = high is not None and owned.offsets.get(topic, -1) + 1 >= high
-            if caught_up and now - owned.last_record.get(topic, 0.0) >= self._settings.journey_idle_seconds:
+            high = consumer.highwater(TopicPartition(topic, partition.number)) if consumer else None
+            if high is None or owned.offsets.get(topic, -1) + 1 < high:
+                continue
+            last = owned.last_record.get(topic, 0.0)
+            if now - last >= idle:
                 quiet.add(topic)
-        owned.partition.quiet = quiet
-        owned.partition.quiet_at = int(self.wall() * 1000) if self._settings.journey_clock == "auto" else None
+            if owned.backfill_since is not None and now - max(last, owned.backfill_since) >= idle:
+                backfill_quiet.add(topic)
+        partition.quiet, partition.backfill_quiet = quiet, backfill_quiet
+        partition.quiet_at = int(self.wall() * 1000) if self._settings.journey_clock == "auto" else None
+        partition.follow_wall()
 
     def _collect(self, partition: Partition, change: PartitionWrite) -> None:
         applied: Applied = partition.take()
@@ -238,8 +251,10 @@ class FrictionDetector:
         writes = {}
         for number, owned in self.owned.items():
             self._mark_quiet(owned)
-            if owned.partition.due():
+            if owned.partition.due() or owned.partition.quiet >= owned.partition.topics:
                 owned.partition.advance()
+                if owned.partition.quiet_at is not None:
+                    owned.partition.end_backfill()
                 change = PartitionWrite()
                 self._collect(owned.partition, change)
                 writes[number] = change

@@ -19,6 +19,11 @@ from services.journey.rules import JourneyEvent
 from services.journey.state import MemberState, Timer
 
 NEVER = -(2**62)
+LIVE = ""
+# Events older than their topic's live clock (less the lateness) are a history being loaded into a running
+# platform: they get a clock of their own, so their windows are decided by their own event times, as a fresh
+# replay would decide them, and not at once by the live clock.
+BACKFILL = "backfill"
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Partition:
         # clock follows the wall clock; replaying (`quiet_at` None) it holds no other topic back.
         self.quiet: set[str] = set()
         self.quiet_at: int | None = None
+        # Topics with nothing new since a history began to load (they hold the history's clock back no more).
+        self.backfill_quiet: set[str] = set()
         self.result = Applied()
 
     # ---------------------------------------------------------------------------------------------- state
@@ -85,14 +92,18 @@ class Partition:
     # ---------------------------------------------------------------------------------------------- clocks
 
     def clock(self, stream: str) -> int:
-        """The stream's event time: its slowest busy topic's; a quiet topic follows the wall clock (live) or
-        holds nothing back (replay)."""
+        """The stream's event time, held back by the slowest topic that may still deliver events of it."""
+        return self._live_clock() if stream == LIVE else self._backfill_clock()
+
+    def _live_clock(self) -> int:
+        """The slowest busy topic's; a quiet topic follows the wall clock (live) or holds nothing back (replay).
+        A busy topic that has delivered nothing yet holds everything back."""
         started = {topic for topic, _ in self.clocks}
         if any(topic not in started for topic in self.topics - self.quiet):
             return NEVER
         holding, seen = [], []
         for (topic, s), t in self.clocks.items():
-            if s != stream:
+            if s != LIVE:
                 continue
             seen.append(t)
             if topic not in self.quiet:
@@ -103,6 +114,30 @@ class Partition:
             return NEVER
         return min(holding) if holding else max(seen)
 
+    def _backfill_clock(self) -> int:
+        """A history's own event time: every topic holds it back until it has delivered some of the history or
+        has been quiet since the history began; once every topic is quiet the history is complete."""
+        seen = {topic: t for (topic, s), t in self.clocks.items() if s == BACKFILL}
+        if self.quiet_at is not None and self.quiet >= self.topics:
+            return max(self.quiet_at, *seen.values()) if seen else self.quiet_at
+        holding = []
+        for topic in self.topics or set(seen):
+            if topic in self.backfill_quiet:
+                continue
+            if topic not in seen:
+                return NEVER
+            holding.append(seen[topic])
+        return min(holding) if holding else max(seen.values(), default=NEVER)
+
+    def follow_wall(self) -> None:
+        """Live operation: a quiet topic's clock is the wall clock, so a history loaded later is told apart."""
+        if self.quiet_at is not None:
+            for topic in self.quiet:
+                self.clocks[(topic, LIVE)] = max(self.clocks.get((topic, LIVE), NEVER), self.quiet_at)
+
+    def backfilling(self) -> bool:
+        return any(s == BACKFILL for _, s in self.clocks)
+
     def streams(self) -> set[str]:
         return {s for _, s in self.clocks} | set(self._timers)
 
@@ -112,13 +147,23 @@ class Partition:
             clock = self.clock(stream) if until is None else max(self.clock(stream), until)
             self._fire(stream, clock - self.engine.lateness)
 
+    def end_backfill(self) -> None:
+        """Every topic is quiet: a history that was being loaded is complete. Its windows closed by now are
+        decided (by the wall clock, as quiet topics follow it live), and its clock goes, for the next one."""
+        if self.backfilling() and self.quiet >= self.topics:
+            self.advance()
+            self.clocks = {k: t for k, t in self.clocks.items() if k[1] != BACKFILL}
+            self.backfill_quiet = set()
+
     def due(self) -> bool:
         """Whether any timer is due by its stream's clock."""
         return any(self.timers_due(s, self.clock(s) - self.engine.lateness) for s in self.streams())
 
     # ---------------------------------------------------------------------------------------------- events
 
-    def feed(self, topic: str, event: JourneyEvent, stream: str = "") -> None:
+    def feed(self, topic: str, event: JourneyEvent) -> None:
+        live = self.clocks.get((topic, LIVE))
+        stream = BACKFILL if live is not None and event.t < live - self.engine.lateness else LIVE
         key = (topic, stream)
         if event.t > self.clocks.get(key, NEVER):
             self.clocks[key] = event.t

@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from services.journey.app import create_app
 from services.journey.handlers import FrictionDetector
 from services.journey.history import load
+from services.journey.memory import InMemoryJourneys
+from services.journey.rules import load_rules
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
 from services.journey.state import MemberState, decode
@@ -217,3 +219,31 @@ async def test_a_bad_usage_message_goes_to_the_dead_letter_topic_and_the_journey
     [dead] = await read_to_end(live.settings.kafka_bootstrap, usage + ".dlq")
     assert header(dead, "dlq_reason") == "invalid_event"
     assert "data.item_id" in (header(dead, "dlq_error") or "")
+
+
+async def test_an_older_history_loaded_into_a_running_service_gives_the_frictions_of_a_fresh_replay(
+    settings: Settings,
+) -> None:
+    live_settings = journey_settings(settings, journey_idle_seconds=1.0)
+    now = datetime.now(UTC)
+    history = simulate(800, seed=13, end=now - timedelta(days=40)).events
+    fresh = InMemoryJourneys(load_rules(), timedelta(minutes=1))
+    fresh.feed(history)
+    expected = {(f.member_id, f.start_event_id) for f in fresh.finish(now).detected}
+    app = create_app(live_settings)
+    async with running(app):
+        live = Live(app, live_settings)
+        # The platform is live: today's sign-ups, one of them activated.
+        await live.publisher.publish_many([
+            signed_up("today-1", now - timedelta(minutes=5)), signed_up("today-2", now - timedelta(minutes=4)),
+            event("member.card_activated.v1", "today-1", now - timedelta(minutes=3), channel="offline",
+                  platform="desk"),
+        ])  # fmt: skip
+        await live.settle()
+        await load(enumerate(history), live.publisher)
+        await live.settle()
+        found = {
+            (f["member"], f["start_event_id"]) for f in await live.frictions() if f["type"].endswith("detected.v1")
+        }
+    assert len(expected) > 200
+    assert found == expected, f"{len(found - expected)} false, {len(expected - found)} missed"

@@ -46,7 +46,8 @@ async def all_settled(apps: list[FastAPI], partitions: int = PARTITIONS) -> bool
 
 
 async def published(settings: Settings) -> list[tuple[str, str, str, str]]:
-    """(type, friction id, member, start event id) of every friction record on the topic, duplicates included."""
+    """(type, friction id, member, start event id) of every friction record on the topic, duplicates included
+    (the start event id names the rule too: a start starts one window of each rule it matches)."""
     records = await read_to_end(settings.kafka_bootstrap, settings.topic("journey.frictions.v1"))
     out = []
     for r in records:
@@ -59,6 +60,9 @@ async def published(settings: Settings) -> list[tuple[str, str, str, str]]:
 def check_exact(network: Network, records: list[tuple[str, str, str, str]]) -> None:
     detected = [(m, s) for t, _, m, s in records if t.endswith("detected.v1")]
     truth = {(p.member_id, p.start_event_id) for p in network.truth}
+    rules = {(p.member_id, p.start_event_id): p.rule for p in network.truth}
+    false = sorted(set(detected) - truth)
+    assert not false, f"{len(false)} false frictions, e.g. {false[:3]} ({[rules.get(f) for f in false[:3]]})"
     assert set(detected) - truth == set(), "precision below 1.000"
     assert truth - set(detected) == set(), "recall below 1.000"
     doubled = [key for key, n in Counter((t, f) for t, f, _, _ in records).items() if n > 1]
