@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from deploy import runtime
-from deploy.runtime import RuntimeProblem
+from deploy.runtime import RuntimeProblem, ZipkinNode
 from shared.auth import Keyring
 from shared.redis import make_redis
 from shared.settings import Settings
@@ -53,8 +53,20 @@ DEMO_ENVIRONMENT = {
 }
 
 
-def demo_environment() -> dict[str, str]:
-    return {**DEMO_ENVIRONMENT, **os.environ}
+def demo_environment(zipkin: ZipkinNode | None = None) -> dict[str, str]:
+    """The services' environment: the demo's settings, with a Zipkin server every trace (whole) goes to it and
+    the pages link to it; what the user set wins."""
+    traces = (
+        {
+            "OTEL_TRACES_EXPORTER": "zipkin",
+            "OTEL_EXPORTER_ZIPKIN_ENDPOINT": zipkin.spans_endpoint,
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+            "KLANTREIS_TRACE_VIEWER_URL": zipkin.ui_url,
+        }
+        if zipkin is not None
+        else {}
+    )
+    return {**DEMO_ENVIRONMENT, **traces, **os.environ}
 
 
 def _get(url: str, timeout: float = 2.0) -> int | None:
@@ -67,9 +79,10 @@ def _get(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def start_services(settings: Settings, say: Callable[[str], None]) -> None:
-    """Start the services that are not running; wait until each is ready (Kafka and Redis reachable)."""
-    env = demo_environment()
+def start_services(settings: Settings, say: Callable[[str], None], zipkin: ZipkinNode | None = None) -> None:
+    """Start the services that are not running; wait until each is ready (Kafka and Redis reachable). With
+    ``zipkin`` they send their traces there."""
+    env = demo_environment(zipkin)
     started = []
     for service in services(settings):
         if runtime.read_pid(service.pid_name) is not None and _get(service.url + "/healthz") == 200:
@@ -159,15 +172,16 @@ DEMO_MEMBERS = [
 ]  # fmt: skip
 
 
-def play_demo(settings: Settings, key: str, say: Callable[[str], None], *, wait: float = 90.0) -> None:
-    """Two online sign-ups; one member activates the card at the desk, the other does not and gets a message."""
+def play_demo(settings: Settings, key: str, say: Callable[[str], None], *, wait: float = 90.0) -> str:
+    """Two online sign-ups; one member activates the card at the desk, the other does not and gets a message.
+    Returns that member's id."""
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(headers=headers, timeout=10) as http:
         ids = []
         for person in DEMO_MEMBERS:
             response = http.post(settings.identity_url + "/v1/members", json=person)
             response.raise_for_status()
-            ids.append(response.json()["member_id"])
+            ids.append(str(response.json()["member_id"]))
         sanne, daan = ids
         say(f"demo: two online sign-ups, at oba (member {sanne}) and at haarlem (member {daan})")
         http.post(
@@ -183,6 +197,6 @@ def play_demo(settings: Settings, key: str, say: Callable[[str], None], *, wait:
                 none = http.get(f"{settings.notifications_url}/v1/members/{daan}/inbox").json()["messages"]
                 say(f"demo: the haarlem member's inbox holds {len(none)} messages (no friction)")
                 say(f"      curl -H 'Authorization: Bearer $KEY' {settings.notifications_url}/v1/members/{sanne}/inbox")
-                return
+                return sanne
             time.sleep(1)
         raise RuntimeProblem(f"demo: no message after {wait:.0f} s; see the logs in {runtime.LOG_DIR}")

@@ -20,15 +20,15 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotRead
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry.context import Context
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, to_kafka, typed_data
+from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
-from shared.telemetry import sampled_traceparent, within
+from shared.telemetry import expected_retry, sampled_traceparent, within
 from shared.topics import DEAD_LETTER_SUFFIX, Topic
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | None = None) -> KafkaBroker:
     # FastStream's publish and process durations go to the service's metrics; counts are ours (per type).
-    telemetry = KafkaTelemetryMiddleware(
-        meter_provider=metrics.provider if metrics is not None else None, include_messages_counters=False
-    )
+    telemetry = kafka_telemetry(metrics.provider if metrics is not None else None)
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"klantreis-{service}",
@@ -187,6 +185,7 @@ def subscribe(
                 if attempt == settings.handler_retries:
                     await dead_letter(record, "retries_exhausted", f"{type(exc).__name__}: {exc}")
                     return
+                expected_retry("transient failure (a dependency briefly away)", exc, attempt + 1)
                 await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**attempt)
             except InvalidEvent as exc:
                 await dead_letter(record, "invalid_event", str(exc))
@@ -275,6 +274,7 @@ def subscribe_batches(
             except TRANSIENT_ERRORS as exc:
                 if retry == settings.handler_retries:
                     return exc
+                expected_retry("transient failure (a dependency briefly away)", exc, retry + 1)
                 await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**retry)
             except Exception as exc:
                 return exc

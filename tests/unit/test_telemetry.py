@@ -46,8 +46,8 @@ def test_otlp_over_http_by_default_over_grpc_when_asked_and_console_beside_it(mo
 def test_an_exporter_or_protocol_the_platform_does_not_know_is_refused_by_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "zipkin")
-    with pytest.raises(telemetry.TelemetryMisconfigured, match="OTEL_TRACES_EXPORTER=zipkin"):
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "jaeger")
+    with pytest.raises(telemetry.TelemetryMisconfigured, match="OTEL_TRACES_EXPORTER=jaeger"):
         telemetry.span_exporters()
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
