@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy import runtime
+from deploy.platform import child_services
 from services.journey.simulator import simulate
 from shared.events import CloudEvent
 from shared.service import ServiceParts
@@ -66,8 +67,7 @@ class Sample:
 class Service:
     name: str
     url: str
-    log: Path
-    pid: int = 0
+    pid: int
     samples: list[Sample] = field(default_factory=list)
     _buckets: dict[float, float] = field(default_factory=dict)
 
@@ -130,49 +130,6 @@ def member_events(seed: int) -> Iterator[CloudEvent]:
         yield from simulate(500, seed=seed + round_).events
 
 
-def start_services(settings: Settings, logs: Path) -> list[Service]:
-    ports = {name: runtime.free_port() for name in SERVICES}
-    urls = {name: f"http://{runtime.HOST}:{port}" for name, port in ports.items()}
-    env = {
-        **os.environ,
-        "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"),
-        "KLANTREIS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "KLANTREIS_REDIS_URL": settings.redis_url,
-        "KLANTREIS_TOPIC_PREFIX": settings.topic_prefix,
-        "KLANTREIS_GROUP_PREFIX": settings.group_prefix,
-        "KLANTREIS_KEY_PREFIX": settings.key_prefix,
-        "KLANTREIS_JOURNEY_ACTIVATION_WINDOW": "PT20S",
-        "KLANTREIS_JOURNEY_ALLOWED_LATENESS": "PT2S",
-        **{f"KLANTREIS_{name.upper()}_URL": url for name, url in urls.items()},
-    }
-    services = []
-    for name in SERVICES:
-        service = Service(name, urls[name], logs / f"{name}.log")
-        launched = runtime.launch(
-            [sys.executable, "-m", f"services.{name}"], service.log, detach=False, cwd=runtime.PROJECT_ROOT, env=env
-        )
-        assert launched.pid is not None
-        service.pid = launched.pid
-        services.append(service)
-    deadline = time.monotonic() + 120
-    for service in services:
-        while not _ready(service.url):
-            if not runtime.pid_alive(service.pid):
-                raise runtime.RuntimeProblem(f"{service.name} stopped at start; see {service.log}")
-            if time.monotonic() > deadline:
-                raise runtime.RuntimeProblem(f"{service.name} not ready after 120 s; see {service.log}")
-            time.sleep(0.2)
-    return services
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/readyz", timeout=2) as response:  # noqa: S310 (loopback)
-            return int(response.status) == 200
-    except OSError:
-        return False
-
-
 async def produce(settings: Settings, rate: int, seconds: float, sent: list[int]) -> None:
     """`rate` events a second for `seconds`, each timed when it is sent; `sent[0]` counts them."""
     parts = ServiceParts.connect("soak", settings)
@@ -199,27 +156,36 @@ async def soak(kafka: str, redis_url: str, minutes: int, rate: int) -> None:
         kafka_bootstrap=kafka, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix, key_prefix=prefix
     )
     await ensure_topics(settings, ALL_TOPICS)
-    with tempfile.TemporaryDirectory(prefix="klantreis-soak-") as logs:
-        services = start_services(settings, Path(logs))
-        try:
-            print(f"{minutes} min at {rate:,} events/s; broker {kafka}, Redis {redis_url}, prefix {prefix}")
-            print(f"{'min':>3} {'service':<13} {'rss MiB':>8} {'lag':>8} {'p99 ms':>8} {'sent/s':>8}", flush=True)
-            sent = [0]
-            producing = asyncio.create_task(produce(settings, rate, minutes * 60, sent))
-            started, before = time.monotonic(), 0
-            for minute in range(minutes + 1):
-                await asyncio.sleep(max(0.0, started + minute * 60 - time.monotonic()))
-                per_second = (sent[0] - before) / 60 if minute else 0.0
-                before = sent[0]
-                for service in services:
-                    s = await asyncio.to_thread(service.sample, minute)
-                    p99 = f"{s.p99_ms:.0f}" if s.p99_ms is not None else "-"
-                    print(f"{minute:>3} {service.name:<13} {s.rss_mib:>8.1f} {s.lag:>8,} {p99:>8} {per_second:>8,.0f}")
-                sys.stdout.flush()
-            await producing
-        finally:
+    environment = {
+        "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"),
+        "KLANTREIS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "KLANTREIS_REDIS_URL": settings.redis_url,
+        "KLANTREIS_TOPIC_PREFIX": settings.topic_prefix,
+        "KLANTREIS_GROUP_PREFIX": settings.group_prefix,
+        "KLANTREIS_KEY_PREFIX": settings.key_prefix,
+        "KLANTREIS_JOURNEY_ACTIVATION_WINDOW": "PT20S",
+        "KLANTREIS_JOURNEY_ALLOWED_LATENESS": "PT2S",
+    }
+    with (
+        tempfile.TemporaryDirectory(prefix="klantreis-soak-") as logs,
+        child_services(SERVICES, environment, Path(logs)) as children,
+    ):
+        services = [Service(c.name, c.url, c.pid) for c in children.values()]
+        print(f"{minutes} min at {rate:,} events/s; broker {kafka}, Redis {redis_url}, prefix {prefix}")
+        print(f"{'min':>3} {'service':<13} {'rss MiB':>8} {'lag':>8} {'p99 ms':>8} {'sent/s':>8}", flush=True)
+        sent = [0]
+        producing = asyncio.create_task(produce(settings, rate, minutes * 60, sent))
+        started, before = time.monotonic(), 0
+        for minute in range(minutes + 1):
+            await asyncio.sleep(max(0.0, started + minute * 60 - time.monotonic()))
+            per_second = (sent[0] - before) / 60 if minute else 0.0
+            before = sent[0]
             for service in services:
-                runtime.stop_pid(service.pid, timeout=20)
+                s = await asyncio.to_thread(service.sample, minute)
+                p99 = f"{s.p99_ms:.0f}" if s.p99_ms is not None else "-"
+                print(f"{minute:>3} {service.name:<13} {s.rss_mib:>8.1f} {s.lag:>8,} {p99:>8} {per_second:>8,.0f}")
+            sys.stdout.flush()
+        await producing
     print(f"sent {sent[0]:,} events in {minutes} min ({sent[0] / (minutes * 60):,.0f}/s)")
     for service in services:
         print(f"{service.name:<13} rss {service.samples[0].rss_mib:.0f} → {service.samples[-1].rss_mib:.0f} MiB, "

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,47 @@ def start_services(settings: Settings, say: Callable[[str], None], zipkin: Zipki
                 raise RuntimeProblem(f"{service.name} not ready after 60 s; see {service.log_path}")
             time.sleep(0.2)
         say(f"{service.name:<13} ready in {time.monotonic() - t0:.1f} s ({service.url}, pid {pid})")
+
+
+@dataclass(frozen=True)
+class ServiceChild:
+    """A service running as a child process of this one (benchmarks, tests)."""
+
+    name: str
+    url: str
+    pid: int
+    log_path: Path
+
+
+@contextlib.contextmanager
+def child_services(
+    names: Sequence[str], environment: Mapping[str, str], log_dir: Path, *, ready_within: float = 120
+) -> Iterator[dict[str, ServiceChild]]:
+    """The services `names` as child processes on free ports, configured by `environment` (over this process's
+    environment; the KLANTREIS_<NAME>_URL of each is set here), ready; stopped on exit."""
+    urls = {name: f"http://{runtime.HOST}:{runtime.free_port()}" for name in names}
+    env = {**os.environ, **environment, **{f"KLANTREIS_{name.upper()}_URL": url for name, url in urls.items()}}
+    children: dict[str, ServiceChild] = {}
+    try:
+        for name in names:
+            log_path = log_dir / f"{name}.log"
+            launched = runtime.launch(
+                [sys.executable, "-m", f"services.{name}"], log_path, detach=False, cwd=runtime.PROJECT_ROOT, env=env
+            )
+            assert launched.pid is not None
+            children[name] = ServiceChild(name, urls[name], launched.pid, log_path)
+        deadline = time.monotonic() + ready_within
+        for child in children.values():
+            while _get(child.url + "/readyz") != 200:
+                if not runtime.pid_alive(child.pid):
+                    raise RuntimeProblem(f"{child.name} stopped at start; see {child.log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeProblem(f"{child.name} not ready after {ready_within:.0f} s; see {child.log_path}")
+                time.sleep(0.1)
+        yield children
+    finally:
+        for child in children.values():
+            runtime.stop_pid(child.pid, timeout=20)
 
 
 def stop_services(settings: Settings, say: Callable[[str], None]) -> None:
