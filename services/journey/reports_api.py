@@ -28,6 +28,7 @@ from shared.events import FieldError
 from shared.events.registry import TYPE_PREFIX, event_types
 from shared.events.types import AGE_BANDS
 from shared.problems import Problem, not_found
+from shared.telemetry import member_traces_url
 
 CSV = "text/csv"
 LIBRARY_CODE = re.compile(r"^[a-z][a-z0-9-]{1,39}$")
@@ -110,6 +111,7 @@ class Timeline(BaseModel):
     last_activity: str | None
     timeline: list[TimelineEntry] = Field(description="the most recent events (up to 25), newest first")
     open_frictions: list[OpenFriction]
+    traces: str | None = Field(default=None, description="the member's traces in the trace viewer, if one is set")
 
 
 def _example(report: str, parameters: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -445,7 +447,8 @@ def reports_router(store: JourneyStore, settings: JourneySettings) -> APIRouter:
         if journey is None:
             raise not_found("the member")
         forbid_other_library(caller, (journey.get("p") or {}).get("home_library"))
-        return reports.timeline_view(journey, member_id)
+        view = reports.timeline_view(journey, member_id)
+        return {**view, "traces": member_traces_url(settings.trace_viewer_url, view["member_id"])}
 
     return router
 
