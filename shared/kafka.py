@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
@@ -218,7 +224,16 @@ def subscribe(
             await message.nack()
             return
         # Commit only now: the effect (or the dead letter) is stored.
+        await _commit(message)
+
+
+async def _commit(message: KafkaMessage) -> None:
+    """Commit the offsets; a rebalance that moved the partition meanwhile is expected, not a failure: its new
+    owner handles the uncommitted records again (effects are idempotent by event id)."""
+    try:
         await message.ack()
+    except CommitFailedError as exc:
+        expected_retry("rebalance: the partition moved before the commit; its new owner handles it again", exc, 1)
 
 
 @dataclass(frozen=True)
@@ -340,7 +355,7 @@ def subscribe_batches(
             await asyncio.sleep(settings.handler_retry_backoff_seconds * 10)
             await message.nack()
             return
-        await message.ack()
+        await _commit(message)
 
     return subscriber
 
