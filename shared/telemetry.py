@@ -28,6 +28,7 @@ import contextlib
 import os
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -354,15 +355,20 @@ def expected_retry(reason: str, error: BaseException, attempt: int) -> None:
 # ------------------------------------------------------------------------------------- the trace viewer
 
 
-def member_traces_url(viewer_url: str, member_id: str, lookback_days: int = 7) -> str | None:
-    """The viewer's search for every span of a member (by `klantreis.member_id`) in the last `lookback_days`;
-    None without a viewer. `viewer_url` is Zipkin's UI, e.g. `http://127.0.0.1:9411/zipkin`."""
+def member_traces_url(viewer_url: str, member_id: str, *, days: int = 7, now: datetime | None = None) -> str | None:
+    """Zipkin's search for every trace with a span of `member_id`, from `days` ago until a day after `now`
+    (a link that stays good for a day); None without a viewer. `viewer_url` is Zipkin's UI, such as
+    `http://127.0.0.1:9411/zipkin` (KLANTREIS_TRACE_VIEWER_URL)."""
     if not viewer_url:
         return None
+    end_ms = int(((now or datetime.now(UTC)) + timedelta(days=1)).timestamp() * 1000)
     query = urllib.parse.urlencode(
         {
             "annotationQuery": f"{MEMBER_ATTRIBUTE}={member_id}",
-            "lookback": f"{lookback_days}d",
+            # Zipkin's UI runs the search on opening only with an end time and a lookback; `millis` takes any.
+            "lookback": "millis",
+            "millis": str((days + 1) * 86_400_000),
+            "endTs": str(end_ms),
             "limit": "50",
         }
     )

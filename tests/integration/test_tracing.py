@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -262,11 +263,11 @@ def resolved(cause: CloudEvent, kind: str) -> CloudEvent:
 
 @pytest.fixture(scope="session")
 def zipkin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZipkinNode]:
-    """A Zipkin server (in-memory storage) on a free port, for the tests that look at traces as an operator."""
+    """A Zipkin server (in-memory storage) on a free port, for the tests that look at traces as an operator.
+    Started, not waited for: a test starts its services meanwhile and calls `wait_ready` before it sends spans."""
     node = ZipkinNode(port=free_port(), log_file=tmp_path_factory.mktemp("zipkin") / "zipkin.log")
     node.start(detach=False)
     try:
-        node.wait_ready()
         yield node
     finally:
         node.stop()
@@ -288,10 +289,19 @@ ZipkinSpan = dict[str, Any]
 
 
 async def member_traces(zipkin: ZipkinNode, member: str) -> list[list[ZipkinSpan]]:
-    """What an operator finds by searching `klantreis.member_id=<member>` in Zipkin."""
+    """What an operator finds in Zipkin following the member's link on the pages (its search, through the API)."""
+    link = telemetry.member_traces_url(zipkin.ui_url, member)
+    assert link is not None and link.startswith(zipkin.ui_url + "/?")
+    search = dict(urllib.parse.parse_qsl(link.partition("?")[2]))
     async with httpx.AsyncClient(base_url=zipkin.url) as client:
         response = await client.get(
-            "/api/v2/traces", params={"annotationQuery": f"klantreis.member_id={member}", "limit": 50}
+            "/api/v2/traces",
+            params={
+                "annotationQuery": search["annotationQuery"],
+                "endTs": search["endTs"],
+                "lookback": search["millis"],
+                "limit": search["limit"],
+            },
         )
     response.raise_for_status()
     traces: list[list[ZipkinSpan]] = response.json()
@@ -329,6 +339,7 @@ async def test_a_sign_up_to_an_in_app_message_is_in_zipkin_by_service_with_the_m
         await redis.aclose()
     headers = {"Authorization": f"Bearer {key}"}
     with child_services(("identity", "journey", "notifications"), environment, tmp_path) as services:
+        zipkin.wait_ready()
         async with httpx.AsyncClient(headers=headers, timeout=10) as http:
             response = await http.post(services["identity"].url + "/v1/members", json=PERSON)
             assert response.status_code == 202, response.text

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import urllib.parse
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -194,8 +196,14 @@ def test_zipkin_gets_a_span_s_links_as_tags_it_can_search_and_follow() -> None:
 
 
 def test_the_viewer_link_searches_the_member_s_spans_and_there_is_none_without_a_viewer() -> None:
-    url = telemetry.member_traces_url("http://127.0.0.1:9411/zipkin/", "cc02c620")
-    assert url == ("http://127.0.0.1:9411/zipkin/?annotationQuery=klantreis.member_id%3Dcc02c620&lookback=7d&limit=50")
+    noon = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    url = telemetry.member_traces_url("http://127.0.0.1:9411/zipkin/", "cc02c620", now=noon)
+    assert url is not None
+    assert url.startswith("http://127.0.0.1:9411/zipkin/?annotationQuery=klantreis.member_id%3Dcc02c620&")
+    query = dict(urllib.parse.parse_qsl(url.partition("?")[2]))
+    end = datetime.fromtimestamp(int(query["endTs"]) / 1000, UTC)
+    assert end == noon + timedelta(days=1)
+    assert end - timedelta(milliseconds=int(query["millis"])) == noon - timedelta(days=7)
     assert telemetry.member_traces_url("", "cc02c620") is None
 
 
