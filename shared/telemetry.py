@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -145,38 +146,42 @@ class SpanFilter(SpanProcessor):
         self._live: dict[int, SdkSpan] = {}
         self._root: dict[int, int] = {}
         self._waiting: dict[int, list[ReadableSpan]] = {}
+        self._lock = threading.Lock()  # spans may end on other threads (httpx in a worker thread, exporters)
 
     def on_start(self, span: SdkSpan, parent_context: Context | None = None) -> None:
         span_id = span.context.span_id
         parent = span.parent
-        root = self._root.get(parent.span_id) if parent is not None and not parent.is_remote else None
-        if root is None:
-            root = span_id
-        elif MEMBER_ATTRIBUTE not in (span.attributes or {}):
-            member = (self._live[root].attributes or {}).get(MEMBER_ATTRIBUTE) if root in self._live else None
-            if member is not None:
-                span.set_attribute(MEMBER_ATTRIBUTE, member)
-        self._live[span_id] = span
-        self._root[span_id] = root
+        with self._lock:
+            root = self._root.get(parent.span_id) if parent is not None and not parent.is_remote else None
+            if root is None:
+                root = span_id
+            elif MEMBER_ATTRIBUTE not in (span.attributes or {}) and root in self._live:
+                member = (self._live[root].attributes or {}).get(MEMBER_ATTRIBUTE)
+                if member is not None:
+                    span.set_attribute(MEMBER_ATTRIBUTE, member)
+            self._live[span_id] = span
+            self._root[span_id] = root
         self._inner.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         span_id = span.context.span_id
-        self._live.pop(span_id, None)
-        root = self._root.pop(span_id, span_id)
         scope = span.instrumentation_scope
-        if scope is not None and scope.name == REDIS_SCOPE:
-            if span.parent is None:
+        with self._lock:
+            self._live.pop(span_id, None)
+            root = self._root.pop(span_id, span_id)
+            if scope is not None and scope.name == REDIS_SCOPE:
+                if span.parent is None:
+                    return
+                if _script_not_cached(span):
+                    self._retried(span)
+                    return
+            if root != span_id and MEMBER_ATTRIBUTE not in (span.attributes or {}) and root in self._live:
+                self._waiting.setdefault(root, []).append(span)
                 return
-            if _script_not_cached(span):
-                self._retried(span)
-                return
-        if root != span_id and MEMBER_ATTRIBUTE not in (span.attributes or {}) and root in self._live:
-            self._waiting.setdefault(root, []).append(span)
-            return
+            waiting = self._waiting.pop(span_id, [])
         member = (span.attributes or {}).get(MEMBER_ATTRIBUTE) if root == span_id else None
-        for waiting in self._waiting.pop(span_id, ()):
-            self._inner.on_end(_exported(waiting, member))
+        for child in waiting:
+            self._inner.on_end(_exported(child, member))
         self._inner.on_end(_exported(span, None))
 
     def _retried(self, span: ReadableSpan) -> None:
