@@ -150,6 +150,7 @@ class Members:
         """A registration under a new id, or under the subject and id of a posted CloudEvent."""
         forbid_other_library(caller, touch.library)
         registration_id = registration_id or ids.new("member")
+        attribute_member(registration_id)
         if await self._store.get(registration_id) is not None:
             raise conflict("a member with this id exists already")
         event = self._event(
