@@ -250,6 +250,38 @@ async def test_a_handler_that_publishes_twice_continues_the_trace_of_the_message
         assert chain(span, index)[-1] == "test publishes"
 
 
+async def test_a_handler_retried_after_a_transient_failure_is_a_successful_span_with_the_retry_as_an_event(
+    spans: InMemorySpanExporter, settings: Settings
+) -> None:
+    parts = ServiceParts.connect("flaky", settings)
+    router = KafkaRouter()
+    attempts: list[str] = []
+
+    async def flaky(event: CloudEvent, data: EventData) -> None:
+        attempts.append(event.id)
+        if len(attempts) == 1:
+            raise ConnectionError("Redis briefly away")
+
+    subscribe(router, settings, parts.publisher, topic=MEMBERS, group="flaky", handler=flaky)
+    app = build_app(parts, title="flaky", description="fails once, then handles", kafka=router)
+    member = str(uuid.uuid4())
+    async with running(app):
+        spans.clear()
+        erased = CloudEvent.create(
+            MemberErased(), id=str(uuid.uuid4()), subject=member, source="/identity", library="oba"
+        )
+        await parts.publisher.publish(erased)
+        await eventually(lambda: asyncio.sleep(0, result=len(attempts) == 2))
+
+    consumed = one(list(spans.get_finished_spans()), f"{settings.topic(MEMBERS.name)} process", SpanKind.CONSUMER)
+    assert consumed.status.status_code != StatusCode.ERROR
+    [retry] = [e for e in consumed.events if e.name == "retry"]
+    assert (retry.attributes or {})["retry.attempt"] == 1
+    assert (retry.attributes or {})["exception.type"] == "ConnectionError"
+    assert (consumed.attributes or {})["klantreis.member_id"] == member
+    assert (consumed.attributes or {})["messaging.kafka.message.key"] == member
+
+
 def resolved(cause: CloudEvent, kind: str) -> CloudEvent:
     data = FrictionResolved(
         friction_id=f"{cause.id}-{kind}", rule=RULE, resolved_by_event_id=cause.id,
