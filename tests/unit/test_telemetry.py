@@ -214,3 +214,22 @@ def test_a_kafka_key_is_recorded_as_text_and_names_the_member_on_topics_keyed_by
     assert readable({key: b"m-1"}, "t1.identity.members.v1") == {key: "m-1", "klantreis.member_id": "m-1"}
     assert readable({key: b"m-1"}, "t1.journey.frictions.v1.dlq")["klantreis.member_id"] == "m-1"
     assert readable({key: b"activate-your-card"}, "t1.notifications.campaigns.v1") == {key: "activate-your-card"}
+
+
+async def test_a_commit_refused_by_a_rebalance_is_an_event_on_the_span_not_a_failure() -> None:
+    from aiokafka.errors import CommitFailedError
+
+    from shared.kafka import _commit
+
+    class MovedAway:
+        async def ack(self) -> None:
+            raise CommitFailedError("the group rebalanced")
+
+    spans = InMemorySpanExporter()
+    tracer = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)]).get_tracer("test")
+    with tracer.start_as_current_span("identity.members.v1 process"):
+        await _commit(MovedAway())  # type: ignore[arg-type]
+    [consumed] = spans.get_finished_spans()
+    assert consumed.status.status_code.name == "UNSET"
+    [retry] = consumed.events
+    assert "rebalance" in str((retry.attributes or {})["retry.reason"])
