@@ -37,7 +37,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Link, SpanContext, StatusCode, Tracer
@@ -236,8 +236,11 @@ def tracer_provider(service: str, processors: Iterable[SpanProcessor]) -> Tracer
     """A provider as the platform configures it (resource, sampler from the environment, `SpanFilter`), sending
     finished spans to `processors`."""
     provider = TracerProvider(resource=resource(service))
+    # One filter for all of them: it changes spans under way (member id, retry events) once, not once per exporter.
+    every = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
     for processor in processors:
-        provider.add_span_processor(SpanFilter(processor))
+        every.add_span_processor(processor)
+    provider.add_span_processor(SpanFilter(every))
     return provider
 
 

@@ -233,3 +233,20 @@ async def test_a_commit_refused_by_a_rebalance_is_an_event_on_the_span_not_a_fai
     assert consumed.status.status_code.name == "UNSET"
     [retry] = consumed.events
     assert "rebalance" in str((retry.attributes or {})["retry.reason"])
+
+
+def test_with_two_exporters_each_gets_the_retry_once() -> None:
+    from redis.exceptions import NoScriptError
+
+    first, second = InMemorySpanExporter(), InMemorySpanExporter()
+    provider = telemetry.tracer_provider("test", [SimpleSpanProcessor(first), SimpleSpanProcessor(second)])
+    redis = provider.get_tracer(telemetry.REDIS_SCOPE)
+    with (
+        provider.get_tracer("test").start_as_current_span("deliver"),
+        pytest.raises(NoScriptError),
+        redis.start_as_current_span("EVALSHA"),
+    ):
+        raise NoScriptError("No matching script. Please use EVAL.")
+    for exporter in (first, second):
+        [deliver] = exporter.get_finished_spans()
+        assert [e.name for e in deliver.events] == ["retry"]
