@@ -34,7 +34,7 @@ from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, to_ka
 from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
-from shared.telemetry import expected_retry, sampled_traceparent, within
+from shared.telemetry import expected_retry, failed, sampled_traceparent, within
 from shared.topics import DEAD_LETTER_SUFFIX, Topic
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ def _dead_letters(publisher: EventPublisher, group_id: str) -> DeadLetter:
         await publisher.publish_dead_letter(
             topic=record.topic + DEAD_LETTER_SUFFIX, key=record.key, value=record.value, headers=headers
         )
+        failed(f"dead-lettered: {reason}")
         # One line per failure, with where the message is: never its content.
         log.warning(
             "dead-lettered %s[%s]@%s for %s: %s", record.topic, record.partition, record.offset, group_id, reason

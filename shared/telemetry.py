@@ -37,10 +37,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Link, SpanContext, StatusCode, Tracer
+from opentelemetry.trace import Link, SpanContext, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER_NAME = "klantreis"
@@ -175,13 +175,21 @@ class SpanFilter(SpanProcessor):
                 if _script_not_cached(span):
                     self._retried(span)
                     return
-            if root != span_id and MEMBER_ATTRIBUTE not in (span.attributes or {}) and root in self._live:
+            failed = span.status.status_code == StatusCode.ERROR
+            if root != span_id and root in self._live and (failed or MEMBER_ATTRIBUTE not in (span.attributes or {})):
                 self._waiting.setdefault(root, []).append(span)
                 return
             waiting = self._waiting.pop(span_id, [])
         member = (span.attributes or {}).get(MEMBER_ATTRIBUTE) if root == span_id else None
+        # A part that failed, under work that then retried (a `retry` event after it) and did not fail in the end,
+        # was an expected retry: not red.
+        retried = (
+            [e.timestamp for e in span.events if e.name == "retry"]
+            if span.status.status_code != StatusCode.ERROR
+            else []
+        )
         for child in waiting:
-            self._inner.on_end(_exported(child, member))
+            self._inner.on_end(_exported(child, member, retried=any(at >= (child.end_time or 0) for at in retried)))
         self._inner.on_end(_exported(span, None))
 
     def _retried(self, span: ReadableSpan) -> None:
@@ -207,25 +215,31 @@ def _script_not_cached(span: ReadableSpan) -> bool:
     )
 
 
-def _exported(span: ReadableSpan, member: Any) -> ReadableSpan:
-    """`span` as exported: without the caller's attributes, with `member` as its member id if it has none."""
+def _exported(span: ReadableSpan, member: Any, *, retried: bool = False) -> ReadableSpan:
+    """`span` as exported: without the caller's attributes, with `member` as its member id if it has none, and
+    when it failed but was `retried` successfully, not failed, with a `retried` event instead."""
     attributes = span.attributes or {}
     add_member = member is not None and MEMBER_ATTRIBUTE not in attributes
-    if CALLER_ATTRIBUTES.isdisjoint(attributes) and not add_member:
+    retried = retried and span.status.status_code == StatusCode.ERROR
+    if CALLER_ATTRIBUTES.isdisjoint(attributes) and not add_member and not retried:
         return span
     kept = {k: v for k, v in attributes.items() if k not in CALLER_ATTRIBUTES}
     if add_member:
         kept[MEMBER_ATTRIBUTE] = member
+    events = span.events
+    if retried:
+        reason = {"retry.reason": span.status.description or "failed"}
+        events = (*events, Event("retried", reason, timestamp=span.end_time))
     return ReadableSpan(
         name=span.name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
         attributes=kept,
-        events=span.events,
+        events=events,
         links=span.links,
         kind=span.kind,
-        status=span.status,
+        status=Status(StatusCode.UNSET) if retried else span.status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
@@ -350,6 +364,11 @@ def attribute_member(member_id: str) -> None:
     """Say which member the current span's work is about (once the work knows it): the span and the spans under
     it carry `klantreis.member_id`."""
     trace.get_current_span().set_attribute(MEMBER_ATTRIBUTE, member_id)
+
+
+def failed(reason: str) -> None:
+    """The current span's work failed for good (a dead letter): red, for someone to look at."""
+    trace.get_current_span().set_status(Status(StatusCode.ERROR, reason))
 
 
 def expected_retry(reason: str, error: BaseException, attempt: int) -> None:

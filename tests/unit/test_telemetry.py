@@ -13,6 +13,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from shared import telemetry
 from shared.logging import JsonLines
@@ -250,3 +251,19 @@ def test_with_two_exporters_each_gets_the_retry_once() -> None:
     for exporter in (first, second):
         [deliver] = exporter.get_finished_spans()
         assert [e.name for e in deliver.events] == ["retry"]
+
+
+@pytest.mark.parametrize("outcome", ["retried", "dead-lettered", "not retried"])
+def test_a_part_that_failed_is_red_unless_its_work_retried_it_and_did_not_fail(outcome: str) -> None:
+    spans = InMemorySpanExporter()
+    provider = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)])
+    with provider.get_tracer("test").start_as_current_span("identity.members.v1 process"):
+        with pytest.raises(ConnectionError), provider.get_tracer(telemetry.REDIS_SCOPE).start_as_current_span("GET"):
+            raise ConnectionError("Redis away")
+        if outcome != "not retried":
+            telemetry.expected_retry("transient failure", ConnectionError("Redis away"), 1)
+        if outcome == "dead-lettered":
+            telemetry.failed("dead-lettered: retries_exhausted")
+    get = next(s for s in spans.get_finished_spans() if s.name == "GET")
+    assert (get.status.status_code == StatusCode.ERROR) == (outcome != "retried")
+    assert any(e.name == "retried" for e in get.events) == (outcome == "retried")
