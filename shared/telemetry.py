@@ -16,7 +16,8 @@ make themselves: journey's fired timers, notifications' deliveries and SMTP send
 types, never personal data. Every span about one member carries `klantreis.member_id` (the pseudonymous id): the
 Kafka spans of member-keyed topics from the record key, the services' own spans from their work, and the spans
 under those (Redis commands, HTTP calls) from their local root (`SpanFilter`). Expected retries (a Redis script
-not yet cached) are events on the span that carried on, not failed spans.
+not yet cached, a handler retried after a transient failure, a commit refused by a rebalance) are `retry` events on
+the span that carried on, and the part that failed before the retry is not marked failed; a dead letter is.
 
 Work that continues later, out of the request or message that caused it, keeps that cause's `traceparent`
 (`current_traceparent`, stored with the work) and carries on under it (`context_from`) or links to it (`link_to`).
