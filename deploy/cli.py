@@ -98,8 +98,9 @@ def _port_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-traces",
         dest="traces",
-        action="store_false",
-        default=_settings().local_traces,
+        action="store_const",
+        const=False,
+        default=None,
         help="no Zipkin, services export no traces (default: KLANTREIS_LOCAL_TRACES, true)",
     )
 
@@ -178,9 +179,14 @@ def start_local_runtime(
     return kafka, redis, zipkin
 
 
+def traces_wanted(args: argparse.Namespace) -> bool:
+    """Zipkin in the local run: unless `--no-traces`, or KLANTREIS_LOCAL_TRACES=false."""
+    return bool(args.traces if args.traces is not None else _settings().local_traces)
+
+
 def _runtime_from(args: argparse.Namespace) -> tuple[KafkaNode, RedisNode, ZipkinNode | None]:
     return start_local_runtime(
-        args.kafka_port, args.kafka_controller_port, args.redis_port, args.zipkin_port if args.traces else None
+        args.kafka_port, args.kafka_controller_port, args.redis_port, args.zipkin_port if traces_wanted(args) else None
     )
 
 

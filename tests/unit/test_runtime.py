@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.cli import build_parser
+from deploy.cli import build_parser, traces_wanted
 from deploy.platform import demo_environment
 from deploy.runtime import ZipkinNode, _new_cluster_id
 
@@ -18,10 +18,11 @@ def test_a_cluster_id_never_starts_with_a_dash_which_the_storage_tool_would_take
 
 def test_the_local_run_starts_zipkin_unless_told_not_to_by_option_or_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     parser = build_parser()
-    assert parser.parse_args(["up"]).traces is True
-    assert parser.parse_args(["run", "--no-traces"]).traces is False
+    monkeypatch.delenv("KLANTREIS_LOCAL_TRACES", raising=False)
+    assert traces_wanted(parser.parse_args(["up"])) is True
+    assert traces_wanted(parser.parse_args(["run", "--no-traces"])) is False
     monkeypatch.setenv("KLANTREIS_LOCAL_TRACES", "false")
-    assert build_parser().parse_args(["up"]).traces is False
+    assert traces_wanted(parser.parse_args(["up"])) is False
 
 
 def test_services_of_the_local_run_send_every_trace_to_its_zipkin_and_what_the_user_set_wins(
