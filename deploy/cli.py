@@ -1,4 +1,4 @@
-"""The ``klantreis`` command: prepare, start and stop the local runtime (Kafka + Redis on 127.0.0.1).
+"""The ``klantreis`` command: prepare, start and stop the local runtime (Kafka, Redis and Zipkin on 127.0.0.1).
 
 Add a subcommand by decorating a handler ``(args) -> exit code`` with :func:`command`; pass
 ``arguments=`` a function that adds its options to the subparser. :data:`COMMANDS` holds them all.
@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from deploy import platform, runtime
-from deploy.runtime import KafkaNode, RedisNode, RuntimeProblem
+from deploy.runtime import KafkaNode, RedisNode, RuntimeProblem, ZipkinNode
 from shared.auth import NETWORK, ROLES, Keyring, UnknownRole
 from shared.redis import make_redis
 from shared.settings import Settings
+from shared.telemetry import member_traces_url
 
 PROG = "klantreis"
 KAFKA = "kafka"
 REDIS = "redis"
+ZIPKIN = "zipkin"
 
 Handler = Callable[[argparse.Namespace], int]
 AddArguments = Callable[[argparse.ArgumentParser], None]
@@ -78,6 +80,11 @@ def local_redis(port: int = 6379) -> RedisNode:
     return RedisNode(data_dir=runtime.STATE_DIR / REDIS, port=port, log_file=runtime.LOG_DIR / "redis.log")
 
 
+def local_zipkin(port: int = 9411) -> ZipkinNode:
+    """The trace viewer of the local run (log under ``.klantreis/``)."""
+    return ZipkinNode(port=port, log_file=runtime.LOG_DIR / "zipkin.log")
+
+
 def _port_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kafka-port", type=int, default=9092, help="Kafka client port (default 9092)")
     parser.add_argument(
@@ -87,21 +94,36 @@ def _port_arguments(parser: argparse.ArgumentParser) -> None:
         help="Kafka controller port (default: kafka port + 1)",
     )
     parser.add_argument("--redis-port", type=int, default=6379, help="Redis port (default 6379)")
+    parser.add_argument("--zipkin-port", type=int, default=9411, help="Zipkin port (default 9411)")
+    parser.add_argument(
+        "--no-traces",
+        dest="traces",
+        action="store_const",
+        const=False,
+        default=None,
+        help="no Zipkin, services export no traces (default: KLANTREIS_LOCAL_TRACES, true)",
+    )
 
 
 def _prepare() -> None:
     runtime.require_tool("java", runtime.JAVA_HINT)
     runtime.ensure_kafka_jars(quiet=False)
+    runtime.ensure_zipkin_jar(quiet=False)
     runtime.ensure_redis_server()
 
 
 def start_local_runtime(
-    kafka_port: int = 9092, kafka_controller_port: int | None = None, redis_port: int = 6379
-) -> tuple[KafkaNode, RedisNode]:
-    """Start (detached) whatever of Kafka and Redis is not running yet; wait until both answer."""
+    kafka_port: int = 9092,
+    kafka_controller_port: int | None = None,
+    redis_port: int = 6379,
+    zipkin_port: int | None = 9411,
+) -> tuple[KafkaNode, RedisNode, ZipkinNode | None]:
+    """Start (detached) whatever of Kafka, Redis and Zipkin (unless ``zipkin_port`` is None) is not running yet;
+    wait until each answers."""
     _prepare()
     kafka = local_kafka(kafka_port, kafka_controller_port)
     redis = local_redis(redis_port)
+    zipkin = local_zipkin(zipkin_port) if zipkin_port is not None else None
     kafka_record = runtime.read_record(KAFKA)
     redis_record = runtime.read_record(REDIS)
     started: dict[str, float] = {}  # name -> when we started it
@@ -123,7 +145,22 @@ def start_local_runtime(
             started[KAFKA] = time.monotonic()
             runtime.write_pid(KAFKA, kafka.start(detach=True), kafka.bootstrap)
 
-        for name, node, address in ((REDIS, redis, redis.url), (KAFKA, kafka, kafka.bootstrap)):
+        nodes: list[tuple[str, KafkaNode | RedisNode | ZipkinNode, str]] = [
+            (REDIS, redis, redis.url),
+            (KAFKA, kafka, kafka.bootstrap),
+        ]
+        if zipkin is not None:
+            zipkin_record = runtime.read_record(ZIPKIN)
+            if zipkin_record is not None:
+                zipkin.pid = zipkin_record.pid
+                zipkin.port = int(zipkin_record.address.rpartition(":")[2] or zipkin.port)
+            else:
+                say(f"starting zipkin on {zipkin.url} …")
+                started[ZIPKIN] = time.monotonic()
+                runtime.write_pid(ZIPKIN, zipkin.start(detach=True), f"{runtime.HOST}:{zipkin.port}")
+            nodes.append((ZIPKIN, zipkin, zipkin.ui_url))
+
+        for name, node, address in nodes:
             node.wait_ready()
             if name in started:
                 say(f"{name} ready in {time.monotonic() - started[name]:.1f} s (pid {node.pid}, {address})")
@@ -131,14 +168,26 @@ def start_local_runtime(
                 say(f"{name} already running (pid {node.pid}, {address})")
     except (RuntimeProblem, KeyboardInterrupt):
         # Do not leave half a runtime behind that `up` would then take for a healthy one.
-        for name, node in ((KAFKA, kafka), (REDIS, redis)):
-            if name in started:
-                node.stop()
+        for name, started_node in ((KAFKA, kafka), (REDIS, redis), (ZIPKIN, zipkin)):
+            if name in started and started_node is not None:
+                started_node.stop()
                 runtime.clear_pid(name)
         raise
     if started:
-        say(f"logs: {_relative(kafka.log_path)}, {_relative(redis.log_path)}")
-    return kafka, redis
+        logs = [kafka.log_path, redis.log_path, *([zipkin.log_path] if zipkin is not None else [])]
+        say(f"logs: {', '.join(_relative(path) for path in logs)}")
+    return kafka, redis, zipkin
+
+
+def traces_wanted(args: argparse.Namespace) -> bool:
+    """Zipkin in the local run: unless `--no-traces`, or KLANTREIS_LOCAL_TRACES=false."""
+    return bool(args.traces if args.traces is not None else _settings().local_traces)
+
+
+def _runtime_from(args: argparse.Namespace) -> tuple[KafkaNode, RedisNode, ZipkinNode | None]:
+    return start_local_runtime(
+        args.kafka_port, args.kafka_controller_port, args.redis_port, args.zipkin_port if traces_wanted(args) else None
+    )
 
 
 # ---------------------------------------------------------------------------------- subcommands
@@ -150,16 +199,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("up", "start Kafka and Redis in the background (idempotent)", _port_arguments)
+@command("up", "start Kafka, Redis and Zipkin in the background (idempotent)", _port_arguments)
 def cmd_up(args: argparse.Namespace) -> int:
-    start_local_runtime(args.kafka_port, args.kafka_controller_port, args.redis_port)
+    _runtime_from(args)
     return 0
 
 
-@command("down", "stop the services, Kafka and Redis that `up` or `run` started (idempotent)")
+@command("down", "stop the services, Kafka, Redis and Zipkin that `up` or `run` started (idempotent)")
 def cmd_down(args: argparse.Namespace) -> int:
     platform.stop_services(_settings(), say)
-    for name in (KAFKA, REDIS):
+    for name in (ZIPKIN, KAFKA, REDIS):
         pid = runtime.read_pid(name)
         if pid is None:
             say(f"{name} not running")
@@ -172,17 +221,22 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("status", "show whether Kafka, Redis and the services are running")
+@command("status", "show whether Kafka, Redis, Zipkin and the services are running")
 def cmd_status(args: argparse.Namespace) -> int:
-    defaults = {KAFKA: local_kafka().bootstrap, REDIS: f"{runtime.HOST}:{local_redis().port}"}
-    for name in (KAFKA, REDIS):
+    defaults = {
+        KAFKA: local_kafka().bootstrap,
+        REDIS: f"{runtime.HOST}:{local_redis().port}",
+        ZIPKIN: f"{runtime.HOST}:{local_zipkin().port}",
+    }
+    answer: dict[str, Callable[[int], bool]] = {REDIS: runtime.redis_ping, ZIPKIN: runtime.zipkin_answers}
+    for name in (KAFKA, REDIS, ZIPKIN):
         record = runtime.read_record(name)
         if record is None:
             say(f"{name:<6} stopped")
             continue
         address = record.address or defaults[name]
         port = int(address.rpartition(":")[2])
-        answers = runtime.redis_ping(port) if name == REDIS else runtime.port_open(port)
+        answers = answer.get(name, runtime.port_open)(port)
         state = "running" if answers else "starting"
         rss = runtime.rss_bytes(record.pid)
         memory = f"  rss {rss / 2**20:.0f} MiB" if rss is not None else ""
@@ -192,20 +246,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("run", "start Kafka, Redis and the four services, play the demo and say where to look", _port_arguments)
+@command(
+    "run",
+    "start Kafka, Redis, Zipkin and the four services, play the demo and say where to look",
+    _port_arguments,
+)
 def cmd_run(args: argparse.Namespace) -> int:
-    kafka, redis = start_local_runtime(args.kafka_port, args.kafka_controller_port, args.redis_port)
+    kafka, redis, zipkin = _runtime_from(args)
     settings = _settings(kafka.bootstrap, redis.url)
     created = platform.create_topics(settings)
     say(f"topics: {len(created)} created" if created else "topics: all present")
     key = platform.development_key(settings)
-    platform.start_services(settings, say)
+    platform.start_services(settings, say, zipkin)
     seed_catalogue(settings.propositions_url, key)
-    platform.play_demo(settings, key, say)
+    member = platform.play_demo(settings, key, say)
     say("")
     say("where to look:")
     for service in platform.services(settings):
         say(f"  {service.name:<13} {service.url}/docs   (events: {service.url}/asyncapi)")
+    if zipkin is not None:
+        say(f"  traces        {zipkin.ui_url}/")
+        say(f"  the member    {member_traces_url(zipkin.ui_url, member)}")
     say(f"  logs          {_relative(runtime.LOG_DIR)}/")
     say(f"  API key       {key}   (admin, whole network; kept in {_relative(platform.DEV_KEY_FILE)})")
     say("  stop          klantreis down   ·   status: klantreis status")

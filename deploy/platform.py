@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from deploy import runtime
-from deploy.runtime import RuntimeProblem
+from deploy.runtime import RuntimeProblem, ZipkinNode
 from shared.auth import Keyring
 from shared.redis import make_redis
 from shared.settings import Settings
@@ -53,8 +54,20 @@ DEMO_ENVIRONMENT = {
 }
 
 
-def demo_environment() -> dict[str, str]:
-    return {**DEMO_ENVIRONMENT, **os.environ}
+def demo_environment(zipkin: ZipkinNode | None = None) -> dict[str, str]:
+    """The services' environment: the demo's settings, with a Zipkin server every trace (whole) goes to it and
+    the pages link to it; what the user set wins."""
+    traces = (
+        {
+            "OTEL_TRACES_EXPORTER": "zipkin",
+            "OTEL_EXPORTER_ZIPKIN_ENDPOINT": zipkin.spans_endpoint,
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+            "KLANTREIS_TRACE_VIEWER_URL": zipkin.ui_url,
+        }
+        if zipkin is not None
+        else {}
+    )
+    return {**DEMO_ENVIRONMENT, **traces, **os.environ}
 
 
 def _get(url: str, timeout: float = 2.0) -> int | None:
@@ -67,9 +80,10 @@ def _get(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def start_services(settings: Settings, say: Callable[[str], None]) -> None:
-    """Start the services that are not running; wait until each is ready (Kafka and Redis reachable)."""
-    env = demo_environment()
+def start_services(settings: Settings, say: Callable[[str], None], zipkin: ZipkinNode | None = None) -> None:
+    """Start the services that are not running; wait until each is ready (Kafka and Redis reachable). With
+    ``zipkin`` they send their traces there."""
+    env = demo_environment(zipkin)
     started = []
     for service in services(settings):
         if runtime.read_pid(service.pid_name) is not None and _get(service.url + "/healthz") == 200:
@@ -95,6 +109,47 @@ def start_services(settings: Settings, say: Callable[[str], None]) -> None:
                 raise RuntimeProblem(f"{service.name} not ready after 60 s; see {service.log_path}")
             time.sleep(0.2)
         say(f"{service.name:<13} ready in {time.monotonic() - t0:.1f} s ({service.url}, pid {pid})")
+
+
+@dataclass(frozen=True)
+class ServiceChild:
+    """A service running as a child process of this one (benchmarks, tests)."""
+
+    name: str
+    url: str
+    pid: int
+    log_path: Path
+
+
+@contextlib.contextmanager
+def child_services(
+    names: Sequence[str], environment: Mapping[str, str], log_dir: Path, *, ready_within: float = 120
+) -> Iterator[dict[str, ServiceChild]]:
+    """The services `names` as child processes on free ports, configured by `environment` (over this process's
+    environment; the KLANTREIS_<NAME>_URL of each is set here), ready; stopped on exit."""
+    urls = {name: f"http://{runtime.HOST}:{runtime.free_port()}" for name in names}
+    env = {**os.environ, **environment, **{f"KLANTREIS_{name.upper()}_URL": url for name, url in urls.items()}}
+    children: dict[str, ServiceChild] = {}
+    try:
+        for name in names:
+            log_path = log_dir / f"{name}.log"
+            launched = runtime.launch(
+                [sys.executable, "-m", f"services.{name}"], log_path, detach=False, cwd=runtime.PROJECT_ROOT, env=env
+            )
+            assert launched.pid is not None
+            children[name] = ServiceChild(name, urls[name], launched.pid, log_path)
+        deadline = time.monotonic() + ready_within
+        for child in children.values():
+            while _get(child.url + "/readyz") != 200:
+                if not runtime.pid_alive(child.pid):
+                    raise RuntimeProblem(f"{child.name} stopped at start; see {child.log_path}")
+                if time.monotonic() > deadline:
+                    raise RuntimeProblem(f"{child.name} not ready after {ready_within:.0f} s; see {child.log_path}")
+                time.sleep(0.1)
+        yield children
+    finally:
+        for child in children.values():
+            runtime.stop_pid(child.pid, timeout=20)
 
 
 def stop_services(settings: Settings, say: Callable[[str], None]) -> None:
@@ -159,15 +214,16 @@ DEMO_MEMBERS = [
 ]  # fmt: skip
 
 
-def play_demo(settings: Settings, key: str, say: Callable[[str], None], *, wait: float = 90.0) -> None:
-    """Two online sign-ups; one member activates the card at the desk, the other does not and gets a message."""
+def play_demo(settings: Settings, key: str, say: Callable[[str], None], *, wait: float = 90.0) -> str:
+    """Two online sign-ups; one member activates the card at the desk, the other does not and gets a message.
+    Returns that member's id."""
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.Client(headers=headers, timeout=10) as http:
         ids = []
         for person in DEMO_MEMBERS:
             response = http.post(settings.identity_url + "/v1/members", json=person)
             response.raise_for_status()
-            ids.append(response.json()["member_id"])
+            ids.append(str(response.json()["member_id"]))
         sanne, daan = ids
         say(f"demo: two online sign-ups, at oba (member {sanne}) and at haarlem (member {daan})")
         http.post(
@@ -183,6 +239,6 @@ def play_demo(settings: Settings, key: str, say: Callable[[str], None], *, wait:
                 none = http.get(f"{settings.notifications_url}/v1/members/{daan}/inbox").json()["messages"]
                 say(f"demo: the haarlem member's inbox holds {len(none)} messages (no friction)")
                 say(f"      curl -H 'Authorization: Bearer $KEY' {settings.notifications_url}/v1/members/{sanne}/inbox")
-                return
+                return sanne
             time.sleep(1)
         raise RuntimeProblem(f"demo: no message after {wait:.0f} s; see the logs in {runtime.LOG_DIR}")

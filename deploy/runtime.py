@@ -1,8 +1,9 @@
-"""Local processes for a single-node Kafka broker (KRaft) and a Redis server on 127.0.0.1.
+"""Local processes for a single-node Kafka broker (KRaft), a Redis server and a Zipkin server on 127.0.0.1.
 
 Used by the ``klantreis`` CLI (``up``/``down``/``status``, detached, state in ``.klantreis/``) and by the
 test fixtures (child processes on free ports, fresh data directories). No Docker involved: Kafka runs from
-the jars Maven fetches into ``.kafka/lib`` (see ``deploy/kafka/pom.xml``), Redis from ``redis-server``.
+the jars Maven fetches into ``.kafka/lib``, Zipkin from the jar it fetches into ``.zipkin`` (both named in
+``deploy/kafka/pom.xml``), Redis from ``redis-server``.
 
 Tests and benchmarks also take from here an app served in-process (:func:`serving`) and, for the benchmarks,
 Kafka and Redis for one run (:func:`local_infrastructure`).
@@ -23,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
 KAFKA_POM: Final = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
 KAFKA_LIB: Final = PROJECT_ROOT / ".kafka" / "lib"
+ZIPKIN_LIB: Final = PROJECT_ROOT / ".zipkin"
 STATE_DIR: Final = PROJECT_ROOT / ".klantreis"
 RUN_DIR: Final = STATE_DIR / "run"
 LOG_DIR: Final = STATE_DIR / "logs"
@@ -41,7 +43,7 @@ LOG_DIR: Final = STATE_DIR / "logs"
 HOST: Final = "127.0.0.1"
 
 JAVA_HINT: Final = "Java 17 is needed to run Kafka: install it with `apt-get install openjdk-17-jre-headless`"
-MAVEN_HINT: Final = "Maven is needed to fetch the Kafka jars: install it with `apt-get install maven`"
+MAVEN_HINT: Final = "Maven is needed to fetch the Kafka and Zipkin jars: install it with `apt-get install maven`"
 REDIS_HINT: Final = "redis-server is needed to run Redis: install it with `apt-get install redis-server`"
 
 # The broker's JVM: small heap, fast start (C1 only), exit instead of limping on after an OOM.
@@ -79,6 +81,8 @@ def _version_from_pom(artifact_id: str) -> str:
 # deploy/kafka/pom.xml is the one place that names the versions.
 KAFKA_VERSION: Final = _version_from_pom("kafka_2.13")
 SLF4J_SIMPLE_VERSION: Final = _version_from_pom("slf4j-simple")
+ZIPKIN_VERSION: Final = _version_from_pom("zipkin-server")
+ZIPKIN_JAR: Final = f"zipkin-server-{ZIPKIN_VERSION}-exec.jar"
 
 
 # --------------------------------------------------------------------------------------------- tools
@@ -112,20 +116,21 @@ def _last_lines(text: str, count: int = 5) -> str:
     return " | ".join(errors[:count] if errors else lines[-count:])
 
 
-def ensure_kafka_jars(quiet: bool = True) -> Path:
-    """Make sure ``.kafka/lib`` holds the broker jars named in ``deploy/kafka/pom.xml``; return the folder.
+def _zipkin_jar_present(lib: Path = ZIPKIN_LIB) -> bool:
+    return (lib / ZIPKIN_JAR).is_file()
 
-    A no-op when they are there. Otherwise runs Maven (``copy-dependencies``) into a fresh folder and
-    swaps it in, so an interrupted download or a version bump never leaves a mixed classpath.
-    """
-    if _kafka_jars_present():
-        return KAFKA_LIB
+
+def _fetch_jars(what: str, lib: Path, present: Callable[[Path], bool], selection: str, quiet: bool) -> Path:
+    """Run Maven (``copy-dependencies`` of the pom, the artifacts ``selection`` picks) into a fresh folder and
+    swap it in for ``lib``, so an interrupted download or a version bump never leaves a mixed folder. Maven keeps
+    what it downloads in its local repository: fetching the other artifacts of the pom later downloads nothing
+    twice."""
     require_tool("java", JAVA_HINT)
     mvn = require_tool("mvn", MAVEN_HINT)
-    staging = KAFKA_LIB.with_name(KAFKA_LIB.name + ".partial")
+    staging = lib.with_name(lib.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     if not quiet:
-        print(f"fetching Kafka {KAFKA_VERSION} jars with Maven into {KAFKA_LIB} …", flush=True)
+        print(f"fetching {what} with Maven into {lib} …", flush=True)
     command = [
         mvn,
         "-q",
@@ -134,16 +139,36 @@ def ensure_kafka_jars(quiet: bool = True) -> Path:
         str(KAFKA_POM),
         "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
         "-DincludeScope=runtime",
+        selection,
         f"-DoutputDirectory={staging}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0 or not _kafka_jars_present(staging):
+    if result.returncode != 0 or not present(staging):
         shutil.rmtree(staging, ignore_errors=True)
         detail = _last_lines(result.stdout + "\n" + result.stderr, 3) or f"exit code {result.returncode}"
-        raise RuntimeProblem(f"fetching the Kafka jars with Maven failed: {detail}")
-    shutil.rmtree(KAFKA_LIB, ignore_errors=True)
-    staging.rename(KAFKA_LIB)
-    return KAFKA_LIB
+        raise RuntimeProblem(f"fetching {what} with Maven failed: {detail}")
+    shutil.rmtree(lib, ignore_errors=True)
+    staging.rename(lib)
+    return lib
+
+
+def ensure_kafka_jars(quiet: bool = True) -> Path:
+    """Make sure ``.kafka/lib`` holds the broker jars named in ``deploy/kafka/pom.xml``; return the folder.
+    A no-op when they are there."""
+    if _kafka_jars_present():
+        return KAFKA_LIB
+    return _fetch_jars(
+        f"the Kafka {KAFKA_VERSION} jars", KAFKA_LIB, _kafka_jars_present, "-DexcludeArtifactIds=zipkin-server", quiet
+    )
+
+
+def ensure_zipkin_jar(quiet: bool = True) -> Path:
+    """Make sure ``.zipkin`` holds the Zipkin server jar named in ``deploy/kafka/pom.xml``; return the jar.
+    A no-op when it is there."""
+    if not _zipkin_jar_present():
+        only_zipkin = "-DincludeArtifactIds=zipkin-server"
+        _fetch_jars(f"the Zipkin {ZIPKIN_VERSION} server", ZIPKIN_LIB, _zipkin_jar_present, only_zipkin, quiet)
+    return ZIPKIN_LIB / ZIPKIN_JAR
 
 
 def ensure_redis_server() -> str:
@@ -576,6 +601,110 @@ class RedisNode:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM the server (it flushes the AOF), SIGKILL after ``timeout`` s."""
+        proc = self._run.proc
+        if proc is not None:
+            _stop_process(proc, timeout)
+        elif self.pid is not None:
+            stop_pid(self.pid, timeout)
+        self._run = _Launch()
+        self.pid = None
+
+
+# -------------------------------------------------------------------------------------------- Zipkin
+
+# The viewer's JVM: in-memory storage, a bounded number of spans (the oldest go first), fast start.
+ZIPKIN_JVM_OPTS: Final = (
+    "-Xms64m",
+    "-Xmx384m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+ZIPKIN_MAX_SPANS: Final = 200_000
+
+
+def zipkin_answers(port: int, timeout: float = 1.0) -> bool:
+    """Whether a Zipkin server on 127.0.0.1:port says it is up (``GET /health``)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=timeout) as response:
+            return int(response.status) == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+@dataclass
+class ZipkinNode:
+    """A Zipkin server (in-memory storage: traces last until it stops) on 127.0.0.1:``port``.
+
+    It takes spans at ``<url>/api/v2/spans`` and shows them at ``<url>/zipkin/``.
+    """
+
+    port: int = 9411
+    log_file: Path | None = None
+    pid: int | None = None
+    _run: _Launch = field(default_factory=_Launch, init=False, repr=False, compare=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def spans_endpoint(self) -> str:
+        """Where exporters send spans (``OTEL_EXPORTER_ZIPKIN_ENDPOINT``)."""
+        return f"{self.url}/api/v2/spans"
+
+    @property
+    def ui_url(self) -> str:
+        return f"{self.url}/zipkin"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file if self.log_file is not None else LOG_DIR / "zipkin.log"
+
+    def start(self, *, detach: bool) -> int:
+        """Start the server; returns its pid."""
+        java = require_tool("java", JAVA_HINT)
+        jar = ensure_zipkin_jar()
+        _check_ports_free("zipkin", self.port)
+        # Only loopback, only HTTP: the listening address is Armeria's (Spring Boot properties).
+        command = [
+            java,
+            *ZIPKIN_JVM_OPTS,
+            "-jar",
+            str(jar),
+            f"--armeria.ports[0].ip={HOST}",
+            f"--armeria.ports[0].port={self.port}",
+            "--armeria.ports[0].protocols[0]=http",
+        ]
+        env = {**os.environ, "STORAGE_TYPE": "mem", "MEM_MAX_SPANS": str(ZIPKIN_MAX_SPANS)}
+        self._run = launch(command, self.log_path, detach=detach, cwd=jar.parent, env=env)
+        assert self._run.pid is not None
+        self.pid = self._run.pid
+        return self.pid
+
+    def running(self) -> bool:
+        proc = self._run.proc
+        if proc is not None:
+            return proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Block until ``/health`` answers; RuntimeProblem if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while not zipkin_answers(self.port):
+            if not self.running():
+                tail = _log_tail(self.log_path, self._run.log_offset)
+                raise RuntimeProblem(f"zipkin exited during start-up (log {self.log_path}): {tail}")
+            if time.monotonic() >= deadline:
+                raise RuntimeProblem(f"zipkin did not answer on {self.url} within {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the server, SIGKILL after ``timeout`` s."""
         proc = self._run.proc
         if proc is not None:
             _stop_process(proc, timeout)

@@ -16,19 +16,25 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry.context import Context
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, to_kafka, typed_data
+from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
-from shared.telemetry import sampled_traceparent, within
+from shared.telemetry import expected_retry, failed, sampled_traceparent, within
 from shared.topics import DEAD_LETTER_SUFFIX, Topic
 
 log = logging.getLogger(__name__)
@@ -48,9 +54,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | None = None) -> KafkaBroker:
     # FastStream's publish and process durations go to the service's metrics; counts are ours (per type).
-    telemetry = KafkaTelemetryMiddleware(
-        meter_provider=metrics.provider if metrics is not None else None, include_messages_counters=False
-    )
+    telemetry = kafka_telemetry(metrics.provider if metrics is not None else None)
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"klantreis-{service}",
@@ -132,6 +136,7 @@ def dead_letters(publisher: EventPublisher, group_id: str) -> DeadLetter:
         await publisher.publish_dead_letter(
             topic=record.topic + DEAD_LETTER_SUFFIX, key=record.key, value=record.value, headers=headers
         )
+        failed(f"dead-lettered: {reason}")
         # One line per failure, with where the message is: never its content.
         log.warning(
             "dead-lettered %s[%s]@%s for %s: %s", record.topic, record.partition, record.offset, group_id, reason
@@ -187,6 +192,7 @@ def subscribe(
                 if attempt == settings.handler_retries:
                     await dead_letter(record, "retries_exhausted", f"{type(exc).__name__}: {exc}")
                     return
+                expected_retry("transient failure (a dependency briefly away)", exc, attempt + 1)
                 await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**attempt)
             except InvalidEvent as exc:
                 await dead_letter(record, "invalid_event", str(exc))
@@ -219,7 +225,16 @@ def subscribe(
             await message.nack()
             return
         # Commit only now: the effect (or the dead letter) is stored.
+        await _commit(message)
+
+
+async def _commit(message: KafkaMessage) -> None:
+    """Commit the offsets; a rebalance that moved the partition meanwhile is expected, not a failure: its new
+    owner handles the uncommitted records again (effects are idempotent by event id)."""
+    try:
         await message.ack()
+    except CommitFailedError as exc:
+        expected_retry("rebalance: the partition moved before the commit; its new owner handles it again", exc, 1)
 
 
 @dataclass(frozen=True)
@@ -275,6 +290,7 @@ def subscribe_batches(
             except TRANSIENT_ERRORS as exc:
                 if retry == settings.handler_retries:
                     return exc
+                expected_retry("transient failure (a dependency briefly away)", exc, retry + 1)
                 await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**retry)
             except Exception as exc:
                 return exc
@@ -340,7 +356,7 @@ def subscribe_batches(
             await asyncio.sleep(settings.handler_retry_backoff_seconds * 10)
             await message.nack()
             return
-        await message.ack()
+        await _commit(message)
 
     return subscriber
 

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     handler_retry_backoff_seconds: float = Field(default=0.2, gt=0)
     # The key other services use to call internal endpoints (role `service`), e.g. notifications → identity.
     service_key: str = ""
+    # Where operators look at traces (Zipkin's UI, e.g. http://127.0.0.1:9411/zipkin): pages link a member to
+    # their traces there. Empty: no viewer, no links. The local run sets it to its Zipkin.
+    trace_viewer_url: str = ""
+    # Whether the local run (`klantreis up`/`run`) starts Zipkin and the services send their traces to it.
+    local_traces: bool = True
 
     def topic(self, name: str) -> str:
         """The physical topic name of a logical topic (see `shared.topics`)."""

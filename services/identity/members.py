@@ -35,6 +35,7 @@ from shared.events.types import Language, Medium, Purpose
 from shared.idempotency import Ids
 from shared.kafka import EventPublisher
 from shared.problems import Problem, not_found
+from shared.telemetry import attribute_member
 
 SOURCE = "/identity"
 
@@ -79,6 +80,7 @@ class Members:
 
     async def member(self, member_id: str, caller: Principal) -> tuple[str, dict[str, str]]:
         """The member (after following merges) and their record; 404 when unknown or erased, 403 out of scope."""
+        attribute_member(member_id)
         resolved = await self._store.resolve(member_id)
         record = await self._store.get(resolved)
         if record is None:
@@ -148,6 +150,7 @@ class Members:
         """A registration under a new id, or under the subject and id of a posted CloudEvent."""
         forbid_other_library(caller, touch.library)
         registration_id = registration_id or ids.new("member")
+        attribute_member(registration_id)
         if await self._store.get(registration_id) is not None:
             raise conflict("a member with this id exists already")
         event = self._event(
@@ -183,6 +186,7 @@ class Members:
             member_id = registration_id
         else:
             member_id = ids.new("member")
+        attribute_member(member_id)
         today = touch.time.astimezone(UTC).date()
         record = {
             "name": person.name,
@@ -278,6 +282,7 @@ class Members:
         self, member_id: str, touch: Touch, branch: str | None, caller: Principal, ids: Ids, event_id: str | None = None
     ) -> tuple[str, str]:
         forbid_other_library(caller, touch.library)
+        attribute_member(member_id)
         resolved = await self._store.resolve(member_id)
         record = await self._store.get(resolved)
         if record is None:

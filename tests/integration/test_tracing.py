@@ -1,4 +1,5 @@
-"""One member's way from sign-up to e-mail as traces, collected in memory, on the real broker and Redis.
+"""One member's way from sign-up to a message as traces: collected in memory from services in this process, and
+in a real Zipkin server from the services as processes of their own, on the real broker.
 
 identity runs behind a real HTTP server, so notifications asks it for the address over real HTTP (traced by the
 httpx instrumentation); the e-mail goes to a real SMTP server on loopback. The sign-up is one trace; the timer
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,17 +29,20 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from deploy.runtime import serving
+from deploy.platform import ServiceChild, child_services
+from deploy.runtime import RedisNode, ZipkinNode, free_port, serving
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from services.journey.app import create_app as journey_app
 from services.journey.settings import JourneySettings
 from services.notifications.app import create_app as notifications_app
 from shared import telemetry
+from shared.auth import Keyring
 from shared.events import CloudEvent, EventData
 from shared.events.journey import FrictionResolved
 from shared.events.members import MemberErased
 from shared.kafka import subscribe
+from shared.redis import make_redis
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 from shared.topics import FRICTIONS, MEMBERS
@@ -243,9 +250,199 @@ async def test_a_handler_that_publishes_twice_continues_the_trace_of_the_message
         assert chain(span, index)[-1] == "test publishes"
 
 
+async def test_a_handler_retried_after_a_transient_failure_is_not_red_and_a_dead_letter_is(
+    spans: InMemorySpanExporter, settings: Settings
+) -> None:
+    parts = ServiceParts.connect("flaky", settings)
+    router = KafkaRouter()
+    away = make_redis(settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}))
+    attempts: list[str] = []
+
+    async def flaky(event: CloudEvent, data: EventData) -> None:
+        attempts.append(event.id)
+        if event.subject == "bad":
+            raise ValueError("a bug")
+        # The first attempt meets Redis away (a failed Redis span), the second the real one.
+        await (away if attempts.count(event.id) == 1 else parts.redis).get(settings.key("flaky", event.id))
+
+    subscribe(router, settings, parts.publisher, topic=MEMBERS, group="flaky", handler=flaky)
+    app = build_app(parts, title="flaky", description="fails once, then handles", kafka=router)
+    member = str(uuid.uuid4())
+    erased = [
+        CloudEvent.create(MemberErased(), id=str(uuid.uuid4()), subject=subject, source="/identity", library="oba")
+        for subject in (member, "bad")
+    ]
+    async with running(app):
+        spans.clear()
+        await parts.publisher.publish_many(erased)
+        await eventually(lambda: asyncio.sleep(0, result=len(attempts) == 3))
+        await eventually(lambda: asyncio.sleep(0, result=len(spans.get_finished_spans()) >= 5))
+    await away.aclose()
+
+    found = list(spans.get_finished_spans())
+    consumed = {
+        (s.attributes or {})["klantreis.member_id"]: s
+        for s in found
+        if s.name == f"{settings.topic(MEMBERS.name)} process" and s.kind == SpanKind.CONSUMER
+    }
+    handled, dead = consumed[member], consumed["bad"]
+    # Retried and done: the consume span has the retry as an event, the Redis command that met Redis away is kept,
+    # not red, with what happened as an event.
+    assert handled.status.status_code != StatusCode.ERROR
+    [retry] = [e for e in handled.events if e.name == "retry"]
+    assert (retry.attributes or {})["retry.attempt"] == 1
+    assert (retry.attributes or {})["exception.type"] == "ConnectionError"
+    assert (handled.attributes or {})["messaging.kafka.message.key"] == member
+    under = [s for s in found if s.parent is not None and s.parent.span_id == handled.context.span_id]
+    assert sorted(s.name for s in under) == ["GET", "GET"]
+    assert all(s.status.status_code != StatusCode.ERROR for s in under)
+    assert any(e.name == "retried" for s in under for e in s.events)
+    # A dead letter is a failure for someone to look at: red.
+    assert dead.status.status_code == StatusCode.ERROR
+    assert dead.status.description == "dead-lettered: handler_error"
+
+
 def resolved(cause: CloudEvent, kind: str) -> CloudEvent:
     data = FrictionResolved(
         friction_id=f"{cause.id}-{kind}", rule=RULE, resolved_by_event_id=cause.id,
         resolved_at=datetime.now(UTC), seconds_to_resolve=0.0,
     )  # fmt: skip
     return CloudEvent.create(data, id=str(uuid.uuid4()), subject=cause.subject or "", source="/relay", library="oba")
+
+
+# ------------------------------------------------------------------------------------------- in Zipkin
+
+
+@pytest.fixture(scope="session")
+def zipkin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZipkinNode]:
+    """A Zipkin server (in-memory storage) on a free port, for the tests that look at traces as an operator.
+    Started, not waited for: a test starts its services meanwhile and calls `wait_ready` before it sends spans."""
+    node = ZipkinNode(port=free_port(), log_file=tmp_path_factory.mktemp("zipkin") / "zipkin.log")
+    node.start(detach=False)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def fresh_redis(tmp_path: Path) -> Iterator[RedisNode]:
+    """A Redis server of this test's own: none of the platform's scripts are cached in it yet, as after a start."""
+    node = RedisNode(data_dir=tmp_path / "redis", port=free_port())
+    node.start(detach=False)
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        node.stop()
+
+
+ZipkinSpan = dict[str, Any]
+
+
+def last_lines(services: Iterable[ServiceChild], count: int = 15) -> str:
+    return "\n".join(
+        f"--- {s.name}\n" + "\n".join(s.log_path.read_text(errors="replace").splitlines()[-count:]) for s in services
+    )
+
+
+async def member_traces(zipkin: ZipkinNode, member: str) -> list[list[ZipkinSpan]]:
+    """What an operator finds in Zipkin following the member's link on the pages (its search, through the API)."""
+    link = telemetry.member_traces_url(zipkin.ui_url, member)
+    assert link is not None and link.startswith(zipkin.ui_url + "/?")
+    search = dict(urllib.parse.parse_qsl(link.partition("?")[2]))
+    async with httpx.AsyncClient(base_url=zipkin.url) as client:
+        response = await client.get(
+            "/api/v2/traces",
+            params={
+                "annotationQuery": search["annotationQuery"],
+                "endTs": search["endTs"],
+                "lookback": search["millis"],
+                "limit": search["limit"],
+            },
+        )
+    response.raise_for_status()
+    traces: list[list[ZipkinSpan]] = response.json()
+    return traces
+
+
+def named(spans: list[ZipkinSpan], name: str) -> ZipkinSpan:
+    matching = [s for s in spans if s.get("name") == name.lower()]  # Zipkin keeps span names in lower case
+    assert len(matching) == 1, f"{name}: {len(matching)} among {sorted(s.get('name', '') for s in spans)}"
+    return matching[0]
+
+
+async def test_a_sign_up_to_an_in_app_message_is_in_zipkin_by_service_with_the_member_on_every_span(
+    zipkin: ZipkinNode, fresh_redis: RedisNode, settings: Settings, tmp_path: Path
+) -> None:
+    environment = {
+        "OTEL_TRACES_EXPORTER": "zipkin",
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT": zipkin.spans_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "KLANTREIS_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "KLANTREIS_REDIS_URL": fresh_redis.url,
+        "KLANTREIS_TOPIC_PREFIX": settings.topic_prefix,
+        "KLANTREIS_GROUP_PREFIX": settings.group_prefix,
+        "KLANTREIS_KEY_PREFIX": settings.key_prefix,
+        "KLANTREIS_PARTITIONS": str(settings.partitions),
+        "KLANTREIS_JOURNEY_ACTIVATION_WINDOW": "PT3S",
+        "KLANTREIS_JOURNEY_ALLOWED_LATENESS": "PT0S",
+        "KLANTREIS_JOURNEY_TIMER_TICK_SECONDS": "0.1",
+        "KLANTREIS_JOURNEY_IDLE_SECONDS": "0.5",
+    }
+    redis = make_redis(settings.model_copy(update={"redis_url": fresh_redis.url}))
+    try:
+        key = await Keyring(redis, settings).create("test", ["admin"])
+    finally:
+        await redis.aclose()
+    headers = {"Authorization": f"Bearer {key}"}
+    with child_services(("identity", "journey", "notifications"), environment, tmp_path) as services:
+        zipkin.wait_ready()
+        async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+            response = await http.post(services["identity"].url + "/v1/members", json=PERSON)
+            assert response.status_code == 202, response.text
+            member = response.json()["member_id"]
+            inbox = f"{services['notifications'].url}/v1/members/{member}/inbox"
+
+            async def delivered() -> list[dict[str, Any]]:
+                messages: list[dict[str, Any]] = (await http.get(inbox)).json()["messages"]
+                return messages
+
+            async def sent_is_in_zipkin() -> list[list[ZipkinSpan]]:
+                traces = await member_traces(zipkin, member)
+                spans = [s for found in traces for s in found]
+                done = any(s["name"] == f"{settings.topic('notifications.deliveries.v1')} publish" for s in spans)
+                return traces if done else []
+
+            try:
+                await eventually(delivered, within=120)
+                traces = await eventually(sent_is_in_zipkin, within=60)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; the services' logs:\n{last_lines(services.values())}") from None
+
+    spans = [s for found in traces for s in found]
+    services_seen = {s["localEndpoint"]["serviceName"] for s in spans}
+    assert {"identity", "journey", "notifications"} <= services_seen
+    # Every span the search finds is about this member, and says so.
+    for span in spans:
+        assert span.get("tags", {}).get("klantreis.member_id") == member, span
+    # The sign-up and the fired timer: two traces, the second naming the first.
+    sign_up = named(spans, "POST /v1/members")
+    assert sign_up["localEndpoint"]["serviceName"] == "identity"
+    fired = named(spans, "fire online-signup-not-activated")
+    assert fired["localEndpoint"]["serviceName"] == "journey"
+    assert fired["traceId"] != sign_up["traceId"]
+    assert fired["tags"]["link.0.trace_id"] == sign_up["traceId"]
+    assert fired["tags"]["link.0.klantreis.link"] == "timer started by"
+    # The key is the member id, readable, so a search by it works too.
+    keyed = [s for s in spans if "messaging.kafka.message.key" in s.get("tags", {})]
+    assert keyed and all(s["tags"]["messaging.kafka.message.key"] == member for s in keyed)
+    # The in-app delivery hangs under the fired timer, in notifications.
+    deliver = named(spans, "deliver")
+    assert (deliver["traceId"], deliver["localEndpoint"]["serviceName"]) == (fired["traceId"], "notifications")
+    # A fresh Redis had none of the scripts: the first EVALSHA of each missed and was retried. That is expected,
+    # so it is an event on the span that went on, and no span is red.
+    assert not [s for s in spans if "error" in s.get("tags", {})], "red spans"
+    retries = [a["value"] for s in spans for a in s.get("annotations", []) if a["value"].startswith('{"retry"')]
+    assert any("NOSCRIPT" in r for r in retries), retries
+    assert not [s for s in spans if s["name"] == "evalsha" and s.get("tags", {}).get("otel.status_code") == "ERROR"]
