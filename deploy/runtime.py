@@ -49,7 +49,7 @@ REDIS_HINT: Final = "redis-server is needed to run Redis: install it with `apt-g
 # The broker's JVM: small heap, fast start (C1 only), exit instead of limping on after an OOM.
 KAFKA_JVM_OPTS: Final = (
     "-Xms128m",
-    "-Xmx512m",
+    "-Xmx1g",
     "-XX:+UseSerialGC",
     "-XX:TieredStopAtLevel=1",
     "-XX:+ExitOnOutOfMemoryError",

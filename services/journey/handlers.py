@@ -20,13 +20,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from services.journey import engine
 from services.journey.decoding import decode
 from services.journey.partition import Applied, Partition
-from services.journey.rules import JourneyEvent, RuleCatalogue
+from services.journey.rules import ImmediateRule, JourneyEvent, RuleCatalogue
 from services.journey.settings import JourneySettings
 from services.journey.store import Fenced, JourneyStore, PartitionWrite
+from shared import telemetry
 from shared.events import CloudEvent, InvalidEvent, deterministic_id
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
 from shared.events.registry import TYPE_PREFIX, model_for
@@ -104,6 +107,52 @@ def window_closed(window: engine.ClosedWindow) -> CloudEvent:
     )
 
 
+class Traces:
+    """Sampled traces only, in memory: derived events continue the trace of the event that caused them, and a
+    timer's decision starts a trace of its own linked to the event that started the timer (days earlier). Not
+    stored: after a restart or a hand-over a timer's decision is a trace without the link."""
+
+    KEPT = 100_000
+
+    def __init__(self) -> None:
+        self._by_event: dict[str, str] = {}  # event id → its sampled traceparent
+        self._contexts: dict[str, Context] = {}  # derived event id → the context to publish it in
+        self._spans: dict[str, trace.Span] = {}  # derived event id → the fired timer's span, ended once published
+
+    def remember(self, event_id: str, traceparent: str) -> None:
+        self._by_event[event_id] = traceparent
+        if len(self._by_event) > self.KEPT:
+            del self._by_event[next(iter(self._by_event))]
+
+    def continued(self, event: CloudEvent, cause_id: str) -> None:
+        context = telemetry.context_from(self._by_event.get(cause_id))
+        if context is not None:
+            self._contexts[event.id] = context
+
+    def derived(self, event: CloudEvent, friction: engine.Friction, *, timed: bool) -> None:
+        if not timed:
+            self.continued(event, friction.start_event_id)
+            return
+        started = self._by_event.pop(friction.start_event_id, None)
+        if started is None:
+            return
+        span = telemetry.tracer().start_span(
+            f"fire {friction.rule}",
+            context=Context(),
+            links=telemetry.link_to(started, **{"klantreis.link": "timer started by"}),
+            attributes=telemetry.span_attributes(
+                rule=friction.rule, member_id=friction.member_id, friction_id=friction.friction_id
+            ),
+        )
+        self._spans[event.id] = span
+        self._contexts[event.id] = trace.set_span_in_context(span)
+
+    def take(self, event_ids: Sequence[str]) -> tuple[dict[str, Context], list[trace.Span]]:
+        contexts = {i: c for i in event_ids if (c := self._contexts.pop(i, None)) is not None}
+        spans = [s for i in event_ids if (s := self._spans.pop(i, None)) is not None]
+        return contexts, spans
+
+
 @dataclass
 class Owned:
     partition: Partition
@@ -134,6 +183,7 @@ class FrictionDetector:
             max_records=settings.journey_batch_size, client_id="klantreis-journey",
         )  # fmt: skip
         self.wall: Callable[[], float] = time.time
+        self._traces = Traces()
         # Publishes forwards on journey.forwards.v1 (set by the app: the broker publishes to a named topic).
         self.forward: Callable[[Sequence[CloudEvent]], Awaitable[None]] = _no_forwarding
 
@@ -196,6 +246,9 @@ class FrictionDetector:
                 if found is not None:
                     decoded.append((found.t, record.offset, tp.topic, found))
                     types[(tp.topic, found.kind)] += 1
+                    traceparent = telemetry.sampled_traceparent(record.headers)
+                    if traceparent is not None:
+                        self._traces.remember(found.id, traceparent)
             streams.append(decoded)
             offsets[tp.topic] = change.offsets[tp.topic] = records[-1].offset
             owned.last_record[tp.topic] = time.monotonic()
@@ -241,8 +294,16 @@ class FrictionDetector:
         change.erased |= applied.erased
         change.clocks.update({f"{t}|{s}": c for (t, s), c in partition.clocks.items()})
         outcome = applied.outcome
-        change.outbox += [friction_detected(f) for f in outcome.detected]
-        change.outbox += [friction_resolved(r) for r in outcome.resolved]
+        for friction in outcome.detected:
+            event = friction_detected(friction)
+            change.outbox.append(event)
+            self._traces.derived(
+                event, friction, timed=not isinstance(self._engine.by_id[friction.rule], ImmediateRule)
+            )
+        for resolution in outcome.resolved:
+            event = friction_resolved(resolution)
+            change.outbox.append(event)
+            self._traces.continued(event, resolution.event_id)
         change.outbox += [window_closed(w) for w in outcome.closed]
         change.outbox += [forwarded(f.survivor, f.event) for f in applied.forwards]
 
@@ -290,7 +351,12 @@ class FrictionDetector:
     async def _publish(self, number: int, events: list[CloudEvent]) -> None:
         derived = [e for e in events if e.source != FORWARD_SOURCE]
         forwards = [e for e in events if e.source == FORWARD_SOURCE]
-        await self._retrying(lambda: self._publisher.publish_many(derived))
+        contexts, spans = self._traces.take([e.id for e in derived])
+        try:
+            await self._retrying(lambda: self._publisher.publish_many(derived, contexts=contexts))
+        finally:
+            for span in spans:
+                span.end()
         if forwards:
             await self._retrying(lambda: self.forward(forwards))
         await self._retrying(lambda: self._store.forget_outbox(number, [e.id for e in events]))
