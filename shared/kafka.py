@@ -8,30 +8,37 @@ and send anything they cannot handle to `<topic>.dlq` with the reason, then carr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, to_kafka, typed_data
+from shared.availability import Availability
+from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, model_for, to_kafka, typed_data
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
 from shared.telemetry import sampled_traceparent, within
 from shared.topics import DEAD_LETTER_SUFFIX, Topic
 
 log = logging.getLogger(__name__)
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 # Failures that say "not now" rather than "never": worth retrying before giving up on a message.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -67,6 +74,30 @@ def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | N
     )
 
 
+class PublishTimeout(KafkaTimeoutError):  # type: ignore[misc]  # aiokafka has no type hints
+    """Kafka did not acknowledge every event of a publish within its deadline: take none of them as accepted.
+
+    Some may still reach Kafka later (the idempotent producer keeps retrying them): publishing the same events again
+    is the way out, and consumers, which drop event ids they handled already, make the second copy harmless."""
+
+
+# The longest a publish in this context waits for Kafka's acks; None: as long as it takes.
+_deadline: ContextVar[float | None] = ContextVar("klantreis_publish_deadline", default=None)
+
+
+@contextlib.contextmanager
+def publish_deadline(seconds: float | None) -> Iterator[None]:
+    """Publishing in this block raises PublishTimeout after `seconds` rather than wait for Kafka for good.
+
+    HTTP requests run under it (a client gets 503 and retries); consumers and timers do not: a dependency that is
+    down is waited for there, never a reason to give up on a record."""
+    token = _deadline.set(seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
 class EventPublisher:
     """Publishes CloudEvents on the topic their type belongs to, keyed by subject, in binary mode."""
 
@@ -74,40 +105,124 @@ class EventPublisher:
         self._broker = broker
         self._settings = settings
         self.metrics = metrics or ServiceMetrics("klantreis", export=False)
+        self.kafka = Availability("kafka", self._ping)
 
-    async def publish(self, event: CloudEvent) -> None:
+    async def _ping(self) -> bool:
+        return bool(await self._broker.ping(timeout=1.0))
+
+    async def publish(self, event: CloudEvent, *, deadline: float | None = None) -> None:
         """Returns once Kafka acknowledged the event (acks=all)."""
-        await self.publish_many([event])
+        await self.publish_many([event], deadline=deadline)
 
     async def publish_many(
-        self, events: Sequence[CloudEvent], *, contexts: Mapping[str, Context] | None = None
+        self,
+        events: Sequence[CloudEvent],
+        *,
+        contexts: Mapping[str, Context] | None = None,
+        deadline: float | None = None,
     ) -> None:
         """Hands every event to the producer before waiting, so a batch costs one round of acks, not one each.
 
-        An event is published in the trace context `contexts` holds under its id (default: the current one): work
-        that continues a trace other than the current one, such as a timer that fires later.
+        Waits at most `deadline` seconds (default: the `publish_deadline` of the context; none outside one), then
+        raises PublishTimeout. An event is published in the trace context `contexts` holds under its id (default:
+        the current one): work that continues a trace other than the current one, such as a timer that fires later.
         """
-        contexts = contexts or {}
-        pending = []
+        if not events:
+            return
+        limit = deadline if deadline is not None else _deadline.get()
+        acks: list[asyncio.Future[Any]] = []
         produced = []
-        for event in events:
-            record = to_kafka(event)
-            topic = self._settings.topic(typed_data(event).topic)
-            with within(contexts.get(event.id)):
-                pending.append(
-                    await self._broker.publish(
-                        record.value, topic, key=record.key, headers=record.headers, no_confirm=True
-                    )
-                )
-            produced.append((topic, event.type))
-        await asyncio.gather(*pending)
+        bounded = asyncio.timeout(limit)
+        try:
+            async with bounded:
+                # Handing over can wait too (metadata, a full buffer): the deadline covers it.
+                for event, context, route in self._routes(events, contexts or {}):
+                    topic = self._settings.topic(model_for(event.type).topic)
+                    acks.append(await self._hand_over(event, topic, context, route))
+                    produced.append((topic, event.type))
+                failure = await _first_failure(acks)
+        except TimeoutError:
+            if not bounded.expired():
+                raise
+            _abandon(acks)
+            self.kafka.failed(f"no acknowledgement within {limit:g} s")
+            raise PublishTimeout(f"Kafka did not acknowledge {len(events)} event(s) within {limit:g} s") from None
+        if failure is not None:
+            _abandon(acks)
+            self.kafka.failed(type(failure).__name__)
+            raise failure
+        self.kafka.succeeded()
         self.metrics.produced(produced)
+
+    def _routes(
+        self, events: Sequence[CloudEvent], contexts: Mapping[str, Context]
+    ) -> Iterator[tuple[CloudEvent, Context | None, list[tuple[str, bytes]] | None]]:
+        """Each event with how it goes: None through FastStream, whose middleware makes the producer spans of a
+        sampled trace; else straight to the producer with the (unsampled) trace context in a header, which skips
+        the middleware's per-record work for spans nobody records."""
+        shared = _trace_headers(None)
+        for event in events:
+            context = contexts.get(event.id)
+            yield event, context, shared if context is None else _trace_headers(context)
+
+    async def _hand_over(
+        self, event: CloudEvent, topic: str, context: Context | None, route: list[tuple[str, bytes]] | None
+    ) -> Any:
+        record = to_kafka(event)
+        if route is None:
+            with within(context):
+                return await self._broker.publish(
+                    record.value, topic, key=record.key, headers=record.headers, no_confirm=True
+                )
+        headers = [(name, value.encode()) for name, value in record.headers.items()]
+        return await _producer(self._broker).send(topic, record.value, key=record.key, headers=headers + route)
 
     async def publish_dead_letter(
         self, *, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
     ) -> None:
         await self._broker.publish(value or b"", topic, key=key, headers=headers)
         self.metrics.dead_lettered(topic, headers.get("dlq_reason", "unknown"))
+
+
+def _trace_headers(context: Context | None) -> list[tuple[str, bytes]] | None:
+    """None when `context` (default: the current one) is sampled; else the headers carrying it on (maybe none)."""
+    span_context = trace.get_current_span(context).get_span_context()
+    if not span_context.is_valid:
+        return []
+    if span_context.trace_flags.sampled:
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, context)
+    return [(name, value.encode()) for name, value in carrier.items()]
+
+
+def _producer(broker: KafkaBroker) -> AIOKafkaProducer:
+    # FastStream 0.7 (pinned <0.8) keeps its aiokafka producer here; the one producer keeps one order per partition.
+    producer: AIOKafkaProducer = broker.config.producer._producer.producer  # type: ignore[attr-defined]
+    return producer
+
+
+async def _first_failure(acks: Sequence[asyncio.Future[Any]]) -> BaseException | None:
+    """Waits for every ack, or for the first failure (returned, not raised)."""
+    done, _ = await asyncio.wait(acks, return_when=asyncio.FIRST_EXCEPTION)
+    for ack in done:
+        if not ack.cancelled() and ack.exception() is not None:
+            return ack.exception()
+    return None
+
+
+def _abandon(acks: Sequence[asyncio.Future[Any]]) -> None:
+    """Stop caring about acks still to come: their failures are known already (no "never retrieved" noise)."""
+    for ack in acks:
+        if ack.done():
+            _retrieve(ack)
+        else:
+            ack.add_done_callback(_retrieve)
+
+
+def _retrieve(ack: asyncio.Future[Any]) -> None:
+    if not ack.cancelled():
+        ack.exception()
 
 
 Handler = Callable[[CloudEvent, EventData], Awaitable[None]]

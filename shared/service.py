@@ -17,12 +17,14 @@ from fastapi.responses import JSONResponse, Response
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared import telemetry
 from shared.auth import Keyring
+from shared.availability import Availability
 from shared.events import EventData
 from shared.idempotency import IdempotentReplies
-from shared.kafka import EventPublisher, make_broker
+from shared.kafka import EventPublisher, make_broker, publish_deadline
 from shared.logging import configure_logging
 from shared.metrics import CONTENT_TYPE, ServiceMetrics
 from shared.problems import install_problem_handlers
@@ -47,10 +49,19 @@ class ServiceParts:
     metrics: ServiceMetrics
     publisher: EventPublisher = field(init=False)
     keyring: Keyring = field(init=False)
+    redis_availability: Availability = field(init=False)
 
     def __post_init__(self) -> None:
         self.publisher = EventPublisher(self.broker, self.settings, self.metrics)
         self.keyring = Keyring(self.redis, self.settings)
+        self.redis_availability = Availability("redis", self._ping_redis)
+
+    @property
+    def dependencies(self) -> tuple[Availability, ...]:
+        return self.publisher.kafka, self.redis_availability
+
+    async def _ping_redis(self) -> bool:
+        return bool(await self.redis.ping())
 
     @classmethod
     def connect(cls, name: str, settings: Settings) -> ServiceParts:
@@ -65,18 +76,17 @@ def health_router(parts: ServiceParts) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": parts.name}
 
-    @router.get("/readyz", summary="Kafka and Redis are reachable", responses={503: {"description": "not ready"}})
+    @router.get(
+        "/readyz",
+        summary="Kafka and Redis are reachable",
+        description="Each is asked at most once a second however often this is called; while either is away, "
+        "writes answer 503 with Retry-After.",
+        responses={503: {"description": "not ready: `checks` names what is unreachable"}},
+    )
     async def readyz() -> JSONResponse:
-        checks: dict[str, str] = {}
-        try:
-            checks["kafka"] = "ok" if await parts.broker.ping(timeout=2.0) else "unreachable"
-        except Exception as exc:
-            checks["kafka"] = f"unreachable: {type(exc).__name__}"
-        try:
-            checks["redis"] = "ok" if await asyncio.wait_for(parts.redis.ping(), 2.0) else "unreachable"
-        except Exception as exc:
-            checks["redis"] = f"unreachable: {type(exc).__name__}"
-        ready = all(v == "ok" for v in checks.values())
+        answers = await asyncio.gather(*(dependency.ready() for dependency in parts.dependencies))
+        checks = {d.name: "ok" if up else "unreachable" for d, up in zip(parts.dependencies, answers, strict=True)}
+        ready = all(answers)
         return JSONResponse(
             {"status": "ready" if ready else "not ready", "service": parts.name, "checks": checks},
             status_code=200 if ready else 503,
@@ -136,6 +146,8 @@ def build_app(
                 log.warning("%s: %d background task(s) did not stop within %.0f s; going on without them",
                             parts.name, len(stuck), BACKGROUND_STOP_SECONDS)  # fmt: skip
             # Stopping the broker lets in-flight handlers finish and commit; nothing unprocessed is committed.
+            for dependency in parts.dependencies:
+                await dependency.close()
             await parts.broker.stop()
             await parts.redis.aclose()
             telemetry.flush()
@@ -143,6 +155,8 @@ def build_app(
 
     app = FastAPI(title=title, description=description, version="1", lifespan=lifespan)
     telemetry.instrument_app(app, meter_provider=parts.metrics.provider)
+    app.add_middleware(_BoundedPublishing, seconds=parts.settings.publish_timeout)
+    app.state.availability = {dependency.name: dependency for dependency in parts.dependencies}
     install_problem_handlers(app)
     app.include_router(health_router(parts))
 
@@ -157,6 +171,22 @@ def build_app(
     app.state.keyring = parts.keyring
     app.state.idempotent_replies = IdempotentReplies(parts.redis, parts.settings)
     return app
+
+
+class _BoundedPublishing:
+    """Every HTTP request publishes under the publish deadline: a client gets 503 rather than wait while Kafka is
+    away (`shared.kafka.publish_deadline`)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self._app = app
+        self._seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        with publish_deadline(self._seconds):
+            await self._app(scope, receive, send)
 
 
 async def _supervised(service: str, task: BackgroundTask) -> None:

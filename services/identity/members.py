@@ -68,6 +68,31 @@ def conflict(detail: str) -> Problem:
     return Problem(409, "Conflict", detail)
 
 
+def member_event(data: EventData, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
+    return CloudEvent.create(
+        data,
+        id=event_id,
+        subject=member_id,
+        source=touch.source,
+        library=touch.library,
+        channel=domain.channel_of(touch.platform),
+        platform=touch.platform,
+        time=touch.time,
+    )
+
+
+def channel_switched(previous: tuple[str, str] | None, member_id: str, touch: Touch, ids: Ids) -> CloudEvent | None:
+    """The channel_switched of a touch on another channel or platform than the member's `previous` one."""
+    switch = domain.channel_switch(previous, (touch.channel, touch.platform))
+    if switch is None:
+        return None
+    (from_channel, from_platform), (to_channel, to_platform) = switch
+    data = ChannelSwitched(
+        from_channel=from_channel, from_platform=from_platform, to_channel=to_channel, to_platform=to_platform
+    )
+    return member_event(data, member_id, touch, ids.new("channel_switched"))
+
+
 class Members:
     def __init__(self, store: MemberStore, publisher: EventPublisher, settings: IdentitySettings) -> None:
         self._store = store
@@ -103,36 +128,10 @@ class Members:
         """A channel_switched when this touch is on another channel or platform than the member's last one."""
         previous = (record["last_channel"], record["last_platform"]) if record.get("last_platform") else None
         await self._store.update(member_id, {"last_channel": touch.channel, "last_platform": touch.platform})
-        switch = domain.channel_switch(previous, (touch.channel, touch.platform))
-        if switch is None:
-            return []
-        (from_channel, from_platform), (to_channel, to_platform) = switch
-        return [
-            self._event(
-                ChannelSwitched(
-                    from_channel=from_channel,
-                    from_platform=from_platform,
-                    to_channel=to_channel,
-                    to_platform=to_platform,
-                ),
-                member_id,
-                touch,
-                ids.new("channel_switched"),
-            )
-        ]
+        switched = channel_switched(previous, member_id, touch, ids)
+        return [switched] if switched is not None else []
 
-    @staticmethod
-    def _event(data: EventData, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
-        return CloudEvent.create(
-            data,
-            id=event_id,
-            subject=member_id,
-            source=touch.source,
-            library=touch.library,
-            channel=domain.channel_of(touch.platform),
-            platform=touch.platform,
-            time=touch.time,
-        )
+    _event = staticmethod(member_event)
 
     # ---------------------------------------------------------------------------------- registration
 
