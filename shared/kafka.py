@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError, RequestTimedOutError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    RequestTimedOutError,
+)
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
@@ -140,17 +146,20 @@ class EventPublisher:
                     topic = self._settings.topic(model_for(event.type).topic)
                     acks.append(await self._hand_over(event, topic, context, route))
                     produced.append((topic, event.type))
-                failure = await _first_failure(acks)
+                # One by one: most are acknowledged by the time the first is (a cancelled wait for one leaves its
+                # record in the producer, which sends it all the same).
+                for ack in acks:
+                    await ack
         except TimeoutError:
             if not bounded.expired():
                 raise
             _abandon(acks)
             self.kafka.failed(f"no acknowledgement within {limit:g} s")
             raise PublishTimeout(f"Kafka did not acknowledge {len(events)} event(s) within {limit:g} s") from None
-        if failure is not None:
+        except KafkaError as exc:
             _abandon(acks)
-            self.kafka.failed(type(failure).__name__)
-            raise failure
+            self.kafka.failed(type(exc).__name__)
+            raise
         self.kafka.succeeded()
         self.metrics.produced(produced)
 
@@ -200,15 +209,6 @@ def _producer(broker: KafkaBroker) -> AIOKafkaProducer:
     # FastStream 0.7 (pinned <0.8) keeps its aiokafka producer here; the one producer keeps one order per partition.
     producer: AIOKafkaProducer = broker.config.producer._producer.producer  # type: ignore[attr-defined]
     return producer
-
-
-async def _first_failure(acks: Sequence[asyncio.Future[Any]]) -> BaseException | None:
-    """Waits for every ack, or for the first failure (returned, not raised)."""
-    done, _ = await asyncio.wait(acks, return_when=asyncio.FIRST_EXCEPTION)
-    for ack in done:
-        if not ack.cancelled() and ack.exception() is not None:
-            return ack.exception()
-    return None
 
 
 def _abandon(acks: Sequence[asyncio.Future[Any]]) -> None:

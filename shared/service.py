@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,15 @@ async def _supervised(service: str, task: BackgroundTask) -> None:
             await asyncio.sleep(1)
 
 
+def freeze_startup_heap() -> None:
+    """Leave what the process built at start (modules, models, routes) out of the garbage collector's full passes.
+
+    A batch of thousands of events allocates enough to set off full collections, each of which walked the whole
+    start-up heap: 130-220 ms of a 5,000-event POST /v1/events, 15-20 ms once frozen (bench/ingest.py)."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(app: FastAPI, url: str, host: str) -> None:
     """Run one service process on the port of its configured URL, listening on `host` (0.0.0.0 in a container)."""
     from urllib.parse import urlparse
@@ -210,5 +220,6 @@ def serve(app: FastAPI, url: str, host: str) -> None:
 
     parsed = urlparse(url)
     configure_logging(app.state.parts.name)
+    freeze_startup_heap()
     # log_config=None: uvicorn's records go through the JSON lines too.
     uvicorn.run(app, host=host, port=parsed.port or 80, log_level="info", access_log=False, log_config=None)
