@@ -124,12 +124,19 @@ class Members:
         born = date.fromisoformat(record["birth_date"])
         return domain.is_minor(born, datetime.now(UTC).date(), self._settings.identity_minor_below_age)
 
-    async def _touch_events(self, member_id: str, record: dict[str, str], touch: Touch, ids: Ids) -> list[CloudEvent]:
-        """A channel_switched when this touch is on another channel or platform than the member's last one."""
+    @staticmethod
+    def _touch_events(member_id: str, record: dict[str, str], touch: Touch, ids: Ids) -> list[CloudEvent]:
+        """A channel_switched when this touch is on another channel or platform than the member's last one.
+
+        The touch is stored (`_touched`) only once Kafka acknowledged: a retry after a 503 finds the same last touch
+        and publishes the same switch again."""
         previous = (record["last_channel"], record["last_platform"]) if record.get("last_platform") else None
-        await self._store.update(member_id, {"last_channel": touch.channel, "last_platform": touch.platform})
         switched = channel_switched(previous, member_id, touch, ids)
         return [switched] if switched is not None else []
+
+    @staticmethod
+    def _touched(touch: Touch) -> dict[str, str]:
+        return {"last_channel": touch.channel, "last_platform": touch.platform}
 
     _event = staticmethod(member_event)
 
@@ -282,9 +289,9 @@ class Members:
         if record is None:
             raise not_found("member")
         event = self._event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
-        switched = await self._touch_events(resolved, record, touch, ids)
-        await self._store.update(resolved, {"card_activated_at": touch.time.isoformat()})
+        switched = self._touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
+        await self._store.update(resolved, {**self._touched(touch), "card_activated_at": touch.time.isoformat()})
         return resolved, event.id
 
     # -------------------------------------------------------------------------------------- accounts
@@ -367,8 +374,9 @@ class Members:
         )
         event = self._event(data, resolved, touch, event_id or ids.new("event"))
         # A failed login is a touch too: the first attempt on a new platform is where a switch starts.
-        switched = await self._touch_events(resolved, record, touch, ids)
+        switched = self._touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
+        await self._store.update(resolved, self._touched(touch))
         return resolved, event.id
 
     # ------------------------------------------------------------------------------ consent, guardian
