@@ -236,8 +236,11 @@ class Usage:
         await self._claims.finish(mine, [])
         return BatchResult(accepted, rejected)
 
-    async def publish_posted(self, items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
-        """CloudEvents of loans posted to /v1/events (claimed already): checked for place, then published at once."""
+    async def posted_loans(
+        self, items: Sequence[Item], caller: Principal
+    ) -> tuple[dict[int, Problem], list[CloudEvent]]:
+        """CloudEvents of loans posted to /v1/events (claimed already), checked for place: the refused ones (by
+        index) and the events to publish, which the caller publishes with the rest of the batch."""
         libraries = await self._catalogue.libraries()
         refused: dict[int, Problem] = {}
         events: list[CloudEvent] = []
@@ -256,5 +259,4 @@ class Usage:
                 refused[item.index] = Problem(status, "Rejected", error.message, errors=[error])
                 continue
             events.append(item.event.model_copy(update={"data": data.model_dump(mode="json")}))
-        await self._publisher.publish_many(events)
-        return refused
+        return refused, events
