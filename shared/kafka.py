@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,6 +115,15 @@ class EventPublisher:
 
     async def _ping(self) -> bool:
         return bool(await self._broker.ping(timeout=1.0))
+
+    async def learn_topics(self, topics: Iterable[str]) -> None:
+        """Fetch the partitions of `topics` now, at start: a topic created a moment ago may not be in the producer's
+        metadata yet, and the first request would spend its publish deadline waiting for it."""
+        producer = _producer(self._broker)
+        try:
+            await asyncio.gather(*(producer.partitions_for(topic) for topic in topics))
+        except KafkaError as exc:
+            log.warning("topics unknown to Kafka at start (%s): the first publishes wait", type(exc).__name__)
 
     async def publish(self, event: CloudEvent, *, deadline: float | None = None) -> None:
         """Returns once Kafka acknowledged the event (acks=all)."""

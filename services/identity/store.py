@@ -56,17 +56,16 @@ for i = 3, #ARGV do
 end
 return standings
 """
-# Fields set on many hashes at once (some with a time to live), atomically. ARGV per key: ttl (0: none), the number
-# of fields, then field, value, field, value...
+# Fields set on many hashes at once (some with a time to live), atomically. ARGV[1]: JSON [[key, ttl (0: none),
+# [field, value, field, value...]], ...]: one argument, as redis-py packs thousands of arguments slowly (2,000
+# members' fields: 80-140 ms as arguments, 20-80 ms as JSON).
 _SET_FIELDS = """
-local at = 1
-for _, key in ipairs(KEYS) do
-  local ttl, count = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-  redis.call('HSET', key, unpack(ARGV, at + 2, at + 1 + 2 * count))
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
-  at = at + 2 + 2 * count
+local writes = cjson.decode(ARGV[1])
+for _, write in ipairs(writes) do
+  redis.call('HSET', write[1], unpack(write[3]))
+  if write[2] > 0 then redis.call('EXPIRE', write[1], write[2]) end
 end
-return #KEYS
+return #writes
 """
 
 
@@ -163,14 +162,10 @@ class MemberStore:
 
     async def apply(self, changes: IngestedChanges) -> None:
         """Write what a batch of posted events changed, atomically, in one round trip."""
-        keys: list[str] = []
-        args: list[str | int] = []
+        writes: list[tuple[str, int, list[str]]] = []
 
         def put(key: str, fields: dict[str, str], ttl: int = 0) -> None:
-            keys.append(key)
-            args.extend((ttl, len(fields)))
-            for name, value in fields.items():
-                args.extend((name, value))
+            writes.append((key, ttl, [part for field_and_value in fields.items() for part in field_and_value]))
 
         for member_id, fields in changes.members.items():
             put(self._member(member_id), fields)
@@ -178,8 +173,8 @@ class MemberStore:
             put(self._consent(member_id), {k: "granted" if v else "withdrawn" for k, v in consents.items()})
         for registration_id, fields in changes.registrations.items():
             put(self._k("registration", registration_id), fields, REGISTRATION_TTL_SECONDS)
-        if keys:
-            await self._set_fields(keys=keys, args=args)
+        if writes:
+            await self._set_fields(args=[json.dumps(writes, ensure_ascii=False)])
 
     async def is_erased(self, member_id: str) -> bool:
         return bool(await self._redis.exists(self._k("erased", member_id)))
