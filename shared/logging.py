@@ -27,6 +27,7 @@ BROKER_AWAY = frozenset(
         "Got error produce response on topic-partition %s, retrying. Error: %s", "Cannot send %r to %s: %r",
         "Failed fetch messages from %s: %s", "Failed fetch offsets from %s: %s", "Group Coordinator Request failed: %s",
         "FindCoordinator Request failed: %s", "Heartbeat send request failed: %s. Will retry.",
+        "Topic %s not found in cluster metadata",
     }
 )  # fmt: skip
 
