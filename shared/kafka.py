@@ -32,6 +32,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -203,11 +204,12 @@ class EventPublisher:
 
 
 def _trace_headers(context: Context | None) -> list[tuple[str, bytes]] | None:
-    """None when `context` (default: the current one) is sampled; else the headers carrying it on (maybe none)."""
+    """None when `context` (default: the current one) is sampled and this process records spans; else the headers
+    carrying the context on (maybe none)."""
     span_context = trace.get_current_span(context).get_span_context()
     if not span_context.is_valid:
         return []
-    if span_context.trace_flags.sampled:
+    if span_context.trace_flags.sampled and isinstance(trace.get_tracer_provider(), TracerProvider):
         return None
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, context)
