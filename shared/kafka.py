@@ -122,8 +122,8 @@ class EventPublisher:
         metadata yet, and the first request would spend its publish deadline waiting for it."""
         producer = _producer(self._broker)
         try:
-            await asyncio.gather(*(producer.partitions_for(topic) for topic in topics))
-        except KafkaError as exc:
+            await asyncio.wait_for(asyncio.gather(*(producer.partitions_for(topic) for topic in topics)), 10.0)
+        except (KafkaError, TimeoutError) as exc:
             log.warning("topics unknown to Kafka at start (%s): the first publishes wait", type(exc).__name__)
 
     async def publish(self, event: CloudEvent, *, deadline: float | None = None) -> None:
