@@ -25,10 +25,11 @@ from shared.auth import Keyring
 from shared.availability import Availability
 from shared.events import EventData
 from shared.idempotency import IdempotentReplies
-from shared.kafka import EventPublisher, make_broker, publish_deadline
+from shared.kafka import make_broker
 from shared.logging import configure_logging
 from shared.metrics import CONTENT_TYPE, ServiceMetrics
 from shared.problems import install_problem_handlers
+from shared.publishing import EventPublisher, publish_deadline
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, ensure_topics

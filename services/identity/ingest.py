@@ -24,8 +24,8 @@ from shared.events.members import CardActivated, ConsentChanged, LoginFailed, Lo
 from shared.idempotency import Ids
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
-from shared.kafka import EventPublisher
 from shared.problems import Problem, not_found
+from shared.publishing import EventPublisher
 from shared.topics import MEMBERS
 
 INGESTIBLE = {

@@ -26,7 +26,7 @@ from services.identity.settings import IdentitySettings
 from services.propositions.app import create_app as propositions_app
 from shared.auth import Keyring
 from shared.events import BATCH, CloudEvent
-from shared.kafka import EventPublisher, PublishTimeout
+from shared.publishing import EventPublisher, PublishTimeout
 from shared.redis import make_redis
 from shared.settings import Settings
 from tests.integration.test_propositions_catalogue import OBA
