@@ -1,4 +1,5 @@
-"""Kafka for every service: the broker factory, the event publisher and the one way to consume events.
+"""Kafka for every service: the broker factory, the event publisher (`shared.publishing`) and the one way to
+consume events.
 
 Library defaults are not safe here (see DESIGN §5): the producer waits for all in-sync replicas and is
 idempotent; consumers commit only after the handler stored its effect, retry transient failures with backoff
@@ -11,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,18 +27,21 @@ from aiokafka.errors import (
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
-from opentelemetry.context import Context
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, to_kafka, typed_data
+from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, typed_data
 from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
+from shared.publishing import EventPublisher, PublishTimeout, publish_deadline
 from shared.settings import Settings
-from shared.telemetry import expected_retry, failed, sampled_traceparent, within
+from shared.telemetry import expected_retry, failed, sampled_traceparent
 from shared.topics import DEAD_LETTER_SUFFIX, Topic
 
 log = logging.getLogger(__name__)
+# The publisher lives in shared.publishing; importing it from here keeps working.
+__all__ = ["TRANSIENT_ERRORS", "EventPublisher", "PublishTimeout", "Received", "make_broker", "publish_deadline",
+           "subscribe", "subscribe_batches"]  # fmt: skip
 
 # Failures that say "not now" rather than "never": worth retrying before giving up on a message.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -69,49 +73,6 @@ def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | N
         logger=logging.getLogger(f"klantreis.{service}.kafka"),
         log_level=logging.DEBUG,
     )
-
-
-class EventPublisher:
-    """Publishes CloudEvents on the topic their type belongs to, keyed by subject, in binary mode."""
-
-    def __init__(self, broker: KafkaBroker, settings: Settings, metrics: ServiceMetrics | None = None) -> None:
-        self._broker = broker
-        self._settings = settings
-        self.metrics = metrics or ServiceMetrics("klantreis", export=False)
-
-    async def publish(self, event: CloudEvent) -> None:
-        """Returns once Kafka acknowledged the event (acks=all)."""
-        await self.publish_many([event])
-
-    async def publish_many(
-        self, events: Sequence[CloudEvent], *, contexts: Mapping[str, Context] | None = None
-    ) -> None:
-        """Hands every event to the producer before waiting, so a batch costs one round of acks, not one each.
-
-        An event is published in the trace context `contexts` holds under its id (default: the current one): work
-        that continues a trace other than the current one, such as a timer that fires later.
-        """
-        contexts = contexts or {}
-        pending = []
-        produced = []
-        for event in events:
-            record = to_kafka(event)
-            topic = self._settings.topic(typed_data(event).topic)
-            with within(contexts.get(event.id)):
-                pending.append(
-                    await self._broker.publish(
-                        record.value, topic, key=record.key, headers=record.headers, no_confirm=True
-                    )
-                )
-            produced.append((topic, event.type))
-        await asyncio.gather(*pending)
-        self.metrics.produced(produced)
-
-    async def publish_dead_letter(
-        self, *, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
-    ) -> None:
-        await self._broker.publish(value or b"", topic, key=key, headers=headers)
-        self.metrics.dead_lettered(topic, headers.get("dlq_reason", "unknown"))
 
 
 Handler = Callable[[CloudEvent, EventData], Awaitable[None]]

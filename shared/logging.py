@@ -17,6 +17,28 @@ from opentelemetry import trace
 
 # Loggers that would otherwise print in their own format, or once per request or message.
 QUIET = {"uvicorn.access": logging.WARNING, "aiokafka": logging.WARNING, "httpx": logging.WARNING}
+# What aiokafka logs, as ERROR or WARNING, on every retry while the broker is away: thousands of lines an outage.
+# `shared.availability` logs an outage once when it starts and once when it ends; these show at DEBUG only.
+BROKER_AWAY = frozenset(
+    {
+        'Unable connect to "%s:%s": %s', 'Unable to request metadata from "%s:%s": %s',
+        "Unable to request metadata from node with id %s: %r", "Unable to update metadata from %s",
+        "Unable connect to node with id %s: %s", "Got error produce response: %s",
+        "Got error produce response on topic-partition %s, retrying. Error: %s", "Cannot send %r to %s: %r",
+        "Failed fetch messages from %s: %s", "Failed fetch offsets from %s: %s", "Group Coordinator Request failed: %s",
+        "FindCoordinator Request failed: %s", "Heartbeat send request failed: %s. Will retry.",
+        "Topic %s not found in cluster metadata",
+    }
+)  # fmt: skip
+
+
+class BrokerAwayAtDebug(logging.Filter):
+    """Lets aiokafka's per-retry lines about an unreachable broker through only when DEBUG is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("aiokafka") and record.msg in BROKER_AWAY:
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
 
 
 class JsonLines(logging.Formatter):
@@ -45,6 +67,7 @@ def configure_logging(service: str, level: int | str = logging.INFO) -> None:
     """Every log record of the process, uvicorn's included, as one JSON line on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines(service))
+    handler.addFilter(BrokerAwayAtDebug())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

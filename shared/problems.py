@@ -12,9 +12,11 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.availability import Availability
 from shared.events import FieldError, InvalidEvent
 
 PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = "5"
 log = logging.getLogger(__name__)
 
 
@@ -94,25 +96,35 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(KafkaError)
     async def _kafka(request: Request, exc: KafkaError) -> JSONResponse:
-        log.error("kafka unavailable for %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        _unavailable(request, "kafka", exc)
         return problem_response(
             request,
             503,
             "Service Unavailable",
-            "the event log did not acknowledge the event: nothing was accepted, retry later",
-            headers={"Retry-After": "5"},
+            "the event log did not acknowledge in time, so nothing is accepted: retry later with the same "
+            "Idempotency-Key or event ids (a retry has one effect, whether or not this attempt reaches the log)",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
 
     @app.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> JSONResponse:
-        log.error("redis unavailable for %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        _unavailable(request, "redis", exc)
         return problem_response(
             request,
             503,
             "Service Unavailable",
             "state store unavailable, retry later",
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
+
+
+def _unavailable(request: Request, dependency: str, exc: Exception) -> None:
+    """One log line per outage, not one per request: the service's `Availability` of the dependency logs it."""
+    watched: Availability | None = getattr(request.app.state, "availability", {}).get(dependency)
+    if watched is not None:
+        watched.failed(type(exc).__name__)
+    else:
+        log.error("%s unavailable for %s %s: %s", dependency, request.method, request.url.path, type(exc).__name__)
 
 
 def _title(status: int) -> str:

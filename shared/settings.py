@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # exponential backoff, before the message goes to the dead-letter topic; permanent errors go at once.
     handler_retries: int = Field(default=5, ge=0)
     handler_retry_backoff_seconds: float = Field(default=0.2, gt=0)
+    # An HTTP request waits at most this long for Kafka to acknowledge what it publishes, then answers 503 with
+    # Retry-After (consumers and timers wait as long as Kafka is away: they retry rather than give up).
+    publish_timeout: float = Field(default=5.0, gt=0, description="seconds; KLANTREIS_PUBLISH_TIMEOUT")
     # The key other services use to call internal endpoints (role `service`), e.g. notifications → identity.
     service_key: str = ""
     # Where operators look at traces (Zipkin's UI, e.g. http://127.0.0.1:9411/zipkin): pages link a member to

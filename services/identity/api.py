@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,22 +13,10 @@ from services.identity import domain
 from services.identity.members import Members, Person, Touch
 from services.identity.store import MemberStore
 from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey, Principal, require
-from shared.events import CloudEvent, EventData
-from shared.events.members import (
-    CardActivated,
-    ConsentChanged,
-    LoginFailed,
-    LoginFailure,
-    LoginSucceeded,
-    RegistrationStarted,
-)
+from shared.events.members import LoginFailure
 from shared.events.types import Language, LibraryCode, Medium, Purpose
 from shared.idempotency import IdempotencyKey, Ids, Replies
-from shared.ingest import EventClaims, Item
-from shared.ingest import ingest_router as shared_ingest_router
-from shared.problems import Problem
 from shared.schemas import example_body
-from shared.topics import MEMBERS
 
 # Desk systems and front-office staff write as well as platforms do.
 FrontOfficeKey = Annotated[Principal, Depends(require("ingest", "member-data"))]
@@ -505,72 +492,6 @@ def contact_router(members: Members) -> APIRouter:
         return Contact.model_validate(await members.contact(member_id, medium, caller))
 
     return router
-
-
-# ---------------------------------------------------------------------------------------------- ingest
-
-INGESTIBLE = {
-    RegistrationStarted.event_type,
-    CardActivated.event_type,
-    LoginSucceeded.event_type,
-    LoginFailed.event_type,
-    ConsentChanged.event_type,
-}
-
-
-EXAMPLE_EVENT = {
-    "specversion": "1.0",
-    "id": "0c6a1f0e-8a4d-4a52-9f0e-6b1d2f3a4c51",
-    "source": "/libraries/oba/app",
-    "type": LoginFailed.event_type,
-    "time": "2026-11-23T10:15:00+01:00",
-    "subject": "3f2b8c1e-7d4a-4e9b-a1c2-5d6e7f809a1b",
-    "library": "oba",
-    "channel": "online",
-    "platform": "app",
-    "data": {"login_platform": "app", "reason": "account_not_linked"},
-}
-
-
-def ingest_router(members: Members, claims: EventClaims) -> APIRouter:
-    async def handle(items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
-        # Each identity event changes a member's state: handled one by one, in order.
-        refused: dict[int, Problem] = {}
-        for item in items:
-            try:
-                await handle_one(item.event, item.data, caller)
-            except Problem as exc:
-                refused[item.index] = exc
-        return refused
-
-    async def handle_one(event: CloudEvent, data: EventData, caller: Principal) -> None:
-        assert event.subject is not None
-        ids = Ids(f"event:{event.id}")
-        platform = event.platform or "website"
-        touch = Touch(event.library or "", platform, event.utc_time, event.source)
-        if isinstance(data, CardActivated):
-            await members.activate_card(event.subject, touch, data.branch, caller, ids, event_id=event.id)
-        elif isinstance(data, LoginSucceeded | LoginFailed):
-            outcome = "succeeded" if isinstance(data, LoginSucceeded) else "failed"
-            reason = data.reason if isinstance(data, LoginFailed) else None
-            await members.login(event.subject, data.login_platform, outcome, reason, event.utc_time, caller, ids,
-                                event_id=event.id, source=event.source)  # fmt: skip
-        elif isinstance(data, ConsentChanged):
-            await members.change_consent(event.subject, data.medium, data.purpose, data.granted, caller, ids,
-                                         at=event.utc_time, event_id=event.id)  # fmt: skip
-        elif isinstance(data, RegistrationStarted):
-            touch = Touch(data.home_library, platform, event.utc_time, event.source)
-            await members.start_registration(touch, data.source, caller, ids, registration_id=event.subject,
-                                             event_id=event.id)  # fmt: skip
-
-    return shared_ingest_router(
-        service="identity",
-        topic_name=MEMBERS.name,
-        types=INGESTIBLE,
-        handle=handle,
-        claims=claims,
-        example=EXAMPLE_EVENT,
-    )
 
 
 def _source(library: str, platform: str) -> str:

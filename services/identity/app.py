@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.identity.api import contact_router, ingest_router, members_router
+from services.identity.api import contact_router, members_router
+from services.identity.ingest import ingest_router
 from services.identity.members import Members
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
@@ -25,7 +26,7 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
         "guardians, duplicates, merge and erasure. The only holder of personal data; its events are pseudonymous.",
         api=[
             members_router(members, store),
-            ingest_router(members, EventClaims(parts.redis, settings, "identity")),
+            ingest_router(store, parts.publisher, EventClaims(parts.redis, settings, "identity")),
             contact_router(members),
         ],
         publishes=[

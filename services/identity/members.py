@@ -69,6 +69,31 @@ def conflict(detail: str) -> Problem:
     return Problem(409, "Conflict", detail)
 
 
+def member_event(data: EventData, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
+    return CloudEvent.create(
+        data,
+        id=event_id,
+        subject=member_id,
+        source=touch.source,
+        library=touch.library,
+        channel=domain.channel_of(touch.platform),
+        platform=touch.platform,
+        time=touch.time,
+    )
+
+
+def channel_switched(previous: tuple[str, str] | None, member_id: str, touch: Touch, ids: Ids) -> CloudEvent | None:
+    """The channel_switched of a touch on another channel or platform than the member's `previous` one."""
+    switch = domain.channel_switch(previous, (touch.channel, touch.platform))
+    if switch is None:
+        return None
+    (from_channel, from_platform), (to_channel, to_platform) = switch
+    data = ChannelSwitched(
+        from_channel=from_channel, from_platform=from_platform, to_channel=to_channel, to_platform=to_platform
+    )
+    return member_event(data, member_id, touch, ids.new("channel_switched"))
+
+
 class Members:
     def __init__(self, store: MemberStore, publisher: EventPublisher, settings: IdentitySettings) -> None:
         self._store = store
@@ -101,40 +126,21 @@ class Members:
         born = date.fromisoformat(record["birth_date"])
         return domain.is_minor(born, datetime.now(UTC).date(), self._settings.identity_minor_below_age)
 
-    async def _touch_events(self, member_id: str, record: dict[str, str], touch: Touch, ids: Ids) -> list[CloudEvent]:
-        """A channel_switched when this touch is on another channel or platform than the member's last one."""
+    @staticmethod
+    def _touch_events(member_id: str, record: dict[str, str], touch: Touch, ids: Ids) -> list[CloudEvent]:
+        """A channel_switched when this touch is on another channel or platform than the member's last one.
+
+        The touch is stored (`_touched`) only once Kafka acknowledged: a retry after a 503 finds the same last touch
+        and publishes the same switch again."""
         previous = (record["last_channel"], record["last_platform"]) if record.get("last_platform") else None
-        await self._store.update(member_id, {"last_channel": touch.channel, "last_platform": touch.platform})
-        switch = domain.channel_switch(previous, (touch.channel, touch.platform))
-        if switch is None:
-            return []
-        (from_channel, from_platform), (to_channel, to_platform) = switch
-        return [
-            self._event(
-                ChannelSwitched(
-                    from_channel=from_channel,
-                    from_platform=from_platform,
-                    to_channel=to_channel,
-                    to_platform=to_platform,
-                ),
-                member_id,
-                touch,
-                ids.new("channel_switched"),
-            )
-        ]
+        switched = channel_switched(previous, member_id, touch, ids)
+        return [switched] if switched is not None else []
 
     @staticmethod
-    def _event(data: EventData, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
-        return CloudEvent.create(
-            data,
-            id=event_id,
-            subject=member_id,
-            source=touch.source,
-            library=touch.library,
-            channel=domain.channel_of(touch.platform),
-            platform=touch.platform,
-            time=touch.time,
-        )
+    def _touched(touch: Touch) -> dict[str, str]:
+        return {"last_channel": touch.channel, "last_platform": touch.platform}
+
+    _event = staticmethod(member_event)
 
     # ---------------------------------------------------------------------------------- registration
 
@@ -288,9 +294,9 @@ class Members:
         if record is None:
             raise not_found("member")
         event = self._event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
-        switched = await self._touch_events(resolved, record, touch, ids)
-        await self._store.update(resolved, {"card_activated_at": touch.time.isoformat()})
+        switched = self._touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
+        await self._store.update(resolved, {**self._touched(touch), "card_activated_at": touch.time.isoformat()})
         return resolved, event.id
 
     # -------------------------------------------------------------------------------------- accounts
@@ -373,8 +379,9 @@ class Members:
         )
         event = self._event(data, resolved, touch, event_id or ids.new("event"))
         # A failed login is a touch too: the first attempt on a new platform is where a switch starts.
-        switched = await self._touch_events(resolved, record, touch, ids)
+        switched = self._touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
+        await self._store.update(resolved, self._touched(touch))
         return resolved, event.id
 
     # ------------------------------------------------------------------------------ consent, guardian

@@ -7,6 +7,7 @@ in Redis; a registration or attendance whose event Kafka did not acknowledge is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -52,6 +53,17 @@ class Session:
     @property
     def places_left(self) -> int:
         return domain.places_left(self.activity, self.registered)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A registration or attendance stored, whose event is still to be published."""
+
+    event: CloudEvent
+    activity_id: str
+    member_id: str
+    attended: bool
+    walk_in: bool
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,42 @@ class Activities:
         event_id: str | None = None,
     ) -> str:
         """Register a member while there is a place: 409 when full, registered already, cancelled or over."""
+        taken = await self.take_registration(
+            activity_id, member_id, touch, caller, ids, proposition=proposition, event_id=event_id
+        )
+        await self.publish_taken([taken])
+        return taken.event.id
+
+    async def attend(
+        self,
+        activity_id: str,
+        member_id: str,
+        touch: Touch,
+        caller: Principal,
+        ids: Ids,
+        *,
+        proposition: str | None = None,
+        event_id: str | None = None,
+    ) -> tuple[str, bool]:
+        """Record that a member attended (registered or walked in); returns the event id and whether a walk-in."""
+        taken = await self.take_attendance(
+            activity_id, member_id, touch, caller, ids, proposition=proposition, event_id=event_id
+        )
+        await self.publish_taken([taken])
+        return taken.event.id, taken.walk_in
+
+    async def take_registration(
+        self,
+        activity_id: str,
+        member_id: str,
+        touch: Touch,
+        caller: Principal,
+        ids: Ids,
+        *,
+        proposition: str | None = None,
+        event_id: str | None = None,
+    ) -> Taken:
+        """A place taken for the member, with its event, not yet published (`publish_taken`)."""
         activity = await self._taking_part(activity_id, caller, proposition)
         refusal = domain.registration_refusal(activity, touch.time)
         if refusal is not None:
@@ -182,15 +230,9 @@ class Activities:
             )
         data = ActivityRegistered(activity_id=activity_id, proposition=activity.data.proposition)
         event = self._usage_event(data, activity, member_id, touch, event_id or ids.new("event"))
-        try:
-            await self._publisher.publish(event)
-        except Exception:
-            # Not acknowledged means not registered: give the place back.
-            await self._store.unregister(activity_id, member_id)
-            raise
-        return event.id
+        return Taken(event, activity_id, member_id, attended=False, walk_in=False)
 
-    async def attend(
+    async def take_attendance(
         self,
         activity_id: str,
         member_id: str,
@@ -200,8 +242,8 @@ class Activities:
         *,
         proposition: str | None = None,
         event_id: str | None = None,
-    ) -> tuple[str, bool]:
-        """Record that a member attended (registered or walked in); returns the event id and whether a walk-in."""
+    ) -> Taken:
+        """An attendance recorded (registered or a walk-in), with its event, not yet published (`publish_taken`)."""
         activity = await self._taking_part(activity_id, caller, proposition)
         refusal = domain.attendance_refusal(activity)
         if refusal is not None:
@@ -216,12 +258,20 @@ class Activities:
         walk_in = outcome == "walk_in"
         data = ActivityAttended(activity_id=activity_id, proposition=activity.data.proposition, walk_in=walk_in)
         event = self._usage_event(data, activity, member_id, touch, event_id or ids.new("event"))
+        return Taken(event, activity_id, member_id, attended=True, walk_in=walk_in)
+
+    async def publish_taken(self, taken: Sequence[Taken], *, along: Sequence[CloudEvent] = ()) -> None:
+        """Publish what was taken (and `along` with it) in one round of acks; not acknowledged means not taken: the
+        places are given back."""
         try:
-            await self._publisher.publish(event)
-        except Exception:
-            await self._store.unattend(activity_id, member_id)
+            await self._publisher.publish_many([*along, *(t.event for t in taken)])
+        except BaseException:
+            for part in taken:
+                if part.attended:
+                    await self._store.unattend(part.activity_id, part.member_id)
+                else:
+                    await self._store.unregister(part.activity_id, part.member_id)
             raise
-        return event.id, walk_in
 
     async def _taking_part(self, activity_id: str, caller: Principal, proposition: str | None) -> Activity:
         activity = (await self.session(activity_id)).activity

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
 
 from services.propositions import domain
-from services.propositions.activities import Activities, Plan, Session, Touch, session_key
+from services.propositions.activities import Activities, Plan, Session, Taken, Touch, session_key
 from services.propositions.catalogue import Catalogue, OfferingDetail
 from services.propositions.domain import (
     ActivityQuery,
@@ -771,28 +771,30 @@ EXAMPLE_EVENT = {
 def ingest_router(usage: Usage, activities: Activities, claims: EventClaims) -> APIRouter:
     async def handle(items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
         loans = [item for item in items if isinstance(item.data, LOANS)]
-        # Loans are published together; a registration or attendance takes a place in its activity, one by one.
-        refused = await usage.publish_posted(loans, caller) if loans else {}
+        refused, loan_events = await usage.posted_loans(loans, caller) if loans else ({}, [])
+        # A registration or attendance takes a place in its activity, one by one; then everything is published
+        # together, and the places are given back if Kafka does not acknowledge.
+        taken = []
         for item in items:
             if isinstance(item.data, ActivityRegistered | ActivityAttended):
                 try:
-                    await take_part(item, item.data, caller)
+                    taken.append(await take_part(item, item.data, caller))
                 except Problem as exc:
                     refused[item.index] = _about_activity(exc)
+        await activities.publish_taken(taken, along=loan_events)
         return refused
 
-    async def take_part(item: Item, data: ActivityRegistered | ActivityAttended, caller: Principal) -> None:
+    async def take_part(item: Item, data: ActivityRegistered | ActivityAttended, caller: Principal) -> Taken:
         event = item.event
         assert event.subject is not None
         platform = event.platform or "desk"
         touch = Touch(platform, event.channel or domain.channel_of(platform), event.utc_time, event.source)
         ids = Ids(f"event:{event.id}")
         if isinstance(data, ActivityRegistered):
-            await activities.register(data.activity_id, event.subject, touch, caller, ids,
-                                      proposition=data.proposition, event_id=event.id)  # fmt: skip
-        else:
-            await activities.attend(data.activity_id, event.subject, touch, caller, ids,
-                                    proposition=data.proposition, event_id=event.id)  # fmt: skip
+            return await activities.take_registration(data.activity_id, event.subject, touch, caller, ids,
+                                                      proposition=data.proposition, event_id=event.id)  # fmt: skip
+        return await activities.take_attendance(data.activity_id, event.subject, touch, caller, ids,
+                                                proposition=data.proposition, event_id=event.id)  # fmt: skip
 
     router = shared_ingest_router(
         service="propositions",

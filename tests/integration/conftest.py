@@ -24,6 +24,9 @@ def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
         key_prefix=namespace,
         partitions=2,
         handler_retry_backoff_seconds=0.05,
+        # A shared broker under a whole test session's load can take seconds to acknowledge; only the outage tests
+        # (test_ingest_outage.py) are about the deadline, and set their own.
+        publish_timeout=60.0,
     )
 
 

@@ -779,6 +779,33 @@ async def test_a_batch_accepts_the_valid_event_and_names_the_field_each_rejected
     assert other_library["id"] not in published
 
 
+async def test_a_batch_is_handled_in_order_and_leaves_the_member_s_state_for_the_next_one(identity: Identity) -> None:
+    member = await identity.sign_up(platform="website")
+    activated = cloud_event("card_activated", member, data={"branch": "oosterdok"})
+    logged_in = cloud_event("login_succeeded", member, source="/libraries/oba/app", channel="online",
+                            platform="app", data={"login_platform": "app"})  # fmt: skip
+    consent = cloud_event("consent_changed", member, data={"medium": "email", "purpose": "marketing", "granted": True})
+
+    first = await identity.client.post(
+        "/v1/events", content=json.dumps([activated, logged_in]), headers={"Content-Type": BATCH}
+    )
+    then = await identity.client.post("/v1/events", content=json.dumps(consent), headers={"Content-Type": STRUCTURED})
+
+    assert (first.status_code, then.status_code) == (202, 202), (first.text, then.text)
+    events = await identity.events(member, "signed_up", "consent_changed")
+    assert [kind for kind, _ in events] == [
+        "signed_up", "channel_switched", "card_activated", "channel_switched", "login_succeeded", "consent_changed"
+    ]  # fmt: skip
+    switches = [(data["from_platform"], data["to_platform"]) for kind, data in events if kind == "channel_switched"]
+    assert switches == [("website", "kiosk"), ("kiosk", "app")]
+    seen = await identity.member(member)
+    assert seen["card_activated_at"] is not None
+    assert seen["consents"] == {"email:marketing": "granted"}
+    # The consent change went out from where the member was last: the app.
+    [record] = [r for r in await identity.records_of(member, "consent_changed") if short_type(r) == "consent_changed"]
+    assert header(record, "ce_platform") == "app"
+
+
 async def test_an_event_posted_again_is_accepted_and_published_once(identity: Identity) -> None:
     member = await identity.sign_up()
     event = cloud_event("card_activated", member, data={"branch": "oosterdok"})

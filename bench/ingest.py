@@ -1,0 +1,229 @@
+"""How fast the platform takes events in, next to raw aiokafka producing the same records to the same broker.
+
+    .venv/bin/python bench/ingest.py [--events 5000] [--loans 10000] [--rounds 5]
+
+Uses the Kafka and Redis named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_URL when both are set (under a
+topic, group and key prefix of its own); otherwise starts a Kafka broker and a redis-server on free ports
+(deploy/runtime.py) and stops them at the end.
+
+Two figures, each against its baseline measured in the same run on the same broker:
+
+- identity `POST /v1/events`: a CloudEvents batch (`application/cloudevents-batch+json`) of card activations,
+  logins and consent changes of existing members, over HTTP to identity served by uvicorn in this process (JSON
+  parsing, validation, the batch's id claims, the members' state read and written, one round of acks);
+- propositions `POST /v1/loans/batch`: a batch of loan reports, the same way.
+
+Each baseline is an AIOKafkaProducer with the platform's producer settings (acks=all, idempotent, linger 5 ms)
+sending the very records the service publishes for that batch, built beforehand, to a topic of its own, then
+waiting for all acks. Each round times a service and then its baseline, so that both see the same load of a shared
+machine; the figures are medians of the rounds, the ratios (raw time / service time) the medians of the rounds'
+ratios. A first round warms up (connections, scripts, metadata) and is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.propositions_usage_batch import loans
+from bench.propositions_usage_batch import records as loan_records
+from deploy import runtime
+from services.identity.app import create_app as identity_app
+from services.identity.settings import IdentitySettings
+from services.identity.store import MemberStore
+from services.propositions.app import create_app as propositions_app
+from shared.auth import Keyring
+from shared.events import BATCH, CloudEvent, KafkaRecord, to_kafka
+from shared.events.members import CardActivated, ConsentChanged, LoginFailed, LoginSucceeded
+from shared.redis import make_redis
+from shared.service import freeze_startup_heap
+from shared.settings import Settings
+
+PARTITIONS = 3
+MEMBERS = 2_000
+PLATFORM = "kiosk"  # every member's last touch and every event: no channel switches, one record per event
+
+
+def member_events(count: int) -> list[CloudEvent]:
+    """A kiosk's batch: card activations, logins and consent changes of the seeded members, in turn."""
+    now = datetime.now(UTC)
+    kinds = (
+        CardActivated(branch="oosterdok"),
+        LoginFailed(login_platform=PLATFORM, reason="bad_credentials"),
+        LoginSucceeded(login_platform=PLATFORM),
+        ConsentChanged(medium="email", purpose="marketing", granted=True),
+    )
+    return [
+        CloudEvent.create(
+            kinds[i % len(kinds)],
+            id=str(uuid.uuid4()),
+            subject=member_id(i % MEMBERS),
+            source=f"/libraries/oba/{PLATFORM}",
+            library="oba",
+            channel="offline",
+            platform=PLATFORM,
+            time=now,
+        )
+        for i in range(count)
+    ]
+
+
+def member_id(number: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"klantreis:bench:member:{number}"))
+
+
+async def seed_members(settings: Settings) -> None:
+    redis = make_redis(settings)
+    store = MemberStore(redis, settings)
+    for number in range(MEMBERS):
+        record = {
+            "name": "Bench Lezer",
+            "email": f"lezer{number}@example.nl",
+            "phone": "",
+            "birth_date": "1991-04-12",
+            "postcode": "1034 AB",
+            "home_library": "oba",
+            "signed_up_at": datetime.now(UTC).isoformat(),
+            "channel": "offline",
+            "platform": PLATFORM,
+            "source": "",
+            "language": "nl",
+            "last_channel": "offline",
+            "last_platform": PLATFORM,
+        }
+        await store.create(member_id(number), record, [])
+    await redis.aclose()
+
+
+def body_of(events: list[CloudEvent]) -> bytes:
+    return json.dumps([e.model_dump(mode="json", exclude_none=True) for e in events]).encode()
+
+
+async def post_events(client: httpx.AsyncClient, count: int) -> float:
+    body = body_of(member_events(count))
+    started = time.perf_counter()
+    response = await client.post("/v1/events", content=body, headers={"Content-Type": BATCH})
+    elapsed = time.perf_counter() - started
+    result = response.json()
+    if response.status_code != 202 or result["rejected"] or len(result["accepted"]) != count:
+        raise SystemExit(f"the events were not accepted whole: {response.status_code} {str(result)[:300]}")
+    return elapsed
+
+
+async def post_loans(client: httpx.AsyncClient, count: int) -> float:
+    body = json.dumps({"loans": loans(count)}).encode()
+    started = time.perf_counter()
+    response = await client.post("/v1/loans/batch", content=body, headers={"Content-Type": "application/json"})
+    elapsed = time.perf_counter() - started
+    result = response.json()
+    if response.status_code != 202 or result["rejected"] or len(result["accepted"]) != count:
+        raise SystemExit(f"the loans were not accepted whole: {response.status_code} {str(result)[:300]}")
+    return elapsed
+
+
+async def produce_raw(producer: AIOKafkaProducer, topic: str, built: list[KafkaRecord]) -> float:
+    started = time.perf_counter()
+    pending = [
+        await producer.send(topic, r.value, key=r.key, headers=[(k, v.encode()) for k, v in r.headers.items()])
+        for r in built
+    ]
+    await asyncio.gather(*pending)
+    return time.perf_counter() - started
+
+
+async def create_topics(kafka: str, *names: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+    finally:
+        await admin.close()
+
+
+async def bench(kafka: str, redis_url: str, events: int, loan_count: int, rounds: int) -> None:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    settings = IdentitySettings(
+        kafka_bootstrap=kafka,
+        redis_url=redis_url,
+        topic_prefix=prefix,
+        group_prefix=prefix,
+        key_prefix=prefix,
+        partitions=PARTITIONS,
+    )
+    redis = make_redis(settings)
+    key = await Keyring(redis, settings).create("bench", ["admin"])
+    await redis.aclose()
+    await seed_members(settings)
+    raw_topic = f"{prefix}baseline.raw"
+    await create_topics(kafka, raw_topic)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    library = {"name": "OBA", "postcode_areas": ["1000-1109"], "branches": [{"code": "oosterdok", "name": "Oosterdok"}]}
+    identity_service, propositions_service = identity_app(settings), propositions_app(Settings(**settings.model_dump()))
+    freeze_startup_heap()  # as `serve` does in a service process
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    async with (
+        runtime.serving(identity_service) as identity_url,
+        runtime.serving(propositions_service) as propositions_url,
+        httpx.AsyncClient(base_url=identity_url, headers=headers, timeout=300) as identity,
+        httpx.AsyncClient(base_url=propositions_url, headers=headers, timeout=300) as propositions,
+    ):
+        (await propositions.put("/v1/libraries/oba", json=library)).raise_for_status()
+        try:
+            # Each round times the service and its baseline one after the other, so that both see the same load
+            # of a shared machine; the ratio is the median of the rounds' ratios. The first round warms up.
+            figures: dict[str, list[float]] = {"ingest": [], "raw events": [], "loans": [], "raw loans": []}
+            for round_number in range(rounds + 1):
+                timings = {
+                    "ingest": await post_events(identity, events),
+                    "raw events": await produce_raw(producer, raw_topic, [to_kafka(e) for e in member_events(events)]),
+                    "loans": await post_loans(propositions, loan_count),
+                    "raw loans": await produce_raw(producer, raw_topic, loan_records(loans(loan_count))),
+                }
+                for name, seconds in timings.items():
+                    if round_number > 0:
+                        figures[name].append(seconds)
+        finally:
+            await producer.stop()
+    ingest, raw_events, loaned, raw_loans = (figures[n] for n in ("ingest", "raw events", "loans", "raw loans"))
+
+    def line(name: str, count: int, unit: str, times: list[float]) -> str:
+        median = statistics.median(times)
+        spread = ", ".join(f"{t * 1000:.0f}" for t in times)
+        return f"{name:<46} {count / median:>9,.0f} {unit}/s   median {median * 1000:6.0f} ms   (rounds: {spread} ms)"
+
+    print(f"{rounds} rounds, {PARTITIONS} partitions, broker {kafka}")
+    print(line(f"identity POST /v1/events, {events:,} per batch", events, "events", ingest))
+    print(line("  baseline: raw aiokafka, same records", events, "events", raw_events))
+    print(line(f"propositions POST /v1/loans/batch, {loan_count:,}", loan_count, "loans", loaned))
+    print(line("  baseline: raw aiokafka, same records", loan_count, "loans", raw_loans))
+    print(f"ratio ingest/raw: {statistics.median(r / s for r, s in zip(raw_events, ingest, strict=True)):.2f}")
+    print(f"ratio loans/raw: {statistics.median(r / s for r, s in zip(raw_loans, loaned, strict=True)):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--events", type=int, default=5_000, help="CloudEvents per POST /v1/events batch")
+    parser.add_argument("--loans", type=int, default=10_000, help="loan reports per POST /v1/loans/batch")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with runtime.local_infrastructure() as (kafka, redis_url):
+        asyncio.run(bench(kafka, redis_url, args.events, args.loans, args.rounds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""identity's `POST /v1/events`: a batch of posted CloudEvents handled as one, as if one by one in order.
+
+A batch costs a fixed number of round trips however long it is: the ids claimed (shared/ingest.py), the members'
+standing read, every event handed to the producer before the acks are awaited together, the members' state
+written. Deciding is pure (`plan`): it folds the batch in order over the members' standing in memory, so a login
+after a card activation of the same member in one batch sees the activation's touch, as it would one by one.
+
+State is written only after Kafka acknowledged the batch's events: a batch answered 503 changed nothing, and its
+retry computes the same events under the same ids (derived from the posted ids) and publishes them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter
+
+from services.identity.members import SOURCE, Touch, channel_switched, conflict, member_event
+from services.identity.store import IngestedChanges, MemberStore, Standing
+from shared.auth import Principal
+from shared.events import CloudEvent
+from shared.events.members import CardActivated, ConsentChanged, LoginFailed, LoginSucceeded, RegistrationStarted
+from shared.idempotency import Ids
+from shared.ingest import EventClaims, Item
+from shared.ingest import ingest_router as shared_ingest_router
+from shared.problems import Problem, not_found
+from shared.publishing import EventPublisher
+from shared.topics import MEMBERS
+
+INGESTIBLE = {
+    RegistrationStarted.event_type,
+    CardActivated.event_type,
+    LoginSucceeded.event_type,
+    LoginFailed.event_type,
+    ConsentChanged.event_type,
+}
+
+EXAMPLE_EVENT = {
+    "specversion": "1.0",
+    "id": "0c6a1f0e-8a4d-4a52-9f0e-6b1d2f3a4c51",
+    "source": "/libraries/oba/app",
+    "type": LoginFailed.event_type,
+    "time": "2026-11-23T10:15:00+01:00",
+    "subject": "3f2b8c1e-7d4a-4e9b-a1c2-5d6e7f809a1b",
+    "library": "oba",
+    "channel": "online",
+    "platform": "app",
+    "data": {"login_platform": "app", "reason": "account_not_linked"},
+}
+
+
+@dataclass
+class Plan:
+    """What a batch publishes and stores, and which of its items (by index) it refuses and why."""
+
+    events: list[CloudEvent] = field(default_factory=list)
+    changes: IngestedChanges = field(default_factory=IngestedChanges)
+    refused: dict[int, Problem] = field(default_factory=dict)
+
+
+def plan(items: Sequence[Item], standings: Mapping[str, Standing], caller: Principal) -> Plan:
+    """Handle `items` in order over the members' `standings` (by posted subject): no I/O."""
+    result = Plan()
+    # Where each member was last, as the items before have left it.
+    last: dict[str, tuple[str, str] | None] = {}
+    for item in items:
+        event, data = item.event, item.data
+        assert event.subject is not None  # checked by the shared route
+        standing = standings[event.subject]
+        platform = event.platform or "website"
+        try:
+            if isinstance(data, RegistrationStarted):
+                if not caller.covers(data.home_library):
+                    raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
+                if standing.member_id == event.subject and standing.home_library is not None:
+                    raise conflict("a member with this id exists already")
+                touch = Touch(data.home_library, platform, event.utc_time, event.source)
+                result.events.append(member_event(data, event.subject, touch, event.id))
+                result.changes.registrations[event.subject] = {
+                    "home_library": data.home_library,
+                    "started_at": touch.time.isoformat(),
+                }
+                continue
+            if standing.home_library is None:
+                raise not_found("member")
+            member_id = standing.member_id
+            previous = last.get(member_id, standing.last_touch)
+            fields = result.changes.members.setdefault(member_id, {})
+            if isinstance(data, ConsentChanged):
+                if not caller.covers(standing.home_library):
+                    raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
+                where = previous[1] if previous else "website"
+                touch = Touch(standing.home_library, where, event.utc_time, f"{SOURCE}/consents")
+                result.events.append(member_event(data, member_id, touch, event.id))
+                consents = result.changes.consents.setdefault(member_id, {})
+                consents[f"{data.medium}:{data.purpose}"] = data.granted
+                continue
+            if isinstance(data, CardActivated):
+                touch = Touch(event.library or "", platform, event.utc_time, event.source)
+            else:
+                assert isinstance(data, LoginSucceeded | LoginFailed)
+                if not caller.covers(standing.home_library):
+                    raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
+                touch = Touch(standing.home_library, data.login_platform, event.utc_time, event.source)
+            switched = channel_switched(previous, member_id, touch, Ids(f"event:{event.id}"))
+            if switched is not None:
+                result.events.append(switched)
+            result.events.append(member_event(data, member_id, touch, event.id))
+            last[member_id] = (touch.channel, touch.platform)
+            fields.update(last_channel=touch.channel, last_platform=touch.platform)
+            if isinstance(data, CardActivated):
+                fields["card_activated_at"] = touch.time.isoformat()
+        except Problem as refusal:
+            result.refused[item.index] = refusal
+    result.changes.members = {m: fields for m, fields in result.changes.members.items() if fields}
+    return result
+
+
+class PostedMemberEvents:
+    def __init__(self, store: MemberStore, publisher: EventPublisher) -> None:
+        self._store = store
+        self._publisher = publisher
+
+    async def handle(self, items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
+        standings = await self._store.standings(item.event.subject for item in items if item.event.subject)
+        outcome = plan(items, standings, caller)
+        await self._publisher.publish_many(outcome.events)
+        await self._store.apply(outcome.changes)
+        return outcome.refused
+
+
+def ingest_router(store: MemberStore, publisher: EventPublisher, claims: EventClaims) -> APIRouter:
+    return shared_ingest_router(
+        service="identity",
+        topic_name=MEMBERS.name,
+        types=INGESTIBLE,
+        handle=PostedMemberEvents(store, publisher).handle,
+        claims=claims,
+        example=EXAMPLE_EVENT,
+    )
