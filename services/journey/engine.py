@@ -115,7 +115,9 @@ class Engine:
                 self._immediate(state, rule, event, out)
         # Pruned once a few have gathered (and when a window's timer fires): cheap on the hot path.
         before = (event.t if clock is None else clock) - self.lateness
-        if len(state.seen) > PRUNE_AT:
+        if state.seen and not state.starts:
+            state.seen = [s for s in state.seen if s.t >= before]  # no window waits: only the lateness keeps them
+        elif len(state.seen) > PRUNE_AT:
             _forget_unwaited(state, before)
         if len(state.activity) > PRUNE_AT:
             _forget_inactive(state, before)
@@ -125,7 +127,7 @@ class Engine:
     def _may_apply(rule: Rule, state: MemberState) -> bool:
         """The rule applies to the member if it admits their profile, and may if the sign-up has not arrived yet
         (events from another topic can come first). The filter is decided again when the timer fires."""
-        return state.profile is None or rule.admits(_profile(state))
+        return not rule.member or state.profile is None or rule.admits(_profile(state))
 
     def _absence(self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome) -> None:
         if rule.expect.matches(event):
@@ -225,7 +227,7 @@ class Engine:
             return
         state.starts.remove(start)
         seen = [s for s in state.seen if s.rule == rule.id and s.corr == start.corr]
-        _forget_unwaited(state, clock - self.lateness)
+        _forget_unwaited(state, clock - self.lateness, (rule.id, start.corr))
         profile = _profile(state)
         if not rule.admits(profile):
             return
@@ -333,15 +335,20 @@ class Engine:
         return timers
 
 
-def _forget_unwaited(state: MemberState, before: int) -> None:
-    """Expected events kept: those at or after `before` (the clock less the lateness: a start may still be on its
-    way on another topic), and for each pending window the earliest two at or after its start (the first may be
-    the start itself) and the latest one. What decides a window is the earliest expected event after its start."""
+def _forget_unwaited(state: MemberState, before: int, only: tuple[str, str] | None = None) -> None:
+    """Expected events kept (of every rule and correlation, or `only` one): those at or after `before` (the clock
+    less the lateness: a start may still be on its way on another topic), and for each pending window the earliest
+    two at or after its start (the first may be the start itself) and the latest one. What decides a window is the
+    earliest expected event after its start."""
     by_key: dict[tuple[str, str], list[Seen]] = {}
-    for s in sorted(state.seen, key=lambda s: s.t):
-        by_key.setdefault((s.rule, s.corr), []).append(s)
     kept: list[Seen] = []
+    for s in state.seen:
+        if only is None or (s.rule, s.corr) == only:
+            by_key.setdefault((s.rule, s.corr), []).append(s)
+        else:
+            kept.append(s)
     for (rule, corr), seen in by_key.items():
+        seen.sort(key=lambda s: s.t)
         starts = [s.t for s in state.starts if s.rule == rule and s.corr == corr]
         keep = {id(s) for s in seen if s.t >= before}
         for t0 in starts:

@@ -196,7 +196,7 @@ class FrictionDetector:
             restored = await self._retrying(lambda n=number, e=epoch: self._store.restore(n, e))  # type: ignore[misc]
             partition = Partition(self._engine, number, self._topics)
             partition.restore(restored.members)
-            partition.clocks = dict(restored.clocks)
+            partition.set_clocks(restored.clocks)
             # Quiet only once a fetch has shown the topic caught up and nothing came for a while after that.
             since = time.monotonic()
             self.owned[number] = Owned(partition, epoch, dict(restored.offsets), dict.fromkeys(self._topics, since))
@@ -284,9 +284,8 @@ class FrictionDetector:
                 quiet.add(topic)
             if owned.backfill_since is not None and now - max(last, owned.backfill_since) >= idle:
                 backfill_quiet.add(topic)
-        partition.quiet, partition.backfill_quiet = quiet, backfill_quiet
-        partition.quiet_at = int(self.wall() * 1000) if self._settings.journey_clock == "auto" else None
-        partition.follow_wall()
+        wall = int(self.wall() * 1000) if self._settings.journey_clock == "auto" else None
+        partition.observe(quiet, backfill_quiet, wall)
 
     def _collect(self, partition: Partition, change: PartitionWrite) -> None:
         applied: Applied = partition.take()

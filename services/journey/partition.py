@@ -60,6 +60,7 @@ class Partition:
         self.quiet_at: int | None = None
         # Topics with nothing new since a history began to load (they hold the history's clock back no more).
         self.backfill_quiet: set[str] = set()
+        self._clock_cache: dict[str, int] = {}
         self.result = Applied()
 
     # ---------------------------------------------------------------------------------------------- state
@@ -73,8 +74,14 @@ class Partition:
             heapq.heapify(heap)
 
     def take(self) -> Applied:
-        """What happened since the last take (to store and publish)."""
+        """What happened since the last take (to store and publish). Before a changed state is stored, expected
+        events no window waits for are forgotten once the clock has passed them (they cost bytes per member)."""
         result, self.result = self.result, Applied()
+        before = self.clock(LIVE) - self.engine.lateness
+        for member in result.changed:
+            state = self.members.get(member)
+            if state is not None and state.seen and not state.starts:
+                state.seen = [s for s in state.seen if s.t >= before]
         return result
 
     def timers_due(self, stream: str, until: int) -> bool:
@@ -91,9 +98,23 @@ class Partition:
 
     # ---------------------------------------------------------------------------------------------- clocks
 
+    def observe(self, quiet: set[str], backfill_quiet: set[str], quiet_at: int | None) -> None:
+        """What the consumer sees of its topics: which are quiet (and since a history began), the wall clock."""
+        self.quiet, self.backfill_quiet, self.quiet_at = quiet, backfill_quiet, quiet_at
+        self._clock_cache.clear()
+        self.follow_wall()
+
+    def set_clocks(self, clocks: dict[tuple[str, str], int]) -> None:
+        self.clocks = dict(clocks)
+        self._clock_cache.clear()
+
     def clock(self, stream: str) -> int:
         """The stream's event time, held back by the slowest topic that may still deliver events of it."""
-        return self._live_clock() if stream == LIVE else self._backfill_clock()
+        cached = self._clock_cache.get(stream)
+        if cached is None:
+            cached = self._live_clock() if stream == LIVE else self._backfill_clock()
+            self._clock_cache[stream] = cached
+        return cached
 
     def _live_clock(self) -> int:
         """The slowest busy topic's; a quiet topic follows the wall clock (live) or holds nothing back (replay).
@@ -134,6 +155,7 @@ class Partition:
         if self.quiet_at is not None:
             for topic in self.quiet:
                 self.clocks[(topic, LIVE)] = max(self.clocks.get((topic, LIVE), NEVER), self.quiet_at)
+            self._clock_cache.clear()
 
     def backfilling(self) -> bool:
         return any(s == BACKFILL for _, s in self.clocks)
@@ -152,7 +174,7 @@ class Partition:
         decided (by the wall clock, as quiet topics follow it live), and its clock goes, for the next one."""
         if self.backfilling() and self.quiet >= self.topics:
             self.advance()
-            self.clocks = {k: t for k, t in self.clocks.items() if k[1] != BACKFILL}
+            self.set_clocks({k: t for k, t in self.clocks.items() if k[1] != BACKFILL})
             self.backfill_quiet = set()
 
     def due(self) -> bool:
@@ -165,8 +187,13 @@ class Partition:
         live = self.clocks.get((topic, LIVE))
         stream = BACKFILL if live is not None and event.t < live - self.engine.lateness else LIVE
         key = (topic, stream)
-        if event.t > self.clocks.get(key, NEVER):
+        previous = self.clocks.get(key)
+        if previous is None or event.t > previous:
             self.clocks[key] = event.t
+            if previous is None:
+                self._clock_cache.clear()  # a topic that starts delivering changes every stream's clock
+            else:
+                self._clock_cache.pop(stream, None)
             self._fire(stream, self.clock(stream) - self.engine.lateness)
         self.apply(event, stream)
 

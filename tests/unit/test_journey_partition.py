@@ -50,7 +50,7 @@ def consumed_in_racing_batches(seed: int) -> set[tuple[str, str, str]]:
     i = j = 0
     while i < len(members) or j < len(usage):
         # A topic whose records have all been delivered is quiet (in a replay it holds nothing back).
-        partition.quiet = ({"m"} if i >= len(members) else set()) | ({"u"} if j >= len(usage) else set())
+        partition.observe(({"m"} if i >= len(members) else set()) | ({"u"} if j >= len(usage) else set()), set(), None)
         from_members, from_usage = members[i : i + rng.randint(0, 300)], usage[j : j + rng.randint(0, 300)]
         i, j = i + len(from_members), j + len(from_usage)
         batch = [[(e.t, "m", e) for e in from_members], [(e.t, "u", e) for e in from_usage]]
@@ -59,7 +59,7 @@ def consumed_in_racing_batches(seed: int) -> set[tuple[str, str, str]]:
             collect()
         partition.advance()
         collect()
-    partition.quiet = {"m", "u"}
+    partition.observe({"m", "u"}, set(), None)
     partition.advance(max(e.t for e in events))
     collect()
     return found
