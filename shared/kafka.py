@@ -305,6 +305,7 @@ def subscribe_batches(
         title=f"{group}:{'+'.join(t.name for t in topics)}",
         description=description,
     )
+    _no_sleep_on_empty_polls(subscriber, max_records)
     metrics.watch(group_id, subscriber)
 
     @subscriber
@@ -320,6 +321,18 @@ def subscribe_batches(
         await _commit(message)
 
     return subscriber
+
+
+def _no_sleep_on_empty_polls(subscriber: Any, max_records: int) -> None:
+    """FastStream's batch subscriber sleeps `batch_timeout_ms` after a poll that found nothing, so a record that
+    arrives then waits up to 200 ms (a latency floor for every friction and message). Here a poll waits for records
+    up to that long and returns as soon as one arrives; an empty poll is simply polled again."""
+
+    async def get_msg(consumer: Any) -> tuple[Any, ...]:
+        fetched = await consumer.getmany(timeout_ms=200, max_records=max_records)
+        return tuple(record for records in fetched.values() for record in records)
+
+    subscriber.get_msg = get_msg
 
 
 def _types_by_topic(handled: Sequence[Received]) -> dict[str, Counter[str]]:

@@ -216,6 +216,7 @@ class FrictionDetector:
     # ------------------------------------------------------------------------------------------ batches
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        started = time.perf_counter()
         by_partition: dict[int, list[tuple[TopicPartition, list[Any]]]] = {}
         for tp, records in batch.items():
             by_partition.setdefault(tp.partition, []).append((tp, records))
@@ -225,6 +226,7 @@ class FrictionDetector:
             if owned is not None:
                 writes[number] = await self._apply(owned, inputs)
         await self._store_and_publish(writes)
+        self._publisher.metrics.handled(self.group_id, "+".join(self._topics), time.perf_counter() - started)
 
     async def _apply(self, owned: Owned, inputs: list[tuple[TopicPartition, list[Any]]]) -> PartitionWrite:
         partition, offsets = owned.partition, owned.offsets
