@@ -196,6 +196,19 @@ class Contact(BaseModel):
     name: str
 
 
+class ContactWanted(BaseModel):
+    member_id: str
+    medium: Medium
+
+
+class ContactsWanted(BaseModel):
+    wanted: list[ContactWanted] = Field(max_length=1000)
+
+
+class Contacts(BaseModel):
+    contacts: list[Contact | None] = Field(description="in the order asked; null: unknown, erased or no address")
+
+
 class IngestResult(BaseModel):
     accepted: list[str]
     rejected: list[dict[str, Any]]
@@ -503,6 +516,18 @@ def contact_router(members: Members) -> APIRouter:
     )
     async def contact(member_id: str, caller: ServiceKey, medium: Medium) -> Contact:
         return Contact.model_validate(await members.contact(member_id, medium, caller))
+
+    @router.post("/contacts", summary="Where to deliver a batch of messages now (service role)")
+    async def contacts(body: ContactsWanted, caller: ServiceKey) -> Contacts:
+        found: list[Contact | None] = []
+        for wanted in body.wanted:
+            try:
+                found.append(Contact.model_validate(await members.contact(wanted.member_id, wanted.medium, caller)))
+            except Problem as problem:
+                if problem.status not in (404, 409):
+                    raise
+                found.append(None)
+        return Contacts(contacts=found)
 
     return router
 

@@ -1,0 +1,97 @@
+"""The deliveries waiting, by due time: now, the end of quiet hours, or the next retry.
+
+One sorted set `due` orders them; each delivery itself is a field of its member's hash (keys.py), so erasure
+takes it along. How a delivery ended is stored with its events (`o<message id>`) before they are published, so a
+crash in between republishes them rather than delivering again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from services.notifications import codec
+from services.notifications.keys import Keys
+from services.notifications.state import Delivery, from_ms, ms
+from shared.settings import Settings
+
+OUTBOX = codec.OUTBOX
+
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], lease, member) end
+return due
+"""
+
+Entry = tuple[str, str]  # (member id, message id)
+
+
+class DeliveryQueue:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._k = Keys(settings)
+        self._claim_due = redis.register_script(_CLAIM_DUE)
+
+    def enqueue(self, pipe: Pipeline, delivery: Delivery, due_ms: int) -> None:
+        pipe.hset(
+            self._k.member(delivery.member_id), codec.DELIVERY + delivery.message_id, codec.delivery_value(delivery)
+        )
+        pipe.zadd(self._k.due, {f"{delivery.member_id}|{delivery.message_id}": due_ms})
+
+    async def claim_due(self, now: datetime, lease_seconds: float, limit: int) -> list[Entry]:
+        """Deliveries due by `now`, leased to the caller: another claim gets them only after the lease."""
+        found = cast(
+            list[str], await self._claim_due(keys=[self._k.due], args=[ms(now), int(lease_seconds * 1000), limit])
+        )
+        return [cast(Entry, tuple(entry.split("|", 1))) for entry in found]
+
+    async def next_due(self) -> float | None:
+        first = cast(list[tuple[str, float]], await self._redis.zrange(self._k.due, 0, 0, withscores=True))
+        return first[0][1] if first else None
+
+    async def due_at(self, member_id: str, message_id: str) -> datetime | None:
+        score = await self._redis.zscore(self._k.due, f"{member_id}|{message_id}")
+        return None if score is None else from_ms(int(score))
+
+    async def deliveries(self, entries: Sequence[Entry]) -> list[tuple[Delivery | None, list[dict[str, Any]] | None]]:
+        """Each delivery, and the events of its ending when it ended but they may not have been published yet."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for member_id, message_id in entries:
+                pipe.hmget(self._k.member(member_id), [codec.DELIVERY + message_id, OUTBOX + message_id])
+            found = cast(list[list[str | None]], await pipe.execute())
+        return [
+            (
+                codec.delivery(message_id, value) if value else None,
+                cast(list[dict[str, Any]], json.loads(outbox)) if outbox else None,
+            )
+            for (_, message_id), (value, outbox) in zip(entries, found, strict=True)
+        ]
+
+    async def retry_later(self, delivery: Delivery, due: datetime) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            self.enqueue(pipe, delivery, ms(due))
+            await pipe.execute()
+
+    def transaction(self) -> Pipeline:
+        return self._redis.pipeline(transaction=True)
+
+    def ended(self, pipe: Pipeline, delivery: Delivery, outbox: list[dict[str, Any]]) -> None:
+        """Record how the delivery ended, with its events (published next, again if the process dies first)."""
+        key = self._k.member(delivery.member_id)
+        pipe.hset(key, codec.DELIVERY + delivery.message_id, codec.delivery_value(delivery))
+        pipe.hset(key, OUTBOX + delivery.message_id, codec.dumps(outbox))
+
+    async def forget(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for member_id, message_id in entries:
+                pipe.hdel(self._k.member(member_id), codec.DELIVERY + message_id, OUTBOX + message_id)
+                pipe.zrem(self._k.due, f"{member_id}|{message_id}")
+            await pipe.execute()

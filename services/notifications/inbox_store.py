@@ -1,0 +1,42 @@
+"""The in-app inbox in Redis: one field per message in the member's hash (keys.py)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from services.notifications import codec
+from services.notifications.keys import Keys
+from services.notifications.state import InboxMessage
+from shared.settings import Settings
+
+
+class InboxStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self._redis = redis
+        self._k = Keys(settings)
+
+    def deliver(self, pipe: Pipeline, owner_id: str, message: InboxMessage) -> None:
+        """Put the message in the owner's inbox unless it is there already (a second delivery changes nothing)."""
+        pipe.hsetnx(self._k.member(owner_id), codec.INBOX + message.message_id, codec.inbox_value(message))
+
+    async def inbox(self, member_id: str, limit: int = 50, unread_only: bool = False) -> list[InboxMessage]:
+        """Newest first."""
+        raw = cast(dict[str, str], await self._redis.hgetall(self._k.member(member_id)))
+        messages = [codec.inbox_message(name[1:], value) for name, value in raw.items() if name.startswith(codec.INBOX)]
+        messages.sort(key=lambda m: (m.created_at, m.message_id), reverse=True)
+        if unread_only:
+            messages = [m for m in messages if not m.read]
+        return messages[:limit]
+
+    async def message(self, member_id: str, message_id: str) -> InboxMessage | None:
+        value = await self._redis.hget(self._k.member(member_id), codec.INBOX + message_id)
+        return codec.inbox_message(message_id, cast(str, value)) if value else None
+
+    async def mark_read(self, member_id: str, message_id: str, read: bool) -> None:
+        key, field = self._k.member(member_id), codec.INBOX + message_id
+        value = await self._redis.hget(key, field)
+        if value:
+            await self._redis.hset(key, field, codec.with_read(cast(str, value), read))
