@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.identity import domain
 from services.identity.members import Members, Person, Touch
@@ -202,6 +202,12 @@ class ContactWanted(BaseModel):
 
 
 class ContactsWanted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"wanted": [{"member_id": "3f6c0a52-2d4e-4c1b-9a57-5e0d7c1f2b9a", "medium": "email"}]}]
+        }
+    )
+
     wanted: list[ContactWanted] = Field(max_length=1000)
 
 

@@ -181,7 +181,10 @@ def inbox_router(inbox: Inbox) -> APIRouter:
         unread_only: bool = False,
     ) -> dict[str, Any]:
         _, messages = await inbox.messages(member_id, caller, limit, unread_only)
-        shown = [InboxMessage.model_validate({**asdict(m), "created_at": m.created_at.isoformat()}).model_dump() for m in messages]
+        shown = [
+            InboxMessage.model_validate({**asdict(m), "created_at": m.created_at.isoformat()}).model_dump()
+            for m in messages
+        ]
         return {"member_id": member_id, "messages": shown, "unread": sum(not m["read"] for m in shown)}
 
     @router.put(

@@ -10,9 +10,13 @@ A redelivered trigger finds its decided marker and only publishes its events aga
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import AudienceFacts, Campaign, TriggerEvent, triggered_by
@@ -106,8 +110,11 @@ class Decider:
         live = [c for c in self._cache[1] if c.live(now)]
         return sorted(live, key=lambda c: (-c.definition.priority, c.id))
 
-    async def on_triggers(self, events: Sequence[CloudEvent]) -> int:
-        """Decide every event of a batch that triggers a live campaign; returns how many triggers were decided."""
+    async def on_triggers(
+        self, events: Sequence[CloudEvent], traceparents: Mapping[str, str | None] | None = None
+    ) -> int:
+        """Decide every event of a batch that triggers a live campaign; returns how many triggers were decided.
+        `traceparents`: the sampled trace each event carried (by event id), which its decision continues."""
         now = self._clock()
         live = await self.live_campaigns(now)
         pending = []
@@ -121,7 +128,8 @@ class Decider:
         if not pending:
             return 0
         resolved = await self._projections.resolve_all(t.member_id for t, _ in pending)
-        return await self.decide([(replace(t, member_id=resolved[t.member_id]), cs) for t, cs in pending], now)
+        resolved_pending = [(replace(t, member_id=resolved[t.member_id]), cs) for t, cs in pending]
+        return await self.decide(resolved_pending, now, traceparents=traceparents)
 
     async def states(self, member_ids: Sequence[str]) -> dict[str, MemberState]:
         """Members' states and, for minors, their guardians' (under the guardian's id)."""
@@ -135,8 +143,11 @@ class Decider:
         pending: Sequence[tuple[TriggerEvent, Sequence[Campaign]]],
         now: datetime,
         states: dict[str, MemberState] | None = None,
+        traceparents: Mapping[str, str | None] | None = None,
     ) -> int:
         """Decide resolved triggers (a member's id is the survivor's); `states` when the caller read them."""
+        traceparents = traceparents or {}
+        contexts: dict[str, Context] = {}
         states = states if states is not None else await self.states([t.member_id for t, _ in pending])
         offered = await self._offered(c for _, cs in pending for c in cs)
         members: dict[str, _Member] = {}
@@ -158,17 +169,33 @@ class Decider:
                     events.extend(self._remembered(trigger, earlier, campaigns, facts))
                 continue
             member.decided.add(trigger_tag)
-            write = self._decide_one(trigger, campaigns, now, facts, member, offered)
+            with self._span(trigger, traceparents.get(trigger.event_id)) as context:
+                write = self._decide_one(trigger, campaigns, now, facts, member, offered)
             writes.append(write)
-            events.extend(self._remembered(trigger, write.memory, campaigns, facts))
+            decided = self._remembered(trigger, write.memory, campaigns, facts)
+            events.extend(decided)
+            if context is not None:
+                contexts.update((e.id, context) for e in decided)
             due_now = due_now or any(due <= ms(now) for _, due in write.deliveries)
         await self._log.write(writes)
         self._publisher.metrics.messages(c for w in writes for _, c in w.counters if c != "triggered")
         if events:
-            await self._publisher.publish_many(events)
+            await self._publisher.publish_many(events, contexts=contexts)
         if due_now:
             self._wake()
         return len(writes)
+
+    @contextlib.contextmanager
+    def _span(self, trigger: TriggerEvent, traceparent: str | None) -> Iterator[Context | None]:
+        """A sampled trigger's decision is a span of its trace (the delivery and the events carry it on)."""
+        if traceparent is None:
+            yield None
+            return
+        attributes = telemetry.span_attributes(member_id=trigger.member_id, event_id=trigger.event_id)
+        with telemetry.tracer().start_as_current_span(
+            "decide", context=telemetry.context_from(traceparent), attributes=attributes
+        ) as span:
+            yield trace.set_span_in_context(span)
 
     async def _offered(self, campaigns: object) -> dict[str, frozenset[str]]:
         slugs = {c.definition.proposition for c in campaigns if c.definition.proposition}  # type: ignore[attr-defined]

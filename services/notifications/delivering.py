@@ -129,9 +129,7 @@ class Deliverer:
         guardians = [s.record.profile.guardian_id for s in states.values() if s.record.profile.guardian_id]
         states.update(await self._projections.states([g for g in guardians if g not in states]))
         try:
-            first = await self._contacts.contacts(
-                [w for d in pending if (w := self._first_wanted(d, states[d.member_id])) is not None]
-            )
+            first = await self._look_up([(d, w) for d in pending if (w := self._first_wanted(d, states[d.member_id]))])
         except ContactUnavailable as exc:
             await self._endings.write([await self._endings.retry_or_fail(d, d.media[0], str(exc)) for d in pending])
             return
@@ -151,6 +149,18 @@ class Deliverer:
 
         endings = await asyncio.gather(*(one(d) for d in pending))
         await self._endings.write([e for e in endings if e is not None])
+
+    async def _look_up(self, wanted: list[tuple[Delivery, Wanted]]) -> dict[Wanted, Contact | None]:
+        """One call to identity for the batch, in the trace of its first sampled delivery (linked to the others)."""
+        traced = [d.traceparent for d, _ in wanted if d.traceparent]
+        links = [link for tp in traced[1:] for link in telemetry.link_to(tp)]
+        with telemetry.tracer().start_as_current_span(
+            "look up contacts",
+            context=telemetry.context_from(traced[0] if traced else None),
+            links=links,
+            attributes={"klantreis.count": len(wanted)},
+        ):
+            return await self._contacts.contacts([w for _, w in wanted])
 
     def _first_wanted(self, delivery: Delivery, state: MemberState) -> Wanted | None:
         medium = delivery.media[0]

@@ -13,6 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.decision_events import decision_event
 from services.notifications.decision_log import DecisionLog
@@ -40,6 +43,8 @@ class Ending:
     release_cap: bool  # a message that did not go out does not count toward the member's cap
     messaged_friction: bool = False
     inbox: tuple[str, InboxMessage] | None = None  # (owner, message)
+    # The trace context the ending happened in (the delivery's span): its events are published in it.
+    context: Context | None = None
 
 
 class Endings:
@@ -67,7 +72,7 @@ class Endings:
 
     def _ending(self, delivery: Delivery, status: DeliveryStatus, outbox: list[dict[str, Any]], counter: str,
                 **more: Any) -> Ending:  # fmt: skip
-        return Ending(replace(delivery, status=status), outbox, counter, **more)
+        return Ending(replace(delivery, status=status), outbox, counter, **more, context=otel_context.get_current())
 
     def sent(
         self, delivery: Delivery, medium: Medium, recipient: Recipient, inbox: tuple[str, InboxMessage] | None = None
@@ -162,9 +167,12 @@ class Endings:
                     self._inbox.deliver(pipe, *ending.inbox)
             await pipe.execute()
         self._publisher.metrics.messages([e.counter for e in done])
-        await self.publish([(e.delivery, e.outbox) for e in done])
+        contexts = {str(item["id"]): e.context for e in done if e.context for item in e.outbox if "id" in item}
+        await self.publish([(e.delivery, e.outbox) for e in done], contexts)
 
-    async def publish(self, ended: Sequence[tuple[Delivery, list[dict[str, Any]]]]) -> None:
+    async def publish(
+        self, ended: Sequence[tuple[Delivery, list[dict[str, Any]]]], contexts: dict[str, Context] | None = None
+    ) -> None:
         events = []
         for delivery, outbox in ended:
             for item in outbox:
@@ -179,5 +187,5 @@ class Endings:
                     headers=letter["headers"],
                 )
         if events:
-            await self._publisher.publish_many(events)
+            await self._publisher.publish_many(events, contexts=contexts)
         await self._queue.forget([(d.member_id, d.message_id) for d, _ in ended])

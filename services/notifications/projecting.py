@@ -123,7 +123,7 @@ class Projector:
             triggers.append(event)
         progress = {p: end + 1 for (topic, p), end in ends.items() if topic == self._members_topic}
         await self._projections.apply(pipe, progress)
-        await self._decider.on_triggers(triggers)
+        await self._decider.on_triggers(triggers, {r.event.id: r.traceparent for r in batch})
 
     async def on_usage(self, batch: list[Received], ends: Ends) -> None:
         pipe = self._projections.batch()
@@ -134,7 +134,7 @@ class Projector:
             if event.subject and event.type in PARTICIPATION and isinstance(proposition, str):
                 self._projections.took_part(pipe, resolved[event.subject], proposition)
         await self._projections.apply(pipe)
-        await self._decider.on_triggers([r.event for r in batch])
+        await self._decider.on_triggers([r.event for r in batch], {r.event.id: r.traceparent for r in batch})
 
     async def on_frictions(self, batch: list[Received], ends: Ends) -> None:
         if not batch:
@@ -150,7 +150,8 @@ class Projector:
                 member_id = resolved[event.subject or ""]
                 await self._log.friction_resolved(pipe, member_id, data.friction_id, ms(data.resolved_at))
             await pipe.execute()
-        await self._decider.on_triggers([r.event for r in batch if not isinstance(r.data, FrictionResolved)])
+        detected = [r for r in batch if not isinstance(r.data, FrictionResolved)]
+        await self._decider.on_triggers([r.event for r in detected], {r.event.id: r.traceparent for r in detected})
 
     async def on_catalog(self, event: CloudEvent, data: EventData) -> None:
         """The catalogue, read by field name only: propositions is extending its models, and notifications
