@@ -65,7 +65,10 @@ async def test_a_consent_withdrawn_a_second_before_the_friction_means_no_message
     async def send(event: CloudEvent, topic: str) -> asyncio.Future[object]:
         record = to_kafka(event)
         headers = [(k, v.encode()) for k, v in record.headers.items()]
-        return await producer.send(settings.topic(topic), record.value, key=record.key, headers=headers)
+        sent: asyncio.Future[object] = await producer.send(
+            settings.topic(topic), record.value, key=record.key, headers=headers
+        )
+        return sent
 
     try:
         backlog = [

@@ -25,10 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from deploy import runtime
-from services.notifications.app import create_app
+from services.notifications.app import Stores, create_app
 from services.notifications.contacts import Contact, ContactDirectory
 from services.notifications.settings import NotificationsSettings
-from services.notifications.app import Stores
 from shared.events import CloudEvent, EventData, to_kafka
 from shared.events.journey import FrictionDetected
 from shared.settings import Settings
