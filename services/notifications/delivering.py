@@ -125,6 +125,7 @@ class Deliverer:
         pending = [d for d, outbox in loaded if d is not None and outbox is None and d.status == "pending"]
         if not pending:
             return
+        await self._renderer.begin(pending)
         states = await self._projections.states([d.member_id for d in pending])
         guardians = [s.record.profile.guardian_id for s in states.values() if s.record.profile.guardian_id]
         states.update(await self._projections.states([g for g in guardians if g not in states]))

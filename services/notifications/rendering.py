@@ -3,6 +3,8 @@ library and proposition, the recipient's name (never stored)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from jinja2 import TemplateError
 
 from services.notifications import templates
@@ -12,6 +14,7 @@ from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.contacts import Contact
 from services.notifications.settings import NotificationsSettings
 from services.notifications.state import Delivery
+from services.notifications.templates import LibraryInfo
 from shared.events.notifications import Recipient
 from shared.events.types import Medium
 
@@ -22,16 +25,27 @@ class Renderer:
         self._catalogue = catalogue
         self._settings = settings
         self._versions: dict[tuple[str, int], CampaignDefinition] = {}  # a saved version never changes
+        # Read once per delivery batch (`begin`): the campaigns' status now, the libraries of the catalogue.
+        self._current: dict[str, Campaign | None] = {}
+        self._libraries: dict[str, LibraryInfo | None] = {}
+
+    async def begin(self, deliveries: Sequence[Delivery]) -> None:
+        """Read what the batch's deliveries share once: their campaigns, as they are now, and their libraries."""
+        self._current = {c: await self._campaigns.campaign(c) for c in {d.campaign_id for d in deliveries}}
+        codes = {d.library for d in deliveries if d.library}
+        self._libraries = {code: await self._catalogue.library(code) for code in codes}
 
     async def campaign(self, campaign_id: str) -> Campaign | None:
-        return await self._campaigns.campaign(campaign_id)
+        if campaign_id not in self._current:
+            self._current[campaign_id] = await self._campaigns.campaign(campaign_id)
+        return self._current[campaign_id]
 
     async def _definition(self, delivery: Delivery) -> CampaignDefinition | None:
         key = (delivery.campaign_id, delivery.version)
         if key not in self._versions:
             found = await self._campaigns.campaign_version(*key)
             if found is None:
-                current = await self._campaigns.campaign(delivery.campaign_id)
+                current = await self.campaign(delivery.campaign_id)
                 return current.definition if current else None
             self._versions[key] = found
         return self._versions[key]
@@ -44,7 +58,9 @@ class Renderer:
         if definition is None:
             return None
         library_code = delivery.library
-        library = await self._catalogue.library(library_code)
+        if library_code and library_code not in self._libraries:
+            self._libraries[library_code] = await self._catalogue.library(library_code)
+        library = self._libraries.get(library_code or "")
         proposition = None
         if definition.proposition:
             proposition = await self._catalogue.proposition(definition.proposition, library_code, delivery.locale)
