@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -159,9 +160,10 @@ class CampaignStore:
             await pipe.execute()
 
     def count_in(self, pipe: Pipeline, counters: Iterable[tuple[str, str]]) -> None:
-        """Queue counter increments on a caller's pipeline (written with the decisions they count)."""
-        for campaign_id, counter in counters:
-            pipe.hincrby(self._k.results(campaign_id), counter, 1)
+        """Queue counter increments on a caller's pipeline (written with the decisions they count), one command per
+        campaign and counter."""
+        for (campaign_id, counter), count in Counter(counters).items():
+            pipe.hincrby(self._k.results(campaign_id), counter, count)
 
     # ------------------------------------------------------------------------------------ broadcasts
 

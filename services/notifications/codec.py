@@ -1,6 +1,7 @@
-"""The stored form of notifications' state: compact JSON arrays in one hash per member (see keys.py).
+"""The stored form of notifications' state (see keys.py). Only the stores use this module.
 
-Only the stores use this module. Times are stored as epoch milliseconds, empty strings stand for "none".
+A member's hash keeps every field and value within 64 bytes, so Redis keeps it as one compact listpack: a few
+hundred bytes per member rather than a hash table of its own. Times are epoch milliseconds; empty is "none".
 """
 
 from __future__ import annotations
@@ -23,20 +24,16 @@ from services.notifications.state import (
 )
 from shared.events.types import Medium
 
-PROFILE, GUARDIAN, CONSENT, PROPOSITION, WARD, SENT, CLAIM, DECIDED, DELIVERY, INBOX, FRICTION = "pgcrwskdjif"
-OUTBOX = "o"
+PROFILE, GUARDIAN, CONSENT, PROPOSITION, WARD, CLAIM, DECIDED, INBOX, FRICTION, EFFECT = "pgcrwkdife"
 MEDIA: dict[str, str] = {"email": "e", "sms": "s", "push": "p", "in_app": "i"}
 PURPOSES: dict[str, str] = {"marketing": "m", "service": "s"}
 _MEDIA = {v: k for k, v in MEDIA.items()}
 _PURPOSES = {v: k for k, v in PURPOSES.items()}
+CAMPAIGN_PREFIX = 8  # a decided marker names campaigns by this many characters of their id
 
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def message_tag(message_id: str) -> str:
-    return tag(message_id)
 
 
 def consent_field(medium: str, purpose: str) -> str:
@@ -44,15 +41,20 @@ def consent_field(medium: str, purpose: str) -> str:
 
 
 def profile_value(profile: Profile) -> str:
-    return dumps([profile.age_band, profile.library, profile.origin, profile.platform, profile.language])
+    return "|".join((profile.age_band, profile.library, profile.origin, profile.language))
 
 
 def claim_value(claim: Claim) -> str:
-    return f"{claim.message_tag}|{claim.expires_ms or ''}"
+    return f"{claim.expires_ms or ''}|{claim.sent_ms or ''}"
 
 
 def decided_value(memory: DecisionMemory) -> str:
-    return dumps([memory.decided_ms, [list(o) for o in memory.outcomes]])
+    outcomes = ";".join(f"{c[:CAMPAIGN_PREFIX]},{v},{code}" for c, v, code in memory.outcomes)
+    return f"{memory.decided_ms}|{outcomes}"
+
+
+def _int(value: str) -> int | None:
+    return int(value) if value else None
 
 
 def member_state(member_id: str, raw: Mapping[str, str], erased: bool) -> MemberState:
@@ -61,31 +63,30 @@ def member_state(member_id: str, raw: Mapping[str, str], erased: bool) -> Member
     guardian = ""
     consents: dict[str, bool] = {}
     propositions: set[str] = set()
-    sent: list[tuple[str, int]] = []
     claims: dict[str, Claim] = {}
     decided: dict[str, DecisionMemory] = {}
     for name, value in raw.items():
         kind, rest = name[:1], name[1:]
         if kind == PROFILE:
-            profile = Profile(*json.loads(value))
+            age_band, library, origin, language = value.split("|")
+            profile = Profile(age_band, library, origin, language)
         elif kind == GUARDIAN:
             guardian = value
         elif kind == CONSENT and len(rest) == 2:
             consents[f"{_MEDIA[rest[0]]}:{_PURPOSES[rest[1]]}"] = value.startswith("1")
         elif kind == PROPOSITION:
             propositions.add(rest)
-        elif kind == SENT:
-            sent.append((rest, int(value)))
         elif kind == CLAIM:
-            message, _, expires = value.partition("|")
-            claims[rest] = Claim(message, int(expires) if expires and expires != "0" else None)
+            expires, _, sent = value.partition("|")
+            claims[rest] = Claim(_int(expires), _int(sent))
         elif kind == DECIDED:
-            at, outcomes = json.loads(value)
-            decided[rest] = DecisionMemory(int(at), tuple((str(c), int(v), str(o)) for c, v, o in outcomes))
+            at, _, outcomes = value.partition("|")
+            parsed = [o.split(",") for o in outcomes.split(";") if o]
+            decided[rest] = DecisionMemory(int(at), tuple((c, int(v), code) for c, v, code in parsed))
     if guardian:
-        profile = Profile(**{**profile.__dict__, "guardian_id": guardian})
+        profile = Profile(profile.age_band, profile.library, profile.origin, profile.language, guardian)
     record = MemberRecord(profile, frozenset(propositions), consents, erased)
-    return MemberState(member_id, record, tuple(sent), claims, decided)
+    return MemberState(member_id, record, claims, decided)
 
 
 def delivery_value(d: Delivery) -> str:
@@ -110,29 +111,34 @@ def delivery(message_id: str, value: str) -> Delivery:
     )  # fmt: skip
 
 
+# The in-app inbox: the text of a message (the same for everyone a campaign's version says it to in one library
+# and locale: it names nobody) is stored once, by its hash; a member's inbox item refers to it.
+
+
+def text_value(m: InboxMessage) -> str:
+    return dumps([m.campaign_id, m.title, m.body, m.locale, m.library or ""])
+
+
+def text_tag(m: InboxMessage) -> str:
+    return tag(text_value(m), size=12)  # shared by the whole network: longer than a member's tags
+
+
 def inbox_value(m: InboxMessage) -> str:
-    return dumps(
-        [
-            m.campaign_id,
-            m.title,
-            m.body,
-            m.locale,
-            m.library or "",
-            ms(m.created_at),
-            int(m.read),
-            m.about_member_id or "",
-        ]
-    )
+    return f"{text_tag(m)}|{ms(m.created_at)}|{int(m.read)}|{m.about_member_id or ''}"
 
 
-def inbox_message(message_id: str, value: str) -> InboxMessage:
-    campaign, title, body, locale, library, created_ms, read, about = json.loads(value)
-    return InboxMessage(
-        message_id, campaign, title, body, locale, library or None, from_ms(created_ms), bool(read), about or None
-    )
+def inbox_item(value: str) -> tuple[str, int, bool, str | None]:
+    """(text tag, created ms, read, about member)"""
+    text, created, read, about = value.split("|")
+    return text, int(created), read == "1", about or None
+
+
+def inbox_message(message_id: str, value: str, text: str) -> InboxMessage:
+    _, created, read, about = inbox_item(value)
+    campaign, title, body, locale, library = json.loads(text)
+    return InboxMessage(message_id, campaign, title, body, locale, library or None, from_ms(created), read, about)
 
 
 def with_read(value: str, read: bool) -> str:
-    fields = json.loads(value)
-    fields[6] = int(read)
-    return dumps(fields)
+    text, created, _, about = value.split("|")
+    return f"{text}|{created}|{int(read)}|{about}"

@@ -127,13 +127,16 @@ class Decider:
                 pending.append((trigger, campaigns))
         if not pending:
             return 0
-        resolved = await self._projections.resolve_all(t.member_id for t, _ in pending)
+        resolved, states = await self._projections.resolved_states(t.member_id for t, _ in pending)
+        states = await self._with_guardians(states)
         resolved_pending = [(replace(t, member_id=resolved[t.member_id]), cs) for t, cs in pending]
-        return await self.decide(resolved_pending, now, traceparents=traceparents)
+        return await self.decide(resolved_pending, now, states, traceparents)
 
     async def states(self, member_ids: Sequence[str]) -> dict[str, MemberState]:
         """Members' states and, for minors, their guardians' (under the guardian's id)."""
-        states = await self._projections.states(member_ids)
+        return await self._with_guardians(await self._projections.states(member_ids))
+
+    async def _with_guardians(self, states: dict[str, MemberState]) -> dict[str, MemberState]:
         guardians = [s.record.profile.guardian_id for s in states.values() if s.record.profile.guardian_id]
         missing = [g for g in guardians if g not in states]
         return {**states, **(await self._projections.states(missing))} if missing else states
@@ -212,7 +215,7 @@ class Decider:
     ) -> DecisionWrite:
         window_start = ms(now - self._settings.notifications_frequency_window)
         state = member.state
-        sent = state.sent_since(window_start) + sum(1 for at in member.sent if at >= window_start)
+        sent = state.sent_since(window_start) + len(member.sent)
         outcomes: list[tuple[str, int, str]] = []
         write = DecisionWrite(trigger.member_id, tag(trigger.event_id), DecisionMemory(ms(now), ()), facts.erased)
         for campaign in campaigns:
@@ -221,8 +224,8 @@ class Decider:
             if claim is not None and claim.expires_ms is not None and claim.expires_ms <= ms(now):
                 claim = None
             proposition = campaign.definition.proposition
-            mid = message_id(campaign.id, trigger.member_id, trigger.event_id)
-            claimed_by = None if claim is None else (mid if claim.message_tag == tag(mid) else claim.message_tag)
+            # Taken by another trigger (this one, decided before, was recognised by its decided marker).
+            claimed_by = None if claim is None else "another trigger"
             circumstances = Circumstances(now, sent, claimed_by, offered.get(proposition) if proposition else None)
             decision = decide(campaign, trigger, facts, circumstances, self._policy)
             outcomes.append((campaign.id, campaign.version, outcome_code(decision)))
@@ -232,7 +235,6 @@ class Decider:
         write.memory = DecisionMemory(ms(now), tuple(outcomes))
         ttl = ms(now) - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
         write.stale = [f"d{t}" for t, memory in state.decided.items() if memory.decided_ms < ttl]
-        write.stale += [f"s{t}" for t, at in state.sent if at < window_start]
         return write
 
     def _take(
@@ -249,7 +251,8 @@ class Decider:
         write.counters.append((campaign.id, "triggered"))
         if decision.claims:
             renotify = campaign.definition.renotify_after
-            claim = Claim(tag(decision.message_id), ms(now + renotify) if renotify is not None else None)
+            sent = ms(now) if decision.counts_toward_cap else None
+            claim = Claim(ms(now + renotify) if renotify is not None else None, sent)
             write.claims[claim_tag] = member.claims[claim_tag] = claim
         friction_id = trigger.friction_id
         if decision.outcome == "suppress":
@@ -257,7 +260,6 @@ class Decider:
             if decision.reason == "holdout" and friction_id:
                 write.holdouts.append((campaign.id, friction_id, ms(trigger.time)))
             return
-        write.sent.append((tag(decision.message_id), ms(now)))
         member.sent.append(ms(now))
         library = campaign.definition.library or facts.audience.library
         delivery = Delivery(
@@ -277,12 +279,15 @@ class Decider:
         self, trigger: TriggerEvent, memory: DecisionMemory, campaigns: Sequence[Campaign], facts: MemberFacts
     ) -> list[CloudEvent]:
         """The decision events of a trigger decided before, rebuilt from what was remembered of it."""
-        by_id = {c.id: c for c in campaigns}
         decided_at = datetime.fromtimestamp(memory.decided_ms / 1000, tz=trigger.time.tzinfo)
         found = []
-        for campaign_id, version, code in memory.outcomes:
-            campaign = by_id.get(campaign_id)
-            library = (campaign.definition.library if campaign else None) or facts.audience.library
+        for named, version, code in memory.outcomes:
+            # Remembered by the first characters of its id: one of the campaigns this trigger triggers.
+            campaign = next((c for c in campaigns if c.id.startswith(named)), None)
+            if campaign is None:
+                continue  # no longer live: its events went out when it was
+            campaign_id = campaign.id
+            library = campaign.definition.library or facts.audience.library
             mid = message_id(campaign_id, trigger.member_id, trigger.event_id)
             data: EventData
             if code.startswith("x"):

@@ -20,44 +20,58 @@ from services.notifications.state import Claim, DecisionMemory, Delivery
 from shared.settings import Settings
 
 # A friction of a messaged or held-out member enters the campaign's effect once; if it was resolved already, the
-# resolution counts at once. KEYS: member hash, effect hash; ARGV: field, campaign, group, detected ms, day.
+# resolution counts at once. KEYS: member hash, effect hash; ARGV: friction field, effect field, group, detected ms,
+# day. The friction's field is "<detected ms>|<day>|<resolved ms>".
 _RECORD_EFFECT = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local f
-if raw then f = cjson.decode(raw) else f = {d = tonumber(ARGV[4]), y = ARGV[5], c = {}} end
-if type(f.c) ~= 'table' then f.c = {} end
-if f.c[ARGV[2]] then return 0 end
-f.c[ARGV[2]] = ARGV[3]
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(f))
-redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':' .. f.y .. ':total', 1)
-if f.r then
-  local taken = math.floor(math.max(0, f.r - f.d) / 86400000)
-  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':' .. f.y .. ':resolved:' .. taken, 1)
+if redis.call('HSETNX', KEYS[1], ARGV[2], ARGV[3]) == 0 then return 0 end
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4] .. '|' .. ARGV[5] .. '|')
+local detected, day, resolved = string.match(redis.call('HGET', KEYS[1], ARGV[1]), '^(%d+)|([^|]*)|(%d*)$')
+redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':' .. day .. ':total', 1)
+if resolved ~= '' then
+  local taken = math.floor(math.max(0, tonumber(resolved) - tonumber(detected)) / 86400000)
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. ':' .. day .. ':resolved:' .. taken, 1)
 end
 return 1
 """
 
 # A resolution counts for every campaign the friction is in, once; frictions no campaign acted on are ignored.
-# KEYS: member hash; ARGV: field, resolved ms, the effect keys' prefix.
+# KEYS: member hash; ARGV: friction field, resolved ms, the effect keys' prefix, the effect fields' prefix.
 _RESOLVE_FRICTION = """
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-local f = cjson.decode(raw)
-if f.r then return 0 end
-f.r = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(f))
-local taken = math.floor(math.max(0, f.r - f.d) / 86400000)
-if type(f.c) == 'table' then
-  for campaign, group in pairs(f.c) do
-    redis.call('HINCRBY', ARGV[3] .. campaign, group .. ':' .. f.y .. ':resolved:' .. taken, 1)
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if not current then return 0 end
+local detected, day, resolved = string.match(current, '^(%d+)|([^|]*)|(%d*)$')
+if resolved ~= '' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], detected .. '|' .. day .. '|' .. ARGV[2])
+local taken = math.floor(math.max(0, tonumber(ARGV[2]) - tonumber(detected)) / 86400000)
+local fields = redis.call('HGETALL', KEYS[1])
+local prefix = ARGV[4]
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, #prefix) == prefix then
+    local campaign = string.sub(fields[i], #prefix + 1)
+    redis.call('HINCRBY', ARGV[3] .. campaign, fields[i + 1] .. ':' .. day .. ':resolved:' .. taken, 1)
   end
 end
+return 1
+"""
+
+# A message that did not go out gives its slot in the frequency cap back; the claim stays. KEYS: member hash.
+_RELEASE = """
+local claim = redis.call('HGET', KEYS[1], ARGV[1])
+if claim then redis.call('HSET', KEYS[1], ARGV[1], string.match(claim, '^[^|]*') .. '|') end
 return 1
 """
 
 
 def friction_field(friction_id: str) -> str:
     return codec.FRICTION + tag(friction_id)
+
+
+def effect_field(friction_id: str, campaign_id: str = "") -> str:
+    return codec.EFFECT + tag(friction_id) + campaign_id
+
+
+def claim_field(campaign_id: str, trigger_key: str) -> str:
+    return codec.CLAIM + tag(campaign_id, trigger_key)
 
 
 @dataclass
@@ -70,11 +84,10 @@ class DecisionWrite:
     erased: bool = False
     counters: list[tuple[str, str]] = field(default_factory=list)  # (campaign id, counter)
     claims: dict[str, Claim] = field(default_factory=dict)  # by claim tag
-    sent: list[tuple[str, int]] = field(default_factory=list)  # (message tag, ms)
     deliveries: list[tuple[Delivery, int]] = field(default_factory=list)  # (delivery, due ms)
     frictions: list[tuple[str, int]] = field(default_factory=list)  # (friction id, detected ms)
     holdouts: list[tuple[str, str, int]] = field(default_factory=list)  # (campaign, friction id, detected ms)
-    stale: list[str] = field(default_factory=list)  # fields no longer needed: out of the window, past the TTL
+    stale: list[str] = field(default_factory=list)  # fields no longer needed: decided markers past the TTL
 
 
 class DecisionLog:
@@ -85,6 +98,7 @@ class DecisionLog:
         self._queue = queue
         self._record_effect = redis.register_script(_RECORD_EFFECT)
         self._resolve_friction = redis.register_script(_RESOLVE_FRICTION)
+        self._release = redis.register_script(_RELEASE)
 
     async def write(self, writes: list[DecisionWrite]) -> None:
         """One transaction for a whole batch of triggers. Nothing is kept under an erased member's id: only the
@@ -92,29 +106,27 @@ class DecisionLog:
         if not writes:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
+            self._campaigns.count_in(pipe, [c for write in writes for c in write.counters])
+            self._queue.enqueue(pipe, [d for write in writes if not write.erased for d in write.deliveries])
             for write in writes:
-                self._campaigns.count_in(pipe, write.counters)
                 if write.erased:
                     continue
                 key = self._k.member(write.member_id)
                 fields = {codec.DECIDED + write.trigger_tag: codec.decided_value(write.memory)}
                 fields.update({codec.CLAIM + t: codec.claim_value(c) for t, c in write.claims.items()})
-                fields.update({codec.SENT + t: str(at) for t, at in write.sent})
+                for friction_id, detected_ms in write.frictions:
+                    # Only a friction not recorded yet (hsetnx would cost a command each): its record is new here.
+                    fields.setdefault(friction_field(friction_id), f"{detected_ms}|{detection_day(detected_ms)}|")
                 pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
                 if write.stale:
                     pipe.hdel(key, *write.stale)
-                for delivery, due_ms in write.deliveries:
-                    self._queue.enqueue(pipe, delivery, due_ms)
-                for friction_id, detected_ms in write.frictions:
-                    record = codec.dumps({"d": detected_ms, "y": detection_day(detected_ms), "c": {}})
-                    pipe.hsetnx(key, friction_field(friction_id), record)
                 for campaign_id, friction_id, detected_ms in write.holdouts:
                     await self.effect_in(pipe, write.member_id, campaign_id, friction_id, "holdout", detected_ms)
             await pipe.execute()
 
-    def release_cap(self, pipe: Pipeline, member_id: str, message_id: str) -> None:
+    async def release_cap(self, pipe: Pipeline, member_id: str, campaign_id: str, trigger_key: str) -> None:
         """A message that did not go out gives its slot in the frequency cap back."""
-        pipe.hdel(self._k.member(member_id), codec.SENT + codec.message_tag(message_id))
+        await self._release(keys=[self._k.member(member_id)], args=[claim_field(campaign_id, trigger_key)], client=pipe)
 
     async def effect_in(
         self, pipe: Pipeline, member_id: str, campaign_id: str, friction_id: str, group: str, detected_ms: int
@@ -122,7 +134,7 @@ class DecisionLog:
         keys = [self._k.member(member_id), self._k.effect(campaign_id)]
         args: list[str | int] = [
             friction_field(friction_id),
-            campaign_id,
+            effect_field(friction_id, campaign_id),
             group,
             detected_ms,
             detection_day(detected_ms),
@@ -131,7 +143,12 @@ class DecisionLog:
         await self._record_effect(keys=keys, args=args, client=pipe)
 
     async def friction_resolved(self, pipe: Pipeline, member_id: str, friction_id: str, resolved_ms: int) -> None:
-        args: list[str | int] = [friction_field(friction_id), resolved_ms, self._k.effect("")]
+        args: list[str | int] = [
+            friction_field(friction_id),
+            resolved_ms,
+            self._k.effect(""),
+            effect_field(friction_id),
+        ]
         await self._resolve_friction(keys=[self._k.member(member_id)], args=args, client=pipe)
 
     def pipeline(self) -> Pipeline:

@@ -1,8 +1,9 @@
 """The deliveries waiting, by due time: now, the end of quiet hours, or the next retry.
 
-One sorted set `due` orders them; each delivery itself is a field of its member's hash (keys.py), so erasure
-takes it along. How a delivery ended is stored with its events (`o<message id>`) before they are published, so a
-crash in between republishes them rather than delivering again.
+One sorted set `due` orders them (`<member>|<message id>`); each delivery is a hash of its own (`d`: the delivery,
+`o`: the events of its ending until they are published), keyed by its member so that erasure finds it. How a
+delivery ended is stored with its events before they are published, so a crash in between republishes them rather
+than delivering again.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from services.notifications.keys import Keys
 from services.notifications.state import Delivery, from_ms, ms
 from shared.settings import Settings
 
-OUTBOX = codec.OUTBOX
-
 _CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
@@ -38,11 +37,13 @@ class DeliveryQueue:
         self._k = Keys(settings)
         self._claim_due = redis.register_script(_CLAIM_DUE)
 
-    def enqueue(self, pipe: Pipeline, delivery: Delivery, due_ms: int) -> None:
-        pipe.hset(
-            self._k.member(delivery.member_id), codec.DELIVERY + delivery.message_id, codec.delivery_value(delivery)
-        )
-        pipe.zadd(self._k.due, {f"{delivery.member_id}|{delivery.message_id}": due_ms})
+    def enqueue(self, pipe: Pipeline, deliveries: Sequence[tuple[Delivery, int]]) -> None:
+        """Queue deliveries, each due at its ms (one sorted-set command for all)."""
+        if not deliveries:
+            return
+        for delivery, _ in deliveries:
+            pipe.hset(self._k.delivery(delivery.member_id, delivery.message_id), "d", codec.delivery_value(delivery))
+        pipe.zadd(self._k.due, {f"{d.member_id}|{d.message_id}": due_ms for d, due_ms in deliveries})
 
     async def claim_due(self, now: datetime, lease_seconds: float, limit: int) -> list[Entry]:
         """Deliveries due by `now`, leased to the caller: another claim gets them only after the lease."""
@@ -63,19 +64,19 @@ class DeliveryQueue:
         """Each delivery, and the events of its ending when it ended but they may not have been published yet."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for member_id, message_id in entries:
-                pipe.hmget(self._k.member(member_id), [codec.DELIVERY + message_id, OUTBOX + message_id])
-            found = cast(list[list[str | None]], await pipe.execute())
+                pipe.hgetall(self._k.delivery(member_id, message_id))
+            found = cast(list[dict[str, str]], await pipe.execute())
         return [
             (
-                codec.delivery(message_id, value) if value else None,
-                cast(list[dict[str, Any]], json.loads(outbox)) if outbox else None,
+                codec.delivery(message_id, raw["d"]) if raw.get("d") else None,
+                cast(list[dict[str, Any]], json.loads(raw["o"])) if raw.get("o") else None,
             )
-            for (_, message_id), (value, outbox) in zip(entries, found, strict=True)
+            for (_, message_id), raw in zip(entries, found, strict=True)
         ]
 
     async def retry_later(self, delivery: Delivery, due: datetime) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            self.enqueue(pipe, delivery, ms(due))
+            self.enqueue(pipe, [(delivery, ms(due))])
             await pipe.execute()
 
     def transaction(self) -> Pipeline:
@@ -83,15 +84,13 @@ class DeliveryQueue:
 
     def ended(self, pipe: Pipeline, delivery: Delivery, outbox: list[dict[str, Any]]) -> None:
         """Record how the delivery ended, with its events (published next, again if the process dies first)."""
-        key = self._k.member(delivery.member_id)
-        pipe.hset(key, codec.DELIVERY + delivery.message_id, codec.delivery_value(delivery))
-        pipe.hset(key, OUTBOX + delivery.message_id, codec.dumps(outbox))
+        fields = {"d": codec.delivery_value(delivery), "o": codec.dumps(outbox)}
+        pipe.hset(self._k.delivery(delivery.member_id, delivery.message_id), mapping=fields)  # type: ignore[arg-type]
 
     async def forget(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
-            for member_id, message_id in entries:
-                pipe.hdel(self._k.member(member_id), codec.DELIVERY + message_id, OUTBOX + message_id)
-                pipe.zrem(self._k.due, f"{member_id}|{message_id}")
+            pipe.delete(*(self._k.delivery(member_id, message_id) for member_id, message_id in entries))
+            pipe.zrem(self._k.due, *(f"{member_id}|{message_id}" for member_id, message_id in entries))
             await pipe.execute()

@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from services.notifications.campaign_store import CampaignStore
+from services.notifications.campaigns import trigger_key
 from services.notifications.decision_events import decision_event
 from services.notifications.decision_log import DecisionLog
 from services.notifications.delivery_queue import DeliveryQueue
@@ -153,12 +154,14 @@ class Endings:
         if not done:
             return
         async with self._queue.transaction() as pipe:
+            self._campaigns.count_in(pipe, [(e.delivery.campaign_id, e.counter) for e in done])
             for ending in done:
                 d = ending.delivery
                 self._queue.ended(pipe, d, ending.outbox)
-                self._campaigns.count_in(pipe, [(d.campaign_id, ending.counter)])
                 if ending.release_cap:
-                    self._log.release_cap(pipe, d.member_id, d.message_id)
+                    await self._log.release_cap(
+                        pipe, d.member_id, d.campaign_id, trigger_key(d.trigger_type, d.trigger_rule)
+                    )
                 if ending.messaged_friction and d.friction_id:
                     await self._log.effect_in(
                         pipe, d.member_id, d.campaign_id, d.friction_id, "messaged", ms(d.trigger_time)

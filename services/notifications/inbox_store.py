@@ -1,4 +1,4 @@
-"""The in-app inbox in Redis: one field per message in the member's hash (keys.py)."""
+"""The in-app inbox in Redis: one field per message in the member's hash, the text stored once (keys.py)."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ class InboxStore:
 
     def deliver(self, pipe: Pipeline, owner_id: str, message: InboxMessage) -> None:
         """Put the message in the owner's inbox unless it is there already (a second delivery changes nothing)."""
+        pipe.set(self._k.text(codec.text_tag(message)), codec.text_value(message), nx=True)
         pipe.hsetnx(self._k.member(owner_id), codec.INBOX + message.message_id, codec.inbox_value(message))
 
     async def inbox(self, member_id: str, limit: int = 50, unread_only: bool = False) -> list[InboxMessage]:
         """Newest first."""
         raw = cast(dict[str, str], await self._redis.hgetall(self._k.member(member_id)))
-        messages = [codec.inbox_message(name[1:], value) for name, value in raw.items() if name.startswith(codec.INBOX)]
+        items = {name[1:]: value for name, value in raw.items() if name.startswith(codec.INBOX)}
+        messages = await self._with_texts(items)
         messages.sort(key=lambda m: (m.created_at, m.message_id), reverse=True)
         if unread_only:
             messages = [m for m in messages if not m.read]
@@ -33,7 +35,21 @@ class InboxStore:
 
     async def message(self, member_id: str, message_id: str) -> InboxMessage | None:
         value = await self._redis.hget(self._k.member(member_id), codec.INBOX + message_id)
-        return codec.inbox_message(message_id, cast(str, value)) if value else None
+        found = await self._with_texts({message_id: cast(str, value)} if value else {})
+        return found[0] if found else None
+
+    async def _with_texts(self, items: dict[str, str]) -> list[InboxMessage]:
+        if not items:
+            return []
+        tags = sorted({codec.inbox_item(value)[0] for value in items.values()})
+        texts = dict(
+            zip(tags, cast(list[str | None], await self._redis.mget([self._k.text(t) for t in tags])), strict=True)
+        )
+        return [
+            codec.inbox_message(message_id, value, text)
+            for message_id, value in items.items()
+            if (text := texts.get(codec.inbox_item(value)[0]))
+        ]
 
     async def mark_read(self, member_id: str, message_id: str, read: bool) -> None:
         key, field = self._k.member(member_id), codec.INBOX + message_id

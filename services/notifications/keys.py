@@ -19,20 +19,23 @@ Keys (prefix `notifications:`):
   library-members:<code>        set: members whose home library it is (broadcast audiences)
   alias:<old id>                string: the member a merged id now is
   erased:<id>                   string: "1", so a late trigger for an erased member sends nothing (no data)
-  m:{<member>}                  hash: everything of one member, one field per item (compact, see codec.py):
-      p                           profile: [age_band, library, origin, platform, language]
+  m:{<member>}                  hash: everything of one member, one field per item, each within 64 bytes:
+      p                           profile: "<age band>|<library>|<origin>|<language>"
       g                           guardian id
       c<medium><purpose>          consent, by initials (`cem`: e-mail, marketing): "1|<ms>" or "0|<ms>"
       r<slug>                     a proposition signed up through or taken part in
       w<member>                   a ward (a minor this member is the guardian of)
-      s<message tag>              a message in the frequency cap's window → when (ms)
-      k<claim tag>                the once-per-(campaign, trigger) claim → "<message tag>|<expires ms or ''>"
-      d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL)
-      j<message id>               a delivery waiting (now, after quiet hours, or for a retry)
-      o<message id>               the events of a delivery that ended, until they are published
-      i<message id>               an in-app inbox message
-      f<friction tag>             a friction some campaign acted on: detected, resolved, campaign → group
-One key per member: erasure deletes it, and a member costs one key's overhead, not a dozen.
+      k<claim tag>                the once-per-(campaign, trigger) claim: "<expires ms>|<sent ms>"; the sent times
+                                  within the window are the frequency cap's
+      d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL):
+                                  "<ms>|<campaign[:8]>,<version>,<outcome>;…"
+      i<message id>               an in-app inbox message: "<text tag>|<created ms>|<read>|<about member>"
+      f<friction tag>             a friction a campaign acted on: "<detected ms>|<day>|<resolved ms>"
+      e<friction tag><campaign>   … and the group the member is in for that campaign's effect (messaged, holdout)
+  delivery:{<member>}:<message id>  hash: d (the delivery, JSON), o (its events once it ended, until published)
+  text:<tag>                    string: an in-app message's text, [campaign, title, body, locale, library] (JSON),
+                                shared by everyone who got it (it names nobody)
+One key per member (and one per delivery under way): erasure deletes them, and a member costs one key's overhead.
 """
 
 from __future__ import annotations
@@ -42,12 +45,12 @@ import hashlib
 
 from shared.settings import Settings
 
-TAG_LENGTH = 12
+TAG_BYTES = 5
 
 
-def tag(*parts: str) -> str:
-    """A short stable name for a (long) id inside one member's hash: 48 bits, unique enough among one member's."""
-    return hashlib.blake2b("|".join(parts).encode(), digest_size=TAG_LENGTH // 2).hexdigest()
+def tag(*parts: str, size: int = TAG_BYTES) -> str:
+    """A short stable name for (long) ids inside one member's hash: 40 bits, unique enough among one member's."""
+    return hashlib.blake2b("|".join(parts).encode(), digest_size=size).hexdigest()
 
 
 def stop_if_cancelled() -> None:
@@ -74,6 +77,12 @@ class Keys:
     @property
     def due(self) -> str:
         return self("due")
+
+    def delivery(self, member_id: str, message_id: str) -> str:
+        return self("delivery", "{" + member_id + "}", message_id)
+
+    def text(self, text_tag: str) -> str:
+        return self("text", text_tag)
 
     def alias(self, member_id: str) -> str:
         return self("alias", member_id)

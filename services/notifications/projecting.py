@@ -108,9 +108,7 @@ class Projector:
                 resolved = await self._projections.resolve_all(resolved)
                 continue
             if isinstance(data, MemberSignedUp):
-                profile = Profile(
-                    data.age_band, data.home_library, event.channel or "", event.platform or "", data.language
-                )
+                profile = Profile(data.age_band, data.home_library, event.channel or "", data.language)
                 self._projections.signed_up(pipe, member_id, profile, data.proposition)
             elif isinstance(data, ConsentChanged):
                 await self._projections.consent(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -36,12 +36,11 @@ _MERGE = """
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
   local kind = string.sub(fields[i], 1, 1)
-  if kind == 'i' or kind == 'k' or kind == 's' or kind == 'w' or kind == 'f' or kind == 'd' then
+  if kind == 'i' or kind == 'k' or kind == 'w' or kind == 'f' or kind == 'e' or kind == 'd' then
     redis.call('HSETNX', KEYS[2], fields[i], fields[i + 1])
   end
-  -- deliveries under way (j, o) stay where the queue finds them; everything else goes
-  if kind ~= 'j' and kind ~= 'o' then redis.call('HDEL', KEYS[1], fields[i]) end
 end
+redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[2])
 return 1
@@ -55,12 +54,22 @@ class Projected:
     wards: tuple[str, ...] = ()
 
 
+# A member's state in one command: the survivor's id when it was merged, else whether it was erased and its hash.
+# KEYS: alias, erased, member hash.
+_STATE = """
+local survivor = redis.call('GET', KEYS[1])
+if survivor then return {survivor} end
+return {'', redis.call('EXISTS', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+"""
+
+
 class ProjectionStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._k = Keys(settings)
         self._set_consent = redis.register_script(_SET_CONSENT)
         self._merge = redis.register_script(_MERGE)
+        self._state = redis.register_script(_STATE)
 
     # ----------------------------------------------------------------------------------------- reads
 
@@ -87,19 +96,53 @@ class ProjectionStore:
         return resolved
 
     async def states(self, member_ids: Sequence[str]) -> dict[str, MemberState]:
-        """Each member's state, every member in one round trip."""
+        """Each member's state, every member in one round trip (ids as they are: see `resolved_states`)."""
+        found = await self._read(member_ids)
+        return {m: state for m, (_, state) in found.items() if state is not None} | {
+            m: codec.member_state(m, {}, False) for m, (_, state) in found.items() if state is None
+        }
+
+    async def resolved_states(self, member_ids: Iterable[str]) -> tuple[dict[str, str], dict[str, MemberState]]:
+        """The member each id means now (the survivor of merges) and the survivors' states: one round trip, and
+        one more per merge followed."""
+        resolved = {m: m for m in member_ids}
+        states: dict[str, MemberState] = {}
+        pending = list(dict.fromkeys(resolved.values()))
+        for _ in range(5):  # merges of merges; never loop for ever
+            if not pending:
+                break
+            found = await self._read(pending)
+            pending = []
+            for member_id, (survivor, state) in found.items():
+                if state is not None:
+                    states[member_id] = state
+                elif survivor is not None:
+                    for original, now in resolved.items():
+                        if now == member_id:
+                            resolved[original] = survivor
+                    if survivor not in states:
+                        pending.append(survivor)
+        for member_id in set(resolved.values()) - states.keys():
+            states[member_id] = codec.member_state(member_id, {}, False)
+        return resolved, states
+
+    async def _read(self, member_ids: Sequence[str]) -> dict[str, tuple[str | None, MemberState | None]]:
         unique = list(dict.fromkeys(member_ids))
         if not unique:
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
-            for member_id in unique:
-                pipe.hgetall(self._k.member(member_id))
-                pipe.exists(self._k.erased(member_id))
-            found = await pipe.execute()
-        return {
-            member_id: codec.member_state(member_id, cast(Mapping[str, str], found[2 * i]), bool(found[2 * i + 1]))
-            for i, member_id in enumerate(unique)
-        }
+            for m in unique:
+                await self._state(keys=[self._k.alias(m), self._k.erased(m), self._k.member(m)], client=pipe)
+            found = cast(list[list[Any]], await pipe.execute())
+        read: dict[str, tuple[str | None, MemberState | None]] = {}
+        for member_id, answer in zip(unique, found, strict=True):
+            if answer[0]:
+                read[member_id] = (cast(str, answer[0]), None)
+            else:
+                raw = answer[2]
+                fields = raw if isinstance(raw, dict) else dict(zip(raw[::2], raw[1::2], strict=True))
+                read[member_id] = (None, codec.member_state(member_id, fields, bool(answer[1])))
+        return read
 
     async def member(self, member_id: str) -> MemberRecord:
         return (await self.states([member_id]))[member_id].record
@@ -176,14 +219,18 @@ class ProjectionStore:
     async def erase(self, member_id: str) -> None:
         """Every notifications state of the member goes; a tombstone holding only the id stays."""
         raw = cast(dict[str, str], await self._redis.hgetall(self._k.member(member_id)))
-        state = codec.member_state(member_id, raw, erased=False)
-        profile = state.record.profile
+        profile = codec.member_state(member_id, raw, erased=False).record.profile
+        waiting = [
+            cast(str, entry)
+            async for entry, _ in self._redis.zscan_iter(self._k.due, match=f"{member_id}|*", count=1000)
+        ]
         async with self._redis.pipeline(transaction=True) as pipe:
             for name in raw:
                 if name.startswith(codec.WARD):
                     pipe.hdel(self._k.member(name[1:]), codec.GUARDIAN)
-                elif name.startswith(codec.DELIVERY):
-                    pipe.zrem(self._k.due, f"{member_id}|{name[1:]}")
+            for entry in waiting:
+                pipe.delete(self._k.delivery(member_id, entry.split("|", 1)[1]))
+                pipe.zrem(self._k.due, entry)
             if profile.guardian_id:
                 pipe.hdel(self._k.member(profile.guardian_id), codec.WARD + member_id)
             if profile.library:

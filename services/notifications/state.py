@@ -28,8 +28,7 @@ class Profile:
 
     age_band: str = ""
     library: str = ""
-    origin: str = ""
-    platform: str = ""
+    origin: str = ""  # online or offline sign-up
     language: str = ""
     guardian_id: str = ""
 
@@ -86,19 +85,20 @@ class InboxMessage:
 
 @dataclass(frozen=True)
 class Claim:
-    """The once-per-(campaign, member, trigger) slot: which message holds it, and until when (None: for ever)."""
+    """The once-per-(campaign, member, trigger) slot, until when (None: for ever), and when its message went out
+    (None: held out, or given back because the message did not go out): the frequency cap counts these times."""
 
-    message_tag: str
     expires_ms: int | None
+    sent_ms: int | None
 
 
 @dataclass(frozen=True)
 class DecisionMemory:
     """A trigger decided before, remembered for redeliveries: when, and per campaign its version and outcome code
-    (`s` send, `d<medium>` deferred, `x<reason>` suppressed)."""
+    (`s` send, `d<medium>` deferred, `x<reason>` suppressed). Campaigns by the first 8 characters of their id."""
 
     decided_ms: int
-    outcomes: tuple[tuple[str, int, str], ...]  # (campaign id, version, code)
+    outcomes: tuple[tuple[str, int, str], ...]  # (campaign id or its first 8 characters, version, code)
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,8 @@ class MemberState:
 
     member_id: str
     record: MemberRecord
-    sent: tuple[tuple[str, int], ...] = ()  # the cap window: (message tag, ms)
     claims: dict[str, Claim] = field(default_factory=dict)  # by claim tag
     decided: dict[str, DecisionMemory] = field(default_factory=dict)  # by trigger tag
 
     def sent_since(self, since_ms: int) -> int:
-        return sum(1 for _, at in self.sent if at >= since_ms)
+        return sum(1 for c in self.claims.values() if c.sent_ms is not None and c.sent_ms >= since_ms)
