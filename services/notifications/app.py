@@ -21,7 +21,7 @@ from services.notifications.inbox import Inbox
 from services.notifications.inbox_store import InboxStore
 from services.notifications.management import CampaignManagement
 from services.notifications.pages import pages_router
-from services.notifications.projecting import Projector
+from services.notifications.projecting import MembersCaughtUp, Projector
 from services.notifications.projection_store import ProjectionStore
 from services.notifications.senders import EmailSender, WebhookSender
 from services.notifications.settings import NotificationsSettings
@@ -76,7 +76,9 @@ def create_app(
         stores.campaigns, stores.projections, stores.catalogue, decisions, parts.publisher, settings, clock,
         wake=deliverer.wake,
     )  # fmt: skip
+    caught_up = MembersCaughtUp(stores.projections, settings, settings.topic(MEMBERS.name))
     projector = Projector(stores.projections, stores.catalogue, decisions, decider, settings.topic(MEMBERS.name))
+    projector.caught_up = caught_up
     broadcaster = Broadcaster(decider, stores.campaigns, stores.projections, settings, clock)
     management = CampaignManagement(stores.campaigns, stores.catalogue, parts.publisher, settings, clock)
     app = build_app(
@@ -90,8 +92,8 @@ def create_app(
             inbox_router(Inbox(stores.projections, stores.inbox)),
             pages_router(parts, settings, management),
         ],
-        kafka=notifications_router(projector, stores.projections, settings, parts.publisher),
-        background=[deliverer.run, broadcaster.run],
+        kafka=notifications_router(projector, settings, parts.publisher),
+        background=[deliverer.run, broadcaster.run, caught_up.run],
         publishes=[
             notification_events.MessageSent,
             notification_events.MessageSuppressed,

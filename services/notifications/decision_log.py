@@ -6,6 +6,7 @@ A batch of triggers is written in one transaction: its decisions, claims, cap wi
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -62,6 +63,21 @@ return 1
 """
 
 
+# A batch's decisions in one command. ARGV[1]: JSON {h: [[member hash, [field, value, …], [stale field, …]], …],
+# d: [[delivery key, delivery], …], z: [[due ms, entry], …], c: [[results key, counter, n], …]}; KEYS[1]: due.
+_WRITE = """
+local w = cjson.decode(ARGV[1])
+for _, h in ipairs(w.h) do
+  redis.call('HSET', h[1], unpack(h[2]))
+  if #h[3] > 0 then redis.call('HDEL', h[1], unpack(h[3])) end
+end
+for _, d in ipairs(w.d) do redis.call('HSET', d[1], 'd', d[2]) end
+for _, z in ipairs(w.z) do redis.call('ZADD', KEYS[1], z[1], z[2]) end
+for _, c in ipairs(w.c) do redis.call('HINCRBY', c[1], c[2], c[3]) end
+return 1
+"""
+
+
 def friction_field(friction_id: str) -> str:
     return codec.FRICTION + tag(friction_id)
 
@@ -99,28 +115,36 @@ class DecisionLog:
         self._record_effect = redis.register_script(_RECORD_EFFECT)
         self._resolve_friction = redis.register_script(_RESOLVE_FRICTION)
         self._release = redis.register_script(_RELEASE)
+        self._write = redis.register_script(_WRITE)
 
     async def write(self, writes: list[DecisionWrite]) -> None:
-        """One transaction for a whole batch of triggers. Nothing is kept under an erased member's id: only the
-        counts (which name nobody)."""
+        """One transaction for a whole batch of triggers (one command, and one per held-out friction). Nothing is
+        kept under an erased member's id: only the counts (which name nobody)."""
         if not writes:
             return
+        hashes, deliveries, due = [], [], []
+        for write in writes:
+            if write.erased:
+                continue
+            fields = {codec.DECIDED + write.trigger_tag: codec.decided_value(write.memory)}
+            fields.update({codec.CLAIM + t: codec.claim_value(c) for t, c in write.claims.items()})
+            for friction_id, detected_ms in write.frictions:
+                # A friction is decided once (a redelivery finds its decided marker): its record is new here.
+                fields.setdefault(friction_field(friction_id), f"{detected_ms}|{detection_day(detected_ms)}|")
+            flat = [item for pair in fields.items() for item in pair]
+            hashes.append([self._k.member(write.member_id), flat, write.stale])
+            for delivery, due_ms in write.deliveries:
+                deliveries.append(
+                    [self._k.delivery(delivery.member_id, delivery.message_id), codec.delivery_value(delivery)]
+                )
+                due.append([str(due_ms), f"{delivery.member_id}|{delivery.message_id}"])
+        counters = Counter(c for write in writes for c in write.counters)
+        counted = [[self._k.results(campaign), counter, n] for (campaign, counter), n in counters.items()]
+        batch = codec.dumps({"h": hashes, "d": deliveries, "z": due, "c": counted})
         async with self._redis.pipeline(transaction=True) as pipe:
-            self._campaigns.count_in(pipe, [c for write in writes for c in write.counters])
-            self._queue.enqueue(pipe, [d for write in writes if not write.erased for d in write.deliveries])
+            await self._write(keys=[self._k.due], args=[batch], client=pipe)
             for write in writes:
-                if write.erased:
-                    continue
-                key = self._k.member(write.member_id)
-                fields = {codec.DECIDED + write.trigger_tag: codec.decided_value(write.memory)}
-                fields.update({codec.CLAIM + t: codec.claim_value(c) for t, c in write.claims.items()})
-                for friction_id, detected_ms in write.frictions:
-                    # Only a friction not recorded yet (hsetnx would cost a command each): its record is new here.
-                    fields.setdefault(friction_field(friction_id), f"{detected_ms}|{detection_day(detected_ms)}|")
-                pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-                if write.stale:
-                    pipe.hdel(key, *write.stale)
-                for campaign_id, friction_id, detected_ms in write.holdouts:
+                for campaign_id, friction_id, detected_ms in [] if write.erased else write.holdouts:
                     await self.effect_in(pipe, write.member_id, campaign_id, friction_id, "holdout", detected_ms)
             await pipe.execute()
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaRouter
 
-from services.notifications.projecting import MembersCaughtUp, Projector
-from services.notifications.projection_store import ProjectionStore
+from services.notifications.projecting import Projector
 from shared.events import event_types
 from shared.kafka import EventPublisher, subscribe, subscribe_batches
 from shared.settings import Settings
@@ -30,19 +29,14 @@ def types_on(topic: Topic) -> frozenset[str]:
     return frozenset(name for name, model in event_types().items() if model.topic == topic.name)
 
 
-def notifications_router(
-    projector: Projector, projections: ProjectionStore, settings: Settings, publisher: EventPublisher
-) -> KafkaRouter:
+def notifications_router(projector: Projector, settings: Settings, publisher: EventPublisher) -> KafkaRouter:
     router = KafkaRouter()
-    members = subscribe_batches(
+    subscribe_batches(
         router, settings, publisher, topics=[MEMBERS], group="notifications.members", handler=projector.on_members,
         types=types_on(MEMBERS),
         description="Members: consent, age band, home library, origin and guardians for deciding; merge and "
         "erasure; and any member event as a trigger.",
     )  # fmt: skip
-    projector.caught_up = MembersCaughtUp(
-        projections, settings.topic(MEMBERS.name), lambda: getattr(members, "consumer", None)
-    )
     subscribe_batches(
         router, settings, publisher, topics=[FRICTIONS], group="notifications", handler=projector.on_frictions,
         types=types_on(FRICTIONS),

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.deciding import Decider
@@ -26,6 +26,7 @@ from shared.events import CloudEvent, EventData
 from shared.events.journey import FrictionResolved
 from shared.events.members import ConsentChanged, GuardianSet, MemberErased, MemberMerged, MemberSignedUp
 from shared.kafka import Received
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +43,43 @@ class MembersCaughtUp:
     the end offset asked here (after the friction was read), and the members consumer stores how far it got with
     the effects of each batch (`members-progress`). So the decision waits, typically for one members batch, and
     never decides on consent or erasure state older than the friction.
+
+    The end offsets are asked over a connection of their own (`run` keeps it open): on a consumer's connection the
+    request would queue behind its long-polling fetch (up to half a second).
     """
 
-    def __init__(self, projections: ProjectionStore, topic: str, consumer: Callable[[], Any]) -> None:
+    def __init__(self, projections: ProjectionStore, settings: Settings, topic: str) -> None:
         self._projections = projections
+        self._settings = settings
         self._topic = topic
-        self._consumer = consumer
+        self._offsets: AIOKafkaConsumer | None = None
+        self._started = asyncio.Event()
         self.waited_seconds = 0.0
+        self.asked_seconds = 0.0
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # the cluster's metadata, so that the members topic's partitions are known
+            self._offsets = consumer
+            self._started.set()
+            await asyncio.Event().wait()
+        finally:
+            self._started.clear()
+            self._offsets = None
+            await consumer.stop()
 
     async def wait(self) -> None:
-        consumer = self._consumer()
-        while consumer is None:  # the members consumer is starting
-            await asyncio.sleep(0.05)
-            consumer = self._consumer()
-        partitions = [TopicPartition(self._topic, p) for p in sorted(consumer.partitions_for_topic(self._topic) or ())]
-        ends = {tp.partition: offset for tp, offset in (await end_offsets(consumer, partitions)).items()}
+        await self._started.wait()
+        assert self._offsets is not None
+        known = self._offsets.partitions_for_topic(self._topic) or range(self._settings.partitions)
+        partitions = [TopicPartition(self._topic, p) for p in sorted(known)]
         started = time.monotonic()
+        ends = {tp.partition: offset for tp, offset in (await end_offsets(self._offsets, partitions)).items()}
+        self.asked_seconds += time.monotonic() - started
         warned = started
         while True:
             progress = await self._projections.members_progress()

@@ -54,12 +54,19 @@ class Projected:
     wards: tuple[str, ...] = ()
 
 
-# A member's state in one command: the survivor's id when it was merged, else whether it was erased and its hash.
-# KEYS: alias, erased, member hash.
-_STATE = """
-local survivor = redis.call('GET', KEYS[1])
-if survivor then return {survivor} end
-return {'', redis.call('EXISTS', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+# Members' states in one command: per member the survivor's id when it was merged, else whether it was erased and
+# its hash. KEYS: per member its alias, erased and hash keys.
+_STATES = """
+local found = {}
+for i = 1, #KEYS, 3 do
+  local survivor = redis.call('GET', KEYS[i])
+  if survivor then
+    found[#found + 1] = {survivor}
+  else
+    found[#found + 1] = {'', redis.call('EXISTS', KEYS[i + 1]), redis.call('HGETALL', KEYS[i + 2])}
+  end
+end
+return found
 """
 
 
@@ -69,7 +76,7 @@ class ProjectionStore:
         self._k = Keys(settings)
         self._set_consent = redis.register_script(_SET_CONSENT)
         self._merge = redis.register_script(_MERGE)
-        self._state = redis.register_script(_STATE)
+        self._states = redis.register_script(_STATES)
 
     # ----------------------------------------------------------------------------------------- reads
 
@@ -130,10 +137,8 @@ class ProjectionStore:
         unique = list(dict.fromkeys(member_ids))
         if not unique:
             return {}
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for m in unique:
-                await self._state(keys=[self._k.alias(m), self._k.erased(m), self._k.member(m)], client=pipe)
-            found = cast(list[list[Any]], await pipe.execute())
+        keys = [key for m in unique for key in (self._k.alias(m), self._k.erased(m), self._k.member(m))]
+        found = cast(list[list[Any]], await self._states(keys=keys))
         read: dict[str, tuple[str | None, MemberState | None]] = {}
         for member_id, answer in zip(unique, found, strict=True):
             if answer[0]:
