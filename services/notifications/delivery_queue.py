@@ -9,7 +9,8 @@ than delivering again.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -28,6 +29,24 @@ for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], lease, member) end
 return due
 """
 
+# Deliveries read in one command: each delivery hash's fields, flat. KEYS: the delivery hashes.
+_LOAD = """
+local found = {}
+for i = 1, #KEYS do found[i] = redis.call('HGETALL', KEYS[i]) end
+return found
+"""
+
+# A batch's endings in one command. ARGV[1]: JSON {e: [[delivery key, delivery, events], …],
+# t: [[text key, text], …], i: [[member hash, field, item], …], c: [[results key, counter, n], …]}.
+_END = """
+local w = cjson.decode(ARGV[1])
+for _, e in ipairs(w.e) do redis.call('HSET', e[1], 'd', e[2], 'o', e[3]) end
+for _, t in ipairs(w.t) do redis.call('SET', t[1], t[2], 'NX') end
+for _, i in ipairs(w.i) do redis.call('HSETNX', i[1], i[2], i[3]) end
+for _, c in ipairs(w.c) do redis.call('HINCRBY', c[1], c[2], c[3]) end
+return 1
+"""
+
 Entry = tuple[str, str]  # (member id, message id)
 
 
@@ -36,6 +55,8 @@ class DeliveryQueue:
         self._redis = redis
         self._k = Keys(settings)
         self._claim_due = redis.register_script(_CLAIM_DUE)
+        self._load = redis.register_script(_LOAD)
+        self._end = redis.register_script(_END)
 
     def enqueue(self, pipe: Pipeline, deliveries: Sequence[tuple[Delivery, int]]) -> None:
         """Queue deliveries, each due at its ms (one sorted-set command for all)."""
@@ -62,10 +83,10 @@ class DeliveryQueue:
 
     async def deliveries(self, entries: Sequence[Entry]) -> list[tuple[Delivery | None, list[dict[str, Any]] | None]]:
         """Each delivery, and the events of its ending when it ended but they may not have been published yet."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for member_id, message_id in entries:
-                pipe.hgetall(self._k.delivery(member_id, message_id))
-            found = cast(list[dict[str, str]], await pipe.execute())
+        if not entries:
+            return []
+        flat = cast(list[list[str]], await self._load(keys=[self._k.delivery(m, i) for m, i in entries]))
+        found = [dict(zip(f[::2], f[1::2], strict=True)) for f in flat]
         return [
             (
                 codec.delivery(message_id, raw["d"]) if raw.get("d") else None,
@@ -82,10 +103,25 @@ class DeliveryQueue:
     def transaction(self) -> Pipeline:
         return self._redis.pipeline(transaction=True)
 
-    def ended(self, pipe: Pipeline, delivery: Delivery, outbox: list[dict[str, Any]]) -> None:
-        """Record how the delivery ended, with its events (published next, again if the process dies first)."""
-        fields = {"d": codec.delivery_value(delivery), "o": codec.dumps(outbox)}
-        pipe.hset(self._k.delivery(delivery.member_id, delivery.message_id), mapping=fields)  # type: ignore[arg-type]
+    async def ended(
+        self,
+        pipe: Pipeline,
+        ended: Sequence[tuple[Delivery, list[dict[str, Any]]]],
+        inbox: Mapping[str, list[list[str]]],
+        counters: Sequence[tuple[str, str]],
+    ) -> None:
+        """Record how deliveries ended, with their events (published next, again if the process dies first), the
+        in-app messages they put in inboxes (`InboxStore.writes`), and their counts: one command."""
+        batch = {
+            "e": [
+                [self._k.delivery(d.member_id, d.message_id), codec.delivery_value(d), codec.dumps(outbox)]
+                for d, outbox in ended
+            ],
+            "t": inbox.get("t", []),
+            "i": inbox.get("i", []),
+            "c": [[self._k.results(c), counter, n] for (c, counter), n in Counter(counters).items()],
+        }
+        await self._end(keys=[], args=[codec.dumps(batch)], client=pipe)
 
     async def forget(self, entries: Sequence[Entry]) -> None:
         if not entries:

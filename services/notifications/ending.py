@@ -154,10 +154,14 @@ class Endings:
         if not done:
             return
         async with self._queue.transaction() as pipe:
-            self._campaigns.count_in(pipe, [(e.delivery.campaign_id, e.counter) for e in done])
+            await self._queue.ended(
+                pipe,
+                [(e.delivery, e.outbox) for e in done],
+                self._inbox.writes([e.inbox for e in done if e.inbox is not None]),
+                [(e.delivery.campaign_id, e.counter) for e in done],
+            )
             for ending in done:
                 d = ending.delivery
-                self._queue.ended(pipe, d, ending.outbox)
                 if ending.release_cap:
                     await self._log.release_cap(
                         pipe, d.member_id, d.campaign_id, trigger_key(d.trigger_type, d.trigger_rule)
@@ -166,8 +170,6 @@ class Endings:
                     await self._log.effect_in(
                         pipe, d.member_id, d.campaign_id, d.friction_id, "messaged", ms(d.trigger_time)
                     )
-                if ending.inbox is not None:
-                    self._inbox.deliver(pipe, *ending.inbox)
             await pipe.execute()
         self._publisher.metrics.messages([e.counter for e in done])
         contexts = {str(item["id"]): e.context for e in done if e.context for item in e.outbox if "id" in item}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from services.notifications import codec
 from services.notifications.keys import Keys
@@ -18,10 +18,14 @@ class InboxStore:
         self._redis = redis
         self._k = Keys(settings)
 
-    def deliver(self, pipe: Pipeline, owner_id: str, message: InboxMessage) -> None:
-        """Put the message in the owner's inbox unless it is there already (a second delivery changes nothing)."""
-        pipe.set(self._k.text(codec.text_tag(message)), codec.text_value(message), nx=True)
-        pipe.hsetnx(self._k.member(owner_id), codec.INBOX + message.message_id, codec.inbox_value(message))
+    def writes(self, messages: Sequence[tuple[str, InboxMessage]]) -> dict[str, list[list[str]]]:
+        """What putting messages in their owners' inboxes writes, for a transaction of the delivery queue:
+        `t` texts [key, text] (set if new), `i` items [member hash, field, item] (set if new: a second delivery of
+        a message changes nothing)."""
+        return {
+            "t": [[self._k.text(codec.text_tag(m)), codec.text_value(m)] for _, m in messages],
+            "i": [[self._k.member(owner), codec.INBOX + m.message_id, codec.inbox_value(m)] for owner, m in messages],
+        }
 
     async def inbox(self, member_id: str, limit: int = 50, unread_only: bool = False) -> list[InboxMessage]:
         """Newest first."""

@@ -28,12 +28,16 @@ class Renderer:
         # Read once per delivery batch (`begin`): the campaigns' status now, the libraries of the catalogue.
         self._current: dict[str, Campaign | None] = {}
         self._libraries: dict[str, LibraryInfo | None] = {}
+        # Messages that name nobody (the in-app inbox) come out the same for every delivery alike: rendered once a
+        # batch (a broadcast's page renders one message).
+        self._rendered: dict[tuple[object, ...], dict[str, str] | None] = {}
 
     async def begin(self, deliveries: Sequence[Delivery]) -> None:
         """Read what the batch's deliveries share once: their campaigns, as they are now, and their libraries."""
         self._current = {c: await self._campaigns.campaign(c) for c in {d.campaign_id for d in deliveries}}
         codes = {d.library for d in deliveries if d.library}
         self._libraries = {code: await self._catalogue.library(code) for code in codes}
+        self._rendered = {}
 
     async def campaign(self, campaign_id: str) -> Campaign | None:
         if campaign_id not in self._current:
@@ -54,6 +58,19 @@ class Renderer:
         self, delivery: Delivery, medium: Medium, contact: Contact | None, recipient: Recipient
     ) -> dict[str, str] | None:
         """body, sender, and subject or title where the medium has them; None when the template fails."""
+        if contact is not None:
+            return await self._render(delivery, medium, contact, recipient)
+        alike = (
+            delivery.campaign_id, delivery.version, medium, delivery.locale, delivery.library, delivery.branch,
+            delivery.trigger_type, delivery.trigger_rule, delivery.trigger_time, recipient,
+        )  # fmt: skip
+        if alike not in self._rendered:
+            self._rendered[alike] = await self._render(delivery, medium, contact, recipient)
+        return self._rendered[alike]
+
+    async def _render(
+        self, delivery: Delivery, medium: Medium, contact: Contact | None, recipient: Recipient
+    ) -> dict[str, str] | None:
         definition = await self._definition(delivery)
         if definition is None:
             return None
