@@ -120,8 +120,8 @@ class Broadcaster:
             facts = facts_of(trigger, state, states.get(guardian_id) if guardian_id else None)
             if facts.erased or not in_audience(campaign.definition, facts.audience):
                 continue
-            if tag(event_id) in state.decided:
-                continue
+            if tag(event_id) in state.decided or tag(campaign.id, trigger.key) in state.claims:
+                continue  # decided before (a resumed run, or a member the scan returned twice)
             pending.append((trigger, [campaign]))
         if pending:
             await self._decider.decide(pending, self._clock(), states)

@@ -41,7 +41,8 @@ def consent_field(medium: str, purpose: str) -> str:
 
 
 def profile_value(profile: Profile) -> str:
-    return "|".join((profile.age_band, profile.library, profile.origin, profile.language))
+    language = "" if profile.language == "nl" else profile.language  # most members': left out
+    return "|".join((profile.age_band, profile.library, profile.origin, language))
 
 
 def claim_value(claim: Claim) -> str:

@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from services.notifications.campaign_store import CampaignStore
-from services.notifications.campaigns import AudienceFacts, Campaign, TriggerEvent, triggered_by
+from services.notifications.campaigns import BROADCAST, AudienceFacts, Campaign, TriggerEvent, triggered_by
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.decision_events import decision_event
 from services.notifications.decision_log import DecisionLog, DecisionWrite
@@ -233,6 +233,9 @@ class Decider:
             if decision.counts_toward_cap:
                 sent += 1
         write.memory = DecisionMemory(ms(now), tuple(outcomes))
+        # A broadcast is no Kafka record, so nothing redelivers it: its claim (sent, deferred or held out) is enough
+        # to recognise a member decided before; only its suppressions are remembered as such.
+        write.remembered = trigger.type != BROADCAST or len(write.claims) < len(campaigns)
         ttl = ms(now) - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
         write.stale = [f"d{t}" for t, memory in state.decided.items() if memory.decided_ms < ttl]
         return write

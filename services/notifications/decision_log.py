@@ -98,6 +98,8 @@ class DecisionWrite:
     trigger_tag: str
     memory: DecisionMemory
     erased: bool = False
+    # The decided marker; a broadcast's decision that took its claim needs none (the claim says it was decided).
+    remembered: bool = True
     counters: list[tuple[str, str]] = field(default_factory=list)  # (campaign id, counter)
     claims: dict[str, Claim] = field(default_factory=dict)  # by claim tag
     deliveries: list[tuple[Delivery, int]] = field(default_factory=list)  # (delivery, due ms)
@@ -126,7 +128,7 @@ class DecisionLog:
         for write in writes:
             if write.erased:
                 continue
-            fields = {codec.DECIDED + write.trigger_tag: codec.decided_value(write.memory)}
+            fields = {codec.DECIDED + write.trigger_tag: codec.decided_value(write.memory)} if write.remembered else {}
             fields.update({codec.CLAIM + t: codec.claim_value(c) for t, c in write.claims.items()})
             for friction_id, detected_ms in write.frictions:
                 # A friction is decided once (a redelivery finds its decided marker): its record is new here.

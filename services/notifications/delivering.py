@@ -138,6 +138,8 @@ class Deliverer:
 
         async def one(delivery: Delivery) -> Ending | None:
             async with limit:
+                if delivery.traceparent is None:
+                    return await self._deliver(delivery, states, first)
                 # The delivery carries on the trace of the decision that asked for it.
                 with telemetry.tracer().start_as_current_span(
                     "deliver",
