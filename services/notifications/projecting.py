@@ -9,12 +9,14 @@ answers.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.deciding import Decider
@@ -78,7 +80,7 @@ class MembersCaughtUp:
         known = self._offsets.partitions_for_topic(self._topic) or range(self._settings.partitions)
         partitions = [TopicPartition(self._topic, p) for p in sorted(known)]
         started = time.monotonic()
-        ends = {tp.partition: offset for tp, offset in (await end_offsets(self._offsets, partitions)).items()}
+        ends = {tp.partition: offset for tp, offset in (await self._end_offsets(partitions)).items()}
         self.asked_seconds += time.monotonic() - started
         warned = started
         while True:
@@ -90,6 +92,18 @@ class MembersCaughtUp:
                 log.warning("frictions wait for the members projection to catch up (%s of %s)", progress, ends)
             await asyncio.sleep(0.002)
         self.waited_seconds += time.monotonic() - started
+
+    async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Asked until Kafka answers: Kafka away is waited for, never a reason to dead-letter the frictions."""
+        assert self._offsets is not None
+        for attempt in itertools.count():
+            try:
+                return await end_offsets(self._offsets, partitions)
+            except (TimeoutError, KafkaError) as exc:
+                if attempt % 20 == 0:
+                    log.warning("members topic's end offsets not known yet (%s); frictions wait", type(exc).__name__)
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
 
 
 class Projector:
