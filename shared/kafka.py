@@ -226,15 +226,18 @@ def subscribe_batches(
     handler: BatchHandler,
     max_records: int = 500,
     description: str | None = None,
+    types: Collection[str] | None = None,
 ) -> Any:
     """Consume `topics` in batches (one Redis round trip and one commit per batch, not per event).
 
     Undecodable records go to the dead-letter topic and the rest of the batch is handled. A transient failure
     retries the batch with backoff; a batch that fails for good is handled again one record at a time, so only
     the record that fails goes to the dead-letter topic. Offsets are committed after the handler returned.
-    Returns the subscriber (its `.consumer` is the aiokafka consumer once started).
+    Records whose `ce_type` header is not one of `types` (when given) are skipped undecoded (yet counted in the
+    partitions' last offsets). Returns the subscriber (its `.consumer` is the aiokafka consumer once started).
     """
     group_id = settings.group(group)
+    wanted = frozenset(t.encode() for t in types) if types is not None else None
     dead_letter = dead_letters(publisher, group_id)
     metrics = publisher.metrics
     joined = "+".join(settings.topic(t.name) for t in topics)
@@ -262,6 +265,8 @@ def subscribe_batches(
         ends: dict[tuple[str, int], int] = {}
         for record in records:
             ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
+            if wanted is not None and dict(record.headers or ()).get("ce_type") not in wanted:
+                continue
             try:
                 event = from_kafka(record.value, record.headers)
                 batch.append(

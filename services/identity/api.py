@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.identity import domain
 from services.identity.members import Members, Person, Touch
@@ -181,6 +181,25 @@ class Contact(BaseModel):
     recipient: Literal["member", "guardian"]
     address: str
     name: str
+
+
+class ContactWanted(BaseModel):
+    member_id: str
+    medium: Medium
+
+
+class ContactsWanted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"wanted": [{"member_id": "3f6c0a52-2d4e-4c1b-9a57-5e0d7c1f2b9a", "medium": "email"}]}]
+        }
+    )
+
+    wanted: list[ContactWanted] = Field(max_length=1000)
+
+
+class Contacts(BaseModel):
+    contacts: list[Contact | None] = Field(description="in the order asked; null: unknown, erased or no address")
 
 
 class IngestResult(BaseModel):
@@ -490,6 +509,18 @@ def contact_router(members: Members) -> APIRouter:
     )
     async def contact(member_id: str, caller: ServiceKey, medium: Medium) -> Contact:
         return Contact.model_validate(await members.contact(member_id, medium, caller))
+
+    @router.post("/contacts", summary="Where to deliver a batch of messages now (service role)")
+    async def contacts(body: ContactsWanted, caller: ServiceKey) -> Contacts:
+        found: list[Contact | None] = []
+        for wanted in body.wanted:
+            try:
+                found.append(Contact.model_validate(await members.contact(wanted.member_id, wanted.medium, caller)))
+            except Problem as problem:
+                if problem.status not in (404, 409):
+                    raise
+                found.append(None)
+        return Contacts(contacts=found)
 
     return router
 

@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
 from services.notifications.api import campaigns_router, inbox_router
+from services.notifications.broadcasting import Broadcaster
+from services.notifications.campaign_store import CampaignStore
+from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.contacts import ContactDirectory, IdentityContacts
 from services.notifications.deciding import Clock, Decider
+from services.notifications.decision_log import DecisionLog
 from services.notifications.delivering import Deliverer
+from services.notifications.delivery_queue import DeliveryQueue
 from services.notifications.handlers import notifications_router
 from services.notifications.inbox import Inbox
+from services.notifications.inbox_store import InboxStore
 from services.notifications.management import CampaignManagement
 from services.notifications.pages import pages_router
+from services.notifications.projecting import MembersCaughtUp, Projector
+from services.notifications.projection_store import ProjectionStore
 from services.notifications.senders import EmailSender, WebhookSender
 from services.notifications.settings import NotificationsSettings
-from services.notifications.store import NotificationStore
 from shared.events import notifications as notification_events
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
+from shared.topics import MEMBERS
+
+
+@dataclass(frozen=True)
+class Stores:
+    """notifications' Redis, by section; each collaborator takes only the ones it needs."""
+
+    campaigns: CampaignStore
+    catalogue: CatalogueStore
+    projections: ProjectionStore
+    queue: DeliveryQueue
+    inbox: InboxStore
 
 
 def _wall_clock() -> datetime:
@@ -38,27 +58,42 @@ def create_app(
         settings = NotificationsSettings(**(settings.model_dump() if settings is not None else {}))
     parts = parts or ServiceParts.connect("notifications", settings)
     clock = clock or _wall_clock
-    store = NotificationStore(parts.redis, settings)
-    deliverer = Deliverer(
-        store,
-        parts.publisher,
-        settings,
-        clock,
-        contacts or IdentityContacts(settings.identity_url, settings.service_key),
-        EmailSender(settings),
-        WebhookSender(settings),
+    redis = parts.redis
+    stores = Stores(
+        campaigns=CampaignStore(redis, settings),
+        catalogue=CatalogueStore(redis, settings),
+        projections=ProjectionStore(redis, settings),
+        queue=DeliveryQueue(redis, settings),
+        inbox=InboxStore(redis, settings),
     )
-    decider = Decider(store, parts.publisher, settings, clock, wake=deliverer.wake)
-    management = CampaignManagement(store, parts.publisher, settings, clock)
+    decisions = DecisionLog(redis, settings, stores.campaigns, stores.queue)
+    deliverer = Deliverer(
+        stores.queue, stores.campaigns, stores.projections, stores.catalogue, stores.inbox, decisions,
+        parts.publisher, settings, clock, contacts or IdentityContacts(settings.identity_url, settings.service_key),
+        EmailSender(settings), WebhookSender(settings),
+    )  # fmt: skip
+    decider = Decider(
+        stores.campaigns, stores.projections, stores.catalogue, decisions, parts.publisher, settings, clock,
+        wake=deliverer.wake,
+    )  # fmt: skip
+    caught_up = MembersCaughtUp(stores.projections, settings, settings.topic(MEMBERS.name))
+    projector = Projector(stores.projections, stores.catalogue, decisions, decider, settings.topic(MEMBERS.name))
+    projector.caught_up = caught_up
+    broadcaster = Broadcaster(decider, stores.campaigns, stores.projections, settings, clock)
+    management = CampaignManagement(stores.campaigns, stores.catalogue, parts.publisher, settings, clock)
     app = build_app(
         parts,
         title="klantreis notifications",
         description="Unified campaigns: marketing configures a campaign once for the whole network; every member "
         "who meets its trigger gets one consistent message, from the right library, on a channel they agreed to, "
         "at a decent hour, once. E-mail, SMS, push and the in-app inbox; results against a holdout.",
-        api=[campaigns_router(management), inbox_router(Inbox(store)), pages_router(parts, settings, management)],
-        kafka=notifications_router(decider, settings, parts.publisher),
-        background=[deliverer.run, decider.run_broadcasts],
+        api=[
+            campaigns_router(management),
+            inbox_router(Inbox(stores.projections, stores.inbox)),
+            pages_router(parts, settings, management),
+        ],
+        kafka=notifications_router(projector, settings, parts.publisher),
+        background=[deliverer.run, broadcaster.run, caught_up.run],
         publishes=[
             notification_events.MessageSent,
             notification_events.MessageSuppressed,
@@ -67,7 +102,8 @@ def create_app(
             notification_events.CampaignChanged,
         ],
     )
-    app.state.store = store
+    app.state.stores = stores
     app.state.decider = decider
+    app.state.broadcaster = broadcaster
     app.state.deliverer = deliverer
     return app

@@ -268,9 +268,7 @@ class TriggerEvent:
     def key(self) -> str:
         """What "the same trigger" means: one friction rule, whichever start or library raised it; one event type;
         one broadcast. At most one message per (campaign, member, key)."""
-        if self.type == BROADCAST:
-            return "broadcast"
-        return f"rule:{self.rule}" if self.rule else f"type:{self.type}"
+        return trigger_key(self.type, self.rule)
 
     def value(self, name: str) -> Any:
         if name.startswith("data."):
@@ -279,6 +277,13 @@ class TriggerEvent:
 
 
 BROADCAST = "broadcast"
+
+
+def trigger_key(trigger_type: str, rule: str | None) -> str:
+    """`TriggerEvent.key` of a trigger of this type and friction rule."""
+    if trigger_type == BROADCAST:
+        return "broadcast"
+    return f"rule:{rule}" if rule else f"type:{trigger_type}"
 
 
 def triggered_by(definition: CampaignDefinition, trigger: TriggerEvent) -> bool:

@@ -1,12 +1,14 @@
 """Where to deliver, asked of identity at send time: notifications never stores an address.
 
-`ContactDirectory` is what delivering needs; `IdentityContacts` asks identity's internal contact endpoint over
-HTTP with the `service` key. Tests may point it at an in-process identity (an httpx transport) or pass another
+`ContactDirectory` is what delivering needs: the addresses for a whole batch of deliveries at once.
+`IdentityContacts` asks identity's internal batched contacts endpoint over HTTP with the `service` key (one call
+per batch). Tests may point it at an in-process identity (an httpx transport) or pass another
 directory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -31,9 +33,12 @@ class ContactUnavailable(Exception):
     """identity could not answer now (down, overloaded, refusing our key): try again later."""
 
 
+Wanted = tuple[str, Medium]  # (member id, medium)
+
+
 class ContactDirectory(Protocol):
-    async def contact(self, member_id: str, medium: Medium) -> Contact | None:
-        """The member's address for `medium` (their guardian's, for a minor); None when there is none: no
+    async def contacts(self, wanted: Sequence[Wanted]) -> dict[Wanted, Contact | None]:
+        """Each member's address for the medium (their guardian's, for a minor); None when there is none: no
         address for that medium, a minor without a guardian, or an unknown or erased member."""
         ...
 
@@ -54,18 +59,23 @@ class IdentityContacts:
             )
         return self._client
 
-    async def contact(self, member_id: str, medium: Medium) -> Contact | None:
+    async def contacts(self, wanted: Sequence[Wanted]) -> dict[Wanted, Contact | None]:
+        if not wanted:
+            return {}
+        unique = list(dict.fromkeys(wanted))
+        body = {"wanted": [{"member_id": m, "medium": medium} for m, medium in unique]}
         try:
-            response = await self._http().get(f"/internal/v1/members/{member_id}/contact", params={"medium": medium})
+            response = await self._http().post("/internal/v1/contacts", json=body)
         except httpx.HTTPError as exc:
             raise ContactUnavailable(f"identity unreachable ({type(exc).__name__})") from None
-        if response.status_code in (404, 409):
-            return None
         if response.status_code != 200:
             # 401/403 (our key), 5xx: nothing the member can change; retried, then failed with this reason.
             raise ContactUnavailable(f"identity answered {response.status_code}")
-        body = response.json()
-        return Contact(recipient=body["recipient"], address=body["address"], name=body.get("name", ""))
+        answers = response.json()["contacts"]
+        return {
+            pair: Contact(recipient=a["recipient"], address=a["address"], name=a.get("name", "")) if a else None
+            for pair, a in zip(unique, answers, strict=True)
+        }
 
     async def aclose(self) -> None:
         if self._client is not None:

@@ -7,28 +7,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.notifications.store import NotificationStore
+from services.notifications.inbox_store import InboxStore
+from services.notifications.projection_store import ProjectionStore
+from services.notifications.state import InboxMessage
 from shared.auth import Principal
 from shared.problems import Problem, not_found
 
 
 class Inbox:
-    def __init__(self, store: NotificationStore) -> None:
+    def __init__(self, projections: ProjectionStore, store: InboxStore) -> None:
+        self._projections = projections
         self._store = store
 
     async def messages(
         self, member_id: str, caller: Principal, limit: int, unread_only: bool
-    ) -> tuple[str, list[dict[str, Any]]]:
-        resolved = await self._store.resolve(member_id)
+    ) -> tuple[str, list[InboxMessage]]:
+        resolved = await self._projections.resolve(member_id)
         found = await self._store.inbox(resolved, limit, unread_only)
-        return resolved, [m for m in found if caller.covers(m.get("library") or None)]
+        return resolved, [m for m in found if caller.covers(m.library)]
 
     async def mark(self, member_id: str, message_id: str, read: bool, caller: Principal) -> dict[str, Any]:
-        resolved = await self._store.resolve(member_id)
+        resolved = await self._projections.resolve(member_id)
         message = await self._store.message(resolved, message_id)
         if message is None:
             raise not_found("message")
-        if not caller.covers(message.get("library") or None):
+        if not caller.covers(message.library):
             raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
         await self._store.mark_read(resolved, message_id, read)
         return {"member_id": resolved, "message_id": message_id, "read": read}

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from services.notifications import results, templates
+from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import (
     EDITABLE,
     Campaign,
@@ -24,8 +25,8 @@ from services.notifications.campaigns import (
     overlap,
     problems,
 )
+from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.settings import NotificationsSettings
-from services.notifications.store import NotificationStore
 from shared.auth import NETWORK, Principal, forbid_other_library
 from shared.events import CloudEvent, FieldError
 from shared.events.notifications import CampaignChanged
@@ -57,9 +58,15 @@ class PreviewSample:
 
 class CampaignManagement:
     def __init__(
-        self, store: NotificationStore, publisher: EventPublisher, settings: NotificationsSettings, clock: Clock
+        self,
+        store: CampaignStore,
+        catalogue: CatalogueStore,
+        publisher: EventPublisher,
+        settings: NotificationsSettings,
+        clock: Clock,
     ) -> None:
         self._store = store
+        self._catalogue = catalogue
         self._publisher = publisher
         self._settings = settings
         self._clock = clock
@@ -192,7 +199,7 @@ class CampaignManagement:
         proposition = campaign.definition.proposition
         if proposition is None:
             return []
-        offered = await self._store.offered_by(proposition)
+        offered = await self._catalogue.offered_by(proposition)
         libraries = campaign.definition.audience_libraries
         if not offered or (libraries and not set(libraries) & offered):
             return [f"no library of the audience offers {proposition} in the catalogue: this campaign reaches nobody"]
@@ -205,7 +212,7 @@ class CampaignManagement:
         if definition is None:
             raise not_found(f"version {version} of the campaign")
         library_code = sample.library or definition.library or next(iter(definition.audience_libraries), None)
-        library = await self._store.library(library_code)
+        library = await self._catalogue.library(library_code)
         rendered = []
         for medium, by_locale in definition.messages.items():
             if sample.medium is not None and medium != sample.medium:
@@ -215,7 +222,7 @@ class CampaignManagement:
                     continue
                 proposition = None
                 if definition.proposition:
-                    proposition = await self._store.proposition(definition.proposition, library_code, locale)
+                    proposition = await self._catalogue.proposition(definition.proposition, library_code, locale)
                 context = templates.context(
                     definition,
                     medium,

@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
+from services.notifications.campaign_store import DRAFT_ID, DraftStore
 from services.notifications.campaigns import EDITABLE, Campaign, CampaignDefinition, Change, Locale, Status, next_status
+from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.management import CampaignManagement, PreviewSample
 from services.notifications.settings import NotificationsSettings
-from services.notifications.store import NotificationStore
 from shared.auth import Principal
 from shared.events.types import AGE_BANDS, Medium
 from shared.idempotency import Ids
@@ -41,7 +41,6 @@ CHANGES: tuple[Change, ...] = ("activate", "pause", "archive")
 SUBJECT_MEDIA = frozenset({"email"})
 TITLE_MEDIA = frozenset({"push", "in_app"})
 CHANNEL_SLOTS = 4
-DRAFT_ID = "draft-preview"
 # Fields whose errors show at a group of the form rather than at one field.
 GROUPS = ("trigger", "audience", "schedule", "channels", *(f"messages.{m}" for m in MEDIA), "messages")
 
@@ -257,22 +256,6 @@ def read_definition(form: Form) -> tuple[CampaignDefinition | None, dict[str, st
 # ----------------------------------------------------------------------------------------- preview
 
 
-class DraftStore(NotificationStore):
-    """The notification store, with one more campaign: the draft being edited, under `DRAFT_ID`."""
-
-    def __init__(self, redis: Redis, settings: NotificationsSettings, draft: CampaignDefinition) -> None:
-        super().__init__(redis, settings)
-        self._draft = Campaign(DRAFT_ID, 1, "draft", draft)
-
-    async def campaign(self, campaign_id: str) -> Campaign | None:
-        return self._draft if campaign_id == DRAFT_ID else await super().campaign(campaign_id)
-
-    async def campaign_version(self, campaign_id: str, version: int) -> CampaignDefinition | None:
-        if campaign_id == DRAFT_ID:
-            return self._draft.definition
-        return await super().campaign_version(campaign_id, version)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -298,7 +281,9 @@ def pages_router(parts: ServiceParts, settings: NotificationsSettings, managemen
         return visitor.principal
 
     async def preview_of(visitor: Visitor, definition: CampaignDefinition, library: str | None) -> dict[str, Any]:
-        draft = CampaignManagement(DraftStore(parts.redis, settings, definition), parts.publisher, settings, _now)
+        drafts = DraftStore(parts.redis, settings, definition)
+        catalogue = CatalogueStore(parts.redis, settings)
+        draft = CampaignManagement(drafts, catalogue, parts.publisher, settings, _now)
         return await draft.preview(DRAFT_ID, PreviewSample(library=library), caller(visitor))
 
     def editor(

@@ -51,6 +51,8 @@ class NotificationsSettings(Settings):
     notifications_delivery_batch: int = Field(default=100, ge=1)
     notifications_delivery_concurrency: int = Field(default=10, ge=1)
     notifications_broadcast_tick_seconds: float = Field(default=5.0, gt=0)
+    # Members of a broadcast's audience decided as one batch; the run's position is saved after each.
+    notifications_broadcast_page: int = Field(default=1000, ge=1)
 
     # How long a trigger's decisions are remembered, so that a redelivered trigger decides nothing again.
     notifications_decision_ttl: timedelta = timedelta(days=7)

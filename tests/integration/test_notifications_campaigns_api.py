@@ -162,7 +162,7 @@ async def test_the_preview_renders_every_message_for_a_sample_member_of_a_librar
     )  # fmt: skip
 
     async def known() -> bool:
-        return await service.store.library("haarlem") is not None
+        return await service.stores.catalogue.library("haarlem") is not None
 
     await eventually(known)
     campaign_id = await service.create(

@@ -76,9 +76,9 @@ async def test_marketing_goes_only_on_a_channel_the_member_agreed_to_and_otherwi
 
             async def projected() -> bool:
                 return (
-                    await n.store.consents(withdrawn) == {"email:marketing": False}
-                    and await n.store.consents(by_email) == {"email:marketing": True}
-                    and await n.store.consents(in_app_only) == {"in_app:marketing": True}
+                    await n.stores.projections.consents(withdrawn) == {"email:marketing": False}
+                    and await n.stores.projections.consents(by_email) == {"email:marketing": True}
+                    and await n.stores.projections.consents(in_app_only) == {"in_app:marketing": True}
                 )
 
             await eventually(projected)
@@ -119,7 +119,7 @@ async def test_a_message_decided_in_quiet_hours_is_deferred_to_eight_in_amsterda
             until = datetime.fromisoformat(deferred.data["until"])
             assert until == datetime(2026, 3, 11, 8, 0, tzinfo=AMSTERDAM)
             # Stored to be delivered then, not dropped, and not sent meanwhile.
-            assert await n.store.due_at(m, deferred.data["message_id"]) == until
+            assert await n.stores.queue.due_at(m, deferred.data["message_id"]) == until
             assert webhook.calls == []
 
             clock.jump_to(until.astimezone(UTC) + timedelta(seconds=1))
@@ -270,7 +270,7 @@ async def test_a_campaign_about_a_proposition_reaches_only_members_whose_library
         "offering_changed", "oba.boekstart", offering_id="oba.boekstart", library="oba", proposition="boekstart",
         local_name="BoekStart in de OBA", channels=["offline"],
     )  # fmt: skip
-    await eventually(lambda: service.store.offered_by("boekstart"))
+    await eventually(lambda: service.stores.catalogue.offered_by("boekstart"))
     at_oba, at_haarlem, too_old = member(), member(), member()
     await service.friction(at_oba, library="oba", age_band="0-3")
     await service.friction(at_haarlem, library="haarlem", age_band="0-3")
@@ -295,7 +295,7 @@ async def test_an_erased_member_leaves_no_inbox_and_no_notifications_state(servi
     await service.member_event("erased", m)
 
     async def only_the_tombstone() -> bool:
-        return await service.store.keys_of(m) == [service.settings.key("notifications", "erased", m)]
+        return await service.stores.projections.keys_of(m) == [service.settings.key("notifications", "erased", m)]
 
     await eventually(only_the_tombstone)
     assert await service.inbox(m) == []
@@ -317,7 +317,7 @@ async def test_a_merged_member_s_inbox_and_once_per_trigger_move_to_the_survivor
     await service.member_event("merged", merged, survivor_id=survivor)
 
     async def moved() -> bool:
-        return await service.store.resolve(merged) == survivor and len(await service.inbox(survivor)) == 1
+        return await service.stores.projections.resolve(merged) == survivor and len(await service.inbox(survivor)) == 1
 
     await eventually(moved)
     assert len(await service.inbox(merged)) == 1  # the old id reads the survivor's inbox
@@ -341,7 +341,7 @@ async def test_a_member_who_signed_up_in_english_reads_the_message_in_english_an
         )
 
     async def projected() -> bool:
-        return all([(await service.store.member(m)).profile for m in (english, dutch)])
+        return all([(await service.stores.projections.member(m)).profile.library for m in (english, dutch)])
 
     await eventually(projected)
     await service.friction(english)

@@ -46,8 +46,8 @@ async def test_an_email_arrives_at_the_smtp_server_with_the_text_rendered_from_t
                 proposition="boekstart", local_name="BoekStart in de OBA", channels=["offline"],
                 url="https://www.oba.nl/boekstart",
             )  # fmt: skip
-            await eventually(lambda: n.store.library("oba"))
-            await eventually(lambda: n.store.offered_by("boekstart"))
+            await eventually(lambda: n.stores.catalogue.library("oba"))
+            await eventually(lambda: n.stores.catalogue.offered_by("boekstart"))
             await n.create(
                 campaign(
                     proposition="boekstart",
@@ -220,8 +220,8 @@ async def test_a_broadcast_reaches_its_audience_at_its_time_and_a_minor_s_messag
         contacts.add(baby, "in_app", baby, recipient="guardian")
 
         async def projected() -> bool:
-            return (await n.store.member(baby)).profile.get("guardian_id") == parent and bool(
-                (await n.store.member(elsewhere)).profile
+            return (await n.stores.projections.member(baby)).profile.guardian_id == parent and bool(
+                (await n.stores.projections.member(elsewhere)).profile.library
             )
 
         await eventually(projected)
@@ -247,7 +247,7 @@ async def test_a_broadcast_reaches_its_audience_at_its_time_and_a_minor_s_messag
         assert await n.inbox(adult) == [] and await n.inbox(elsewhere) == []
 
         async def done() -> bool:
-            return (await n.store.broadcast_state(campaign_id)).get("status") == "done"
+            return (await n.stores.campaigns.broadcast_state(campaign_id)).get("status") == "done"
 
         await eventually(done)
         results = await n.results(campaign_id)

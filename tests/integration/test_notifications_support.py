@@ -25,10 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from deploy import runtime
-from services.notifications.app import create_app
+from services.notifications.app import Stores, create_app
 from services.notifications.contacts import Contact, ContactDirectory
 from services.notifications.settings import NotificationsSettings
-from services.notifications.store import NotificationStore
 from shared.events import CloudEvent, EventData, to_kafka
 from shared.events.journey import FrictionDetected
 from shared.settings import Settings
@@ -67,9 +66,9 @@ class FakeContacts:
     def add(self, member_id: str, medium: str, address: str, recipient: str = "member", name: str = "Sam") -> None:
         self.addresses[(member_id, medium)] = Contact(recipient, address, name)  # type: ignore[arg-type]
 
-    async def contact(self, member_id: str, medium: Any) -> Contact | None:
-        self.asked.append((member_id, medium))
-        return self.addresses.get((member_id, medium))
+    async def contacts(self, wanted: Any) -> dict[Any, Contact | None]:
+        self.asked.extend(wanted)
+        return {(member_id, medium): self.addresses.get((member_id, medium)) for member_id, medium in wanted}
 
     async def aclose(self) -> None:
         pass
@@ -181,9 +180,9 @@ class Notifications:
     producer: AIOKafkaProducer
 
     @property
-    def store(self) -> NotificationStore:
-        store: NotificationStore = self.app.state.store
-        return store
+    def stores(self) -> Stores:
+        stores: Stores = self.app.state.stores
+        return stores
 
     async def everything(self) -> str:
         """Every key and value notifications holds in this test's Redis namespace, as one text."""

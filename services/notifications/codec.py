@@ -1,0 +1,145 @@
+"""The stored form of notifications' state (see keys.py). Only the stores use this module.
+
+A member's hash keeps every field and value within 64 bytes, so Redis keeps it as one compact listpack: a few
+hundred bytes per member rather than a hash table of its own. Times are epoch milliseconds; empty is "none".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, cast
+
+from services.notifications.keys import tag
+from services.notifications.state import (
+    Claim,
+    DecisionMemory,
+    Delivery,
+    InboxMessage,
+    MemberRecord,
+    MemberState,
+    Profile,
+    from_ms,
+    ms,
+)
+from shared.events.types import Medium
+
+PROFILE, GUARDIAN, CONSENT, PROPOSITION, WARD, CLAIM, DECIDED, INBOX, FRICTION, EFFECT = "pgcrwkdife"
+MEDIA: dict[str, str] = {"email": "e", "sms": "s", "push": "p", "in_app": "i"}
+PURPOSES: dict[str, str] = {"marketing": "m", "service": "s"}
+_MEDIA = {v: k for k, v in MEDIA.items()}
+_PURPOSES = {v: k for k, v in PURPOSES.items()}
+CAMPAIGN_PREFIX = 8  # a decided marker names campaigns by this many characters of their id
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def consent_field(medium: str, purpose: str) -> str:
+    return CONSENT + MEDIA[medium] + PURPOSES[purpose]
+
+
+def profile_value(profile: Profile) -> str:
+    language = "" if profile.language == "nl" else profile.language  # most members': left out
+    return "|".join((profile.age_band, profile.library, profile.origin, language))
+
+
+def claim_value(claim: Claim) -> str:
+    return f"{claim.expires_ms or ''}|{claim.sent_ms or ''}"
+
+
+def decided_value(memory: DecisionMemory) -> str:
+    outcomes = ";".join(f"{c[:CAMPAIGN_PREFIX]},{v},{code}" for c, v, code in memory.outcomes)
+    return f"{memory.decided_ms}|{outcomes}"
+
+
+def _int(value: str) -> int | None:
+    return int(value) if value else None
+
+
+def member_state(member_id: str, raw: Mapping[str, str], erased: bool) -> MemberState:
+    """The member's hash, read at once, as deciding sees it."""
+    profile = Profile()
+    guardian = ""
+    consents: dict[str, bool] = {}
+    propositions: set[str] = set()
+    claims: dict[str, Claim] = {}
+    decided: dict[str, DecisionMemory] = {}
+    for name, value in raw.items():
+        kind, rest = name[:1], name[1:]
+        if kind == PROFILE:
+            age_band, library, origin, language = value.split("|")
+            profile = Profile(age_band, library, origin, language)
+        elif kind == GUARDIAN:
+            guardian = value
+        elif kind == CONSENT and len(rest) == 2:
+            consents[f"{_MEDIA[rest[0]]}:{_PURPOSES[rest[1]]}"] = value.startswith("1")
+        elif kind == PROPOSITION:
+            propositions.add(rest)
+        elif kind == CLAIM:
+            expires, _, sent = value.partition("|")
+            claims[rest] = Claim(_int(expires), _int(sent))
+        elif kind == DECIDED:
+            at, _, outcomes = value.partition("|")
+            parsed = [o.split(",") for o in outcomes.split(";") if o]
+            decided[rest] = DecisionMemory(int(at), tuple((c, int(v), code) for c, v, code in parsed))
+    if guardian:
+        profile = Profile(profile.age_band, profile.library, profile.origin, profile.language, guardian)
+    record = MemberRecord(profile, frozenset(propositions), consents, erased)
+    return MemberState(member_id, record, claims, decided)
+
+
+def delivery_value(d: Delivery) -> str:
+    return dumps(
+        [
+            d.member_id, d.campaign_id, d.version, d.purpose, "".join(MEDIA[m] for m in d.media), d.locale,
+            d.library or "", d.branch or "", d.trigger_event_id, d.trigger_type, d.trigger_rule or "",
+            ms(d.trigger_time), d.friction_id or "", ms(d.created_at), d.attempts, d.status, d.traceparent or "",
+        ]
+    )  # fmt: skip
+
+
+def delivery(message_id: str, value: str) -> Delivery:
+    (member, campaign, version, purpose, media, locale, library, branch, trigger_id, trigger_type, rule, trigger_ms,
+     friction, created_ms, attempts, status, traceparent) = json.loads(value)  # fmt: skip
+    return Delivery(
+        member_id=member, message_id=message_id, campaign_id=campaign, version=int(version), purpose=purpose,
+        media=tuple(cast(Medium, _MEDIA[c]) for c in media), locale=locale, library=library or None,
+        branch=branch or None, trigger_event_id=trigger_id, trigger_type=trigger_type, trigger_rule=rule or None,
+        trigger_time=from_ms(trigger_ms), friction_id=friction or None, created_at=from_ms(created_ms),
+        attempts=int(attempts), status=status, traceparent=traceparent or None,
+    )  # fmt: skip
+
+
+# The in-app inbox: the text of a message (the same for everyone a campaign's version says it to in one library
+# and locale: it names nobody) is stored once, by its hash; a member's inbox item refers to it.
+
+
+def text_value(m: InboxMessage) -> str:
+    return dumps([m.campaign_id, m.title, m.body, m.locale, m.library or ""])
+
+
+def text_tag(m: InboxMessage) -> str:
+    return tag(text_value(m), size=12)  # shared by the whole network: longer than a member's tags
+
+
+def inbox_value(m: InboxMessage) -> str:
+    return f"{text_tag(m)}|{ms(m.created_at)}|{int(m.read)}|{m.about_member_id or ''}"
+
+
+def inbox_item(value: str) -> tuple[str, int, bool, str | None]:
+    """(text tag, created ms, read, about member)"""
+    text, created, read, about = value.split("|")
+    return text, int(created), read == "1", about or None
+
+
+def inbox_message(message_id: str, value: str, text: str) -> InboxMessage:
+    _, created, read, about = inbox_item(value)
+    campaign, title, body, locale, library = json.loads(text)
+    return InboxMessage(message_id, campaign, title, body, locale, library or None, from_ms(created), read, about)
+
+
+def with_read(value: str, read: bool) -> str:
+    text, created, _, about = value.split("|")
+    return f"{text}|{created}|{int(read)}|{about}"

@@ -1,0 +1,105 @@
+"""A delivery's message rendered for one medium: the campaign's version it was decided with, the catalogue's
+library and proposition, the recipient's name (never stored)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from jinja2 import TemplateError
+
+from services.notifications import templates
+from services.notifications.campaign_store import CampaignStore
+from services.notifications.campaigns import Campaign, CampaignDefinition
+from services.notifications.catalogue_store import CatalogueStore
+from services.notifications.contacts import Contact
+from services.notifications.settings import NotificationsSettings
+from services.notifications.state import Delivery
+from services.notifications.templates import LibraryInfo
+from shared.events.notifications import Recipient
+from shared.events.types import Medium
+
+
+class Renderer:
+    def __init__(self, campaigns: CampaignStore, catalogue: CatalogueStore, settings: NotificationsSettings) -> None:
+        self._campaigns = campaigns
+        self._catalogue = catalogue
+        self._settings = settings
+        self._versions: dict[tuple[str, int], CampaignDefinition] = {}  # a saved version never changes
+        # Read once per delivery batch (`begin`): the campaigns' status now, the libraries of the catalogue.
+        self._current: dict[str, Campaign | None] = {}
+        self._libraries: dict[str, LibraryInfo | None] = {}
+        # Messages that name nobody (the in-app inbox) come out the same for every delivery alike: rendered once a
+        # batch (a broadcast's page renders one message).
+        self._rendered: dict[tuple[object, ...], dict[str, str] | None] = {}
+
+    async def begin(self, deliveries: Sequence[Delivery]) -> None:
+        """Read what the batch's deliveries share once: their campaigns, as they are now, and their libraries."""
+        self._current = {c: await self._campaigns.campaign(c) for c in {d.campaign_id for d in deliveries}}
+        codes = {d.library for d in deliveries if d.library}
+        self._libraries = {code: await self._catalogue.library(code) for code in codes}
+        self._rendered = {}
+
+    async def campaign(self, campaign_id: str) -> Campaign | None:
+        if campaign_id not in self._current:
+            self._current[campaign_id] = await self._campaigns.campaign(campaign_id)
+        return self._current[campaign_id]
+
+    async def _definition(self, delivery: Delivery) -> CampaignDefinition | None:
+        key = (delivery.campaign_id, delivery.version)
+        if key not in self._versions:
+            found = await self._campaigns.campaign_version(*key)
+            if found is None:
+                current = await self.campaign(delivery.campaign_id)
+                return current.definition if current else None
+            self._versions[key] = found
+        return self._versions[key]
+
+    async def render(
+        self, delivery: Delivery, medium: Medium, contact: Contact | None, recipient: Recipient
+    ) -> dict[str, str] | None:
+        """body, sender, and subject or title where the medium has them; None when the template fails."""
+        if contact is not None:
+            return await self._render(delivery, medium, contact, recipient)
+        alike = (
+            delivery.campaign_id, delivery.version, medium, delivery.locale, delivery.library, delivery.branch,
+            delivery.trigger_type, delivery.trigger_rule, delivery.trigger_time, recipient,
+        )  # fmt: skip
+        if alike not in self._rendered:
+            self._rendered[alike] = await self._render(delivery, medium, contact, recipient)
+        return self._rendered[alike]
+
+    async def _render(
+        self, delivery: Delivery, medium: Medium, contact: Contact | None, recipient: Recipient
+    ) -> dict[str, str] | None:
+        definition = await self._definition(delivery)
+        if definition is None:
+            return None
+        library_code = delivery.library
+        if library_code and library_code not in self._libraries:
+            self._libraries[library_code] = await self._catalogue.library(library_code)
+        library = self._libraries.get(library_code or "")
+        proposition = None
+        if definition.proposition:
+            proposition = await self._catalogue.proposition(definition.proposition, library_code, delivery.locale)
+        sample = templates.Sample(
+            library=library,
+            library_code=library_code,
+            branch=delivery.branch,
+            proposition=proposition,
+            trigger_type=delivery.trigger_type,
+            trigger_rule=delivery.trigger_rule or "",
+            trigger_time=delivery.trigger_time,
+            recipient_name=contact.name if contact else "",
+            is_guardian=recipient == "guardian",
+        )
+        try:
+            context = templates.context(definition, medium, sample, app_link=self._settings.notifications_app_link)
+            template = definition.message(medium, delivery.locale)
+            rendered = {"body": templates.render(template.body, context), "sender": str(context["library"]["name"])}
+            if template.subject:
+                rendered["subject"] = templates.one_line(templates.render(template.subject, context))
+            if template.title:
+                rendered["title"] = templates.one_line(templates.render(template.title, context))
+        except TemplateError:
+            return None
+        return rendered

@@ -1,0 +1,136 @@
+"""The bodies notifications' HTTP API takes and answers (OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.notifications.campaigns import EXAMPLE, CampaignDefinition, Locale, Status
+from shared.events.types import LibraryCode, Medium, Slug
+
+
+class CampaignView(CampaignDefinition):
+    """A campaign: its current definition and where it stands."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    version: int
+    status: Status
+    created_at: str
+    updated_at: str
+    built_in: bool = Field(default=False, description="shipped with the service; a change stores a copy")
+    overlaps: list[str] = Field(
+        default_factory=list, description="active campaigns hitting the same members for the same trigger"
+    )
+    warnings: list[str] = Field(default_factory=list)
+
+
+class CampaignEdit(CampaignDefinition):
+    """The whole new definition and the version it was edited from (409 when another edit came first)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [{**EXAMPLE, "version": 1}]})
+
+    version: int = Field(ge=1, description="the version this edit starts from")
+
+
+class CampaignList(BaseModel):
+    campaigns: list[CampaignView]
+    next_cursor: str | None
+
+
+class CampaignVersion(BaseModel):
+    version: int
+    definition: CampaignDefinition
+
+
+class CampaignVersions(BaseModel):
+    campaign_id: str
+    versions: list[CampaignVersion]
+
+
+class PreviewRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"library": "oba", "branch": "oosterdok", "medium": "email"}]}
+    )
+
+    library: LibraryCode | None = Field(default=None, description="the sample member's library")
+    branch: Slug | None = None
+    medium: Medium | None = Field(default=None, description="none: every medium")
+    locale: Locale | None = Field(default=None, description="none: every locale")
+    recipient: Literal["member", "guardian"] = "member"
+    version: int | None = Field(default=None, ge=1, description="none: the current version")
+
+
+class RenderedMessage(BaseModel):
+    medium: Medium
+    locale: str
+    sender: str
+    subject: str | None
+    title: str | None
+    body: str
+
+
+class Preview(BaseModel):
+    campaign_id: str
+    version: int
+    library: str | None
+    messages: list[RenderedMessage]
+    warnings: list[str]
+
+
+class GroupEffect(BaseModel):
+    frictions: int = Field(description="frictions whose N days have passed")
+    resolved: int = Field(description="of those, resolved within N days")
+    share: float | None
+
+
+class Effect(BaseModel):
+    within_days: int
+    messaged: GroupEffect
+    holdout: GroupEffect
+    difference: float | None = Field(description="messaged share minus holdout share")
+    too_recent: int = Field(description="frictions younger than N days: not counted yet")
+
+
+class Results(BaseModel):
+    campaign_id: str
+    triggered: int
+    sent: int
+    suppressed: dict[str, int]
+    failed: int
+    deferred: int = Field(description="deferred by quiet hours (then sent, suppressed or failed)")
+    waiting: int = Field(description="decided, not yet sent, suppressed or failed")
+    effect: Effect
+    warnings: list[str]
+
+
+class InboxMessage(BaseModel):
+    message_id: str
+    campaign_id: str
+    title: str
+    body: str
+    locale: str
+    library: str | None = None
+    created_at: str
+    read: bool
+    about_member_id: str | None = Field(default=None, description="the minor a guardian's message is about")
+
+
+class InboxView(BaseModel):
+    member_id: str
+    messages: list[InboxMessage]
+    unread: int
+
+
+class ReadMark(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"read": True}]})
+
+    read: bool
+
+
+class ReadState(BaseModel):
+    member_id: str
+    message_id: str
+    read: bool
