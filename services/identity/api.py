@@ -16,6 +16,7 @@ from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey, Principal, req
 from shared.events.members import LoginFailure
 from shared.events.types import Language, LibraryCode, Medium, Purpose
 from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.problems import Problem
 from shared.schemas import example_body
 
 # Desk systems and front-office staff write as well as platforms do.
