@@ -30,7 +30,7 @@ from services.journey.rules import ImmediateRule, JourneyEvent, RuleCatalogue
 from services.journey.settings import JourneySettings
 from services.journey.store import Fenced, JourneyStore, PartitionWrite
 from shared import telemetry
-from shared.events import CloudEvent, InvalidEvent, deterministic_id
+from shared.events import CloudEvent, EventData, InvalidEvent, deterministic_id
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
 from shared.events.registry import TYPE_PREFIX, model_for
 from shared.kafka import TRANSIENT_ERRORS, EventPublisher, dead_letters
@@ -49,62 +49,59 @@ def _time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
 
+def _iso(ms: int) -> str:
+    return _time(ms).isoformat().replace("+00:00", "Z")
+
+
+def _derived(
+    kind: type[EventData], data: dict[str, Any], *, id: str, subject: str, rule: str, library: str | None, at: int
+) -> CloudEvent:
+    """A derived event built without validating it again: its fields come from the engine, typed already, and
+    `tests/unit/test_journey_events.py` checks that each kind validates against its model."""
+    return CloudEvent.model_construct(
+        id=id, source=f"{SOURCE}/rules/{rule}", type=kind.event_type, time=_time(at), subject=subject,
+        library=library, data={k: v for k, v in data.items() if v is not None},
+    )  # fmt: skip
+
+
 def friction_detected(friction: engine.Friction) -> CloudEvent:
-    return CloudEvent.create(
-        FrictionDetected(
-            friction_id=friction.friction_id,
-            rule=friction.rule,
-            start_event_id=friction.start_event_id,
-            started_at=_time(friction.started_ms),
-            due_at=_time(friction.due_ms),
-            library=friction.library,
-            channel_pair=friction.channel_pair,
-            platform=friction.platform,
-            age_band=friction.age_band,
-        ),
-        id=friction.friction_id,
-        subject=friction.member_id,
-        source=f"{SOURCE}/rules/{friction.rule}",
-        library=friction.library,
-        time=_time(friction.due_ms),  # event time, not processing time: a replay gives the same event
-    )
+    # event time, not processing time: a replay gives the same event
+    return _derived(
+        FrictionDetected,
+        {
+            "friction_id": friction.friction_id, "rule": friction.rule, "start_event_id": friction.start_event_id,
+            "started_at": _iso(friction.started_ms), "due_at": _iso(friction.due_ms), "library": friction.library,
+            "channel_pair": friction.channel_pair, "platform": friction.platform, "age_band": friction.age_band,
+        },
+        id=friction.friction_id, subject=friction.member_id, rule=friction.rule, library=friction.library,
+        at=friction.due_ms,
+    )  # fmt: skip
 
 
 def friction_resolved(resolution: engine.Resolution) -> CloudEvent:
-    return CloudEvent.create(
-        FrictionResolved(
-            friction_id=resolution.friction_id,
-            rule=resolution.rule,
-            resolved_by_event_id=resolution.event_id,
-            resolved_at=_time(resolution.at_ms),
-            seconds_to_resolve=max(0.0, (resolution.at_ms - resolution.due_ms) / 1000),
-        ),
-        id=deterministic_id("resolved", resolution.friction_id),
-        subject=resolution.member_id,
-        source=f"{SOURCE}/rules/{resolution.rule}",
-        library=resolution.library,
-        time=_time(resolution.at_ms),
-    )
+    return _derived(
+        FrictionResolved,
+        {
+            "friction_id": resolution.friction_id, "rule": resolution.rule,
+            "resolved_by_event_id": resolution.event_id, "resolved_at": _iso(resolution.at_ms),
+            "seconds_to_resolve": max(0.0, (resolution.at_ms - resolution.due_ms) / 1000),
+        },
+        id=deterministic_id("resolved", resolution.friction_id), subject=resolution.member_id, rule=resolution.rule,
+        library=resolution.library, at=resolution.at_ms,
+    )  # fmt: skip
 
 
 def window_closed(window: engine.ClosedWindow) -> CloudEvent:
-    return CloudEvent.create(
-        WindowClosed(
-            rule=window.rule,
-            start_event_id=window.start_event_id,
-            due_at=_time(window.due_ms),
-            met=window.met,
-            library=window.library,
-            channel_pair=window.channel_pair,
-            platform=window.platform,
-            age_band=window.age_band,
-        ),
+    return _derived(
+        WindowClosed,
+        {
+            "rule": window.rule, "start_event_id": window.start_event_id, "due_at": _iso(window.due_ms),
+            "met": window.met, "library": window.library, "channel_pair": window.channel_pair,
+            "platform": window.platform, "age_band": window.age_band,
+        },
         id=deterministic_id("closed", window.rule, window.member_id, window.start_event_id),
-        subject=window.member_id,
-        source=f"{SOURCE}/rules/{window.rule}",
-        library=window.library,
-        time=_time(window.due_ms),
-    )
+        subject=window.member_id, rule=window.rule, library=window.library, at=window.due_ms,
+    )  # fmt: skip
 
 
 class Traces:
