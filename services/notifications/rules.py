@@ -22,7 +22,7 @@ from datetime import datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from services.notifications.campaigns import AudienceFacts, Campaign, TriggerEvent, in_audience
+from services.notifications.campaigns import BROADCAST, AudienceFacts, Campaign, TriggerEvent, in_audience
 from services.notifications.settings import NotificationsSettings
 from shared.events import deterministic_id
 from shared.events.notifications import Recipient, SuppressionReason
@@ -39,6 +39,7 @@ class Policy:
     timezone: ZoneInfo
     quiet_media: frozenset[Medium]
     plain_language_propositions: frozenset[str]
+    freshness: timedelta = timedelta(days=2)
 
     @classmethod
     def from_settings(cls, settings: NotificationsSettings) -> Policy:
@@ -49,6 +50,7 @@ class Policy:
             timezone=ZoneInfo(settings.notifications_timezone),
             quiet_media=frozenset(settings.notifications_quiet_media),
             plain_language_propositions=frozenset(settings.notifications_plain_language_propositions),
+            freshness=settings.notifications_freshness_limit,
         )
 
 
@@ -114,6 +116,8 @@ def decide(
 
     if member.erased:
         return suppressed("erased")
+    if trigger.type != BROADCAST and trigger.time < now.now - policy.freshness:
+        return suppressed("stale")
     if not in_audience(definition, member.audience):
         return suppressed("not_in_audience")
     if now.offered_by is not None and member.audience.library not in now.offered_by:

@@ -23,6 +23,9 @@ class NotificationsSettings(Settings):
     # Network-wide: at most this many messages per member within the window, whichever library or campaign.
     notifications_frequency_cap: int = Field(default=3, ge=1)
     notifications_frequency_window: timedelta = timedelta(days=7)
+    # A trigger older than this (a friction whose window closed long ago: a history loaded into the platform) is
+    # reported, not messaged.
+    notifications_freshness_limit: timedelta = timedelta(days=2)
 
     # The campaign's measured effect: frictions resolved within this many days, messaged versus holdout.
     notifications_effect_days: int = Field(default=14, ge=1, le=365)

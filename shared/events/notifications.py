@@ -28,6 +28,9 @@ SuppressionReason = Literal[
     "erased",
     # The campaign was paused or archived while its message waited (quiet hours, retries).
     "campaign_inactive",
+    # The trigger happened longer ago than the freshness limit (a history loaded into the platform): it goes into
+    # the reports, not into members' inboxes.
+    "stale",
 ]
 Recipient = Literal["member", "guardian"]
 

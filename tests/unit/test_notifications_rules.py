@@ -208,3 +208,21 @@ def test_a_member_who_reads_english_gets_english_where_the_campaign_has_it_and_d
     assert bilingual.definition.message("in_app", "en").body == "Kom langs"  # no English in-app text: Dutch
     assert choose_locale(make_campaign(), frozenset({"digitaalhuis"}), "en", POLICY) == "nl-plain"
     assert decided(bilingual, facts(language="en")).locale == "en"
+
+
+@pytest.mark.parametrize(
+    ("closed_ago", "outcome"),
+    [(timedelta(days=2, seconds=1), "suppress"), (timedelta(days=2), "send"), (timedelta(hours=1), "send")],
+)
+def test_a_friction_whose_window_closed_longer_ago_than_the_freshness_limit_is_reported_not_messaged(
+    closed_ago: timedelta, outcome: str
+) -> None:
+    decision = decided(now=NOON + closed_ago)
+    assert decision.outcome == outcome
+    assert decision.reason == ("stale" if outcome == "suppress" else None)
+
+
+def test_a_broadcast_is_never_stale() -> None:
+    broadcast = TriggerEvent("b-1", "broadcast", MEMBER, NOON - timedelta(days=30), {"library": "oba"}, {})
+    decision = decide(make_campaign(), broadcast, facts(), Circumstances(NOON), POLICY)
+    assert decision.reason != "stale"
