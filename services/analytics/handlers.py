@@ -1,0 +1,61 @@
+"""analytics' Kafka side: member, usage, friction and delivery events in, one row each into the store.
+
+One batch is one insert (and one look-up of ids already stored); merges and erasures in the batch are applied
+after it, in order, so an event that came before or after its member's merge or erasure in the same batch ends up
+where it belongs. Offsets are committed by `subscribe_batches` after the handler returned: after the insert.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from faststream.kafka import KafkaRouter
+
+from services.analytics.facts import ERASED, MERGED, fact_row, short_type
+from services.analytics.settings import AnalyticsSettings
+from services.analytics.store import AnalyticsStore
+from shared.kafka import EventPublisher, Received, subscribe_batches
+from shared.topics import DELIVERIES, FRICTIONS, MEMBERS, USAGE
+
+log = logging.getLogger(__name__)
+
+INPUTS = (MEMBERS, USAGE, FRICTIONS, DELIVERIES)
+GROUP = "analytics"
+
+
+class FactWriter:
+    def __init__(self, store: AnalyticsStore) -> None:
+        self._store = store
+        self.inserted = 0
+        self.handled = 0
+        self.last_batch_at = 0.0
+
+    async def write(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
+        rows = [row for row in (fact_row(r.event) for r in batch) if row is not None]
+        self.inserted += await self._store.add(rows)
+        for received in batch:
+            event, kind = received.event, short_type(received.event)
+            if event.subject is None:
+                continue
+            if kind == MERGED:
+                await self._store.merge(event.subject, str(event.data["survivor_id"]))
+            elif kind == ERASED:
+                await self._store.erase(event.subject)
+        self.handled += len(batch)
+        self.last_batch_at = time.monotonic()
+
+
+def analytics_router(writer: FactWriter, settings: AnalyticsSettings, publisher: EventPublisher) -> KafkaRouter:
+    router = KafkaRouter()
+    subscribe_batches(
+        router,
+        settings,
+        publisher,
+        topics=INPUTS,
+        group=GROUP,
+        handler=writer.write,
+        max_records=settings.analytics_batch_size,
+        description="Member, usage, friction and delivery events: one pseudonymous row each in the analytics store.",
+    )
+    return router

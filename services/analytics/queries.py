@@ -1,0 +1,325 @@
+"""The reports' SQL, without I/O: each function returns a statement and its parameters for `AnalyticsStore.rows`.
+
+ClickHouse SQL that runs unchanged on chDB and on a server. `{db}` is the store's database; values travel as
+typed query parameters (`{name:Type}`), never pasted into the text, except the rule catalogue's own ids and
+field names, which are checked here. Days and periods are Europe/Amsterdam.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, SIGNED_UP
+from services.analytics.reports import FrictionQuery, FunnelQuery, Period
+from services.analytics.store import array_literal
+from services.journey.rules import AbsenceRule, RuleCatalogue
+
+Statement = tuple[str, dict[str, str | int | float]]
+ZONE = "'Europe/Amsterdam'"
+
+# Fields a rule's `where` may name, and the column that keeps each (envelope attributes and data fields).
+WHERE_COLUMNS = {
+    "channel": "channel",
+    "platform": "platform",
+    "library": "library",
+    "source": "source",
+    "age_band": "age_band",
+    "home_library": "home_library",
+    "proposition": "proposition",
+    "to_channel": "to_channel",
+}
+PROFILE_COLUMNS = ("age_band", "home_library", "postcode_area", "source")
+_SAFE = re.compile(r"^[A-Za-z0-9_.\-→ ]+$")
+
+
+def _text(value: object) -> str:
+    """A catalogue value as a SQL string literal (the catalogue is ours; checked all the same)."""
+    text = str(value)
+    if not _SAFE.match(text):
+        raise ValueError(f"unexpected character in rule catalogue value {text!r}")
+    return f"'{text}'"
+
+
+@dataclass
+class Parameters:
+    """Collects typed query parameters; `add` returns the placeholder to write in the SQL."""
+
+    values: dict[str, str | int | float] = field(default_factory=dict)
+
+    def add(self, kind: str, value: str | int | float) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"{{{name}:{kind}}}"
+
+    def strings(self, values: Sequence[str]) -> str:
+        return self.add("Array(String)", array_literal(sorted(values)))
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+
+
+def profiles() -> str:
+    """Each member's profile from their sign-up (their own before one merged into them; the latest)."""
+    own_latest = "(merged_from = '', time)"
+    picked = ", ".join(f"argMax({c}, {own_latest}) AS {c}" for c in PROFILE_COLUMNS)
+    return f"SELECT member_id, {picked} FROM {{db}}.events WHERE type = '{SIGNED_UP}' GROUP BY member_id"
+
+
+# --------------------------------------------------------------------------------------- absence windows
+
+
+@dataclass(frozen=True)
+class Window:
+    """An absence rule as the store counts its windows: the start condition, the window, the channel pair."""
+
+    rule: str
+    types: tuple[str, ...]
+    condition: str
+    within_ms: int
+    channel_pair: str | None
+    member: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def windows_of(catalogue: RuleCatalogue) -> list[Window]:
+    """The absence rules; a start filter on a field the store does not keep is an error (said at start-up)."""
+    windows = []
+    for rule in catalogue.rules:
+        if not isinstance(rule, AbsenceRule):
+            continue
+        conditions = []
+        for name, wanted in rule.start.where.items():
+            if name not in WHERE_COLUMNS:
+                raise ValueError(f"rule {rule.id}: the analytics store keeps no field {name!r} to count windows by")
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            conditions.append(f"{WHERE_COLUMNS[name]} IN ({', '.join(_text(a) for a in allowed)})")
+        types = tuple(rule.start.type)
+        conditions.insert(0, f"type IN ({', '.join(_text(t) for t in types)})")
+        for name in rule.member:
+            if name not in PROFILE_COLUMNS:
+                raise ValueError(f"rule {rule.id}: the analytics store keeps no profile field {name!r}")
+        windows.append(
+            Window(
+                rule.id,
+                types,
+                " AND ".join(conditions),
+                int(rule.within.total_seconds() * 1000),
+                rule.channel_pair,
+                tuple((name, tuple(values)) for name, values in rule.member.items()),
+            )
+        )
+    return windows
+
+
+def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters) -> str:
+    """Every absence window whose due time is at or before `closed_by_ms`, met or not (right-censored), with
+    the attributes journey counts it by: the start's library (else the home library), the rule's channel pair
+    (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed."""
+    if not windows:
+        return (
+            "SELECT '' AS rule, NULL AS library, NULL AS channel_pair, NULL AS platform, NULL AS age_band, "
+            "toDate(0) AS day WHERE 0"
+        )
+    no_pair = "CAST(NULL, 'Nullable(String)')"
+    candidates = ", ".join(
+        f"tuple({_text(w.rule)}, {w.condition}, toInt64({w.within_ms}), "
+        f"{_text(w.channel_pair) if w.channel_pair else no_pair})"
+        for w in windows
+    )
+    types = ", ".join(_text(t) for t in sorted({t for w in windows for t in w.types}))
+    members = " AND ".join(f"(w.1 != {_text(w.rule)} OR ({_profile_filter(w)}))" for w in windows if w.member)
+    closed_by = p.add("Int64", closed_by_ms)
+    return f"""
+        SELECT w.1 AS rule, coalesce(s.library, p.home_library) AS library,
+               coalesce(w.4, s.channel_pair) AS channel_pair, s.platform AS platform, p.age_band AS age_band,
+               toDate(fromUnixTimestamp64Milli(toUnixTimestamp64Milli(s.time) + w.3), {ZONE}) AS day
+        FROM (
+            SELECT member_id, time, library, channel_pair, platform,
+                   arrayJoin(arrayFilter(x -> x.2, [{candidates}])) AS w
+            FROM {{db}}.events WHERE type IN ({types})
+        ) AS s
+        LEFT JOIN ({profiles()}) AS p ON s.member_id = p.member_id
+        WHERE toUnixTimestamp64Milli(s.time) + w.3 <= {closed_by} {("AND " + members) if members else ""}
+    """
+
+
+def _profile_filter(window: Window) -> str:
+    return " AND ".join(f"p.{name} IN ({', '.join(_text(v) for v in values)})" for name, values in window.member)
+
+
+# ------------------------------------------------------------------------------------------- frictions
+
+
+def period_sql(period: Period, day: str = "day") -> str:
+    if period == "day":
+        return f"toString({day})"
+    if period == "week":
+        return f"concat(toString(toISOYear({day})), '-W', leftPad(toString(toISOWeek({day})), 2, '0'))"
+    return f"formatDateTime({day}, '%Y-%m')"
+
+
+def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_ms: int) -> Statement:
+    """Per group (and period): frictions detected, those of absence rules (`windowed`), resolved, the median
+    seconds to resolve, and closed windows (`starts`)."""
+    p = Parameters()
+    absence = p.strings([w.rule for w in windows])
+    keys = [*query.by, *([f"{period_sql(query.period)} AS period"] if query.period else [])]
+    names = [*query.by, *(["period"] if query.period else [])]
+    filters = ["1"]
+    if query.start is not None:
+        filters.append(f"day >= {p.add('Date', query.start.isoformat())}")
+    if query.end is not None:
+        filters.append(f"day <= {p.add('Date', query.end.isoformat())}")
+    for column, values in (("library", query.libraries), ("rule", query.rules), ("age_band", query.age_bands)):
+        if values:
+            filters.append(f"{column} IN {p.strings(list(values))}")
+    sql = f"""
+        SELECT {", ".join(keys) or "1 AS all"},
+               sum(detected) AS detected, sum(windowed) AS windowed, count(seconds) AS resolved,
+               quantileExactInclusive(0.5)(seconds) AS median_seconds, sum(start) AS starts
+        FROM (
+            SELECT d.rule AS rule, d.library AS library, d.channel_pair AS channel_pair, d.platform AS platform,
+                   d.age_band AS age_band, toDate(d.due, {ZONE}) AS day, 1 AS detected,
+                   toUInt8(d.rule IN {absence}) AS windowed, r.seconds AS seconds, 0 AS start
+            FROM (SELECT friction_id, rule, library, channel_pair, platform, age_band, due
+                  FROM {{db}}.events WHERE type = '{DETECTED}') AS d
+            LEFT JOIN (SELECT friction_id, min(seconds) AS seconds FROM {{db}}.events
+                       WHERE type = '{RESOLVED}' GROUP BY friction_id) AS r ON d.friction_id = r.friction_id
+            UNION ALL
+            SELECT rule, library, channel_pair, platform, age_band, day, 0, 0, NULL, 1
+            FROM ({closed_windows(windows, closed_by_ms, p)})
+        )
+        WHERE {" AND ".join(filters)}
+        GROUP BY {", ".join(names) or "all"}
+        SETTINGS join_use_nulls = 1
+    """
+    return sql, p.values
+
+
+def members_by_library(libraries: frozenset[str], age_bands: frozenset[str]) -> Statement:
+    """Members per home library (in the age bands): the denominator of frictions per 1,000 members."""
+    p = Parameters()
+    filters = ["1"]
+    if libraries:
+        filters.append(f"home_library IN {p.strings(list(libraries))}")
+    if age_bands:
+        filters.append(f"age_band IN {p.strings(list(age_bands))}")
+    sql = f"""SELECT home_library AS library, count() AS members FROM ({profiles()})
+              WHERE {" AND ".join(filters)} GROUP BY home_library"""
+    return sql, p.values
+
+
+# ------------------------------------------------------------------------------------------------ funnel
+
+
+def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
+    """Members through the steps per split value. A member enters with the first occurrence of the first step;
+    each next step counts at its first occurrence at or after the previous one, within `within`; one not reached
+    is in progress while the previous step is younger than `within` by the clock, else dropped."""
+    p = Parameters()
+    steps = query.steps
+    within = p.add("Int64", int(query.within.total_seconds() * 1000))
+    clock = p.add("Int64", clock_ms)
+    ms = "toUnixTimestamp64Milli(time)"
+    types = p.strings(list({*steps, SIGNED_UP}))
+    own_latest = "(merged_from = '', time)"
+    step = [p.add("String", s) for s in steps]
+    split = "NULL" if query.by is None else f"argMinIf({query.by}, time, type = {step[0]})"
+    per_member = [
+        f"minIf({ms}, type = {step[0]}) AS at_1",
+        f"{split} AS split",
+        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
+        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
+        f"countIf(type = {step[0]}) AS entered",
+        *(f"arraySort(groupArrayIf({ms}, type = {step[k]})) AS times_{k + 1}" for k in range(1, len(steps))),
+    ]
+    # Step k is reached at `at_k` (0: not reached); each builds on the one before.
+    chain = ["toUInt8(1) AS ok_1"]
+    for k in range(2, len(steps) + 1):
+        found = f"arrayFirst(x -> x >= at_{k - 1}, times_{k})"
+        chain.append(f"if(ok_{k - 1} AND {found} > 0 AND {found} - at_{k - 1} <= {within}, {found}, 0) AS at_{k}")
+        chain.append(f"toUInt8(at_{k} > 0) AS ok_{k}")
+    figures = []
+    for k in range(1, len(steps) + 1):
+        before = "1" if k == 1 else f"ok_{k - 1}"
+        young = "0" if k == 1 else f"{clock} - at_{k - 1} < {within}"
+        figures += [
+            f"countIf({before}) AS entered_{k}",
+            f"countIf(ok_{k}) AS reached_{k}",
+            f"countIf({before} AND NOT ok_{k} AND NOT ({young})) AS dropped_{k}",
+            f"countIf({before} AND NOT ok_{k} AND ({young})) AS in_progress_{k}",
+        ]
+    filters = ["entered > 0"]
+    if query.start is not None:
+        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) >= {p.add('Date', query.start.isoformat())}")
+    if query.end is not None:
+        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
+    if query.libraries:
+        filters.append(f"home IN {p.strings(list(query.libraries))}")
+    if query.age_bands:
+        filters.append(f"band IN {p.strings(list(query.age_bands))}")
+    sql = f"""
+        SELECT split, {", ".join(figures)}
+        FROM (
+            SELECT split, at_1, {", ".join(chain)}
+            FROM (SELECT {", ".join(per_member)} FROM {{db}}.events WHERE type IN {types} GROUP BY member_key)
+            WHERE {" AND ".join(filters)}
+        )
+        GROUP BY split
+    """
+    return sql, p.values
+
+
+# ------------------------------------------------------------------------------------------------- reach
+
+NOT_ACTIVITY = ("friction.", "message.")
+
+
+def reach_counts(bands: Sequence[str], since_ms: int, libraries: frozenset[str]) -> Statement:
+    """Members and those active since `since_ms`, per home library and age band (from the sign-up). Activity:
+    any member or usage event except merges and erasures."""
+    p = Parameters()
+    own_latest = "(merged_from = '', time)"
+    activity = (
+        f"NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') "
+        f"AND type NOT IN ('{MERGED}', '{ERASED}')"
+    )
+    filters = [f"signed_up > 0 AND band IN {p.strings(list(bands))}"]
+    if libraries:
+        filters.append(f"home IN {p.strings(list(libraries))}")
+    since = p.add("Int64", since_ms)
+    sql = f"""
+        SELECT home AS library, band, count() AS members, countIf(last_active >= {since}) AS active
+        FROM (
+            SELECT argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home,
+                   argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band,
+                   maxIf(toUnixTimestamp64Milli(time), {activity}) AS last_active,
+                   countIf(type = '{SIGNED_UP}') AS signed_up
+            FROM {{db}}.events GROUP BY member_key
+        )
+        WHERE {" AND ".join(filters)}
+        GROUP BY home, band
+    """
+    return sql, p.values
+
+
+# ---------------------------------------------------------------------------------------------- timeline
+
+
+def survivor_of(member_id: str) -> Statement:
+    return "SELECT survivor_id FROM {db}.merges FINAL WHERE member_id = {m:String}", {"m": member_id}
+
+
+def member_events(member_id: str) -> Statement:
+    """One member's rows, oldest first (the timeline)."""
+    sql = """SELECT type, toUnixTimestamp64Milli(time) AS ms, library, channel, platform, home_library, age_band,
+                    postcode_area, source, rule, friction_id, channel_pair,
+                    toUnixTimestamp64Milli(started) AS started_ms, toUnixTimestamp64Milli(due) AS due_ms
+             FROM {db}.events WHERE member_key = cityHash64({m:String}) AND member_id = {m:String}
+             ORDER BY time, event_id"""
+    return sql, {"m": member_id}
+
+
+def latest_event_ms() -> Statement:
+    return "SELECT toUnixTimestamp64Milli(max(time)) AS ms FROM {db}.events", {}
