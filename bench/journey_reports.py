@@ -207,6 +207,33 @@ async def measure(url: str, members: int, rounds: int, journeys: list[dict[str, 
         await redis.aclose()
 
 
+async def report_seconds(url: str, members: int, rounds: int) -> dict[str, float]:
+    """Median seconds of each report over `members` journeys (the cache off); for bench/analytics.py's ratio."""
+    journeys, facts = simulated_network()
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    settings = JourneySettings(redis_url=url, key_prefix=prefix, topic_prefix=prefix, journey_report_cache_seconds=0)
+    redis = make_redis(settings)
+    try:
+        await load(redis, settings, members, journeys, facts)
+        key = await Keyring(redis, settings).create("bench", ["analyst"])
+        app = create_app(settings)
+        seconds: dict[str, float] = {}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
+            for name, path, params in REPORTS:
+
+                async def report(path: str = path, params: dict[str, str] = params) -> None:
+                    answer = await client.get(path, params=params, headers={"Authorization": f"Bearer {key}"})
+                    answer.raise_for_status()
+
+                seconds[name] = await timed(rounds, report)
+        return seconds
+    finally:
+        keys = [k async for k in redis.scan_iter(match=prefix + "*", count=BATCH)]
+        for start in range(0, len(keys), BATCH):
+            await redis.delete(*keys[start : start + BATCH])
+        await redis.aclose()
+
+
 async def main(sizes: list[int], rounds: int) -> None:
     journeys, facts = simulated_network()
     with redis_server() as url:

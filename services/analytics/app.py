@@ -9,7 +9,8 @@ from fastapi import FastAPI
 
 from services.analytics.api import reports_router
 from services.analytics.handlers import FactWriter, analytics_router
-from services.analytics.reading import Reports
+from services.analytics.pages import pages_router
+from services.analytics.reading import Reports, rules_in_force
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
 from shared.service import ServiceParts, build_app
@@ -28,7 +29,10 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         title="klantreis analytics",
         description="The network's read side: every member, usage, friction and delivery event as one pseudonymous "
         "row in ClickHouse, and the reports analysts ask of them (frictions, funnels, reach, a member's timeline).",
-        api=[reports_router(reading, settings)],
+        api=[
+            reports_router(reading, settings),
+            pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
+        ],
         kafka=analytics_router(writer, settings, parts.publisher),
     )
     served = app.router.lifespan_context

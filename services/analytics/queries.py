@@ -60,11 +60,13 @@ class Parameters:
 # ---------------------------------------------------------------------------------------------- profiles
 
 
-def profiles() -> str:
-    """Each member's profile from their sign-up (their own before one merged into them; the latest)."""
+def profiles(among: str = "") -> str:
+    """Each member's profile from their sign-up (their own before one merged into them; the latest); `among`:
+    a condition on `member_key` that narrows the members."""
     own_latest = "(merged_from = '', time)"
     picked = ", ".join(f"argMax({c}, {own_latest}) AS {c}" for c in PROFILE_COLUMNS)
-    return f"SELECT member_id, {picked} FROM {{db}}.events WHERE type = '{SIGNED_UP}' GROUP BY member_id"
+    narrowed = f" AND {among}" if among else ""
+    return f"SELECT member_key, {picked} FROM {{db}}.events WHERE type = '{SIGNED_UP}'{narrowed} GROUP BY member_key"
 
 
 # --------------------------------------------------------------------------------------- absence windows
@@ -112,40 +114,49 @@ def windows_of(catalogue: RuleCatalogue) -> list[Window]:
     return windows
 
 
-def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters) -> str:
+def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters, *, profile: bool = True) -> str:
     """Every absence window whose due time is at or before `closed_by_ms`, met or not (right-censored), with
     the attributes journey counts it by: the start's library (else the home library), the rule's channel pair
-    (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed."""
+    (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed.
+
+    A sign-up carries the profile itself; other starts need the member's, which costs a pass over all sign-ups:
+    without `profile` (a query that neither groups nor filters by library or age band) they go without."""
     if not windows:
         return (
             "SELECT '' AS rule, NULL AS library, NULL AS channel_pair, NULL AS platform, NULL AS age_band, "
             "toDate(0) AS day WHERE 0"
         )
-    no_pair = "CAST(NULL, 'Nullable(String)')"
-    candidates = ", ".join(
-        f"tuple({_text(w.rule)}, {w.condition}, toInt64({w.within_ms}), "
-        f"{_text(w.channel_pair) if w.channel_pair else no_pair})"
+    types = ", ".join(_text(t) for t in sorted({t for w in windows for t in w.types} - {SIGNED_UP})) or "''"
+    closed_by = p.add("Int64", closed_by_ms)
+    starts = " UNION ALL ".join(
+        f"SELECT {_text(w.rule)} AS rule, toInt64({w.within_ms}) AS within, "
+        f"{_text(w.channel_pair) if w.channel_pair else 'channel_pair'} AS pair, "
+        f"member_key, type, time, library, platform, {', '.join(PROFILE_COLUMNS)} FROM {{db}}.events "
+        f"WHERE {w.condition} AND toUnixTimestamp64Milli(time) + {w.within_ms} <= {closed_by}"
         for w in windows
     )
-    types = ", ".join(_text(t) for t in sorted({t for w in windows for t in w.types}))
-    members = " AND ".join(f"(w.1 != {_text(w.rule)} OR ({_profile_filter(w)}))" for w in windows if w.member)
-    closed_by = p.add("Int64", closed_by_ms)
+    profile = profile or any(w.member for w in windows)
+    own = f"s.type = '{SIGNED_UP}'"
+    among = f"member_key IN (SELECT member_key FROM {{db}}.events WHERE type IN ({types}))"
+    joined = f"LEFT JOIN ({profiles(among)}) AS p ON s.member_key = p.member_key" if profile else ""
+    library = f"coalesce(s.library, if({own}, s.home_library, {'p.home_library' if profile else 'NULL'}))"
+    age_band = f"if({own}, s.age_band, {'p.age_band' if profile else 'NULL'})"
+    admitted = " AND ".join(f"(s.rule != {_text(w.rule)} OR ({_profile_filter(w, own)}))" for w in windows if w.member)
     return f"""
-        SELECT w.1 AS rule, coalesce(s.library, p.home_library) AS library,
-               coalesce(w.4, s.channel_pair) AS channel_pair, s.platform AS platform, p.age_band AS age_band,
-               toDate(fromUnixTimestamp64Milli(toUnixTimestamp64Milli(s.time) + w.3), {ZONE}) AS day
-        FROM (
-            SELECT member_id, time, library, channel_pair, platform,
-                   arrayJoin(arrayFilter(x -> x.2, [{candidates}])) AS w
-            FROM {{db}}.events WHERE type IN ({types})
-        ) AS s
-        LEFT JOIN ({profiles()}) AS p ON s.member_id = p.member_id
-        WHERE toUnixTimestamp64Milli(s.time) + w.3 <= {closed_by} {("AND " + members) if members else ""}
+        SELECT s.rule AS rule, {library} AS library, s.pair AS channel_pair, s.platform AS platform,
+               {age_band} AS age_band,
+               toDate(fromUnixTimestamp64Milli(toUnixTimestamp64Milli(s.time) + s.within), {ZONE}) AS day
+        FROM ({starts}) AS s
+        {joined}
+        {("WHERE " + admitted) if admitted else ""}
     """
 
 
-def _profile_filter(window: Window) -> str:
-    return " AND ".join(f"p.{name} IN ({', '.join(_text(v) for v in values)})" for name, values in window.member)
+def _profile_filter(window: Window, own: str) -> str:
+    """The rule's condition on the member's profile (a sign-up's own, else the member's)."""
+    return " AND ".join(
+        f"if({own}, s.{name}, p.{name}) IN ({', '.join(_text(v) for v in values)})" for name, values in window.member
+    )
 
 
 # ------------------------------------------------------------------------------------------- frictions
@@ -163,6 +174,7 @@ def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_m
     """Per group (and period): frictions detected, those of absence rules (`windowed`), resolved, the median
     seconds to resolve, and closed windows (`starts`)."""
     p = Parameters()
+    profile = bool({"library", "age_band"} & set(query.by) or query.libraries or query.age_bands)
     absence = p.strings([w.rule for w in windows])
     keys = [*query.by, *([f"{period_sql(query.period)} AS period"] if query.period else [])]
     names = [*query.by, *(["period"] if query.period else [])]
@@ -188,7 +200,7 @@ def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_m
                        WHERE type = '{RESOLVED}' GROUP BY friction_id) AS r ON d.friction_id = r.friction_id
             UNION ALL
             SELECT rule, library, channel_pair, platform, age_band, day, 0, 0, NULL, 1
-            FROM ({closed_windows(windows, closed_by_ms, p)})
+            FROM ({closed_windows(windows, closed_by_ms, p, profile=profile)})
         )
         WHERE {" AND ".join(filters)}
         GROUP BY {", ".join(names) or "all"}
