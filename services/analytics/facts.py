@@ -60,9 +60,12 @@ _COPIED: dict[str, tuple[str, ...]] = {
 }
 
 
-def stored_time(value: datetime) -> str:
-    """An instant as the store takes it: UTC, milliseconds."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+TIMES = ("time", "started", "due")  # instants (UTC, milliseconds); `seconds` is a number; the rest text
+
+
+def stored_time(value: datetime) -> datetime:
+    """An instant as the store keeps it: UTC, milliseconds."""
+    return value.astimezone(UTC).replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def short_type(event: CloudEvent) -> str:

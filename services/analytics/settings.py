@@ -20,7 +20,7 @@ class AnalyticsSettings(Settings):
     analytics_clickhouse_user: str = "default"
     analytics_clickhouse_password: SecretStr = SecretStr("")
     analytics_database: str = "klantreis"
-    analytics_batch_size: int = Field(default=5000, ge=1, description="records per Kafka batch, one insert each")
+    analytics_batch_size: int = Field(default=20_000, ge=1, description="records per Kafka batch, one insert each")
     # Report cells counting fewer members (or frictions) than this are suppressed (docs/reports.md).
     analytics_min_cell: int = Field(default=5, ge=1)
     # A computed report is served again for this long (per query and key scope).
