@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -47,7 +48,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.journey_reports import redis_server, report_seconds
-from bench.web_dashboard import signed_in
 from services.analytics.app import create_app
 from services.analytics.handlers import FactWriter
 from services.analytics.settings import AnalyticsSettings
@@ -125,6 +125,15 @@ def generate_sql(members: int, events: int) -> str:
         FROM numbers({events})
     )
     """
+
+
+async def signed_in(client: httpx.AsyncClient, key: str) -> None:
+    """Through the sign-in form, as a browser would (the CSRF token from the form)."""
+    form = await client.get("/pages/sign-in")
+    found = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert found is not None, "the sign-in form has a CSRF token"
+    answer = await client.post("/pages/sign-in", data={"csrf": found.group(1), "api_key": key, "next": ""})
+    assert answer.status_code == 303, answer.text
 
 
 async def cold(store: AnalyticsStore) -> None:
@@ -264,8 +273,8 @@ async def ingest(bootstrap: str, redis_url: str, data: Path, count: int) -> floa
             await waited(lambda: writer.handled >= count)
             rate = (writer.handled - first) / (time.perf_counter() - first_at)
             print(f"consumed {writer.handled:,} events in {writer.batches:,} batches, inserted {writer.inserted:,}: "
-                  f"{rate:,.0f} events/s; {writer.seconds:.1f} s of it in the handler (rows, look-ups, insert): "
-                  f"{writer.handled / writer.seconds:,.0f} events/s there, the rest receiving and decoding")  # fmt: skip
+                  f"{rate:,.0f} events/s; {writer.seconds:.1f} s of it in the handler (rows, look-ups, insert: "
+                  f"{writer.handled / writer.seconds:,.0f} events/s), the rest receiving and decoding")  # fmt: skip
             return rate
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

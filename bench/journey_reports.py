@@ -1,19 +1,18 @@
-"""How long the journey reports take over 10,000 and 100,000 member journeys, next to a bare SCAN + MGET of the
-same keys measured in the same run.
+"""How long journey's retired Redis-scan reports took over 10,000 and 100,000 member journeys, next to a bare
+SCAN + MGET of the same keys measured in the same run: the baseline of bench/analytics.py.
 
     .venv/bin/python bench/journey_reports.py [--members 10000,100000] [--rounds 3]
 
 Uses the Redis named by KLANTREIS_REDIS_URL when set (under a key prefix of its own, removed at the end);
 otherwise starts a redis-server on a free port (deploy/runtime.py, as the tests do) and stops it at the end. Kafka
-is not needed: the reports only read Redis.
+is not needed.
 
 The journeys are realistic: a simulated network (services/journey/simulator.py, 10,000 members) is run through the
 friction engine in memory, and its journeys, friction facts and closed windows are written in the store's format;
-larger sizes repeat them under other member ids. Each report is requested over HTTP (ASGI, in this process) from
-the journey app with the report cache off, so a figure is a full computation: reading, parsing, counting and
-rendering. The baselines read the same keys with the same batch size: bare SCAN + MGET (no parsing), the same with
-json.loads, and the store's own reading (pipelined, parsed) without counting. A last line shows a dashboard refresh
-served from the report cache. Figures are medians of the rounds.
+larger sizes repeat them under other member ids. Each report is what journey's report endpoints did until they
+moved to the analytics service (bench/redis_scan_reports.py, their arithmetic): read every journey with the
+store's pipelined SCAN + MGET, parse, count. The baselines read the same keys with the same batch size: bare
+SCAN + MGET (no parsing), the same with json.loads, and the store's reading without counting. Medians of the rounds.
 """
 
 from __future__ import annotations
@@ -30,32 +29,64 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import redis_scan_reports as old
 from deploy import runtime
-from services.journey.app import create_app
+from services.analytics.reports import Report, months_before
 from services.journey.memory import InMemoryJourneys
 from services.journey.rules import load_rules
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
 from services.journey.store import Changes, JourneyStore
-from shared.auth import Keyring
 from shared.redis import make_redis
 
 BASE_MEMBERS = 10_000
 BATCH = 1000  # the store's batch: keys per SCAN and MGET
 FUNNEL = "member.signed_up.v1,member.card_activated.v1,usage.loan_borrowed.v1"
-REPORTS: list[tuple[str, str, dict[str, str]]] = [
-    ("reach, per library and band", "/v1/reports/reach", {"age_bands": "0-3,4-11,12-17", "months": "12"}),
-    ("funnel, 3 steps by channel", "/v1/reports/funnel", {"steps": FUNNEL, "by": "channel", "within": "P30D"}),
-    ("frictions by rule, library, week", "/v1/reports/frictions", {"by": "rule,library", "period": "week"}),
-    ("frictions by rule (facts only)", "/v1/reports/frictions", {"by": "rule"}),
+REACH_BANDS = ("0-3", "4-11", "12-17")
+
+
+async def reach(store: JourneyStore, clock: int) -> Report:
+    counter = old.ReachCounter(REACH_BANDS, months_before(clock, 12))
+    async for batch in store.journey_batches(BATCH):
+        counter.add(batch)
+    return counter.report(5)
+
+
+async def funnel(store: JourneyStore, clock: int) -> Report:
+    query = old.FunnelQuery(steps=tuple(FUNNEL.split(",")), by="channel", within=timedelta(days=30))
+    counter = old.FunnelCounter(query, clock)
+    async for batch in store.journey_batches(BATCH):
+        counter.add(batch)
+    return counter.report(5)
+
+
+async def frictions_by_library(store: JourneyStore, clock: int) -> Report:
+    members = old.MemberCounter()
+    async for batch in store.journey_batches(BATCH):
+        members.add(batch)
+    facts, starts = await store.friction_facts(), await store.closed_starts()
+    query = old.FrictionQuery(by=("rule", "library"), period="week")
+    return old.friction_report(facts, starts, query, min_cell=5, members_by_library=members.counts)
+
+
+async def frictions_by_rule(store: JourneyStore, clock: int) -> Report:
+    facts, starts = await store.friction_facts(), await store.closed_starts()
+    return old.friction_report(facts, starts, old.FrictionQuery(by=("rule",)), min_cell=5)
+
+
+REPORTS: list[tuple[str, Callable[[JourneyStore, int], Awaitable[Report]]]] = [
+    ("reach, per library and band", reach),
+    ("funnel, 3 steps by channel", funnel),
+    ("frictions by rule, library, week", frictions_by_library),
+    ("frictions by rule (facts only)", frictions_by_rule),
 ]
 
 
@@ -171,8 +202,6 @@ async def measure(url: str, members: int, rounds: int, journeys: list[dict[str, 
         memory = int((await redis.info("memory"))["used_memory"])
         took = time.perf_counter() - started
         print(f"\n{written:,} journeys written in {took:.1f} s; Redis uses {memory / 1e6:.0f} MB")
-        key = await Keyring(redis, settings).create("bench", ["analyst"])
-        headers = {"Authorization": f"Bearer {key}"}
         results: list[tuple[str, float]] = []
         for name, parse in (("baseline: bare SCAN + MGET", False), ("baseline: SCAN + MGET + json.loads", True)):
             results.append((name, await timed(rounds, functools.partial(bare_scan_mget, redis, settings, parse))))
@@ -180,22 +209,9 @@ async def measure(url: str, members: int, rounds: int, journeys: list[dict[str, 
         results.append(
             ("store.journey_batches (read, parsed)", await timed(rounds, functools.partial(read_all, store)))
         )
-        app = create_app(settings)  # the routes need no Kafka: the lifespan (consumers) is not started
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
-
-            async def report(path: str, params: dict[str, str]) -> None:
-                response = await client.get(path, params=params, headers=headers)
-                response.raise_for_status()
-
-            for name, path, params in REPORTS:
-                results.append((name, await timed(rounds, functools.partial(report, path, params))))
-        cached_settings = settings.model_copy(update={"journey_report_cache_seconds": 60.0})
-        cached_app = create_app(cached_settings)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cached_app), base_url="http://bench") as client:
-            path, params = REPORTS[0][1], REPORTS[0][2]
-            await client.get(path, params=params, headers=headers)
-            refresh = await timed(rounds, lambda: client.get(path, params=params, headers=headers))
-            results.append(("reach again within the cache time", refresh))
+        clock = int(time.time() * 1000)
+        for name, report in REPORTS:
+            results.append((name, await timed(rounds, functools.partial(report, store, clock))))
         floor = results[0][1]
         print(f"{'':38} {'seconds':>8} {'journeys/s':>11} {'/ bare scan':>12}")
         for name, seconds in results:
@@ -215,17 +231,11 @@ async def report_seconds(url: str, members: int, rounds: int) -> dict[str, float
     redis = make_redis(settings)
     try:
         await load(redis, settings, members, journeys, facts)
-        key = await Keyring(redis, settings).create("bench", ["analyst"])
-        app = create_app(settings)
+        store = JourneyStore(redis, settings)
+        clock = int(time.time() * 1000)
         seconds: dict[str, float] = {}
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
-            for name, path, params in REPORTS:
-
-                async def report(path: str = path, params: dict[str, str] = params) -> None:
-                    answer = await client.get(path, params=params, headers={"Authorization": f"Bearer {key}"})
-                    answer.raise_for_status()
-
-                seconds[name] = await timed(rounds, report)
+        for name, report in REPORTS:
+            seconds[name] = await timed(rounds, functools.partial(report, store, clock))
         return seconds
     finally:
         keys = [k async for k in redis.scan_iter(match=prefix + "*", count=BATCH)]

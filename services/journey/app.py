@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.journey.handlers import FrictionDetector, journey_router
-from services.journey.pages import pages_router
-from services.journey.reports_api import reports_router
+from services.journey.moved import moved_router
 from services.journey.rules import RuleCatalogue, load_rules, with_window
 from services.journey.settings import JourneySettings
 from services.journey.status_api import status_router
@@ -31,12 +30,8 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
         parts,
         title="klantreis journey",
         description="Stitches each member's journey across channels and platforms, detects friction in event "
-        "time, tracks resolution, and serves friction, funnel and reach reports.",
-        api=[
-            reports_router(store, settings),
-            status_router(detector, store),
-            pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
-        ],
+        "time and tracks resolution. Its former report URLs redirect to the analytics service.",
+        api=[status_router(detector, store), moved_router(settings)],
         kafka=journey_router(detector, settings, parts.publisher),
         background=[detector.run_timers],
         publishes=[FrictionDetected, FrictionResolved],

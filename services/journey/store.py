@@ -19,12 +19,13 @@ import gc
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
 
 from services.journey.engine import ClosedStart, Friction, Journey, Resolution
-from services.journey.reports import local_date
 from shared.events import CloudEvent, from_structured, to_structured
 from shared.settings import Settings
 
@@ -33,7 +34,7 @@ TAB = "\t"
 
 def day_of(ms: int) -> str:
     """The Europe/Amsterdam date of an instant: the day reports count a closed window on."""
-    return local_date(ms).isoformat()
+    return datetime.fromtimestamp(ms / 1000, ZoneInfo("Europe/Amsterdam")).date().isoformat()
 
 
 @dataclass
