@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.analytics.api import reports_router
 from services.analytics.handlers import FactWriter, analytics_router
 from services.analytics.pages import pages_router
+from services.analytics.queries import derive_windows, fingerprint
 from services.analytics.reading import Reports, rules_in_force
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
@@ -22,8 +23,8 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         settings = AnalyticsSettings(**(settings.model_dump() if settings is not None else {}))
     parts = parts or ServiceParts.connect("analytics", settings)
     store = AnalyticsStore(settings)
-    writer = FactWriter(store)
     reading = Reports(store, settings)
+    writer = FactWriter(store, reading.windows)
     app = build_app(
         parts,
         title="klantreis analytics",
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
+        await store.windows_for(fingerprint(reading.windows), derive_windows(reading.windows))
         async with served(app):
             yield
         # After the consumers stopped: nothing writes any more. The data folder is free for another process.

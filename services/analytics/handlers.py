@@ -1,18 +1,21 @@
 """analytics' Kafka side: member, usage, friction and delivery events in, one row each into the store.
 
-One batch is one insert (and one look-up of ids already stored); merges and erasures in the batch are applied
-after it, in order, so an event that came before or after its member's merge or erasure in the same batch ends up
-where it belongs. Offsets are committed by `subscribe_batches` after the handler returned: after the insert.
+One batch is one insert (after one look-up of ids already stored) and one derivation of the absence windows its
+events start (the friction rates' denominators). Merges and erasures in the batch are applied after it, in order,
+so an event that came before or after its member's merge or erasure in the same batch ends up where it belongs.
+Offsets are committed by `subscribe_batches` after the handler returned: after the insert.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from faststream.kafka import KafkaRouter
 
 from services.analytics.facts import ERASED, MERGED, fact_row, short_type
+from services.analytics.queries import Window, derive_windows
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
 from shared.kafka import EventPublisher, Received, subscribe_batches
@@ -25,8 +28,9 @@ GROUP = "analytics"
 
 
 class FactWriter:
-    def __init__(self, store: AnalyticsStore) -> None:
+    def __init__(self, store: AnalyticsStore, windows: Sequence[Window]) -> None:
         self._store = store
+        self._windows = list(windows)
         self.inserted = 0
         self.handled = 0
         self.batches = 0
@@ -36,12 +40,16 @@ class FactWriter:
         started = time.perf_counter()
         rows = [row for row in (fact_row(r.event) for r in batch) if row is not None]
         self.inserted += await self._store.add(rows)
+        # The absence windows these events start: derived from what was stored (a redelivery derives nothing new).
+        await self._store.command(*derive_windows(self._windows, sorted({r["member_id"] for r in rows})))
         for received in batch:
             event, kind = received.event, short_type(received.event)
             if event.subject is None:
                 continue
             if kind == MERGED:
-                await self._store.merge(event.subject, str(event.data["survivor_id"]))
+                survivor = str(event.data["survivor_id"])
+                await self._store.merge(event.subject, survivor)
+                await self._store.command(*derive_windows(self._windows, [survivor]))
             elif kind == ERASED:
                 await self._store.erase(event.subject)
         self.handled += len(batch)

@@ -7,11 +7,12 @@ field names, which are checked here. Days and periods are Europe/Amsterdam.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, SIGNED_UP
+from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
 from services.analytics.reports import FrictionQuery, FunnelQuery, Period
 from services.analytics.store import array_literal
 from services.journey.rules import AbsenceRule, RuleCatalogue
@@ -61,12 +62,14 @@ class Parameters:
 
 
 def profiles(among: str = "") -> str:
-    """Each member's profile from their sign-up (their own before one merged into them; the latest); `among`:
-    a condition on `member_key` that narrows the members."""
-    own_latest = "(merged_from = '', time)"
-    picked = ", ".join(f"argMax({c}, {own_latest}) AS {c}" for c in PROFILE_COLUMNS)
+    """Each signed-up member's profile (`members`, kept by the store from every event): from their own sign-up,
+    else from one of a member merged into them; `among`: a condition on `member_key` that narrows the members."""
     narrowed = f" AND {among}" if among else ""
-    return f"SELECT member_key, {picked} FROM {{db}}.events WHERE type = '{SIGNED_UP}'{narrowed} GROUP BY member_key"
+    return f"""
+        SELECT member_key, coalesce(home_library, merged_home_library) AS home_library,
+               coalesce(age_band, merged_age_band) AS age_band, postcode_area, source, last_active
+        FROM {{db}}.members FINAL WHERE signed_up = 1{narrowed}
+    """
 
 
 # --------------------------------------------------------------------------------------- absence windows
@@ -114,48 +117,67 @@ def windows_of(catalogue: RuleCatalogue) -> list[Window]:
     return windows
 
 
+def fingerprint(windows: Sequence[Window]) -> str:
+    """What the stored windows were derived with: another catalogue (a rule added, a window changed) derives
+    them again."""
+    return hashlib.sha256(repr(list(windows)).encode()).hexdigest()[:16]
+
+
+def derive_windows(windows: Sequence[Window], members: Sequence[str] | None = None) -> Statement:
+    """Store the absence windows the events start (`windows`): for the events of `members` (a batch just stored,
+    or a member merged into another), or for every event (a new rule catalogue). Windows stored already are not
+    stored again, so this can run any number of times. A sign-up keeps its own profile on the window."""
+    p = Parameters()
+    if not windows:
+        return "SELECT 1 WHERE 0", {}
+    narrowed = "1"
+    if members is not None:
+        narrowed = f"member_key IN (SELECT cityHash64(arrayJoin({p.strings(members)})))"
+    starts = " UNION ALL ".join(
+        f"SELECT event_id, member_key, member_id, {_text(w.rule)} AS rule, "
+        f"toUnixTimestamp64Milli(time) + {w.within_ms} AS due, library, "
+        f"{_text(w.channel_pair) if w.channel_pair else 'channel_pair'} AS channel_pair, platform, "
+        f"toUInt8(type = '{SIGNED_UP}') AS signed_up, {', '.join(PROFILE_COLUMNS)} "
+        f"FROM {{db}}.events WHERE {w.condition} AND {narrowed}"
+        for w in windows
+    )
+    stored = f"SELECT event_id, rule FROM {{db}}.windows WHERE {narrowed}"
+    sql = f"""
+        INSERT INTO {{db}}.windows (event_id, member_key, member_id, rule, due, library, channel_pair, platform,
+                                    signed_up, {", ".join(PROFILE_COLUMNS)})
+        SELECT * FROM ({starts}) WHERE (event_id, rule) NOT IN ({stored})
+    """
+    return sql, p.values
+
+
 def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters, *, profile: bool = True) -> str:
     """Every absence window whose due time is at or before `closed_by_ms`, met or not (right-censored), with
     the attributes journey counts it by: the start's library (else the home library), the rule's channel pair
     (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed.
 
-    A sign-up carries the profile itself; other starts need the member's, which costs a pass over all sign-ups:
-    without `profile` (a query that neither groups nor filters by library or age band) they go without."""
-    if not windows:
-        return (
-            "SELECT '' AS rule, NULL AS library, NULL AS channel_pair, NULL AS platform, NULL AS age_band, "
-            "toDate(0) AS day WHERE 0"
-        )
-    types = ", ".join(_text(t) for t in sorted({t for w in windows for t in w.types} - {SIGNED_UP})) or "''"
+    A sign-up carries the profile itself; other starts need the member's, which costs a join: without `profile`
+    (a query that neither groups nor filters by library or age band) they go without."""
     closed_by = p.add("Int64", closed_by_ms)
-    starts = " UNION ALL ".join(
-        f"SELECT {_text(w.rule)} AS rule, toInt64({w.within_ms}) AS within, "
-        f"{_text(w.channel_pair) if w.channel_pair else 'channel_pair'} AS pair, "
-        f"member_key, type, time, library, platform, {', '.join(PROFILE_COLUMNS)} FROM {{db}}.events "
-        f"WHERE {w.condition} AND toUnixTimestamp64Milli(time) + {w.within_ms} <= {closed_by}"
-        for w in windows
-    )
     profile = profile or any(w.member for w in windows)
-    own = f"s.type = '{SIGNED_UP}'"
-    among = f"member_key IN (SELECT member_key FROM {{db}}.events WHERE type IN ({types}))"
-    joined = f"LEFT JOIN ({profiles(among)}) AS p ON s.member_key = p.member_key" if profile else ""
-    library = f"coalesce(s.library, if({own}, s.home_library, {'p.home_library' if profile else 'NULL'}))"
-    age_band = f"if({own}, s.age_band, {'p.age_band' if profile else 'NULL'})"
-    admitted = " AND ".join(f"(s.rule != {_text(w.rule)} OR ({_profile_filter(w, own)}))" for w in windows if w.member)
+    own = "w.signed_up = 1"
+    among = "member_key IN (SELECT member_key FROM {db}.windows WHERE signed_up = 0)"
+    joined = f"LEFT JOIN ({profiles(among)}) AS p ON w.member_key = p.member_key" if profile else ""
+    library = f"coalesce(w.library, if({own}, w.home_library, {'p.home_library' if profile else 'NULL'}))"
+    age_band = f"if({own}, w.age_band, {'p.age_band' if profile else 'NULL'})"
+    admitted = "".join(f" AND (w.rule != {_text(w.rule)} OR ({_profile_filter(w, own)}))" for w in windows if w.member)
     return f"""
-        SELECT s.rule AS rule, {library} AS library, s.pair AS channel_pair, s.platform AS platform,
-               {age_band} AS age_band,
-               toDate(fromUnixTimestamp64Milli(toUnixTimestamp64Milli(s.time) + s.within), {ZONE}) AS day
-        FROM ({starts}) AS s
+        SELECT w.rule AS rule, {library} AS library, w.channel_pair AS channel_pair, w.platform AS platform,
+               {age_band} AS age_band, toDate(fromUnixTimestamp64Milli(w.due), {ZONE}) AS day
+        FROM {{db}}.windows AS w
         {joined}
-        {("WHERE " + admitted) if admitted else ""}
+        WHERE w.due <= {closed_by} AND w.rule IN {p.strings([w.rule for w in windows])}{admitted}
     """
 
 
 def _profile_filter(window: Window, own: str) -> str:
     """The rule's condition on the member's profile (a sign-up's own, else the member's)."""
     return " AND ".join(
-        f"if({own}, s.{name}, p.{name}) IN ({', '.join(_text(v) for v in values)})" for name, values in window.member
+        f"if({own}, w.{name}, p.{name}) IN ({', '.join(_text(v) for v in values)})" for name, values in window.member
     )
 
 
@@ -285,33 +307,21 @@ def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
 
 # ------------------------------------------------------------------------------------------------- reach
 
-NOT_ACTIVITY = ("friction.", "message.")
-
 
 def reach_counts(bands: Sequence[str], since_ms: int, libraries: frozenset[str]) -> Statement:
     """Members and those active since `since_ms`, per home library and age band (from the sign-up). Activity:
-    any member or usage event except merges and erasures."""
+    any member or usage event except merges and erasures (the store keeps each member's latest)."""
     p = Parameters()
-    own_latest = "(merged_from = '', time)"
-    activity = (
-        f"NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') "
-        f"AND type NOT IN ('{MERGED}', '{ERASED}')"
-    )
-    filters = [f"signed_up > 0 AND band IN {p.strings(list(bands))}"]
+    filters = [f"age_band IN {p.strings(list(bands))}"]
     if libraries:
-        filters.append(f"home IN {p.strings(list(libraries))}")
+        filters.append(f"home_library IN {p.strings(list(libraries))}")
     since = p.add("Int64", since_ms)
     sql = f"""
-        SELECT home AS library, band, count() AS members, countIf(last_active >= {since}) AS active
-        FROM (
-            SELECT argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home,
-                   argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band,
-                   maxIf(toUnixTimestamp64Milli(time), {activity}) AS last_active,
-                   countIf(type = '{SIGNED_UP}') AS signed_up
-            FROM {{db}}.events GROUP BY member_key
-        )
+        SELECT home_library AS library, age_band AS band, count() AS members,
+               countIf(last_active >= {since}) AS active
+        FROM ({profiles()})
         WHERE {" AND ".join(filters)}
-        GROUP BY home, band
+        GROUP BY home_library, age_band
     """
     return sql, p.values
 

@@ -28,7 +28,7 @@ class Reports:
     def __init__(self, store: AnalyticsStore, settings: AnalyticsSettings) -> None:
         self._store = store
         self._settings = settings
-        self._windows = queries.windows_of(rules_in_force(settings))
+        self.windows = queries.windows_of(rules_in_force(settings))
         self._lateness_ms = int(settings.analytics_allowed_lateness.total_seconds() * 1000)
         self.min_cell = settings.analytics_min_cell
 
@@ -41,7 +41,7 @@ class Reports:
         return max(latest, wall) if self._settings.analytics_clock == "auto" else latest or wall
 
     async def frictions(self, query: FrictionQuery, clock_ms: int) -> Report:
-        counted = await self._store.rows(*queries.friction_counts(query, self._windows, clock_ms - self._lateness_ms))
+        counted = await self._store.rows(*queries.friction_counts(query, self.windows, clock_ms - self._lateness_ms))
         members = None
         if "library" in query.by:
             rows = await self._store.rows(*queries.members_by_library(query.libraries, query.age_bands))

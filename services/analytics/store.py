@@ -24,11 +24,15 @@ from typing import Any, Protocol, cast
 
 import pyarrow as pa
 
-from services.analytics.facts import COLUMNS, TIMES, Row
+from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, TIMES, Row
 from services.analytics.settings import AnalyticsSettings
 
 Params = Mapping[str, str | int | float]
 OF_MEMBER = "member_key = cityHash64({m:String}) AND member_id = {m:String}"
+# What counts as a member's activity (reach): any member or usage event except merges and erasures.
+ACTIVITY = (
+    f"NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') AND type NOT IN ('{MERGED}', '{ERASED}')"
+)
 
 SCHEMA = (
     """
@@ -56,6 +60,54 @@ SCHEMA = (
         seconds Nullable(Float64),
         merged_from String DEFAULT ''
     ) ENGINE = ReplacingMergeTree ORDER BY (member_key, time, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.members (
+        member_key UInt64,
+        member_id SimpleAggregateFunction(any, String),
+        home_library SimpleAggregateFunction(anyLast, Nullable(String)),
+        age_band SimpleAggregateFunction(anyLast, Nullable(String)),
+        postcode_area SimpleAggregateFunction(anyLast, Nullable(String)),
+        source SimpleAggregateFunction(anyLast, Nullable(String)),
+        merged_home_library SimpleAggregateFunction(anyLast, Nullable(String)),
+        merged_age_band SimpleAggregateFunction(anyLast, Nullable(String)),
+        signed_up SimpleAggregateFunction(max, UInt8),
+        last_active SimpleAggregateFunction(max, Int64)
+    ) ENGINE = AggregatingMergeTree ORDER BY member_key
+    """,
+    f"""
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.members_of_events TO {{db}}.members AS
+    SELECT cityHash64(member_id) AS member_key, member_id,
+           if(type = '{SIGNED_UP}' AND merged_from = '', home_library, NULL) AS home_library,
+           if(type = '{SIGNED_UP}' AND merged_from = '', age_band, NULL) AS age_band,
+           if(type = '{SIGNED_UP}' AND merged_from = '', postcode_area, NULL) AS postcode_area,
+           if(type = '{SIGNED_UP}' AND merged_from = '', source, NULL) AS source,
+           if(type = '{SIGNED_UP}' AND merged_from != '', home_library, NULL) AS merged_home_library,
+           if(type = '{SIGNED_UP}' AND merged_from != '', age_band, NULL) AS merged_age_band,
+           toUInt8(type = '{SIGNED_UP}') AS signed_up,
+           if({ACTIVITY}, toUnixTimestamp64Milli(time), 0) AS last_active
+    FROM {{db}}.events
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.windows (
+        event_id String,
+        member_key UInt64,
+        member_id String,
+        rule LowCardinality(String),
+        due Int64,
+        library LowCardinality(Nullable(String)),
+        channel_pair LowCardinality(Nullable(String)),
+        platform LowCardinality(Nullable(String)),
+        signed_up UInt8,
+        home_library LowCardinality(Nullable(String)),
+        age_band LowCardinality(Nullable(String)),
+        postcode_area LowCardinality(Nullable(String)),
+        source LowCardinality(Nullable(String))
+    ) ENGINE = ReplacingMergeTree ORDER BY (member_key, rule, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.catalogue (fingerprint String, at DateTime64(3, 'UTC') DEFAULT now64())
+    ENGINE = MergeTree ORDER BY at
     """,
     """
     CREATE TABLE IF NOT EXISTS {db}.merges (member_id String, survivor_id String)
@@ -257,10 +309,8 @@ class AnalyticsStore:
                 f"(SELECT event_id FROM {self.db}.events WHERE member_key = cityHash64({{s:String}}))",
                 params,
             )
-            engine.command(
-                f"DELETE FROM {self.db}.events WHERE {OF_MEMBER}",
-                params,
-            )
+            for table in ("events", "members", "windows"):
+                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
 
         await self._run(work)
 
@@ -269,12 +319,26 @@ class AnalyticsStore:
 
         def work(engine: Engine) -> None:
             engine.command(f"INSERT INTO {self.db}.erasures VALUES ({{m:String}})", {"m": member_id})
-            engine.command(
-                f"DELETE FROM {self.db}.events WHERE {OF_MEMBER}",
-                {"m": member_id},
-            )
+            for table in ("events", "members", "windows"):
+                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", {"m": member_id})
 
         await self._run(work)
+
+    async def windows_for(self, fingerprint: str, derive_all: tuple[str, Params]) -> bool:
+        """Windows for the rule catalogue in force: derived again from every event when the catalogue is not the
+        one they were derived with (True then)."""
+
+        def work(engine: Engine) -> bool:
+            latest = engine.rows(f"SELECT fingerprint FROM {self.db}.catalogue ORDER BY at DESC LIMIT 1")
+            if latest and latest[0]["fingerprint"] == fingerprint:
+                return False
+            engine.command(f"TRUNCATE TABLE {self.db}.windows")
+            engine.command(derive_all[0].replace("{db}", self.db), derive_all[1])
+            engine.command(f"INSERT INTO {self.db}.catalogue (fingerprint) VALUES ({{f:String}})", {"f": fingerprint})
+            return True
+
+        derived: bool = await self._run(work)
+        return derived
 
     async def insert_select(self, sql: str) -> None:
         """Bulk loading (the benchmark): an `INSERT INTO {db}.events ... SELECT` run as is."""
