@@ -26,9 +26,9 @@ from services.analytics.reports import (
     Report,
     Row,
     Split,
-    _ratio,
     _sort_key,
     local_date,
+    ratio,
     reach_report,
 )
 from services.journey.engine import Journey
@@ -136,8 +136,8 @@ def friction_report(
             "detected": cell.detected,
             "resolved": resolved,
             "starts": cell.starts,
-            "rate_per_1000_starts": _ratio(cell.windowed, cell.starts, 1000, 2),
-            "resolution_rate": _ratio(resolved, cell.detected, 1, 4),
+            "rate_per_1000_starts": ratio(cell.windowed, cell.starts, 1000, 2),
+            "resolution_rate": ratio(resolved, cell.detected, 1, 4),
             "median_seconds_to_resolve": (
                 round(statistics.median(cell.seconds_to_resolve), 1) if cell.seconds_to_resolve else None
             ),
@@ -150,7 +150,7 @@ def friction_report(
             if members is not None and members < min_cell:
                 members = None
             row["members"] = members
-            row["frictions_per_1000_members"] = None if suppressed else _ratio(cell.detected, members, 1000, 2)
+            row["frictions_per_1000_members"] = None if suppressed else ratio(cell.detected, members, 1000, 2)
         row["suppressed"] = suppressed
         rows.append(row)
     return Report(columns, rows)
@@ -259,7 +259,7 @@ class FunnelCounter:
                     "reached": reached,
                     "dropped": dropped,
                     "in_progress": in_progress,
-                    "conversion": None if number == 1 else _ratio(reached, reached + dropped, 1, 4),
+                    "conversion": None if number == 1 else ratio(reached, reached + dropped, 1, 4),
                 }
                 if suppressed:
                     row |= dict.fromkeys(FUNNEL_FIGURES)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from services.analytics.api import reports_router
+from services.analytics.cohorts_api import cohorts_router
 from services.analytics.handlers import FactWriter, analytics_router
 from services.analytics.pages import pages_router
 from services.analytics.queries import derive_windows, fingerprint
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         "row in ClickHouse, and the reports analysts ask of them (frictions, funnels, reach, a member's timeline).",
         api=[
             reports_router(reading, settings),
+            cohorts_router(reading, settings),
             pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
         ],
         kafka=analytics_router(writer, settings, parts.publisher),

@@ -6,7 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from services.analytics import queries, reports
+from services.analytics import cohorts, queries, reports
+from services.analytics.cohorts import PathQuery, RetentionQuery
 from services.analytics.reports import Cell, FrictionQuery, FunnelQuery, Report
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
@@ -59,6 +60,14 @@ class Reports:
             (r["library"], r["band"]): (int(r["members"]), int(r["active"])) for r in rows
         }
         return reports.reach_report(counts, bands, self.min_cell)
+
+    async def retention(self, query: RetentionQuery, clock_ms: int) -> Report:
+        counted = await self._store.rows(*cohorts.retention_counts(query))
+        return cohorts.retention_report(counted, query, clock_ms, self.min_cell)
+
+    async def paths(self, query: PathQuery, clock_ms: int) -> Report:
+        counted = await self._store.rows(*cohorts.path_counts(query, clock_ms))
+        return cohorts.paths_report(counted, query, self.min_cell)
 
     async def timeline(self, member_id: str) -> dict[str, Any] | None:
         """One member's journey (the survivor's, for a merged id); None for an unknown or erased member."""

@@ -118,6 +118,61 @@ def check_range(start: date | None, end: date | None) -> None:
         raise BadParameter("to", "lies before from")
 
 
+Preset = Literal[
+    "today", "last_7_days", "last_30_days", "this_month", "last_month", "last_12_months", "this_year", "last_year"
+]
+
+
+def preset_range(preset: Preset, today: date) -> tuple[date, date]:
+    """The days a preset covers, inclusive, for `today` (Europe/Amsterdam): `last_7_days` ends today,
+    `last_month` is the whole previous calendar month, `last_12_months` the twelve months up to today."""
+    if preset == "today":
+        return today, today
+    if preset in ("last_7_days", "last_30_days"):
+        return today - timedelta(days=6 if preset == "last_7_days" else 29), today
+    if preset == "this_month":
+        return today.replace(day=1), today
+    if preset == "last_month":
+        end = today.replace(day=1) - timedelta(days=1)
+        return end.replace(day=1), end
+    if preset == "last_12_months":
+        return _year_before(today) + timedelta(days=1), today
+    if preset == "this_year":
+        return today.replace(month=1, day=1), today
+    return date(today.year - 1, 1, 1), date(today.year - 1, 12, 31)
+
+
+def _year_before(day: date) -> date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28)
+
+
+def previous_range(start: date, end: date) -> tuple[date, date]:
+    """The period of the same length just before: 1 to 31 March gives 29 January to 28 February (31 days)."""
+    length = end - start + timedelta(days=1)
+    return start - length, start - timedelta(days=1)
+
+
+COMPARED = ("detected", "resolution_rate", "rate_per_1000_starts")
+
+
+def with_previous(current: Report, previous: Report, keys: Sequence[str]) -> Report:
+    """The current rows with the same group's figures in the previous period (`previous_*`, null when that row
+    is suppressed or absent) and the relative change of `detected`."""
+    before = {tuple(row[k] for k in keys): row for row in previous.rows}
+    rows = []
+    for row in current.rows:
+        old = before.get(tuple(row[k] for k in keys), {})
+        extra: Row = {f"previous_{name}": old.get(name) for name in COMPARED}
+        was, now = old.get("detected"), row.get("detected")
+        extra["detected_change"] = None if not was or now is None else round((now - was) / was, 4)
+        rows.append({**row, **extra})
+    columns = current.columns[:-1] + tuple(f"previous_{name}" for name in COMPARED) + ("detected_change", "suppressed")
+    return Report(columns, [{c: r.get(c) for c in columns} for r in rows])
+
+
 # ------------------------------------------------------------------------------------------- frictions
 
 
@@ -169,8 +224,8 @@ def friction_report(
             "detected": detected,
             "resolved": int(cell["resolved"]),
             "starts": starts,
-            "rate_per_1000_starts": _ratio(int(cell["windowed"]), starts, 1000, 2),
-            "resolution_rate": _ratio(int(cell["resolved"]), detected, 1, 4),
+            "rate_per_1000_starts": ratio(int(cell["windowed"]), starts, 1000, 2),
+            "resolution_rate": ratio(int(cell["resolved"]), detected, 1, 4),
             "median_seconds_to_resolve": None if median is None or not cell["resolved"] else round(median, 1),
         }
         if suppressed:
@@ -181,7 +236,7 @@ def friction_report(
             if members is not None and members < min_cell:
                 members = None
             row["members"] = members
-            row["frictions_per_1000_members"] = None if suppressed else _ratio(detected, members, 1000, 2)
+            row["frictions_per_1000_members"] = None if suppressed else ratio(detected, members, 1000, 2)
         row["suppressed"] = suppressed
         rows.append(row)
     return Report(columns, rows)
@@ -223,7 +278,7 @@ def funnel_report(counted: Iterable[Mapping[str, Any]], query: FunnelQuery, min_
                 "reached": reached,
                 "dropped": dropped,
                 "in_progress": in_progress,
-                "conversion": None if number == 1 else _ratio(reached, reached + dropped, 1, 4),
+                "conversion": None if number == 1 else ratio(reached, reached + dropped, 1, 4),
             }
             if suppressed:
                 row |= dict.fromkeys(FUNNEL_FIGURES)
@@ -263,7 +318,7 @@ def reach_report(counts: Mapping[Cell, tuple[int, int]], bands: Sequence[str], m
                 "age_band": band,
                 "members": None if hidden else members,
                 "active": None if hidden else active,
-                "share": None if hidden else _ratio(active, members, 1, 4),
+                "share": None if hidden else ratio(active, members, 1, 4),
                 "suppressed": hidden,
             }
         )
@@ -338,7 +393,7 @@ def _csv_value(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def _ratio(part: int, whole: int | None, scale: int, digits: int) -> float | None:
+def ratio(part: int, whole: int | None, scale: int, digits: int) -> float | None:
     return None if not whole else round(part * scale / whole, digits)
 
 

@@ -72,6 +72,7 @@ SCHEMA = (
         merged_home_library SimpleAggregateFunction(anyLast, Nullable(String)),
         merged_age_band SimpleAggregateFunction(anyLast, Nullable(String)),
         signed_up SimpleAggregateFunction(max, UInt8),
+        joined SimpleAggregateFunction(min, Int64),
         last_active SimpleAggregateFunction(max, Int64)
     ) ENGINE = AggregatingMergeTree ORDER BY member_key
     """,
@@ -85,6 +86,7 @@ SCHEMA = (
            if(type = '{SIGNED_UP}' AND merged_from != '', home_library, NULL) AS merged_home_library,
            if(type = '{SIGNED_UP}' AND merged_from != '', age_band, NULL) AS merged_age_band,
            toUInt8(type = '{SIGNED_UP}') AS signed_up,
+           if(type = '{SIGNED_UP}', toUnixTimestamp64Milli(time), 9223372036854775807) AS joined,
            if({ACTIVITY}, toUnixTimestamp64Milli(time), 0) AS last_active
     FROM {{db}}.events
     """,

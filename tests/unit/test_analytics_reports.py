@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from services.analytics import queries
+from services.analytics.cohorts import PathQuery, RetentionQuery, paths_report, retention_report
 from services.analytics.facts import COLUMNS, fact_row
 from services.analytics.reading import timeline_view
 from services.analytics.reports import (
@@ -26,9 +27,12 @@ from services.analytics.reports import (
     parse_dimensions,
     parse_list,
     parse_steps,
+    preset_range,
+    previous_range,
     reach_report,
     suppress_with_totals,
     to_csv,
+    with_previous,
 )
 from services.journey.rules import load_rules, parse_rules
 from shared.events import CloudEvent
@@ -234,3 +238,55 @@ def test_bad_parameters_name_the_parameter() -> None:
     with pytest.raises(BadParameter):
         parse_list("age_bands", "0-3,70+", ["0-3", "65+"])
     assert [iso_duration(d) for d in (30 * DAY, timedelta(hours=1))] == ["P30D", "PT1H"]
+
+
+# --------------------------------------------------------------------------- presets, comparison, cohorts
+
+
+def test_date_presets_are_whole_amsterdam_days_up_to_today_and_the_previous_period_is_as_long() -> None:
+    today = date(2026, 3, 14)
+    assert preset_range("last_7_days", today) == (date(2026, 3, 8), today)
+    assert preset_range("last_month", today) == (date(2026, 2, 1), date(2026, 2, 28))
+    assert preset_range("last_12_months", date(2024, 2, 29)) == (date(2023, 3, 1), date(2024, 2, 29))
+    assert preset_range("last_year", today) == (date(2025, 1, 1), date(2025, 12, 31))
+    assert previous_range(date(2026, 3, 1), date(2026, 3, 31)) == (date(2026, 1, 29), date(2026, 2, 28))
+
+
+def test_a_comparison_adds_the_previous_period_s_figures_and_the_change() -> None:
+    current = friction_report(
+        [counted(rule="a"), counted(rule="b", detected=6, windowed=6)], FrictionQuery(), min_cell=5
+    )
+    previous = friction_report(
+        [counted(rule="a", detected=8, windowed=8), counted(rule="c")], FrictionQuery(), min_cell=5
+    )
+    rows = {r["rule"]: r for r in with_previous(current, previous, ("rule",)).rows}
+    assert (rows["a"]["previous_detected"], rows["a"]["detected_change"]) == (8, 0.25)
+    assert rows["b"]["previous_detected"] is None and rows["b"]["detected_change"] is None
+    assert list(rows["a"])[-1] == "suppressed"
+
+
+def test_retention_rows_stop_at_the_clock_s_month_and_suppress_small_cohorts_and_cells() -> None:
+    counted = [
+        {"cohort": "2026-01-01", "after": -1, "members": 40}, {"cohort": "2026-01-01", "after": 0, "members": 40},
+        {"cohort": "2026-01-01", "after": 1, "members": 3}, {"cohort": "2026-01-01", "after": 2, "members": 20},
+        {"cohort": "2026-02-01", "after": -1, "members": 4}, {"cohort": "2026-02-01", "after": 0, "members": 4},
+    ]  # fmt: skip
+    report = retention_report(counted, RetentionQuery(months=12), ms(datetime(2026, 3, 10, tzinfo=UTC)), min_cell=5)
+    rows = {(r["cohort"], r["months_after"]): r for r in report.rows}
+    assert set(rows) == {("2026-01", 0), ("2026-01", 1), ("2026-01", 2), ("2026-02", 0), ("2026-02", 1)}
+    assert (rows[("2026-01", 2)]["active"], rows[("2026-01", 2)]["share"]) == (20, 0.5)
+    assert rows[("2026-01", 1)]["suppressed"] and rows[("2026-01", 1)]["members"] == 40
+    assert rows[("2026-02", 1)] == {"cohort": "2026-02", "months_after": 1, "members": None, "active": None,
+                                    "share": None, "suppressed": True}  # fmt: skip
+
+
+def test_paths_are_the_most_common_first_with_their_share_and_small_ones_suppressed() -> None:
+    query = PathQuery(event="member.login_failed.v1", depth=1, limit=2)
+    counted = [{"step_1": "(none)", "occurrences": 30}, {"step_1": "member.login_succeeded.v1", "occurrences": 66},
+               {"step_1": "member.login_failed.v1", "occurrences": 4}]  # fmt: skip
+    rows = paths_report(counted, query, min_cell=5).rows
+    assert [(r["rank"], r["path"], r["occurrences"], r["share"]) for r in rows] == [
+        (1, "member.login_succeeded.v1", 66, 0.66), (2, "(none)", 30, 0.3),
+    ]  # fmt: skip
+    small = paths_report(counted, PathQuery(event="x", depth=1), min_cell=5).rows[2]
+    assert small["suppressed"] and small["occurrences"] is None and small["step_1"] == "member.login_failed.v1"
