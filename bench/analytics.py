@@ -7,7 +7,8 @@ members in the same run for the ratio.
 
 Needs Redis (API keys and dashboard sessions; the baseline's journeys): KLANTREIS_REDIS_URL when set, under key
 prefixes of its own, else a redis-server started on a free port. Needs Kafka for the end-to-end part:
-KLANTREIS_KAFKA_BOOTSTRAP (default 127.0.0.1:9092), topics under a unique prefix, deleted at the end.
+KLANTREIS_KAFKA_BOOTSTRAP, else the shared broker on 127.0.0.1:9092, else (when that does not answer) a broker
+started on free ports; topics under a unique prefix, deleted at the end.
 
 1. Bulk load: synthetic facts generated inside the store (`INSERT ... SELECT FROM numbers()`): each member signs
    up (home library of 40, age band, postcode area) and has on average 4.25 more events over the following 200
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import re
@@ -35,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.journey_reports import redis_server, report_seconds
+from deploy import runtime
 from services.analytics.app import create_app
 from services.analytics.handlers import FactWriter
 from services.analytics.queries import derive_windows, fingerprint
@@ -171,6 +174,10 @@ async def at_scale(redis_url: str, data: Path, members: int, events: int, rounds
         windows = reading.windows
         await store.windows_for(fingerprint(windows), derive_windows(windows))
         results["windows s"] = time.perf_counter() - started
+        # One row per member, as the engine's background merges leave the members table in the steady state.
+        started = time.perf_counter()
+        await store.command("OPTIMIZE TABLE {db}.members FINAL")
+        results["members s"] = time.perf_counter() - started
         # Measured in the steady state: the engine's background merges of the freshly loaded parts are done.
         for _ in range(600):
             [merging] = await store.rows("SELECT count() AS n FROM system.merges")
@@ -187,7 +194,8 @@ async def at_scale(redis_url: str, data: Path, members: int, events: int, rounds
         results |= {"events": int(stored["events"]), "members": int(stored["members"])}
         results |= {"bytes": int(disk["bytes"]), "parts": int(disk["parts"])}
         print(f"loaded {results['events']:,} events of {results['members']:,} members in "
-              f"{results['bulk load s']:.1f} s (their absence windows in {results['windows s']:.1f} s); "
+              f"{results['bulk load s']:.1f} s (their absence windows in {results['windows s']:.1f} s, the members "
+              f"table compacted in {results['members s']:.1f} s); "
               f"{results['bytes'] / 1e6:.0f} MB in {results['parts']} parts "
               f"({results['bytes'] / results['events']:.1f} bytes per event, all tables)", flush=True)  # fmt: skip
         key = await Keyring(redis, settings).create("bench", ["analyst", "member-data"])
@@ -247,6 +255,12 @@ async def publish(settings: AnalyticsSettings, events: list[CloudEvent]) -> None
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
     await producer.start()
     try:
+        for topic in {settings.topic(typed_data(event).topic) for event in events[:10]}:
+            for _ in range(120):  # topics just created: wait until the broker tells where their partitions are
+                await producer.client.force_metadata_update()
+                if producer.client.cluster.partitions_for_topic(topic):
+                    break
+                await asyncio.sleep(0.5)
         for start in range(0, len(events), 10_000):
             sent = []
             for event in events[start : start + 10_000]:
@@ -299,10 +313,29 @@ async def ingest(bootstrap: str, redis_url: str, data: Path, count: int) -> floa
             await admin.close()
 
 
+@contextlib.contextmanager
+def kafka_broker() -> Iterator[str]:
+    """KLANTREIS_KAFKA_BOOTSTRAP, else the shared broker on 127.0.0.1:9092 when it answers, else a single-node
+    broker of this run's own on free ports (deploy/runtime.py, as the tests start one), stopped at the end."""
+    bootstrap = os.environ.get("KLANTREIS_KAFKA_BOOTSTRAP")
+    if bootstrap or runtime.port_open(9092):
+        yield bootstrap or "127.0.0.1:9092"
+        return
+    runtime.ensure_kafka_jars()
+    with tempfile.TemporaryDirectory(prefix="klantreis-bench-kafka-") as base:
+        kafka = runtime.KafkaNode(data_dir=Path(base), port=runtime.free_port(), controller_port=runtime.free_port())
+        print("the shared broker does not answer: starting one on a free port …", flush=True)
+        try:
+            kafka.start(detach=False)
+            kafka.wait_ready(timeout=120)
+            yield kafka.bootstrap
+        finally:
+            kafka.stop()
+
+
 async def main(args: argparse.Namespace) -> None:
     events = int(args.members * args.events_per_member)
     base = Path(tempfile.mkdtemp(prefix="klantreis-analytics-bench-"))
-    bootstrap = os.environ.get("KLANTREIS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     try:
         with redis_server() as redis_url:
             print(f"baseline: journey's Redis-scan reports at {args.baseline_members:,} members …", flush=True)
@@ -310,7 +343,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"at scale: {args.members:,} members, {events:,} events …", flush=True)
             scale = await at_scale(redis_url, base / "scale", args.members, events, args.rounds)
             shutil.rmtree(base / "scale", ignore_errors=True)
-            rate = await ingest(bootstrap, redis_url, base / "ingest", args.kafka_events)
+            with kafka_broker() as bootstrap:
+                rate = await ingest(bootstrap, redis_url, base / "ingest", args.kafka_events)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(f"\n{'report':38} {'Redis scan':>12} {'analytics':>11} {'ratio':>7}")
