@@ -1,4 +1,4 @@
-"""The four services as local background processes, and the short demo the run command plays."""
+"""The services as local background processes, and the short demo the run command plays."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def services(settings: Settings) -> list[ServiceProcess]:
         ServiceProcess("propositions", settings.propositions_url),
         ServiceProcess("journey", settings.journey_url),
         ServiceProcess("notifications", settings.notifications_url),
+        ServiceProcess("analytics", settings.analytics_url),
     ]
 
 

@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     propositions_url: str = "http://127.0.0.1:8002"
     journey_url: str = "http://127.0.0.1:8003"
     notifications_url: str = "http://127.0.0.1:8004"
+    analytics_url: str = "http://127.0.0.1:8005"
 
     # Consumers retry a handler failing on a transient error (Redis or Kafka briefly away) this often, with
     # exponential backoff, before the message goes to the dead-letter topic; permanent errors go at once.

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI
 
 from services.journey.handlers import FrictionDetector
+from services.journey.moved import moved_router
 from services.journey.rules import RuleCatalogue, load_rules, with_window
 from services.journey.settings import JourneySettings
 from services.journey.status_api import status_router
@@ -60,7 +61,7 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
         description="Stitches each member's journey across channels and platforms and detects friction in event "
         "time: consumes identity.members.v1, propositions.usage.v1 and its own journey.forwards.v1 (co-partitioned "
         "by member), publishes frictions and closed windows. Reports are served by the analytics service.",
-        api=[status_router(detector)],
+        api=[status_router(detector), moved_router(settings)],
         background=[consume],
         stop=[detector.consumer.stop],
         publishes=[FrictionDetected, FrictionResolved, WindowClosed],

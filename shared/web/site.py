@@ -51,7 +51,7 @@ class Section:
     roles: tuple[Role, ...] = ()
 
 
-DASHBOARD = Section("dashboard", "journey", "/pages/dashboard", ("analyst",))
+DASHBOARD = Section("dashboard", "analytics", "/pages/dashboard", ("analyst",))
 CAMPAIGNS = Section("campaigns", "notifications", "/pages/campaigns", ("marketing",))
 CATALOGUE = Section("catalogue", "propositions", "/pages/catalogue")
 SECTIONS: tuple[Section, ...] = (DASHBOARD, CAMPAIGNS, CATALOGUE)

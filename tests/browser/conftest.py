@@ -1,5 +1,6 @@
-"""Browser tests: the four services on loopback ports (uvicorn, in-process) against the session's real Kafka and
-Redis, driven by Debian's headless Chromium through Playwright (launched by its path: no browser is ever
+"""Browser tests: the services on loopback ports (uvicorn, in-process; analytics in a process of its own, since its
+embedded ClickHouse data folder belongs to one process and other tests open theirs) against the session's real Kafka
+and Redis, driven by Debian's headless Chromium through Playwright (launched by its path: no browser is ever
 downloaded). Starting the platform takes seconds, so one platform (and one browser) serves every browser test;
 each test gets a fresh browser context (no cookies) and keys of its own, and checks what its own actions did.
 
@@ -9,9 +10,13 @@ Screenshots go to test-artefacts/screenshots/ (ignored by git).
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +27,7 @@ import pytest
 from fastapi import FastAPI
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 
-from deploy.runtime import free_port, serving
+from deploy.runtime import free_port, serving, stop_pid
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from services.journey.app import create_app as journey_app
@@ -37,6 +42,7 @@ from shared.settings import Settings
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artefacts" / "screenshots"
 SERVICES = ("identity", "propositions", "journey", "notifications")
+ROOT = Path(__file__).resolve().parents[2]
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 375, "height": 740}
 
@@ -56,10 +62,38 @@ class Platform:
         return httpx.AsyncClient(base_url=self.urls[service], headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
 
+@contextlib.contextmanager
+def analytics_process(values: dict[str, Any], data: Path) -> Iterator[None]:
+    """`python -m services.analytics` with the platform's settings, its data under `data`; stopped at the end."""
+    env = {**os.environ, **{f"KLANTREIS_{k.upper()}": str(v) for k, v in values.items()}}
+    env |= {"KLANTREIS_ANALYTICS_PATH": str(data), "KLANTREIS_ANALYTICS_CACHE_SECONDS": "0",
+            "KLANTREIS_ANALYTICS_ALLOWED_LATENESS": "PT0S"}  # fmt: skip
+    with (data.parent / "analytics.log").open("ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "services.analytics"], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(values["analytics_url"] + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"analytics did not start; see {data.parent / 'analytics.log'}")
+            time.sleep(0.2)
+        yield
+    finally:
+        stop_pid(process.pid)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
-async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platform]:
+async def platform(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
     namespace = f"t{uuid.uuid4().hex[:8]}."
-    ports = {service: free_port() for service in SERVICES}
+    ports = {service: free_port() for service in (*SERVICES, "analytics")}
     urls = {service: f"http://127.0.0.1:{port}" for service, port in ports.items()}
     values: dict[str, Any] = {
         "kafka_bootstrap": kafka_bootstrap,
@@ -81,7 +115,6 @@ async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platfo
                 journey_allowed_lateness=timedelta(0),
                 journey_timer_tick_seconds=0.2,
                 journey_idle_seconds=0.5,
-                journey_report_cache_seconds=0,  # each page load computes what the events say by then
             )
         ),
         "notifications": notifications_app(NotificationsSettings(**values, notifications_delivery_tick_seconds=0.1)),
@@ -90,6 +123,7 @@ async def platform(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[Platfo
     async with contextlib.AsyncExitStack() as stack:
         for service in SERVICES:
             await stack.enter_async_context(serving(apps[service], port=ports[service], lifespan="on"))
+        stack.enter_context(analytics_process(values, tmp_path_factory.mktemp("analytics") / "data"))
         yield Platform(settings, urls, Keyring(redis, settings), apps)
     await redis.aclose()
 

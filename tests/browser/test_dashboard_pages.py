@@ -1,6 +1,7 @@
-"""The friction dashboard in a real browser: a scripted network of members goes through Kafka into the journey
-service, and the numbers the dashboard shows are the reports API's, cell by cell; suppressed cells are an en dash;
-a library's key sees its own library only; each section downloads the API's CSV."""
+"""The friction dashboard in a real browser: a scripted network of members goes through Kafka into the journey and
+analytics services, and the numbers the dashboard shows are the analytics reports API's, cell by cell; suppressed
+cells are an en dash; a library's key sees its own library only; each section downloads the API's CSV; journey's
+old dashboard URL redirects to it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any
 import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, expect
-from services.journey.pages import duration
 
+from services.analytics.pages import duration
+from services.journey.handlers import FrictionDetector
 from shared.web.i18n import NO_NUMBER, Translator
 from tests.browser.conftest import PHONE, Platform, horizontal_overflow, screenshot, sign_in, unlabelled_fields
-from tests.integration.test_journey_reports import FUNNEL, settle, the_network
+from tests.integration.test_analytics import FUNNEL, the_network
+from tests.support import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -23,15 +26,36 @@ DASH = NO_NUMBER
 
 @pytest.fixture(scope="module")
 async def network(platform: Platform) -> Platform:
-    """The reports tests' scripted network (docs in `the_network`), published and settled."""
+    """The analytics tests' scripted network (docs in `the_network`) without its frictions: journey detects them.
+    Ready once journey has settled and analytics answers the same twice in a row."""
     journey = platform.apps["journey"]
-    await journey.state.parts.publisher.publish_many(the_network())
-    await settle(journey)
+    events = [e for e in the_network() if not e.type.endswith(("friction.detected.v1", "friction.resolved.v1"))]
+    await journey.state.parts.publisher.publish_many(events)
+    detector: FrictionDetector = journey.state.detector
+
+    async def settled() -> bool:
+        return detector.settled()
+
+    await eventually(settled, within=240, every=0.5)
+    key = await platform.key("analyst")
+    previous: list[Any] = []
+
+    async def stable() -> bool:
+        answers = [
+            await api_rows(platform, key, "/v1/reports/frictions", by="rule,library"),
+            await api_rows(platform, key, "/v1/reports/funnel", steps=FUNNEL, by="channel"),
+        ]
+        offline = [r for r in answers[1] if r["channel"] == "offline" and r["step_number"] == 1]
+        done = bool(offline) and offline[0]["entered"] == 18 and answers == previous
+        previous[:] = answers
+        return done
+
+    await eventually(stable, within=120, every=1.0)
     return platform
 
 
 async def api_rows(platform: Platform, key: str, path: str, **params: Any) -> list[dict[str, Any]]:
-    async with platform.client("journey", key) as api:
+    async with platform.client("analytics", key) as api:
         response = await api.get(path, params=params)
     assert response.status_code == 200, response.text
     rows: list[dict[str, Any]] = response.json()["rows"]
@@ -55,7 +79,7 @@ def pct(value: float | None) -> str:
 
 async def test_the_libraries_table_shows_the_reports_api_numbers(network: Platform, page: Page) -> None:
     key = await network.key("analyst")
-    await sign_in(page, network.urls["journey"], key)
+    await sign_in(page, network.urls["analytics"], key)
     await expect(page.get_by_role("heading", level=1)).to_have_text("Frictiedashboard")
 
     rows = await api_rows(network, key, "/v1/reports/frictions", by="library")
@@ -73,7 +97,7 @@ async def test_the_libraries_table_shows_the_reports_api_numbers(network: Platfo
 
 async def test_resolution_rates_for_one_library_match_the_api(network: Platform, page: Page) -> None:
     key = await network.key("analyst")
-    await sign_in(page, network.urls["journey"], key, next_path="/pages/dashboard?library=oba")
+    await sign_in(page, network.urls["analytics"], key, next_path="/pages/dashboard?library=oba")
 
     rows = await api_rows(network, key, "/v1/reports/frictions", by="rule", library="oba")
     expected = [
@@ -96,7 +120,7 @@ async def test_suppressed_cells_are_an_explained_dash_exactly_where_the_api_supp
     network: Platform, page: Page
 ) -> None:
     key = await network.key("analyst")
-    await sign_in(page, network.urls["journey"], key)
+    await sign_in(page, network.urls["analytics"], key)
 
     rows = await api_rows(network, key, "/v1/reports/reach")
     expected = [
@@ -121,7 +145,7 @@ async def test_suppressed_cells_are_an_explained_dash_exactly_where_the_api_supp
 
 async def test_the_funnel_between_chosen_steps_matches_the_api(network: Platform, page: Page) -> None:
     key = await network.key("analyst")
-    await sign_in(page, network.urls["journey"], key)
+    await sign_in(page, network.urls["analytics"], key)
     await page.get_by_label("Stap 1").select_option(label="Aangemeld")
     await page.get_by_label("Stap 2").select_option(label="Pas geactiveerd")
     await page.get_by_label("Stap 3").select_option(label="Geleend")
@@ -149,7 +173,7 @@ async def test_the_funnel_between_chosen_steps_matches_the_api(network: Platform
 async def test_a_library_key_sees_only_its_own_library(network: Platform, page: Page) -> None:
     key = await network.key("analyst", library="oba")
     # Asking for another library in the address changes nothing: the key's library is the filter.
-    await sign_in(page, network.urls["journey"], key, next_path="/pages/dashboard?library=haarlem")
+    await sign_in(page, network.urls["analytics"], key, next_path="/pages/dashboard?library=haarlem")
 
     library = page.get_by_label("Bibliotheek", exact=True)
     await expect(library).to_have_value("oba")
@@ -164,7 +188,7 @@ async def test_a_library_key_sees_only_its_own_library(network: Platform, page: 
 
 async def test_each_section_downloads_the_api_csv_for_what_is_shown(network: Platform, page: Page) -> None:
     key = await network.key("analyst")
-    await sign_in(page, network.urls["journey"], key, next_path="/pages/dashboard?period=month")
+    await sign_in(page, network.urls["analytics"], key, next_path="/pages/dashboard?period=month")
 
     section = page.get_by_role("region", name="Fricties in de tijd, per regel")
     async with page.expect_download() as info:
@@ -172,7 +196,7 @@ async def test_each_section_downloads_the_api_csv_for_what_is_shown(network: Pla
     download = await info.value
     assert download.suggested_filename == "klantreis-over-time.csv"
     saved = await download.path()
-    async with network.client("journey", key) as api:
+    async with network.client("analytics", key) as api:
         expected = await api.get("/v1/reports/frictions", params={"by": "rule", "period": "month", "format": "csv"})
     assert saved.read_bytes() == expected.content
     assert expected.content.startswith(b"rule,period,detected,resolved")
@@ -182,7 +206,7 @@ async def test_the_dashboard_fits_a_phone_and_labels_every_field(network: Platfo
     context = await browser.new_context(viewport=PHONE, locale="nl-NL")
     try:
         page = await context.new_page()
-        await sign_in(page, network.urls["journey"], await network.key("analyst"))
+        await sign_in(page, network.urls["analytics"], await network.key("analyst"))
         assert await horizontal_overflow(page) == 0
         assert await unlabelled_fields(page) == []
         await screenshot(page, "dashboard-phone")
@@ -191,7 +215,18 @@ async def test_the_dashboard_fits_a_phone_and_labels_every_field(network: Platfo
 
 
 async def test_pages_without_a_session_send_the_browser_to_sign_in(network: Platform) -> None:
-    async with httpx.AsyncClient(base_url=network.urls["journey"]) as client:
+    async with httpx.AsyncClient(base_url=network.urls["analytics"]) as client:
         response = await client.get("/pages/dashboard?period=day")
     assert response.status_code == 303
     assert response.headers["location"] == "/pages/sign-in?next=%2Fpages%2Fdashboard%3Fperiod%3Dday"
+
+
+async def test_journey_s_old_dashboard_and_report_urls_redirect_to_analytics(network: Platform) -> None:
+    async with httpx.AsyncClient(base_url=network.urls["journey"]) as client:
+        page = await client.get("/pages/dashboard?period=day")
+        report = await client.get("/v1/reports/reach?months=6")
+    assert (page.status_code, page.headers["location"]) == (
+        307,
+        network.urls["analytics"] + "/pages/dashboard?period=day",
+    )
+    assert report.headers["location"] == network.urls["analytics"] + "/v1/reports/reach?months=6"

@@ -31,7 +31,7 @@ async def test_the_key_stays_on_the_server_behind_an_httponly_strict_cookie(
     platform: Platform, context: BrowserContext, page: Page
 ) -> None:
     key = await platform.key("analyst", "marketing")
-    await sign_in(page, platform.urls["journey"], key)
+    await sign_in(page, platform.urls["analytics"], key)
     await expect(page.get_by_role("heading", level=1)).to_have_text("Frictiedashboard")
 
     [cookie] = await context.cookies()
@@ -48,7 +48,7 @@ async def test_one_sign_in_serves_every_service_and_roles_decide_the_menu(platfo
 
     await menu.get_by_role("link", name="Frictiedashboard").click()  # another service, another port
     await expect(page.get_by_role("heading", level=1)).to_have_text("Frictiedashboard")
-    assert page.url.startswith(platform.urls["journey"])
+    assert page.url.startswith(platform.urls["analytics"])
 
     await page.goto(f"{platform.urls['notifications']}/pages/campaigns")
     await expect(page.get_by_role("alert")).to_have_text("Je sleutel heeft niet de rol voor Campagnes.")
@@ -69,7 +69,7 @@ async def test_the_language_switch_is_kept_in_the_session_across_services(platfo
 
 
 async def test_sign_out_ends_the_session_everywhere(platform: Platform, context: BrowserContext, page: Page) -> None:
-    await sign_in(page, platform.urls["journey"], await platform.key("analyst"))
+    await sign_in(page, platform.urls["analytics"], await platform.key("analyst"))
     [before] = await context.cookies()
 
     await page.get_by_role("button", name="Afmelden").click()
@@ -78,7 +78,7 @@ async def test_sign_out_ends_the_session_everywhere(platform: Platform, context:
     await expect(page.get_by_role("heading", level=1)).to_have_text("Aanmelden")
 
     # The old session id is worth nothing now, whoever holds it.
-    async with httpx.AsyncClient(base_url=platform.urls["journey"], cookies={before["name"]: before["value"]}) as old:
+    async with httpx.AsyncClient(base_url=platform.urls["analytics"], cookies={before["name"]: before["value"]}) as old:
         assert (await old.get("/pages/dashboard")).status_code == 303
 
 

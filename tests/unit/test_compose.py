@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ("identity", "propositions", "journey", "notifications")
+SERVICES = ("identity", "propositions", "journey", "notifications", "analytics")
 
 
 def compose_command() -> list[str] | None:
@@ -50,13 +50,14 @@ def config(*files: str) -> dict[str, object]:
 def test_compose_accepts_the_file_and_every_service_waits_for_kafka_redis_and_the_topics() -> None:
     services = config("docker-compose.yml")["services"]
     assert isinstance(services, dict)
-    assert {"kafka", "redis", "otel-collector", "jaeger", "topics", *SERVICES} <= set(services)
+    assert {"kafka", "redis", "clickhouse", "otel-collector", "jaeger", "topics", *SERVICES} <= set(services)
     for name in SERVICES:
         service = services[name]
         assert service["command"] == ["python", "-m", f"services.{name}"]
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
         assert service["environment"]["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert services["analytics"]["depends_on"]["clickhouse"]["condition"] == "service_healthy"
     assert services["topics"]["command"] == ["python", "-m", "deploy", "topics"]
     assert "--appendonly" in services["redis"]["command"]
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
+from services.analytics.app import create_app as analytics_app
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from services.journey.app import create_app as journey_app
@@ -16,7 +17,7 @@ from services.propositions.app import create_app as propositions_app
 
 def apps() -> list[FastAPI]:
     # Building an app connects to nothing: the OpenAPI document needs no Kafka or Redis.
-    return [identity_app(IdentitySettings()), propositions_app(), journey_app(), notifications_app()]
+    return [identity_app(IdentitySettings()), propositions_app(), journey_app(), notifications_app(), analytics_app()]
 
 
 def operations(app: FastAPI) -> list[tuple[str, str, dict[str, Any]]]:

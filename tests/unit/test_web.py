@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
-from services.journey.pages import FUNNEL_STEPS, SECTIONS, dashboard_filters, duration
 
+from services.analytics.pages import FUNNEL_STEPS, SECTIONS, dashboard_filters, duration
 from services.journey.rules import load_rules
 from services.notifications.campaigns import Locale, Status
 from services.notifications.pages import definition_data, field_of, form_values, read_definition

@@ -1,0 +1,56 @@
+"""Wiring of the analytics service: the only place its parts meet."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from services.analytics.api import reports_router
+from services.analytics.cohorts_api import cohorts_router
+from services.analytics.handlers import FactWriter, analytics_router
+from services.analytics.pages import pages_router
+from services.analytics.queries import derive_windows, fingerprint
+from services.analytics.reading import Reports, rules_in_force
+from services.analytics.settings import AnalyticsSettings
+from services.analytics.store import AnalyticsStore
+from shared.service import ServiceParts, build_app
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, parts: ServiceParts | None = None) -> FastAPI:
+    if not isinstance(settings, AnalyticsSettings):
+        settings = AnalyticsSettings(**(settings.model_dump() if settings is not None else {}))
+    parts = parts or ServiceParts.connect("analytics", settings)
+    store = AnalyticsStore(settings)
+    reading = Reports(store, settings)
+    writer = FactWriter(store, reading.windows)
+    app = build_app(
+        parts,
+        title="klantreis analytics",
+        description="The network's read side: every member, usage, friction and delivery event as one pseudonymous "
+        "row in ClickHouse, and the reports analysts ask of them (frictions, funnels, reach, a member's timeline).",
+        api=[
+            reports_router(reading, settings),
+            cohorts_router(reading, settings),
+            pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
+        ],
+        kafka=analytics_router(writer, settings, parts.publisher),
+    )
+    served = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.open()
+        await store.windows_for(fingerprint(reading.windows), derive_windows(reading.windows))
+        async with served(app):
+            yield
+        # After the consumers stopped: nothing writes any more. The data folder is free for another process.
+        await store.close()
+
+    app.router.lifespan_context = lifespan
+    app.state.store = store
+    app.state.writer = writer
+    app.state.reports = reading
+    return app

@@ -1,0 +1,185 @@
+"""Retention and paths, without I/O: the SQL that counts them and the rows made from the counts.
+
+Retention: members grouped by the month they signed up (their cohort), and the share of each cohort active in
+each later month (month 0 is the sign-up month itself). Paths: what members did next after an event of a chosen
+type (say a failed e-book login): the most common sequences of the next one to three steps, each within a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from services.analytics.queries import ZONE, Parameters, Statement
+from services.analytics.reports import Report, Row, local_date, ratio
+from services.analytics.store import ACTIVITY
+
+NOTHING = "(none)"  # no next step within the time allowed
+
+
+def _members(p: Parameters, libraries: frozenset[str], age_bands: frozenset[str]) -> str:
+    filters = ["signed_up = 1"]
+    if libraries:
+        filters.append(f"coalesce(home_library, merged_home_library) IN {p.strings(list(libraries))}")
+    if age_bands:
+        filters.append(f"coalesce(age_band, merged_age_band) IN {p.strings(list(age_bands))}")
+    return f"SELECT member_key, joined FROM {{db}}.members FINAL WHERE {' AND '.join(filters)}"
+
+
+# ---------------------------------------------------------------------------------------------- retention
+
+
+@dataclass(frozen=True)
+class RetentionQuery:
+    start: date | None = None  # first cohort: the month of this day
+    end: date | None = None  # last cohort
+    months: int = 12  # later months shown per cohort
+    libraries: frozenset[str] = frozenset()
+    age_bands: frozenset[str] = frozenset()
+
+
+def retention_counts(query: RetentionQuery) -> Statement:
+    """Per cohort month: its size (`after` -1) and the members active in each month after (0, 1, …)."""
+    p = Parameters()
+    cohort = f"toStartOfMonth(toDateTime(intDiv(joined, 1000), {ZONE}))"
+    filters = ["1"]
+    if query.start is not None:
+        filters.append(f"cohort >= toStartOfMonth({p.add('Date', query.start.isoformat())})")
+    if query.end is not None:
+        filters.append(f"cohort <= toStartOfMonth({p.add('Date', query.end.isoformat())})")
+    sql = f"""
+        WITH cohorts AS (
+            SELECT member_key, {cohort} AS cohort FROM ({_members(p, query.libraries, query.age_bands)})
+            WHERE {" AND ".join(filters)}
+        )
+        SELECT toString(cohort) AS cohort, -1 AS after, count() AS members FROM cohorts GROUP BY cohort
+        UNION ALL
+        SELECT toString(c.cohort) AS cohort, dateDiff('month', c.cohort, a.month) AS after, count() AS members
+        FROM (
+            SELECT DISTINCT member_key, toStartOfMonth(time, {ZONE}) AS month FROM {{db}}.events
+            WHERE {ACTIVITY} AND member_key IN (SELECT member_key FROM cohorts)
+        ) AS a
+        INNER JOIN cohorts AS c ON a.member_key = c.member_key
+        WHERE a.month >= c.cohort AND dateDiff('month', c.cohort, a.month) <= {p.add("UInt16", query.months)}
+        GROUP BY cohort, after
+    """
+    return sql, p.values
+
+
+def retention_report(
+    counted: Iterable[Mapping[str, Any]], query: RetentionQuery, clock_ms: int, min_cell: int
+) -> Report:
+    """A row per cohort and later month up to the clock's month: `members` (the cohort), `active`, `share`. A
+    cohort smaller than `min_cell` is suppressed whole; a month with fewer than `min_cell` active members (but
+    some) has its `active` and `share` suppressed."""
+    sizes: dict[str, int] = {}
+    active: dict[tuple[str, int], int] = {}
+    for row in counted:
+        after = int(row["after"])
+        if after < 0:
+            sizes[str(row["cohort"])] = int(row["members"])
+        else:
+            active[(str(row["cohort"])[:7], after)] = int(row["members"])
+    now = local_date(clock_ms)
+    rows: list[Row] = []
+    for cohort in sorted(sizes):
+        month = date.fromisoformat(cohort)
+        size = sizes[cohort]
+        for after in range(query.months + 1):
+            index = month.year * 12 + month.month - 1 + after
+            if (index // 12, index % 12 + 1) > (now.year, now.month):
+                break  # a month still to come: not counted as inactive
+            count = active.get((cohort[:7], after), 0)
+            small_cohort, small_cell = size < min_cell, 0 < count < min_cell
+            rows.append(
+                {
+                    "cohort": cohort[:7],
+                    "months_after": after,
+                    "members": None if small_cohort else size,
+                    "active": None if small_cohort or small_cell else count,
+                    "share": None if small_cohort or small_cell else ratio(count, size, 1, 4),
+                    "suppressed": small_cohort or small_cell,
+                }
+            )
+    return Report(("cohort", "months_after", "members", "active", "share", "suppressed"), rows)
+
+
+# -------------------------------------------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class PathQuery:
+    event: str
+    depth: int = 2  # next steps per path, 1-3
+    within: timedelta = timedelta(days=7)  # each step at most this long after the one before
+    start: date | None = None  # occurrences of `event` on these Amsterdam days
+    end: date | None = None
+    limit: int = 10
+    libraries: frozenset[str] = frozenset()
+    age_bands: frozenset[str] = frozenset()
+
+
+def path_counts(query: PathQuery, clock_ms: int) -> Statement:
+    """How often each sequence of next steps followed an occurrence of the event. Right-censored: occurrences
+    younger than `depth` times `within` by the clock are left out (their next steps may still come)."""
+    p = Parameters()
+    event = p.add("String", query.event)
+    within = p.add("Int64", int(query.within.total_seconds() * 1000))
+    horizon = p.add("Int64", clock_ms - query.depth * int(query.within.total_seconds() * 1000))
+    among = f"member_key IN (SELECT member_key FROM {{db}}.events WHERE type = {event})"
+    if query.libraries or query.age_bands:
+        among += f" AND member_key IN (SELECT member_key FROM ({_members(p, query.libraries, query.age_bands)}))"
+    occurrence = [f"e[i].2 = {event}", f"e[i].1 <= {horizon}"]
+    if query.start is not None:
+        occurrence.append(
+            f"toDate(fromUnixTimestamp64Milli(e[i].1), {ZONE}) >= {p.add('Date', query.start.isoformat())}"
+        )
+    if query.end is not None:
+        occurrence.append(f"toDate(fromUnixTimestamp64Milli(e[i].1), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
+    # Step k follows step k-1 (the occurrence for k = 1) within `within`; after a missing step, nothing.
+    steps = []
+    for k in range(1, query.depth + 1):
+        inside = " AND ".join(
+            f"i + {j} <= length(e) AND e[i + {j}].1 - e[i + {j - 1}].1 <= {within}" for j in range(1, k + 1)
+        )
+        steps.append(f"if({inside}, e[i + {k}].2, '{NOTHING}') AS step_{k}")
+    sql = f"""
+        SELECT {", ".join(f"step_{k}" for k in range(1, query.depth + 1))}, count() AS occurrences
+        FROM (
+            SELECT e, i, {", ".join(steps)}
+            FROM (
+                SELECT arraySort(x -> (x.1, x.3), groupArray((toUnixTimestamp64Milli(time), type, event_id))) AS e
+                FROM {{db}}.events
+                WHERE {among} AND NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.')
+                GROUP BY member_key
+            )
+            ARRAY JOIN arrayFilter(i -> {" AND ".join(occurrence)}, arrayEnumerate(e)) AS i
+        )
+        GROUP BY {", ".join(f"step_{k}" for k in range(1, query.depth + 1))}
+    """
+    return sql, p.values
+
+
+def paths_report(counted: Iterable[Mapping[str, Any]], query: PathQuery, min_cell: int) -> Report:
+    """The `limit` most common paths, most common first, each with its share of all the occurrences counted; a
+    path followed fewer than `min_cell` times has its counts suppressed."""
+    steps = tuple(f"step_{k}" for k in range(1, query.depth + 1))
+    cells = sorted(counted, key=lambda c: (-int(c["occurrences"]), tuple(str(c[s]) for s in steps)))
+    total = sum(int(c["occurrences"]) for c in cells)
+    rows: list[Row] = []
+    for rank, cell in enumerate(cells[: query.limit], start=1):
+        n = int(cell["occurrences"])
+        suppressed = n < min_cell
+        rows.append(
+            {
+                "rank": rank,
+                "path": " → ".join(str(cell[s]) for s in steps),
+                **{s: cell[s] for s in steps},
+                "occurrences": None if suppressed else n,
+                "share": None if suppressed else ratio(n, total, 1, 4),
+                "suppressed": suppressed,
+            }
+        )
+    return Report(("rank", "path", *steps, "occurrences", "share", "suppressed"), rows)

@@ -1,0 +1,72 @@
+"""analytics' Kafka side: member, usage, friction and delivery events in, one row each into the store.
+
+One batch is one insert (after one look-up of ids already stored) and one derivation of the absence windows its
+events start (the friction rates' denominators). Merges and erasures in the batch are applied after it, in order,
+so an event that came before or after its member's merge or erasure in the same batch ends up where it belongs.
+Offsets are committed by `subscribe_batches` after the handler returned: after the insert.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from faststream.kafka import KafkaRouter
+
+from services.analytics.facts import ERASED, MERGED, fact_row, short_type
+from services.analytics.queries import Window, derive_windows
+from services.analytics.settings import AnalyticsSettings
+from services.analytics.store import AnalyticsStore
+from shared.kafka import EventPublisher, Received, subscribe_batches
+from shared.topics import DELIVERIES, FRICTIONS, MEMBERS, USAGE
+
+log = logging.getLogger(__name__)
+
+INPUTS = (MEMBERS, USAGE, FRICTIONS, DELIVERIES)
+GROUP = "analytics"
+
+
+class FactWriter:
+    def __init__(self, store: AnalyticsStore, windows: Sequence[Window]) -> None:
+        self._store = store
+        self._windows = list(windows)
+        self.inserted = 0
+        self.handled = 0
+        self.batches = 0
+        self.seconds = 0.0  # spent writing
+
+    async def write(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
+        started = time.perf_counter()
+        rows = [row for row in (fact_row(r.event) for r in batch) if row is not None]
+        self.inserted += await self._store.add(rows)
+        # The absence windows these events start: derived from what was stored (a redelivery derives nothing new).
+        await self._store.command(*derive_windows(self._windows, sorted({r["member_id"] for r in rows})))
+        for received in batch:
+            event, kind = received.event, short_type(received.event)
+            if event.subject is None:
+                continue
+            if kind == MERGED:
+                survivor = str(event.data["survivor_id"])
+                await self._store.merge(event.subject, survivor)
+                await self._store.command(*derive_windows(self._windows, [survivor]))
+            elif kind == ERASED:
+                await self._store.erase(event.subject)
+        self.handled += len(batch)
+        self.batches += 1
+        self.seconds += time.perf_counter() - started
+
+
+def analytics_router(writer: FactWriter, settings: AnalyticsSettings, publisher: EventPublisher) -> KafkaRouter:
+    router = KafkaRouter()
+    subscribe_batches(
+        router,
+        settings,
+        publisher,
+        topics=INPUTS,
+        group=GROUP,
+        handler=writer.write,
+        max_records=settings.analytics_batch_size,
+        description="Member, usage, friction and delivery events: one pseudonymous row each in the analytics store.",
+    )
+    return router

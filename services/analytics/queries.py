@@ -1,0 +1,347 @@
+"""The reports' SQL, without I/O: each function returns a statement and its parameters for `AnalyticsStore.rows`.
+
+ClickHouse SQL that runs unchanged on chDB and on a server. `{db}` is the store's database; values travel as
+typed query parameters (`{name:Type}`), never pasted into the text, except the rule catalogue's own ids and
+field names, which are checked here. Days and periods are Europe/Amsterdam.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
+from services.analytics.reports import FrictionQuery, FunnelQuery, Period
+from services.analytics.store import array_literal
+from services.journey.rules import AbsenceRule, RuleCatalogue
+
+Statement = tuple[str, dict[str, str | int | float]]
+ZONE = "'Europe/Amsterdam'"
+
+# Fields a rule's `where` may name, and the column that keeps each (envelope attributes and data fields).
+WHERE_COLUMNS = {
+    "channel": "channel",
+    "platform": "platform",
+    "library": "library",
+    "source": "source",
+    "age_band": "age_band",
+    "home_library": "home_library",
+    "proposition": "proposition",
+    "to_channel": "to_channel",
+}
+PROFILE_COLUMNS = ("age_band", "home_library", "postcode_area", "source")
+_SAFE = re.compile(r"^[A-Za-z0-9_.\-→ ]+$")
+
+
+def _text(value: object) -> str:
+    """A catalogue value as a SQL string literal (the catalogue is ours; checked all the same)."""
+    text = str(value)
+    if not _SAFE.match(text):
+        raise ValueError(f"unexpected character in rule catalogue value {text!r}")
+    return f"'{text}'"
+
+
+@dataclass
+class Parameters:
+    """Collects typed query parameters; `add` returns the placeholder to write in the SQL."""
+
+    values: dict[str, str | int | float] = field(default_factory=dict)
+
+    def add(self, kind: str, value: str | int | float) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"{{{name}:{kind}}}"
+
+    def strings(self, values: Sequence[str]) -> str:
+        return self.add("Array(String)", array_literal(sorted(values)))
+
+
+# ---------------------------------------------------------------------------------------------- profiles
+
+
+def profiles(among: str = "") -> str:
+    """Each signed-up member's profile (`members`, kept by the store from every event): from their own sign-up,
+    else from one of a member merged into them; `among`: a condition on `member_key` that narrows the members."""
+    narrowed = f" AND {among}" if among else ""
+    return f"""
+        SELECT member_key, coalesce(home_library, merged_home_library) AS home_library,
+               coalesce(age_band, merged_age_band) AS age_band, postcode_area, source, last_active
+        FROM {{db}}.members FINAL WHERE signed_up = 1{narrowed}
+    """
+
+
+# --------------------------------------------------------------------------------------- absence windows
+
+
+@dataclass(frozen=True)
+class Window:
+    """An absence rule as the store counts its windows: the start condition, the window, the channel pair."""
+
+    rule: str
+    types: tuple[str, ...]
+    condition: str
+    within_ms: int
+    channel_pair: str | None
+    member: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+def windows_of(catalogue: RuleCatalogue) -> list[Window]:
+    """The absence rules; a start filter on a field the store does not keep is an error (said at start-up)."""
+    windows = []
+    for rule in catalogue.rules:
+        if not isinstance(rule, AbsenceRule):
+            continue
+        conditions = []
+        for name, wanted in rule.start.where.items():
+            if name not in WHERE_COLUMNS:
+                raise ValueError(f"rule {rule.id}: the analytics store keeps no field {name!r} to count windows by")
+            allowed = wanted if isinstance(wanted, list) else [wanted]
+            conditions.append(f"{WHERE_COLUMNS[name]} IN ({', '.join(_text(a) for a in allowed)})")
+        types = tuple(rule.start.type)
+        conditions.insert(0, f"type IN ({', '.join(_text(t) for t in types)})")
+        for name in rule.member:
+            if name not in PROFILE_COLUMNS:
+                raise ValueError(f"rule {rule.id}: the analytics store keeps no profile field {name!r}")
+        windows.append(
+            Window(
+                rule.id,
+                types,
+                " AND ".join(conditions),
+                int(rule.within.total_seconds() * 1000),
+                rule.channel_pair,
+                tuple((name, tuple(values)) for name, values in rule.member.items()),
+            )
+        )
+    return windows
+
+
+def fingerprint(windows: Sequence[Window]) -> str:
+    """What the stored windows were derived with: another catalogue (a rule added, a window changed) derives
+    them again."""
+    return hashlib.sha256(repr(list(windows)).encode()).hexdigest()[:16]
+
+
+def derive_windows(windows: Sequence[Window], members: Sequence[str] | None = None) -> Statement:
+    """Store the absence windows the events start (`windows`): for the events of `members` (a batch just stored,
+    or a member merged into another), or for every event (a new rule catalogue). Windows stored already are not
+    stored again, so this can run any number of times. A sign-up keeps its own profile on the window."""
+    p = Parameters()
+    if not windows:
+        return "SELECT 1 WHERE 0", {}
+    narrowed = "1"
+    if members is not None:
+        narrowed = f"member_key IN (SELECT cityHash64(arrayJoin({p.strings(members)})))"
+    starts = " UNION ALL ".join(
+        f"SELECT event_id, member_key, member_id, {_text(w.rule)} AS rule, "
+        f"toUnixTimestamp64Milli(time) + {w.within_ms} AS due, library, "
+        f"{_text(w.channel_pair) if w.channel_pair else 'channel_pair'} AS channel_pair, platform, "
+        f"toUInt8(type = '{SIGNED_UP}') AS signed_up, {', '.join(PROFILE_COLUMNS)} "
+        f"FROM {{db}}.events WHERE {w.condition} AND {narrowed}"
+        for w in windows
+    )
+    stored = f"SELECT event_id, rule FROM {{db}}.windows WHERE {narrowed}"
+    sql = f"""
+        INSERT INTO {{db}}.windows (event_id, member_key, member_id, rule, due, library, channel_pair, platform,
+                                    signed_up, {", ".join(PROFILE_COLUMNS)})
+        SELECT * FROM ({starts}) WHERE (event_id, rule) NOT IN ({stored})
+    """
+    return sql, p.values
+
+
+def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters, *, profile: bool = True) -> str:
+    """Every absence window whose due time is at or before `closed_by_ms`, met or not (right-censored), with
+    the attributes journey counts it by: the start's library (else the home library), the rule's channel pair
+    (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed.
+
+    A sign-up carries the profile itself; other starts need the member's, which costs a join: without `profile`
+    (a query that neither groups nor filters by library or age band) they go without."""
+    closed_by = p.add("Int64", closed_by_ms)
+    profile = profile or any(w.member for w in windows)
+    own = "w.signed_up = 1"
+    among = "member_key IN (SELECT member_key FROM {db}.windows WHERE signed_up = 0)"
+    joined = f"LEFT JOIN ({profiles(among)}) AS p ON w.member_key = p.member_key" if profile else ""
+    library = f"coalesce(w.library, if({own}, w.home_library, {'p.home_library' if profile else 'NULL'}))"
+    age_band = f"if({own}, w.age_band, {'p.age_band' if profile else 'NULL'})"
+    admitted = "".join(f" AND (w.rule != {_text(w.rule)} OR ({_profile_filter(w, own)}))" for w in windows if w.member)
+    return f"""
+        SELECT w.rule AS rule, {library} AS library, w.channel_pair AS channel_pair, w.platform AS platform,
+               {age_band} AS age_band, toDate(fromUnixTimestamp64Milli(w.due), {ZONE}) AS day
+        FROM {{db}}.windows AS w
+        {joined}
+        WHERE w.due <= {closed_by} AND w.rule IN {p.strings([w.rule for w in windows])}{admitted}
+    """
+
+
+def _profile_filter(window: Window, own: str) -> str:
+    """The rule's condition on the member's profile (a sign-up's own, else the member's)."""
+    return " AND ".join(
+        f"if({own}, w.{name}, p.{name}) IN ({', '.join(_text(v) for v in values)})" for name, values in window.member
+    )
+
+
+# ------------------------------------------------------------------------------------------- frictions
+
+
+def period_sql(period: Period, day: str = "day") -> str:
+    if period == "day":
+        return f"toString({day})"
+    if period == "week":
+        return f"concat(toString(toISOYear({day})), '-W', leftPad(toString(toISOWeek({day})), 2, '0'))"
+    return f"formatDateTime({day}, '%Y-%m')"
+
+
+def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_ms: int) -> Statement:
+    """Per group (and period): frictions detected, those of absence rules (`windowed`), resolved, the median
+    seconds to resolve, and closed windows (`starts`)."""
+    p = Parameters()
+    profile = bool({"library", "age_band"} & set(query.by) or query.libraries or query.age_bands)
+    absence = p.strings([w.rule for w in windows])
+    keys = [*query.by, *([f"{period_sql(query.period)} AS period"] if query.period else [])]
+    names = [*query.by, *(["period"] if query.period else [])]
+    filters = ["1"]
+    if query.start is not None:
+        filters.append(f"day >= {p.add('Date', query.start.isoformat())}")
+    if query.end is not None:
+        filters.append(f"day <= {p.add('Date', query.end.isoformat())}")
+    for column, values in (("library", query.libraries), ("rule", query.rules), ("age_band", query.age_bands)):
+        if values:
+            filters.append(f"{column} IN {p.strings(list(values))}")
+    sql = f"""
+        SELECT {", ".join(keys) or "1 AS all"},
+               sum(detected) AS detected, sum(windowed) AS windowed, count(seconds) AS resolved,
+               quantileExactInclusive(0.5)(seconds) AS median_seconds, sum(start) AS starts
+        FROM (
+            SELECT d.rule AS rule, d.library AS library, d.channel_pair AS channel_pair, d.platform AS platform,
+                   d.age_band AS age_band, toDate(d.due, {ZONE}) AS day, 1 AS detected,
+                   toUInt8(d.rule IN {absence}) AS windowed, r.seconds AS seconds, 0 AS start
+            FROM (SELECT friction_id, rule, library, channel_pair, platform, age_band, due
+                  FROM {{db}}.events WHERE type = '{DETECTED}') AS d
+            LEFT JOIN (SELECT friction_id, min(seconds) AS seconds FROM {{db}}.events
+                       WHERE type = '{RESOLVED}' GROUP BY friction_id) AS r ON d.friction_id = r.friction_id
+            UNION ALL
+            SELECT rule, library, channel_pair, platform, age_band, day, 0, 0, NULL, 1
+            FROM ({closed_windows(windows, closed_by_ms, p, profile=profile)})
+        )
+        WHERE {" AND ".join(filters)}
+        GROUP BY {", ".join(names) or "all"}
+        SETTINGS join_use_nulls = 1
+    """
+    return sql, p.values
+
+
+def members_by_library(libraries: frozenset[str], age_bands: frozenset[str]) -> Statement:
+    """Members per home library (in the age bands): the denominator of frictions per 1,000 members."""
+    p = Parameters()
+    filters = ["1"]
+    if libraries:
+        filters.append(f"home_library IN {p.strings(list(libraries))}")
+    if age_bands:
+        filters.append(f"age_band IN {p.strings(list(age_bands))}")
+    sql = f"""SELECT home_library AS library, count() AS members FROM ({profiles()})
+              WHERE {" AND ".join(filters)} GROUP BY home_library"""
+    return sql, p.values
+
+
+# ------------------------------------------------------------------------------------------------ funnel
+
+
+def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
+    """Members through the steps per split value. A member enters with the first occurrence of the first step;
+    each next step counts at its first occurrence at or after the previous one, within `within`; one not reached
+    is in progress while the previous step is younger than `within` by the clock, else dropped."""
+    p = Parameters()
+    steps = query.steps
+    within = p.add("Int64", int(query.within.total_seconds() * 1000))
+    clock = p.add("Int64", clock_ms)
+    ms = "toUnixTimestamp64Milli(time)"
+    types = p.strings(list({*steps, SIGNED_UP}))
+    own_latest = "(merged_from = '', time)"
+    step = [p.add("String", s) for s in steps]
+    split = "NULL" if query.by is None else f"argMinIf({query.by}, time, type = {step[0]})"
+    per_member = [
+        f"minIf({ms}, type = {step[0]}) AS at_1",
+        f"{split} AS split",
+        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
+        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
+        f"countIf(type = {step[0]}) AS entered",
+        *(f"arraySort(groupArrayIf({ms}, type = {step[k]})) AS times_{k + 1}" for k in range(1, len(steps))),
+    ]
+    # Step k is reached at `at_k` (0: not reached); each builds on the one before.
+    chain = ["toUInt8(1) AS ok_1"]
+    for k in range(2, len(steps) + 1):
+        found = f"arrayFirst(x -> x >= at_{k - 1}, times_{k})"
+        chain.append(f"if(ok_{k - 1} AND {found} > 0 AND {found} - at_{k - 1} <= {within}, {found}, 0) AS at_{k}")
+        chain.append(f"toUInt8(at_{k} > 0) AS ok_{k}")
+    figures = []
+    for k in range(1, len(steps) + 1):
+        before = "1" if k == 1 else f"ok_{k - 1}"
+        young = "0" if k == 1 else f"{clock} - at_{k - 1} < {within}"
+        figures += [
+            f"countIf({before}) AS entered_{k}",
+            f"countIf(ok_{k}) AS reached_{k}",
+            f"countIf({before} AND NOT ok_{k} AND NOT ({young})) AS dropped_{k}",
+            f"countIf({before} AND NOT ok_{k} AND ({young})) AS in_progress_{k}",
+        ]
+    filters = ["entered > 0"]
+    if query.start is not None:
+        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) >= {p.add('Date', query.start.isoformat())}")
+    if query.end is not None:
+        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
+    if query.libraries:
+        filters.append(f"home IN {p.strings(list(query.libraries))}")
+    if query.age_bands:
+        filters.append(f"band IN {p.strings(list(query.age_bands))}")
+    sql = f"""
+        SELECT split, {", ".join(figures)}
+        FROM (
+            SELECT split, at_1, {", ".join(chain)}
+            FROM (SELECT {", ".join(per_member)} FROM {{db}}.events WHERE type IN {types} GROUP BY member_key)
+            WHERE {" AND ".join(filters)}
+        )
+        GROUP BY split
+    """
+    return sql, p.values
+
+
+# ------------------------------------------------------------------------------------------------- reach
+
+
+def reach_counts(bands: Sequence[str], since_ms: int, libraries: frozenset[str]) -> Statement:
+    """Members and those active since `since_ms`, per home library and age band (from the sign-up). Activity:
+    any member or usage event except merges and erasures (the store keeps each member's latest)."""
+    p = Parameters()
+    filters = [f"age_band IN {p.strings(list(bands))}"]
+    if libraries:
+        filters.append(f"home_library IN {p.strings(list(libraries))}")
+    since = p.add("Int64", since_ms)
+    sql = f"""
+        SELECT home_library AS library, age_band AS band, count() AS members,
+               countIf(last_active >= {since}) AS active
+        FROM ({profiles()})
+        WHERE {" AND ".join(filters)}
+        GROUP BY home_library, age_band
+    """
+    return sql, p.values
+
+
+# ---------------------------------------------------------------------------------------------- timeline
+
+
+def survivor_of(member_id: str) -> Statement:
+    return "SELECT survivor_id FROM {db}.merges FINAL WHERE member_id = {m:String}", {"m": member_id}
+
+
+def member_events(member_id: str) -> Statement:
+    """One member's rows, oldest first (the timeline)."""
+    sql = """SELECT type, toUnixTimestamp64Milli(time) AS ms, library, channel, platform, home_library, age_band,
+                    postcode_area, source, rule, friction_id, channel_pair,
+                    toUnixTimestamp64Milli(started) AS started_ms, toUnixTimestamp64Milli(due) AS due_ms
+             FROM {db}.events WHERE member_key = cityHash64({m:String}) AND member_id = {m:String}
+             ORDER BY time, event_id"""
+    return sql, {"m": member_id}
+
+
+def latest_event_ms() -> Statement:
+    return "SELECT toUnixTimestamp64Milli(max(time)) AS ms FROM {db}.events", {}

@@ -1,0 +1,347 @@
+"""The analytics store: one pseudonymous row per event in ClickHouse, the same schema and SQL on two engines.
+
+`Chdb` runs ClickHouse's engine inside this process (PyPI `chdb`; data in a folder that one process at a time
+may open); `ClickHouseServer` talks to a server over HTTP (`clickhouse-connect`). Both do three things — run a
+statement, read rows, insert rows — and everything else (`AnalyticsStore`) is SQL they share. Calls block, so
+they run in a worker thread, one at a time per store.
+
+Layout (docs/reports.md): `events` is a ReplacingMergeTree ordered by (member_key, time, event_id), member_key
+being a 64-bit hash of the member id: a member's events lie together (per-member aggregation streams) and an
+event id is looked up through the primary index. Inserting skips event ids already stored, so a redelivered or
+replayed event adds nothing (the engine's replacing merge collapses any duplicate that two writers raced in).
+`merges` and `erasures` remember merged and erased member ids, so late events follow a merge and an erased
+member's replayed events stay out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import pyarrow as pa
+
+from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, TIMES, Row
+from services.analytics.settings import AnalyticsSettings
+
+Params = Mapping[str, str | int | float]
+OF_MEMBER = "member_key = cityHash64({m:String}) AND member_id = {m:String}"
+# What counts as a member's activity (reach): any member or usage event except merges and erasures.
+ACTIVITY = (
+    f"NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') AND type NOT IN ('{MERGED}', '{ERASED}')"
+)
+
+SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS {db}.events (
+        event_id String,
+        member_id String,
+        member_key UInt64 MATERIALIZED cityHash64(member_id),
+        type LowCardinality(String),
+        time DateTime64(3, 'UTC'),
+        library LowCardinality(Nullable(String)),
+        channel LowCardinality(Nullable(String)),
+        platform LowCardinality(Nullable(String)),
+        home_library LowCardinality(Nullable(String)),
+        age_band LowCardinality(Nullable(String)),
+        postcode_area LowCardinality(Nullable(String)),
+        source LowCardinality(Nullable(String)),
+        proposition LowCardinality(Nullable(String)),
+        to_channel LowCardinality(Nullable(String)),
+        rule LowCardinality(Nullable(String)),
+        channel_pair LowCardinality(Nullable(String)),
+        outcome LowCardinality(Nullable(String)),
+        friction_id Nullable(String),
+        started Nullable(DateTime64(3, 'UTC')),
+        due Nullable(DateTime64(3, 'UTC')),
+        seconds Nullable(Float64),
+        merged_from String DEFAULT ''
+    ) ENGINE = ReplacingMergeTree ORDER BY (member_key, time, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.members (
+        member_key UInt64,
+        member_id SimpleAggregateFunction(any, String),
+        home_library SimpleAggregateFunction(anyLast, Nullable(String)),
+        age_band SimpleAggregateFunction(anyLast, Nullable(String)),
+        postcode_area SimpleAggregateFunction(anyLast, Nullable(String)),
+        source SimpleAggregateFunction(anyLast, Nullable(String)),
+        merged_home_library SimpleAggregateFunction(anyLast, Nullable(String)),
+        merged_age_band SimpleAggregateFunction(anyLast, Nullable(String)),
+        signed_up SimpleAggregateFunction(max, UInt8),
+        joined SimpleAggregateFunction(min, Int64),
+        last_active SimpleAggregateFunction(max, Int64)
+    ) ENGINE = AggregatingMergeTree ORDER BY member_key
+    """,
+    f"""
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.members_of_events TO {{db}}.members AS
+    SELECT cityHash64(member_id) AS member_key, member_id,
+           if(type = '{SIGNED_UP}' AND merged_from = '', home_library, NULL) AS home_library,
+           if(type = '{SIGNED_UP}' AND merged_from = '', age_band, NULL) AS age_band,
+           if(type = '{SIGNED_UP}' AND merged_from = '', postcode_area, NULL) AS postcode_area,
+           if(type = '{SIGNED_UP}' AND merged_from = '', source, NULL) AS source,
+           if(type = '{SIGNED_UP}' AND merged_from != '', home_library, NULL) AS merged_home_library,
+           if(type = '{SIGNED_UP}' AND merged_from != '', age_band, NULL) AS merged_age_band,
+           toUInt8(type = '{SIGNED_UP}') AS signed_up,
+           if(type = '{SIGNED_UP}', toUnixTimestamp64Milli(time), 9223372036854775807) AS joined,
+           if({ACTIVITY}, toUnixTimestamp64Milli(time), 0) AS last_active
+    FROM {{db}}.events
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.windows (
+        event_id String,
+        member_key UInt64,
+        member_id String,
+        rule LowCardinality(String),
+        due Int64,
+        library LowCardinality(Nullable(String)),
+        channel_pair LowCardinality(Nullable(String)),
+        platform LowCardinality(Nullable(String)),
+        signed_up UInt8,
+        home_library LowCardinality(Nullable(String)),
+        age_band LowCardinality(Nullable(String)),
+        postcode_area LowCardinality(Nullable(String)),
+        source LowCardinality(Nullable(String))
+    ) ENGINE = ReplacingMergeTree ORDER BY (member_key, rule, event_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.catalogue (fingerprint String, at DateTime64(3, 'UTC') DEFAULT now64())
+    ENGINE = MergeTree ORDER BY at
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.merges (member_id String, survivor_id String)
+    ENGINE = ReplacingMergeTree ORDER BY member_id
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.erasures (member_id String) ENGINE = ReplacingMergeTree ORDER BY member_id
+    """,
+)
+
+
+def array_literal(values: Sequence[str]) -> str:
+    """A ClickHouse array of strings as a query parameter's text: `['a','b']`."""
+    escaped = (v.replace("\\", "\\\\").replace("'", "\\'") for v in values)
+    return "[" + ",".join(f"'{v}'" for v in escaped) + "]"
+
+
+def arrow_rows(rows: Sequence[Row]) -> pa.Table:
+    """Rows as one columnar Arrow table: both engines insert it without parsing text (20x faster than JSON)."""
+    return pa.table({c: pa.array([r.get(c) for r in rows], type=_ARROW_TYPES.get(c, pa.string())) for c in COLUMNS})
+
+
+_ARROW_TYPES = {**dict.fromkeys(TIMES, pa.timestamp("ms", tz="UTC")), "seconds": pa.float64()}
+
+
+class Engine(Protocol):
+    """What a ClickHouse engine does for the store; blocking calls."""
+
+    def command(self, sql: str, params: Params | None = None) -> None: ...
+    def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]: ...
+    def insert(self, table: str, rows: pa.Table) -> None: ...
+    def close(self) -> None: ...
+
+
+class Chdb:
+    """ClickHouse's engine in this process. A data folder belongs to one process, and a process holds one folder
+    at a time (chDB's embedded server), so close the store before opening another."""
+
+    def __init__(self, path: Path) -> None:
+        from chdb import session
+
+        path.mkdir(parents=True, exist_ok=True)
+        self._session: Any = cast(Any, session).Session(str(path))
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        self._session.query(sql, "Null", params=dict(params or {}))
+
+    def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        result = self._session.query(sql, "JSONEachRow", params=dict(params or {}))
+        return [json.loads(line) for line in result.bytes().splitlines() if line]
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        # chDB reads the Arrow table in place (`Python(name)` names a variable of this frame): no text to parse.
+        columns = ", ".join(rows.column_names)
+        self._session.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
+
+    def close(self) -> None:
+        self._session.close()
+
+
+class ClickHouseServer:
+    """A ClickHouse server over HTTP (production)."""
+
+    def __init__(self, settings: AnalyticsSettings) -> None:
+        import clickhouse_connect
+
+        self._client = clickhouse_connect.get_client(
+            dsn=settings.analytics_clickhouse_url,
+            username=settings.analytics_clickhouse_user,
+            password=settings.analytics_clickhouse_password.get_secret_value(),
+        )
+
+    def command(self, sql: str, params: Params | None = None) -> None:
+        self._client.command(sql, parameters=dict(params or {}))
+
+    def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        result = self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONEachRow")
+        return [json.loads(line) for line in result.splitlines() if line]
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        self._client.insert_arrow(table, rows)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AnalyticsStore:
+    """The event facts and the questions asked of them; every method is one or a few SQL statements."""
+
+    def __init__(self, settings: AnalyticsSettings, engine: Engine | None = None) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._lock = threading.Lock()
+        self.db = settings.analytics_database
+
+    def _open(self) -> Engine:
+        if self._engine is None:
+            settings = self._settings
+            self._engine = (
+                Chdb(settings.analytics_path) if settings.analytics_store == "chdb" else ClickHouseServer(settings)
+            )
+            self._engine.command(f"CREATE DATABASE IF NOT EXISTS {self.db}")
+            for statement in SCHEMA:
+                self._engine.command(statement.format(db=self.db))
+        return self._engine
+
+    def _call(self, work: Any) -> Any:
+        with self._lock:
+            return work(self._open())
+
+    async def _run(self, work: Any) -> Any:
+        return await asyncio.to_thread(self._call, work)
+
+    # ------------------------------------------------------------------------------------------- generic
+
+    async def open(self) -> None:
+        await self._run(lambda engine: None)
+
+    async def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        """The rows of a query; `{db}` in the SQL is the store's database."""
+        result: list[dict[str, Any]] = await self._run(lambda e: e.rows(sql.replace("{db}", self.db), params))
+        return result
+
+    async def command(self, sql: str, params: Params | None = None) -> None:
+        await self._run(lambda e: e.command(sql.replace("{db}", self.db), params))
+
+    async def close(self) -> None:
+        def close() -> None:
+            with self._lock:
+                if self._engine is not None:
+                    self._engine.close()
+                    self._engine = None
+
+        await asyncio.to_thread(close)
+
+    # ------------------------------------------------------------------------------------------- writing
+
+    async def add(self, rows: Sequence[Row]) -> int:
+        """Insert the rows whose event ids are not stored yet, under the survivor's id when the member was merged,
+        and none of erased members. One query to look up, one insert; returns the rows inserted."""
+        if not rows:
+            return 0
+        members = array_literal(sorted({r["member_id"] for r in rows}))
+
+        def work(engine: Engine) -> int:
+            known = engine.rows(
+                f"SELECT member_id, survivor_id FROM {self.db}.merges FINAL WHERE member_id IN {{m:Array(String)}} "
+                f"UNION ALL SELECT member_id, '' FROM {self.db}.erasures WHERE member_id IN {{m:Array(String)}}",
+                {"m": members},
+            )
+            survivors = {r["member_id"]: r["survivor_id"] for r in known if r["survivor_id"]}
+            erased = {r["member_id"] for r in known if not r["survivor_id"]}
+            fresh: list[Row] = []
+            for row in rows:
+                if row["member_id"] in erased:
+                    continue
+                survivor = survivors.get(row["member_id"])
+                fresh.append(
+                    row if survivor is None else {**row, "member_id": survivor, "merged_from": row["member_id"]}
+                )
+            if not fresh:
+                return 0
+            stored = {
+                r["event_id"]
+                for r in engine.rows(
+                    f"SELECT event_id FROM {self.db}.events WHERE member_key IN "
+                    f"(SELECT cityHash64(arrayJoin({{m:Array(String)}}))) AND event_id IN {{e:Array(String)}}",
+                    {
+                        "m": array_literal(sorted({r["member_id"] for r in fresh})),
+                        "e": array_literal([r["event_id"] for r in fresh]),
+                    },
+                )
+            }
+            new = list({r["event_id"]: r for r in fresh if r["event_id"] not in stored}.values())
+            if new:
+                engine.insert(f"{self.db}.events", arrow_rows(new))
+            return len(new)
+
+        inserted: int = await self._run(work)
+        return inserted
+
+    async def merge(self, member_id: str, survivor_id: str) -> None:
+        """The merged member's events become the survivor's (once, also when the merge is delivered again)."""
+        params = {"m": member_id, "s": survivor_id}
+        columns = ", ".join(c for c in COLUMNS if c not in ("member_id", "merged_from"))
+
+        def work(engine: Engine) -> None:
+            engine.command(f"INSERT INTO {self.db}.merges VALUES ({{m:String}}, {{s:String}})", params)
+            # Members merged into this one earlier now belong to its survivor (a replacing table: the last wins).
+            engine.command(
+                f"INSERT INTO {self.db}.merges SELECT member_id, {{s:String}} FROM {self.db}.merges FINAL "
+                f"WHERE survivor_id = {{m:String}}",
+                params,
+            )
+            engine.command(
+                f"INSERT INTO {self.db}.events (member_id, merged_from, {columns}) "
+                f"SELECT {{s:String}}, if(merged_from = '', member_id, merged_from), {columns} FROM {self.db}.events "
+                f"WHERE member_key = cityHash64({{m:String}}) AND member_id = {{m:String}} AND event_id NOT IN "
+                f"(SELECT event_id FROM {self.db}.events WHERE member_key = cityHash64({{s:String}}))",
+                params,
+            )
+            for table in ("events", "members", "windows"):
+                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
+
+        await self._run(work)
+
+    async def erase(self, member_id: str) -> None:
+        """Every row of the member goes; their id is kept (pseudonymous) so that replayed events stay out."""
+
+        def work(engine: Engine) -> None:
+            engine.command(f"INSERT INTO {self.db}.erasures VALUES ({{m:String}})", {"m": member_id})
+            for table in ("events", "members", "windows"):
+                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", {"m": member_id})
+
+        await self._run(work)
+
+    async def windows_for(self, fingerprint: str, derive_all: tuple[str, Params]) -> bool:
+        """Windows for the rule catalogue in force: derived again from every event when the catalogue is not the
+        one they were derived with (True then)."""
+
+        def work(engine: Engine) -> bool:
+            latest = engine.rows(f"SELECT fingerprint FROM {self.db}.catalogue ORDER BY at DESC LIMIT 1")
+            if latest and latest[0]["fingerprint"] == fingerprint:
+                return False
+            engine.command(f"TRUNCATE TABLE {self.db}.windows")
+            engine.command(derive_all[0].replace("{db}", self.db), derive_all[1])
+            engine.command(f"INSERT INTO {self.db}.catalogue (fingerprint) VALUES ({{f:String}})", {"f": fingerprint})
+            return True
+
+        derived: bool = await self._run(work)
+        return derived
+
+    async def insert_select(self, sql: str) -> None:
+        """Bulk loading (the benchmark): an `INSERT INTO {db}.events ... SELECT` run as is."""
+        await self.command(sql)

@@ -1,0 +1,305 @@
+"""The analytics service on the real broker, Redis and chDB (a data folder of its own): a scripted network of
+members goes through Kafka into the store, then every report is read over HTTP — numbers, CSV, suppression,
+censoring, scope, roles — and redelivery, replays, merges and erasures are checked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from services.analytics.app import create_app
+from services.analytics.handlers import FactWriter
+from services.analytics.settings import AnalyticsSettings
+from services.analytics.store import AnalyticsStore
+from shared.auth import Keyring
+from shared.events import CloudEvent
+from shared.events.registry import TYPE_PREFIX
+from shared.kafka import EventPublisher
+from shared.redis import make_redis
+from tests.support import eventually, running
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+DAY = timedelta(days=1)
+FUNNEL = "member.signed_up.v1,member.card_activated.v1,usage.loan_borrowed.v1"
+NOT_ACTIVATED = "online-signup-not-activated"
+
+
+def event(kind: str, member: str, at: datetime, *, library: str | None = "oba", channel: str | None = "offline",
+          platform: str | None = "desk", **data: Any) -> CloudEvent:  # fmt: skip
+    return CloudEvent(
+        id=f"{kind}-{member}-{at.timestamp()}", source="/test", type=TYPE_PREFIX + kind, time=at, subject=member,
+        library=library, channel=channel, platform=platform, data=data,
+    )  # fmt: skip
+
+
+def signed_up(member: str, at: datetime, *, library: str = "oba", online: bool = True,
+              age_band: str = "18-64") -> CloudEvent:  # fmt: skip
+    return event(
+        "member.signed_up.v1", member, at, library=library, channel="online" if online else "offline",
+        platform="website" if online else "desk", age_band=age_band, home_library=library, postcode_area="1034",
+    )  # fmt: skip
+
+
+def borrowed(member: str, at: datetime) -> CloudEvent:
+    return event("usage.loan_borrowed.v1", member, at, item_id=f"item-{member}", loan_id=f"loan-{member}")
+
+
+def detected(member: str, rule: str, started: datetime, due: datetime, library: str, **extra: Any) -> CloudEvent:
+    friction_id = f"{rule}-{member}"
+    return CloudEvent(
+        id=friction_id, source="/journey", type=TYPE_PREFIX + "friction.detected.v1", time=due, subject=member,
+        library=library, data={"friction_id": friction_id, "rule": rule, "start_event_id": "s", "library": library,
+                               "started_at": started.isoformat(), "due_at": due.isoformat(), "platform": "website",
+                               "channel_pair": "online→offline", "age_band": "18-64", **extra},
+    )  # fmt: skip
+
+
+def resolved(member: str, rule: str, due: datetime, at: datetime) -> CloudEvent:
+    friction_id = f"{rule}-{member}"
+    return CloudEvent(
+        id=f"resolved-{friction_id}", source="/journey", type=TYPE_PREFIX + "friction.resolved.v1", time=at,
+        subject=member, data={"friction_id": friction_id, "rule": rule, "resolved_by_event_id": "x",
+                              "resolved_at": at.isoformat(), "seconds_to_resolve": (at - due).total_seconds()},
+    )  # fmt: skip
+
+
+def the_network() -> list[CloudEvent]:
+    """oba, online sign-ups 40 days ago (18-64): on-0..2 activate the card 2 days later and borrow 3 days after;
+    on-3, on-4 activate after 20 days (a friction of the 14-day rule, resolved; within the funnel's 30 days);
+    on-5..9 never (frictions). `new` signed up 2 days ago: its window is still open. desk-0..4 (65+) signed up at
+    the desk 10 days ago. kid-0..5 (4-11) signed up at the desk 400 days ago; kid-0..3 borrowed 100 days ago.
+    haarlem: on-0..2 online 40 days ago, never activated (3 frictions); kid-0, kid-1 400 days ago.
+    utrecht: kid-0..4 400 days ago, a friction each (never online).
+    `merged` signs up a day ago and is merged into oba-on-5; `erased` is erased."""
+    start, due, events = NOW - 40 * DAY, NOW - 26 * DAY, []
+    for i in range(10):
+        events.append(signed_up(f"oba-on-{i}", start))
+    for i in range(3):
+        events += [
+            event("member.card_activated.v1", f"oba-on-{i}", start + 2 * DAY),
+            borrowed(f"oba-on-{i}", start + 5 * DAY),
+        ]
+    for i in (3, 4):
+        events += [event("member.card_activated.v1", f"oba-on-{i}", start + 20 * DAY)]
+        events += [detected(f"oba-on-{i}", NOT_ACTIVATED, start, due, "oba"),
+                   resolved(f"oba-on-{i}", NOT_ACTIVATED, due, start + 20 * DAY)]  # fmt: skip
+    events += [detected(f"oba-on-{i}", NOT_ACTIVATED, start, due, "oba") for i in range(5, 10)]
+    events.append(signed_up("oba-new", NOW - 2 * DAY))
+    events += [signed_up(f"oba-desk-{i}", NOW - 10 * DAY, online=False, age_band="65+") for i in range(5)]
+    for library, kids in (("oba", 6), ("haarlem", 2), ("utrecht", 5)):
+        for i in range(kids):
+            events.append(signed_up(f"{library}-kid-{i}", NOW - 400 * DAY, library=library, online=False,
+                                    age_band="4-11"))  # fmt: skip
+    events += [borrowed(f"oba-kid-{i}", NOW - 100 * DAY) for i in range(4)]
+    events += [detected(f"utrecht-kid-{i}", "desk-signup-never-online", NOW - 400 * DAY, NOW - 370 * DAY, "utrecht")
+               for i in range(5)]  # fmt: skip
+    events += [signed_up(f"haarlem-on-{i}", start, library="haarlem") for i in range(3)]
+    events += [detected(f"haarlem-on-{i}", NOT_ACTIVATED, start, due, "haarlem") for i in range(3)]
+    events += [
+        signed_up("merged", NOW - DAY),
+        event("member.merged.v1", "merged", NOW - DAY + timedelta(hours=1), survivor_id="oba-on-5"),
+        signed_up("erased", NOW - DAY),
+        event("member.erased.v1", "erased", NOW - DAY + timedelta(hours=1)),
+    ]
+    return events
+
+
+@dataclass
+class Network:
+    app: FastAPI
+    keys: dict[str, str]
+    published: int
+
+    @property
+    def writer(self) -> FactWriter:
+        writer: FactWriter = self.app.state.writer
+        return writer
+
+    @property
+    def store(self) -> AnalyticsStore:
+        store: AnalyticsStore = self.app.state.store
+        return store
+
+    async def publish(self, events: list[CloudEvent]) -> None:
+        publisher: EventPublisher = self.app.state.parts.publisher
+        await publisher.publish_many(events)
+        self.published += len(events)
+        await eventually(lambda: self._caught_up(), within=60)
+
+    async def _caught_up(self) -> bool:
+        return self.writer.handled >= self.published
+
+    async def get(self, key: str | None, path: str, **params: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.keys[key]}"} if key else {}
+        transport = httpx.ASGITransport(app=self.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as client:
+            return await client.get(path, params=params)
+
+    async def rows(self, key: str, path: str, **params: Any) -> list[dict[str, Any]]:
+        response = await self.get(key, path, **params)
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()["rows"]
+        return rows
+
+
+@pytest.fixture(scope="module")
+async def network(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
+    Network
+]:  # fmt: skip
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    path: Path = tmp_path_factory.mktemp("analytics")
+    settings = AnalyticsSettings(
+        kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix,
+        key_prefix=prefix, partitions=2, handler_retry_backoff_seconds=0.05, analytics_path=path,
+        analytics_cache_seconds=0, analytics_allowed_lateness=timedelta(0),
+    )  # fmt: skip
+    redis = make_redis(settings)
+    keyring = Keyring(redis, settings)
+    keys = {
+        "analyst": await keyring.create("network analyst", ["analyst"]),
+        "oba-analyst": await keyring.create("oba analyst", ["analyst"], "oba"),
+        "oba-desk": await keyring.create("oba front office", ["member-data"], "oba"),
+        "marketing": await keyring.create("marketing", ["marketing"]),
+    }
+    await redis.aclose()
+    app = create_app(settings)
+    async with running(app):
+        network = Network(app, keys, 0)
+        await network.publish(the_network())
+        yield network
+
+
+def by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {tuple(row[k] for k in keys): row for row in rows}
+
+
+async def test_friction_rates_use_closed_windows_counted_from_the_events(network: Network) -> None:
+    rows = by(await network.rows("analyst", "/v1/reports/frictions", by="rule,library"), "rule", "library")
+    assert rows[(NOT_ACTIVATED, "oba")] == {
+        "rule": NOT_ACTIVATED, "library": "oba",
+        "detected": 7, "resolved": 2, "starts": 10,  # oba-new's and merged's windows are still open
+        "rate_per_1000_starts": 700.0, "resolution_rate": 0.2857, "median_seconds_to_resolve": 6 * 86400.0,
+        "members": 22, "frictions_per_1000_members": 318.18, "suppressed": False,
+    }  # fmt: skip
+    haarlem = rows[(NOT_ACTIVATED, "haarlem")]  # three frictions
+    assert haarlem["suppressed"] is True and haarlem["detected"] is None
+    # Utrecht's kids' desk sign-ups opened windows of the desk rule that closed long ago, none met.
+    desk = rows[("desk-signup-never-online", "utrecht")]
+    assert (desk["detected"], desk["starts"], desk["rate_per_1000_starts"]) == (5, 5, 1000.0)
+
+
+async def test_reports_come_as_csv(network: Network) -> None:
+    response = await network.get("analyst", "/v1/reports/frictions", by="rule,library", format="csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(response.text)))
+    oba = next(r for r in lines if r["rule"] == NOT_ACTIVATED and r["library"] == "oba")
+    assert (oba["detected"], oba["rate_per_1000_starts"], oba["suppressed"]) == ("7", "700.0", "false")
+
+
+async def test_the_funnel_never_counts_a_member_inside_the_window_as_dropped(network: Network) -> None:
+    rows = by(await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel", within="P30D"),
+              "channel", "step_number")  # fmt: skip
+    figures = ("entered", "reached", "dropped", "in_progress")
+    assert [rows[("online", n)][k] for n in (1, 2, 3) for k in figures] == [
+        14, 14, 0, 0,
+        14, 5, 8, 1,  # the 2-day-old sign-up is in progress
+        5, 3, 0, 2,  # activated 20 days ago, no loan yet: in progress, not dropped
+    ]  # fmt: skip
+    assert [rows[("offline", 2)][k] for k in figures] == [18, 0, 13, 5]
+
+
+async def test_reach_suppresses_small_cells_and_one_more_so_the_total_gives_nothing_away(network: Network) -> None:
+    rows = by(await network.rows("analyst", "/v1/reports/reach"), "library", "age_band")
+    assert rows[("oba", "4-11")] == {
+        "library": "oba", "age_band": "4-11", "members": 6, "active": 4, "share": 0.6667, "suppressed": False,
+    }  # fmt: skip
+    assert (rows[("*", "4-11")]["members"], rows[("*", "4-11")]["active"]) == (13, 4)
+    assert rows[("haarlem", "4-11")]["suppressed"] and rows[("utrecht", "4-11")]["suppressed"]
+
+
+async def test_a_library_key_sees_only_its_library_and_roles_are_checked(network: Network) -> None:
+    frictions = await network.rows("oba-analyst", "/v1/reports/frictions", by="library")
+    assert {r["library"] for r in frictions} == {"oba"}
+    reach = by(await network.rows("oba-analyst", "/v1/reports/reach"), "library", "age_band")
+    assert reach[("*", "*")]["members"] == 6
+    other = await network.get("oba-analyst", "/v1/reports/frictions", library="haarlem")
+    assert other.status_code == 403 and other.json()["errors"][0]["field"] == "query.library"
+    assert (await network.get(None, "/v1/reports/frictions")).status_code == 401
+    assert (await network.get("marketing", "/v1/reports/reach")).status_code == 403
+    bad = await network.get("analyst", "/v1/reports/funnel", steps="member.signed_up.v1,member.teleported.v1")
+    assert bad.status_code == 422 and "query.steps" in [e["field"] for e in bad.json()["errors"]]
+
+
+async def test_a_timeline_follows_a_merge_and_is_gone_after_erasure(network: Network) -> None:
+    view = (await network.get("oba-desk", "/v1/members/oba-on-0/timeline")).json()
+    assert [m["type"] for m in view["milestones"]] == [
+        "member.signed_up.v1", "member.card_activated.v1", "usage.loan_borrowed.v1",
+    ]  # fmt: skip
+    assert view["timeline"][0]["type"] == "usage.loan_borrowed.v1"
+    stuck = (await network.get("oba-desk", "/v1/members/oba-on-6/timeline")).json()
+    assert [f["rule"] for f in stuck["open_frictions"]] == [NOT_ACTIVATED]
+    merged = await network.get("oba-desk", "/v1/members/merged/timeline")
+    assert (merged.json()["member_id"], merged.json()["requested_id"]) == ("oba-on-5", "merged")
+    assert (await network.get("oba-desk", "/v1/members/erased/timeline")).status_code == 404
+    other = await network.get("oba-desk", "/v1/members/haarlem-on-0/timeline")
+    assert other.status_code == 403 and "haarlem" not in other.json()["detail"]
+
+
+async def test_redelivered_and_replayed_events_count_once_and_erased_members_stay_out(network: Network) -> None:
+    before = await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel")
+    rows_before = await network.store.rows("SELECT count() AS n FROM {db}.events")
+    await network.publish(the_network())  # the whole history again, same event ids
+    assert await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel") == before
+    assert await network.store.rows("SELECT count() AS n FROM {db}.events") == rows_before
+    erased = await network.store.rows("SELECT count() AS n FROM {db}.events WHERE member_id = 'erased'")
+    merged = await network.store.rows("SELECT count() AS n FROM {db}.events WHERE member_id = 'merged'")
+    assert erased == merged == [{"n": 0}]
+
+
+async def test_paths_show_what_members_did_next_after_an_event(network: Network) -> None:
+    rows = await network.rows("analyst", "/v1/reports/paths", event="member.signed_up.v1", depth=1, within="P30D")
+    # Sign-ups younger than 30 days are left out (their next step may still come): new, desk-*, merged's.
+    assert [(r["path"], r["occurrences"], r["share"]) for r in rows] == [
+        ("(none)", 21, 0.8077),  # oba-on-5..9, haarlem-on-0..2, the 13 kids (their loans came 300 days later)
+        ("member.card_activated.v1", 5, 0.1923),
+    ]  # fmt: skip
+    bad = await network.get("analyst", "/v1/reports/paths", event="member.teleported.v1")
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.event"
+
+
+async def test_retention_follows_each_sign_up_cohort_month_by_month(network: Network) -> None:
+    kids_month = (NOW - 400 * DAY).astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%Y-%m")
+    rows = [r for r in await network.rows("analyst", "/v1/reports/retention", months=24) if r["cohort"] == kids_month]
+    assert (rows[0]["months_after"], rows[0]["members"], rows[0]["active"]) == (0, 13, 13)
+    assert rows[-1]["months_after"] >= 12  # up to the clock's month
+    loans = [r for r in rows if r["suppressed"]]  # the month four of them borrowed: fewer than five, suppressed
+    assert len(loans) == 1 and loans[0]["members"] == 13 and loans[0]["active"] is None
+    assert all(r["active"] == 0 for r in rows[1:] if not r["suppressed"])
+
+
+async def test_frictions_compared_with_the_previous_period_and_date_presets(network: Network) -> None:
+    start, end = (NOW - 30 * DAY).date(), (NOW - 20 * DAY).date()
+    rows = await network.rows("analyst", "/v1/reports/frictions", by="rule", compare="previous",
+                              **{"from": start.isoformat(), "to": end.isoformat()})  # fmt: skip
+    [row] = [r for r in rows if r["rule"] == NOT_ACTIVATED]
+    assert (row["detected"], row["previous_detected"], row["detected_change"]) == (10, None, None)
+    answer = await network.get("analyst", "/v1/reports/frictions", by="rule", preset="last_30_days")
+    assert (
+        answer.json()["parameters"]["from"]
+        == (datetime.now(ZoneInfo("Europe/Amsterdam")).date() - 29 * DAY).isoformat()
+    )
+    both = await network.get("analyst", "/v1/reports/frictions", preset="last_7_days", **{"from": "2026-01-01"})
+    assert both.status_code == 422 and both.json()["errors"][0]["field"] == "query.preset"
