@@ -77,7 +77,7 @@ class Partition:
         """What happened since the last take (to store and publish). Before a changed state is stored, expected
         events no window waits for are forgotten once the clock has passed them (they cost bytes per member)."""
         result, self.result = self.result, Applied()
-        before = self.clock(LIVE) - self.engine.lateness
+        before = self._forget_before()
         for member in result.changed:
             state = self.members.get(member)
             if state is not None and state.seen and not state.starts:
@@ -150,6 +150,14 @@ class Partition:
             holding.append(seen[topic])
         return min(holding) if holding else max(seen.values(), default=NEVER)
 
+    def _forget_before(self) -> int:
+        """Expected events older than this can be forgotten: every stream's clock (a history's lags) has passed them
+        by the lateness."""
+        clock = self.clock(LIVE)
+        if self.backfilling():
+            clock = min(clock, self.clock(BACKFILL))
+        return clock - self.engine.lateness
+
     def follow_wall(self) -> None:
         """Live operation: a quiet topic's clock is the wall clock, so a history loaded later is told apart."""
         if self.quiet_at is not None:
@@ -209,7 +217,7 @@ class Partition:
             return
         if state is None:
             state = self.members[member] = MemberState()
-        self._take(self.engine.apply(state, event, stream, self.clock(stream)))
+        self._take(self.engine.apply(state, event, stream, self._forget_before() + self.engine.lateness))
         self.result.changed.add(member)
         self.result.erased.discard(member)
         if event.kind == MERGED:
