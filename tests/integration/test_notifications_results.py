@@ -16,7 +16,15 @@ pytestmark = pytest.mark.integration
 
 
 async def test_the_results_of_a_campaign_match_a_scripted_scenario(settings: Settings, admin_key: str) -> None:
-    async with notifications(notifications_settings(settings, notifications_effect_days=14), admin_key) as n:
+    # The scenario replays a month of frictions as if they had arrived live: the freshness limit (what a history
+    # loaded later would meet) is set beyond it.
+    fresh_for_the_scenario = timedelta(days=60)
+    async with notifications(
+        notifications_settings(
+            settings, notifications_effect_days=14, notifications_freshness_limit=fresh_for_the_scenario
+        ),
+        admin_key,
+    ) as n:
         campaign_id = await n.create(campaign(holdout_percent=50))
         now = n.clock()
         month_ago, two_days_ago = now - timedelta(days=30), now - timedelta(days=2)
