@@ -72,7 +72,7 @@ REPORTS: list[tuple[str, str, dict[str, str]]] = [
     ("funnel, 3 steps by channel", "/v1/reports/funnel", {"steps": FUNNEL, "by": "channel", "within": "P30D"}),
     ("reach, per library and band", "/v1/reports/reach", {"age_bands": "0-3,4-11,12-17", "months": "12"}),
 ]
-# Baseline report (bench/journey_reports.py) → the report here it is compared with.
+# The reports compared, before their retirement, with journey's Redis-scan reports (docs/reports.md).
 COMPARED = {name: name for name in ("reach, per library and band", "funnel, 3 steps by channel",
                                      "frictions by rule, library, week")}  # fmt: skip
 KINDS = [

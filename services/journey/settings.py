@@ -22,10 +22,5 @@ class JourneySettings(Settings):
     # A caught-up partition follows the wall clock only after this long without new events: a replay that
     # pauses between chunks is not mistaken for live traffic.
     journey_idle_seconds: float = Field(default=5.0, ge=0)
-    journey_timer_tick_seconds: float = Field(default=1.0, gt=0)
-    journey_batch_size: int = Field(default=500, ge=1)
-    # Report cells counting fewer members (or frictions) than this are suppressed, so that nobody can be singled
-    # out (docs/reports.md).
-    journey_report_min_cell: int = Field(default=5, ge=1)
-    # A computed report is served again for this long (per query and key scope): a dashboard refresh is cheap.
-    journey_report_cache_seconds: float = Field(default=5.0, ge=0)
+    # Records taken from Kafka per batch at most (one Redis write and one round of acks per batch).
+    journey_batch_size: int = Field(default=2000, ge=1)

@@ -113,7 +113,6 @@ async def platform(
             JourneySettings(
                 **values,
                 journey_allowed_lateness=timedelta(0),
-                journey_timer_tick_seconds=0.2,
                 journey_idle_seconds=0.5,
             )
         ),

@@ -42,7 +42,6 @@ def journey_settings(settings: Settings) -> JourneySettings:
         **settings.model_dump(),
         journey_activation_window=timedelta(seconds=3),
         journey_allowed_lateness=timedelta(0),
-        journey_timer_tick_seconds=0.1,
         journey_batch_size=50,
         journey_idle_seconds=0.5,
     )

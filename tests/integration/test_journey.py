@@ -76,7 +76,7 @@ class Live:
 def journey_settings(settings: Settings, **overrides: Any) -> JourneySettings:
     values: dict[str, Any] = {
         **settings.model_dump(), "journey_allowed_lateness": timedelta(minutes=1),
-        "journey_timer_tick_seconds": 0.2, **overrides,
+        **overrides,
     }  # fmt: skip
     return JourneySettings(**values)
 

@@ -96,7 +96,7 @@ async def test_simulate_to_kafka_with_check_prints_exact_precision_and_recall_pe
     environment: Settings, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     journey = JourneySettings(
-        **environment.model_dump(), journey_allowed_lateness=timedelta(minutes=1), journey_timer_tick_seconds=0.2,
+        **environment.model_dump(), journey_allowed_lateness=timedelta(minutes=1),
         journey_idle_seconds=0.5,
     )  # fmt: skip
     async with runtime.serving(journey_app(journey)) as url:
@@ -119,7 +119,7 @@ async def test_the_journey_status_says_how_far_each_input_partition_got_to_opera
     settings: Settings, make_key: MakeKey
 ) -> None:
     events = simulate(30, seed=2).events
-    journey = JourneySettings(**settings.model_dump(), journey_idle_seconds=0.2, journey_timer_tick_seconds=0.1)
+    journey = JourneySettings(**settings.model_dump(), journey_idle_seconds=0.2)
     app = journey_app(journey)
     async with running(app) as client:
         await app.state.parts.publisher.publish_many(events)
