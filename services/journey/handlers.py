@@ -59,8 +59,9 @@ def _derived(
     """A derived event built without validating it again: its fields come from the engine, typed already, and
     `tests/unit/test_journey_events.py` checks that each kind validates against its model."""
     return CloudEvent.model_construct(
-        id=id, source=f"{SOURCE}/rules/{rule}", type=kind.event_type, time=_time(at), subject=subject,
-        library=library, data={k: v for k, v in data.items() if v is not None},
+        specversion="1.0", id=id, source=f"{SOURCE}/rules/{rule}", type=kind.event_type, time=_time(at),
+        subject=subject, datacontenttype="application/json", library=library, channel=None, platform=None,
+        data={k: v for k, v in data.items() if v is not None},
     )  # fmt: skip
 
 
