@@ -73,9 +73,6 @@ class Outcome:
     resolved: list[Resolution] = field(default_factory=list)
     closed: list[ClosedWindow] = field(default_factory=list)
 
-    def __bool__(self) -> bool:
-        return bool(self.timers or self.detected or self.resolved or self.closed)
-
 
 def _ms(duration_seconds: float) -> int:
     return int(duration_seconds * 1000)

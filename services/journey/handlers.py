@@ -171,7 +171,6 @@ class FrictionDetector:
         self._publisher = publisher
         self._settings = settings
         self._topics = [settings.topic(t.name) for t in INPUTS]
-        self._forwards = settings.topic(FORWARDS.name)
         self.group_id = settings.group("journey")
         self._dead_letter = dead_letters(publisher, self.group_id)
         self.owned: dict[int, Owned] = {}

@@ -86,9 +86,6 @@ class MemberState(msgspec.Struct, array_like=True, omit_defaults=True):
     # Set once the record was merged into another member: its later events go to the survivor.
     merged_into: str | None = None
 
-    def empty(self) -> bool:
-        return not (self.profile or self.starts or self.seen or self.bursts or self.activity or self.open)
-
 
 class Timer(NamedTuple):
     """A decision waiting for the clock: ordered by due time (heaps of them per partition and stream)."""

@@ -134,19 +134,3 @@ class JourneyStore:
     async def forget_outbox(self, partition: int, event_ids: Sequence[str]) -> None:
         if event_ids:
             await self._redis.hdel(self._k("outbox", partition), *event_ids)
-
-    async def partitions_stored(self) -> list[int]:
-        found = []
-        async for key in self._redis.scan_iter(match=self._k("epoch", "*")):
-            found.append(int(cast(bytes, key).decode().rsplit(":", 1)[1]))
-        return sorted(found)
-
-    async def member_bytes(self, partitions: Sequence[int], sample: int = 1000) -> float:
-        """Average MEMORY USAGE-equivalent of a member's state field: the encoded bytes, over a sample."""
-        sizes: list[int] = []
-        for partition in partitions:
-            async for batch in self._scan(self._k("state", partition), sample):
-                sizes += [len(m) + len(raw) for m, raw in batch]
-                if len(sizes) >= sample:
-                    break
-        return sum(sizes) / len(sizes) if sizes else 0.0
