@@ -21,6 +21,7 @@ from shared.events import deterministic_id
 SIGNED_UP = "member.signed_up.v1"
 MERGED = "member.merged.v1"
 ERASED = "member.erased.v1"
+LIVE_STREAM = ""  # services/journey/partition.py LIVE: restored timers belong to live operation
 SEEN_KEPT = 2  # expected events kept per pending window: the earliest two after its start decide it
 PRUNE_AT = 3  # expected events or activities per member before they are pruned by the clock
 SEEN_CAP = 16  # at most this many per rule and correlation, however far the topics run apart
@@ -107,8 +108,13 @@ class Engine:
         out = Outcome()
         if event.kind == SIGNED_UP:
             state.profile = Profile(event.data.get("age_band"), event.data.get("home_library"))
+        seen = len(state.seen)
         for handler, rule in self._by_kind.get(event.kind, ()):
             handler(state, rule, event, stream, out)
+        if len(state.seen) > seen and not state.starts:
+            # No window waits for it: kept only until the clock has passed it by the lateness (a start may still be
+            # on its way on another topic), then this timer forgets it, even if the member is never heard of again.
+            out.timers.append(_forget_timer(event.subject, event.t, stream))
         return out
 
     def prune(self, state: MemberState, clock: int) -> None:
@@ -220,6 +226,10 @@ class Engine:
         """Decide a timer whose due time (plus lateness) the clock has passed. A timer whose state is gone
         (fired before, erased, or superseded) decides nothing."""
         out = Outcome()
+        if timer.kind == "f":
+            if state.seen and not state.starts:
+                state.seen = [s for s in state.seen if s.t >= clock - self.lateness]
+            return out
         rule = self.by_id.get(timer.rule)
         if isinstance(rule, AbsenceRule) and timer.kind == "a":
             self._fire_absence(state, rule, timer, clock, out)
@@ -334,6 +344,8 @@ class Engine:
     def timers(self, member: str, state: MemberState) -> list[Timer]:
         """Every timer the state still waits for (rebuilt when a partition's state is restored)."""
         timers = [_absence_timer(s, member, self._windows.get(s.rule, 0)) for s in state.starts]
+        if state.seen and not state.starts:
+            timers.append(_forget_timer(member, max(s.t for s in state.seen), LIVE_STREAM))
         for burst in state.bursts:
             timers += [Timer(t, member, "t", burst.rule, burst.corr, t, i, burst.stream) for t, i in burst.checks]
         for a in state.activity:
@@ -387,6 +399,10 @@ def _forget_inactive(state: MemberState, before: int) -> None:
     for a in state.activity:
         latest[a.rule] = max(a.t, latest.get(a.rule, a.t))
     state.activity = [a for a in state.activity if a.armed or a.t >= before or a.t == latest[a.rule]]
+
+
+def _forget_timer(member: str, t: int, stream: str) -> Timer:
+    return Timer(t, member, "f", "", "", t, "", stream)
 
 
 def _absence_timer(start: Start, member: str, window: int) -> Timer:
