@@ -18,6 +18,7 @@ from services.journey.derived import (
     window_closed,
 )
 from services.journey.rules import JourneyEvent
+from services.journey.store import member_of, stored_member
 from shared.events import CloudEvent, from_kafka, typed_data
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
 from shared.publishing import Encoded
@@ -75,3 +76,17 @@ def test_a_batch_kept_in_the_outbox_comes_back_as_it_was_stored() -> None:
     assert from_outbox(to_outbox(records)) == records
     moved = round_trip(records[1])
     assert (moved.subject, moved.id, records[1].topic) == ("m-2", "e-9", "journey.forwards.v1")
+
+
+@pytest.mark.parametrize(
+    ("member", "size"),
+    [
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", 16),  # a UUID as identity gives it out: its 16 bytes
+        ("0F8FAD5B-D9CB-469F-A165-70867728950E", 36),  # not as identity writes it: kept as written
+        ("m-1", 3),
+        ("sixteen-chars-id", 17),  # as long as a UUID's bytes: marked
+    ],
+)
+def test_a_member_id_is_stored_compactly_and_comes_back_the_same(member: str, size: int) -> None:
+    field = stored_member(member)
+    assert (member_of(field), len(field)) == (member, size)
