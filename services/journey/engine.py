@@ -86,7 +86,11 @@ class Engine:
         self.rules = list(rules)
         self.lateness = lateness_ms
         self.by_id = {r.id: r for r in self.rules}
-        self._windows = {r.id: _ms(r.within.total_seconds()) for r in self.rules}
+        # States and timers name rules by code (a few bytes per member instead of the id, for millions of members).
+        self._by_code = {r.code: r for r in self.rules}
+        if len(self._by_code) < len(self.rules):
+            raise ValueError("two rule ids share a code (services/journey/rules.py rule code): rename one of them")
+        self._windows = {r.code: _ms(r.within.total_seconds()) for r in self.rules}
         # Per event type, the rules that look at it with their handler: an event no rule looks at costs a
         # dictionary lookup, and a rule's kind is not asked again per event.
         handlers: dict[type, Callable[..., None]] = {
@@ -140,22 +144,22 @@ class Engine:
         if rule.expect.matches(event):
             corr = _corr(event, rule.expect_fields)
             for s in state.seen:
-                if s.event_id == event.id and s.rule == rule.id:
+                if s.event_id == event.id and s.rule == rule.code:
                     break
             else:
-                state.seen.append(Seen(rule.id, corr, event.t, event.id))
-            _resolve_open(state, rule.id, corr, event, out)
+                state.seen.append(Seen(rule.code, corr, event.t, event.id))
+            _resolve_open(state, rule, corr, event, out)
         if rule.start.matches(event) and self._may_apply(rule, state):
             corr = _corr(event, rule.start_fields)
             for pending in state.starts:
-                if pending.event_id == event.id and pending.rule == rule.id:
+                if pending.event_id == event.id and pending.rule == rule.code:
                     return
             pair = rule.channel_pair
             if pair is None and event.data.get("from_channel") and event.data.get("to_channel"):
                 pair = f"{event.data['from_channel']}→{event.data['to_channel']}"
-            start = Start(rule.id, corr, event.t, event.id, event.library, event.platform, pair, stream)
+            start = Start(rule.code, corr, event.t, event.id, event.library, event.platform, pair, stream)
             state.starts.append(start)
-            out.timers.append(_absence_timer(start, event.subject, self._windows[rule.id]))
+            out.timers.append(_absence_timer(start, event.subject, self._windows[rule.code]))
 
     def _threshold(
         self, state: MemberState, rule: ThresholdRule, event: JourneyEvent, stream: str, out: Outcome
@@ -165,20 +169,20 @@ class Engine:
         reset = rule.reset is not None and rule.reset.matches(event)
         if not (matched or reset):
             return
-        burst = next((b for b in state.bursts if b.rule == rule.id and b.corr == corr), None)
+        burst = next((b for b in state.bursts if b.rule == rule.code and b.corr == corr), None)
         if burst is None:
             # Kept even for a reset before any failure arrived: arrival order must not decide what a reset resets.
-            burst = Burst(rule.id, corr, library=event.library, platform=event.platform, stream=stream)
+            burst = Burst(rule.code, corr, library=event.library, platform=event.platform, stream=stream)
             state.bursts.append(burst)
         if matched and event.t not in burst.matches:
             burst.matches.append(event.t)
             burst.matches.sort()
             # A check at the event's own time decides once later events of the window have had time to arrive.
             burst.checks.append((event.t, event.id))
-            out.timers.append(Timer(event.t, event.subject, "t", rule.id, corr, event.t, event.id, burst.stream))
+            out.timers.append(Timer(event.t, event.subject, "t", rule.code, corr, event.t, event.id, burst.stream))
         if reset:
             burst.resets = sorted([*burst.resets, event.t])[-RESETS_KEPT:]
-            _resolve_open(state, rule.id, corr, event, out)
+            _resolve_open(state, rule, corr, event, out)
 
     def _inactivity(
         self, state: MemberState, rule: InactivityRule, event: JourneyEvent, stream: str, out: Outcome
@@ -186,30 +190,30 @@ class Engine:
         """Each activity waits for the next one; the latest activity's wait is the one armed."""
         if not (rule.activity.matches(event) and self._may_apply(rule, state)):
             return
-        _resolve_open(state, rule.id, rule.id, event, out)
-        acts = [a for a in state.activity if a.rule == rule.id]
+        _resolve_open(state, rule, "", event, out)
+        acts = [a for a in state.activity if a.rule == rule.code]
         for a in acts:
             if a.t == event.t:
                 return
         # Each activity waits for the next one, decided when its timer fires (the clock, not this member's own
         # events, says when the other topics have caught up). A wait superseded in time is dropped at once.
-        window = self._windows[rule.id]
+        window = self._windows[rule.code]
         later = [a for a in acts if a.t > event.t]
         armed = not later or min(a.t for a in later) > event.t + window + self.lateness
-        activity = Activity(rule.id, event.t, event.id, armed, stream)
+        activity = Activity(rule.code, event.t, event.id, armed, stream)
         previous = state.activity[-1] if state.activity else None
         state.activity.append(activity)
-        if previous is not None and (previous.rule, previous.t) > (rule.id, event.t):
+        if previous is not None and (previous.rule, previous.t) > (rule.code, event.t):
             state.activity.sort(key=lambda a: (a.rule, a.t))
         if armed:
-            out.timers.append(Timer(event.t + window, event.subject, "i", rule.id, rule.id, event.t, event.id, stream))
+            out.timers.append(Timer(event.t + window, event.subject, "i", rule.code, "", event.t, event.id, stream))
         for a in acts:
             if a.armed and a.t < event.t and event.t <= a.t + window + self.lateness:
                 a.armed = False  # met by this activity
 
     def _immediate(self, state: MemberState, rule: ImmediateRule, event: JourneyEvent, _: str, out: Outcome) -> None:
         if rule.resolve is not None and rule.resolve.matches(event):
-            _resolve_open(state, rule.id, None, event, out)
+            _resolve_open(state, rule, None, event, out)
         if rule.match.matches(event) and self._may_apply(rule, state):
             friction_id = deterministic_id("friction", rule.id, event.subject, event.id)
             if any(o.friction_id == friction_id for o in state.open):
@@ -217,7 +221,7 @@ class Engine:
             friction = _friction(
                 state, rule, event.subject, friction_id, event.id, event.t, event.t, event.library, event.platform
             )
-            _open(state, friction, rule.id)
+            _open(state, friction, rule.code, "")
             out.detected.append(friction)
 
     # ------------------------------------------------------------------------------------------------ fire
@@ -230,7 +234,7 @@ class Engine:
             if state.seen and not state.starts:
                 state.seen = [s for s in state.seen if s.t >= clock - self.lateness]
             return out
-        rule = self.by_id.get(timer.rule)
+        rule = self._by_code.get(timer.rule)
         if isinstance(rule, AbsenceRule) and timer.kind == "a":
             self._fire_absence(state, rule, timer, clock, out)
         elif isinstance(rule, ThresholdRule) and timer.kind == "t":
@@ -240,12 +244,12 @@ class Engine:
         return out
 
     def _fire_absence(self, state: MemberState, rule: AbsenceRule, timer: Timer, clock: int, out: Outcome) -> None:
-        start = next((s for s in state.starts if s.rule == rule.id and s.event_id == timer.event_id), None)
+        start = next((s for s in state.starts if s.rule == rule.code and s.event_id == timer.event_id), None)
         if start is None:
             return
         state.starts.remove(start)
-        seen = [s for s in state.seen if s.rule == rule.id and s.corr == start.corr]
-        _forget_unwaited(state, clock - self.lateness, (rule.id, start.corr))
+        seen = [s for s in state.seen if s.rule == rule.code and s.corr == start.corr]
+        _forget_unwaited(state, clock - self.lateness, (rule.code, start.corr))
         profile = state.profile or _NO_PROFILE
         if not _admits(rule, profile):
             return
@@ -278,18 +282,18 @@ class Engine:
                 first = min(after, key=lambda s: s.t)
                 out.resolved.append(_resolution(friction, first.event_id, first.t))
             else:
-                _open(state, friction, start.corr)
+                _open(state, friction, rule.code, start.corr)
 
     def _fire_threshold(self, state: MemberState, rule: ThresholdRule, timer: Timer, out: Outcome) -> None:
-        burst = next((b for b in state.bursts if b.rule == rule.id and b.corr == timer.corr), None)
+        burst = next((b for b in state.bursts if b.rule == rule.code and b.corr == timer.corr), None)
         check = (timer.t, timer.event_id)
         if burst is None or check not in burst.checks:
             return
         burst.checks.remove(check)
-        t, window = timer.t, self._windows[rule.id]
+        t, window = timer.t, self._windows[rule.code]
         since_reset = max([x for x in burst.resets if x <= t], default=None)
         matches = [m for m in burst.matches if t - window < m <= t and (since_reset is None or m > since_reset)]
-        already_open = any(o.rule == rule.id and o.key == timer.corr for o in state.open)
+        already_open = any(o.rule == rule.code and o.key == timer.corr for o in state.open)
         known_reset = any(t < x <= t + self.lateness for x in burst.resets)
         if (
             _admits(rule, state.profile)
@@ -307,19 +311,19 @@ class Engine:
             if later:  # reset late, seen before the check was decided (the reset's id is not kept: the time is)
                 out.resolved.append(_resolution(friction, f"{rule.id}:{timer.member}:{later[0]}", later[0]))
             else:
-                _open(state, friction, timer.corr)
+                _open(state, friction, rule.code, timer.corr)
         burst.matches = [m for m in burst.matches if m > t - window]
-        if not (burst.checks or burst.matches or any(o.rule == rule.id and o.key == timer.corr for o in state.open)):
+        if not (burst.checks or burst.matches or any(o.rule == rule.code and o.key == timer.corr for o in state.open)):
             state.bursts.remove(burst)
 
     def _fire_inactivity(
         self, state: MemberState, rule: InactivityRule, timer: Timer, clock: int, out: Outcome
     ) -> None:
-        activity = next((a for a in state.activity if a.rule == rule.id and a.t == timer.t), None)
+        activity = next((a for a in state.activity if a.rule == rule.code and a.t == timer.t), None)
         if activity is None or not activity.armed:
             return  # met by a later activity, or decided before
         activity.armed = False
-        acts = [a for a in state.activity if a.rule == rule.id]
+        acts = [a for a in state.activity if a.rule == rule.code]
         later = sorted(a.t for a in acts if a.t > activity.t)
         _forget_inactive(state, clock - self.lateness)
         if later and later[0] <= timer.due + self.lateness:
@@ -332,7 +336,7 @@ class Engine:
         if back is not None:  # active again, but too late, before this timer fired
             out.resolved.append(_resolution(friction, back.event_id, back.t))
         else:
-            _open(state, friction, rule.id)
+            _open(state, friction, rule.code, "")
 
     @staticmethod
     def _inactive(state: MemberState, rule: Rule, member: str, activity: Activity, due: int) -> Friction:
@@ -350,7 +354,7 @@ class Engine:
             timers += [Timer(t, member, "t", burst.rule, burst.corr, t, i, burst.stream) for t, i in burst.checks]
         for a in state.activity:
             if a.armed:
-                timers.append(Timer(a.t + self._windows.get(a.rule, 0), member, "i", a.rule, a.rule, a.t, a.event_id,
+                timers.append(Timer(a.t + self._windows.get(a.rule, 0), member, "i", a.rule, "", a.t, a.event_id,
                                     a.stream))  # fmt: skip
         return timers
 
@@ -358,14 +362,14 @@ class Engine:
 _by_time = attrgetter("t")
 
 
-def _forget_unwaited(state: MemberState, before: int, only: tuple[str, str] | None = None) -> None:
+def _forget_unwaited(state: MemberState, before: int, only: tuple[int, str] | None = None) -> None:
     """Expected events kept (of every rule and correlation, or `only` one): those at or after `before` (the clock
     less the lateness: a start may still be on its way on another topic), and for each pending window the earliest
     two at or after its start (the first may be the start itself) and the latest one. What decides a window is the
     earliest expected event after its start."""
     if not state.seen:
         return
-    by_key: dict[tuple[str, str], list[Seen]] = {}
+    by_key: dict[tuple[int, str], list[Seen]] = {}
     kept: list[Seen] = []
     if only is None:
         for s in state.seen:
@@ -395,14 +399,14 @@ def _forget_unwaited(state: MemberState, before: int, only: tuple[str, str] | No
 def _forget_inactive(state: MemberState, before: int) -> None:
     """Activities kept: those still waiting, the latest of each rule, and any at or after `before` (one may still
     meet the wait of an earlier activity that is on its way on another topic)."""
-    latest: dict[str, int] = {}
+    latest: dict[int, int] = {}
     for a in state.activity:
         latest[a.rule] = max(a.t, latest.get(a.rule, a.t))
     state.activity = [a for a in state.activity if a.armed or a.t >= before or a.t == latest[a.rule]]
 
 
 def _forget_timer(member: str, t: int, stream: str) -> Timer:
-    return Timer(t, member, "f", "", "", t, "", stream)
+    return Timer(t, member, "f", 0, "", t, "", stream)
 
 
 def _absence_timer(start: Start, member: str, window: int) -> Timer:
@@ -460,22 +464,22 @@ def _resolution(friction: Friction, event_id: str, at: int) -> Resolution:
                       event_id, max(at, friction.due_ms))  # fmt: skip
 
 
-def _open(state: MemberState, friction: Friction, key: str) -> None:
+def _open(state: MemberState, friction: Friction, rule_code: int, key: str) -> None:
     state.open.append(
-        OpenFriction(friction.friction_id, friction.rule, key, friction.started_ms, friction.due_ms, friction.library)
+        OpenFriction(friction.friction_id, rule_code, key, friction.started_ms, friction.due_ms, friction.library)
     )
     del state.open[:-OPEN_KEPT]
 
 
-def _resolve_open(state: MemberState, rule_id: str, key: str | None, event: JourneyEvent, out: Outcome) -> None:
+def _resolve_open(state: MemberState, rule: Rule, key: str | None, event: JourneyEvent, out: Outcome) -> None:
     """Resolve the rule's open frictions (for `key`, if given) that started before this event."""
     if not state.open:
         return
     keep = []
     for o in state.open:
-        if o.rule == rule_id and (key is None or o.key == key) and o.started <= event.t:
+        if o.rule == rule.code and (key is None or o.key == key) and o.started <= event.t:
             out.resolved.append(
-                Resolution(o.friction_id, o.rule, event.subject, o.library, o.due, event.id, max(event.t, o.due))
+                Resolution(o.friction_id, rule.id, event.subject, o.library, o.due, event.id, max(event.t, o.due))
             )
         else:
             keep.append(o)

@@ -12,6 +12,7 @@ Four kinds:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
@@ -138,6 +139,13 @@ class _Rule(BaseModel):
         if unknown:
             raise ValueError(f"members can be chosen by {', '.join(PROFILE_FIELDS)}, not by {', '.join(unknown)}")
         return value
+
+    @cached_property
+    def code(self) -> int:
+        """How a member's state names the rule: 4 bytes derived from the id, the same on every instance and after
+        every restart, instead of the id itself in each of millions of states (the engine refuses two ids with one
+        code). A rule renamed is a new rule: its old windows are no longer decided."""
+        return zlib.crc32(self.id.encode())
 
     def admits(self, profile: Mapping[str, Any]) -> bool:
         if not self.member:

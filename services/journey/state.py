@@ -22,7 +22,7 @@ class Profile(msgspec.Struct, array_like=True, omit_defaults=True):
 class Start(msgspec.Struct, array_like=True, omit_defaults=True):
     """A pending absence window: its timer fires at `t + within`."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     t: int
     event_id: str
@@ -35,7 +35,7 @@ class Start(msgspec.Struct, array_like=True, omit_defaults=True):
 class Seen(msgspec.Struct, array_like=True):
     """An expected event of an absence rule (the two latest per rule and correlation are kept)."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     t: int
     event_id: str
@@ -44,7 +44,7 @@ class Seen(msgspec.Struct, array_like=True):
 class Burst(msgspec.Struct, array_like=True, omit_defaults=True):
     """A threshold rule's matches within its window, its resets, and the checks still to decide."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     matches: list[int] = msgspec.field(default_factory=list)
     resets: list[int] = msgspec.field(default_factory=list)
@@ -58,7 +58,7 @@ class Burst(msgspec.Struct, array_like=True, omit_defaults=True):
 class Activity(msgspec.Struct, array_like=True, omit_defaults=True):
     """An inactivity rule: the latest activity, and whether its wait is armed."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     t: int
     event_id: str
     armed: bool = True
@@ -69,7 +69,7 @@ class OpenFriction(msgspec.Struct, array_like=True, omit_defaults=True):
     """A friction raised and not resolved yet: what its resolution needs."""
 
     friction_id: str
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     key: str
     started: int
     due: int
@@ -93,7 +93,7 @@ class Timer(NamedTuple):
     due: int
     member: str
     kind: str  # "a" absence, "t" threshold check, "i" inactivity, "f" forget expected events no window waits for
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     t: int
     event_id: str

@@ -225,6 +225,17 @@ def test_a_restored_partition_forgets_what_no_window_waits_for_too() -> None:
     assert partition.members["m"].seen == []
 
 
+def test_two_rules_whose_ids_share_a_code_are_refused_rather_than_mixed_up_in_members_states() -> None:
+    text = """rules:
+  - {id: rule-29685295, kind: inactivity, activity: {type: member.login_succeeded.v1}, within: P30D}
+  - {id: rule-32060020, kind: inactivity, activity: {type: member.login_succeeded.v1}, within: P60D}
+"""
+    rules = parse_rules(text).rules
+    assert rules[0].code == rules[1].code  # CRC-32 of the ids: found by search, as unlikely as it gets
+    with pytest.raises(ValueError, match="share a code"):
+        Engine(rules)
+
+
 def test_a_rule_file_with_a_mistake_is_refused_naming_the_rule_and_field() -> None:
     with pytest.raises(ValidationError) as refused:
         parse_rules("rules:\n  - id: x1\n    kind: absence\n    start: {type: member.signed_up.v1}\n"
