@@ -1,9 +1,10 @@
 """Two years of a network's history, loaded straight into an analytics data folder: the dashboard's layout test
 reads a long history the way library staff would (the page must stay a few screens tall).
 
-`python -m tests.browser.dashboard_history <folder>` fills the folder and exits; the analytics service started on
-that folder afterwards derives its absence windows from the events as it does for any store. Run in a process of
-its own: an embedded ClickHouse data folder belongs to one process at a time.
+`python -m tests.browser.dashboard_history` (with the analytics service's settings in the environment) fills the
+service's data folder and then runs the service on it, in one process: an embedded ClickHouse data folder belongs
+to one process at a time, and starting Python and chDB once rather than twice saves the test seconds. The service
+derives its absence windows from the events as it does for any store.
 
 The history, made inside the store: `MEMBERS` members of 40 libraries signing up evenly over the last 730 days,
 each with eight later events within 240 days (logins, failed logins, loans, activities: retention and paths);
@@ -14,7 +15,7 @@ those resolved within ten days. Deterministic (hashes of the member number), not
 from __future__ import annotations
 
 import asyncio
-import sys
+import runpy
 from pathlib import Path
 
 from services.analytics.settings import AnalyticsSettings
@@ -94,4 +95,5 @@ async def load(folder: Path) -> int:
 
 
 if __name__ == "__main__":
-    print(asyncio.run(load(Path(sys.argv[1]))))
+    print(f"history loaded: {asyncio.run(load(AnalyticsSettings().analytics_path))} events", flush=True)
+    runpy.run_module("services.analytics", run_name="__main__")
