@@ -257,7 +257,9 @@ class View:
                   *(self.percent(cells.get((r["library"], b), none), "share") for b in bands)] for r in order],
             )  # fmt: skip
         chart = self._bars("reach", bars, t.percent, maximum=1.0)
-        return SectionView("reach", t("dashboard.reach"), [("", chart)], table, t("dashboard.reach_note"))
+        note = t("dashboard.reach_note_library" if self.filters.library and not self.filters.age_band else
+                 "dashboard.reach_note")  # fmt: skip
+        return SectionView("reach", t("dashboard.reach"), [("", chart)], table, note)
 
     def retention(self, answer: Answer) -> SectionView:
         t = self.t
