@@ -110,21 +110,22 @@ def funnel_chart(steps: Sequence[Bar], *, chart_id: str, title: str, shown: Show
 
 def _marker(kind: str, x: float, y: float, hover: str = "") -> str:
     """A point's marker; `hover`: the text a pointer resting on it shows (its series, period and number)."""
-    inner = f"<title>{escape(hover)}</title>" if hover else ""
-    end = f">{inner}</" if hover else "/>"
     if kind == "circle":
-        return f'<circle cx="{_f(x)}" cy="{_f(y)}" r="3.2"{end}{"circle>" if hover else ""}'
-    if kind in ("square", "bar"):
+        tag, attrs = "circle", f'cx="{_f(x)}" cy="{_f(y)}" r="3.2"'
+    elif kind in ("square", "bar"):
         w, h = (6, 6) if kind == "square" else (2, 8)
-        return f'<rect x="{_f(x - w / 2)}" y="{_f(y - h / 2)}" width="{w}" height="{h}"{end}{"rect>" if hover else ""}'
-    if kind == "triangle":
-        d = f"M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y + 3)} L{_f(x - 4)} {_f(y + 3)} Z"
+        tag, attrs = "rect", f'x="{_f(x - w / 2)}" y="{_f(y - h / 2)}" width="{w}" height="{h}"'
+    elif kind == "triangle":
+        tag, attrs = "path", f'd="M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y + 3)} L{_f(x - 4)} {_f(y + 3)} Z"'
     elif kind == "diamond":
-        d = f"M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y)} L{_f(x)} {_f(y + 4)} L{_f(x - 4)} {_f(y)} Z"
+        tag, attrs = (
+            "path",
+            f'd="M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y)} L{_f(x)} {_f(y + 4)} L{_f(x - 4)} {_f(y)} Z"',
+        )
     else:
         cross = f"M{_f(x - 3)} {_f(y - 3)} L{_f(x + 3)} {_f(y + 3)} M{_f(x - 3)} {_f(y + 3)} L{_f(x + 3)} {_f(y - 3)}"
-        return f'<path class="chart-cross" d="{cross}"{end}{"path>" if hover else ""}'
-    return f'<path d="{d}"{end}{"path>" if hover else ""}'
+        tag, attrs = "path", f'class="chart-cross" d="{cross}"'
+    return f"<{tag} {attrs}><title>{escape(hover)}</title></{tag}>" if hover else f"<{tag} {attrs}/>"
 
 
 def line_chart(

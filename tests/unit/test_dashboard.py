@@ -19,6 +19,7 @@ from services.analytics.dashboard_charts import HeatCell, PathRow, heat_map, pat
 from services.analytics.dashboard_view import View
 from services.analytics.pages import layout
 from services.journey.rules import load_rules
+from shared.web.charts import Series, line_chart
 from shared.web.i18n import NO_NUMBER, Translator
 
 RULES = [rule.id for rule in load_rules(None).rules]
@@ -128,3 +129,14 @@ def test_paths_draw_each_path_with_a_bar_as_long_as_its_share() -> None:
     assert len(widths) == 2 and widths[0] == 2 * widths[1]  # the suppressed path draws no bar
     assert "<title>Inloggen mislukt → Ingelogd → Geleend: 10 keer (50%)</title>" in svg
     assert svg.count('class="path-start"') == 3 and svg.count('class="path-none"') == 2
+
+
+def test_a_wide_time_series_tells_each_point_on_hover_and_lays_its_legend_in_columns() -> None:
+    names = [f"regel {k}" for k in range(4)]
+    svg = str(line_chart([Series(name, [1, None, 3]) for name in names], ["2026-01", "2026-02", "2026-03"],
+                         chart_id="t", title="t", shown=lambda v: NO_NUMBER if v is None else f"{v:g}", empty="",
+                         width=720))  # fmt: skip
+    assert 'class="chart wide" viewBox="0 0 720 ' in svg
+    assert "<title>regel 2, 2026-03: 3</title>" in svg and "2026-02: " not in svg  # a suppressed point: no marker
+    legend = [float(x) for x in re.findall(r'<text class="chart-legend" x="([\d.]+)"', svg)]
+    assert legend == [30, 390, 30, 390]  # two columns
