@@ -211,9 +211,11 @@ async def test_events_for_a_merged_member_continue_the_survivor_s_journey(live: 
         )
     )
 
+    first_loan_rule = next(r.code for r in load_rules().rules if r.id == "boekstart-no-first-loan")
+
     async def first_loan_seen() -> bool:
         survivor = await live.stored("survivor")
-        return survivor is not None and any(s.rule == "boekstart-no-first-loan" for s in survivor.seen)
+        return survivor is not None and any(s.rule == first_loan_rule for s in survivor.seen)
 
     await eventually(first_loan_seen)
     await live.settle()
