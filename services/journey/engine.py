@@ -23,7 +23,8 @@ MERGED = "member.merged.v1"
 ERASED = "member.erased.v1"
 LIVE_STREAM = ""  # services/journey/partition.py LIVE: restored timers belong to live operation
 SEEN_KEPT = 2  # expected events kept per pending window: the earliest two after its start decide it
-PRUNE_AT = 3  # expected events or activities per member before they are pruned by the clock
+PRUNE_AT = 3  # expected events or activities per member before they are pruned by the clock (once per batch)
+GROWN = 12  # ... or at once, while a batch brings many of one member's events (keeps each event's work small)
 SEEN_CAP = 16  # at most this many per rule and correlation, however far the topics run apart
 RESETS_KEPT = 2
 OPEN_KEPT = 8  # open frictions kept per member; older ones can no longer be resolved
@@ -106,9 +107,10 @@ class Engine:
 
     # ----------------------------------------------------------------------------------------------- apply
 
-    def apply(self, state: MemberState, event: JourneyEvent, stream: str = "") -> Outcome:
+    def apply(self, state: MemberState, event: JourneyEvent, stream: str = "", clock: int | None = None) -> Outcome:
         """Record one of the member's events; effects that do not wait for a timer happen now. What the state no
-        longer needs is forgotten by `prune`, once per batch (and when a window's timer fires)."""
+        longer needs is forgotten by `prune`, once per batch (and when a window's timer fires), or here by the
+        partition's `clock` when many of the member's events come in one batch."""
         out = Outcome()
         if event.kind == SIGNED_UP:
             state.profile = Profile(event.data.get("age_band"), event.data.get("home_library"))
@@ -119,6 +121,8 @@ class Engine:
             # No window waits for it: kept only until the clock has passed it by the lateness (a start may still be
             # on its way on another topic), then this timer forgets it, even if the member is never heard of again.
             out.timers.append(_forget_timer(event.subject, event.t, stream))
+        if clock is not None and (len(state.seen) > GROWN or len(state.activity) > GROWN):
+            self.prune(state, clock)
         return out
 
     def prune(self, state: MemberState, clock: int) -> None:

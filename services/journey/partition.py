@@ -222,7 +222,7 @@ class Partition:
             return
         if state is None:
             state = self.members[member] = MemberState()
-        self._take(self.engine.apply(state, event, stream))
+        self._take(self.engine.apply(state, event, stream, self._forget_before() + self.engine.lateness))
         self.result.changed.add(member)
         self.result.erased.discard(member)
         if event.kind == MERGED:
