@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from services.journey import engine
-from services.journey.decoding import decode
+from services.journey.decoding import decode_batch
 from services.journey.derived import forwarded, friction_detected, friction_resolved, window_closed
 from services.journey.partition import Applied, Partition
 from services.journey.rules import ImmediateRule, JourneyEvent, RuleCatalogue
@@ -175,16 +175,12 @@ class FrictionDetector:
         for tp, records in inputs:
             done = offsets.get(tp.topic, -1)
             decoded: list[tuple[int, int, str, JourneyEvent]] = []
-            for record in records:
-                if record.offset <= done:
-                    continue  # applied before a crash or a rebalance
-                self.applied += 1
-                try:
-                    found = decode(record.value, record.headers, self._engine.kinds)
-                except InvalidEvent as exc:
-                    await self._dead_letter(record, "invalid_event", str(exc))
-                    continue
-                if found is not None:
+            fresh = [r for r in records if r.offset > done]  # others were applied before a crash or a rebalance
+            self.applied += len(fresh)
+            for record, found in zip(fresh, decode_batch(fresh, self._engine.kinds), strict=True):
+                if isinstance(found, InvalidEvent):
+                    await self._dead_letter(record, "invalid_event", str(found))
+                elif found is not None:
                     decoded.append((found.t, record.offset, tp.topic, found))
                     types[(tp.topic, found.kind)] += 1
                     traceparent = telemetry.sampled_traceparent(record.headers)
