@@ -15,7 +15,18 @@ from operator import attrgetter
 from typing import Any
 
 from services.journey.rules import AbsenceRule, ImmediateRule, InactivityRule, JourneyEvent, Rule, ThresholdRule
-from services.journey.state import Activity, Burst, MemberState, OpenFriction, Profile, Seen, Start, Timer
+from services.journey.state import (
+    Activity,
+    Burst,
+    MemberState,
+    OpenFriction,
+    Profile,
+    Seen,
+    Start,
+    Timer,
+    full_id,
+    ref,
+)
 from shared.events import deterministic_id
 
 SIGNED_UP = "member.signed_up.v1"
@@ -145,23 +156,24 @@ class Engine:
         return not rule.member or state.profile is None or _admits(rule, state.profile)
 
     def _absence(self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome) -> None:
+        kept = ref(event.id)
         if rule.expect.matches(event):
             corr = _corr(event, rule.expect_fields)
             for s in state.seen:
-                if s.event_id == event.id and s.rule == rule.code:
+                if s.event_id == kept and s.rule == rule.code:
                     break
             else:
-                state.seen.append(Seen(rule.code, corr, event.t, event.id))
+                state.seen.append(Seen(rule.code, corr, event.t, kept))
             _resolve_open(state, rule, corr, event, out)
         if rule.start.matches(event) and self._may_apply(rule, state):
             corr = _corr(event, rule.start_fields)
             for pending in state.starts:
-                if pending.event_id == event.id and pending.rule == rule.code:
+                if pending.event_id == kept and pending.rule == rule.code:
                     return
             pair = rule.channel_pair
             if pair is None and event.data.get("from_channel") and event.data.get("to_channel"):
                 pair = f"{event.data['from_channel']}→{event.data['to_channel']}"
-            start = Start(rule.code, corr, event.t, event.id, event.library, event.platform, pair, stream)
+            start = Start(rule.code, corr, event.t, kept, event.library, event.platform, pair, stream)
             state.starts.append(start)
             out.timers.append(_absence_timer(start, event.subject, self._windows[rule.code]))
 
@@ -182,8 +194,9 @@ class Engine:
             burst.matches.append(event.t)
             burst.matches.sort()
             # A check at the event's own time decides once later events of the window have had time to arrive.
-            burst.checks.append((event.t, event.id))
-            out.timers.append(Timer(event.t, event.subject, "t", rule.code, corr, event.t, event.id, burst.stream))
+            kept = ref(event.id)
+            burst.checks.append((event.t, kept))
+            out.timers.append(Timer(event.t, event.subject, "t", rule.code, corr, event.t, kept, burst.stream))
         if reset:
             burst.resets = sorted([*burst.resets, event.t])[-RESETS_KEPT:]
             _resolve_open(state, rule, corr, event, out)
@@ -204,13 +217,14 @@ class Engine:
         window = self._windows[rule.code]
         later = [a for a in acts if a.t > event.t]
         armed = not later or min(a.t for a in later) > event.t + window + self.lateness
-        activity = Activity(rule.code, event.t, event.id, armed, stream)
+        kept = ref(event.id)
+        activity = Activity(rule.code, event.t, kept, armed, stream)
         previous = state.activity[-1] if state.activity else None
         state.activity.append(activity)
         if previous is not None and (previous.rule, previous.t) > (rule.code, event.t):
             state.activity.sort(key=lambda a: (a.rule, a.t))
         if armed:
-            out.timers.append(Timer(event.t + window, event.subject, "i", rule.code, "", event.t, event.id, stream))
+            out.timers.append(Timer(event.t + window, event.subject, "i", rule.code, "", event.t, kept, stream))
         for a in acts:
             if a.armed and a.t < event.t and event.t <= a.t + window + self.lateness:
                 a.armed = False  # met by this activity
@@ -220,7 +234,7 @@ class Engine:
             _resolve_open(state, rule, None, event, out)
         if rule.match.matches(event) and self._may_apply(rule, state):
             friction_id = deterministic_id("friction", rule.id, event.subject, event.id)
-            if any(o.friction_id == friction_id for o in state.open):
+            if any(o.friction_id == ref(friction_id) for o in state.open):
                 return
             friction = _friction(
                 state, rule, event.subject, friction_id, event.id, event.t, event.t, event.library, event.platform
@@ -268,7 +282,7 @@ class Engine:
             ClosedWindow(
                 rule.id,
                 timer.member,
-                start.event_id,
+                full_id(start.event_id),
                 timer.due,
                 met,
                 library,
@@ -278,13 +292,14 @@ class Engine:
             )
         )
         if not met:
-            friction_id = deterministic_id("friction", rule.id, timer.member, start.event_id)
-            friction = _friction(state, rule, timer.member, friction_id, start.event_id, start.t, timer.due,
+            start_event_id = full_id(start.event_id)
+            friction_id = deterministic_id("friction", rule.id, timer.member, start_event_id)
+            friction = _friction(state, rule, timer.member, friction_id, start_event_id, start.t, timer.due,
                                  start.library, start.platform, pair)  # fmt: skip
             out.detected.append(friction)
             if after:  # the expected event came late, and was seen before the timer fired
                 first = min(after, key=lambda s: s.t)
-                out.resolved.append(_resolution(friction, first.event_id, first.t))
+                out.resolved.append(_resolution(friction, full_id(first.event_id), first.t))
             else:
                 _open(state, friction, rule.code, start.corr)
 
@@ -307,7 +322,7 @@ class Engine:
             and not known_reset
         ):
             friction_id = deterministic_id("friction", rule.id, timer.member, timer.corr, str(t))
-            friction = _friction(state, rule, timer.member, friction_id, timer.event_id, matches[0], t,
+            friction = _friction(state, rule, timer.member, friction_id, full_id(timer.event_id), matches[0], t,
                                  burst.library, burst.platform)  # fmt: skip
             burst.raised = t
             out.detected.append(friction)
@@ -338,14 +353,14 @@ class Engine:
         out.detected.append(friction)
         back = next((a for a in acts if a.t == later[0]), None) if later else None
         if back is not None:  # active again, but too late, before this timer fired
-            out.resolved.append(_resolution(friction, back.event_id, back.t))
+            out.resolved.append(_resolution(friction, full_id(back.event_id), back.t))
         else:
             _open(state, friction, rule.code, "")
 
     @staticmethod
     def _inactive(state: MemberState, rule: Rule, member: str, activity: Activity, due: int) -> Friction:
         friction_id = deterministic_id("friction", rule.id, member, str(activity.t))
-        return _friction(state, rule, member, friction_id, activity.event_id, activity.t, due, None, None)
+        return _friction(state, rule, member, friction_id, full_id(activity.event_id), activity.t, due, None, None)
 
     # -------------------------------------------------------------------------------------------- restore
 
@@ -410,7 +425,7 @@ def _forget_inactive(state: MemberState, before: int) -> None:
 
 
 def _forget_timer(member: str, t: int, stream: str) -> Timer:
-    return Timer(t, member, "f", 0, "", t, "", stream)
+    return Timer(t, member, "f", 0, "", t, b"", stream)
 
 
 def _absence_timer(start: Start, member: str, window: int) -> Timer:
@@ -470,7 +485,7 @@ def _resolution(friction: Friction, event_id: str, at: int) -> Resolution:
 
 def _open(state: MemberState, friction: Friction, rule_code: int, key: str) -> None:
     state.open.append(
-        OpenFriction(friction.friction_id, rule_code, key, friction.started_ms, friction.due_ms, friction.library)
+        OpenFriction(ref(friction.friction_id), rule_code, key, friction.started_ms, friction.due_ms, friction.library)
     )
     del state.open[:-OPEN_KEPT]
 
@@ -482,8 +497,9 @@ def _resolve_open(state: MemberState, rule: Rule, key: str | None, event: Journe
     keep = []
     for o in state.open:
         if o.rule == rule.code and (key is None or o.key == key) and o.started <= event.t:
+            friction_id = full_id(o.friction_id)
             out.resolved.append(
-                Resolution(o.friction_id, rule.id, event.subject, o.library, o.due, event.id, max(event.t, o.due))
+                Resolution(friction_id, rule.id, event.subject, o.library, o.due, event.id, max(event.t, o.due))
             )
         else:
             keep.append(o)

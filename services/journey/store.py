@@ -3,7 +3,8 @@ writes back once per batch. Only the instance that owns a partition writes it, a
 partition (a zombie after a rebalance) is fenced off by the partition's epoch.
 
 Keys (prefix `journey:`, `<p>` the partition number):
-  state:<p>     hash: member id (16 bytes when it is a UUID) → MemberState as MessagePack (services/journey/state.py)
+  state:<p>     hash: member id (as `state.ref` keeps ids: 16 bytes for a UUID) → MemberState as MessagePack
+                (services/journey/state.py)
   meta:<p>      hash: `o:<topic>` → last offset applied, `c:<topic>:<stream>` → the clock (ms, event time)
   outbox:<p>    hash: a batch's first derived event id → the batch's derived events in their Kafka form (MessagePack,
                 services/journey/derived.py), stored with the state until Kafka has them
@@ -16,7 +17,6 @@ partition's state is read back with HSCAN in seconds without replaying a topic.
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,7 +25,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from services.journey.derived import from_outbox, to_outbox
-from services.journey.state import MemberState, decode, encode
+from services.journey.state import MemberState, decode, encode, full_id, ref
 from shared.publishing import Encoded
 from shared.settings import Settings
 
@@ -46,27 +46,6 @@ for _, step in ipairs({{KEYS[2], 'HSET', 2}, {KEYS[2], 'HDEL', 1}, {KEYS[3], 'HS
 end
 return 1
 """
-
-
-def stored_member(member: str) -> bytes:
-    """A member id as a field of `state:<p>`: a UUID (what identity gives out) in its 16 bytes, anything else as
-    UTF-8 (marked when it is 16 bytes long too; 0xFF never occurs in UTF-8). Millions of fields: 20 bytes each."""
-    if len(member) == 36:
-        try:
-            found = uuid.UUID(member)
-        except ValueError:
-            pass
-        else:
-            if str(found) == member:
-                return found.bytes
-    raw = member.encode()
-    return b"\xff" + raw if len(raw) == 16 else raw
-
-
-def member_of(field: bytes) -> str:
-    if len(field) == 16:
-        return str(uuid.UUID(bytes=field))
-    return field[1:].decode() if field[:1] == b"\xff" else field.decode()
 
 
 class Fenced(Exception):
@@ -115,7 +94,7 @@ class JourneyStore:
     async def restore(self, partition: int, epoch: int, chunk: int = 5000) -> Restored:
         members: list[tuple[str, MemberState]] = []
         async for batch in self._scan(self._k("state", partition), chunk):
-            members += [(member_of(m), decode(raw)) for m, raw in batch]
+            members += [(full_id(m), decode(raw)) for m, raw in batch]
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self._k("meta", partition))
             pipe.hgetall(self._k("outbox", partition))
@@ -143,8 +122,8 @@ class JourneyStore:
 
     async def write(self, partition: int, epoch: int, change: PartitionWrite) -> None:
         """The batch's state, offsets, clocks and derived events in one atomic, fenced step."""
-        states = [(stored_member(m), encode(s)) for m, s in change.states.items()]
-        erased = [stored_member(m) for m in sorted(change.erased - change.states.keys())]
+        states = [(ref(m), encode(s)) for m, s in change.states.items()]
+        erased = [ref(m) for m in sorted(change.erased - change.states.keys())]
         meta: list[tuple[str, int]] = [(f"o:{t}", o) for t, o in change.offsets.items()]
         meta += [(f"c:{k}", c) for k, c in change.clocks.items()]
         outbox = [(change.outbox_field(), to_outbox(change.outbox))] if change.outbox else []

@@ -18,7 +18,7 @@ from services.journey.derived import (
     window_closed,
 )
 from services.journey.rules import JourneyEvent
-from services.journey.store import member_of, stored_member
+from services.journey.state import full_id, ref
 from shared.events import CloudEvent, from_kafka, typed_data
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
 from shared.publishing import Encoded
@@ -87,6 +87,6 @@ def test_a_batch_kept_in_the_outbox_comes_back_as_it_was_stored() -> None:
         ("sixteen-chars-id", 17),  # as long as a UUID's bytes: marked
     ],
 )
-def test_a_member_id_is_stored_compactly_and_comes_back_the_same(member: str, size: int) -> None:
-    field = stored_member(member)
-    assert (member_of(field), len(field)) == (member, size)
+def test_an_id_is_kept_compactly_and_comes_back_the_same(member: str, size: int) -> None:
+    field = ref(member)
+    assert (full_id(field), len(field)) == (member, size)
