@@ -7,7 +7,6 @@ position, defaults at the end left out), so a member who signed up and got throu
 
 from __future__ import annotations
 
-import uuid
 from typing import NamedTuple
 
 import msgspec
@@ -104,12 +103,19 @@ class Timer(NamedTuple):
 def ref(event_id: str) -> bytes:
     """An id as a state keeps it: a UUID (what the platform's producers give events, and derived ids are) in its 16
     bytes, any other id as UTF-8 (marked when it is 16 bytes long too; 0xFF never occurs in UTF-8). Millions of
-    members' states hold a few ids each: 20 bytes saved per id."""
-    if len(event_id) == 36 and event_id[8] == "-" and event_id == event_id.lower():
+    members' states hold a few ids each: 20 bytes saved per id. Only a UUID written as `full_id` writes it back (in
+    lowercase) is kept as bytes, so every id comes back exactly as it came."""
+    if (
+        len(event_id) == 36
+        and event_id[8] == event_id[13] == event_id[18] == event_id[23] == "-"
+        and event_id == event_id.lower()
+    ):
         try:
-            return uuid.UUID(event_id).bytes
+            kept = bytes.fromhex(event_id.replace("-", ""))
         except ValueError:
-            pass
+            kept = b""
+        if len(kept) == 16:
+            return kept
     raw = event_id.encode()
     return b"\xff" + raw if len(raw) == 16 else raw
 
@@ -117,7 +123,8 @@ def ref(event_id: str) -> bytes:
 def full_id(kept: bytes) -> str:
     """The id `ref` kept."""
     if len(kept) == 16:
-        return str(uuid.UUID(bytes=kept))
+        h = kept.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return kept[1:].decode() if kept[:1] == b"\xff" else kept.decode()
 
 

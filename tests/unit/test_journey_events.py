@@ -85,6 +85,8 @@ def test_a_batch_kept_in_the_outbox_comes_back_as_it_was_stored() -> None:
         ("0F8FAD5B-D9CB-469F-A165-70867728950E", 36),  # not as identity writes it: kept as written
         ("m-1", 3),
         ("sixteen-chars-id", 17),  # as long as a UUID's bytes: marked
+        ("0f8fad5b-d9cb-469f-a165-7086772895 e", 36),  # almost a UUID
+        (" f8fad5b-d9cb-469f-a165-70867728950e", 36),
     ],
 )
 def test_an_id_is_kept_compactly_and_comes_back_the_same(member: str, size: int) -> None:
