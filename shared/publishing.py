@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import random
+import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faststream.kafka import KafkaBroker
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -24,7 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.availability import Availability
-from shared.events import CloudEvent, model_for, to_kafka
+from shared.events import CloudEvent, KafkaRecord, model_for, to_kafka
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
 from shared.telemetry import within
@@ -100,14 +104,22 @@ class EventPublisher:
         limit = deadline if deadline is not None else _deadline.get()
         acks: list[asyncio.Future[Any]] = []
         produced = []
+        direct: list[tuple[str, CloudEvent, list[tuple[str, bytes]]]] = []
         bounded = asyncio.timeout(limit)
         try:
             async with bounded:
                 # Handing over can wait too (metadata, a full buffer): the deadline covers it.
                 for event, context, route in self._routes(events, contexts or {}):
                     topic = self._settings.topic(model_for(event.type).topic)
-                    acks.append(await self._hand_over(event, topic, context, route))
+                    if route is not None:
+                        direct.append((topic, event, route))
+                    else:
+                        # The direct ones before it first: each partition gets the events in the order given.
+                        acks += await _send_batched(_producer(self._broker), direct)
+                        direct = []
+                        acks.append(await self._through_faststream(event, topic, context))
                     produced.append((topic, event.type))
+                acks += await _send_batched(_producer(self._broker), direct)
                 # One by one: most are acknowledged by the time the first is (a cancelled wait for one leaves its
                 # record in the producer, which sends it all the same).
                 for ack in acks:
@@ -136,23 +148,99 @@ class EventPublisher:
             context = contexts.get(event.id)
             yield event, context, shared if context is None else _trace_headers(context)
 
-    async def _hand_over(
-        self, event: CloudEvent, topic: str, context: Context | None, route: list[tuple[str, bytes]] | None
-    ) -> Any:
+    async def _through_faststream(self, event: CloudEvent, topic: str, context: Context | None) -> Any:
         record = to_kafka(event)
-        if route is None:
-            with within(context):
-                return await self._broker.publish(
-                    record.value, topic, key=record.key, headers=record.headers, no_confirm=True
-                )
-        headers = [(name, value.encode()) for name, value in record.headers.items()]
-        return await _producer(self._broker).send(topic, record.value, key=record.key, headers=headers + route)
+        with within(context):
+            return await self._broker.publish(
+                record.value, topic, key=record.key, headers=record.headers, no_confirm=True
+            )
 
     async def publish_dead_letter(
         self, *, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
     ) -> None:
         await self._broker.publish(value or b"", topic, key=key, headers=headers)
         self.metrics.dead_lettered(topic, headers.get("dlq_reason", "unknown"))
+
+
+async def _send_batched(
+    producer: AIOKafkaProducer, records: Sequence[tuple[str, CloudEvent, list[tuple[str, bytes]]]]
+) -> list[asyncio.Future[Any]]:
+    """Hand `records` (topic, event, extra headers) to the producer as whole batches, one or more per partition;
+    the futures of their acks (none for no records).
+
+    The same records on the same partitions in the same order per partition as one `producer.send` each, but
+    without send's work per record (metadata wait, partitioner, a future each): a third of the time (measured,
+    bench/ingest.py). The batches are those the producer would make (its batch size; sequence numbers of the
+    idempotent producer are given when a batch is sent, as for any other). Each partition's batches are handed
+    over in turn, so that every produce request carries one of each partition."""
+    partitions: dict[str, list[int]] = {}
+    chosen: dict[tuple[str, bytes | None], int] = {}  # a member's events in one call: partitioned once
+    filling: dict[tuple[str, int], BatchBuilder] = {}
+    batches: dict[tuple[str, int], list[BatchBuilder]] = {}
+    for topic, event, extra in records:
+        record = to_kafka(event)
+        where = chosen.get((topic, record.key))
+        if where is None:
+            if topic not in partitions:
+                partitions[topic] = sorted(await producer.partitions_for(topic))
+            where = chosen[(topic, record.key)] = partition_for(record.key, partitions[topic])
+        headers = [(name, value.encode()) for name, value in record.headers.items()]
+        if extra:
+            headers += extra
+        place = (topic, where)
+        builder = filling.get(place)
+        if builder is None or not _appended(builder, record, headers):
+            builder = filling[place] = producer.create_batch()
+            batches.setdefault(place, []).append(builder)
+            if not _appended(builder, record, headers):
+                raise MessageSizeTooLargeError(f"event {event.id} does not fit in a batch")
+    acks = []
+    queues = [[(place, builder) for builder in builders] for place, builders in batches.items()]
+    for turn in itertools.zip_longest(*queues):
+        for (topic, where), builder in filter(None, turn):
+            builder.close()  # complete: sent without lingering
+            acks.append(await producer.send_batch(builder, topic, partition=where))
+    return acks
+
+
+def _appended(builder: BatchBuilder, record: KafkaRecord, headers: list[tuple[str, bytes]]) -> bool:
+    return builder.append(timestamp=None, key=record.key, value=record.value, headers=headers) is not None
+
+
+_MURMUR_M = 0x5BD1E995
+_MASK32 = 0xFFFFFFFF
+
+
+def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner picks for `key` among `partitions` (sorted): murmur2 of the key,
+    as the Java client and aiokafka compute it; a random one for no key."""
+    if key is None:
+        return random.choice(partitions)
+    return partitions[(_murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+def _murmur2(data: bytes) -> int:
+    # aiokafka's `partitioner.murmur2`, word by word: half its time (a tenth of handing over a record).
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * _MURMUR_M) & _MASK32
+        k ^= k >> 24
+        k = (k * _MURMUR_M) & _MASK32
+        h = ((h * _MURMUR_M) & _MASK32) ^ k
+    tail = length & 3
+    if tail:
+        base = words << 2
+        if tail >= 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h ^= data[base]
+        h = (h * _MURMUR_M) & _MASK32
+    h ^= h >> 13
+    h = (h * _MURMUR_M) & _MASK32
+    return h ^ (h >> 15)
 
 
 def _trace_headers(context: Context | None) -> list[tuple[str, bytes]] | None:

@@ -16,7 +16,7 @@ from shared.events.envelope import (
     to_kafka,
     to_structured,
 )
-from shared.events.registry import event_types, model_for, typed_data, validated
+from shared.events.registry import event_types, model_for, typed_batch, typed_data, validated
 
 __all__ = [
     "BATCH",
@@ -38,6 +38,7 @@ __all__ = [
     "propositions",
     "to_kafka",
     "to_structured",
+    "typed_batch",
     "typed_data",
     "validated",
 ]
