@@ -30,6 +30,7 @@ from shared.events import (
     from_batch,
     from_structured,
     typed_batch,
+    whole_batch,
 )
 from shared.problems import Problem
 from shared.settings import Settings
@@ -154,18 +155,22 @@ def ingest_router(
                                                    "example": [example]}}}},
     )  # fmt: skip
     async def ingest(request: Request, caller: IngestKey) -> JSONResponse:
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise Problem(422, "Unprocessable Content", "body: not JSON",
-                          errors=[FieldError("body", "not JSON")]) from None  # fmt: skip
-        single = not isinstance(body, list)
-        if single:
-            parsed: list[CloudEvent | InvalidEvent] = [from_structured(body)]  # a bad single event is a 422
-        elif len(body) > MAX_BATCH:
-            raise Problem(413, "Content Too Large", f"at most {MAX_BATCH:,} events in one batch")
+        raw = await request.body()
+        whole = whole_batch(raw) if raw.lstrip()[:1] == b"[" else None
+        body: Any = None  # the posted JSON, parsed when not all of it is valid: it names the rejected items' ids
+        if whole is not None:
+            single, parsed = False, list[CloudEvent | InvalidEvent](whole)
         else:
-            parsed = from_batch(body)
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise Problem(422, "Unprocessable Content", "body: not JSON",
+                              errors=[FieldError("body", "not JSON")]) from None  # fmt: skip
+            single = not isinstance(body, list)
+            # A bad single event is a 422; a batch is checked item by item.
+            parsed = [from_structured(body)] if single else from_batch(body[: MAX_BATCH + 1])
+        if len(parsed) > MAX_BATCH:
+            raise Problem(413, "Content Too Large", f"at most {MAX_BATCH:,} events in one batch")
 
         rejected: dict[int, dict[str, Any]] = {}
         valid: list[Item] = []
@@ -215,9 +220,10 @@ def ingest_router(
                           headers={"Retry-After": "1"} if status == 409 else None)  # fmt: skip
         accepted = [v.event.id for v in valid if v.index not in rejected]
         listed = [
-            {"index": index, "id": _id_of(body if single else body[index]), **reason}
+            {"index": index, "id": _id_of(body if single else body[index] if body is not None else parsed[index]),
+             **reason}
             for index, reason in sorted(rejected.items())
-        ]
+        ]  # fmt: skip
         status = 202 if accepted or not listed else 422
         return JSONResponse({"accepted": accepted, "rejected": listed}, status_code=status)
 
@@ -225,4 +231,6 @@ def ingest_router(
 
 
 def _id_of(item: Any) -> str | None:
+    if isinstance(item, CloudEvent):
+        return item.id
     return str(item["id"]) if isinstance(item, dict) and "id" in item else None

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.availability import Availability
-from shared.events import CloudEvent, KafkaRecord, model_for, to_kafka
+from shared.events import CloudEvent, kafka_headers, kafka_value, model_for, to_kafka
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
 from shared.telemetry import within
@@ -109,8 +109,11 @@ class EventPublisher:
         try:
             async with bounded:
                 # Handing over can wait too (metadata, a full buffer): the deadline covers it.
+                topics: dict[str, str] = {}  # by event type
                 for event, context, route in self._routes(events, contexts or {}):
-                    topic = self._settings.topic(model_for(event.type).topic)
+                    topic = topics.get(event.type) or topics.setdefault(
+                        event.type, self._settings.topic(model_for(event.type).topic)
+                    )
                     if route is not None:
                         direct.append((topic, event, route))
                     else:
@@ -178,21 +181,19 @@ async def _send_batched(
     filling: dict[tuple[str, int], BatchBuilder] = {}
     batches: dict[tuple[str, int], list[BatchBuilder]] = {}
     for topic, event, extra in records:
-        record = to_kafka(event)
-        where = chosen.get((topic, record.key))
+        key = event.subject.encode() if event.subject is not None else None
+        where = chosen.get((topic, key))
         if where is None:
             if topic not in partitions:
                 partitions[topic] = sorted(await producer.partitions_for(topic))
-            where = chosen[(topic, record.key)] = partition_for(record.key, partitions[topic])
-        headers = [(name, value.encode()) for name, value in record.headers.items()]
-        if extra:
-            headers += extra
+            where = chosen[(topic, key)] = partition_for(key, partitions[topic])
+        record = (key, kafka_value(event), kafka_headers(event) + extra if extra else kafka_headers(event))
         place = (topic, where)
         builder = filling.get(place)
-        if builder is None or not _appended(builder, record, headers):
+        if builder is None or not _appended(builder, *record):
             builder = filling[place] = producer.create_batch()
             batches.setdefault(place, []).append(builder)
-            if not _appended(builder, record, headers):
+            if not _appended(builder, *record):
                 raise MessageSizeTooLargeError(f"event {event.id} does not fit in a batch")
     acks = []
     queues = [[(place, builder) for builder in builders] for place, builders in batches.items()]
@@ -203,8 +204,8 @@ async def _send_batched(
     return acks
 
 
-def _appended(builder: BatchBuilder, record: KafkaRecord, headers: list[tuple[str, bytes]]) -> bool:
-    return builder.append(timestamp=None, key=record.key, value=record.value, headers=headers) is not None
+def _appended(builder: BatchBuilder, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
+    return builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
 
 
 _MURMUR_M = 0x5BD1E995

@@ -13,8 +13,11 @@ from shared.events.envelope import (
     from_batch,
     from_kafka,
     from_structured,
+    kafka_headers,
+    kafka_value,
     to_kafka,
     to_structured,
+    whole_batch,
 )
 from shared.events.registry import event_types, model_for, typed_batch, typed_data, validated
 
@@ -32,6 +35,8 @@ __all__ = [
     "from_kafka",
     "from_structured",
     "journey",
+    "kafka_headers",
+    "kafka_value",
     "members",
     "model_for",
     "notifications",
@@ -41,4 +46,5 @@ __all__ = [
     "typed_batch",
     "typed_data",
     "validated",
+    "whole_batch",
 ]
