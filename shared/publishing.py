@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import struct
@@ -118,11 +117,11 @@ class EventPublisher:
                         direct.append((topic, event, route))
                     else:
                         # The direct ones before it first: each partition gets the events in the order given.
-                        acks += await _send_batched(_producer(self._broker), direct)
+                        await _send_batched(_producer(self._broker), direct, acks)
                         direct = []
                         acks.append(await self._through_faststream(event, topic, context))
                     produced.append((topic, event.type))
-                acks += await _send_batched(_producer(self._broker), direct)
+                await _send_batched(_producer(self._broker), direct, acks)
                 # One by one: most are acknowledged by the time the first is (a cancelled wait for one leaves its
                 # record in the producer, which sends it all the same).
                 for ack in acks:
@@ -166,42 +165,68 @@ class EventPublisher:
 
 
 async def _send_batched(
-    producer: AIOKafkaProducer, records: Sequence[tuple[str, CloudEvent, list[tuple[str, bytes]]]]
-) -> list[asyncio.Future[Any]]:
+    producer: AIOKafkaProducer,
+    records: Sequence[tuple[str, CloudEvent, list[tuple[str, bytes]]]],
+    acks: list[asyncio.Future[Any]],
+) -> None:
     """Hand `records` (topic, event, extra headers) to the producer as whole batches, one or more per partition;
-    the futures of their acks (none for no records).
+    the futures of their acks go to `acks` as they are handed over.
 
     The same records on the same partitions in the same order per partition as one `producer.send` each, but
     without send's work per record (metadata wait, partitioner, a future each): a third of the time (measured,
     bench/ingest.py). The batches are those the producer would make (its batch size; sequence numbers of the
-    idempotent producer are given when a batch is sent, as for any other). Each partition's batches are handed
-    over in turn, so that every produce request carries one of each partition."""
+    idempotent producer are given when a batch is sent, as for any other). A full batch is on its way while the
+    next ones are built: the producer takes one batch per partition per request, so the requests' round trips
+    overlap the building, as they do under `send`."""
     partitions: dict[str, list[int]] = {}
     chosen: dict[tuple[str, bytes | None], int] = {}  # a member's events in one call: partitioned once
     filling: dict[tuple[str, int], BatchBuilder] = {}
-    batches: dict[tuple[str, int], list[BatchBuilder]] = {}
-    for topic, event, extra in records:
-        key = event.subject.encode() if event.subject is not None else None
-        where = chosen.get((topic, key))
-        if where is None:
-            if topic not in partitions:
-                partitions[topic] = sorted(await producer.partitions_for(topic))
-            where = chosen[(topic, key)] = partition_for(key, partitions[topic])
-        record = (key, kafka_value(event), kafka_headers(event) + extra if extra else kafka_headers(event))
-        place = (topic, where)
-        builder = filling.get(place)
-        if builder is None or not _appended(builder, *record):
-            builder = filling[place] = producer.create_batch()
-            batches.setdefault(place, []).append(builder)
-            if not _appended(builder, *record):
-                raise MessageSizeTooLargeError(f"event {event.id} does not fit in a batch")
-    acks = []
-    queues = [[(place, builder) for builder in builders] for place, builders in batches.items()]
-    for turn in itertools.zip_longest(*queues):
-        for (topic, where), builder in filter(None, turn):
-            builder.close()  # complete: sent without lingering
-            acks.append(await producer.send_batch(builder, topic, partition=where))
-    return acks
+    handing: dict[tuple[str, int], asyncio.Queue[BatchBuilder | None]] = {}  # each partition's full batches
+    try:
+        async with asyncio.TaskGroup() as hands:
+
+            def hand_over(place: tuple[str, int], builder: BatchBuilder) -> None:
+                if place not in handing:
+                    handing[place] = asyncio.Queue()
+                    hands.create_task(_hand_over_in_order(producer, place, handing[place], acks))
+                handing[place].put_nowait(builder)
+
+            for topic, event, extra in records:
+                key = event.subject.encode() if event.subject is not None else None
+                where = chosen.get((topic, key))
+                if where is None:
+                    if topic not in partitions:
+                        partitions[topic] = sorted(await producer.partitions_for(topic))
+                    where = chosen[(topic, key)] = partition_for(key, partitions[topic])
+                record = (key, kafka_value(event), kafka_headers(event) + extra if extra else kafka_headers(event))
+                place = (topic, where)
+                builder = filling.get(place)
+                if builder is None or not _appended(builder, *record):
+                    if builder is not None:
+                        hand_over(place, builder)
+                        await asyncio.sleep(0)  # lets it go
+                    builder = filling[place] = producer.create_batch()
+                    if not _appended(builder, *record):
+                        raise MessageSizeTooLargeError(f"event {event.id} does not fit in a batch")
+            for place, builder in filling.items():
+                hand_over(place, builder)
+            for queue in handing.values():
+                queue.put_nowait(None)
+    except BaseExceptionGroup as failed:  # the first failure, as if handed over one by one
+        raise failed.exceptions[0] from None
+
+
+async def _hand_over_in_order(
+    producer: AIOKafkaProducer,
+    place: tuple[str, int],
+    builders: asyncio.Queue[BatchBuilder | None],
+    acks: list[asyncio.Future[Any]],
+) -> None:
+    """Hands one partition's batches to the producer in their order; each waits for the one before to be sent."""
+    topic, partition = place
+    while (builder := await builders.get()) is not None:
+        builder.close()  # complete: sent without lingering
+        acks.append(await producer.send_batch(builder, topic, partition=partition))
 
 
 def _appended(builder: BatchBuilder, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
