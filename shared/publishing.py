@@ -173,11 +173,13 @@ async def _send_batched(
     the futures of their acks go to `acks` as they are handed over.
 
     The same records on the same partitions in the same order per partition as one `producer.send` each, but
-    without send's work per record (metadata wait, partitioner, a future each): a third of the time (measured,
-    bench/ingest.py). The batches are those the producer would make (its batch size; sequence numbers of the
+    without send's work per record (metadata wait, partitioner, a future each): 5,000 records in a third of the
+    time. The batches are those the producer would make (its batch size; sequence numbers of the
     idempotent producer are given when a batch is sent, as for any other). A full batch is on its way while the
     next ones are built: the producer takes one batch per partition per request, so the requests' round trips
     overlap the building, as they do under `send`."""
+    if not records:
+        return
     partitions: dict[str, list[int]] = {}
     chosen: dict[tuple[str, bytes | None], int] = {}  # a member's events in one call: partitioned once
     filling: dict[tuple[str, int], BatchBuilder] = {}
