@@ -42,6 +42,7 @@ from services.journey.handlers import FrictionDetector
 from services.journey.history import load
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
+from shared.consumers import read_to_end
 from shared.events import CloudEvent, from_kafka, typed_data
 from shared.redis import make_redis
 from shared.service import ServiceParts
@@ -136,7 +137,7 @@ async def journey_run(
     finally:
         for context in reversed(contexts):
             await context.__aexit__(None, None, None)
-    records = await _read_all(settings.kafka_bootstrap, settings.topic(FRICTIONS.name))
+    records = await read_to_end(settings.kafka_bootstrap, settings.topic(FRICTIONS.name))
     found = set()
     for record in records:
         event = from_kafka(record.value, record.headers)
@@ -183,29 +184,6 @@ async def journey_processes(settings: JourneySettings, events: int, instances: i
             await child.wait()
         for follower in followers:
             follower.cancel()
-
-
-async def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        todo = {tp for tp, end in ends.items() if end > 0}
-        while todo:
-            for tp, batch in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                records += batch
-                if batch and batch[-1].offset + 1 >= ends[tp]:
-                    todo.discard(tp)
-        return records
-    finally:
-        await consumer.stop()
 
 
 async def redis_used(redis_url: str) -> int:
