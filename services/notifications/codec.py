@@ -124,8 +124,9 @@ def text_tag(m: InboxMessage) -> str:
     return tag(text_value(m), size=12)  # shared by the whole network: longer than a member's tags
 
 
-def inbox_value(m: InboxMessage) -> str:
-    return f"{text_tag(m)}|{ms(m.created_at)}|{int(m.read)}|{m.about_member_id or ''}"
+def inbox_value(m: InboxMessage, text: str | None = None) -> str:
+    """`text`: the message's `text_tag` when the caller has it already."""
+    return f"{text or text_tag(m)}|{ms(m.created_at)}|{int(m.read)}|{m.about_member_id or ''}"
 
 
 def inbox_item(value: str) -> tuple[str, int, bool, str | None]:

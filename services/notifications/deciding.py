@@ -6,6 +6,11 @@ triggers) and the guardians' consents, pipelined; then one transaction stores ev
 cap window, deliveries and counters; then the decision events go to Kafka together. For each trigger the live
 campaigns it triggers are decided in priority order (so that, near the cap, the higher priority gets the slot).
 A redelivered trigger finds its decided marker and only publishes its events again, under the same ids.
+
+An in-app message to an adult that may go now is delivered by deciding itself: consent and the campaign were
+checked a moment ago and the inbox needs no address, so it is rendered (once for all alike), put in the inbox in
+the decisions' transaction and its `message.sent` published with the decision events. No delivery waits for it:
+no second read of the member, no queue round trips, and a friction's message is in the inbox one hop earlier.
 """
 
 from __future__ import annotations
@@ -21,13 +26,14 @@ from opentelemetry.context import Context
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import BROADCAST, AudienceFacts, Campaign, TriggerEvent, triggered_by
 from services.notifications.catalogue_store import CatalogueStore
-from services.notifications.decision_events import decision_event
+from services.notifications.decision_events import decision_event, message_sent
 from services.notifications.decision_log import DecisionLog, DecisionWrite
 from services.notifications.keys import tag
 from services.notifications.projection_store import ProjectionStore
+from services.notifications.rendering import Renderer
 from services.notifications.rules import Circumstances, Decision, MemberFacts, Policy, decide, message_id, quiet_until
 from services.notifications.settings import NotificationsSettings
-from services.notifications.state import Claim, DecisionMemory, Delivery, MemberState, ms
+from services.notifications.state import Claim, DecisionMemory, Delivery, InboxMessage, MemberState, ms
 from shared import telemetry
 from shared.events import CloudEvent, EventData
 from shared.events.notifications import MessageDeferred, MessageSuppressed, SuppressionReason
@@ -36,6 +42,7 @@ from shared.kafka import EventPublisher
 
 Clock = Callable[[], datetime]
 MEDIUM_CODES: dict[str, Medium] = {"e": "email", "s": "sms", "p": "push", "i": "in_app"}
+IN_APP_SENT = "i"  # the outcome code of an in-app message deciding delivered itself: "i<locale>"
 CODES_OF_MEDIA = {v: k for k, v in MEDIUM_CODES.items()}
 
 
@@ -101,6 +108,7 @@ class Decider:
         self._wake = wake
         self._policy = Policy.from_settings(settings)
         self._cache: tuple[int, list[Campaign]] | None = None
+        self._renderer = Renderer(campaigns, catalogue, settings)
 
     async def live_campaigns(self, now: datetime) -> list[Campaign]:
         """Active campaigns inside their schedule, highest priority first. Cached until any campaign changes."""
@@ -154,9 +162,8 @@ class Decider:
         states = states if states is not None else await self.states([t.member_id for t, _ in pending])
         offered = await self._offered(c for _, cs in pending for c in cs)
         members: dict[str, _Member] = {}
-        writes: list[DecisionWrite] = []
+        decided: list[tuple[TriggerEvent, Sequence[Campaign], MemberFacts, DecisionWrite, Context | None]] = []
         events: list[CloudEvent] = []
-        due_now = False
         for trigger, campaigns in pending:
             state = states[trigger.member_id]
             guardian_id = state.record.profile.guardian_id
@@ -174,12 +181,15 @@ class Decider:
             member.decided.add(trigger_tag)
             with self._span(trigger, traceparents.get(trigger.event_id)) as context:
                 write = self._decide_one(trigger, campaigns, now, facts, member, offered)
-            writes.append(write)
-            decided = self._remembered(trigger, write.memory, campaigns, facts)
-            events.extend(decided)
+            decided.append((trigger, campaigns, facts, write, context))
+        writes = [write for _, _, _, write, _ in decided]
+        await self._deliver_in_app(writes, states, now)
+        for trigger, campaigns, facts, write, context in decided:
+            found = self._remembered(trigger, write.memory, campaigns, facts)
+            events.extend(found)
             if context is not None:
-                contexts.update((e.id, context) for e in decided)
-            due_now = due_now or any(due <= ms(now) for _, due in write.deliveries)
+                contexts.update((e.id, context) for e in found)
+        due_now = any(due <= ms(now) for write in writes for _, due in write.deliveries)
         await self._log.write(writes)
         self._publisher.metrics.messages(c for w in writes for _, c in w.counters if c != "triggered")
         if events:
@@ -187,6 +197,46 @@ class Decider:
         if due_now:
             self._wake()
         return len(writes)
+
+    async def _deliver_in_app(
+        self, writes: Sequence[DecisionWrite], states: dict[str, MemberState], now: datetime
+    ) -> None:
+        """Deliver at once what goes now into an adult's own inbox; the rest waits for the delivery loop. A minor's
+        message goes where identity says (maybe the guardian's inbox), so it takes the loop's way."""
+        at_once = [
+            (write, delivery, due)
+            for write in writes
+            for delivery, due in write.deliveries
+            if due <= ms(now)
+            and delivery.media[0] == "in_app"
+            and not states[delivery.member_id].record.profile.guardian_id
+        ]
+        if not at_once:
+            return
+        await self._renderer.begin([delivery for _, delivery, _ in at_once])
+        for write, delivery, due in at_once:
+            rendered = await self._renderer.render(delivery, "in_app", None, "member")
+            if rendered is None:
+                continue  # the delivery loop fails it, with its dead letter
+            write.deliveries.remove((delivery, due))
+            message = InboxMessage(
+                message_id=delivery.message_id, campaign_id=delivery.campaign_id, title=rendered.get("title", ""),
+                body=rendered["body"], locale=delivery.locale, library=delivery.library, created_at=now,
+            )  # fmt: skip
+            write.inbox.append((delivery.member_id, message))
+            write.counters.append((delivery.campaign_id, "sent"))
+            if delivery.friction_id:
+                write.effects.append(
+                    (delivery.campaign_id, delivery.friction_id, ms(delivery.trigger_time), "messaged")
+                )
+            # Remembered as delivered in the app (with its locale), so that a redelivery publishes it again.
+            write.memory = replace(
+                write.memory,
+                outcomes=tuple(
+                    (c, v, f"{IN_APP_SENT}{delivery.locale}" if c == delivery.campaign_id else code)
+                    for c, v, code in write.memory.outcomes
+                ),
+            )
 
     @contextlib.contextmanager
     def _span(self, trigger: TriggerEvent, traceparent: str | None) -> Iterator[Context | None]:
@@ -261,7 +311,7 @@ class Decider:
         if decision.outcome == "suppress":
             write.counters.append((campaign.id, f"suppressed:{decision.reason}"))
             if decision.reason == "holdout" and friction_id:
-                write.holdouts.append((campaign.id, friction_id, ms(trigger.time)))
+                write.effects.append((campaign.id, friction_id, ms(trigger.time), "holdout"))
             return
         member.sent.append(ms(now))
         library = campaign.definition.library or facts.audience.library
@@ -300,6 +350,13 @@ class Decider:
                     campaign_version=version,
                 )  # fmt: skip
                 found.append(decision_event(data, mid, "suppressed", trigger.member_id, library, decided_at))
+            elif code.startswith(IN_APP_SENT):
+                sent = message_sent(
+                    message_id=mid, campaign_id=campaign_id, version=version, member_id=trigger.member_id,
+                    medium="in_app", trigger_event_id=trigger.event_id, locale=code[1:], recipient="member",
+                    library=library, at=decided_at,
+                )  # fmt: skip
+                found.append(sent)
             elif code.startswith("d"):
                 until = quiet_until(decided_at, self._policy) or decided_at
                 data = MessageDeferred(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.events import CloudEvent, EventData, deterministic_id
+from shared.events.notifications import MessageSent, Recipient
+from shared.events.types import Medium
 
 SOURCE = "/notifications"
 
@@ -27,3 +29,24 @@ def decision_event(
         library=library,
         time=at,
     )
+
+
+def message_sent(
+    *,
+    message_id: str,
+    campaign_id: str,
+    version: int,
+    member_id: str,
+    medium: Medium,
+    trigger_event_id: str,
+    locale: str,
+    recipient: Recipient,
+    library: str | None,
+    at: datetime,
+) -> CloudEvent:
+    """`message.sent`: by the delivery loop, or by deciding itself for an in-app message it delivered at once."""
+    data = MessageSent(
+        message_id=message_id, campaign_id=campaign_id, medium=medium, trigger_event_id=trigger_event_id,
+        locale=locale, campaign_version=version, recipient=recipient, library=library,
+    )  # fmt: skip
+    return decision_event(data, message_id, "sent", member_id, library, at)

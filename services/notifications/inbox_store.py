@@ -22,10 +22,15 @@ class InboxStore:
         """What putting messages in their owners' inboxes writes, for a transaction of the delivery queue:
         `t` texts [key, text] (set if new), `i` items [member hash, field, item] (set if new: a second delivery of
         a message changes nothing)."""
-        return {
-            "t": [[self._k.text(codec.text_tag(m)), codec.text_value(m)] for _, m in messages],
-            "i": [[self._k.member(owner), codec.INBOX + m.message_id, codec.inbox_value(m)] for owner, m in messages],
-        }
+        texts: dict[tuple[str, str, str, str, str | None], tuple[str, str]] = {}  # a page's messages share one
+        items = []
+        for owner, m in messages:
+            alike = (m.campaign_id, m.title, m.body, m.locale, m.library)
+            if alike not in texts:
+                texts[alike] = (codec.text_tag(m), codec.text_value(m))
+            text_tag, _ = texts[alike]
+            items.append([self._k.member(owner), codec.INBOX + m.message_id, codec.inbox_value(m, text_tag)])
+        return {"t": [[self._k.text(t), value] for t, value in texts.values()], "i": items}
 
     async def inbox(self, member_id: str, limit: int = 50, unread_only: bool = False) -> list[InboxMessage]:
         """Newest first."""

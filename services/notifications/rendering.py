@@ -60,10 +60,15 @@ class Renderer:
         """body, sender, and subject or title where the medium has them; None when the template fails."""
         if contact is not None:
             return await self._render(delivery, medium, contact, recipient)
-        alike = (
-            delivery.campaign_id, delivery.version, medium, delivery.locale, delivery.library, delivery.branch,
-            delivery.trigger_type, delivery.trigger_rule, delivery.trigger_time, recipient,
-        )  # fmt: skip
+        definition = await self._definition(delivery)
+        if definition is None:
+            return None
+        # Alike: the same message, and the same values of the placeholders it names (most name no trigger time).
+        named = templates.placeholders(definition.message(medium, delivery.locale))
+        branch = delivery.branch if "branch" in named else None
+        trigger = (delivery.trigger_type, delivery.trigger_rule, delivery.trigger_time) if "trigger" in named else None
+        alike = (delivery.campaign_id, delivery.version, medium, delivery.locale, delivery.library, branch, trigger,
+                 recipient)  # fmt: skip
         if alike not in self._rendered:
             self._rendered[alike] = await self._render(delivery, medium, contact, recipient)
         return self._rendered[alike]
