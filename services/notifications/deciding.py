@@ -189,7 +189,8 @@ class Decider:
             events.extend(found)
             if context is not None:
                 contexts.update((e.id, context) for e in found)
-        due_now = any(due <= ms(now) for write in writes for _, due in write.deliveries)
+        now_ms = ms(now)
+        due_now = any(due <= now_ms for write in writes for _, due in write.deliveries)
         await self._log.write(writes)
         self._publisher.metrics.messages(c for w in writes for _, c in w.counters if c != "triggered")
         if events:
@@ -203,11 +204,12 @@ class Decider:
     ) -> None:
         """Deliver at once what goes now into an adult's own inbox; the rest waits for the delivery loop. A minor's
         message goes where identity says (maybe the guardian's inbox), so it takes the loop's way."""
+        now_ms = ms(now)
         at_once = [
             (write, delivery, due)
             for write in writes
             for delivery, due in write.deliveries
-            if due <= ms(now)
+            if due <= now_ms
             and delivery.media[0] == "in_app"
             and not states[delivery.member_id].record.profile.guardian_id
         ]
@@ -263,15 +265,16 @@ class Decider:
         member: _Member,
         offered: dict[str, frozenset[str]],
     ) -> DecisionWrite:
+        now_ms = ms(now)
         window_start = ms(now - self._settings.notifications_frequency_window)
         state = member.state
         sent = state.sent_since(window_start) + len(member.sent)
         outcomes: list[tuple[str, int, str]] = []
-        write = DecisionWrite(trigger.member_id, tag(trigger.event_id), DecisionMemory(ms(now), ()), facts.erased)
+        write = DecisionWrite(trigger.member_id, tag(trigger.event_id), DecisionMemory(now_ms, ()), facts.erased)
         for campaign in campaigns:
             claim_tag = tag(campaign.id, trigger.key)
             claim = member.claims.get(claim_tag) or state.claims.get(claim_tag)
-            if claim is not None and claim.expires_ms is not None and claim.expires_ms <= ms(now):
+            if claim is not None and claim.expires_ms is not None and claim.expires_ms <= now_ms:
                 claim = None
             proposition = campaign.definition.proposition
             # Taken by another trigger (this one, decided before, was recognised by its decided marker).
@@ -279,14 +282,14 @@ class Decider:
             circumstances = Circumstances(now, sent, claimed_by, offered.get(proposition) if proposition else None)
             decision = decide(campaign, trigger, facts, circumstances, self._policy)
             outcomes.append((campaign.id, campaign.version, outcome_code(decision)))
-            self._take(write, campaign, trigger, facts, decision, now, claim_tag, member)
+            self._take(write, campaign, trigger, facts, decision, now, now_ms, claim_tag, member)
             if decision.counts_toward_cap:
                 sent += 1
-        write.memory = DecisionMemory(ms(now), tuple(outcomes))
+        write.memory = DecisionMemory(now_ms, tuple(outcomes))
         # A broadcast is no Kafka record, so nothing redelivers it: its claim (sent, deferred or held out) is enough
         # to recognise a member decided before; only its suppressions are remembered as such.
         write.remembered = trigger.type != BROADCAST or len(write.claims) < len(campaigns)
-        ttl = ms(now) - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
+        ttl = now_ms - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
         write.stale = [f"d{t}" for t, memory in state.decided.items() if memory.decided_ms < ttl]
         return write
 
@@ -298,13 +301,14 @@ class Decider:
         facts: MemberFacts,
         decision: Decision,
         now: datetime,
+        now_ms: int,
         claim_tag: str,
         member: _Member,
     ) -> None:
         write.counters.append((campaign.id, "triggered"))
         if decision.claims:
             renotify = campaign.definition.renotify_after
-            sent = ms(now) if decision.counts_toward_cap else None
+            sent = now_ms if decision.counts_toward_cap else None
             claim = Claim(ms(now + renotify) if renotify is not None else None, sent)
             write.claims[claim_tag] = member.claims[claim_tag] = claim
         friction_id = trigger.friction_id
@@ -313,7 +317,7 @@ class Decider:
             if decision.reason == "holdout" and friction_id:
                 write.effects.append((campaign.id, friction_id, ms(trigger.time), "holdout"))
             return
-        member.sent.append(ms(now))
+        member.sent.append(now_ms)
         library = campaign.definition.library or facts.audience.library
         delivery = Delivery(
             member_id=trigger.member_id, message_id=decision.message_id, campaign_id=campaign.id,
@@ -322,7 +326,7 @@ class Decider:
             trigger_type=trigger.type, trigger_rule=trigger.rule, trigger_time=trigger.time, friction_id=friction_id,
             created_at=now, traceparent=telemetry.current_traceparent(),
         )  # fmt: skip
-        write.deliveries.append((delivery, ms(decision.until or now)))
+        write.deliveries.append((delivery, ms(decision.until) if decision.until else now_ms))
         if friction_id:
             write.frictions.append((friction_id, ms(trigger.time)))
         if decision.outcome == "defer":

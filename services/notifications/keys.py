@@ -42,12 +42,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from functools import lru_cache
 
 from shared.settings import Settings
 
 TAG_BYTES = 5
 
 
+@lru_cache(maxsize=16384)  # a batch asks for the same ones again (a trigger's, a campaign's claim)
 def tag(*parts: str, size: int = TAG_BYTES) -> str:
     """A short stable name for (long) ids inside one member's hash: 40 bits, unique enough among one member's."""
     return hashlib.blake2b("|".join(parts).encode(), digest_size=size).hexdigest()
