@@ -15,6 +15,7 @@ no second read of the member, no queue round trips, and a friction's message is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -109,6 +110,7 @@ class Decider:
         self._policy = Policy.from_settings(settings)
         self._cache: tuple[int, list[Campaign]] | None = None
         self._renderer = Renderer(campaigns, catalogue, settings)
+        self._in_flight: asyncio.Task[None] | None = None  # a broadcast page's events, waiting for their acks
 
     async def live_campaigns(self, now: datetime) -> list[Campaign]:
         """Active campaigns inside their schedule, highest priority first. Cached until any campaign changes."""
@@ -155,8 +157,13 @@ class Decider:
         now: datetime,
         states: dict[str, MemberState] | None = None,
         traceparents: Mapping[str, str | None] | None = None,
+        *,
+        acks_later: bool = False,
     ) -> int:
-        """Decide resolved triggers (a member's id is the survivor's); `states` when the caller read them."""
+        """Decide resolved triggers (a member's id is the survivor's); `states` when the caller read them.
+
+        `acks_later` (a broadcast's pages): return once the events are handed to the producer, and wait for their
+        acknowledgements while the next page is read and decided (`acknowledged` waits for them)."""
         traceparents = traceparents or {}
         contexts: dict[str, Context] = {}
         states = states if states is not None else await self.states([t.member_id for t, _ in pending])
@@ -193,11 +200,20 @@ class Decider:
         due_now = any(due <= now_ms for write in writes for _, due in write.deliveries)
         await self._log.write(writes)
         self._publisher.metrics.messages(c for w in writes for _, c in w.counters if c != "triggered")
-        if events:
+        if events and acks_later:
+            await self.acknowledged()  # the page before's: one page in flight, pages out in order
+            self._in_flight = asyncio.create_task(self._publisher.publish_many(events, contexts=contexts))
+        elif events:
             await self._publisher.publish_many(events, contexts=contexts)
         if due_now:
             self._wake()
         return len(writes)
+
+    async def acknowledged(self) -> None:
+        """Wait until Kafka acknowledged the events of a page decided with `acks_later`."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            await in_flight
 
     async def _deliver_in_app(
         self, writes: Sequence[DecisionWrite], states: dict[str, MemberState], now: datetime
@@ -215,7 +231,7 @@ class Decider:
         ]
         if not at_once:
             return
-        await self._renderer.begin([delivery for _, delivery, _ in at_once])
+        await self._renderer.begin([delivery for _, delivery, _ in at_once], campaigns_now=False)
         for write, delivery, due in at_once:
             rendered = await self._renderer.render(delivery, "in_app", None, "member")
             if rendered is None:
