@@ -29,7 +29,8 @@ Keys (prefix `notifications:`):
                                   within the window are the frequency cap's
       d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL):
                                   "<ms>|<campaign[:8]>,<version>,<outcome>;…"
-      i<message id>               an in-app inbox message: "<text tag>|<created ms>|<read>|<about member>"
+      i<message id>               an in-app inbox message (the id's 16 bytes in URL-safe base64):
+                                  "<text tag>|<created ms>|<read>|<about member>"
       f<friction tag>             a friction a campaign acted on: "<detected ms>|<day>|<resolved ms>"
       e<friction tag><campaign>   … and the group the member is in for that campaign's effect (messaged, holdout)
   delivery:{<member>}:<message id>  hash: d (the delivery, JSON), o (its events once it ended, until published)
