@@ -17,17 +17,21 @@ from services.journey.rules import JourneyEvent
 from shared.events import FieldError, InvalidEvent, from_kafka, typed_data
 from shared.events.registry import TYPE_PREFIX, event_types
 
-_REQUIRED = ("ce_id", "ce_source", "ce_time", "ce_specversion")
 _VALIDATORS = {t.removeprefix(TYPE_PREFIX): m.__pydantic_validator__ for t, m in event_types().items()}
 
 
 def decode(value: bytes | None, headers: Sequence[tuple[str, bytes]], kinds: frozenset[str]) -> JourneyEvent | None:
     """The event, or None when no rule looks at its type. Raises InvalidEvent for a record no one could use."""
-    found: dict[str, bytes] = {}
-    for name, raw in headers:
-        found[name] = raw
+    found: dict[str, bytes] = dict(headers)
     raw_type = found.get("ce_type")
-    if raw_type is None or not all(name in found for name in _REQUIRED) or "ce_subject" not in found:
+    if (
+        raw_type is None
+        or "ce_id" not in found
+        or "ce_source" not in found
+        or "ce_time" not in found
+        or "ce_specversion" not in found
+        or "ce_subject" not in found
+    ):
         return _reference(value, headers, kinds)
     try:
         kind = raw_type.decode().removeprefix(TYPE_PREFIX)

@@ -140,6 +140,8 @@ class _Rule(BaseModel):
         return value
 
     def admits(self, profile: Mapping[str, Any]) -> bool:
+        if not self.member:
+            return True
         return all(str(profile.get(name)) in values for name, values in self.member.items())
 
     def kinds(self) -> frozenset[str]:
@@ -162,6 +164,15 @@ class AbsenceRule(_Rule):
     def kinds(self) -> frozenset[str]:
         return self.start.kinds | self.expect.kinds
 
+    @cached_property
+    def start_fields(self) -> tuple[str, ...]:
+        """The start's fields that correlate it with the expected event (in `same`'s order)."""
+        return tuple(self.same)
+
+    @cached_property
+    def expect_fields(self) -> tuple[str, ...]:
+        return tuple(self.same.values())
+
 
 class ThresholdRule(_Rule):
     kind: Literal["threshold"]
@@ -172,6 +183,10 @@ class ThresholdRule(_Rule):
 
     def kinds(self) -> frozenset[str]:
         return self.match.kinds | (self.reset.kinds if self.reset else frozenset())
+
+    @cached_property
+    def same_fields(self) -> tuple[str, ...]:
+        return tuple(self.same)
 
 
 class InactivityRule(_Rule):

@@ -92,7 +92,7 @@ class Timer(NamedTuple):
 
     due: int
     member: str
-    kind: str  # "a" absence, "t" threshold check, "i" inactivity
+    kind: str  # "a" absence, "t" threshold check, "i" inactivity, "f" forget expected events no window waits for
     rule: str
     corr: str
     t: int

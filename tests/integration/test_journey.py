@@ -21,6 +21,7 @@ from services.journey.rules import load_rules
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
 from services.journey.state import MemberState, decode
+from services.journey.store import stored_member
 from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
@@ -65,7 +66,7 @@ class Live:
         redis = make_redis(self.settings, binary=True)
         try:
             async for key in redis.scan_iter(match=self.settings.key("journey", "state", "*")):
-                raw = await redis.hget(key, member)
+                raw = await redis.hget(key, stored_member(member))
                 if isinstance(raw, bytes):
                     return decode(raw)
             return None
