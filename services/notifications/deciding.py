@@ -27,7 +27,7 @@ from opentelemetry.context import Context
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import BROADCAST, AudienceFacts, Campaign, TriggerEvent, triggered_by
 from services.notifications.catalogue_store import CatalogueStore
-from services.notifications.decision_events import decision_event, message_sent
+from services.notifications.decision_events import MessageEvent, decision_event, message_sent
 from services.notifications.decision_log import DecisionLog, DecisionWrite
 from services.notifications.keys import tag
 from services.notifications.projection_store import ProjectionStore
@@ -36,7 +36,7 @@ from services.notifications.rules import Circumstances, Decision, MemberFacts, P
 from services.notifications.settings import NotificationsSettings
 from services.notifications.state import Claim, DecisionMemory, Delivery, InboxMessage, MemberState, ms
 from shared import telemetry
-from shared.events import CloudEvent, EventData
+from shared.events import CloudEvent
 from shared.events.notifications import MessageDeferred, MessageSuppressed, SuppressionReason
 from shared.events.types import Medium
 from shared.kafka import EventPublisher
@@ -362,7 +362,7 @@ class Decider:
             campaign_id = campaign.id
             library = campaign.definition.library or facts.audience.library
             mid = message_id(campaign_id, trigger.member_id, trigger.event_id)
-            data: EventData
+            data: MessageEvent
             if code.startswith("x"):
                 reason: SuppressionReason = code[1:]  # type: ignore[assignment]
                 data = MessageSuppressed(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from shared.events import CloudEvent, EventData, deterministic_id
-from shared.events.notifications import MessageSent, Recipient
+from shared.events import CloudEvent, deterministic_id
+from shared.events.notifications import MessageDeferred, MessageFailed, MessageSent, MessageSuppressed, Recipient
 from shared.events.types import Medium
 
 SOURCE = "/notifications"
+MessageEvent = MessageSent | MessageSuppressed | MessageDeferred | MessageFailed
 
 
 def campaign_source(campaign_id: str) -> str:
@@ -16,16 +17,15 @@ def campaign_source(campaign_id: str) -> str:
 
 
 def decision_event(
-    data: EventData, message_id: str, kind: str, member_id: str, library: str | None, at: datetime
+    data: MessageEvent, message_id: str, kind: str, member_id: str, library: str | None, at: datetime
 ) -> CloudEvent:
     """A `message.<kind>` event; its id is stable per (kind, message), so republishing it is harmless. A message
     sent carries the message id itself."""
-    campaign_id = str(data.model_dump()["campaign_id"])
     return CloudEvent.create(
         data,
         id=message_id if kind == "sent" else deterministic_id(kind, message_id),
         subject=member_id,
-        source=campaign_source(campaign_id),
+        source=campaign_source(data.campaign_id),
         library=library,
         time=at,
     )

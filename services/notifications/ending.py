@@ -18,13 +18,13 @@ from opentelemetry.context import Context
 
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import trigger_key
-from services.notifications.decision_events import decision_event, message_sent
+from services.notifications.decision_events import MessageEvent, decision_event, message_sent
 from services.notifications.decision_log import DecisionLog
 from services.notifications.delivery_queue import DeliveryQueue
 from services.notifications.inbox_store import InboxStore
 from services.notifications.settings import NotificationsSettings
 from services.notifications.state import Delivery, DeliveryStatus, InboxMessage, ms
-from shared.events import EventData, from_structured, to_structured
+from shared.events import from_structured, to_structured
 from shared.events.notifications import MessageFailed, MessageSuppressed, Recipient, SuppressionReason
 from shared.events.types import Medium
 from shared.kafka import EventPublisher
@@ -67,7 +67,7 @@ class Endings:
         self._settings = settings
         self._clock = clock
 
-    def _event(self, delivery: Delivery, data: EventData, kind: str) -> dict[str, Any]:
+    def _event(self, delivery: Delivery, data: MessageEvent, kind: str) -> dict[str, Any]:
         event = decision_event(data, delivery.message_id, kind, delivery.member_id, delivery.library, self._clock())
         return to_structured(event)
 
