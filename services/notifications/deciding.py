@@ -2,7 +2,7 @@
 
 A batch of triggers (a consumer batch, or a page of a broadcast's audience) costs a fixed number of Redis round
 trips, whatever its size: aliases, then every member's hash (profile, consents, cap window, claims, decided
-triggers) and the guardians' consents, pipelined; then one transaction stores every decision with its claims,
+triggers) and the guardians' consents, pipelined; then one script (atomic) stores every decision with its claims,
 cap window, deliveries and counters; then the decision events go to Kafka together. For each trigger the live
 campaigns it triggers are decided in priority order (so that, near the cap, the higher priority gets the slot).
 A redelivered trigger finds its decided marker and only publishes its events again, under the same ids.

@@ -1,8 +1,8 @@
 """What deciding remembers per member: the cap window, the once-per-trigger claims, the triggers decided (for
 redeliveries) and the frictions a campaign acted on (for its effect). All in the member's hash (keys.py).
 
-A batch of triggers is written in one transaction: its decisions, claims, cap window, deliveries, the in-app
-messages deciding delivered at once, and counters.
+A batch of triggers is written by one script (atomic, one command): its decisions, claims, cap window,
+deliveries, the in-app messages deciding delivered at once, the frictions entering an effect, and counters.
 """
 
 from __future__ import annotations
@@ -142,8 +142,8 @@ class DecisionLog:
         self._write = redis.register_script(_WRITE)
 
     async def write(self, writes: list[DecisionWrite]) -> None:
-        """One transaction for a whole batch of triggers (one command, and one per friction entering an effect).
-        Nothing is kept under an erased member's id: only the counts (which name nobody)."""
+        """A whole batch of triggers in one command (a script: atomic). Nothing is kept under an erased member's
+        id: only the counts (which name nobody)."""
         if not writes:
             return
         hashes, deliveries, due = [], [], []

@@ -28,7 +28,8 @@ Keys (prefix `notifications:`):
       k<claim tag>                the once-per-(campaign, trigger) claim: "<expires ms>|<sent ms>"; the sent times
                                   within the window are the frequency cap's
       d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL):
-                                  "<ms>|<campaign[:8]>,<version>,<outcome>;…"
+                                  "<ms>|<campaign[:8]>,<version>,<outcome>;…", the outcome `s` (queued),
+                                  `i<locale>` (put in the inbox by deciding), `d<medium>`, `x<reason>`
       i<message id>               an in-app inbox message (the id's 16 bytes in URL-safe base64):
                                   "<text tag>|<created ms>|<read>|<about member>"
       f<friction tag>             a friction a campaign acted on: "<detected ms>|<day>|<resolved ms>"
