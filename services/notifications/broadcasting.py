@@ -5,8 +5,9 @@ quiet hours, holdout and consent apply as for any trigger. The run's position (l
 many members it looked at are saved after every page: a restart, or an `activate` after a `pause`, carries on
 from there. Nobody gets it twice: a member decided before finds the broadcast's decided marker and claim (a scan
 may return a member again, and the page after the last saved position is looked at again after a crash).
-A page's events wait for Kafka's acknowledgements while the next page is read and decided (one page in flight);
-a pause or the end waits for them.
+Nothing redelivers a broadcast, so a page's events are acknowledged by Kafka before its decisions are stored: a
+process that dies in between decides that page again on resume, publishing the same ids again, and never leaves a
+member decided whose events were not published.
 """
 
 from __future__ import annotations
@@ -66,12 +67,6 @@ class Broadcaster:
         return ran
 
     async def _broadcast(self, campaign: Campaign, state: dict[str, str], send_at: datetime) -> None:
-        try:
-            await self._run(campaign, state, send_at)
-        finally:
-            await self._decider.acknowledged()
-
-    async def _run(self, campaign: Campaign, state: dict[str, str], send_at: datetime) -> None:
         libraries = campaign.definition.audience_libraries or await self._projections.libraries()
         position = state.get("library", "")
         cursor = int(state.get("cursor", "0"))
@@ -84,7 +79,6 @@ class Broadcaster:
                 cursor = 0
             while True:
                 if not await self._still_active(campaign.id):
-                    await self._decider.acknowledged()
                     await self._save(campaign.id, "paused", library, cursor, looked_at, started)
                     log.info("broadcast %s paused after %d members", campaign.id, looked_at)
                     return
@@ -97,7 +91,6 @@ class Broadcaster:
                 stop_if_cancelled()
                 if cursor == 0:
                     break
-        await self._decider.acknowledged()
         await self._campaigns.save_broadcast_state(
             campaign.id, {"status": "done", "looked_at": str(looked_at), "finished_at": self._clock().isoformat()}
         )
@@ -134,4 +127,4 @@ class Broadcaster:
                 continue  # decided before (a resumed run, or a member the scan returned twice)
             pending.append((trigger, [campaign]))
         if pending:
-            await self._decider.decide(pending, self._clock(), states, acks_later=True)
+            await self._decider.decide(pending, self._clock(), states, publish_first=True)

@@ -15,7 +15,6 @@ no second read of the member, no queue round trips, and a friction's message is 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -110,7 +109,6 @@ class Decider:
         self._policy = Policy.from_settings(settings)
         self._cache: tuple[int, list[Campaign]] | None = None
         self._renderer = Renderer(campaigns, catalogue, settings)
-        self._in_flight: asyncio.Task[None] | None = None  # a broadcast page's events, waiting for their acks
 
     async def live_campaigns(self, now: datetime) -> list[Campaign]:
         """Active campaigns inside their schedule, highest priority first. Cached until any campaign changes."""
@@ -158,12 +156,13 @@ class Decider:
         states: dict[str, MemberState] | None = None,
         traceparents: Mapping[str, str | None] | None = None,
         *,
-        acks_later: bool = False,
+        publish_first: bool = False,
     ) -> int:
         """Decide resolved triggers (a member's id is the survivor's); `states` when the caller read them.
 
-        `acks_later` (a broadcast's pages): return once the events are handed to the producer, and wait for their
-        acknowledgements while the next page is read and decided (`acknowledged` waits for them)."""
+        `publish_first` (a broadcast's pages, which no Kafka record redelivers): the events are acknowledged before
+        the decisions are stored, so that a process dying in between decides the page again (the same ids) rather
+        than leave members decided whose events were never published."""
         traceparents = traceparents or {}
         contexts: dict[str, Context] = {}
         states = states if states is not None else await self.states([t.member_id for t, _ in pending])
@@ -198,22 +197,16 @@ class Decider:
                 contexts.update((e.id, context) for e in found)
         now_ms = ms(now)
         due_now = any(due <= now_ms for write in writes for _, due in write.deliveries)
+        if events and publish_first:
+            await self._publisher.publish_many(events, contexts=contexts)
         await self._log.write(writes)
         self._publisher.metrics.messages(c for w in writes for _, c in w.counters if c != "triggered")
-        if events and acks_later:
-            await self.acknowledged()  # the page before's: one page in flight, pages out in order
-            self._in_flight = asyncio.create_task(self._publisher.publish_many(events, contexts=contexts))
-        elif events:
+        if events and not publish_first:
+            # A trigger redelivered after a crash here finds its decided marker and publishes its events again.
             await self._publisher.publish_many(events, contexts=contexts)
         if due_now:
             self._wake()
         return len(writes)
-
-    async def acknowledged(self) -> None:
-        """Wait until Kafka acknowledged the events of a page decided with `acks_later`."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            await in_flight
 
     async def _deliver_in_app(
         self, writes: Sequence[DecisionWrite], states: dict[str, MemberState], now: datetime

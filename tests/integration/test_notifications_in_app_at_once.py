@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from services.notifications.rules import message_id
-from shared.events import CloudEvent
+from services.notifications.state import Profile
+from shared.events import CloudEvent, deterministic_id
 from shared.events.journey import FrictionDetected
 from shared.settings import Settings
 from tests.integration.test_notifications_support import (
@@ -90,3 +91,53 @@ async def test_an_in_app_text_that_names_the_trigger_s_time_is_rendered_for_each
         await n.decided_for([early, late])
         for m, detected in times.items():
             assert [message["body"] for message in await n.inbox(m)] == [f"Sinds {detected.isoformat()}."]
+
+
+async def test_a_broadcast_whose_process_died_before_kafka_took_a_page_publishes_every_message_and_sends_it_once(
+    settings: Settings, admin_key: str
+) -> None:
+    """Nothing redelivers a broadcast: a page's events go out before its decisions are stored, so the page a dying
+    process could not publish is decided again on resume, and every member has their message.sent."""
+    configured = notifications_settings(
+        settings, notifications_broadcast_page=5, notifications_broadcast_tick_seconds=3600
+    )
+    async with notifications(configured, admin_key) as n:
+        segment = [member() for _ in range(20)]
+        projections = n.stores.projections
+        pipe = projections.batch()
+        for m in segment:
+            projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
+        await projections.apply(pipe)
+        campaign_id = await n.create(
+            campaign(
+                name="BoekStart-week", kind="broadcast", trigger=None, audience={"libraries": ["oba"]},
+                schedule={"send_at": (NOON - timedelta(minutes=1)).isoformat()},
+            )
+        )  # fmt: skip
+        publisher = n.app.state.parts.publisher
+        publish_many = publisher.publish_many
+        pages: list[int] = []
+
+        async def dies_on_the_second_page(events: Sequence[CloudEvent], **kwargs: Any) -> None:
+            pages.append(len(events))
+            if len(pages) == 2:
+                raise Crash("the process died before Kafka acknowledged the page")
+            await publish_many(events, **kwargs)
+
+        publisher.publish_many = dies_on_the_second_page
+        try:
+            with pytest.raises(Crash):
+                await n.app.state.broadcaster.broadcast_due()
+        finally:
+            publisher.publish_many = publish_many
+        await n.app.state.broadcaster.broadcast_due()  # resumed, as a restart would
+
+        decided = await n.decided_for(segment)
+        assert (await n.stores.campaigns.broadcast_state(campaign_id))["status"] == "done"
+        for m in segment:
+            assert {(d.type, d.id) for d in decided[m]} == {
+                ("sent", message_id(campaign_id, m, deterministic_id("broadcast", campaign_id)))
+            }
+            assert len(await n.inbox(m)) == 1
+        results = await n.results(campaign_id)
+        assert (results["triggered"], results["sent"]) == (20, 20)
