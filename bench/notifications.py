@@ -11,8 +11,9 @@ this one process, over the real broker and Redis:
 1. decisions per second: `--decisions` frictions for as many members wait on the topic; notifications starts and
    decides them (a service in-app campaign: deciding delivers them itself): from its first decision to its last,
    by the campaign's `triggered` counter; also per CPU-second of this process (the machine is shared);
-2. friction → in-app message: frictions produced at `--rate` per second for `--seconds`; from each friction's send
-   to its `message.sent` record (written with the inbox message in one transaction): p50 and p99;
+2. friction → in-app message: frictions produced at `--rate` per second for `--seconds`, once a first friction's
+   message has come through (the consumer has joined its group: the steady state); from each friction's send to
+   its `message.sent` record (published after the inbox message is stored): p50 and p99;
 3. sign-up → friction.detected: identity and journey in-process; a member signs up twice with one e-mail address
    (journey's immediate rule `duplicate-accounts`); from the second POST to the friction's record: p50 and p99;
 4. a broadcast to `--broadcast` simulated members (profiles written straight into the projection, no contacts:
@@ -184,9 +185,11 @@ async def friction_to_inbox(settings: NotificationsSettings, key: str, rate: flo
     app = create_app(settings)
     stores: Stores = app.state.stores
     members = [str(uuid.uuid4()) for _ in range(int(rate * seconds))]
-    await project(stores, members, Profile("18-64", LIBRARY, "offline", "nl"))
+    warm_up = str(uuid.uuid4())
+    await project(stores, [warm_up, *members], Profile("18-64", LIBRARY, "offline", "nl"))
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
+    warmed = asyncio.Event()
     async with serving(app, key):
         deliveries = await tail(settings.kafka_bootstrap, settings.topic("notifications.deliveries.v1"))
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
@@ -199,11 +202,16 @@ async def friction_to_inbox(settings: NotificationsSettings, key: str, rate: flo
                     for record in records:
                         if header(record, "ce_type").endswith("message.sent.v1"):
                             trigger = header(record, "ce_subject")
-                            if trigger in sent_at:
+                            if trigger == warm_up:
+                                warmed.set()
+                            elif trigger in sent_at:
                                 latencies.append(record.timestamp - sent_at.pop(trigger))
 
         collecting = asyncio.create_task(collect())
         try:
+            # The steady state: notifications has joined its consumer group and messaged one member first.
+            await send(producer, settings, friction(warm_up), "journey.frictions.v1")
+            await asyncio.wait_for(warmed.wait(), 60)
             started = time.perf_counter()
             for i, member_id in enumerate(members):
                 await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
