@@ -40,19 +40,17 @@ def iso(ms: int) -> str:
     if date is None:
         date = _DAYS[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%dT")
     seconds, millis = divmod(rest, 1000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    if millis:
-        return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}000Z"
-    return f"{date}{hours:02d}:{minutes:02d}:{seconds:02d}Z"
+    fraction = ".%03d000Z" % millis if millis else "Z"  # noqa: UP031 (a third faster than an f-string here)
+    return "%s%02d:%02d:%02d%s" % (date, seconds // 3600, seconds // 60 % 60, seconds % 60, fraction)  # noqa: UP031
 
 
 _SOURCES: dict[str, bytes] = {}
 
 
 def _record(
-    topic: str, event_type: bytes, event_id: str, rule: str, subject: str, library: str | None, at: int, data: Any
+    topic: str, event_type: bytes, event_id: str, rule: str, subject: str, library: str | None, at: str, data: Any
 ) -> Encoded:
+    """`at`: the event time, as `iso` writes it (the data's own time field, usually: formatted once)."""
     source = _SOURCES.get(rule)
     if source is None:
         source = _SOURCES[rule] = f"{SOURCE}/rules/{rule}".encode()
@@ -61,7 +59,7 @@ def _record(
         ("ce_id", event_id.encode()),
         ("ce_source", source),
         ("ce_type", event_type),
-        ("ce_time", iso(at).encode()),
+        ("ce_time", at.encode()),
         ("ce_subject", subject.encode()),
     ]
     if library is not None:
@@ -72,35 +70,37 @@ def _record(
 
 def friction_detected(friction: engine.Friction) -> Encoded:
     # event time, not processing time: a replay gives the same event
+    due = iso(friction.due_ms)
     return _record(
-        FRICTIONS.name, _DETECTED, friction.friction_id, friction.rule, friction.member_id, friction.library,
-        friction.due_ms,
+        FRICTIONS.name, _DETECTED, friction.friction_id, friction.rule, friction.member_id, friction.library, due,
         {
             "friction_id": friction.friction_id, "rule": friction.rule, "start_event_id": friction.start_event_id,
-            "started_at": iso(friction.started_ms), "due_at": iso(friction.due_ms), "library": friction.library,
+            "started_at": iso(friction.started_ms), "due_at": due, "library": friction.library,
             "channel_pair": friction.channel_pair, "platform": friction.platform, "age_band": friction.age_band,
         },
     )  # fmt: skip
 
 
 def friction_resolved(resolution: engine.Resolution) -> Encoded:
+    at = iso(resolution.at_ms)
     return _record(
         FRICTIONS.name, _RESOLVED, deterministic_id("resolved", resolution.friction_id), resolution.rule,
-        resolution.member_id, resolution.library, resolution.at_ms,
+        resolution.member_id, resolution.library, at,
         {
             "friction_id": resolution.friction_id, "rule": resolution.rule,
-            "resolved_by_event_id": resolution.event_id, "resolved_at": iso(resolution.at_ms),
+            "resolved_by_event_id": resolution.event_id, "resolved_at": at,
             "seconds_to_resolve": max(0.0, (resolution.at_ms - resolution.due_ms) / 1000),
         },
     )  # fmt: skip
 
 
 def window_closed(window: engine.ClosedWindow) -> Encoded:
+    due = iso(window.due_ms)
     return _record(
         WINDOWS.name, _CLOSED, deterministic_id("closed", window.rule, window.member_id, window.start_event_id),
-        window.rule, window.member_id, window.library, window.due_ms,
+        window.rule, window.member_id, window.library, due,
         {
-            "rule": window.rule, "start_event_id": window.start_event_id, "due_at": iso(window.due_ms),
+            "rule": window.rule, "start_event_id": window.start_event_id, "due_at": due,
             "met": window.met, "library": window.library, "channel_pair": window.channel_pair,
             "platform": window.platform, "age_band": window.age_band,
         },
