@@ -95,3 +95,39 @@ async def read_to_end(bootstrap: str, topic: str) -> list[ConsumerRecord[Any, An
         return records
     finally:
         await consumer.stop()
+
+
+async def publish_seed_libraries(settings: Any) -> list[str]:
+    """The seed's libraries on the settings' catalogue topic, as propositions publishes them (`library_changed`):
+    what every service checks a library code against. Returns their codes."""
+    from aiokafka import AIOKafkaProducer
+
+    from services.propositions.seed import read_seed
+    from shared.events import CloudEvent
+    from shared.events.envelope import to_kafka
+    from shared.events.propositions import LibraryChanged
+    from shared.topics import CATALOG, ensure_topics
+
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    codes = []
+    try:
+        for library in read_seed().libraries:
+            data = LibraryChanged(
+                library=library.code, **library.model_dump(mode="json", exclude={"code", "offerings"})
+            )
+            record = to_kafka(
+                CloudEvent.create(data, subject=f"library:{library.code}", source="/tests", library=library.code)
+            )
+            await producer.send(
+                settings.topic(CATALOG.name),
+                record.value,
+                key=record.key,
+                headers=[(k, v.encode()) for k, v in record.headers.items()],
+            )
+            codes.append(library.code)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return codes

@@ -12,6 +12,7 @@ from services.journey.settings import JourneySettings
 from shared.auth import NETWORK, Keyring
 from shared.redis import make_redis
 from shared.settings import Settings
+from tests.support import publish_seed_libraries
 
 
 @pytest.fixture
@@ -31,7 +32,13 @@ def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
 
 
 @pytest.fixture
-def identity_settings(settings: Settings) -> IdentitySettings:
+async def seed_libraries(settings: Settings) -> list[str]:
+    """The seed's libraries in this test's catalogue (every library code entering the platform must be one)."""
+    return await publish_seed_libraries(settings)
+
+
+@pytest.fixture
+def identity_settings(settings: Settings, seed_libraries: list[str]) -> IdentitySettings:
     return IdentitySettings(**settings.model_dump())
 
 
