@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
@@ -251,9 +251,16 @@ def registration_refusal(activity: Activity, now: datetime) -> str | None:
     return None
 
 
-def attendance_refusal(activity: Activity) -> str | None:
+# Doors open before a session starts: attendance is recorded from this long before the start.
+DOORS_OPEN = timedelta(hours=1)
+
+
+def attendance_refusal(activity: Activity, at: datetime, now: datetime) -> str | None:
+    """Why attendance at `at` (as reported; never later than `now`) cannot be recorded, or None."""
     if activity.cancelled:
         return "the activity is cancelled"
+    if min(at, now) < activity.data.starts_at - DOORS_OPEN:
+        return "the session has not started: attendance is recorded from an hour before its start"
     return None
 
 
