@@ -83,12 +83,12 @@ class Families:
         admissions: list[Admission] = []
         if family.guardian_id is not None:
             guardian_id, guardian = await self._members.member(family.guardian_id, caller)
-            if self._members.minor(guardian.birth_date):
-                raise unprocessable("body.guardian_id", "a guardian is an adult")
+            if not self._members.adult(guardian.birth_date):
+                raise unprocessable("body.guardian_id", "a guardian is an adult (18 or older)")
         else:
             assert family.guardian is not None
-            if self._members.minor(family.guardian.birth_date):
-                raise unprocessable("body.guardian.birth_date", "a guardian is an adult")
+            if not self._members.adult(family.guardian.birth_date):
+                raise unprocessable("body.guardian.birth_date", "a guardian is an adult (18 or older)")
             guardian_id = ids.new("member")
             guardian = self._members.new_record(family.guardian, touch, source, family.language)
             admissions.append(

@@ -95,6 +95,11 @@ class Members:
         return domain.is_minor(born, datetime.now(UTC).date(), self._settings.identity_minor_below_age)
 
     @staticmethod
+    def adult(born: date) -> bool:
+        """Of age (18): who may be a guardian."""
+        return domain.is_adult(born, datetime.now(UTC).date())
+
+    @staticmethod
     def _touch_events(member_id: str, record: MemberRecord, touch: Touch, ids: Ids) -> list[CloudEvent]:
         """A channel_switched when this touch is on another channel or platform than the member's last one.
 
@@ -360,7 +365,7 @@ class Members:
         guardian_record = await self._store.get(guardian)
         if guardian_record is None:
             raise Problem(404, "Not Found", "the guardian is not a member")
-        if guardian == resolved or self.minor(guardian_record.birth_date):
+        if guardian == resolved or not self.adult(guardian_record.birth_date):
             raise Problem(422, "Unprocessable Content", "a guardian is an adult other than the member")
         touch = Touch(record.home_library, "desk", datetime.now(UTC), f"{SOURCE}/guardians")
         event = self._event(GuardianSet(guardian_id=guardian), resolved, touch, ids.new("event"))
