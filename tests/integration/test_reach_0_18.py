@@ -1,0 +1,173 @@
+"""Active reach 0-18 end to end on the real broker, Redis and analytics store: babies signed up for BoekStart at
+the consultatiebureau, at childcare and online (identity, POST /v1/families) reach analytics over Kafka, and with
+known population figures (a CBS file loaded through the API) the reach report gives known percentages."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from services.analytics.app import create_app as analytics_app
+from services.analytics.settings import AnalyticsSettings
+from services.identity.app import create_app as identity_app
+from services.identity.settings import IdentitySettings
+from shared.settings import Settings
+from tests.integration.conftest import MakeKey
+from tests.support import eventually, running
+
+pytestmark = pytest.mark.integration
+
+TODAY = datetime.now(UTC).date()
+BABY = date(TODAY.year - 1, 3, 1).isoformat()
+PARENT = "1990-05-17"
+# Children of 0-3 per postcode area: OBA serves 1034 and 1102 (8 + 0), Haarlem 2011 (10); the 12 year olds of
+# 1034 are another band; 18 year olds are not children.
+POPULATION = "\n".join(
+    [
+        "# synthetic: figures for this test",
+        '"Geslacht";"Leeftijd";"Postcode";"Perioden";"Bevolking (aantal)"',
+        '"Totaal mannen en vrouwen";"0 jaar";"1034";"2026";"4"',
+        '"Totaal mannen en vrouwen";"1 jaar";"1034";"2026";"4"',
+        '"Totaal mannen en vrouwen";"12 jaar";"1034";"2026";"30"',
+        '"Totaal mannen en vrouwen";"18 jaar";"1034";"2026";"40"',
+        '"Totaal mannen en vrouwen";"0 tot 4 jaar";"2011";"2026";"10"',
+    ]
+)
+
+
+@dataclass
+class Doors:
+    identity: httpx.AsyncClient
+    analytics: httpx.AsyncClient
+    admin: dict[str, str]
+    analyst: dict[str, str]
+
+    async def family(self, **body: Any) -> dict[str, Any]:
+        response = await self.identity.post("/v1/families", json=body, headers=self.admin)
+        assert response.status_code == 202, response.text
+        return dict(response.json())
+
+    async def reach(self) -> dict[str, Any]:
+        response = await self.analytics.get("/v1/reports/population-reach", headers=self.analyst)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+
+@pytest.fixture
+async def doors(
+    settings: Settings, seed_libraries: list[str], admin_key: str, make_key: MakeKey, tmp_path: Path
+) -> AsyncIterator[Doors]:
+    analytics_settings = AnalyticsSettings(
+        **settings.model_dump(), analytics_path=tmp_path / "analytics", analytics_min_cell=1, analytics_cache_seconds=0
+    )
+    async with (
+        running(identity_app(IdentitySettings(**settings.model_dump()))) as identity,
+        running(analytics_app(analytics_settings)) as analytics,
+    ):
+        admin = {"Authorization": f"Bearer {admin_key}"}
+        yield Doors(identity, analytics, admin, {"Authorization": f"Bearer {await make_key('analyst')}"})
+
+
+def guardian(postcode: str) -> dict[str, Any]:
+    return {"name": "Ouder", "email": f"{uuid.uuid4().hex[:10]}@example.nl", "birth_date": PARENT, "postcode": postcode}
+
+
+def by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    return {tuple(row[k] for k in keys): row for row in rows}
+
+
+async def test_boekstart_sign_ups_give_known_reach_against_known_population(doors: Doors) -> None:
+    loaded = await doors.analytics.post(
+        "/v1/population", content=POPULATION, headers={**doors.admin, "Content-Type": "text/csv"}
+    )
+    assert loaded.status_code == 200, loaded.text
+    assert loaded.json() == {
+        "period": "2026",
+        "synthetic": True,
+        "areas": 2,
+        "children": {"0-3": 18, "4-11": 0, "12-17": 30},
+    }
+    # Twins at the consultatiebureau in Amsterdam (1034), a baby signed up online in Amsterdam-Noord (1102), a
+    # baby at childcare in Haarlem (2011).
+    twins = await doors.family(
+        guardian=guardian("1034 AB"),
+        children=[{"name": "Sem", "birth_date": BABY}, {"name": "Saar", "birth_date": BABY}],
+        home_library="oba",
+        platform="partner",
+        source="consultatiebureau",
+        proposition="boekstart",
+        consents=[{"medium": "email", "purpose": "service"}],
+    )
+    await doors.family(
+        guardian=guardian("1102 AA"), children=[{"name": "Noor", "birth_date": BABY}], home_library="oba",
+        platform="website", proposition="boekstart",
+    )  # fmt: skip
+    await doors.family(
+        guardian=guardian("2011 AB"), children=[{"name": "Liam", "birth_date": BABY}], home_library="haarlem",
+        platform="partner", source="kinderopvang", proposition="boekstart",
+    )  # fmt: skip
+    target = await doors.analytics.put("/v1/population/targets/oba", json={"target": 0.5}, headers=doors.admin)
+    assert target.status_code == 200, target.text
+
+    async def all_four() -> dict[str, Any] | None:
+        answer = await doors.reach()
+        return answer if by(answer["rows"], "library", "age_band")[("*", "0-3")]["reached"] == 4 else None
+
+    answer = await eventually(all_four, within=60)
+    rows = by(answer["rows"], "library", "age_band")
+    oba = rows[("oba", "0-3")]
+    assert (oba["children"], oba["reached"], oba["share"], oba["target"], oba["gap"]) == (8, 3, 0.375, 0.5, 1)
+    assert oba["by_first_contact"] == {
+        "consultatiebureau": 2, "kinderopvang": 0, "school": 0, "library": 0, "online": 1,
+    }  # fmt: skip
+    haarlem = rows[("haarlem", "0-3")]
+    assert (haarlem["children"], haarlem["reached"], haarlem["share"], haarlem["target"], haarlem["gap"]) == (
+        10, 1, 0.1, 1.0, 9,
+    )  # fmt: skip
+    assert haarlem["by_first_contact"]["kinderopvang"] == 1
+    # The parents (18-64) are no children: the 12-17 band of OBA has children and no reach.
+    assert (rows[("oba", "12-17")]["children"], rows[("oba", "12-17")]["reached"]) == (30, 0)
+    network = rows[("*", "*")]
+    assert (network["children"], network["reached"], network["share"]) == (48, 4, round(4 / 48, 4))
+    assert answer["synthetic_population"] is True and answer["population_period"] == "2026"
+    [now] = [r for r in answer["trend"] if r["library"] == "*"][-1:]
+    assert (now["reached"], now["children"]) == (4, 48)
+    assert len(twins["children"]) == 2
+
+    page = await signed_in_page(doors, "/pages/dashboard/reach-0-18")
+    assert "Actief bereik 0\u201318" in page  # with an en dash
+    assert "37,5%" in page and "Consultatiebureau" in page  # OBA's 0-3 reach, and the split by first contact
+
+
+async def test_a_target_for_a_library_not_in_the_catalogue_is_refused(doors: Doors) -> None:
+    refused = await doors.analytics.put("/v1/population/targets/tilburg", json={"target": 0.8}, headers=doors.admin)
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [{"field": "library", "message": "no such library in the catalogue"}]
+    wrong = await doors.analytics.post(
+        "/v1/population",
+        content='"Leeftijd";"Postcode"\n"0 jaar";"1034"',
+        headers={**doors.admin, "Content-Type": "text/csv"},
+    )
+    assert wrong.status_code == 422 and "no column 'Perioden'" in wrong.json()["detail"]
+
+
+async def signed_in_page(doors: Doors, path: str) -> str:
+    """The page as an analyst sees it after signing in with their key (the session cookie, the form's token)."""
+    client = doors.analytics
+    form = await client.get("/pages/sign-in")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None, form.text
+    key = doors.analyst["Authorization"].removeprefix("Bearer ")
+    signed = await client.post("/pages/sign-in", data={"csrf": token.group(1), "api_key": key, "next": path})
+    assert signed.status_code == 303, signed.text
+    page = await client.get(path)
+    assert page.status_code == 200, page.text
+    return page.text
