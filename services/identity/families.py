@@ -6,9 +6,10 @@ so a child and their guardian are never suspected duplicates; siblings share the
 consent age (16, the Dutch GDPR age) only: their messages go to the guardian, with the guardian's consent and in
 the guardian's language. From 16 a member manages their own consent and signs up themselves.
 
-Published in this order, under ids derived from the Idempotency-Key: a new guardian's signed_up, the consents the
-guardian gives, and per child `guardian_set` and then `signed_up` (on the child's key, so one partition keeps the
-order): whoever answers the child's signed_up (the welcome) knows the guardian already.
+Published in two rounds of acks, under ids derived from the Idempotency-Key: first the consents the guardian gives
+and a new guardian's signed_up, then per child `guardian_set` and `signed_up` (on the child's key, so one
+partition keeps their order): whoever answers the child's signed_up (the welcome) knows the guardian and their
+consent already.
 """
 
 from __future__ import annotations
@@ -103,19 +104,23 @@ class Families:
             member_event(ConsentChanged(medium=m, purpose=p, granted=True), guardian_id, consented, ids.new("event"))
             for m, p in dict.fromkeys(family.consents)
         ]
-        children = []
+        children: list[str] = []
+        born: list[Admission] = []
         for given in family.children:
             child = given if given.postcode else replace(given, postcode=guardian.postcode)
             child_id = ids.new("member")
             record = self._members.new_record(child, touch, source, guardian.language, guardian_id=guardian_id)
-            admissions.append(
-                Admission(child_id, record, self._child_events(child_id, record, touch, proposition, ids))
-            )
+            born.append(Admission(child_id, record, self._child_events(child_id, record, touch, proposition, ids)))
             children.append(child_id)
-        await self._members.admit(admissions, touch, first=consents)
+        # The guardian (and their consents) acknowledged before the children are published: a consumer meets the
+        # guardian's consent no later than the children's sign-ups, though they are on other partitions. A retry
+        # after the children's publish failed publishes the guardian's events again under the same ids.
+        if admissions or consents:
+            await self._members.admit(admissions, touch, first=consents)
         for medium, purpose in dict.fromkeys(family.consents):
             await self._store.set_consent(guardian_id, medium, purpose, True)
-        published = [e.id for e in consents] + [e.id for a in admissions for e in a.events]
+        await self._members.admit(born, touch)
+        published = [e.id for e in consents] + [e.id for a in (*admissions, *born) for e in a.events]
         return SignedUpFamily(guardian_id, children, published)
 
     def _child_events(
