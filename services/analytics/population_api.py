@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from services.analytics.boekstart_funnel import boekstart_router
 from services.analytics.population import (
     ALL,
     FIRST_CONTACTS,
@@ -26,6 +27,7 @@ from services.analytics.population_store import PopulationStore
 from services.analytics.reading import Reports
 from services.analytics.reports import months_before
 from services.analytics.settings import AnalyticsSettings
+from services.analytics.store import AnalyticsStore
 from shared.auth import AUTH_RESPONSES, NETWORK, AdminKey, AnalystKey, Principal
 from shared.events import FieldError
 from shared.events.types import LibraryCode
@@ -205,9 +207,15 @@ def population_pages_router(parts: ServiceParts, reach: PopulationReach) -> APIR
 
 
 def build(
-    parts: ServiceParts, store_reports: Reports, store: PopulationStore, settings: AnalyticsSettings
-) -> tuple[APIRouter, APIRouter, LibraryDirectory]:
-    """The API and page routers and the library directory they read (closed by the app at shutdown)."""
+    parts: ServiceParts, reports: Reports, store: AnalyticsStore, settings: AnalyticsSettings
+) -> tuple[list[APIRouter], LibraryDirectory]:
+    """The routers of active reach 0-18 (population, reach, the BoekStart funnel, the page) and the library
+    directory they read (closed by the app at shutdown)."""
     libraries = LibraryDirectory(settings)
-    reach = PopulationReach(store, libraries, store_reports, settings.analytics_min_cell)
-    return population_router(reach, store, libraries), population_pages_router(parts, reach), libraries
+    population = PopulationStore(store)
+    reach = PopulationReach(population, libraries, reports, settings.analytics_min_cell)
+    return [
+        population_router(reach, population, libraries),
+        boekstart_router(store, reports, settings.analytics_min_cell),
+        population_pages_router(parts, reach),
+    ], libraries

@@ -8,17 +8,21 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from services.analytics.app import create_app as analytics_app
 from services.analytics.settings import AnalyticsSettings
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
+from shared.events import CloudEvent
+from shared.events.members import CardActivated, MemberSignedUp
+from shared.events.propositions import LoanBorrowed
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.support import eventually, running
@@ -49,6 +53,7 @@ class Doors:
     analytics: httpx.AsyncClient
     admin: dict[str, str]
     analyst: dict[str, str]
+    analytics_app: FastAPI
 
     async def family(self, **body: Any) -> dict[str, Any]:
         response = await self.identity.post("/v1/families", json=body, headers=self.admin)
@@ -68,12 +73,14 @@ async def doors(
     analytics_settings = AnalyticsSettings(
         **settings.model_dump(), analytics_path=tmp_path / "analytics", analytics_min_cell=1, analytics_cache_seconds=0
     )
+    analytics_service = analytics_app(analytics_settings)
     async with (
         running(identity_app(IdentitySettings(**settings.model_dump()))) as identity,
-        running(analytics_app(analytics_settings)) as analytics,
+        running(analytics_service) as analytics,
     ):
         admin = {"Authorization": f"Bearer {admin_key}"}
-        yield Doors(identity, analytics, admin, {"Authorization": f"Bearer {await make_key('analyst')}"})
+        analyst = {"Authorization": f"Bearer {await make_key('analyst')}"}
+        yield Doors(identity, analytics, admin, analyst, analytics_service)
 
 
 def guardian(postcode: str) -> dict[str, Any]:
@@ -171,3 +178,73 @@ async def signed_in_page(doors: Doors, path: str) -> str:
     page = await client.get(path)
     assert page.status_code == 200, page.text
     return page.text
+
+
+# ------------------------------------------------------------------------------------------ BoekStart funnel
+
+
+def at(days_ago: float) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days_ago)
+
+
+def child_events(child: str, days_ago: float, source: str | None, band: str = "0-3") -> list[CloudEvent]:
+    data = MemberSignedUp(
+        age_band=band, home_library="oba", postcode_area="1034", source=source, proposition="boekstart"
+    )
+    return [
+        CloudEvent.create(data, subject=child, source="/libraries/oba/partner", library="oba", channel="offline",
+                          platform="partner", time=at(days_ago))
+    ]  # fmt: skip
+
+
+def borrowed(child: str, days_ago: float) -> CloudEvent:
+    data = LoanBorrowed(item_id="9789025764435", loan_id=uuid.uuid4().hex)
+    return CloudEvent.create(data, subject=child, source="/libraries/oba/ils", library="oba", channel="offline",
+                             platform="ils", time=at(days_ago))  # fmt: skip
+
+
+def activated(child: str, days_ago: float) -> CloudEvent:
+    return CloudEvent.create(CardActivated(branch="oosterdok"), subject=child, source="/libraries/oba/desk",
+                             library="oba", channel="offline", platform="desk", time=at(days_ago))  # fmt: skip
+
+
+async def test_the_boekstart_funnel_follows_partner_sign_ups_to_a_first_loan_and_years_of_borrowing(
+    doors: Doors,
+) -> None:
+    a, b, c, online, adult = (str(uuid.uuid4()) for _ in range(5))
+    events = [
+        # A: at the consultatiebureau 800 days ago, a first visit, a loan 30 days later, borrowing in years 1 and 2
+        *child_events(a, 800, "consultatiebureau"), activated(a, 790), borrowed(a, 770), borrowed(a, 500),
+        borrowed(a, 200),
+        # B: 400 days ago, a first loan only after 100 days (dropped), but borrowing in year 1
+        *child_events(b, 400, "consultatiebureau"), borrowed(b, 300),
+        # C: at childcare 10 days ago: still inside the 60 days
+        *child_events(c, 10, "kinderopvang"),
+        # Not via a partner, and not a baby: not in the funnel
+        *child_events(online, 100, None), borrowed(online, 90),
+        *child_events(adult, 100, "consultatiebureau", band="18-64"),
+    ]  # fmt: skip
+    await doors.analytics_app.state.parts.publisher.publish_many(events)
+
+    async def all_in() -> dict[tuple[Any, ...], dict[str, Any]] | None:
+        response = await doors.analytics.get("/v1/reports/boekstart-funnel", headers=doors.analyst)
+        assert response.status_code == 200, response.text
+        rows = by(response.json()["rows"], "library", "partner")
+        done = rows.get(("oba", "*"), {}).get("signed_up") == 3 and rows[("oba", "*")]["borrowing_2y"] == 1
+        return rows if done else None
+
+    rows = await eventually(all_in, within=60)
+    clinic = rows[("oba", "consultatiebureau")]
+    assert {k: clinic[k] for k in ("signed_up", "visited", "first_loan", "first_loan_pending")} == {
+        "signed_up": 2, "visited": 1, "first_loan": 1, "first_loan_pending": 0,
+    }  # fmt: skip
+    assert (clinic["first_loan_rate"], clinic["due_1y"], clinic["borrowing_1y"], clinic["retention_1y"]) == (
+        0.5,
+        2,
+        2,
+        1.0,
+    )
+    assert (clinic["due_2y"], clinic["borrowing_2y"], clinic["due_3y"], clinic["retention_3y"]) == (1, 1, 0, None)
+    childcare = rows[("oba", "kinderopvang")]
+    assert (childcare["signed_up"], childcare["first_loan_pending"], childcare["first_loan_rate"]) == (1, 1, None)
+    assert rows[("*", "*")]["signed_up"] == 3  # the online sign-up and the adult are not in it
