@@ -38,7 +38,7 @@ from shared.service import ServiceParts
 from shared.web.charts import Bar, Series, bar_chart, line_chart
 from shared.web.site import DASHBOARD, Site, Visitor
 
-TEMPLATES = Path(__file__).parent / "population_templates"
+TEMPLATES = Path(__file__).parent / "templates"  # population_reach.html is this module's
 QUARTERS = 8
 MAX_FILE_BYTES = 20 * 1024 * 1024
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
