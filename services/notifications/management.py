@@ -240,6 +240,23 @@ class CampaignManagement:
                     app_link=self._settings.notifications_app_link,
                 )
                 template = definition.messages[medium][locale]
+                empty = [
+                    FieldError(
+                        f"messages.{medium}.{locale}.{part}",
+                        f"{', '.join(names)}: no value for {library_code or 'the network'}",
+                    )
+                    for part, source in (
+                        ("subject", template.subject),
+                        ("title", template.title),
+                        ("body", template.body),
+                    )
+                    if source and (names := templates.unfilled(source, context))
+                ]
+                if empty:
+                    detail = "the message would show an empty placeholder; fill it in the catalogue or leave it out"
+                    raise Problem(
+                        422, "Unprocessable Content", f"{detail}: " + "; ".join(e.message for e in empty), errors=empty
+                    )
                 rendered.append(
                     {
                         "medium": medium,

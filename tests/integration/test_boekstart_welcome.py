@@ -82,3 +82,37 @@ async def test_the_welcome_of_a_baby_goes_to_the_guardian_in_their_language_with
             assert "Dear Amira Haddad, your child is welcome at OBA Openbare Bibliotheek Amsterdam." in (
                 mail.get_content()
             )
+
+
+async def test_a_preview_that_would_show_an_empty_placeholder_fails_naming_it(
+    settings: Settings, admin_key: str, seed_libraries: list[str]
+) -> None:
+    async with notifications(notifications_settings(settings), admin_key) as n:
+        await eventually(lambda: n.stores.catalogue.library("den-haag"))  # the seed library, from the topic
+        campaign_id = await n.create(
+            campaign(
+                channels=["email"],
+                messages={
+                    "email": {
+                        "nl": {
+                            "subject": "Welkom",
+                            "body": "Tot in {{ branch.name }}, open {{ branch.opening_hours }}.",
+                        }
+                    }
+                },
+            ),
+            activate=False,
+        )
+        filled = await n.client.post(
+            f"/v1/campaigns/{campaign_id}/preview", json={"library": "den-haag", "branch": "centrale"}
+        )
+        assert filled.status_code == 200, filled.text
+        assert filled.json()["messages"][0]["body"].startswith("Tot in Centrale Bibliotheek, open ma")
+
+        empty = await n.client.post(f"/v1/campaigns/{campaign_id}/preview", json={"library": "den-haag"})
+
+        assert empty.status_code == 422, empty.text
+        assert empty.json()["errors"] == [
+            {"field": "messages.email.nl.body", "message": "branch.name: no value for den-haag"}
+        ]
+        assert "empty placeholder" in empty.json()["detail"]
