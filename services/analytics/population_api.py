@@ -25,6 +25,7 @@ from services.analytics.population import (
 )
 from services.analytics.population_store import PopulationStore
 from services.analytics.reading import Reports
+from services.analytics.referrals import referrals_router
 from services.analytics.reports import months_before
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
@@ -209,7 +210,7 @@ def population_pages_router(parts: ServiceParts, reach: PopulationReach) -> APIR
 def build(
     parts: ServiceParts, reports: Reports, store: AnalyticsStore, settings: AnalyticsSettings
 ) -> tuple[list[APIRouter], LibraryDirectory]:
-    """The routers of active reach 0-18 (population, reach, the BoekStart funnel, the page) and the library
+    """The routers of active reach 0-18 (population, reach, the BoekStart funnel, referrals, the page) and the library
     directory they read (closed by the app at shutdown)."""
     libraries = LibraryDirectory(settings)
     population = PopulationStore(store)
@@ -217,5 +218,6 @@ def build(
     return [
         population_router(reach, population, libraries),
         boekstart_router(store, reports, settings.analytics_min_cell),
+        referrals_router(store, reports, settings.analytics_min_cell),
         population_pages_router(parts, reach),
     ], libraries

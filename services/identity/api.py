@@ -20,6 +20,7 @@ from services.identity.schemas import (
     ContactsWanted,
     Guardian,
     MemberView,
+    Referral,
     RegistrationAccepted,
     RegistrationStart,
     SignUp,
@@ -140,6 +141,32 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         async def run(ids: Ids) -> tuple[int, Any]:
             touch = touch_at(body.library, body.platform, body.time)
             resolved, event_id = await members.activate_card(member_id, touch, body.branch, caller, ids)
+            return 202, {"member_id": resolved, "event_id": event_id}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.post(
+        "/members/{member_id}/referrals",
+        status_code=202,
+        response_model=Accepted,
+        tags=["front office"],
+        summary="Refer the member onward to a proposition (a course, the digiTaalhuis…): publishes `referred`",
+        description="Reports follow whether the member took part within 30 days (analytics "
+        "`/v1/reports/referrals`). The library must be in the catalogue (422 naming the field).",
+        responses={404: {"description": "no such member"}},
+    )
+    async def refer(
+        member_id: str,
+        body: Referral,
+        request: Request,
+        caller: FrontOfficeKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            resolved, event_id = await members.refer(
+                member_id, body.proposition, body.library, body.platform, caller, ids
+            )
             return 202, {"member_id": resolved, "event_id": event_id}
 
         return await replies.once(request, caller, key, body.model_dump(mode="json"), run)

@@ -50,6 +50,7 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
             member_events.ChannelSwitched,
             member_events.ConsentChanged,
             member_events.GuardianSet,
+            member_events.Referred,
             member_events.DuplicateSuspected,
             member_events.MemberMerged,
             member_events.MemberErased,

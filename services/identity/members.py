@@ -34,6 +34,7 @@ from shared.events.members import (
     LoginSucceeded,
     MemberErased,
     MemberSignedUp,
+    Referred,
     RegistrationStarted,
 )
 from shared.events.types import Language, Medium, Purpose
@@ -328,6 +329,21 @@ class Members:
         return resolved, event.id
 
     # ------------------------------------------------------------------------------ consent, guardian
+
+    async def refer(
+        self, member_id: str, proposition: str, library: str | None, platform: str, caller: Principal, ids: Ids
+    ) -> tuple[str, str]:
+        """The front office refers the member onward to a proposition, at `library` (default their own)."""
+        resolved, record = await self.member(member_id, caller)
+        where = library or record.home_library
+        forbid_other_library(caller, where)
+        await self._libraries.require({"body.library": where})
+        touch = Touch(where, platform, datetime.now(UTC), f"{SOURCE}/referrals")
+        event = self._event(Referred(proposition=proposition), resolved, touch, ids.new("event"))
+        switched = self._touch_events(resolved, record, touch, ids)
+        await self._publisher.publish_many([*switched, event])
+        await self._store.touched(resolved, touch.channel, touch.platform)
+        return resolved, event.id
 
     async def change_consent(
         self,

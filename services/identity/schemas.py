@@ -9,7 +9,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.identity import domain
 from shared.events.members import LoginFailure
-from shared.events.types import Language, LibraryCode, Medium, Purpose
+from shared.events.types import Language, LibraryCode, Medium, Purpose, Slug
 from shared.schemas import example_body
 
 SignUpPlatform = Literal["website", "app", "desk", "kiosk", "partner", "school"]
@@ -113,6 +113,14 @@ class Login(BaseModel):
         if self.outcome == "failed" and self.reason is None:
             raise ValueError("reason is required when the login failed")
         return self
+
+
+class Referral(BaseModel):
+    model_config = example_body(proposition="digitaalhuis")
+
+    proposition: Slug = Field(description="the proposition the member is referred to, e.g. digitaalhuis")
+    library: LibraryCode | None = Field(default=None, description="where the referral is made; default the member's")
+    platform: Literal["desk", "kiosk"] = "desk"
 
 
 class Consent(BaseModel):

@@ -21,8 +21,8 @@ from services.analytics.settings import AnalyticsSettings
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from shared.events import CloudEvent
-from shared.events.members import CardActivated, MemberSignedUp
-from shared.events.propositions import LoanBorrowed
+from shared.events.members import CardActivated, MemberSignedUp, Referred
+from shared.events.propositions import ActivityAttended, LoanBorrowed
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.support import eventually, running
@@ -248,3 +248,51 @@ async def test_the_boekstart_funnel_follows_partner_sign_ups_to_a_first_loan_and
     childcare = rows[("oba", "kinderopvang")]
     assert (childcare["signed_up"], childcare["first_loan_pending"], childcare["first_loan_rate"]) == (1, 1, None)
     assert rows[("*", "*")]["signed_up"] == 3  # the online sign-up and the adult are not in it
+
+
+# ------------------------------------------------------------------------------------------- referrals
+
+
+async def test_a_desk_referral_is_followed_through_when_the_member_attends_within_30_days(doors: Doors) -> None:
+    async def member(**overrides: Any) -> str:
+        response = await doors.identity.post(
+            "/v1/members",
+            json={"name": "Lid", "email": f"{uuid.uuid4().hex[:10]}@example.nl", "birth_date": PARENT,
+                  "postcode": "1034 AB", "home_library": "oba", "platform": "desk", **overrides},
+            headers=doors.admin,
+        )  # fmt: skip
+        assert response.status_code == 202, response.text
+        return str(response.json()["member_id"])
+
+    went, stayed_home = await member(), await member()
+    for referred in (went, stayed_home):
+        response = await doors.identity.post(
+            f"/v1/members/{referred}/referrals", json={"proposition": "digitaalhuis"}, headers=doors.admin
+        )
+        assert response.status_code == 202, response.text
+    unknown = await doors.identity.post(
+        f"/v1/members/{went}/referrals", json={"proposition": "digitaalhuis", "library": "tilburg"}, headers=doors.admin
+    )
+    assert (unknown.status_code, unknown.json()["errors"][0]["field"]) == (422, "body.library")
+    # An older referral, 40 days ago, never followed; the one who went attended a session a day after the referral.
+    missed = str(uuid.uuid4())
+    old = CloudEvent.create(Referred(proposition="digitaalhuis"), subject=missed, source="/identity/referrals",
+                            library="oba", channel="offline", platform="desk", time=at(40))  # fmt: skip
+    attended = CloudEvent.create(
+        ActivityAttended(activity_id="oba.digitaalhuis.3f9a1c2e7d4b", proposition="digitaalhuis", walk_in=True),
+        subject=went, source="/libraries/oba/desk", library="oba", channel="offline", platform="desk",
+        time=datetime.now(UTC) + timedelta(seconds=1),
+    )  # fmt: skip
+    await doors.analytics_app.state.parts.publisher.publish_many([old, attended])
+
+    async def counted() -> dict[tuple[Any, ...], dict[str, Any]] | None:
+        response = await doors.analytics.get("/v1/reports/referrals", headers=doors.analyst)
+        assert response.status_code == 200, response.text
+        rows = by(response.json()["rows"], "library", "proposition")
+        row = rows.get(("oba", "digitaalhuis"), {})
+        return rows if row.get("referred") == 3 and row.get("followed") == 1 else None
+
+    rows = await eventually(counted, within=60)
+    row = rows[("oba", "digitaalhuis")]
+    # The one who went: followed; the one who stayed home: still inside 30 days (pending); the old one: missed.
+    assert (row["referred"], row["followed"], row["pending"], row["follow_through"]) == (3, 1, 1, 0.5)
