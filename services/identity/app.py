@@ -11,6 +11,7 @@ from services.identity.api_families import families_router
 from services.identity.families import Families
 from services.identity.ingest import ingest_router
 from services.identity.members import Members
+from services.identity.pages import desk_router
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from shared.events import members as member_events
@@ -37,6 +38,7 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
             duplicates_router(members.duplicates),
             ingest_router(store, parts.publisher, EventClaims(parts.redis, settings, "identity"), libraries),
             contact_router(members),
+            desk_router(parts, members),
         ],
         stop=[libraries.close],
         publishes=[

@@ -88,6 +88,22 @@ class Members:
         forbid_other_library(caller, record.home_library)
         return resolved, record
 
+    async def find(self, query: str, caller: Principal) -> list[tuple[str, MemberRecord]]:
+        """Members the front office looks up by e-mail address (exact, by keyed hash) or member id, in the
+        caller's library scope."""
+        query = query.strip()
+        if "@" in query:
+            digest = domain.keyed_hash(self._hmac_key, "email", domain.normalise_email(query))
+            ids = sorted(await self._store.members_with(digest))
+        else:
+            ids = [await self._store.resolve(query)] if query else []
+        found = []
+        for member_id in ids:
+            record = await self._store.get(member_id)
+            if record is not None and caller.covers(record.home_library):
+                found.append((member_id, record))
+        return found
+
     def _account_index(self, platform: str, external_id: str) -> str:
         return domain.keyed_hash(self._hmac_key, f"account:{platform}", external_id.strip())
 
