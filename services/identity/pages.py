@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import httpx
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from services.identity import domain
@@ -49,7 +49,7 @@ def fits(proposition: dict[str, Any], band: str, basic_skills: bool) -> bool:
     return bool(groups & GROUPS_BY_BAND.get(band, set()))
 
 
-def desk_router(parts: ServiceParts, members: Members) -> Any:
+def desk_router(parts: ServiceParts, members: Members) -> APIRouter:
     site = Site("identity", parts, TEMPLATES)
     Desk = Annotated[Visitor, Depends(site.guard(DESK))]
 
