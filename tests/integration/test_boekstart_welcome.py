@@ -116,3 +116,20 @@ async def test_a_preview_that_would_show_an_empty_placeholder_fails_naming_it(
             {"field": "messages.email.nl.body", "message": "branch.name: no value for den-haag"}
         ]
         assert "empty placeholder" in empty.json()["detail"]
+
+
+async def test_a_campaign_naming_a_library_not_in_the_catalogue_is_refused_naming_the_field(
+    settings: Settings, admin_key: str, seed_libraries: list[str]
+) -> None:
+    async with notifications(notifications_settings(settings), admin_key) as n:
+        own = await n.client.post("/v1/campaigns", json=campaign(library="tilburg"))
+        reaching = await n.client.post("/v1/campaigns", json=campaign(audience={"libraries": ["oba", "tilburg"]}))
+        known = await n.client.post("/v1/campaigns", json=campaign(audience={"libraries": ["midden-brabant"]}))
+
+        assert (own.status_code, own.json()["errors"]) == (
+            422, [{"field": "body.library", "message": "no such library in the catalogue"}]
+        )  # fmt: skip
+        assert [e["field"] for e in reaching.json()["errors"]] == ["body.audience.libraries.1"]
+        assert known.status_code == 201, known.text
+        preview = await n.client.post(f"/v1/campaigns/{known.json()['id']}/preview", json={"library": "tilburg"})
+        assert (preview.status_code, preview.json()["errors"][0]["field"]) == (422, "body.library")
