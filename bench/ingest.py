@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.propositions_usage_batch import loans
 from deploy import runtime
 from services.identity.app import create_app as identity_app
+from services.identity.records import MemberRecord
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from services.propositions.app import create_app as propositions_app
@@ -95,21 +96,19 @@ async def seed_members(settings: Settings) -> None:
     redis = make_redis(settings)
     store = MemberStore(redis, settings)
     for number in range(MEMBERS):
-        record = {
-            "name": "Bench Lezer",
-            "email": f"lezer{number}@example.nl",
-            "phone": "",
-            "birth_date": "1991-04-12",
-            "postcode": "1034 AB",
-            "home_library": "oba",
-            "signed_up_at": datetime.now(UTC).isoformat(),
-            "channel": "offline",
-            "platform": PLATFORM,
-            "source": "",
-            "language": "nl",
-            "last_channel": "offline",
-            "last_platform": PLATFORM,
-        }
+        record = MemberRecord(
+            name="Bench Lezer",
+            email=f"lezer{number}@example.nl",
+            phone=None,
+            birth_date=date(1991, 4, 12),
+            postcode="1034 AB",
+            home_library="oba",
+            signed_up_at=datetime.now(UTC),
+            channel="offline",
+            platform=PLATFORM,
+            last_channel="offline",
+            last_platform=PLATFORM,
+        )
         await store.create(member_id(number), record, [])
     await redis.aclose()
 

@@ -54,6 +54,7 @@ from services.notifications.state import Profile
 from shared.auth import Keyring
 from shared.events import CloudEvent, to_kafka
 from shared.events.journey import FrictionDetected
+from shared.events.propositions import LibraryChanged
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import ensure_topics
@@ -230,6 +231,13 @@ async def signup_to_friction(base: Settings, key: str, count: int) -> list[float
     journey = journey_app(JourneySettings(**base.model_dump()))
     latencies: list[float] = []
     async with serving(journey, key), serving(identity, key) as client:
+        # Sign-ups name libraries of the catalogue: these two on the catalogue topic.
+        await identity.state.parts.publisher.publish_many(
+            [
+                CloudEvent.create(LibraryChanged(library=code, name=code), subject=f"library:{code}", source="/bench")
+                for code in ("oba", "haarlem")
+            ]
+        )
         frictions = await tail(base.kafka_bootstrap, base.topic("journey.frictions.v1"))
         waiting: dict[str, asyncio.Future[float]] = {}
 
@@ -269,6 +277,11 @@ async def broadcast(settings: NotificationsSettings, key: str, count: int) -> tu
     await project(stores, members, Profile("0-3", SEGMENT, "online", "nl"))
     print(f"{count:,} simulated members projected in {time.perf_counter() - started:.0f} s")
     async with serving(app, key) as client:
+        # A campaign names libraries of the catalogue: the segment's library on the catalogue topic.
+        segment = LibraryChanged(library=SEGMENT, name="Bench segment", postcode_areas=["8100"])
+        await app.state.parts.publisher.publish(
+            CloudEvent.create(segment, subject=f"library:{SEGMENT}", source="/bench", library=SEGMENT)
+        )
         started, cpu = time.perf_counter(), time.process_time()
         campaign_id = await create(
             client,

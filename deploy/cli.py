@@ -14,12 +14,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from deploy import platform, runtime
 from deploy.commands import COMMANDS, Handler, command, say
 from deploy.runtime import KafkaNode, LocalServer, RedisNode, RuntimeProblem, ZipkinNode
 from shared.auth import NETWORK, ROLES, Keyring, UnknownRole
+from shared.libraries import LibraryDirectory
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.telemetry import member_traces_url
@@ -249,6 +251,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         keyring = Keyring(redis, settings)
         try:
             if args.action == "create":
+                await _known_library(settings, args.library)
                 say(await keyring.create(args.name, args.role, args.library))
             elif args.action == "list":
                 for info in await keyring.list():
@@ -269,6 +272,20 @@ def cmd_keys(args: argparse.Namespace) -> int:
             await redis.aclose()
 
     return asyncio.run(act())
+
+
+async def _known_library(settings: Settings, library: str) -> None:
+    """A key's library must be a library of the catalogue (read from its topic), or the whole network."""
+    if library == NETWORK:
+        return
+    directory = LibraryDirectory(settings)
+    try:
+        if await directory.unknown([library]):
+            raise RuntimeProblem(f"no library {library!r} in the catalogue (klantreis seed loads the network's)")
+    except KafkaError as exc:
+        raise RuntimeProblem(f"the catalogue could not be read from Kafka ({type(exc).__name__})") from None
+    finally:
+        await directory.close()
 
 
 def _seed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -323,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Imported here, not at start: they register their subcommands (dead-letters; simulate, replay, backtest),
     # and the runtime's commands need neither Kafka clients nor the journey's modules.
     import deploy.deadletters
-    import deploy.journey_cli  # noqa: F401
+    import deploy.journey_cli
+    import deploy.population_cli  # noqa: F401
 
     parser = argparse.ArgumentParser(prog=PROG, description="klantreis local runtime and tools")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

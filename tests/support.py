@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -68,3 +69,50 @@ def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
         if key == name:
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
+
+
+async def publish_seed_libraries(settings: Any, producer: Any = None) -> list[str]:
+    """The seed's libraries on the settings' catalogue topic, as propositions publishes them (`library_changed`):
+    what every service checks a library code against. Returns their codes. `producer`: a started
+    AIOKafkaProducer to send with (a new one otherwise)."""
+    from aiokafka import AIOKafkaProducer
+
+    from shared.events import CloudEvent
+    from shared.events.envelope import to_kafka
+    from shared.topics import CATALOG, ensure_topics
+
+    await ensure_topics(settings, [CATALOG])
+    own = producer is None
+    if own:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        await producer.start()
+    codes = []
+    try:
+        for data in _seed_libraries():
+            library = data.library
+            event = CloudEvent.create(data, subject=f"library:{library}", source="/tests", library=library)
+            record = to_kafka(event)
+            await producer.send(
+                settings.topic(CATALOG.name),
+                record.value,
+                key=record.key,
+                headers=[(k, v.encode()) for k, v in record.headers.items()],
+            )
+            codes.append(library)
+        await producer.flush()
+    finally:
+        if own:
+            await producer.stop()
+    return codes
+
+
+@functools.cache
+def _seed_libraries() -> tuple[Any, ...]:
+    """The seed's libraries as `library_changed` data, read once (the seed's YAML takes a third of a second)."""
+    from services.propositions.seed import read_seed
+    from shared.events.propositions import LibraryChanged
+
+    return tuple(
+        LibraryChanged(library=library.code, **library.model_dump(mode="json", exclude={"code", "offerings"}))
+        for library in read_seed().libraries
+    )
