@@ -94,7 +94,7 @@ async def test_an_in_app_text_that_names_the_trigger_s_time_is_rendered_for_each
 
 
 async def test_a_broadcast_whose_process_died_before_kafka_took_a_page_publishes_every_message_and_sends_it_once(
-    settings: Settings, admin_key: str
+    settings: Settings, admin_key: str, seed_libraries: list[str]
 ) -> None:
     """Nothing redelivers a broadcast: a page's events go out before its decisions are stored, so the page a dying
     process could not publish is decided again on resume, and every member has their message.sent."""

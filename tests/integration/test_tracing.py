@@ -451,9 +451,12 @@ async def test_a_sign_up_to_an_in_app_message_is_in_zipkin_by_service_with_the_m
     # The key is the member id, readable, so a search by it works too.
     keyed = [s for s in spans if "messaging.kafka.message.key" in s.get("tags", {})]
     assert keyed and all(s["tags"]["messaging.kafka.message.key"] == member for s in keyed)
-    # The in-app delivery hangs under the fired timer, in notifications.
-    deliver = named(spans, "deliver")
-    assert (deliver["traceId"], deliver["localEndpoint"]["serviceName"]) == (fired["traceId"], "notifications")
+    # The in-app message is decided and delivered at once under the fired timer, in notifications, and its
+    # message.sent published in the same trace.
+    decide = named(spans, "decide")
+    assert (decide["traceId"], decide["localEndpoint"]["serviceName"]) == (fired["traceId"], "notifications")
+    sent = named(spans, f"{settings.topic('notifications.deliveries.v1')} publish")
+    assert sent["traceId"] == fired["traceId"]
     # A fresh Redis had none of the scripts: the first EVALSHA of each missed and was retried (in the member's work
     # or in a batch's or loop's, which names no member). That is expected, so it is an event on the span that went
     # on, and no span is red.
