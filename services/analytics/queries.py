@@ -284,15 +284,20 @@ def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
     within = p.add("Int64", int(query.within.total_seconds() * 1000))
     clock = p.add("Int64", clock_ms)
     ms = "toUnixTimestamp64Milli(time)"
-    types = p.strings(list({*steps, SIGNED_UP}))
+    # The profile (from the sign-up) only when the funnel is narrowed by it: per member it costs.
+    profiled = bool(query.libraries or query.age_bands)
+    types = p.strings(sorted({*steps, *([SIGNED_UP] if profiled else [])}))
     own_latest = "(merged_from = '', time)"
     step = [p.add("String", s) for s in steps]
     split = "NULL" if query.by is None else f"argMinIf({query.by}, time, type = {step[0]})"
+    profile = [
+        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
+        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
+    ]
     per_member = [
         f"minIf({ms}, type = {step[0]}) AS at_1",
         f"{split} AS split",
-        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
-        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
+        *(profile if profiled else []),
         f"countIf(type = {step[0]}) AS entered",
         *(f"arraySort(groupArrayIf({ms}, type = {step[k]})) AS times_{k + 1}" for k in range(1, len(steps))),
     ]
@@ -329,7 +334,6 @@ def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
             WHERE {" AND ".join(filters)}
         )
         GROUP BY split
-        SETTINGS optimize_aggregation_in_order = 1
     """
     return sql, p.values
 

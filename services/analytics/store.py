@@ -16,12 +16,12 @@ member's replayed events stay out.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import msgspec
 import pyarrow as pa
 
 from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, TIMES, Row
@@ -69,12 +69,12 @@ SCHEMA = (
     CREATE TABLE IF NOT EXISTS {db}.members (
         member_key UInt64,
         member_id SimpleAggregateFunction(any, String),
-        home_library SimpleAggregateFunction(anyLast, Nullable(String)),
-        age_band SimpleAggregateFunction(anyLast, Nullable(String)),
-        postcode_area SimpleAggregateFunction(anyLast, Nullable(String)),
-        source SimpleAggregateFunction(anyLast, Nullable(String)),
-        merged_home_library SimpleAggregateFunction(anyLast, Nullable(String)),
-        merged_age_band SimpleAggregateFunction(anyLast, Nullable(String)),
+        home_library SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        age_band SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        postcode_area SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        source SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        merged_home_library SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        merged_age_band SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
         signed_up SimpleAggregateFunction(max, UInt8),
         joined SimpleAggregateFunction(min, Int64),
         last_active SimpleAggregateFunction(max, Int64)
@@ -149,6 +149,12 @@ def array_literal(values: Sequence[str]) -> str:
     return "[" + ",".join(f"'{v}'" for v in escaped) + "]"
 
 
+def json_rows(lines: bytes) -> list[dict[str, Any]]:
+    """JSONEachRow's lines as dicts, decoded in one call (a JSON text holds no raw line break)."""
+    body = lines.strip()
+    return [] if not body else cast(list[dict[str, Any]], msgspec.json.decode(b"[" + body.replace(b"\n", b",") + b"]"))
+
+
 def arrow_rows(rows: Sequence[Row]) -> pa.Table:
     """Rows as one columnar Arrow table: both engines insert it without parsing text (20x faster than JSON).
     Instants go in as epoch milliseconds (Arrow converting aware datetimes itself takes four times as long)."""
@@ -189,8 +195,7 @@ class Chdb:
         self._session.query(sql, "Null", params=dict(params or {}))
 
     def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        result = self._session.query(sql, "JSONEachRow", params=dict(params or {}))
-        return [json.loads(line) for line in result.bytes().splitlines() if line]
+        return json_rows(self._session.query(sql, "JSONEachRow", params=dict(params or {})).bytes())
 
     def insert(self, table: str, rows: pa.Table) -> None:
         # chDB reads the Arrow table in place (`Python(name)` names a variable of this frame): no text to parse.
@@ -217,8 +222,7 @@ class ClickHouseServer:
         self._client.command(sql, parameters=dict(params or {}))
 
     def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        result = self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONEachRow")
-        return [json.loads(line) for line in result.splitlines() if line]
+        return json_rows(self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONEachRow"))
 
     def insert(self, table: str, rows: pa.Table) -> None:
         self._client.insert_arrow(table, rows)
