@@ -190,8 +190,8 @@ async def at_scale(redis_url: str, data: Path, members: int, events: int, rounds
         results |= {"events": int(stored["events"]), "members": int(stored["members"])}
         results |= {"bytes": int(disk["bytes"]), "parts": int(disk["parts"])}
         print(f"loaded {results['events']:,} events of {results['members']:,} members in "
-              f"{results['bulk load s']:.1f} s (their absence windows in {results['windows s']:.1f} s, the members "
-              f"table compacted in {results['members s']:.1f} s); "
+              f"{results['bulk load s']:.1f} s (their absence windows and frictions derived in "
+              f"{results['windows s']:.1f} s, the members table compacted in {results['members s']:.1f} s); "
               f"{results['bytes'] / 1e6:.0f} MB in {results['parts']} parts "
               f"({results['bytes'] / results['events']:.1f} bytes per event, all tables)", flush=True)  # fmt: skip
         key = await Keyring(redis, settings).create("bench", ["analyst", "member-data"])
