@@ -9,9 +9,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from fastapi import FastAPI
+
+from shared.consumers import read_to_end
+
+__all__ = ["eventually", "header", "read_to_end", "read_topic", "running"]
 
 T = TypeVar("T")
 
@@ -65,33 +68,3 @@ def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
         if key == name:
             return value.decode() if isinstance(value, bytes) else str(value)
     return None
-
-
-async def read_to_end(bootstrap: str, topic: str) -> list[ConsumerRecord[Any, Any]]:
-    """Every record of a topic as it stands now (all partitions, up to their end offsets)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    assigned = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    if not assigned:
-        return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        records: list[ConsumerRecord[Any, Any]] = []
-
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < end for tp, end in ends.items()])
-
-        while await behind():
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()

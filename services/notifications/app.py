@@ -66,7 +66,7 @@ def create_app(
         queue=DeliveryQueue(redis, settings),
         inbox=InboxStore(redis, settings),
     )
-    decisions = DecisionLog(redis, settings, stores.campaigns, stores.queue)
+    decisions = DecisionLog(redis, settings, stores.campaigns, stores.queue, stores.inbox)
     deliverer = Deliverer(
         stores.queue, stores.campaigns, stores.projections, stores.catalogue, stores.inbox, decisions,
         parts.publisher, settings, clock, contacts or IdentityContacts(settings.identity_url, settings.service_key),

@@ -71,6 +71,16 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     return str(_compiled(source).render(**context)).strip()
 
 
+@lru_cache(maxsize=1024)
+def _placeholders(source: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+
+
+def placeholders(template: MessageTemplate) -> frozenset[str]:
+    """The placeholders (`library`, `trigger`…) a message names: what its text can differ by."""
+    return frozenset().union(*(_placeholders(source) for _, source in _parts(template)))
+
+
 def one_line(text: str) -> str:
     """Subjects and titles are single lines (a line break in a mail header is an injection)."""
     return " ".join(text.split())

@@ -134,7 +134,7 @@ async def test_a_broadcast_paused_halfway_and_resumed_messages_every_member_of_i
             projections = n.stores.projections
             pipe = projections.batch()
             for m in segment:
-                projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "website", "nl"), None)
+                projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
             await projections.apply(pipe)
             # Three members had their one message of the week already: the cap holds the broadcast back.
             capped = segment[:3]
