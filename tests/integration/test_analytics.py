@@ -330,3 +330,14 @@ async def test_a_window_read_before_its_member_s_sign_up_counts_by_the_profile_a
         assert left == [{"n": 0}], table
     rows = by(await network.rows("analyst", "/v1/reports/frictions", **query), "age_band")
     assert rows[("12-17",)]["suppressed"] is True  # four frictions and windows left: fewer than five
+
+
+async def test_a_resolution_read_before_its_detection_counts_once_the_detection_is_stored(network: Network) -> None:
+    members, rule = [f"leiden-{i}" for i in range(5)], "repeated-login-failures"
+    due = NOW - 3 * DAY
+    await network.publish([resolved(m, rule, due, due + timedelta(hours=2)) for m in members])
+    query = {"by": "rule,library", "library": "leiden"}
+    assert await network.rows("analyst", "/v1/reports/frictions", **query) == []  # nothing to resolve yet
+    await network.publish([detected(m, rule, due - timedelta(minutes=15), due, "leiden") for m in members])
+    [row] = await network.rows("analyst", "/v1/reports/frictions", **query)
+    assert (row["detected"], row["resolved"], row["median_seconds_to_resolve"]) == (5, 5, 7200.0)
