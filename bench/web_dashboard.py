@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.analytics import generate_sql, median, redis_server, signed_in
 from services.analytics.app import create_app
 from services.analytics.dashboard import SECTIONS, dashboard_filters, with_period
-from services.analytics.queries import derive_windows, fingerprint
+from services.analytics.queries import derived, fingerprint
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
 from shared.auth import Keyring
@@ -47,7 +47,7 @@ async def measure(redis_url: str, data: Path, members: int, events: int, rounds:
         started = time.perf_counter()
         await store.insert_select(generate_sql(members, events))
         windows = app.state.reports.windows
-        await store.windows_for(fingerprint(windows), derive_windows(windows))
+        await store.windows_for(fingerprint(windows), derived(windows))
         await store.command("OPTIMIZE TABLE {db}.members FINAL")
         for _ in range(600):  # measured in the steady state, the background merges of the load done
             [merging] = await store.rows("SELECT count() AS n FROM system.merges")

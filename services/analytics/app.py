@@ -12,7 +12,7 @@ from services.analytics.cohorts_api import cohorts_router
 from services.analytics.handlers import FactWriter, analytics_router
 from services.analytics.pages import pages_router
 from services.analytics.population_api import build as population_routers
-from services.analytics.queries import derive_windows, fingerprint
+from services.analytics.queries import derived, fingerprint
 from services.analytics.reading import Reports, rules_in_force
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
-        await store.windows_for(fingerprint(reading.windows), derive_windows(reading.windows))
+        await store.windows_for(fingerprint(reading.windows), derived(reading.windows))
         async with served(app):
             yield
         # After the consumers stopped: nothing writes any more. The data folder is free for another process.

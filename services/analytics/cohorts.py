@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from services.analytics.queries import ZONE, Parameters, Statement
+from services.analytics.queries import Parameters, Statement
 from services.analytics.reports import Report, Row, local_date, ratio
-from services.analytics.store import ACTIVITY
+from services.analytics.store import ACTIVITY, ZONE
 
 NOTHING = "(none)"  # no next step within the time allowed
 

@@ -1,9 +1,10 @@
 """analytics' Kafka side: member, usage, friction and delivery events in, one row each into the store.
 
-One batch is one insert (after one look-up of ids already stored) and one derivation of the absence windows its
-events start (the friction rates' denominators). Merges and erasures in the batch are applied after it, in order,
-so an event that came before or after its member's merge or erasure in the same batch ends up where it belongs.
-Offsets are committed by `subscribe_batches` after the handler returned: after the insert.
+One batch is one insert (after one look-up of ids already stored), one derivation of the absence windows its
+events start (the friction rates' denominators) and one of its frictions (a row per detection or resolution).
+Merges and erasures in the batch are applied after it, in order, so an event that came before or after its
+member's merge or erasure in the same batch ends up where it belongs. Offsets are committed by
+`subscribe_batches` after the handler returned: after the insert.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Sequence
 
 from faststream.kafka import KafkaRouter
 
-from services.analytics.facts import ERASED, MERGED, fact_row, short_type
-from services.analytics.queries import Window, derive_windows
+from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, fact_row, short_type
+from services.analytics.queries import Window, derive_frictions, derive_windows, derived
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
 from shared.kafka import EventPublisher, Received, subscribe_batches
@@ -40,8 +41,12 @@ class FactWriter:
         started = time.perf_counter()
         rows = [row for row in (fact_row(r.event) for r in batch) if row is not None]
         self.inserted += await self._store.add(rows)
-        # The absence windows these events start: derived from what was stored (a redelivery derives nothing new).
+        # The absence windows and frictions these events start: derived from what was stored (a redelivery derives
+        # nothing new).
         await self._store.command(*derive_windows(self._windows, sorted({r["member_id"] for r in rows})))
+        with_frictions = sorted({r["member_id"] for r in rows if r["type"] in (DETECTED, RESOLVED)})
+        if with_frictions:
+            await self._store.command(*derive_frictions(with_frictions))
         for received in batch:
             event, kind = received.event, short_type(received.event)
             if event.subject is None:
@@ -49,7 +54,8 @@ class FactWriter:
             if kind == MERGED:
                 survivor = str(event.data["survivor_id"])
                 await self._store.merge(event.subject, survivor)
-                await self._store.command(*derive_windows(self._windows, [survivor]))
+                for statement in derived(self._windows, [survivor]):
+                    await self._store.command(*statement)
             elif kind == ERASED:
                 await self._store.erase(event.subject)
         self.handled += len(batch)

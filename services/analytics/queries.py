@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 
 from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
 from services.analytics.reports import FrictionQuery, FunnelQuery, Period
-from services.analytics.store import array_literal
+from services.analytics.store import ZONE, array_literal
 from services.journey.rules import AbsenceRule, RuleCatalogue
 
 Statement = tuple[str, dict[str, str | int | float]]
-ZONE = "'Europe/Amsterdam'"
 
 # Fields a rule's `where` may name, and the column that keeps each (envelope attributes and data fields).
 WHERE_COLUMNS = {
@@ -117,16 +116,25 @@ def windows_of(catalogue: RuleCatalogue) -> list[Window]:
     return windows
 
 
+# The derived tables' layout (windows, frictions): changed when what they keep changes, so they are derived again.
+LAYOUT = 3
+
+
 def fingerprint(windows: Sequence[Window]) -> str:
-    """What the stored windows were derived with: another catalogue (a rule added, a window changed) derives
-    them again."""
-    return hashlib.sha256(repr(list(windows)).encode()).hexdigest()[:16]
+    """What the stored windows were derived with: another catalogue (a rule added, a window changed) or another
+    layout derives them again."""
+    return hashlib.sha256(repr((LAYOUT, list(windows))).encode()).hexdigest()[:16]
 
 
 def derive_windows(windows: Sequence[Window], members: Sequence[str] | None = None) -> Statement:
     """Store the absence windows the events start (`windows`): for the events of `members` (a batch just stored,
     or a member merged into another), or for every event (a new rule catalogue). Windows stored already are not
-    stored again, so this can run any number of times. A sign-up keeps its own profile on the window."""
+    stored again, so this can run any number of times.
+
+    Each window keeps what reports count it by, so that they read it without a join: the start's library (else
+    the home library), a sign-up its own profile, another start the member's profile as stored now (the store
+    drops and derives again a member's other windows when a sign-up of theirs arrives later, or a merge changes
+    the profile), and the Amsterdam day it closes."""
     p = Parameters()
     if not windows:
         return "SELECT 1 WHERE 0", {}
@@ -142,43 +150,68 @@ def derive_windows(windows: Sequence[Window], members: Sequence[str] | None = No
         for w in windows
     )
     stored = f"SELECT event_id, rule FROM {{db}}.windows WHERE {narrowed}"
+    profile = ", ".join(f"if(s.signed_up = 1, s.{name}, p.{name})" for name in PROFILE_COLUMNS)
     sql = f"""
         INSERT INTO {{db}}.windows (event_id, member_key, member_id, rule, due, library, channel_pair, platform,
-                                    signed_up, {", ".join(PROFILE_COLUMNS)})
-        SELECT * FROM ({starts}) WHERE (event_id, rule) NOT IN ({stored})
+                                    signed_up, {", ".join(PROFILE_COLUMNS)}, day)
+        SELECT s.event_id, s.member_key, s.member_id, s.rule, s.due,
+               coalesce(s.library, if(s.signed_up = 1, s.home_library, p.home_library)), s.channel_pair,
+               s.platform, s.signed_up, {profile}, toDate(fromUnixTimestamp64Milli(s.due), {ZONE})
+        FROM ({starts}) AS s
+        LEFT JOIN ({profiles(narrowed)}) AS p ON s.member_key = p.member_key
+        WHERE (s.event_id, s.rule) NOT IN ({stored})
+        SETTINGS join_use_nulls = 1
     """
     return sql, p.values
 
 
-def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters, *, profile: bool = True) -> str:
+def derive_frictions(members: Sequence[str] | None = None) -> Statement:
+    """Store a row per friction detected or resolved (for the events of `members`, or all), each with the
+    detection's attributes and Amsterdam day (the due time), a resolution also with its seconds: reports count
+    them in one pass, without joining resolutions to detections. A resolution whose detection is not stored yet
+    waits for it (derived with the batch that brings it). Rows stored already are not stored again."""
+    p = Parameters()
+    narrowed = "1" if members is None else f"member_key IN (SELECT cityHash64(arrayJoin({p.strings(members)})))"
+    sql = f"""
+        INSERT INTO {{db}}.frictions (event_id, member_key, member_id, rule, library, channel_pair, platform,
+                                      age_band, day, detected, seconds)
+        SELECT e.event_id, e.member_key, e.member_id, d.rule, d.library, d.channel_pair, d.platform, d.age_band,
+               d.day, toUInt8(e.type = '{DETECTED}'), e.seconds
+        FROM (SELECT event_id, member_key, member_id, type, friction_id, seconds FROM {{db}}.events
+              WHERE type IN ('{DETECTED}', '{RESOLVED}') AND {narrowed}) AS e
+        INNER JOIN (SELECT member_key, friction_id, any(rule) AS rule, any(library) AS library,
+                           any(channel_pair) AS channel_pair, any(platform) AS platform, any(age_band) AS age_band,
+                           any(toDate(due, {ZONE})) AS day
+                    FROM {{db}}.events WHERE type = '{DETECTED}' AND {narrowed}
+                    GROUP BY member_key, friction_id) AS d
+        ON e.member_key = d.member_key AND e.friction_id = d.friction_id
+        WHERE e.event_id NOT IN (SELECT event_id FROM {{db}}.frictions WHERE {narrowed})
+    """
+    return sql, p.values
+
+
+def derived(windows: Sequence[Window], members: Sequence[str] | None = None) -> list[Statement]:
+    """What reports read besides the events, derived for `members` (or all): absence windows and frictions."""
+    return [derive_windows(windows, members), derive_frictions(members)]
+
+
+def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters) -> str:
     """Every absence window whose due time is at or before `closed_by_ms`, met or not (right-censored), with
     the attributes journey counts it by: the start's library (else the home library), the rule's channel pair
-    (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed.
-
-    A sign-up carries the profile itself; other starts need the member's, which costs a join: without `profile`
-    (a query that neither groups nor filters by library or age band) they go without."""
+    (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed. All kept
+    on the window (`derive_windows`): no join."""
     closed_by = p.add("Int64", closed_by_ms)
-    profile = profile or any(w.member for w in windows)
-    own = "w.signed_up = 1"
-    among = "member_key IN (SELECT member_key FROM {db}.windows WHERE signed_up = 0)"
-    joined = f"LEFT JOIN ({profiles(among)}) AS p ON w.member_key = p.member_key" if profile else ""
-    library = f"coalesce(w.library, if({own}, w.home_library, {'p.home_library' if profile else 'NULL'}))"
-    age_band = f"if({own}, w.age_band, {'p.age_band' if profile else 'NULL'})"
-    admitted = "".join(f" AND (w.rule != {_text(w.rule)} OR ({_profile_filter(w, own)}))" for w in windows if w.member)
+    admitted = "".join(f" AND (rule != {_text(w.rule)} OR ({_profile_filter(w)}))" for w in windows if w.member)
     return f"""
-        SELECT w.rule AS rule, {library} AS library, w.channel_pair AS channel_pair, w.platform AS platform,
-               {age_band} AS age_band, toDate(fromUnixTimestamp64Milli(w.due), {ZONE}) AS day
-        FROM {{db}}.windows AS w
-        {joined}
-        WHERE w.due <= {closed_by} AND w.rule IN {p.strings([w.rule for w in windows])}{admitted}
+        SELECT rule, library, channel_pair, platform, age_band, day
+        FROM {{db}}.windows
+        WHERE due <= {closed_by} AND rule IN {p.strings([w.rule for w in windows])}{admitted}
     """
 
 
-def _profile_filter(window: Window, own: str) -> str:
-    """The rule's condition on the member's profile (a sign-up's own, else the member's)."""
-    return " AND ".join(
-        f"if({own}, w.{name}, p.{name}) IN ({', '.join(_text(v) for v in values)})" for name, values in window.member
-    )
+def _profile_filter(window: Window) -> str:
+    """The rule's condition on the member's profile (kept on the window)."""
+    return " AND ".join(f"{name} IN ({', '.join(_text(v) for v in values)})" for name, values in window.member)
 
 
 # ------------------------------------------------------------------------------------------- frictions
@@ -194,12 +227,12 @@ def period_sql(period: Period, day: str = "day") -> str:
 
 def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_ms: int) -> Statement:
     """Per group (and period): frictions detected, those of absence rules (`windowed`), resolved, the median
-    seconds to resolve, and closed windows (`starts`)."""
+    seconds to resolve, and closed windows (`starts`). Grouped by the period's first day, named after."""
     p = Parameters()
-    profile = bool({"library", "age_band"} & set(query.by) or query.libraries or query.age_bands)
     absence = p.strings([w.rule for w in windows])
-    keys = [*query.by, *([f"{period_sql(query.period)} AS period"] if query.period else [])]
-    names = [*query.by, *(["period"] if query.period else [])]
+    period_start = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
+    keys = [*query.by, *([f"{period_sql(query.period, 'first_day')} AS period"] if query.period else [])]
+    names = [*query.by, *([f"{period_start[query.period]} AS first_day"] if query.period else [])]
     filters = ["1"]
     if query.start is not None:
         filters.append(f"day >= {p.add('Date', query.start.isoformat())}")
@@ -213,20 +246,15 @@ def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_m
                sum(detected) AS detected, sum(windowed) AS windowed, count(seconds) AS resolved,
                quantileExactInclusive(0.5)(seconds) AS median_seconds, sum(start) AS starts
         FROM (
-            SELECT d.rule AS rule, d.library AS library, d.channel_pair AS channel_pair, d.platform AS platform,
-                   d.age_band AS age_band, toDate(d.due, {ZONE}) AS day, 1 AS detected,
-                   toUInt8(d.rule IN {absence}) AS windowed, r.seconds AS seconds, 0 AS start
-            FROM (SELECT friction_id, rule, library, channel_pair, platform, age_band, due
-                  FROM {{db}}.events WHERE type = '{DETECTED}') AS d
-            LEFT JOIN (SELECT friction_id, min(seconds) AS seconds FROM {{db}}.events
-                       WHERE type = '{RESOLVED}' GROUP BY friction_id) AS r ON d.friction_id = r.friction_id
+            SELECT rule, library, channel_pair, platform, age_band, day, detected,
+                   toUInt8(detected = 1 AND rule IN {absence}) AS windowed, seconds, 0 AS start
+            FROM {{db}}.frictions
             UNION ALL
             SELECT rule, library, channel_pair, platform, age_band, day, 0, 0, NULL, 1
-            FROM ({closed_windows(windows, closed_by_ms, p, profile=profile)})
+            FROM ({closed_windows(windows, closed_by_ms, p)})
         )
         WHERE {" AND ".join(filters)}
         GROUP BY {", ".join(names) or "all"}
-        SETTINGS join_use_nulls = 1
     """
     return sql, p.values
 
@@ -256,15 +284,20 @@ def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
     within = p.add("Int64", int(query.within.total_seconds() * 1000))
     clock = p.add("Int64", clock_ms)
     ms = "toUnixTimestamp64Milli(time)"
-    types = p.strings(list({*steps, SIGNED_UP}))
+    # The profile (from the sign-up) only when the funnel is narrowed by it: per member it costs.
+    profiled = bool(query.libraries or query.age_bands)
+    types = p.strings(sorted({*steps, *([SIGNED_UP] if profiled else [])}))
     own_latest = "(merged_from = '', time)"
     step = [p.add("String", s) for s in steps]
     split = "NULL" if query.by is None else f"argMinIf({query.by}, time, type = {step[0]})"
+    profile = [
+        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
+        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
+    ]
     per_member = [
         f"minIf({ms}, type = {step[0]}) AS at_1",
         f"{split} AS split",
-        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
-        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
+        *(profile if profiled else []),
         f"countIf(type = {step[0]}) AS entered",
         *(f"arraySort(groupArrayIf({ms}, type = {step[k]})) AS times_{k + 1}" for k in range(1, len(steps))),
     ]

@@ -16,23 +16,27 @@ member's replayed events stay out.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import msgspec
 import pyarrow as pa
 
 from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, TIMES, Row
 from services.analytics.settings import AnalyticsSettings
 
 Params = Mapping[str, str | int | float]
+ZONE = "'Europe/Amsterdam'"  # days and periods
 OF_MEMBER = "member_key = cityHash64({m:String}) AND member_id = {m:String}"
 # What counts as a member's activity (reach): any member or usage event except merges and erasures.
 ACTIVITY = (
     f"NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') AND type NOT IN ('{MERGED}', '{ERASED}')"
 )
+
+# Every table with rows of a member: a merge moves them (events; the others follow), an erasure deletes them all.
+MEMBER_TABLES = ("events", "members", "frictions", "windows")
 
 SCHEMA = (
     """
@@ -65,12 +69,12 @@ SCHEMA = (
     CREATE TABLE IF NOT EXISTS {db}.members (
         member_key UInt64,
         member_id SimpleAggregateFunction(any, String),
-        home_library SimpleAggregateFunction(anyLast, Nullable(String)),
-        age_band SimpleAggregateFunction(anyLast, Nullable(String)),
-        postcode_area SimpleAggregateFunction(anyLast, Nullable(String)),
-        source SimpleAggregateFunction(anyLast, Nullable(String)),
-        merged_home_library SimpleAggregateFunction(anyLast, Nullable(String)),
-        merged_age_band SimpleAggregateFunction(anyLast, Nullable(String)),
+        home_library SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        age_band SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        postcode_area SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        source SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        merged_home_library SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
+        merged_age_band SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
         signed_up SimpleAggregateFunction(max, UInt8),
         joined SimpleAggregateFunction(min, Int64),
         last_active SimpleAggregateFunction(max, Int64)
@@ -91,6 +95,21 @@ SCHEMA = (
     FROM {{db}}.events
     """,
     """
+    CREATE TABLE IF NOT EXISTS {db}.frictions (
+        event_id String,
+        member_key UInt64,
+        member_id String,
+        rule LowCardinality(Nullable(String)),
+        library LowCardinality(Nullable(String)),
+        channel_pair LowCardinality(Nullable(String)),
+        platform LowCardinality(Nullable(String)),
+        age_band LowCardinality(Nullable(String)),
+        day Nullable(Date),
+        detected UInt8,
+        seconds Nullable(Float64)
+    ) ENGINE = ReplacingMergeTree ORDER BY (member_key, event_id)
+    """,
+    """
     CREATE TABLE IF NOT EXISTS {db}.windows (
         event_id String,
         member_key UInt64,
@@ -104,9 +123,12 @@ SCHEMA = (
         home_library LowCardinality(Nullable(String)),
         age_band LowCardinality(Nullable(String)),
         postcode_area LowCardinality(Nullable(String)),
-        source LowCardinality(Nullable(String))
+        source LowCardinality(Nullable(String)),
+        day Date
     ) ENGINE = ReplacingMergeTree ORDER BY (member_key, rule, event_id)
     """,
+    # Stores made before windows kept their closing day (derived again: the layout is part of their fingerprint).
+    "ALTER TABLE {db}.windows ADD COLUMN IF NOT EXISTS day Date",
     """
     CREATE TABLE IF NOT EXISTS {db}.catalogue (fingerprint String, at DateTime64(3, 'UTC') DEFAULT now64())
     ENGINE = MergeTree ORDER BY at
@@ -127,12 +149,27 @@ def array_literal(values: Sequence[str]) -> str:
     return "[" + ",".join(f"'{v}'" for v in escaped) + "]"
 
 
+def json_rows(lines: bytes) -> list[dict[str, Any]]:
+    """JSONEachRow's lines as dicts, decoded in one call (a JSON text holds no raw line break)."""
+    body = lines.strip()
+    return [] if not body else cast(list[dict[str, Any]], msgspec.json.decode(b"[" + body.replace(b"\n", b",") + b"]"))
+
+
 def arrow_rows(rows: Sequence[Row]) -> pa.Table:
-    """Rows as one columnar Arrow table: both engines insert it without parsing text (20x faster than JSON)."""
-    return pa.table({c: pa.array([r.get(c) for r in rows], type=_ARROW_TYPES.get(c, pa.string())) for c in COLUMNS})
+    """Rows as one columnar Arrow table: both engines insert it without parsing text (20x faster than JSON).
+    Instants go in as epoch milliseconds (Arrow converting aware datetimes itself takes four times as long)."""
+    columns: dict[str, pa.Array] = {}
+    for name in COLUMNS:
+        values = [r.get(name) for r in rows]
+        if name in TIMES:
+            ms = [None if v is None else round(v.timestamp() * 1000) for v in values]
+            columns[name] = pa.array(ms, type=pa.int64()).cast(_INSTANT)
+        else:
+            columns[name] = pa.array(values, type=pa.float64() if name == "seconds" else pa.string())
+    return pa.table(columns)
 
 
-_ARROW_TYPES = {**dict.fromkeys(TIMES, pa.timestamp("ms", tz="UTC")), "seconds": pa.float64()}
+_INSTANT = pa.timestamp("ms", tz="UTC")
 
 
 class Engine(Protocol):
@@ -158,8 +195,7 @@ class Chdb:
         self._session.query(sql, "Null", params=dict(params or {}))
 
     def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        result = self._session.query(sql, "JSONEachRow", params=dict(params or {}))
-        return [json.loads(line) for line in result.bytes().splitlines() if line]
+        return json_rows(self._session.query(sql, "JSONEachRow", params=dict(params or {})).bytes())
 
     def insert(self, table: str, rows: pa.Table) -> None:
         # chDB reads the Arrow table in place (`Python(name)` names a variable of this frame): no text to parse.
@@ -186,8 +222,7 @@ class ClickHouseServer:
         self._client.command(sql, parameters=dict(params or {}))
 
     def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        result = self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONEachRow")
-        return [json.loads(line) for line in result.splitlines() if line]
+        return json_rows(self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONEachRow"))
 
     def insert(self, table: str, rows: pa.Table) -> None:
         self._client.insert_arrow(table, rows)
@@ -286,10 +321,22 @@ class AnalyticsStore:
             new = list({r["event_id"]: r for r in fresh if r["event_id"] not in stored}.values())
             if new:
                 engine.insert(f"{self.db}.events", arrow_rows(new))
+                self._forget_profiles(engine, sorted({r["member_id"] for r in new if r["type"] == SIGNED_UP}))
             return len(new)
 
         inserted: int = await self._run(work)
         return inserted
+
+    def _forget_profiles(self, engine: Engine, members: Sequence[str]) -> None:
+        """Drop the windows of other starts than a sign-up that these members' windows kept the profile of
+        before it changed (a sign-up read after the member's usage events, a merge): the window derivation that
+        follows derives them again with the profile as it is now. Usually there are none: one look-up."""
+        if not members:
+            return
+        among = "member_key IN (SELECT cityHash64(arrayJoin({m:Array(String)}))) AND member_id IN {m:Array(String)}"
+        params = {"m": array_literal(members)}
+        if engine.rows(f"SELECT 1 AS x FROM {self.db}.windows WHERE {among} AND signed_up = 0 LIMIT 1", params):
+            engine.command(f"DELETE FROM {self.db}.windows WHERE {among} AND signed_up = 0", params)
 
     async def merge(self, member_id: str, survivor_id: str) -> None:
         """The merged member's events become the survivor's (once, also when the merge is delivered again)."""
@@ -311,8 +358,9 @@ class AnalyticsStore:
                 f"(SELECT event_id FROM {self.db}.events WHERE member_key = cityHash64({{s:String}}))",
                 params,
             )
-            for table in ("events", "members", "windows"):
+            for table in MEMBER_TABLES:
                 engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
+            self._forget_profiles(engine, [survivor_id])
 
         await self._run(work)
 
@@ -321,21 +369,23 @@ class AnalyticsStore:
 
         def work(engine: Engine) -> None:
             engine.command(f"INSERT INTO {self.db}.erasures VALUES ({{m:String}})", {"m": member_id})
-            for table in ("events", "members", "windows"):
+            for table in MEMBER_TABLES:
                 engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", {"m": member_id})
 
         await self._run(work)
 
-    async def windows_for(self, fingerprint: str, derive_all: tuple[str, Params]) -> bool:
-        """Windows for the rule catalogue in force: derived again from every event when the catalogue is not the
-        one they were derived with (True then)."""
+    async def windows_for(self, fingerprint: str, derive_all: Sequence[tuple[str, Params]]) -> bool:
+        """The derived tables (windows, frictions) for the rule catalogue in force: derived again from every event
+        when the catalogue or their layout is not the one they were derived with (True then)."""
 
         def work(engine: Engine) -> bool:
             latest = engine.rows(f"SELECT fingerprint FROM {self.db}.catalogue ORDER BY at DESC LIMIT 1")
             if latest and latest[0]["fingerprint"] == fingerprint:
                 return False
-            engine.command(f"TRUNCATE TABLE {self.db}.windows")
-            engine.command(derive_all[0].replace("{db}", self.db), derive_all[1])
+            for table in ("windows", "frictions"):
+                engine.command(f"TRUNCATE TABLE {self.db}.{table}")
+            for sql, params in derive_all:
+                engine.command(sql.replace("{db}", self.db), params)
             engine.command(f"INSERT INTO {self.db}.catalogue (fingerprint) VALUES ({{f:String}})", {"f": fingerprint})
             return True
 

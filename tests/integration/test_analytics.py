@@ -303,3 +303,41 @@ async def test_frictions_compared_with_the_previous_period_and_date_presets(netw
     )
     both = await network.get("analyst", "/v1/reports/frictions", preset="last_7_days", **{"from": "2026-01-01"})
     assert both.status_code == 422 and both.json()["errors"][0]["field"] == "query.preset"
+
+
+async def test_a_window_read_before_its_member_s_sign_up_counts_by_the_profile_and_erasure_empties_derived_rows(
+    network: Network,
+) -> None:
+    # Reservations (their windows close after 7 days) read before the members' sign-ups: topics run side by side.
+    members = [f"zaandam-teen-{i}" for i in range(5)]
+    reserved = [
+        event("usage.loan_reserved.v1", m, NOW - 30 * DAY, library="zaandam", channel="online", platform="app",
+              item_id="i", reservation_id=f"r-{m}")
+        for m in members
+    ]  # fmt: skip
+    await network.publish(reserved)
+    teens = [signed_up(m, NOW - 60 * DAY, library="zaandam", online=False, age_band="12-17") for m in members]
+    frictions = [detected(m, "reservation-not-collected", NOW - 30 * DAY, NOW - 23 * DAY, "zaandam", age_band="12-17")
+                 for m in members]  # fmt: skip
+    await network.publish([*teens, *frictions])
+    query = {"by": "age_band", "library": "zaandam", "rule": "reservation-not-collected"}
+    rows = by(await network.rows("analyst", "/v1/reports/frictions", **query), "age_band")
+    assert (rows[("12-17",)]["detected"], rows[("12-17",)]["starts"]) == (5, 5)
+    assert list(rows) == [("12-17",)]  # no window counted without the band
+    await network.publish([event("member.erased.v1", members[0], NOW)])
+    for table in ("windows", "frictions"):
+        left = await network.store.rows(f"SELECT count() AS n FROM {{db}}.{table} WHERE member_id = '{members[0]}'")
+        assert left == [{"n": 0}], table
+    rows = by(await network.rows("analyst", "/v1/reports/frictions", **query), "age_band")
+    assert rows[("12-17",)]["suppressed"] is True  # four frictions and windows left: fewer than five
+
+
+async def test_a_resolution_read_before_its_detection_counts_once_the_detection_is_stored(network: Network) -> None:
+    members, rule = [f"leiden-{i}" for i in range(5)], "repeated-login-failures"
+    due = NOW - 3 * DAY
+    await network.publish([resolved(m, rule, due, due + timedelta(hours=2)) for m in members])
+    query = {"by": "rule,library", "library": "leiden"}
+    assert await network.rows("analyst", "/v1/reports/frictions", **query) == []  # nothing to resolve yet
+    await network.publish([detected(m, rule, due - timedelta(minutes=15), due, "leiden") for m in members])
+    [row] = await network.rows("analyst", "/v1/reports/frictions", **query)
+    assert (row["detected"], row["resolved"], row["median_seconds_to_resolve"]) == (5, 5, 7200.0)
