@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from services.journey import engine
+from services.journey import outcomes
 from services.journey.rules import JourneyEvent
 from shared.events import CloudEvent, deterministic_id
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
@@ -68,7 +68,7 @@ def _record(
     return Encoded(topic, event_id, event_type.decode(), subject.encode(), value, headers)
 
 
-def friction_detected(friction: engine.Friction) -> Encoded:
+def friction_detected(friction: outcomes.Friction) -> Encoded:
     # event time, not processing time: a replay gives the same event
     due = iso(friction.due_ms)
     return _record(
@@ -81,7 +81,7 @@ def friction_detected(friction: engine.Friction) -> Encoded:
     )  # fmt: skip
 
 
-def friction_resolved(resolution: engine.Resolution) -> Encoded:
+def friction_resolved(resolution: outcomes.Resolution) -> Encoded:
     at = iso(resolution.at_ms)
     return _record(
         FRICTIONS.name, _RESOLVED, deterministic_id("resolved", resolution.friction_id), resolution.rule,
@@ -94,7 +94,7 @@ def friction_resolved(resolution: engine.Resolution) -> Encoded:
     )  # fmt: skip
 
 
-def window_closed(window: engine.ClosedWindow) -> Encoded:
+def window_closed(window: outcomes.ClosedWindow) -> Encoded:
     due = iso(window.due_ms)
     return _record(
         WINDOWS.name, _CLOSED, deterministic_id("closed", window.rule, window.member_id, window.start_event_id),

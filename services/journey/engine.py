@@ -10,10 +10,10 @@ The same engine drives the live service (services/journey/partition.py) and back
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from operator import attrgetter
 from typing import Any
 
+from services.journey.outcomes import ClosedWindow, Friction, Outcome, Resolution
+from services.journey.pruning import forget_inactive, forget_unwaited
 from services.journey.rules import AbsenceRule, ImmediateRule, InactivityRule, JourneyEvent, Rule, ThresholdRule
 from services.journey.state import (
     Activity,
@@ -33,60 +33,10 @@ SIGNED_UP = "member.signed_up.v1"
 MERGED = "member.merged.v1"
 ERASED = "member.erased.v1"
 LIVE_STREAM = ""  # services/journey/partition.py LIVE: restored timers belong to live operation
-SEEN_KEPT = 2  # expected events kept per pending window: the earliest two after its start decide it
 PRUNE_AT = 3  # expected events or activities per member before they are pruned by the clock (once per batch)
 GROWN = 12  # ... or at once, while a batch brings many of one member's events (keeps each event's work small)
-SEEN_CAP = 16  # at most this many per rule and correlation, however far the topics run apart
 RESETS_KEPT = 2
 OPEN_KEPT = 8  # open frictions kept per member; older ones can no longer be resolved
-
-
-@dataclass(frozen=True)
-class Friction:
-    friction_id: str
-    rule: str
-    member_id: str
-    start_event_id: str
-    started_ms: int
-    due_ms: int
-    library: str | None
-    channel_pair: str | None
-    platform: str | None
-    age_band: str | None
-
-
-@dataclass(frozen=True)
-class Resolution:
-    friction_id: str
-    rule: str
-    member_id: str
-    library: str | None
-    due_ms: int
-    event_id: str  # the event that resolved it
-    at_ms: int
-
-
-@dataclass(frozen=True)
-class ClosedWindow:
-    """An absence window that closed, met or not: the denominator of friction rates (right-censored)."""
-
-    rule: str
-    member_id: str
-    start_event_id: str
-    due_ms: int
-    met: bool
-    library: str | None
-    channel_pair: str | None
-    platform: str | None
-    age_band: str | None
-
-
-@dataclass
-class Outcome:
-    timers: list[Timer] = field(default_factory=list)
-    detected: list[Friction] = field(default_factory=list)
-    resolved: list[Resolution] = field(default_factory=list)
-    closed: list[ClosedWindow] = field(default_factory=list)
 
 
 def _ms(duration_seconds: float) -> int:
@@ -145,9 +95,9 @@ class Engine:
             if not state.starts:
                 state.seen = [s for s in state.seen if s.t >= before]  # no window waits: only the lateness keeps them
             elif len(state.seen) > PRUNE_AT:
-                _forget_unwaited(state, before)
+                forget_unwaited(state, before)
         if len(state.activity) > PRUNE_AT:
-            _forget_inactive(state, before)
+            forget_inactive(state, before)
 
     @staticmethod
     def _may_apply(rule: Rule, state: MemberState) -> bool:
@@ -267,7 +217,7 @@ class Engine:
             return
         state.starts.remove(start)
         seen = [s for s in state.seen if s.rule == rule.code and s.corr == start.corr]
-        _forget_unwaited(state, clock - self.lateness, (rule.code, start.corr))
+        forget_unwaited(state, clock - self.lateness, (rule.code, start.corr))
         profile = state.profile or _NO_PROFILE
         if not _admits(rule, profile):
             return
@@ -344,7 +294,7 @@ class Engine:
         activity.armed = False
         acts = [a for a in state.activity if a.rule == rule.code]
         later = sorted(a.t for a in acts if a.t > activity.t)
-        _forget_inactive(state, clock - self.lateness)
+        forget_inactive(state, clock - self.lateness)
         if later and later[0] <= timer.due + self.lateness:
             return  # active again in time
         if not _admits(rule, state.profile):
@@ -376,52 +326,6 @@ class Engine:
                 timers.append(Timer(a.t + self._windows.get(a.rule, 0), member, "i", a.rule, "", a.t, a.event_id,
                                     a.stream))  # fmt: skip
         return timers
-
-
-_by_time = attrgetter("t")
-
-
-def _forget_unwaited(state: MemberState, before: int, only: tuple[int, str] | None = None) -> None:
-    """Expected events kept (of every rule and correlation, or `only` one): those at or after `before` (the clock
-    less the lateness: a start may still be on its way on another topic), and for each pending window the earliest
-    two at or after its start (the first may be the start itself) and the latest one. What decides a window is the
-    earliest expected event after its start."""
-    if not state.seen:
-        return
-    by_key: dict[tuple[int, str], list[Seen]] = {}
-    kept: list[Seen] = []
-    if only is None:
-        for s in state.seen:
-            by_key.setdefault((s.rule, s.corr), []).append(s)
-    else:
-        rule_id, corr_id = only
-        mine = [s for s in state.seen if s.rule == rule_id and s.corr == corr_id]
-        if not mine:
-            return
-        by_key[only] = mine
-        kept = [s for s in state.seen if s.rule != rule_id or s.corr != corr_id]
-    for (rule, corr), seen in by_key.items():
-        seen.sort(key=_by_time)
-        if seen[0].t >= before:
-            kept += seen[:SEEN_CAP]  # all still within the lateness
-            continue
-        starts = [s.t for s in state.starts if s.rule == rule and s.corr == corr]
-        keep = {id(s) for s in seen if s.t >= before}
-        for t0 in starts:
-            keep |= {id(s) for s in [s for s in seen if s.t >= t0][:SEEN_KEPT]}
-        if starts:
-            keep.add(id(seen[-1]))
-        kept += [s for s in seen if id(s) in keep][:SEEN_CAP]
-    state.seen = kept
-
-
-def _forget_inactive(state: MemberState, before: int) -> None:
-    """Activities kept: those still waiting, the latest of each rule, and any at or after `before` (one may still
-    meet the wait of an earlier activity that is on its way on another topic)."""
-    latest: dict[int, int] = {}
-    for a in state.activity:
-        latest[a.rule] = max(a.t, latest.get(a.rule, a.t))
-    state.activity = [a for a in state.activity if a.armed or a.t >= before or a.t == latest[a.rule]]
 
 
 def _forget_timer(member: str, t: int, stream: str) -> Timer:

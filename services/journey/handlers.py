@@ -22,7 +22,7 @@ from aiokafka import TopicPartition
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from services.journey import engine
+from services.journey import engine, outcomes
 from services.journey.decoding import decode_batch
 from services.journey.derived import forwarded, friction_detected, friction_resolved, window_closed
 from services.journey.partition import Applied, Partition
@@ -67,7 +67,7 @@ class Traces:
         if context is not None:
             self._contexts[event_id] = context
 
-    def derived(self, event_id: str, friction: engine.Friction, *, timed: bool) -> None:
+    def derived(self, event_id: str, friction: outcomes.Friction, *, timed: bool) -> None:
         if not self._by_event:
             return
         if not timed:

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.journey import engine
+from services.journey import engine, outcomes
 from services.journey.partition import Partition
 from services.journey.rules import JourneyEvent, RuleCatalogue
 from services.journey.state import MemberState
@@ -22,9 +22,9 @@ HISTORY = "history"
 
 @dataclass
 class Replayed:
-    detected: list[engine.Friction] = field(default_factory=list)
-    resolved: list[engine.Resolution] = field(default_factory=list)
-    closed: list[engine.ClosedWindow] = field(default_factory=list)
+    detected: list[outcomes.Friction] = field(default_factory=list)
+    resolved: list[outcomes.Resolution] = field(default_factory=list)
+    closed: list[outcomes.ClosedWindow] = field(default_factory=list)
 
     def friction_keys(self) -> set[tuple[str, str, str]]:
         """(rule, member, friction id) of every friction detected: what two runs are compared on."""

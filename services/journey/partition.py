@@ -14,7 +14,8 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from services.journey.engine import ERASED, MERGED, Engine, Outcome
+from services.journey.engine import ERASED, MERGED, Engine
+from services.journey.outcomes import Outcome
 from services.journey.rules import JourneyEvent
 from services.journey.state import MemberState, Timer
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.journey import engine
+from services.journey import outcomes
 from services.journey.derived import (
     forwarded,
     friction_detected,
@@ -25,7 +25,7 @@ from shared.publishing import Encoded
 
 DAY = 86_400_000
 T0 = 1_750_000_000_123
-FRICTION = engine.Friction("f-1", "online-signup-not-activated", "m-1", "e-1", T0, T0 + 14 * DAY, "oba",
+FRICTION = outcomes.Friction("f-1", "online-signup-not-activated", "m-1", "e-1", T0, T0 + 14 * DAY, "oba",
                            "online→offline", "website", "18-64")  # fmt: skip
 
 
@@ -43,7 +43,7 @@ def test_a_detected_friction_is_a_valid_event_with_its_times_in_utc() -> None:
 
 
 def test_a_resolution_names_the_event_that_resolved_it_and_the_time_it_took() -> None:
-    resolution = engine.Resolution("f-1", FRICTION.rule, "m-1", "oba", FRICTION.due_ms, "activation-1",
+    resolution = outcomes.Resolution("f-1", FRICTION.rule, "m-1", "oba", FRICTION.due_ms, "activation-1",
                                    FRICTION.due_ms + 6 * DAY)  # fmt: skip
     data = typed_data(round_trip(friction_resolved(resolution)))
     assert isinstance(data, FrictionResolved)
@@ -51,7 +51,7 @@ def test_a_resolution_names_the_event_that_resolved_it_and_the_time_it_took() ->
 
 
 def test_a_closed_window_without_a_library_leaves_the_field_out() -> None:
-    window = engine.ClosedWindow("reservation-not-collected", "m-1", "e-2", 1_750_000_000_000, True, None,
+    window = outcomes.ClosedWindow("reservation-not-collected", "m-1", "e-2", 1_750_000_000_000, True, None,
                                  "online→offline", None, None)  # fmt: skip
     event = round_trip(window_closed(window))
     data = typed_data(event)
