@@ -1,0 +1,294 @@
+"""notifications' deciding rules and campaigns at their edges: the holdout at 0/1/99/100% and per member (known
+buckets of fixed members, the same in another process), every trigger filter field, the frequency cap and the
+freshness limit at their exact values, and what the template sandbox refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.notifications.campaigns import (
+    AudienceFacts,
+    Campaign,
+    CampaignDefinition,
+    TriggerEvent,
+    in_audience,
+    next_status,
+    overlap,
+    problems,
+    trigger_key,
+    triggered_by,
+)
+from services.notifications.rules import Circumstances, MemberFacts, Policy, decide, in_holdout, quiet_until
+from services.notifications.templates import check_one
+
+ROOT = Path(__file__).resolve().parents[2]
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+NOON = datetime(2026, 3, 10, 12, 0, tzinfo=AMSTERDAM)
+POLICY = Policy(
+    frequency_cap=3,
+    quiet_start=time(21, 0),
+    quiet_end=time(8, 0),
+    timezone=AMSTERDAM,
+    quiet_media=frozenset({"email", "sms", "push"}),
+    plain_language_propositions=frozenset(),
+)
+FRICTION = "nl.bibliotheek.friction.detected.v1"
+SIGNED_UP = "nl.bibliotheek.member.signed_up.v1"
+
+# Known holdout buckets (percent) of fixed members in campaign c-1: the first 8 bytes of
+# sha256("c-1:<member>") as a fraction of 2**64.
+BUCKETS = {"m-291": 0.58, "m-604": 0.19, "m-3": 32.49, "m-1": 76.32, "m-232": 99.08, "m-75": 99.73, "m-139": 99.999}
+
+
+def definition(**overrides: Any) -> CampaignDefinition:
+    values: dict[str, Any] = {
+        "name": "test",
+        "purpose": "service",
+        "trigger": {"friction_rules": ["reservation-not-collected"]},
+        "channels": ["in_app"],
+        "messages": {"in_app": {"nl": {"title": "t", "body": "b"}}},
+        **overrides,
+    }
+    return CampaignDefinition.model_validate(values)
+
+
+@pytest.mark.parametrize("percent", [0, 1, 50, 99, 100])
+def test_the_holdout_of_fixed_members_at_each_percentage_follows_their_known_bucket(percent: float) -> None:
+    held_out = {m for m in BUCKETS if in_holdout("c-1", m, percent)}
+    assert held_out == {m for m, bucket in BUCKETS.items() if bucket < percent}
+
+
+def test_a_one_percent_holdout_holds_out_about_one_member_in_a_hundred() -> None:
+    share = sum(in_holdout("c-1", f"m-{i}", 1) for i in range(10_000)) / 100
+    assert 0.7 < share < 1.3
+
+
+def test_the_holdout_is_decided_per_member_and_per_campaign() -> None:
+    assert in_holdout("c-1", "m-3", 50) and not in_holdout("c-1", "m-1", 50)
+    assert not in_holdout("c-2", "m-3", 50)  # m-3's bucket in c-2 is 89.04
+
+
+def test_a_member_is_in_the_same_holdout_in_another_process_with_another_hash_seed() -> None:
+    members = [f"m-{i}" for i in range(200)]
+    program = (
+        "import json, sys\n"
+        "from services.notifications.rules import in_holdout\n"
+        "print(json.dumps([in_holdout('c-1', f'm-{i}', 30) for i in range(200)]))\n"
+    )
+    here = [in_holdout("c-1", m, 30) for m in members]
+    # This process's hash seed is random (or whatever PYTHONHASHSEED says); the other one's is fixed and another.
+    seed = "4243" if os.environ.get("PYTHONHASHSEED") == "4242" else "4242"
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    done = subprocess.run([sys.executable, "-c", program], cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert json.loads(done.stdout) == here
+    assert 30 < sum(here) < 90  # a 30% holdout of 200 members holds some out, not all
+
+
+def trigger(attributes: dict[str, Any], data: dict[str, Any] | None = None, type_: str = SIGNED_UP) -> TriggerEvent:
+    return TriggerEvent("e-1", type_, "m", NOON, attributes, data or {})
+
+
+@pytest.mark.parametrize(
+    ("name", "matching", "other"),
+    [
+        ("library", {"library": "oba"}, {"library": "haarlem"}),
+        ("channel", {"channel": "online"}, {"channel": "offline"}),
+        ("platform", {"platform": "app"}, {"platform": "website"}),
+        ("source", {"source": "consultatiebureau"}, {"source": "school"}),
+    ],
+)
+def test_each_attribute_filter_lets_its_values_through_and_nothing_else(
+    name: str, matching: dict[str, Any], other: dict[str, Any]
+) -> None:
+    allowed = next(iter(matching.values()))
+    d = definition(trigger={"event_types": [SIGNED_UP], "filters": {name: [allowed]}})
+    assert triggered_by(d, trigger(matching))
+    assert not triggered_by(d, trigger(other))
+    assert not triggered_by(d, trigger({}))  # a trigger without the attribute does not pass a filter on it
+    assert problems(d) == []
+
+
+def test_a_data_filter_compares_the_event_s_own_field() -> None:
+    d = definition(trigger={"event_types": [SIGNED_UP], "filters": {"data.age_band": ["0-3"]}})
+    assert triggered_by(d, trigger({}, {"age_band": "0-3"}))
+    assert not triggered_by(d, trigger({"age_band": "0-3"}, {"age_band": "18-64"}))
+
+
+def test_every_filter_must_match_not_just_one() -> None:
+    d = definition(trigger={"event_types": [SIGNED_UP], "filters": {"channel": ["online"], "platform": ["app"]}})
+    assert triggered_by(d, trigger({"channel": "online", "platform": "app"}))
+    assert not triggered_by(d, trigger({"channel": "online", "platform": "website"}))
+    assert not triggered_by(d, trigger({"channel": "offline", "platform": "app"}))
+
+
+def test_a_friction_triggers_by_its_rule_and_an_event_by_its_type_not_the_other_way_round() -> None:
+    on_rule = definition(trigger={"friction_rules": ["reservation-not-collected"]})
+    on_type = definition(trigger={"event_types": [SIGNED_UP]})
+    raised = trigger({}, {"rule": "reservation-not-collected", "library": "oba"}, FRICTION)
+    assert triggered_by(on_rule, raised) and not triggered_by(on_type, raised)
+    assert triggered_by(on_type, trigger({})) and not triggered_by(on_rule, trigger({}, {"rule": "x"}))
+    # A friction's library is the one in its data (where the friction happened), else the envelope's.
+    assert raised.library == "oba" and trigger({"library": "delft"}, {}, FRICTION).library == "delft"
+    assert trigger({"library": "delft"}).library == "delft" and trigger({}).library is None
+    assert trigger_key("broadcast", None) == "broadcast"
+
+
+def test_a_friction_s_branch_and_id_come_from_its_data() -> None:
+    assert trigger({}, {"branch": "banne"}).branch == "banne"
+    assert trigger({}, {"pickup_branch": "osdorp"}).branch == "osdorp"
+    assert trigger({}, {}).branch is None
+    assert trigger({}, {"friction_id": "f-9"}, FRICTION).friction_id == "f-9"
+    assert trigger({}, {"friction_id": "f-9"}).friction_id is None
+
+
+def facts(member_id: str = "m-1", **audience: Any) -> MemberFacts:
+    return MemberFacts(member_id, AudienceFacts(**({"library": "oba"} | audience)))
+
+
+def decided(campaign: Campaign, member: MemberFacts | None = None, **now: Any) -> Any:
+    event = trigger({"library": "oba"}, {"rule": "reservation-not-collected"}, FRICTION)
+    return decide(campaign, event, member or facts(), Circumstances(**{"now": NOON, **now}), POLICY)
+
+
+def test_the_frequency_cap_allows_exactly_the_cap_and_no_more() -> None:
+    campaign = Campaign("c-1", 1, "active", definition())
+    assert decided(campaign, sent_in_window=2).outcome == "send"
+    assert decided(campaign, sent_in_window=3).reason == "frequency_cap"
+
+
+def test_a_held_out_member_is_suppressed_and_a_member_outside_the_holdout_is_sent_to() -> None:
+    campaign = Campaign("c-1", 1, "active", definition(holdout_percent=50))
+    held = decided(campaign, facts("m-3"))
+    assert (held.outcome, held.reason, held.media) == ("suppress", "holdout", ("in_app",))
+    assert decided(campaign, facts("m-1")).outcome == "send"
+
+
+def test_a_campaign_about_a_proposition_reaches_members_of_libraries_that_offer_it() -> None:
+    campaign = Campaign("c-1", 1, "active", definition(proposition="boekstart"))
+    assert decided(campaign, offered_by=frozenset({"oba", "delft"})).outcome == "send"
+    assert decided(campaign, offered_by=frozenset({"delft"})).reason == "not_offered"
+
+
+def test_a_sent_or_deferred_message_counts_toward_the_cap_and_takes_the_slot() -> None:
+    sent = decided(Campaign("c-1", 1, "active", definition()))
+    assert (sent.claims, sent.counts_toward_cap) == (True, True)
+    email = definition(channels=["email"], messages={"email": {"nl": {"subject": "s", "body": "b"}}})
+    deferred = decided(Campaign("c-1", 1, "active", email), now=datetime(2026, 3, 10, 23, 0, tzinfo=AMSTERDAM))
+    assert (deferred.outcome, deferred.medium, deferred.claims, deferred.counts_toward_cap) == (
+        "defer", "email", True, True,
+    )  # fmt: skip
+    assert deferred.until == datetime(2026, 3, 11, 8, 0, tzinfo=AMSTERDAM)
+
+
+def test_quiet_hours_right_after_midnight_end_the_same_morning() -> None:
+    assert quiet_until(datetime(2026, 3, 11, 0, 0, tzinfo=AMSTERDAM), POLICY) == datetime(
+        2026, 3, 11, 8, 0, tzinfo=AMSTERDAM
+    )
+
+
+def test_an_audience_of_each_kind_admits_exactly_its_members() -> None:
+    assert in_audience(definition(audience={"age_bands": ["0-3"]}), AudienceFacts(age_band="0-3"))
+    assert not in_audience(definition(audience={"age_bands": ["0-3"]}), AudienceFacts(age_band="4-11"))
+    assert in_audience(definition(audience={"channels_of_origin": ["online"]}), AudienceFacts(origin="online"))
+    assert not in_audience(definition(audience={"propositions": ["boekstart"]}), AudienceFacts())
+    taalcafe = AudienceFacts(propositions=frozenset({"taalcafe"}))
+    assert in_audience(definition(audience={"propositions": ["boekstart", "taalcafe"]}), taalcafe)
+    assert in_audience(definition(library="oba"), AudienceFacts(library="oba"))
+    assert not in_audience(definition(library="oba"), AudienceFacts(library="delft"))
+
+
+@pytest.mark.parametrize(
+    ("other", "overlaps"),
+    [
+        ({"trigger": {"event_types": [SIGNED_UP]}}, False),
+        ({"trigger": {"friction_rules": ["reservation-not-collected"], "filters": {"channel": ["online"]}}}, True),
+        ({"audience": {"age_bands": ["4-11"]}}, False),
+        ({"audience": {"propositions": ["taalcafe"]}}, False),
+        ({"audience": {"channels_of_origin": ["online"]}}, False),
+        ({"schedule": {"starts_at": "2026-04-01T00:00:00Z"}}, False),
+        ({"schedule": {"starts_at": "2026-03-31T23:59:59Z"}}, True),
+        ({"kind": "broadcast", "trigger": None, "schedule": {"send_at": "2026-03-01T00:00:00Z"}}, False),
+    ],
+    ids=["type", "filter", "band", "proposition", "origin", "starts-at-end", "starts-before-end", "broadcast"],
+)
+def test_campaigns_overlap_only_when_every_narrowing_leaves_someone_in_common(
+    other: dict[str, Any], overlaps: bool
+) -> None:
+    first = definition(
+        audience={"age_bands": ["0-3"], "propositions": ["boekstart"], "channels_of_origin": ["offline"]},
+        schedule={"ends_at": "2026-04-01T00:00:00Z"},
+    )
+    assert overlap(first, definition(**other)) is overlaps
+    assert overlap(definition(**other), first) is overlaps
+
+
+def test_pausing_and_archiving_follow_the_campaign_s_life() -> None:
+    assert next_status("active", "pause") == "paused"
+    assert next_status("paused", "pause") is None
+    assert next_status("draft", "archive") == "archived"
+    assert next_status("paused", "archive") == "archived"
+    assert next_status("archived", "archive") is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"kind": "broadcast", "trigger": None}, "schedule.send_at"),
+        ({"kind": "broadcast", "schedule": {"send_at": "2026-03-01T00:00:00Z"}}, "trigger"),
+        ({"trigger": None}, "trigger"),
+        ({"trigger": {}}, "trigger"),
+        ({"schedule": {"starts_at": "2026-03-01T00:00:00Z", "ends_at": "2026-03-01T00:00:00Z"}}, "schedule.ends_at"),
+        ({"library": "oba", "audience": {"libraries": ["delft"]}}, "audience.libraries"),
+        ({"renotify_after": "PT0S"}, "renotify_after"),
+        ({"trigger": {"event_types": ["nl.bibliotheek.notification.sent.v1"]}}, "trigger.event_types.0"),
+        ({"trigger": {"event_types": ["nl.bibliotheek.member.teleported.v1"]}}, "trigger.event_types.0"),
+        ({"trigger": {"friction_rules": ["x-y"], "filters": {"colour": ["red"]}}}, "trigger.filters.colour"),
+        ({"trigger": {"friction_rules": ["x-y"], "filters": {"channel": []}}}, "trigger.filters.channel"),
+        ({"trigger": {"friction_rules": ["x-y"], "filters": {"data.nope": ["1"]}}}, "trigger.filters.data.nope"),
+        ({"channels": ["in_app", "in_app"]}, "channels.1"),
+        ({"channels": ["in_app", "email"]}, "messages.email"),
+        ({"messages": {"in_app": {"nl": {"title": "t", "body": "b"}}, "sms": {"nl": {"body": "b"}}}}, "messages.sms"),
+        ({"messages": {"in_app": {"en": {"title": "t", "body": "b"}}}}, "messages.in_app.nl"),
+        ({"messages": {"in_app": {"nl": {"body": "b"}}}}, "messages.in_app.nl.title"),
+        ({"messages": {"in_app": {"nl": {"title": "t", "subject": "s", "body": "b"}}}}, "messages.in_app.nl.subject"),
+        ({"channels": ["email"], "messages": {"email": {"nl": {"body": "b"}}}}, "messages.email.nl.subject"),
+        ({"channels": ["sms"], "messages": {"sms": {"nl": {"title": "t", "body": "b"}}}}, "messages.sms.nl.title"),
+    ],
+)
+def test_each_mistake_in_a_definition_is_named_by_its_field(overrides: dict[str, Any], field: str) -> None:
+    assert [p.field for p in problems(definition(**overrides))] == [field]
+
+
+def test_a_renotify_period_and_a_schedule_in_order_are_fine() -> None:
+    assert problems(definition(renotify_after="P7D", schedule={"starts_at": "2026-03-01T00:00:00Z",
+                                                                "ends_at": "2026-03-01T00:00:01Z"})) == []  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("source", "refused"),
+    [
+        ("{{ 2 ** 100 }}", False),
+        ("{{ 2 ** 101 }}", True),
+        ("{{ -101 ** 2 }}", True),
+        ("{{ 'ab' * 1000 }}", False),
+        ("{{ 'ab' * 1001 }}", True),
+        ("{{ 1001 * 'ab' }}", True),
+        ("{{ [1] * 1001 }}", True),
+        ("{{ 1001 * 1001 }}", False),  # numbers may be large; only repetition is bounded
+    ],
+)
+def test_the_template_sandbox_bounds_powers_and_repetition_exactly(source: str, refused: bool) -> None:
+    error = check_one(source, {})
+    assert (error is not None) is refused, error
+    if refused:
+        assert "too large" in str(error)
