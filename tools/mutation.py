@@ -31,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import CodeType, FrameType, ModuleType
@@ -44,11 +44,7 @@ GOAL_TOTAL, GOAL_MODULE = 90.0, 85.0
 REPORT_TESTS = ("tests/unit/test_analytics_reports.py", "tests/unit/test_reports_at_the_edges.py")
 # Each pure domain module and the unit test files that are its specification.
 MODULES: dict[str, tuple[str, ...]] = {
-    "services/journey/engine.py": (
-        "tests/unit/test_frictions_at_the_edges.py",
-        "tests/unit/test_journey_engine.py",
-        "tests/unit/test_journey_partition.py",
-    ),
+    "services/journey/engine.py": ("tests/unit/test_frictions_at_the_edges.py", "tests/unit/test_journey_engine.py"),
     "services/journey/rules.py": (
         "tests/unit/test_friction_rule_catalogue.py",
         "tests/unit/test_frictions_at_the_edges.py",
@@ -348,7 +344,7 @@ class _Serve(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(self.code, module.__dict__)  # noqa: S102 - the module's own code, with one planted change
 
 
-def _pytest_args(tests: tuple[str, ...]) -> list[str]:
+def _pytest_args(tests: Sequence[str]) -> list[str]:
     return [
         *tests,
         "-x",
@@ -365,34 +361,66 @@ def _pytest_args(tests: tuple[str, ...]) -> list[str]:
     ]
 
 
-def _child(name: str, path: str, code: CodeType, tests: tuple[str, ...], lines_file: str | None) -> None:
-    """In a forked process: import the (mutated) module afresh, run the tests, exit with pytest's status."""
+IMPORT = ""  # lines run while the module is imported (module level, class bodies, defaults): every test
+
+
+def _child(name: str, path: str, code: CodeType, tests: Sequence[str], coverage_file: str | None) -> None:
+    """In a forked process: import the (mutated) module afresh, run the tests, exit with pytest's status. With
+    `coverage_file`, also write which tests ran each line of the module (the baseline run)."""
     import pytest
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     sys.meta_path.insert(0, _Serve(name, path, code))
-    executed: set[int] = set()
-    if lines_file is not None:
+    if coverage_file is None:
+        os._exit(int(pytest.main(_pytest_args(tests))))
 
-        def local(frame: FrameType, event: str, arg: Any) -> Any:
-            if event == "line":
-                executed.add(frame.f_lineno)
-            return local
+    ran: dict[int, set[str]] = {}
+    order: list[str] = []
 
-        def tracer(frame: FrameType, event: str, arg: Any) -> Any:
-            if frame.f_code.co_filename != path:
-                return None
-            executed.add(frame.f_lineno)
-            return local
+    class Current:
+        test = IMPORT
 
-        sys.settrace(tracer)
-    status = pytest.main(_pytest_args(tests))
-    if lines_file is not None:
-        sys.settrace(None)
-        Path(lines_file).write_text(json.dumps(sorted(executed)))
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
+            self.test = item.nodeid
+            order.append(item.nodeid)
+            try:
+                return (yield)
+            finally:
+                self.test = IMPORT
+
+    current = Current()
+
+    def local(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line":
+            ran.setdefault(frame.f_lineno, set()).add(current.test)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename != path:
+            return None
+        ran.setdefault(frame.f_lineno, set()).add(current.test)
+        return local
+
+    sys.settrace(tracer)
+    status = pytest.main(_pytest_args(tests), plugins=[current])
+    sys.settrace(None)
+    Path(coverage_file).write_text(json.dumps({"order": order, "lines": {n: sorted(t) for n, t in ran.items()}}))
     os._exit(int(status))
+
+
+def _tests_of(
+    mutant: Mutant, coverage: Mapping[int, set[str]], order: Sequence[str], files: Sequence[str]
+) -> list[str]:
+    """The tests that run the mutated lines, in the order the baseline ran them; every file for import-time lines."""
+    tests: set[str] = set()
+    for line in range(mutant.line, mutant.end_line + 1):
+        tests |= coverage.get(line, set())
+    if IMPORT in tests:
+        return list(files)
+    return [t for t in order if t in tests]
 
 
 def _forget(target: str) -> None:
@@ -471,36 +499,38 @@ def measure(module_path: str, jobs: int) -> Outcome:
     _warm_up(tests)
     _forget(name)
 
-    lines_file = str(ROOT / ".mutation-lines.json")
+    coverage_file = str(ROOT / f".mutation-coverage-{os.getpid()}.json")
     baseline_started = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(name, path, mutated_code(source, path, None), tests, lines_file)
+        _child(name, path, mutated_code(source, path, None), tests, coverage_file)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         outcome.notes.append("the unit tests fail without any mutant: fix them first")
         outcome.caught = 0
         return outcome
     timeout = max(15.0, 4 * (time.monotonic() - baseline_started))
-    executed = set(json.loads(Path(lines_file).read_text()))
-    Path(lines_file).unlink()
+    baseline = json.loads(Path(coverage_file).read_text())
+    Path(coverage_file).unlink()
+    coverage = {int(line): set(ids) for line, ids in baseline["lines"].items()}
 
     running: dict[int, tuple[Mutant, float]] = {}
-    queue = []
+    queue: list[tuple[Mutant, list[str]]] = []
     for mutant in mutants:
-        if any(line in executed for line in range(mutant.line, mutant.end_line + 1)):
-            queue.append(mutant)
+        selected = _tests_of(mutant, coverage, baseline["order"], tests)
+        if selected:
+            queue.append((mutant, selected))
         else:
             outcome.not_covered += 1
             _record(outcome, mutant, caught=False, equivalents=equivalents)
     queue.reverse()
     while queue or running:
         while queue and len(running) < jobs:
-            mutant = queue.pop()
+            mutant, selected = queue.pop()
             code = mutated_code(source, path, mutant)
             pid = os.fork()
             if pid == 0:
-                _child(name, path, code, tests, None)
+                _child(name, path, code, selected, None)
             running[pid] = (mutant, time.monotonic())
         pid, status = os.waitpid(-1, os.WNOHANG)
         if pid == 0:
