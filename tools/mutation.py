@@ -367,6 +367,7 @@ IMPORT = ""  # lines run while the module is imported (module level, class bodie
 def _child(name: str, path: str, code: CodeType, tests: Sequence[str], coverage_file: str | None) -> None:
     """In a forked process: import the (mutated) module afresh, run the tests, exit with pytest's status. With
     `coverage_file`, also write which tests ran each line of the module (the baseline run)."""
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # the unit tests need none of the installed plugins
     import pytest
 
     devnull = os.open(os.devnull, os.O_WRONLY)

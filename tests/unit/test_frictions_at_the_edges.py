@@ -16,6 +16,7 @@ from services.journey.engine import Engine
 from services.journey.memory import InMemoryJourneys
 from services.journey.partition import Partition
 from services.journey.rules import JourneyEvent, load_rules
+from services.journey.state import decode, encode
 from shared.events import CloudEvent
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -334,3 +335,53 @@ def test_the_same_events_in_any_order_within_the_lateness_and_any_batches_give_t
     expected = ({f.friction_id for f in in_order.detected}, {(r.friction_id, r.event_id) for r in in_order.resolved})
     assert consumed(events, [0] * len(events), []) == expected
     assert consumed(events, jitter, batches) == expected
+
+
+def restarted(events: list[CloudEvent], at: int) -> tuple[set[Any], set[Any]]:
+    """The first `at` events into one partition, its member states stored (MessagePack) and restored into a
+    fresh one, as after a restart or a rebalance, then the rest of the events."""
+    first = Partition(Engine(RULES.rules, LATENESS_MS))
+    detected_ids: set[Any] = set()
+    resolved_ids: set[Any] = set()
+
+    def collect(partition: Partition) -> None:
+        applied = partition.take()
+        detected_ids.update(f.friction_id for f in applied.outcome.detected)
+        resolved_ids.update((r.friction_id, r.event_id) for r in applied.outcome.resolved)
+
+    for event in events[:at]:
+        first.feed("t", JourneyEvent.of(event))
+    first.advance()
+    collect(first)
+    second = Partition(Engine(RULES.rules, LATENESS_MS))
+    second.restore((member, decode(encode(state))) for member, state in first.members.items())
+    second.set_clocks(first.clocks)
+    for event in events[at:]:
+        second.feed("t", JourneyEvent.of(event))
+    second.advance(2**62)
+    collect(second)
+    return detected_ids, resolved_ids
+
+
+@settings(max_examples=40)
+@given(histories(), st.integers(0, 40))
+def test_a_partition_restored_from_its_stored_states_mid_history_decides_as_one_that_never_stopped(
+    events: list[CloudEvent], at: int
+) -> None:
+    expected = consumed(events, [0] * len(events), [])
+    assert restarted(events, min(at, len(events))) == expected
+
+
+def test_a_restored_partition_still_waits_for_every_pending_window() -> None:
+    events = [signed_up(), signed_up(member="kid", age_band="4-11"), failed(0), failed(1), failed(2)]
+    partition = Partition(Engine(RULES.rules, 0))
+    for event in events:
+        partition.feed("t", JourneyEvent.of(event))
+    kinds = sorted((t.rule, t.kind) for t in partition.timers_of("m") + partition.timers_of("kid"))
+    # The checks of the first two failures were decided when the clock passed them; the third's waits.
+    assert kinds == [
+        ("online-signup-not-activated", "a"), ("online-signup-not-activated", "a"), ("repeated-login-failures", "t"),
+        ("youth-inactive", "i"),
+    ]  # fmt: skip
+    [youth] = [t for t in partition.timers_of("kid") if t.kind == "i"]
+    assert youth.due == ms(180 * DAY)

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,7 +27,16 @@ from services.notifications.campaigns import (
     trigger_key,
     triggered_by,
 )
-from services.notifications.rules import Circumstances, MemberFacts, Policy, decide, in_holdout, quiet_until
+from services.notifications.rules import (
+    Circumstances,
+    MemberFacts,
+    Policy,
+    decide,
+    in_holdout,
+    message_id,
+    quiet_until,
+)
+from services.notifications.settings import NotificationsSettings
 from services.notifications.templates import check_one
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -292,3 +301,43 @@ def test_the_template_sandbox_bounds_powers_and_repetition_exactly(source: str, 
     assert (error is not None) is refused, error
     if refused:
         assert "too large" in str(error)
+
+
+def test_a_message_id_is_a_known_uuid_of_campaign_member_and_trigger() -> None:
+    # uuid5(NAMESPACE_URL, "klantreis:message/c-1/m-1/e-1"): the same message on every instance and redelivery.
+    assert message_id("c-1", "m-1", "e-1") == "12d62854-4fdc-5a55-910c-af311b5a16e4"
+    assert len({message_id("c-1", "m-1", "e-1"), message_id("c-1", "m-1", "e-2"), message_id("c-2", "m-1", "e-1")}) == 3
+
+
+def test_the_policy_is_read_from_the_settings() -> None:
+    settings = NotificationsSettings(
+        notifications_frequency_cap=5,
+        notifications_quiet_hours_start=time(22, 0),
+        notifications_quiet_hours_end=time(7, 30),
+        notifications_quiet_media=["sms"],
+        notifications_plain_language_propositions=["taalcafe"],
+        notifications_freshness_limit="P3D",
+    )
+    policy = Policy.from_settings(settings)
+    assert (policy.frequency_cap, policy.quiet_start, policy.quiet_end) == (5, time(22, 0), time(7, 30))
+    assert (policy.quiet_media, policy.plain_language_propositions) == (frozenset({"sms"}), frozenset({"taalcafe"}))
+    assert (policy.timezone, policy.freshness) == (AMSTERDAM, timedelta(days=3))
+
+
+def test_a_member_who_was_sent_nothing_yet_gets_a_message_under_a_cap_of_one() -> None:
+    campaign = Campaign("c-1", 1, "active", definition())
+    event = trigger({"library": "oba"}, {"rule": "reservation-not-collected"}, FRICTION)
+    once = Policy(**{**POLICY.__dict__, "frequency_cap": 1})
+    assert decide(campaign, event, facts(), Circumstances(NOON), once).outcome == "send"
+
+
+@pytest.mark.parametrize(
+    ("local", "until"),
+    [((11, 59), None), ((12, 0), (13, 0)), ((12, 59), (13, 0)), ((13, 0), None)],
+)
+def test_quiet_hours_within_a_day_start_at_their_start_and_end_at_their_end(
+    local: tuple[int, int], until: tuple[int, int] | None
+) -> None:
+    lunch = Policy(**{**POLICY.__dict__, "quiet_start": time(12, 0), "quiet_end": time(13, 0)})
+    found = quiet_until(datetime(2026, 3, 10, *local, tzinfo=AMSTERDAM), lunch)
+    assert found == (None if until is None else datetime(2026, 3, 10, *until, tzinfo=AMSTERDAM))
