@@ -212,8 +212,8 @@ def test_periods_in_amsterdam() -> None:
 
 
 def test_months_before_crosses_a_year_and_keeps_the_wall_clock_across_daylight_saving() -> None:
-    def at(*args: int) -> int:
-        return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)
+    def at(year: int, month: int, day: int, hour: int) -> int:
+        return int(datetime(year, month, day, hour, tzinfo=UTC).timestamp() * 1000)
 
     # 15 January 2026 10:00 in Amsterdam (09:00 UTC) minus 2 months: 15 November 2025 10:00 (09:00 UTC).
     assert months_before(at(2026, 1, 15, 9), 2) == at(2025, 11, 15, 9)
