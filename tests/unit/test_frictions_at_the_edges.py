@@ -385,3 +385,36 @@ def test_a_restored_partition_still_waits_for_every_pending_window() -> None:
     ]  # fmt: skip
     [youth] = [t for t in partition.timers_of("kid") if t.kind == "i"]
     assert youth.due == ms(180 * DAY)
+
+
+def test_a_member_s_state_stays_small_however_long_their_history() -> None:
+    """Member states are stored per member (millions of them): what no window needs any more is forgotten."""
+
+    def state_after(days: int) -> Any:
+        events = [signed_up(channel="offline", age_band="4-11")]
+        for day in range(1, days, 3):
+            events += [succeeded(day * DAY), borrowed(day * DAY + timedelta(hours=1), item=f"b{day}"),
+                       failed(day * 24 * 60 + 5)]  # fmt: skip
+        journeys = InMemoryJourneys(RULES, timedelta(0))
+        journeys.feed(events)
+        return journeys.journeys["m"]
+
+    short, long = state_after(10), state_after(200)
+    assert len(encode(long)) <= len(encode(short)) + 16  # a few timestamps longer, not a history
+    assert long.starts == [] and len(long.seen) <= 3  # the latest loan, for the rules it could still meet
+    assert len(long.activity) <= 3 and sum(a.armed for a in long.activity) == 1
+    [burst] = long.bursts
+    assert len(burst.matches) <= 2 and len(burst.resets) <= 2
+
+
+def test_at_most_eight_open_frictions_are_kept_per_member_the_latest() -> None:
+    reservations = [ev("usage.loan_reserved.v1", i * DAY, channel="online", platform="app", item_id=f"b{i}",
+                       reservation_id=f"r{i}") for i in range(10)]  # fmt: skip
+    journeys = InMemoryJourneys(RULES, timedelta(0))
+    journeys.feed([*reservations, borrowed(30 * DAY, item="b0"), borrowed(30 * DAY, item="b2")])
+    assert len([f for f in journeys.result.detected if f.rule == "reservation-not-collected"]) == 10
+    # b0's friction was the oldest of ten open ones: no longer kept, so its late collection resolves nothing.
+    resolved = [r.friction_id for r in journeys.result.resolved]
+    [b2] = [f.friction_id for f in journeys.result.detected if f.start_event_id == reservations[2].id]
+    assert resolved == [b2]
+    assert len(journeys.journeys["m"].open) == 7
