@@ -418,3 +418,16 @@ def test_at_most_eight_open_frictions_are_kept_per_member_the_latest() -> None:
     [b2] = [f.friction_id for f in journeys.result.detected if f.start_event_id == reservations[2].id]
     assert resolved == [b2]
     assert len(journeys.journeys["m"].open) == 7
+
+
+def test_the_engine_reads_every_event_type_a_rule_names_and_the_member_lifecycle() -> None:
+    kinds = Engine(RULES.rules, 0).kinds
+    assert {"member.signed_up.v1", "member.merged.v1", "member.erased.v1"} <= kinds
+    assert {"usage.loan_borrowed.v1", "member.login_failed.v1", "member.duplicate_suspected.v1"} <= kinds
+    assert "catalog.offering_changed.v1" not in kinds and "friction.detected.v1" not in kinds
+
+
+def test_a_child_s_loan_arriving_before_their_sign_up_starts_the_inactivity_wait_from_the_loan() -> None:
+    loan, sign_up = borrowed(timedelta(minutes=1)), signed_up(age_band="4-11")
+    journeys = run(loan, sign_up, lateness=timedelta(hours=1), until=300 * DAY)
+    assert [f.started_ms for f in detected(journeys, YOUTH)] == [ms(timedelta(minutes=1))]
