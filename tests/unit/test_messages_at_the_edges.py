@@ -37,7 +37,16 @@ from services.notifications.rules import (
     quiet_until,
 )
 from services.notifications.settings import NotificationsSettings
-from services.notifications.templates import check_one
+from services.notifications.templates import (
+    LibraryInfo,
+    PropositionInfo,
+    Sample,
+    check,
+    check_one,
+    context,
+    one_line,
+    render,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -341,3 +350,93 @@ def test_quiet_hours_within_a_day_start_at_their_start_and_end_at_their_end(
     lunch = Policy(**{**POLICY.__dict__, "quiet_start": time(12, 0), "quiet_end": time(13, 0)})
     found = quiet_until(datetime(2026, 3, 10, *local, tzinfo=AMSTERDAM), lunch)
     assert found == (None if until is None else datetime(2026, 3, 10, *until, tzinfo=AMSTERDAM))
+
+
+OBA = LibraryInfo(
+    "oba",
+    "OBA",
+    "https://www.oba.nl",
+    branches={"oosterdok": "OBA Oosterdok", "banne": "OBA Banne"},
+    branch_hours={"banne": "di-za 10-17"},
+)
+
+
+def email(body: str, **overrides: Any) -> CampaignDefinition:
+    return definition(channels=["email"], messages={"email": {"nl": {"subject": "Onderwerp", "body": body}}},
+                      **overrides)  # fmt: skip
+
+
+def test_every_placeholder_is_filled_from_the_catalogue_the_trigger_and_the_recipient() -> None:
+    d = email("x", proposition="boekstart")
+    sample = Sample(library=OBA, branch="oosterdok", trigger_type=FRICTION, trigger_rule="r",
+                    trigger_time=datetime(2026, 3, 10, 12, 0, tzinfo=AMSTERDAM), recipient_name="Sanne",
+                    is_guardian=True)  # fmt: skip
+    values = context(d, "email", sample, app_link="https://app.example")
+    assert values["library"] == {
+        "code": "oba", "name": "OBA", "website": "https://www.oba.nl", "opening_hours": "di-za 10-17",
+        "branches": ["OBA Banne", "OBA Oosterdok"],
+    }  # fmt: skip
+    # The main branch gives no hours: the library's are those of the first branch that does.
+    assert values["branch"] == {"code": "oosterdok", "name": "OBA Oosterdok", "opening_hours": "di-za 10-17"}
+    assert values["links"] == {"app": "https://app.example", "inbox": "https://app.example/inbox",
+                               "library": "https://www.oba.nl",
+                               "proposition": "https://app.example/propositions/boekstart"}  # fmt: skip
+    assert values["trigger"] == {"type": FRICTION, "rule": "r", "library": "oba", "time": "2026-03-10T12:00:00+01:00"}
+    assert values["proposition"] == {"slug": "boekstart", "name": "boekstart",
+                                     "url": "https://app.example/propositions/boekstart"}  # fmt: skip
+    assert values["recipient"] == {"name": "Sanne", "is_guardian": True}
+    assert values["campaign"] == {"name": "test"}
+
+
+def test_a_sample_without_library_or_proposition_info_still_fills_every_placeholder() -> None:
+    values = context(email("x"), "sms", Sample(), app_link="https://app.example")
+    assert values["library"] == {"code": "", "name": "de Bibliotheek", "website": "https://www.bibliotheek.nl",
+                                 "opening_hours": "", "branches": []}  # fmt: skip
+    assert values["branch"] == {"code": "", "name": "", "opening_hours": ""}
+    assert values["trigger"]["time"] == "" and "proposition" not in values and "proposition" not in values["links"]
+    named = context(email("x", proposition="boekstart"), "email",
+                    Sample(proposition=PropositionInfo("boekstart", "BoekStart", "https://boekstart.nl")),
+                    app_link="https://app.example")  # fmt: skip
+    assert named["proposition"]["url"] == named["links"]["proposition"] == "https://boekstart.nl"
+    assert named["proposition"]["name"] == "BoekStart"
+    own_hours = LibraryInfo("oba", "OBA", branches={"a": "A"}, branch_hours={"a": "ma 9-17"})
+    assert (
+        context(email("x"), "email", Sample(library=own_hours, branch="a"), app_link="x")["branch"]["opening_hours"]
+        == "ma 9-17"
+    )
+
+
+def test_subjects_and_titles_are_checked_like_bodies_and_every_error_is_named() -> None:
+    d = definition(
+        channels=["email", "push"],
+        messages={
+            "email": {"nl": {"subject": "{{ library.naam }}", "body": "{{ library.name }}"}},
+            "push": {"nl": {"title": "{{ nope }}", "body": "{{ recipient.name }}"}},
+        },
+    )
+    assert [p.field for p in check(d)] == ["messages.email.nl.subject", "messages.push.nl.title"]
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("{{ library['naam'] }}", "unknown placeholder 'library.naam'; library has branches, code, name"),
+        ("{{ library.branches[0] }}", None),
+        ("{{ links.app | length }}", None),
+        ("{{ library.name.upper() }}", None),
+        ("{{ library }}", None),
+        ("{{ 1 / 0 }}", "template cannot be rendered: ZeroDivisionError"),
+        ("{{ library.name | int('x') }}", None),
+        ("{{ 2 ** -101 }}", "power too large"),
+        ("{{ -1001 * 'x' }}", "repetition too large"),
+    ],
+)
+def test_what_a_template_may_use_is_checked_on_save(source: str, error: str | None) -> None:
+    allowed = context(email("x"), "email", Sample(library=OBA), app_link="https://app.example")
+    found = check_one(source, allowed)
+    assert found == error if error is None else found is not None and error in found, found
+
+
+def test_rendered_text_has_no_surrounding_space_and_one_line_fields_have_no_line_breaks() -> None:
+    assert render("  {{ x }}\n\n", {"x": "Welkom"}) == "Welkom"
+    assert one_line("Welkom\tbij  de\nOBA ") == "Welkom bij de OBA"
