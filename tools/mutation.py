@@ -289,6 +289,10 @@ def plant(source: str) -> list[Mutant]:
                 described = f"{_short(node)} → {_short(node.operand)}"
             elif isinstance(node, ast.Constant) and isinstance(parent, ast.arguments):
                 described = f"default {node.value!r} → {_changed_constant(node.value)!r}"
+            elif isinstance(node, ast.Constant) and isinstance(parent, ast.Dict) and node in parent.values:
+                key = parent.keys[parent.values.index(node)]
+                name = _short(key) if key is not None else "**"
+                described = f"{name}: {node.value!r} → {name}: {_changed_constant(node.value)!r}"
             else:
                 # a constant shows with the expression around it
                 framed = isinstance(node, ast.Constant) and isinstance(parent, ast.expr | ast.keyword)

@@ -14,8 +14,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import ValidationError
 
 from services.notifications.campaigns import (
+    ACTIVATE_YOUR_CARD,
     AudienceFacts,
     Campaign,
     CampaignDefinition,
@@ -440,3 +442,85 @@ def test_what_a_template_may_use_is_checked_on_save(source: str, error: str | No
 def test_rendered_text_has_no_surrounding_space_and_one_line_fields_have_no_line_breaks() -> None:
     assert render("  {{ x }}\n\n", {"x": "Welkom"}) == "Welkom"
     assert one_line("Welkom\tbij  de\nOBA ") == "Welkom bij de OBA"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fits"),
+    [
+        ({"name": "n" * 120}, True),
+        ({"name": "n" * 121}, False),
+        ({"name": ""}, False),
+        ({"name": "n"}, True),
+        ({"channels": ["in_app", "email", "sms", "push"]}, True),
+        ({"channels": ["in_app", "email", "sms", "push", "in_app"]}, False),
+        ({"priority": 0}, True),
+        ({"priority": -1}, False),
+        ({"priority": 100}, True),
+        ({"priority": 101}, False),
+        ({"holdout_percent": 0}, True),
+        ({"holdout_percent": -0.5}, False),
+        ({"holdout_percent": 50}, True),
+        ({"holdout_percent": 50.5}, False),
+        ({"trigger": {"event_types": [SIGNED_UP] * 20}}, True),
+        ({"trigger": {"event_types": [SIGNED_UP] * 21}}, False),
+        ({"trigger": {"friction_rules": ["r"] * 20}}, True),
+        ({"trigger": {"friction_rules": ["r"] * 21}}, False),
+        ({"messages": {"in_app": {"nl": {"title": "t" * 200, "body": "b" * 5000}}}}, True),
+        ({"messages": {"in_app": {"nl": {"title": "t" * 201, "body": "b"}}}}, False),
+        ({"messages": {"in_app": {"nl": {"title": "t", "body": "b" * 5001}}}}, False),
+        ({"messages": {"in_app": {"nl": {"title": "t", "body": ""}}}}, False),
+        ({"messages": {"email": {"nl": {"subject": "s" * 300, "body": "b"}}}}, True),
+        ({"messages": {"email": {"nl": {"subject": "s" * 301, "body": "b"}}}}, False),
+    ],
+)
+def test_a_definition_s_fields_are_bounded_exactly_as_documented(overrides: dict[str, Any], fits: bool) -> None:
+    if fits:
+        definition(**overrides)
+    else:
+        with pytest.raises(ValidationError):
+            definition(**overrides)
+
+
+def test_a_definition_has_documented_defaults_and_cannot_be_changed_once_made() -> None:
+    d = definition()
+    assert (d.priority, d.holdout_percent, d.kind, d.renotify_after) == (50, 0, "triggered", None)
+    with pytest.raises(ValidationError):
+        d.name = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        d.trigger.friction_rules = []  # type: ignore[misc, union-attr]
+    assert not Campaign("c", 1, "draft", d).built_in
+
+
+def test_the_built_in_campaign_goes_before_ordinary_ones_and_is_marked_built_in() -> None:
+    assert ACTIVATE_YOUR_CARD.built_in and ACTIVATE_YOUR_CARD.version == 1
+    assert ACTIVATE_YOUR_CARD.definition.priority == 80 > definition().priority
+
+
+def test_a_scheduled_campaign_is_live_from_its_very_start() -> None:
+    start = datetime(2026, 3, 10, 12, 0, tzinfo=AMSTERDAM)
+    campaign = Campaign("c", 1, "active", definition(schedule={"starts_at": start.isoformat()}))
+    assert campaign.live(start) and not campaign.live(start - timedelta(microseconds=1))
+
+
+def test_definitions_that_are_fine_raise_no_problem() -> None:
+    assert problems(definition(audience={"libraries": ["oba", "delft"]})) == []  # a network campaign
+    assert problems(definition(library="oba", audience={"libraries": ["oba"]})) == []
+    assert problems(definition(renotify_after="PT12H")) == []
+    friction_field = {"friction_rules": ["reservation-not-collected"], "filters": {"data.channel_pair": ["a→b"]}}
+    assert problems(definition(trigger=friction_field)) == []
+
+
+def test_an_event_type_about_no_member_cannot_trigger_a_campaign() -> None:
+    [problem] = problems(definition(trigger={"event_types": ["nl.bibliotheek.catalog.offering_changed.v1"]}))
+    assert (problem.field, problem.message) == (
+        "trigger.event_types.0", "not about a member: cannot trigger a campaign",
+    )  # fmt: skip
+
+
+def test_only_a_friction_has_a_rule_and_only_a_triggered_campaign_is_triggered() -> None:
+    assert trigger({}, {"rule": "r"}).rule is None
+    assert trigger({}, {"rule": "r"}, FRICTION).rule == "r"
+    assert trigger({}, {}, FRICTION).rule is None
+    with_trigger = definition(kind="broadcast", schedule={"send_at": "2026-03-01T00:00:00Z"},
+                              trigger={"event_types": [SIGNED_UP]})  # fmt: skip
+    assert not triggered_by(with_trigger, trigger({}))
