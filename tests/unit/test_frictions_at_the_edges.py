@@ -322,7 +322,7 @@ def consumed(events: list[CloudEvent], jitter: list[int], batches: list[int]) ->
     return detected_ids, resolved_ids
 
 
-@settings(max_examples=60)
+@settings(max_examples=40)
 @given(
     histories(),
     st.lists(st.integers(0, LATENESS_MS - 1), min_size=30, max_size=30),
