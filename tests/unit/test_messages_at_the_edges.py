@@ -524,3 +524,14 @@ def test_only_a_friction_has_a_rule_and_only_a_triggered_campaign_is_triggered()
     with_trigger = definition(kind="broadcast", schedule={"send_at": "2026-03-01T00:00:00Z"},
                               trigger={"event_types": [SIGNED_UP]})  # fmt: skip
     assert not triggered_by(with_trigger, trigger({}))
+
+
+def test_templates_compute_and_keep_text_as_written() -> None:
+    assert render("{{ 2 * 3 }} {{ 2 ** 3 }} {{ 'ab' * 2 }}", {}) == "6 8 abab"
+    # Plain text (e-mail text/plain, SMS, push): no HTML escaping.
+    assert render("{{ x }}", {"x": "Tom & Jerry <3"}) == "Tom & Jerry <3"
+
+
+def test_an_item_by_number_is_a_rendering_error_not_an_unknown_placeholder() -> None:
+    allowed = context(email("x"), "email", Sample(library=OBA), app_link="https://app.example")
+    assert str(check_one("{{ library[0] }}", allowed)).startswith("template cannot be rendered")
