@@ -172,3 +172,15 @@ def test_a_rule_s_window_can_be_changed_for_one_rule_only() -> None:
     assert windows["desk-signup-never-online"] == timedelta(days=30)
     assert shorter.by_id("youth-inactive") == catalogue.by_id("youth-inactive")
     assert catalogue.by_id("no-such-rule") is None
+
+
+def test_a_loaded_catalogue_cannot_be_changed_by_the_code_that_uses_it() -> None:
+    catalogue = load_rules()
+    rule = catalogue.rules[0]
+    assert isinstance(rule, AbsenceRule)
+    with pytest.raises(ValidationError):
+        catalogue.rules = []  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        rule.within = timedelta(days=1)  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        rule.start.type = ["member.erased.v1"]  # type: ignore[misc]
