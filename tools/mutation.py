@@ -51,6 +51,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/unit/test_journey_engine.py",
     ),
     "services/journey/partition.py": (
+        "tests/unit/test_partition_clocks.py",
         "tests/unit/test_frictions_at_the_edges.py",
         "tests/unit/test_journey_engine.py",
         "tests/unit/test_journey_partition.py",
