@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.analytics.cohorts import PathQuery, RetentionQuery, paths_report, retention_report
+from services.analytics.cohorts import (
+    PathQuery,
+    RetentionQuery,
+    path_counts,
+    paths_report,
+    retention_counts,
+    retention_report,
+)
 from services.analytics.reports import (
     ALL,
     BadParameter,
@@ -245,3 +252,29 @@ def test_a_funnel_has_two_to_ten_steps_and_a_range_may_be_one_day() -> None:
     assert backwards.value.parameter == "to"
     assert parse_list("libraries", " oba, delft,oba,, ") == ("oba", "delft")
     assert parse_list("libraries", None) == ()
+
+
+def test_a_path_query_asks_for_each_step_within_its_time_and_leaves_out_occurrences_too_young() -> None:
+    clock = 10 * 86_400_000
+    query = PathQuery(event="member.login_failed.v1", depth=3, within=timedelta(hours=1))
+    sql, params = path_counts(query, clock)
+    assert sorted(params.values(), key=str) == sorted(["member.login_failed.v1", 3_600_000, clock - 3 * 3_600_000],
+                                                      key=str)  # fmt: skip
+    assert "step_3" in sql and "step_4" not in sql and "e[i + 3].2" in sql
+    assert "member.login_failed.v1" not in sql and "home_library" not in sql
+    narrowed, narrowed_params = path_counts(
+        PathQuery(event="x", depth=1, start=date(2026, 3, 1), end=date(2026, 3, 31), libraries=frozenset({"oba"}),
+                  age_bands=frozenset({"0-3"})), clock,
+    )  # fmt: skip
+    assert {"2026-03-01", "2026-03-31", "['oba']", "['0-3']"} <= set(narrowed_params.values())
+    assert "step_2" not in narrowed and ">= {p" in narrowed and "<= {p" in narrowed
+    assert "coalesce(home_library, merged_home_library) IN" in narrowed
+    assert "coalesce(age_band, merged_age_band) IN" in narrowed
+
+
+def test_a_retention_query_asks_for_the_cohorts_between_its_months_and_the_months_after() -> None:
+    sql, params = retention_counts(RetentionQuery(start=date(2026, 1, 15), end=date(2026, 3, 2), months=6))
+    assert sorted(params.values(), key=str) == sorted(["2026-01-15", "2026-03-02", 6], key=str)
+    assert "cohort >= toStartOfMonth" in sql and "cohort <= toStartOfMonth" in sql and "-1 AS after" in sql
+    everyone, everyone_params = retention_counts(RetentionQuery())
+    assert list(everyone_params.values()) == [12] and "cohort >=" not in everyone and "home_library" not in everyone
