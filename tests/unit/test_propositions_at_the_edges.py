@@ -4,11 +4,14 @@ ends this very moment, the last free place, a page of exactly the limit."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from services.propositions import domain
 from services.propositions.domain import ActivityQuery, OfferingQuery
+from shared.events import CloudEvent
+from shared.events.members import MemberErased
 from tests.unit.test_propositions_domain import NOW, activity, library, offering, proposition
 
 
@@ -99,3 +102,38 @@ def test_ids_of_offerings_and_activities() -> None:
     assert domain.activity_id("oba", "taalcafe", "3f9a1c2e-7d4b-11ee-8c90-0242ac120002") == "oba.taalcafe.3f9a1c2e7d4b"
     assert domain.library_subject("oba") == "library:oba"
     assert domain.channel_of("ebook") == "online" and domain.channel_of("kiosk") == "offline"
+
+
+def test_each_catalogue_event_is_read_as_its_entity_and_other_events_are_refused() -> None:
+    def cloud(data: Any, subject: str) -> CloudEvent:
+        return CloudEvent.create(data, subject=subject, source="/test", time=NOW)
+
+    oba, boekstart, session = library().data, offering().data, activity().data
+    cancelled = activity(cancelled=True).data
+    read = [domain.entity(cloud(d, s)) for d, s in [(oba, "library:oba"), (boekstart, "oba.boekstart"),
+                                                    (session, session.activity_id), (cancelled, "x")]]  # fmt: skip
+    assert [type(e).__name__ for e in read] == ["Library", "Offering", "Activity", "Activity"]
+    assert isinstance(read[0], domain.Library) and read[0].code == "oba" and read[0].updated_at == NOW
+    assert isinstance(read[1], domain.Offering) and read[1].id == "oba.boekstart"
+    assert isinstance(read[2], domain.Activity) and read[2].id == "oba.taalcafe.3f9a1c2e7d4b"
+    assert isinstance(read[3], domain.Activity) and read[3].cancelled and not read[2].cancelled
+    assert [o.id for o in domain.entities([cloud(oba, "library:oba"), cloud(boekstart, "b")], domain.Offering)] == [
+        "oba.boekstart"
+    ]
+    with pytest.raises(ValueError, match=r"member\.erased\.v1 is not a catalogue event"):
+        domain.entity(cloud(MemberErased(), "m"))
+
+
+def test_repeats_are_dropped_keeping_the_first_order() -> None:
+    assert domain.dedupe(["b", "a", "b", "c", "a"]) == ["b", "a", "c"]
+
+
+def test_propositions_are_found_by_their_own_theme_only() -> None:
+    reading = proposition()
+    assert domain.proposition_matches(reading, domain.PropositionQuery(theme="reading-and-language"))
+    assert not domain.proposition_matches(reading, domain.PropositionQuery(theme="digital-skills"))
+
+
+def test_the_next_page_starts_after_the_last_item_of_this_one() -> None:
+    items = ["a", "b", "c", "d"]
+    assert domain.page(items, str, None, 3) == (["a", "b", "c"], "c")
