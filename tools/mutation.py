@@ -39,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EQUIVALENTS = ROOT / "tools" / "mutation-equivalents.txt"
+RESULTS = ROOT / ".mutation"  # each module's latest outcome, for --summary
 GOAL_TOTAL, GOAL_MODULE = 90.0, 85.0
 
 REPORT_TESTS = ("tests/unit/test_analytics_reports.py", "tests/unit/test_reports_at_the_edges.py")
@@ -594,6 +595,9 @@ def main() -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="do not list the surviving mutants")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one module, print JSON
     parser.add_argument("--list", action="store_true", help="only list the mutants of the modules")
+    parser.add_argument(
+        "--summary", action="store_true", help="the scores of the latest run of each module (runs nothing)"
+    )
     args = parser.parse_args()
     if args.one:
         outcome = measure(args.one, args.jobs)
@@ -611,6 +615,18 @@ def main() -> int:
     caught = counted = 0
     failed = False
     for module in modules:
+        saved = RESULTS / (module.replace("/", "_") + ".json")
+        if args.summary:
+            if not saved.exists():
+                print(f"{module}: not measured yet")
+                failed = True
+                continue
+            outcome = Outcome(**json.loads(saved.read_text()))
+            _report(outcome, not args.quiet)
+            caught += outcome.caught
+            counted += outcome.total - outcome.equivalent
+            failed |= outcome.score < GOAL_MODULE or bool(outcome.notes)
+            continue
         done = subprocess.run(
             [sys.executable, __file__, "--one", module, "-j", str(args.jobs)],
             stdout=subprocess.PIPE,
@@ -621,7 +637,10 @@ def main() -> int:
             print(f"{module}: the runner failed (its error is above)")
             failed = True
             continue
-        outcome = Outcome(**json.loads(done.stdout.strip().splitlines()[-1]))
+        result = done.stdout.strip().splitlines()[-1]
+        RESULTS.mkdir(exist_ok=True)
+        saved.write_text(result)
+        outcome = Outcome(**json.loads(result))
         _report(outcome, not args.quiet)
         caught += outcome.caught
         counted += outcome.total - outcome.equivalent

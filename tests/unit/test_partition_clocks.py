@@ -125,3 +125,47 @@ def test_a_clock_only_moves_forward() -> None:
     partition.feed("t", sign_up(T0 + 10 * DAY, "a"))
     partition.feed("t", sign_up(T0 + 10 * DAY - 1000, "b"))  # late, within the lateness
     assert partition.clock(LIVE) == T0 + 10 * DAY and not partition.backfilling()
+
+
+def test_an_expected_event_seen_late_but_before_the_window_is_decided_resolves_the_friction_at_once() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("members", sign_up())
+    late = activation(T0 + 15 * DAY)
+    partition.feed("usage", late)  # the usage topic runs ahead: the window is not decided yet
+    assert partition.take().outcome.detected == []
+    partition.feed("members", sign_up(T0 + 20 * DAY, "other"))
+    outcome = partition.take().outcome
+    [friction] = outcome.detected
+    [resolution] = outcome.resolved
+    assert (friction.rule, friction.due_ms) == (ACTIVATION, T0 + 14 * DAY)
+    assert (resolution.friction_id, resolution.event_id, resolution.at_ms) == (friction.friction_id, late.id, late.t)
+    assert partition.members["m"].open == []  # resolved: nothing left open to resolve again
+
+
+def test_a_success_seen_late_but_before_the_failures_are_decided_resolves_their_friction() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    minute = 60_000
+    for i in range(3):
+        partition.feed("members", event("member.login_failed.v1", T0 + i * minute, login_platform="app"))
+    partition.feed("members", event("member.login_succeeded.v1", T0 + 20 * minute, login_platform="app"))
+    assert partition.take().outcome.detected == []  # the usage topic has delivered nothing: nothing decided
+    partition.feed("usage", activation(T0 + DAY, "x"))
+    outcome = partition.take().outcome
+    [friction] = outcome.detected
+    [resolution] = outcome.resolved
+    assert (friction.rule, friction.started_ms, friction.due_ms) == ("repeated-login-failures", T0, T0 + 2 * minute)
+    assert (resolution.friction_id, resolution.at_ms) == (friction.friction_id, T0 + 20 * minute)
+
+
+def test_a_child_back_too_late_but_before_the_wait_is_decided_resolves_the_friction_at_once() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("members", event("member.signed_up.v1", T0, age_band="4-11"))
+    back = event("usage.loan_borrowed.v1", T0 + 200 * DAY, item_id="b", loan_id="l")
+    partition.feed("usage", back)
+    assert partition.take().outcome.detected == []
+    partition.feed("members", sign_up(T0 + 250 * DAY, "other"))
+    outcome = partition.take().outcome
+    [friction] = [f for f in outcome.detected if f.rule == "youth-inactive"]
+    [resolution] = [r for r in outcome.resolved if r.rule == "youth-inactive"]
+    assert (friction.started_ms, friction.due_ms) == (T0, T0 + 180 * DAY)
+    assert (resolution.friction_id, resolution.event_id, resolution.at_ms) == (friction.friction_id, back.id, back.t)
