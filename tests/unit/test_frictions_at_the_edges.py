@@ -431,3 +431,14 @@ def test_a_child_s_loan_arriving_before_their_sign_up_starts_the_inactivity_wait
     loan, sign_up = borrowed(timedelta(minutes=1)), signed_up(age_band="4-11")
     journeys = run(loan, sign_up, lateness=timedelta(hours=1), until=300 * DAY)
     assert [f.started_ms for f in detected(journeys, YOUTH)] == [ms(timedelta(minutes=1))]
+
+
+def test_two_reservations_arriving_out_of_order_are_each_decided_by_their_own_item_and_window() -> None:
+    def reserve(day: int, item: str) -> CloudEvent:
+        return ev("usage.loan_reserved.v1", day * DAY, channel="online", platform="app", item_id=item,
+                  reservation_id=f"r-{item}")  # fmt: skip
+
+    first, second = reserve(0, "b1"), reserve(1, "b2")
+    journeys = run(second, first, borrowed(2 * DAY, item="b2"), lateness=timedelta(days=2))
+    [friction] = detected(journeys, "reservation-not-collected")
+    assert (friction.start_event_id, friction.started_ms, friction.due_ms) == (first.id, ms(timedelta(0)), ms(7 * DAY))
