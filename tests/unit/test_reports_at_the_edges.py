@@ -37,6 +37,8 @@ from services.analytics.reports import (
     preset_range,
     previous_range,
     reach_report,
+    suppress_with_totals,
+    with_previous,
 )
 
 MIN = 5
@@ -278,3 +280,59 @@ def test_a_retention_query_asks_for_the_cohorts_between_its_months_and_the_month
     assert "cohort >= toStartOfMonth" in sql and "cohort <= toStartOfMonth" in sql and "-1 AS after" in sql
     everyone, everyone_params = retention_counts(RetentionQuery())
     assert list(everyone_params.values()) == [12] and "cohort >=" not in everyone and "home_library" not in everyone
+
+
+def test_a_bad_parameter_says_which_and_why() -> None:
+    with pytest.raises(BadParameter) as bad:
+        parse_list("age_bands", "70+", ["0-3", "65+"])
+    assert str(bad.value) == "age_bands: unknown value(s) 70+; choose from 0-3, 65+"
+    assert (bad.value.parameter, bad.value.message) == ("age_bands", "unknown value(s) 70+; choose from 0-3, 65+")
+
+
+def test_figures_are_rounded_to_their_documented_digits() -> None:
+    [row] = friction_report([counted(detected=7, windowed=10, resolved=1, starts=30, median_seconds=90.26)],
+                            FrictionQuery(), min_cell=MIN).rows  # fmt: skip
+    assert (row["rate_per_1000_starts"], row["resolution_rate"], row["median_seconds_to_resolve"]) == (
+        333.33, 0.1429, 90.3,
+    )  # fmt: skip
+    reach = reach_report({("oba", "0-3"): (30, 10)}, ("0-3",), min_cell=MIN).rows
+    assert reach[0]["share"] == 0.3333
+    cell = {"split": "online", "entered_1": 9, "reached_1": 9, "dropped_1": 0, "in_progress_1": 0,
+            "entered_2": 9, "reached_2": 1, "dropped_2": 2, "in_progress_2": 6}  # fmt: skip
+    report = funnel_report([cell], FunnelQuery(steps=("a", "b"), by="channel"), min_cell=MIN)
+    assert report.rows[1]["conversion"] == 0.3333
+    assert [set(r) for r in report.rows] == [set(report.columns)] * 2
+    assert FunnelQuery(steps=("a", "b")).within == timedelta(days=30)
+
+
+def test_a_comparison_has_the_previous_figures_before_suppressed_and_the_change_to_four_digits() -> None:
+    current = friction_report([counted(detected=8, windowed=8)], FrictionQuery(), min_cell=MIN)
+    previous = friction_report([counted(detected=6, windowed=6)], FrictionQuery(), min_cell=MIN)
+    compared = with_previous(current, previous, ("rule",))
+    assert compared.columns == (
+        "rule", "detected", "resolved", "starts", "rate_per_1000_starts", "resolution_rate",
+        "median_seconds_to_resolve", "previous_detected", "previous_resolution_rate",
+        "previous_rate_per_1000_starts", "detected_change", "suppressed",
+    )  # fmt: skip
+    assert compared.rows[0]["detected_change"] == 0.3333
+
+
+def test_members_per_library_are_columns_of_a_report_by_library() -> None:
+    report = friction_report([counted(library="oba")], FrictionQuery(by=("library",)), min_cell=MIN,
+                             members_by_library={"oba": 100})  # fmt: skip
+    assert report.columns[-3:] == ("members", "frictions_per_1000_members", "suppressed")
+
+
+def test_hidden_cells_holding_exactly_the_minimum_together_need_no_more_hidden() -> None:
+    sizes: dict[Cell, int] = {("a", "x"): 2, ("b", "x"): 3, ("c", "x"): 50, (ALL, "x"): 55}
+    line = [((ALL, "x"), [("a", "x"), ("b", "x"), ("c", "x")])]
+    assert suppress_with_totals(sizes, line, min_cell=5) == {("a", "x"), ("b", "x")}
+
+
+def test_rows_of_an_unknown_value_come_after_the_known_ones_and_a_total_last() -> None:
+    rows = [counted(library=None), counted(library="oba"), counted(library="delft")]
+    report = friction_report(rows, FrictionQuery(by=("library",)), min_cell=MIN)
+    assert [r["library"] for r in report.rows] == ["delft", "oba", None]
+    reach = reach_report({("oba", "0-3"): (9, 1), (None, "0-3"): (8, 1)}, ("0-3",), min_cell=MIN).rows
+    assert [(r["library"], r["age_band"]) for r in reach] == [("oba", "0-3"), ("oba", ALL), (None, "0-3"),
+                                                              (None, ALL), (ALL, "0-3"), (ALL, ALL)]  # fmt: skip
