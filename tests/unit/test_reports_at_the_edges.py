@@ -336,3 +336,9 @@ def test_rows_of_an_unknown_value_come_after_the_known_ones_and_a_total_last() -
     reach = reach_report({("oba", "0-3"): (9, 1), (None, "0-3"): (8, 1)}, ("0-3",), min_cell=MIN).rows
     assert [(r["library"], r["age_band"]) for r in reach] == [("oba", "0-3"), ("oba", ALL), (None, "0-3"),
                                                               (None, ALL), (ALL, "0-3"), (ALL, ALL)]  # fmt: skip
+
+
+def test_a_library_with_no_members_known_shows_no_member_count_even_without_suppression() -> None:
+    report = friction_report([counted(library="nergens")], FrictionQuery(by=("library",)), min_cell=1,
+                             members_by_library={"oba": 100})  # fmt: skip
+    assert (report.rows[0]["members"], report.rows[0]["frictions_per_1000_members"]) == (None, None)
