@@ -626,6 +626,7 @@ def main() -> int:
             listed = {m for (mod, m) in _equivalents() if mod == module}
             outcome.equivalent += sum(1 for _, m in outcome.survived if m in listed)
             outcome.survived = [(line, m) for line, m in outcome.survived if m not in listed]
+            _report(outcome, not args.quiet)
             caught += outcome.caught
             counted += outcome.total - outcome.equivalent
             failed |= outcome.score < GOAL_MODULE or bool(outcome.notes)
