@@ -442,3 +442,16 @@ def test_two_reservations_arriving_out_of_order_are_each_decided_by_their_own_it
     journeys = run(second, first, borrowed(2 * DAY, item="b2"), lateness=timedelta(days=2))
     [friction] = detected(journeys, "reservation-not-collected")
     assert (friction.start_event_id, friction.started_ms, friction.due_ms) == (first.id, ms(timedelta(0)), ms(7 * DAY))
+
+
+def test_a_member_s_state_stays_small_while_a_window_waits() -> None:
+    reserve = ev("usage.loan_reserved.v1", timedelta(0), channel="online", platform="app", item_id="wanted",
+                 reservation_id="r")  # fmt: skip
+    loans = [borrowed(timedelta(hours=3 * i + 1), item=f"b{i}") for i in range(40)]  # five days of other loans
+    journeys = InMemoryJourneys(RULES, timedelta(minutes=5))
+    journeys.feed([signed_up(), reserve, *loans])
+    state = journeys.journeys["m"]
+    assert len(state.starts) == 2  # the activation and the reservation windows still wait
+    assert len(state.seen) <= 6  # not forty loans for each rule that expects a loan
+    journeys.feed([borrowed(6 * DAY, item="wanted")])
+    assert detected(journeys, "reservation-not-collected") == []
