@@ -455,3 +455,65 @@ def test_a_member_s_state_stays_small_while_a_window_waits() -> None:
     assert len(state.seen) <= 6  # not forty loans for each rule that expects a loan
     journeys.feed([borrowed(6 * DAY, item="wanted")])
     assert detected(journeys, "reservation-not-collected") == []
+
+
+def test_an_activation_in_time_still_counts_after_the_member_did_other_things() -> None:
+    journeys = run(signed_up(), activated(3 * DAY), succeeded(10 * DAY), borrowed(11 * DAY))
+    assert detected(journeys, ACTIVATION) == []
+
+
+def test_an_activation_exactly_the_lateness_before_a_later_event_is_kept_for_a_sign_up_still_on_its_way() -> None:
+    lateness = timedelta(minutes=5)
+    journeys = run(activated(timedelta(0)), succeeded(lateness), signed_up(timedelta(0)), lateness=lateness)
+    assert detected(journeys, ACTIVATION) == []
+
+
+def test_failures_arriving_out_of_order_start_the_friction_at_the_earliest() -> None:
+    journeys = run(failed(2), failed(0), failed(1), lateness=timedelta(minutes=5))
+    [friction] = detected(journeys, LOGINS)
+    assert (friction.started_ms, friction.due_ms) == (ms(timedelta(0)), ms(timedelta(minutes=2)))
+
+
+def test_a_window_closes_at_the_library_where_it_started_not_the_home_library() -> None:
+    reserve = ev("usage.loan_reserved.v1", timedelta(0), channel="online", platform="app", library="delft",
+                 item_id="b", reservation_id="r")  # fmt: skip
+    journeys = run(signed_up(), reserve)
+    [closed] = [c for c in journeys.result.closed if c.rule == "reservation-not-collected"]
+    [friction] = detected(journeys, "reservation-not-collected")
+    assert (closed.library, friction.library) == ("delft", "delft")
+
+
+def test_a_success_at_the_very_moment_of_the_third_failure_means_no_friction() -> None:
+    assert detected(run(failed(0), failed(1), failed(2), succeeded(timedelta(minutes=2))), LOGINS) == []
+
+
+def test_failures_going_on_while_the_friction_is_open_are_not_another_friction() -> None:
+    journeys = run(failed(0), failed(1), failed(2), failed(30), failed(31), failed(32))
+    assert len(detected(journeys, LOGINS)) == 1
+
+
+def test_a_success_seen_late_resolves_the_friction_and_the_failures_before_it_raise_no_other() -> None:
+    journeys = run(failed(0), failed(1), failed(2), failed(3), succeeded(timedelta(minutes=40)),
+                   lateness=timedelta(minutes=30))  # fmt: skip
+    assert len(detected(journeys, LOGINS)) == 1
+    assert [r.at_ms for r in journeys.result.resolved if r.rule == LOGINS] == [ms(timedelta(minutes=40))]
+
+
+def test_a_merge_at_the_very_moment_of_the_suspicion_resolves_it() -> None:
+    suspicion = ev("member.duplicate_suspected.v1", DAY, other_member_id="n", other_library="haarlem",
+                   matched_on=["email"])  # fmt: skip
+    journeys = run(suspicion, ev("member.merged.v1", DAY, survivor_id="n"))
+    assert [r.rule for r in journeys.result.resolved] == ["duplicate-accounts"]
+
+
+def test_a_decided_wait_is_not_decided_again_after_a_restart() -> None:
+    partition = Partition(Engine(RULES.rules, 0))
+    for event in [signed_up(age_band="4-11"), borrowed(DAY)]:
+        partition.feed("t", JourneyEvent.of(event))
+    partition.advance(ms(200 * DAY))
+    assert [f.rule for f in partition.take().outcome.detected if f.rule == YOUTH] == [YOUTH]
+    restarted = Partition(Engine(RULES.rules, 0))
+    restarted.restore((m, decode(encode(s))) for m, s in partition.members.items())
+    restarted.set_clocks(partition.clocks)
+    restarted.advance(ms(400 * DAY))
+    assert [f.rule for f in restarted.take().outcome.detected if f.rule == YOUTH] == []
