@@ -169,3 +169,87 @@ def test_a_child_back_too_late_but_before_the_wait_is_decided_resolves_the_frict
     [resolution] = [r for r in outcome.resolved if r.rule == "youth-inactive"]
     assert (friction.started_ms, friction.due_ms) == (T0, T0 + 180 * DAY)
     assert (resolution.friction_id, resolution.event_id, resolution.at_ms) == (friction.friction_id, back.id, back.t)
+
+
+def test_live_a_quiet_topic_behind_holds_the_clock_at_the_wall_clock() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("usage", activation(T0, "x"))
+    partition.feed("members", sign_up())
+    partition.observe({"usage"}, set(), T0 + 5 * DAY)  # usage caught up at day 5 (wall clock); members busy
+    partition.feed("members", sign_up(T0 + 20 * DAY, "other"))
+    assert partition.clock(LIVE) == T0 + 5 * DAY
+    assert detected(partition) == []
+
+
+def test_in_a_replay_a_topic_turning_quiet_lets_the_clock_move_at_once() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("usage", activation(T0, "x"))
+    partition.feed("members", sign_up())
+    partition.feed("members", sign_up(T0 + 15 * DAY, "other"))
+    assert partition.clock(LIVE) == T0 and detected(partition) == []
+    partition.observe({"usage"}, set(), None)
+    assert partition.clock(LIVE) == T0 + 15 * DAY
+    partition.advance()
+    assert detected(partition) == [f"{ACTIVATION}:m"]
+
+
+def test_live_an_event_older_than_the_wall_clock_of_a_quiet_topic_belongs_to_a_history() -> None:
+    partition = Partition(Engine(RULES, 0), 3, {"members"})
+    partition.feed("members", sign_up(T0, "a"))
+    partition.observe({"members"}, set(), T0 + 100 * DAY)
+    partition.feed("members", sign_up(T0 + 50 * DAY, "b"))
+    assert partition.backfilling() and partition.number == 3
+    assert [t.stream for t in partition.timers_of("b")] == [BACKFILL]
+
+
+def test_a_history_s_clock_waits_for_every_topic_unless_it_has_been_quiet_since_the_history_began() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("members", sign_up(T0 + 100 * DAY, "live"))
+    partition.feed("usage", activation(T0 + 100 * DAY, "live"))
+    partition.feed("members", sign_up(T0, "old"))
+    partition.feed("members", sign_up(T0 + 20 * DAY, "old2"))
+    assert partition.clock(BACKFILL) < T0 and detected(partition) == []  # usage may still bring the history
+    partition.observe(set(), {"usage"}, None)  # usage has been quiet since the history began
+    assert partition.clock(BACKFILL) == T0 + 20 * DAY
+    partition.advance()
+    assert detected(partition) == [f"{ACTIVATION}:old"]
+
+
+def test_with_a_lateness_a_window_is_decided_only_once_the_clock_has_passed_it_by_the_lateness() -> None:
+    hour = 3_600_000
+    partition = Partition(Engine(RULES, hour), 0, {"members"})
+    partition.feed("members", sign_up())
+    partition.feed("members", sign_up(T0 + 14 * DAY + hour // 2, "other"))
+    partition.advance()
+    assert not partition.due() and detected(partition) == []
+    partition.feed("members", activation(T0 + 14 * DAY + hour * 3 // 4))  # late, within the lateness
+    partition.observe({"members"}, set(), T0 + 20 * DAY)
+    assert partition.due()
+    partition.advance()
+    outcome = partition.take().outcome
+    assert outcome.detected == []
+    assert [(c.member_id, c.met) for c in outcome.closed] == [("m", True)]
+
+
+def test_restored_timers_fire_in_due_order_whatever_order_the_states_come_in() -> None:
+    first = Partition(Engine(RULES, 0))
+    for member, day in (("b", 5), ("a", 0), ("c", 2)):
+        first.feed("t", sign_up(T0 + day * DAY, member))
+    restored = Partition(Engine(RULES, 0))
+    restored.restore((m, first.members[m]) for m in ("b", "a", "c"))
+    assert restored.pending_timers() == 3
+    restored.advance(T0 + 17 * DAY)
+    assert sorted(detected(restored)) == [f"{ACTIVATION}:a", f"{ACTIVATION}:c"]
+
+
+def test_the_members_whose_state_changed_are_told_so_they_can_be_stored() -> None:
+    partition = Partition(Engine(RULES, 0))
+    partition.feed("t", sign_up(T0, "a"))
+    partition.feed("t", sign_up(T0, "b"))
+    assert partition.take().changed == {"a", "b"}
+    partition.advance(T0 + 15 * DAY)  # a's and b's windows are decided: their states change
+    assert partition.take().changed == {"a", "b"}
+    partition.feed("t", event("member.erased.v1", T0 + 16 * DAY, "a"))
+    partition.feed("t", sign_up(T0 + 17 * DAY, "a"))  # the same id signs up again after its erasure
+    applied = partition.take()
+    assert ("a" in applied.changed, "a" in applied.erased) == (True, False)
