@@ -170,7 +170,8 @@ def test_a_rule_s_window_can_be_changed_for_one_rule_only() -> None:
     windows = {r.id: r.within for r in shorter.rules}
     assert windows["online-signup-not-activated"] == timedelta(minutes=5)
     assert windows["desk-signup-never-online"] == timedelta(days=30)
-    assert shorter.by_id("youth-inactive") == catalogue.by_id("youth-inactive")
+    youth = catalogue.by_id("youth-inactive")
+    assert youth is not None and youth.id == "youth-inactive" and shorter.by_id("youth-inactive") == youth
     assert catalogue.by_id("no-such-rule") is None
 
 
