@@ -233,10 +233,10 @@ def test_with_a_lateness_a_window_is_decided_only_once_the_clock_has_passed_it_b
 
 def test_restored_timers_fire_in_due_order_whatever_order_the_states_come_in() -> None:
     first = Partition(Engine(RULES, 0))
-    for member, day in (("b", 5), ("a", 0), ("c", 2)):
+    for member, day in (("a", 0), ("c", 2), ("b", 5)):
         first.feed("t", sign_up(T0 + day * DAY, member))
     restored = Partition(Engine(RULES, 0))
-    restored.restore((m, first.members[m]) for m in ("b", "a", "c"))
+    restored.restore((m, first.members[m]) for m in ("b", "c", "a"))  # latest due first
     assert restored.pending_timers() == 3
     restored.advance(T0 + 17 * DAY)
     assert sorted(detected(restored)) == [f"{ACTIVATION}:a", f"{ACTIVATION}:c"]
