@@ -342,3 +342,30 @@ def test_a_library_with_no_members_known_shows_no_member_count_even_without_supp
     report = friction_report([counted(library="nergens")], FrictionQuery(by=("library",)), min_cell=1,
                              members_by_library={"oba": 100})  # fmt: skip
     assert (report.rows[0]["members"], report.rows[0]["frictions_per_1000_members"]) == (None, None)
+
+
+def test_retention_shows_the_sign_up_month_and_exactly_the_months_asked_for_after_it() -> None:
+    counted = [
+        {"cohort": "2025-01-01", "after": -1, "members": 30},
+        {"cohort": "2025-01-01", "after": 1, "members": 10},
+    ]
+    clock = int(datetime(2026, 6, 1, 12, tzinfo=UTC).timestamp() * 1000)
+    rows = retention_report(counted, RetentionQuery(months=2), clock, MIN).rows
+    assert [(r["months_after"], r["active"], r["share"]) for r in rows] == [(0, 0, 0.0), (1, 10, 0.3333), (2, 0, 0.0)]
+
+
+def test_a_path_query_has_documented_defaults_and_shares_to_four_digits() -> None:
+    query = PathQuery(event="x")
+    assert (query.depth, query.within, query.limit) == (2, timedelta(days=7), 10)
+    counted = [{"step_1": "a", "occurrences": 10}, {"step_1": "b", "occurrences": 20}]
+    assert [r["share"] for r in paths_report(counted, PathQuery(event="x", depth=1), min_cell=MIN).rows] == [
+        0.6667, 0.3333,
+    ]  # fmt: skip
+
+
+def test_a_path_query_narrowed_by_age_band_only_still_asks_for_those_members() -> None:
+    sql, params = path_counts(PathQuery(event="x", depth=1, age_bands=frozenset({"0-3"})), 10 * 86_400_000)
+    assert "['0-3']" in params.values() and "coalesce(age_band, merged_age_band) IN" in sql
+    one_step, _ = path_counts(PathQuery(event="x", depth=1), 10 * 86_400_000)
+    assert "e[i + 1].2, '(none)') AS step_1" in one_step and "e[i + 1].1 - e[i + 0].1" in one_step
+    assert "e[i + 2]" not in one_step
