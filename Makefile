@@ -35,5 +35,5 @@ test: lint  ## bootstrap, lint, then the whole test suite (starts its own Kafka 
 	$(VENV)/pytest
 
 JOBS ?= 2
-mutation: test-bootstrap  ## mutation testing of the pure domain modules against their unit tests (~30 min; JOBS=1 on a busy machine)
+mutation: test-bootstrap  ## mutation testing of the pure domain modules against their unit tests (about an hour of CPU; MODULES=… for some)
 	$(VENV)/python tools/mutation.py -j $(JOBS) $(MODULES)
