@@ -1,6 +1,6 @@
 """How fast the platform takes events in, next to raw aiokafka producing the same records to the same broker.
 
-    .venv/bin/python bench/ingest.py [--events 5000] [--loans 10000] [--rounds 5]
+    .venv/bin/python bench/ingest.py [--events 5000] [--loans 10000] [--rounds 7]
 
 Uses the Kafka and Redis named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_URL when both are set (under a
 topic, group and key prefix of its own); otherwise starts a Kafka broker and a redis-server on free ports
@@ -13,44 +13,51 @@ Two figures, each against its baseline measured in the same run on the same brok
   parsing, validation, the batch's id claims, the members' state read and written, one round of acks);
 - propositions `POST /v1/loans/batch`: a batch of loan reports, the same way.
 
-Each baseline is an AIOKafkaProducer with the platform's producer settings (acks=all, idempotent, linger 5 ms)
-sending the very records the service publishes for that batch, built beforehand, to a topic of its own, then
-waiting for all acks. Each round times a service and then its baseline, so that both see the same load of a shared
-machine; the figures are medians of the rounds, the ratios (raw time / service time) the medians of the rounds'
-ratios. A first round warms up (connections, scripts, metadata) and is not counted.
+Each baseline is an AIOKafkaProducer with the platform's producer settings (`shared.kafka.PRODUCER_SETTINGS`:
+acks=all, idempotent, linger 5 ms) sending, one `send` each, the very records the service published in that round
+(read back from its topic: key, value and headers, in the order the service was given them) to a topic of its own
+with as many partitions, then waiting for all acks. Each round times the service and then its baseline, so that
+both see the same load of a shared machine, each after a garbage collection; the figures are medians of the
+rounds, the ratios (raw time / service time) the medians of the rounds' ratios. A first round warms up
+(connections, scripts, metadata) and is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.propositions_usage_batch import loans
-from bench.propositions_usage_batch import records as loan_records
 from deploy import runtime
 from services.identity.app import create_app as identity_app
+from services.identity.records import MemberRecord
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from services.propositions.app import create_app as propositions_app
 from shared.auth import Keyring
-from shared.events import BATCH, CloudEvent, KafkaRecord, to_kafka
+from shared.consumers import read_to_end
+from shared.events import BATCH, CloudEvent
 from shared.events.members import CardActivated, ConsentChanged, LoginFailed, LoginSucceeded
+from shared.kafka import PRODUCER_SETTINGS
 from shared.redis import make_redis
 from shared.service import freeze_startup_heap
 from shared.settings import Settings
+from shared.topics import MEMBERS as MEMBERS_TOPIC
+from shared.topics import USAGE
 
 PARTITIONS = 3
 MEMBERS = 2_000
@@ -89,21 +96,19 @@ async def seed_members(settings: Settings) -> None:
     redis = make_redis(settings)
     store = MemberStore(redis, settings)
     for number in range(MEMBERS):
-        record = {
-            "name": "Bench Lezer",
-            "email": f"lezer{number}@example.nl",
-            "phone": "",
-            "birth_date": "1991-04-12",
-            "postcode": "1034 AB",
-            "home_library": "oba",
-            "signed_up_at": datetime.now(UTC).isoformat(),
-            "channel": "offline",
-            "platform": PLATFORM,
-            "source": "",
-            "language": "nl",
-            "last_channel": "offline",
-            "last_platform": PLATFORM,
-        }
+        record = MemberRecord(
+            name="Bench Lezer",
+            email=f"lezer{number}@example.nl",
+            phone=None,
+            birth_date=date(1991, 4, 12),
+            postcode="1034 AB",
+            home_library="oba",
+            signed_up_at=datetime.now(UTC),
+            channel="offline",
+            platform=PLATFORM,
+            last_channel="offline",
+            last_platform=PLATFORM,
+        )
         await store.create(member_id(number), record, [])
     await redis.aclose()
 
@@ -112,36 +117,56 @@ def body_of(events: list[CloudEvent]) -> bytes:
     return json.dumps([e.model_dump(mode="json", exclude_none=True) for e in events]).encode()
 
 
-async def post_events(client: httpx.AsyncClient, count: int) -> float:
-    body = body_of(member_events(count))
+async def post_events(client: httpx.AsyncClient, count: int) -> tuple[float, list[str]]:
+    posted = member_events(count)
+    body = body_of(posted)
+    gc.collect()
     started = time.perf_counter()
     response = await client.post("/v1/events", content=body, headers={"Content-Type": BATCH})
     elapsed = time.perf_counter() - started
     result = response.json()
     if response.status_code != 202 or result["rejected"] or len(result["accepted"]) != count:
         raise SystemExit(f"the events were not accepted whole: {response.status_code} {str(result)[:300]}")
-    return elapsed
+    return elapsed, [event.id for event in posted]
 
 
-async def post_loans(client: httpx.AsyncClient, count: int) -> float:
-    body = json.dumps({"loans": loans(count)}).encode()
+async def post_loans(client: httpx.AsyncClient, count: int) -> tuple[float, list[str]]:
+    reports = loans(count)
+    body = json.dumps({"loans": reports}).encode()
+    gc.collect()
     started = time.perf_counter()
     response = await client.post("/v1/loans/batch", content=body, headers={"Content-Type": "application/json"})
     elapsed = time.perf_counter() - started
     result = response.json()
     if response.status_code != 202 or result["rejected"] or len(result["accepted"]) != count:
         raise SystemExit(f"the loans were not accepted whole: {response.status_code} {str(result)[:300]}")
-    return elapsed
+    return elapsed, [str(report["id"]) for report in reports]
 
 
-async def produce_raw(producer: AIOKafkaProducer, topic: str, built: list[KafkaRecord]) -> float:
+async def produce_raw(producer: AIOKafkaProducer, topic: str, records: list[ConsumerRecord[bytes, bytes]]) -> float:
+    gc.collect()
     started = time.perf_counter()
-    pending = [
-        await producer.send(topic, r.value, key=r.key, headers=[(k, v.encode()) for k, v in r.headers.items()])
-        for r in built
-    ]
+    pending = [await producer.send(topic, r.value, key=r.key, headers=list(r.headers)) for r in records]
     await asyncio.gather(*pending)
     return time.perf_counter() - started
+
+
+class Published:
+    """What a service published on a topic since the last look, in the order it was given the events."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._next: dict[int, int] = {}  # partition -> the first offset not returned yet
+
+    async def since_last(self, posted_ids: list[str]) -> list[ConsumerRecord[bytes, bytes]]:
+        records = [
+            r for r in await read_to_end(self._bootstrap, self._topic) if r.offset >= self._next.get(r.partition, 0)
+        ]
+        for record in records:
+            self._next[record.partition] = max(self._next.get(record.partition, 0), record.offset + 1)
+        order = {event_id: index for index, event_id in enumerate(posted_ids)}
+        return sorted(records, key=lambda r: order.get(dict(r.headers).get("ce_id", b"").decode(), len(order)))
 
 
 async def create_topics(kafka: str, *names: str) -> None:
@@ -174,8 +199,10 @@ async def bench(kafka: str, redis_url: str, events: int, loan_count: int, rounds
     library = {"name": "OBA", "postcode_areas": ["1000-1109"], "branches": [{"code": "oosterdok", "name": "Oosterdok"}]}
     identity_service, propositions_service = identity_app(settings), propositions_app(Settings(**settings.model_dump()))
     freeze_startup_heap()  # as `serve` does in a service process
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, **PRODUCER_SETTINGS)
     await producer.start()
+    members = Published(kafka, settings.topic(MEMBERS_TOPIC.name))
+    usage = Published(kafka, settings.topic(USAGE.name))
     async with (
         runtime.serving(identity_service) as identity_url,
         runtime.serving(propositions_service) as propositions_url,
@@ -184,16 +211,16 @@ async def bench(kafka: str, redis_url: str, events: int, loan_count: int, rounds
     ):
         (await propositions.put("/v1/libraries/oba", json=library)).raise_for_status()
         try:
-            # Each round times the service and its baseline one after the other, so that both see the same load
-            # of a shared machine; the ratio is the median of the rounds' ratios. The first round warms up.
+            # Each round times the service and then its baseline sending what the service just published, so
+            # that both see the same load of a shared machine; the ratio is the median of the rounds' ratios.
+            # The first round warms up.
             figures: dict[str, list[float]] = {"ingest": [], "raw events": [], "loans": [], "raw loans": []}
             for round_number in range(rounds + 1):
-                timings = {
-                    "ingest": await post_events(identity, events),
-                    "raw events": await produce_raw(producer, raw_topic, [to_kafka(e) for e in member_events(events)]),
-                    "loans": await post_loans(propositions, loan_count),
-                    "raw loans": await produce_raw(producer, raw_topic, loan_records(loans(loan_count))),
-                }
+                timings = {}
+                timings["ingest"], posted = await post_events(identity, events)
+                timings["raw events"] = await produce_raw(producer, raw_topic, await members.since_last(posted))
+                timings["loans"], posted = await post_loans(propositions, loan_count)
+                timings["raw loans"] = await produce_raw(producer, raw_topic, await usage.since_last(posted))
                 for name, seconds in timings.items():
                     if round_number > 0:
                         figures[name].append(seconds)
@@ -219,7 +246,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=5_000, help="CloudEvents per POST /v1/events batch")
     parser.add_argument("--loans", type=int, default=10_000, help="loan reports per POST /v1/loans/batch")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     with runtime.local_infrastructure() as (kafka, redis_url):
         asyncio.run(bench(kafka, redis_url, args.events, args.loans, args.rounds))

@@ -42,6 +42,7 @@ from services.journey.handlers import FrictionDetector
 from services.journey.history import load
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
+from shared.consumers import read_to_end
 from shared.events import CloudEvent, from_kafka, typed_data
 from shared.redis import make_redis
 from shared.service import ServiceParts
@@ -136,7 +137,7 @@ async def journey_run(
     finally:
         for context in reversed(contexts):
             await context.__aexit__(None, None, None)
-    records = await _read_all(settings.kafka_bootstrap, settings.topic(FRICTIONS.name))
+    records = await read_to_end(settings.kafka_bootstrap, settings.topic(FRICTIONS.name))
     found = set()
     for record in records:
         event = from_kafka(record.value, record.headers)
@@ -145,27 +146,44 @@ async def journey_run(
     return seconds, found
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
+async def journey_processes(settings: JourneySettings, events: int, instances: int) -> float:
+    """Seconds for `instances` journey processes of one group (bench/peers/journey_instance.py) to apply every
+    record and fire every due timer, from the first applied record; all started at once."""
+    command = [sys.executable, "-m", "bench.peers.journey_instance", settings.model_dump_json()]
+    pipe = asyncio.subprocess.PIPE
+    children = [
+        await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdin=pipe, stdout=pipe) for _ in range(instances)
+    ]
+    status: list[dict[str, Any]] = [{"applied": 0, "settled": False} for _ in children]
+    followers: list[asyncio.Task[None]] = []
+
+    async def follow(index: int, child: asyncio.subprocess.Process) -> None:
+        assert child.stdout is not None
+        async for line in child.stdout:
+            status[index] = json.loads(line)
+
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[Any] = []
-        todo = {tp for tp, end in ends.items() if end > 0}
-        while todo:
-            for tp, batch in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                records += batch
-                if batch and batch[-1].offset + 1 >= ends[tp]:
-                    todo.discard(tp)
-        return records
+        for child in children:  # built and waiting: now all join the group at once
+            assert child.stdout is not None
+            json.loads(await child.stdout.readline())
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+        followers += [asyncio.create_task(follow(i, c)) for i, c in enumerate(children)]
+        while sum(s["applied"] for s in status) == 0:  # noqa: ASYNC110 (polling what the children report)
+            await asyncio.sleep(0.005)
+        started = time.perf_counter()
+        while sum(s["applied"] for s in status) < events or not all(s["settled"] for s in status):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return time.perf_counter() - started
     finally:
-        await consumer.stop()
+        for child in children:
+            if child.stdin is not None:
+                child.stdin.close()
+        for child in children:
+            await child.wait()
+        for follower in followers:
+            follower.cancel()
 
 
 async def redis_used(redis_url: str) -> int:
@@ -206,6 +224,15 @@ async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch
     all_seconds, all_found = await journey_run(everything, len(network.events))
     after = await redis_used(redis_url)
 
+    # Scaling out: the network on 4 partitions, one process and then two of one group (separate state and groups).
+    four = settings_for(kafka, redis_url, f"bench{run}c.", 4, batch)
+    await produce(four, network.events)
+    scaled = {}
+    for instances in (1, 2):
+        prefix = f"bench{run}c{instances}."
+        alone = four.model_copy(update={"group_prefix": prefix, "key_prefix": prefix})
+        scaled[instances] = await journey_processes(alone, len(network.events), instances)
+
     truth = {(p.rule, p.member_id, p.start_event_id) for p in network.truth}
     signup_truth = {(m, s) for r, m, s in truth if r == SIGNUP_RULE}
     signup_journey = {(m, s) for _, m, s in one_found}
@@ -222,12 +249,15 @@ async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch
         ("peer: Quix Streams, online-sign-up rule, member events", len(member_events), peer.seconds),
         ("journey: online-sign-up rule only, the same member events", len(member_events), one_seconds),
         ("journey: all ten rules, the network (applied, timers fired)", events, all_seconds),
+        ("journey: all rules, 4 partitions, one process", events, scaled[1]),
+        ("journey: all rules, 4 partitions, two processes of one group", events, scaled[2]),
     ]
     for name, count, seconds in rows:
         print(f"{name:<66} {count / seconds:>10,.0f} {seconds:>8.2f}")
     peer_rate = len(member_events) / peer.seconds
     print(f"frictions: journey one rule {len(signup_journey):,}, peer {len(peer.frictions):,}, "
           f"truth {len(signup_truth):,}; all rules {len(all_found):,}, truth {len(truth):,}")  # fmt: skip
+    print(f"ratio two instances/one (4 partitions): {scaled[1] / scaled[2]:.2f}")
     print(f"ratio journey(one rule)/peer: {len(member_events) / one_seconds / peer_rate:.2f}")
     print(f"ratio journey(all rules)/peer: {events / all_seconds / peer_rate:.2f}")
     print(f"ratio journey/raw+decode: {(events / all_seconds) / (events / decoded_seconds):.2f}")

@@ -8,7 +8,7 @@ topic, group and key prefix of its own); otherwise starts a Kafka broker and a r
 
 Each round times one `POST /v1/loans/batch` over HTTP to the service running in this process (uvicorn): JSON
 parsing, per-item validation, the batch's claims in Redis, and publishing with one round of acks. The baseline
-times an AIOKafkaProducer with the platform's producer settings (acks=all, idempotent, linger 5 ms) sending the very
+times an AIOKafkaProducer with the platform's producer settings (`shared.kafka.PRODUCER_SETTINGS`) sending the very
 records the service published, built beforehand, to a topic of its own on the same broker, then waiting for all
 acks. The figures are the median of the rounds.
 """
@@ -37,6 +37,7 @@ from services.propositions.usage import parse_loans
 from shared.auth import Keyring
 from shared.events import CloudEvent, KafkaRecord, to_kafka
 from shared.ingest import EventClaims
+from shared.kafka import PRODUCER_SETTINGS
 from shared.redis import make_redis
 from shared.service import ServiceParts
 from shared.settings import Settings
@@ -45,13 +46,15 @@ PARTITIONS = 3
 
 
 def loans(count: int, library: str = "oba") -> list[dict[str, Any]]:
+    """Loan reports of 5,000 members, whose ids are UUIDs as identity gives them (the record key: its length is
+    what Kafka's partitioner hashes)."""
     now = datetime.now(UTC).isoformat()
     run = uuid.uuid4().hex[:8]
     return [
         {
             "id": f"bench-{run}-{i}",
             "event": "borrowed",
-            "member_id": f"member-{i % 5000}",
+            "member_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"klantreis:bench:member:{i % 5000}")),
             "library": library,
             "branch": "oosterdok",
             "channel": "offline",
@@ -125,7 +128,7 @@ async def publish_round(parts: ServiceParts, count: int) -> float:
 
 
 async def claims_round(claims: EventClaims, count: int) -> float:
-    """shared EventClaims: claiming the reports' ids and marking them done, one pipeline each."""
+    """shared EventClaims: claiming the reports' ids and marking them done, one script call each."""
     ids = [str(uuid.uuid4()) for _ in range(count)]
     started = time.perf_counter()
     await claims.claim(ids)
@@ -167,7 +170,7 @@ async def bench(kafka: str, redis_url: str, count: int, rounds: int) -> None:
         await service_round(client, 500)  # warm up: connections, scripts, metadata
         service = [await service_round(client, count) for _ in range(rounds)]
 
-    producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, **PRODUCER_SETTINGS)
     await producer.start()
     try:
         await baseline_round(producer, baseline_topic, 500)

@@ -1,7 +1,8 @@
 """The ``klantreis`` command: prepare, start and stop the local runtime (Kafka, Redis and Zipkin on 127.0.0.1).
 
-Add a subcommand by decorating a handler ``(args) -> exit code`` with :func:`command`; pass
-``arguments=`` a function that adds its options to the subparser. :data:`COMMANDS` holds them all.
+Subcommands are registered with ``deploy.commands.command`` where they are written: the runtime's here, the
+tools' in their own modules (``deploy.deadletters``, ``deploy.journey_cli``), which this module imports when it
+builds the parser.
 """
 
 from __future__ import annotations
@@ -12,48 +13,23 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from deploy import platform, runtime
-from deploy.runtime import KafkaNode, RedisNode, RuntimeProblem, ZipkinNode
+from deploy.commands import COMMANDS, Handler, command, say
+from deploy.runtime import KafkaNode, LocalServer, RedisNode, RuntimeProblem, ZipkinNode
 from shared.auth import NETWORK, ROLES, Keyring, UnknownRole
+from shared.libraries import LibraryDirectory
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.telemetry import member_traces_url
 
 PROG = "klantreis"
-KAFKA = "kafka"
-REDIS = "redis"
-ZIPKIN = "zipkin"
-
-Handler = Callable[[argparse.Namespace], int]
-AddArguments = Callable[[argparse.ArgumentParser], None]
-
-
-@dataclass(frozen=True)
-class Command:
-    help: str
-    handler: Handler
-    arguments: AddArguments | None = None
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def command(name: str, help: str, arguments: AddArguments | None = None) -> Callable[[Handler], Handler]:
-    """Register ``handler`` as the subcommand ``name`` (a later registration replaces an earlier one)."""
-
-    def register(handler: Handler) -> Handler:
-        COMMANDS[name] = Command(help=help, handler=handler, arguments=arguments)
-        return handler
-
-    return register
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
+KAFKA = KafkaNode.name
+REDIS = RedisNode.name
+ZIPKIN = ZipkinNode.name
 
 
 def _relative(path: object) -> str:
@@ -124,54 +100,29 @@ def start_local_runtime(
     kafka = local_kafka(kafka_port, kafka_controller_port)
     redis = local_redis(redis_port)
     zipkin = local_zipkin(zipkin_port) if zipkin_port is not None else None
-    kafka_record = runtime.read_record(KAFKA)
-    redis_record = runtime.read_record(REDIS)
+    # Redis first: it is ready by the time Kafka has started, and Kafka by the time Zipkin has.
+    nodes: list[LocalServer] = [redis, kafka, *([zipkin] if zipkin is not None else [])]
     started: dict[str, float] = {}  # name -> when we started it
-
     try:
-        if redis_record is not None:
-            redis.pid = redis_record.pid
-            redis.port = int(redis_record.address.rpartition(":")[2] or redis.port)
-        else:
-            say(f"starting redis on {runtime.HOST}:{redis.port} …")
-            started[REDIS] = time.monotonic()
-            runtime.write_pid(REDIS, redis.start(detach=True), f"{runtime.HOST}:{redis.port}")
-
-        if kafka_record is not None:
-            kafka.pid = kafka_record.pid
-            kafka.port = int(kafka_record.address.rpartition(":")[2] or kafka.port)
-        else:
-            say(f"starting kafka on {kafka.bootstrap} …")
-            started[KAFKA] = time.monotonic()
-            runtime.write_pid(KAFKA, kafka.start(detach=True), kafka.bootstrap)
-
-        nodes: list[tuple[str, KafkaNode | RedisNode | ZipkinNode, str]] = [
-            (REDIS, redis, redis.url),
-            (KAFKA, kafka, kafka.bootstrap),
-        ]
-        if zipkin is not None:
-            zipkin_record = runtime.read_record(ZIPKIN)
-            if zipkin_record is not None:
-                zipkin.pid = zipkin_record.pid
-                zipkin.port = int(zipkin_record.address.rpartition(":")[2] or zipkin.port)
-            else:
-                say(f"starting zipkin on {zipkin.url} …")
-                started[ZIPKIN] = time.monotonic()
-                runtime.write_pid(ZIPKIN, zipkin.start(detach=True), f"{runtime.HOST}:{zipkin.port}")
-            nodes.append((ZIPKIN, zipkin, zipkin.ui_url))
-
-        for name, node, address in nodes:
+        for node in nodes:
+            if not node.adopt():
+                say(f"starting {node.name} on {node.address} …")
+                started[node.name] = time.monotonic()
+                node.start_detached()
+        shown = {KAFKA: kafka.bootstrap, REDIS: redis.url, ZIPKIN: zipkin.ui_url if zipkin is not None else ""}
+        for node in nodes:
             node.wait_ready()
-            if name in started:
-                say(f"{name} ready in {time.monotonic() - started[name]:.1f} s (pid {node.pid}, {address})")
+            where = f"pid {node.pid}, {shown[node.name]}"
+            if node.name in started:
+                say(f"{node.name} ready in {time.monotonic() - started[node.name]:.1f} s ({where})")
             else:
-                say(f"{name} already running (pid {node.pid}, {address})")
+                say(f"{node.name} already running ({where})")
     except (RuntimeProblem, KeyboardInterrupt):
         # Do not leave half a runtime behind that `up` would then take for a healthy one.
-        for name, started_node in ((KAFKA, kafka), (REDIS, redis), (ZIPKIN, zipkin)):
-            if name in started and started_node is not None:
-                started_node.stop()
-                runtime.clear_pid(name)
+        for node in nodes:
+            if node.name in started:
+                node.stop()
+                runtime.clear_pid(node.name)
         raise
     if started:
         logs = [kafka.log_path, redis.log_path, *([zipkin.log_path] if zipkin is not None else [])]
@@ -300,6 +251,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         keyring = Keyring(redis, settings)
         try:
             if args.action == "create":
+                await _known_library(settings, args.library)
                 say(await keyring.create(args.name, args.role, args.library))
             elif args.action == "list":
                 for info in await keyring.list():
@@ -320,6 +272,20 @@ def cmd_keys(args: argparse.Namespace) -> int:
             await redis.aclose()
 
     return asyncio.run(act())
+
+
+async def _known_library(settings: Settings, library: str) -> None:
+    """A key's library must be a library of the catalogue (read from its topic), or the whole network."""
+    if library == NETWORK:
+        return
+    directory = LibraryDirectory(settings)
+    try:
+        if await directory.unknown([library]):
+            raise RuntimeProblem(f"no library {library!r} in the catalogue (klantreis seed loads the network's)")
+    except KafkaError as exc:
+        raise RuntimeProblem(f"the catalogue could not be read from Kafka ({type(exc).__name__})") from None
+    finally:
+        await directory.close()
 
 
 def _seed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -371,9 +337,11 @@ def _settings(kafka_bootstrap: str | None = None, redis_url: str | None = None) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Imported here, not at start: they register their subcommands (dead-letters; simulate, replay, backtest).
+    # Imported here, not at start: they register their subcommands (dead-letters; simulate, replay, backtest),
+    # and the runtime's commands need neither Kafka clients nor the journey's modules.
     import deploy.deadletters
-    import deploy.journey_cli  # noqa: F401
+    import deploy.journey_cli
+    import deploy.population_cli  # noqa: F401
 
     parser = argparse.ArgumentParser(prog=PROG, description="klantreis local runtime and tools")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -25,12 +25,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from deploy.cli import command, say
+from deploy.commands import command, say
 from deploy.runtime import RuntimeProblem
+from shared.consumers import read_to_end
 from shared.kafka import make_broker
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS
@@ -100,36 +99,11 @@ def dead_letter_topics(settings: Settings, topic: str | None = None) -> list[str
 
 async def read_dead_letters(settings: Settings, topics: Sequence[str]) -> list[DeadLetter]:
     """Every record of the dead-letter topics as they stand now (all partitions, up to their end offsets)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="klantreis-dead-letters")
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    assigned = [TopicPartition(d["topic"], p["partition"]) for d in described for p in d.get("partitions", [])]
-    if not assigned:
-        return []
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None, client_id="klantreis-dlq"
-    )
-    await consumer.start()
-    try:
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        letters: list[DeadLetter] = []
-        while True:
-            behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-            if not behind:
-                break
-            for records in (await consumer.getmany(*behind, timeout_ms=500)).values():
-                letters.extend(
-                    DeadLetter(r.topic, r.partition, r.offset, r.key, r.value or b"", tuple(r.headers or ()))
-                    for r in records
-                )
-        return sorted(letters, key=lambda d: (d.topic, d.partition, d.offset))
-    finally:
-        await consumer.stop()
+    letters = [
+        DeadLetter(r.topic, r.partition, r.offset, r.key, r.value or b"", tuple(r.headers or ()))
+        for r in await read_to_end(settings.kafka_bootstrap, *topics)
+    ]
+    return sorted(letters, key=lambda d: (d.topic, d.partition, d.offset))
 
 
 def select(

@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from deploy import platform
-from deploy.cli import command, say
+from deploy.commands import command, say
 from deploy.runtime import RuntimeProblem
 from services.journey import backtest
 from services.journey.app import rules_in_force

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -326,6 +326,154 @@ def _check_ports_free(component: str, *ports: int) -> None:
             raise RuntimeProblem(f"cannot start {component}: {HOST}:{port} is already in use by another process")
 
 
+# ------------------------------------------------------------------------------------ pid registry
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """What ``up`` remembers about a detached process in ``.klantreis/run/<name>.pid``."""
+
+    pid: int
+    address: str = ""
+    start_ticks: int | None = None
+
+
+def _pid_path(name: str) -> Path:
+    return RUN_DIR / f"{name}.pid"
+
+
+def write_pid(name: str, pid: int, address: str = "") -> None:
+    """Remember a detached process (and where it listens) under ``name``."""
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    record = {"pid": pid, "address": address, "start_ticks": _start_ticks(pid)}
+    path = _pid_path(name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    tmp.replace(path)
+
+
+def read_record(name: str) -> PidRecord | None:
+    """The record for ``name`` if its process is still alive (and is the same process), else None."""
+    try:
+        raw = json.loads(_pid_path(name).read_text())
+        record = PidRecord(pid=int(raw["pid"]), address=str(raw.get("address", "")), start_ticks=raw.get("start_ticks"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not pid_alive(record.pid):
+        return None
+    if record.start_ticks is not None and _start_ticks(record.pid) not in (None, record.start_ticks):
+        return None  # the pid was reused by another process
+    return record
+
+
+def read_pid(name: str) -> int | None:
+    """The pid remembered under ``name`` if that process is alive, else None."""
+    record = read_record(name)
+    return record.pid if record is not None else None
+
+
+def clear_pid(name: str) -> None:
+    """Forget ``name``."""
+    _pid_path(name).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ the servers
+
+
+@dataclass(kw_only=True)
+class LocalServer:
+    """What the local servers (Kafka, Redis, Zipkin) share: a process started as a child (tests, benchmarks) or
+    detached (``klantreis up``, remembered in the pid registry), waited for until it answers, and stopped.
+
+    ``pid`` may be set to a running server's pid (from the pid registry) so that :meth:`wait_ready` and
+    :meth:`stop` work from another process than the one that started it. A subclass says how to start the
+    server (:meth:`start`, through :meth:`_launch`) and how to tell that it answers (:meth:`_answers`)."""
+
+    name: ClassVar[str]
+    ready_timeout: ClassVar[float]
+    ready_poll: ClassVar[float]
+
+    port: int
+    log_file: Path | None = None
+    pid: int | None = None
+    _run: _Launch = field(default_factory=_Launch, init=False, repr=False, compare=False)
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_file if self.log_file is not None else self._default_log
+
+    @property
+    def _default_log(self) -> Path:
+        return LOG_DIR / f"{self.name}.log"
+
+    def start(self, *, detach: bool) -> int:
+        """Start the server; returns its pid. ``detach`` puts it in its own session (outlives us)."""
+        raise NotImplementedError
+
+    def _answers(self, timeout: float) -> bool:
+        """Whether the server answers (within ``timeout`` s)."""
+        raise NotImplementedError
+
+    def _launch(self, command: list[str], *, detach: bool, cwd: Path, env: dict[str, str] | None = None) -> int:
+        self._run = launch(command, self.log_path, detach=detach, cwd=cwd, env=env)
+        assert self._run.pid is not None
+        self.pid = self._run.pid
+        return self.pid
+
+    def adopt(self) -> bool:
+        """Take over the server ``up`` started before (its pid and port, from the pid registry) if it still runs;
+        False when there is none."""
+        record = read_record(self.name)
+        if record is None:
+            return False
+        self.pid = record.pid
+        self.port = int(record.address.rpartition(":")[2] or self.port)
+        return True
+
+    def start_detached(self) -> int:
+        """Start the server in a session of its own (it outlives us) and remember it in the pid registry."""
+        pid = self.start(detach=True)
+        write_pid(self.name, pid, self.address)
+        return pid
+
+    def running(self) -> bool:
+        proc = self._run.proc
+        if proc is not None:
+            return proc.poll() is None
+        return self.pid is not None and pid_alive(self.pid)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the server answers; RuntimeProblem if it dies or does not answer within ``timeout`` s
+        (default: its own ``ready_timeout``)."""
+        limit = self.ready_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            if not self.running():
+                tail = _log_tail(self.log_path, self._run.log_offset)
+                raise RuntimeProblem(f"{self.name} exited during start-up (log {self.log_path}): {tail}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                tail = _log_tail(self.log_path, self._run.log_offset, 3)
+                raise RuntimeProblem(f"{self.name} did not answer on {self.address} within {limit:.0f} s: {tail}")
+            if self._answers(min(5.0, max(remaining, 0.5))):
+                return
+            time.sleep(self.ready_poll)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the server, SIGKILL after ``timeout`` s. Works for a child or for a ``pid`` set by hand."""
+        proc = self._run.proc
+        if proc is not None:
+            _stop_process(proc, timeout)
+        elif self.pid is not None:
+            stop_pid(self.pid, timeout)
+        self._run = _Launch()
+        self.pid = None
+
+
 # --------------------------------------------------------------------------------------------- Kafka
 
 
@@ -402,30 +550,29 @@ def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
     return True
 
 
-@dataclass
-class KafkaNode:
+@dataclass(kw_only=True)
+class KafkaNode(LocalServer):
     """A single-node KRaft broker+controller keeping its data in ``data_dir``.
 
     ``data_dir`` gets ``server.properties`` (rewritten on each start), ``cluster.id`` (made once) and the
-    log directory ``log/`` (formatted once). ``pid`` may be set to a running broker's pid (from the pid
-    registry) so that :meth:`wait_ready` and :meth:`stop` work from another process than the one that
-    started it.
+    log directory ``log/`` (formatted once).
     """
+
+    name: ClassVar[str] = "kafka"
+    ready_timeout: ClassVar[float] = 60
+    ready_poll: ClassVar[float] = 0.2
 
     data_dir: Path
     port: int = 9092
     controller_port: int = 9093
-    log_file: Path | None = None
-    pid: int | None = None
-    _run: _Launch = field(default_factory=_Launch, init=False, repr=False, compare=False)
 
     @property
     def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
+        return self.address
 
     @property
-    def log_path(self) -> Path:
-        return self.log_file if self.log_file is not None else self.data_dir / "kafka.log"
+    def _default_log(self) -> Path:
+        return self.data_dir / "kafka.log"
 
     @property
     def properties_path(self) -> Path:
@@ -484,41 +631,10 @@ class KafkaNode:
             "kafka.Kafka",
             str(self.properties_path),
         ]
-        self._run = launch(command, self.log_path, detach=detach, cwd=self.data_dir)
-        assert self._run.pid is not None
-        self.pid = self._run.pid
-        return self.pid
+        return self._launch(command, detach=detach, cwd=self.data_dir)
 
-    def running(self) -> bool:
-        proc = self._run.proc
-        if proc is not None:
-            return proc.poll() is None
-        return self.pid is not None and pid_alive(self.pid)
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        """Block until the broker answers a metadata request; RuntimeProblem if it dies or times out."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if not self.running():
-                tail = _log_tail(self.log_path, self._run.log_offset)
-                raise RuntimeProblem(f"kafka exited during start-up (log {self.log_path}): {tail}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                tail = _log_tail(self.log_path, self._run.log_offset, 3)
-                raise RuntimeProblem(f"kafka did not answer on {self.bootstrap} within {timeout:.0f} s: {tail}")
-            if kafka_answers(self.bootstrap, timeout=min(5.0, max(remaining, 0.5))):
-                return
-            time.sleep(0.2)
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the broker, SIGKILL after ``timeout`` s. Works for a child or for a ``pid`` set by hand."""
-        proc = self._run.proc
-        if proc is not None:
-            _stop_process(proc, timeout)
-        elif self.pid is not None:
-            stop_pid(self.pid, timeout)
-        self._run = _Launch()
-        self.pid = None
+    def _answers(self, timeout: float) -> bool:
+        return kafka_answers(self.bootstrap, timeout=timeout)
 
 
 # --------------------------------------------------------------------------------------------- Redis
@@ -535,23 +651,24 @@ def redis_ping(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
     return reply.startswith(b"+PONG")
 
 
-@dataclass
-class RedisNode:
+@dataclass(kw_only=True)
+class RedisNode(LocalServer):
     """A Redis server with an append-only file (fsync every second) in ``data_dir``, no RDB snapshots."""
+
+    name: ClassVar[str] = "redis"
+    ready_timeout: ClassVar[float] = 30
+    ready_poll: ClassVar[float] = 0.05
 
     data_dir: Path
     port: int = 6379
-    log_file: Path | None = None
-    pid: int | None = None
-    _run: _Launch = field(default_factory=_Launch, init=False, repr=False, compare=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        return f"redis://{self.address}/0"
 
     @property
-    def log_path(self) -> Path:
-        return self.log_file if self.log_file is not None else self.data_dir / "redis.log"
+    def _default_log(self) -> Path:
+        return self.data_dir / "redis.log"
 
     def start(self, *, detach: bool) -> int:
         """Start redis-server; returns its pid."""
@@ -577,37 +694,10 @@ class RedisNode:
             "--protected-mode",
             "yes",
         ]
-        self._run = launch(command, self.log_path, detach=detach, cwd=self.data_dir)
-        assert self._run.pid is not None
-        self.pid = self._run.pid
-        return self.pid
+        return self._launch(command, detach=detach, cwd=self.data_dir)
 
-    def running(self) -> bool:
-        proc = self._run.proc
-        if proc is not None:
-            return proc.poll() is None
-        return self.pid is not None and pid_alive(self.pid)
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Block until PING answers PONG (not LOADING); RuntimeProblem if it dies or times out."""
-        deadline = time.monotonic() + timeout
-        while not redis_ping(self.port):
-            if not self.running():
-                tail = _log_tail(self.log_path, self._run.log_offset)
-                raise RuntimeProblem(f"redis exited during start-up (log {self.log_path}): {tail}")
-            if time.monotonic() >= deadline:
-                raise RuntimeProblem(f"redis did not answer on {HOST}:{self.port} within {timeout:.0f} s")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the server (it flushes the AOF), SIGKILL after ``timeout`` s."""
-        proc = self._run.proc
-        if proc is not None:
-            _stop_process(proc, timeout)
-        elif self.pid is not None:
-            stop_pid(self.pid, timeout)
-        self._run = _Launch()
-        self.pid = None
+    def _answers(self, timeout: float) -> bool:
+        return redis_ping(self.port, timeout=min(timeout, 1.0))
 
 
 # -------------------------------------------------------------------------------------------- Zipkin
@@ -636,21 +726,22 @@ def zipkin_answers(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-@dataclass
-class ZipkinNode:
+@dataclass(kw_only=True)
+class ZipkinNode(LocalServer):
     """A Zipkin server (in-memory storage: traces last until it stops) on 127.0.0.1:``port``.
 
     It takes spans at ``<url>/api/v2/spans`` and shows them at ``<url>/zipkin/``.
     """
 
+    name: ClassVar[str] = "zipkin"
+    ready_timeout: ClassVar[float] = 90
+    ready_poll: ClassVar[float] = 0.2
+
     port: int = 9411
-    log_file: Path | None = None
-    pid: int | None = None
-    _run: _Launch = field(default_factory=_Launch, init=False, repr=False, compare=False)
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.address}"
 
     @property
     def spans_endpoint(self) -> str:
@@ -660,10 +751,6 @@ class ZipkinNode:
     @property
     def ui_url(self) -> str:
         return f"{self.url}/zipkin"
-
-    @property
-    def log_path(self) -> Path:
-        return self.log_file if self.log_file is not None else LOG_DIR / "zipkin.log"
 
     def start(self, *, detach: bool) -> int:
         """Start the server; returns its pid."""
@@ -681,88 +768,10 @@ class ZipkinNode:
             "--armeria.ports[0].protocols[0]=http",
         ]
         env = {**os.environ, "STORAGE_TYPE": "mem", "MEM_MAX_SPANS": str(ZIPKIN_MAX_SPANS)}
-        self._run = launch(command, self.log_path, detach=detach, cwd=jar.parent, env=env)
-        assert self._run.pid is not None
-        self.pid = self._run.pid
-        return self.pid
+        return self._launch(command, detach=detach, cwd=jar.parent, env=env)
 
-    def running(self) -> bool:
-        proc = self._run.proc
-        if proc is not None:
-            return proc.poll() is None
-        return self.pid is not None and pid_alive(self.pid)
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        """Block until ``/health`` answers; RuntimeProblem if it dies or times out."""
-        deadline = time.monotonic() + timeout
-        while not zipkin_answers(self.port):
-            if not self.running():
-                tail = _log_tail(self.log_path, self._run.log_offset)
-                raise RuntimeProblem(f"zipkin exited during start-up (log {self.log_path}): {tail}")
-            if time.monotonic() >= deadline:
-                raise RuntimeProblem(f"zipkin did not answer on {self.url} within {timeout:.0f} s")
-            time.sleep(0.2)
-
-    def stop(self, timeout: float = 30) -> None:
-        """SIGTERM the server, SIGKILL after ``timeout`` s."""
-        proc = self._run.proc
-        if proc is not None:
-            _stop_process(proc, timeout)
-        elif self.pid is not None:
-            stop_pid(self.pid, timeout)
-        self._run = _Launch()
-        self.pid = None
-
-
-# ------------------------------------------------------------------------------------ pid registry
-
-
-@dataclass(frozen=True)
-class PidRecord:
-    """What ``up`` remembers about a detached process in ``.klantreis/run/<name>.pid``."""
-
-    pid: int
-    address: str = ""
-    start_ticks: int | None = None
-
-
-def _pid_path(name: str) -> Path:
-    return RUN_DIR / f"{name}.pid"
-
-
-def write_pid(name: str, pid: int, address: str = "") -> None:
-    """Remember a detached process (and where it listens) under ``name``."""
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    record = {"pid": pid, "address": address, "start_ticks": _start_ticks(pid)}
-    path = _pid_path(name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    tmp.replace(path)
-
-
-def read_record(name: str) -> PidRecord | None:
-    """The record for ``name`` if its process is still alive (and is the same process), else None."""
-    try:
-        raw = json.loads(_pid_path(name).read_text())
-        record = PidRecord(pid=int(raw["pid"]), address=str(raw.get("address", "")), start_ticks=raw.get("start_ticks"))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not pid_alive(record.pid):
-        return None
-    if record.start_ticks is not None and _start_ticks(record.pid) not in (None, record.start_ticks):
-        return None  # the pid was reused by another process
-    return record
-
-
-def read_pid(name: str) -> int | None:
-    """The pid remembered under ``name`` if that process is alive, else None."""
-    record = read_record(name)
-    return record.pid if record is not None else None
-
-
-def clear_pid(name: str) -> None:
-    """Forget ``name``."""
-    _pid_path(name).unlink(missing_ok=True)
+    def _answers(self, timeout: float) -> bool:
+        return zipkin_answers(self.port, timeout=min(timeout, 1.0))
 
 
 # ---------------------------------------------------------------------------------- tests and benchmarks

@@ -1,4 +1,5 @@
-"""Questions to a running Kafka consumer about its partitions, each bounded in time.
+"""Reading Kafka outside a consumer group: questions to a consumer about its partitions, bounded in time, and
+a topic read from its start to its end.
 
 An offsets request that meets a rebalance or a closing connection can wait for an answer that never comes (seen
 with aiokafka: a timer loop stuck for good in `end_offsets`, and a service that could not stop). Every caller asks
@@ -8,12 +9,14 @@ through here, so such a request fails with TimeoutError after a few seconds and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 OFFSETS_TIMEOUT = 5.0
+READ_POLL_MS = 500
 
 
 async def end_offsets(
@@ -30,3 +33,48 @@ async def position(consumer: Any, partition: TopicPartition, within_seconds: flo
     """The consumer's position on `partition`: the offset of the next record it will fetch."""
     found: int = await asyncio.wait_for(consumer.position(partition), within_seconds)
     return found
+
+
+async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of `topics` (none of a topic that does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="klantreis-reader")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t.get("partitions") or ()]
+
+
+async def batches_to_end(bootstrap: str, *topics: str) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """The records of `topics` as they stand now, from the start of every partition up to its end offset at the
+    call, in fetched batches (in offset order within a partition). No consumer group: nothing is committed and no
+    running consumer is disturbed; records produced meanwhile are left out."""
+    assigned = await partitions_of(bootstrap, topics)
+    if not assigned:
+        return
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, client_id="klantreis-reader"
+    )
+    await consumer.start()
+    try:
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await end_offsets(consumer, assigned)
+        todo = {tp for tp, end in ends.items() if end > 0}
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=READ_POLL_MS)
+            batch = [r for tp, records in fetched.items() for r in records if r.offset < ends[tp]]
+            # The position, not the last record: a compacted or transactional partition ends past its last record.
+            for tp in list(todo):
+                if await position(consumer, tp) >= ends[tp]:
+                    todo.discard(tp)
+            if batch:
+                yield batch
+    finally:
+        await consumer.stop()
+
+
+async def read_to_end(bootstrap: str, *topics: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topics` as they stand now (see `batches_to_end`)."""
+    return [record async for batch in batches_to_end(bootstrap, *topics) for record in batch]

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from faststream.kafka import KafkaBroker
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -24,13 +27,33 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from shared.availability import Availability
-from shared.events import CloudEvent, model_for, to_kafka
+from shared.events import CloudEvent, kafka_headers, kafka_value, model_for
 from shared.metrics import ServiceMetrics
 from shared.settings import Settings
 from shared.telemetry import within
 
 log = logging.getLogger(__name__)
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class Encoded(NamedTuple):
+    """An event already in its Kafka form (binary mode), for producers that build records themselves rather than a
+    CloudEvent model first (journey's derived events: tens of thousands a second)."""
+
+    topic: str  # the platform topic's name, without the deployment's prefix
+    event_id: str
+    event_type: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]  # the CloudEvent attributes as `ce_` headers, content-type included
+
+
+def encoded(event: CloudEvent, topic: str | None = None) -> Encoded:
+    """The event in its Kafka form, on `topic` (default: the topic its type belongs to)."""
+    key = event.subject.encode() if event.subject is not None else None
+    return Encoded(
+        topic or model_for(event.type).topic, event.id, event.type, key, kafka_value(event), kafka_headers(event)
+    )
 
 
 class PublishTimeout(KafkaTimeoutError):  # type: ignore[misc]  # aiokafka has no type hints
@@ -95,19 +118,42 @@ class EventPublisher:
         raises PublishTimeout. An event is published in the trace context `contexts` holds under its id (default:
         the current one): work that continues a trace other than the current one, such as a timer that fires later.
         """
-        if not events:
+        topics: dict[str, str] = {}  # by event type
+        records = [encoded(e, topics.get(e.type) or topics.setdefault(e.type, model_for(e.type).topic)) for e in events]
+        await self.publish_encoded(records, contexts=contexts, deadline=deadline)
+
+    async def publish_encoded(
+        self,
+        records: Sequence[Encoded],
+        *,
+        contexts: Mapping[str, Context] | None = None,
+        deadline: float | None = None,
+    ) -> None:
+        """`publish_many` for events already in their Kafka form."""
+        if not records:
             return
         limit = deadline if deadline is not None else _deadline.get()
         acks: list[asyncio.Future[Any]] = []
         produced = []
+        direct: list[tuple[str, Encoded, list[tuple[str, bytes]]]] = []
         bounded = asyncio.timeout(limit)
         try:
             async with bounded:
                 # Handing over can wait too (metadata, a full buffer): the deadline covers it.
-                for event, context, route in self._routes(events, contexts or {}):
-                    topic = self._settings.topic(model_for(event.type).topic)
-                    acks.append(await self._hand_over(event, topic, context, route))
-                    produced.append((topic, event.type))
+                topics: dict[str, str] = {}  # the platform's name → this deployment's
+                for record, context, route in self._routes(records, contexts or {}):
+                    topic = topics.get(record.topic) or topics.setdefault(
+                        record.topic, self._settings.topic(record.topic)
+                    )
+                    if route is not None:
+                        direct.append((topic, record, route))
+                    else:
+                        # The direct ones before it first: each partition gets the events in the order given.
+                        await _send_batched(_producer(self._broker), direct, acks)
+                        direct = []
+                        acks.append(await self._through_faststream(record, topic, context))
+                    produced.append((topic, record.event_type))
+                await _send_batched(_producer(self._broker), direct, acks)
                 # One by one: most are acknowledged by the time the first is (a cancelled wait for one leaves its
                 # record in the producer, which sends it all the same).
                 for ack in acks:
@@ -117,7 +163,7 @@ class EventPublisher:
                 raise
             _abandon(acks)
             self.kafka.failed(f"no acknowledgement within {limit:g} s")
-            raise PublishTimeout(f"Kafka did not acknowledge {len(events)} event(s) within {limit:g} s") from None
+            raise PublishTimeout(f"Kafka did not acknowledge {len(records)} event(s) within {limit:g} s") from None
         except KafkaError as exc:
             _abandon(acks)
             self.kafka.failed(type(exc).__name__)
@@ -126,33 +172,134 @@ class EventPublisher:
         self.metrics.produced(produced)
 
     def _routes(
-        self, events: Sequence[CloudEvent], contexts: Mapping[str, Context]
-    ) -> Iterator[tuple[CloudEvent, Context | None, list[tuple[str, bytes]] | None]]:
+        self, records: Sequence[Encoded], contexts: Mapping[str, Context]
+    ) -> Iterator[tuple[Encoded, Context | None, list[tuple[str, bytes]] | None]]:
         """Each event with how it goes: None through FastStream, whose middleware makes the producer spans of a
         sampled trace; else straight to the producer with the (unsampled) trace context in a header, which skips
         the middleware's per-record work for spans nobody records."""
         shared = _trace_headers(None)
-        for event in events:
-            context = contexts.get(event.id)
-            yield event, context, shared if context is None else _trace_headers(context)
+        for record in records:
+            context = contexts.get(record.event_id)
+            yield record, context, shared if context is None else _trace_headers(context)
 
-    async def _hand_over(
-        self, event: CloudEvent, topic: str, context: Context | None, route: list[tuple[str, bytes]] | None
-    ) -> Any:
-        record = to_kafka(event)
-        if route is None:
-            with within(context):
-                return await self._broker.publish(
-                    record.value, topic, key=record.key, headers=record.headers, no_confirm=True
-                )
-        headers = [(name, value.encode()) for name, value in record.headers.items()]
-        return await _producer(self._broker).send(topic, record.value, key=record.key, headers=headers + route)
+    async def _through_faststream(self, record: Encoded, topic: str, context: Context | None) -> Any:
+        headers = {name: value.decode() for name, value in record.headers}
+        with within(context):
+            return await self._broker.publish(record.value, topic, key=record.key, headers=headers, no_confirm=True)
 
     async def publish_dead_letter(
         self, *, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
     ) -> None:
         await self._broker.publish(value or b"", topic, key=key, headers=headers)
         self.metrics.dead_lettered(topic, headers.get("dlq_reason", "unknown"))
+
+
+async def _send_batched(
+    producer: AIOKafkaProducer,
+    records: Sequence[tuple[str, Encoded, list[tuple[str, bytes]]]],
+    acks: list[asyncio.Future[Any]],
+) -> None:
+    """Hand `records` (topic, record, extra headers) to the producer as whole batches, one or more per partition;
+    the futures of their acks go to `acks` as they are handed over.
+
+    The same records on the same partitions in the same order per partition as one `producer.send` each, but
+    without send's work per record (metadata wait, partitioner, a future each): 5,000 records in a third of the
+    time. The batches are those the producer would make (its batch size; sequence numbers of the
+    idempotent producer are given when a batch is sent, as for any other). A full batch is on its way while the
+    next ones are built: the producer takes one batch per partition per request, so the requests' round trips
+    overlap the building, as they do under `send`."""
+    if not records:
+        return
+    partitions: dict[str, list[int]] = {}
+    chosen: dict[tuple[str, bytes | None], int] = {}  # a member's events in one call: partitioned once
+    filling: dict[tuple[str, int], BatchBuilder] = {}
+    handing: dict[tuple[str, int], asyncio.Queue[BatchBuilder | None]] = {}  # each partition's full batches
+    try:
+        async with asyncio.TaskGroup() as hands:
+
+            def hand_over(place: tuple[str, int], builder: BatchBuilder) -> None:
+                if place not in handing:
+                    handing[place] = asyncio.Queue()
+                    hands.create_task(_hand_over_in_order(producer, place, handing[place], acks))
+                handing[place].put_nowait(builder)
+
+            for topic, encoded_event, extra in records:
+                key = encoded_event.key
+                where = chosen.get((topic, key))
+                if where is None:
+                    if topic not in partitions:
+                        partitions[topic] = sorted(await producer.partitions_for(topic))
+                    where = chosen[(topic, key)] = partition_for(key, partitions[topic])
+                headers = encoded_event.headers + extra if extra else encoded_event.headers
+                record = (key, encoded_event.value, headers)
+                place = (topic, where)
+                builder = filling.get(place)
+                if builder is None or not _appended(builder, *record):
+                    if builder is not None:
+                        hand_over(place, builder)
+                        await asyncio.sleep(0)  # lets it go
+                    builder = filling[place] = producer.create_batch()
+                    if not _appended(builder, *record):
+                        raise MessageSizeTooLargeError(f"event {encoded_event.event_id} does not fit in a batch")
+            for place, builder in filling.items():
+                hand_over(place, builder)
+            for queue in handing.values():
+                queue.put_nowait(None)
+    except BaseExceptionGroup as failed:  # the first failure, as if handed over one by one
+        raise failed.exceptions[0] from None
+
+
+async def _hand_over_in_order(
+    producer: AIOKafkaProducer,
+    place: tuple[str, int],
+    builders: asyncio.Queue[BatchBuilder | None],
+    acks: list[asyncio.Future[Any]],
+) -> None:
+    """Hands one partition's batches to the producer in their order; each waits for the one before to be sent."""
+    topic, partition = place
+    while (builder := await builders.get()) is not None:
+        builder.close()  # complete: sent without lingering
+        acks.append(await producer.send_batch(builder, topic, partition=partition))
+
+
+def _appended(builder: BatchBuilder, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> bool:
+    return builder.append(timestamp=None, key=key, value=value, headers=headers) is not None
+
+
+_MURMUR_M = 0x5BD1E995
+_MASK32 = 0xFFFFFFFF
+
+
+def partition_for(key: bytes | None, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner picks for `key` among `partitions` (sorted): murmur2 of the key,
+    as the Java client and aiokafka compute it; a random one for no key."""
+    if key is None:
+        return random.choice(partitions)
+    return partitions[(_murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+
+
+def _murmur2(data: bytes) -> int:
+    # aiokafka's `partitioner.murmur2`, word by word: half its time (a tenth of handing over a record).
+    length = len(data)
+    h = 0x9747B28C ^ length
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * _MURMUR_M) & _MASK32
+        k ^= k >> 24
+        k = (k * _MURMUR_M) & _MASK32
+        h = ((h * _MURMUR_M) & _MASK32) ^ k
+    tail = length & 3
+    if tail:
+        base = words << 2
+        if tail >= 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h ^= data[base]
+        h = (h * _MURMUR_M) & _MASK32
+    h ^= h >> 13
+    h = (h * _MURMUR_M) & _MASK32
+    return h ^ (h >> 15)
 
 
 def _trace_headers(context: Context | None) -> list[tuple[str, bytes]] | None:

@@ -11,6 +11,7 @@ from services.analytics.api import reports_router
 from services.analytics.cohorts_api import cohorts_router
 from services.analytics.handlers import FactWriter, analytics_router
 from services.analytics.pages import pages_router
+from services.analytics.population_api import build as population_routers
 from services.analytics.queries import derive_windows, fingerprint
 from services.analytics.reading import Reports, rules_in_force
 from services.analytics.settings import AnalyticsSettings
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
     store = AnalyticsStore(settings)
     reading = Reports(store, settings)
     writer = FactWriter(store, reading.windows)
+    reach_0_18, libraries = population_routers(parts, reading, store, settings)
     app = build_app(
         parts,
         title="klantreis analytics",
@@ -35,7 +37,9 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
             reports_router(reading, settings),
             cohorts_router(reading, settings),
             pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
+            *reach_0_18,
         ],
+        stop=[libraries.close],
         kafka=analytics_router(writer, settings, parts.publisher),
     )
     served = app.router.lifespan_context

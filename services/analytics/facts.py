@@ -53,6 +53,7 @@ _COPIED: dict[str, tuple[str, ...]] = {
     SIGNED_UP: ("home_library", "age_band", "postcode_area", "source", "proposition"),
     "member.registration_started.v1": ("home_library", "source"),
     "member.channel_switched.v1": ("to_channel",),
+    "member.referred.v1": ("proposition",),
     "usage.activity_registered.v1": ("proposition",),
     "usage.activity_attended.v1": ("proposition",),
     DETECTED: ("rule", "friction_id", "channel_pair", "age_band"),

@@ -1,211 +1,35 @@
-"""identity's HTTP API: thin routes over `Members`. Every write takes an Idempotency-Key."""
+"""identity's HTTP API for members: registration, sign-up, the member's data, card activation, consent, guardian,
+erasure; and where to deliver a message (service role). Thin routes over `Members`; every write takes an
+Idempotency-Key. Accounts, duplicates and families have route modules of their own (api_*.py)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.identity import domain
-from services.identity.members import Members, Person, Touch
+from services.identity.members import Members, Person
+from services.identity.routing import FrontOfficeKey, ServiceKey, touch_at
+from services.identity.schemas import (
+    Accepted,
+    CardActivation,
+    Consent,
+    Contact,
+    Contacts,
+    ContactsWanted,
+    Guardian,
+    MemberView,
+    Referral,
+    RegistrationAccepted,
+    RegistrationStart,
+    SignUp,
+)
 from services.identity.store import MemberStore
-from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey, Principal, require
-from shared.events.members import LoginFailure
-from shared.events.types import Language, LibraryCode, Medium, Purpose
+from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey
+from shared.events.types import Medium, Purpose
 from shared.idempotency import IdempotencyKey, Ids, Replies
 from shared.problems import Problem
-from shared.schemas import example_body
-
-# Desk systems and front-office staff write as well as platforms do.
-FrontOfficeKey = Annotated[Principal, Depends(require("ingest", "member-data"))]
-ServiceKey = Annotated[Principal, Depends(require("service"))]
-
-SignUpPlatform = Literal["website", "app", "desk", "kiosk", "partner", "school"]
-AccountPlatform = Literal["website", "app", "ebook", "ils"]
-
-
-class SignUp(BaseModel):
-    model_config = example_body(
-        name="Sanne de Vries",
-        email="sanne@example.nl",
-        phone="06 1234 5678",
-        birth_date="1991-04-12",
-        postcode="1034 AB",
-        home_library="oba",
-        platform="website",
-    )
-
-    name: str = Field(min_length=1, max_length=200)
-    email: str = Field(max_length=254)
-    phone: str | None = Field(default=None, max_length=20, pattern=r"^\+?[0-9 ()-]{6,20}$")
-    birth_date: date
-    postcode: str = Field(description="Dutch postcode, 1234 AB")
-    home_library: LibraryCode
-    platform: SignUpPlatform = Field(
-        default="website", description="website and app are online; desk, kiosk, partner and school are offline"
-    )
-    source: str | None = Field(default=None, max_length=80, description="e.g. consultatiebureau or a school")
-    proposition: str | None = Field(default=None, max_length=80, description="e.g. boekstart")
-    registration_id: str | None = Field(default=None, description="completes a registration started before")
-    language: Language = Field(default="nl", description="the language messages are sent in: nl or en")
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str) -> str:
-        if not domain.EMAIL.match(value.strip()):
-            raise ValueError("not an e-mail address")
-        return value.strip()
-
-    @field_validator("postcode")
-    @classmethod
-    def _postcode(cls, value: str) -> str:
-        return domain.normalise_postcode(value)
-
-    @field_validator("birth_date")
-    @classmethod
-    def _birth_date(cls, value: date) -> date:
-        if value > datetime.now(UTC).date():
-            raise ValueError("birth date lies in the future")
-        return value
-
-
-class RegistrationStart(BaseModel):
-    model_config = example_body(home_library="oba", platform="website", source="consultatiebureau")
-
-    home_library: LibraryCode
-    platform: SignUpPlatform = "website"
-    source: str | None = Field(default=None, max_length=80)
-
-
-class Accepted(BaseModel):
-    member_id: str
-    event_id: str
-
-
-class RegistrationAccepted(BaseModel):
-    registration_id: str
-
-
-class CardActivation(BaseModel):
-    model_config = example_body(library="oba", branch="oosterdok")
-
-    library: LibraryCode
-    branch: str | None = Field(default=None, max_length=80)
-    platform: Literal["desk", "kiosk"] = "desk"
-    time: AwareDatetime | None = Field(default=None, description="when the card was activated; default now")
-
-
-class AccountLink(BaseModel):
-    model_config = example_body(platform="ebook", external_id="eb-449120")
-
-    platform: AccountPlatform
-    external_id: str = Field(min_length=1, max_length=200, description="the account's id on that platform")
-
-
-class LinkedAccount(BaseModel):
-    member_id: str
-    platform: str
-    account_ref: str = Field(description="pseudonymous reference to the account, as published in events")
-
-
-class Login(BaseModel):
-    model_config = example_body(platform="ebook", external_id="eb-449120", outcome="failed", reason="bad_credentials")
-
-    platform: AccountPlatform
-    external_id: str = Field(min_length=1, max_length=200)
-    outcome: Literal["succeeded", "failed"]
-    reason: LoginFailure | None = Field(default=None, description="required when the login failed")
-    time: AwareDatetime | None = None
-
-    @model_validator(mode="after")
-    def _reason_with_failure(self) -> Login:
-        if self.outcome == "failed" and self.reason is None:
-            raise ValueError("reason is required when the login failed")
-        return self
-
-
-class Consent(BaseModel):
-    model_config = example_body(granted=True)
-
-    granted: bool
-
-
-class Guardian(BaseModel):
-    model_config = example_body(guardian_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10")
-
-    guardian_id: str = Field(min_length=1, max_length=64)
-
-
-class Confirmation(BaseModel):
-    model_config = example_body(survivor_id="4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10", confirmed_by="desk")
-
-    survivor_id: str
-    confirmed_by: Literal["desk", "member"]
-
-
-class MemberView(BaseModel):
-    """The member as front-office staff see them: personal data, only through the member-data role."""
-
-    member_id: str
-    name: str
-    email: str
-    phone: str | None
-    birth_date: date
-    postcode: str
-    home_library: str
-    signed_up_at: str
-    channel: str
-    platform: str
-    language: Language
-    card_activated_at: str | None
-    guardian_id: str | None
-    accounts: list[str]
-    consents: dict[str, str]
-
-
-class Suspicion(BaseModel):
-    id: str
-    member_id: str
-    other_member_id: str
-    library: str
-    other_library: str
-    matched_on: list[str]
-    created_at: str
-
-
-class Contact(BaseModel):
-    member_id: str
-    medium: Medium
-    recipient: Literal["member", "guardian"]
-    address: str
-    name: str
-
-
-class ContactWanted(BaseModel):
-    member_id: str
-    medium: Medium
-
-
-class ContactsWanted(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"wanted": [{"member_id": "3f6c0a52-2d4e-4c1b-9a57-5e0d7c1f2b9a", "medium": "email"}]}]
-        }
-    )
-
-    wanted: list[ContactWanted] = Field(max_length=1000)
-
-
-class Contacts(BaseModel):
-    contacts: list[Contact | None] = Field(description="in the order asked; null: unknown, erased or no address")
-
-
-class IngestResult(BaseModel):
-    accepted: list[str]
-    rejected: list[dict[str, Any]]
 
 
 def members_router(members: Members, store: MemberStore) -> APIRouter:
@@ -223,9 +47,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         body: RegistrationStart, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            touch = Touch(
-                body.home_library, body.platform, datetime.now(UTC), _source(body.home_library, body.platform)
-            )
+            touch = touch_at(body.home_library, body.platform)
             return 202, {"registration_id": await members.start_registration(touch, body.source, caller, ids)}
 
         return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
@@ -245,9 +67,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             person = Person(body.name, body.email, body.phone, body.birth_date, body.postcode)
-            touch = Touch(
-                body.home_library, body.platform, datetime.now(UTC), _source(body.home_library, body.platform)
-            )
+            touch = touch_at(body.home_library, body.platform)
             member_id, event_id = await members.sign_up(
                 person,
                 touch,
@@ -271,18 +91,18 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         resolved, record = await members.member(member_id, caller)
         return MemberView(
             member_id=resolved,
-            name=record["name"],
-            email=record["email"],
-            phone=record.get("phone") or None,
-            birth_date=date.fromisoformat(record["birth_date"]),
-            postcode=record["postcode"],
-            home_library=record["home_library"],
-            signed_up_at=record["signed_up_at"],
-            channel=record["channel"],
-            platform=record["platform"],
-            language=record.get("language") or "nl",
-            card_activated_at=record.get("card_activated_at") or None,
-            guardian_id=record.get("guardian_id") or None,
+            name=record.name,
+            email=record.email,
+            phone=record.phone,
+            birth_date=record.birth_date,
+            postcode=record.postcode,
+            home_library=record.home_library,
+            signed_up_at=record.signed_up_at.isoformat(),
+            channel=record.channel,
+            platform=record.platform,
+            language=record.language,
+            card_activated_at=record.card_activated_at.isoformat() if record.card_activated_at else None,
+            guardian_id=record.guardian_id,
             accounts=sorted(await store.accounts(resolved)),
             consents=await store.consents(resolved),
         )
@@ -319,84 +139,35 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         key: IdempotencyKey = None,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            touch = Touch(
-                body.library, body.platform, body.time or datetime.now(UTC), _source(body.library, body.platform)
-            )
+            touch = touch_at(body.library, body.platform, body.time)
             resolved, event_id = await members.activate_card(member_id, touch, body.branch, caller, ids)
             return 202, {"member_id": resolved, "event_id": event_id}
 
         return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
 
     @router.post(
-        "/members/{member_id}/accounts",
+        "/members/{member_id}/referrals",
         status_code=202,
-        response_model=LinkedAccount,
-        tags=["accounts"],
-        summary="Link a platform account (website, app, e-book platform, ILS card) to the member",
-        responses={
-            404: {"description": "no such member"},
-            409: {
-                "description": "the account belongs to another "
-                "member, or the member has another account on that platform"
-            },
-        },
+        response_model=Accepted,
+        tags=["front office"],
+        summary="Refer the member onward to a proposition (a course, the digiTaalhuis…): publishes `referred`",
+        description="Reports follow whether the member took part within 30 days (analytics "
+        "`/v1/reports/referrals`). The library must be in the catalogue (422 naming the field).",
+        responses={404: {"description": "no such member"}},
     )
-    async def link_account(
+    async def refer(
         member_id: str,
-        body: AccountLink,
+        body: Referral,
         request: Request,
         caller: FrontOfficeKey,
         replies: Replies,
         key: IdempotencyKey = None,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            resolved, ref = await members.link_account(member_id, body.platform, body.external_id, caller, ids)
-            return 202, {"member_id": resolved, "platform": body.platform, "account_ref": ref}
-
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
-
-    @router.delete(
-        "/members/{member_id}/accounts/{platform}",
-        status_code=202,
-        response_model=Accepted,
-        tags=["accounts"],
-        summary="Unlink the member's account on a platform",
-        responses={404: {"description": "nothing linked"}},
-    )
-    async def unlink_account(
-        member_id: str,
-        platform: AccountPlatform,
-        request: Request,
-        caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
-    ) -> JSONResponse:
-        async def run(ids: Ids) -> tuple[int, Any]:
-            return 202, {
-                "member_id": member_id,
-                "event_id": await members.unlink_account(member_id, platform, caller, ids),
-            }
-
-        return await replies.once(request, caller, key, None, run)
-
-    @router.post(
-        "/logins",
-        status_code=202,
-        response_model=Accepted,
-        tags=["accounts"],
-        summary="A platform reports a login outcome by external account",
-        description="Publishes `login_succeeded` or `login_failed` (with the reason), and `channel_switched` when "
-        "the member's previous touch was on another channel or platform.",
-        responses={404: {"description": "no member has this account linked"}},
-    )
-    async def login(
-        body: Login, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
-        async def run(ids: Ids) -> tuple[int, Any]:
-            member_id, event_id = await members.record_login(
-                body.platform, body.external_id, body.outcome, body.reason, body.time or datetime.now(UTC), caller, ids
+            resolved, event_id = await members.refer(
+                member_id, body.proposition, body.library, body.platform, caller, ids
             )
-            return 202, {"member_id": member_id, "event_id": event_id}
+            return 202, {"member_id": resolved, "event_id": event_id}
 
         return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
 
@@ -447,55 +218,6 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
 
         return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
 
-    @router.get("/duplicates", tags=["duplicates"], summary="Duplicate suspicions awaiting confirmation")
-    async def duplicates(caller: MemberDataKey) -> list[Suspicion]:
-        return [
-            Suspicion(
-                id=s["id"],
-                member_id=s["member_id"],
-                other_member_id=s["other_member_id"],
-                library=s["library"],
-                other_library=s["other_library"],
-                matched_on=s["matched_on"].split(","),
-                created_at=s["created_at"],
-            )
-            for s in await members.suspicions(caller)
-        ]
-
-    @router.post(
-        "/duplicates/{suspicion_id}/confirm",
-        status_code=202,
-        tags=["duplicates"],
-        summary="Confirm a duplicate (at the desk or by the member): the other record merges into the survivor",
-        responses={
-            404: {"description": "no such suspicion"},
-            409: {"description": "closed already, or a merge that must not happen (a child into their guardian)"},
-        },
-    )
-    async def confirm(
-        suspicion_id: str,
-        body: Confirmation,
-        request: Request,
-        caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
-    ) -> JSONResponse:
-        async def run(ids: Ids) -> tuple[int, Any]:
-            merged = await members.confirm(suspicion_id, body.survivor_id, body.confirmed_by, caller, ids)
-            return 202, {"merged_id": merged, "survivor_id": body.survivor_id}
-
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
-
-    @router.post(
-        "/duplicates/{suspicion_id}/dismiss",
-        status_code=200,
-        tags=["duplicates"],
-        summary="Not the same person: close the suspicion without merging",
-    )
-    async def dismiss(suspicion_id: str, caller: FrontOfficeKey) -> dict[str, str]:
-        await members.dismiss(suspicion_id, caller)
-        return {"id": suspicion_id, "status": "dismissed"}
-
     return router
 
 
@@ -524,7 +246,3 @@ def contact_router(members: Members) -> APIRouter:
         return Contacts(contacts=found)
 
     return router
-
-
-def _source(library: str, platform: str) -> str:
-    return f"/libraries/{library}/{platform}"

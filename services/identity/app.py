@@ -5,12 +5,18 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.identity.api import contact_router, members_router
+from services.identity.api_accounts import accounts_router
+from services.identity.api_duplicates import duplicates_router
+from services.identity.api_families import families_router
+from services.identity.families import Families
 from services.identity.ingest import ingest_router
 from services.identity.members import Members
+from services.identity.pages import desk_router
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from shared.events import members as member_events
 from shared.ingest import EventClaims
+from shared.libraries import LibraryDirectory
 from shared.service import ServiceParts, build_app
 
 
@@ -18,7 +24,8 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
     settings = settings or IdentitySettings()
     parts = parts or ServiceParts.connect("identity", settings)
     store = MemberStore(parts.redis, settings)
-    members = Members(store, parts.publisher, settings)
+    libraries = LibraryDirectory(settings)
+    members = Members(store, parts.publisher, settings, libraries)
     return build_app(
         parts,
         title="klantreis identity",
@@ -26,9 +33,14 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
         "guardians, duplicates, merge and erasure. The only holder of personal data; its events are pseudonymous.",
         api=[
             members_router(members, store),
-            ingest_router(store, parts.publisher, EventClaims(parts.redis, settings, "identity")),
+            families_router(Families(members, store, parts.publisher, libraries)),
+            accounts_router(members),
+            duplicates_router(members.duplicates),
+            ingest_router(store, parts.publisher, EventClaims(parts.redis, settings, "identity"), libraries),
             contact_router(members),
+            desk_router(parts, members),
         ],
+        stop=[libraries.close],
         publishes=[
             member_events.RegistrationStarted,
             member_events.MemberSignedUp,
@@ -40,6 +52,7 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
             member_events.ChannelSwitched,
             member_events.ConsentChanged,
             member_events.GuardianSet,
+            member_events.Referred,
             member_events.DuplicateSuspected,
             member_events.MemberMerged,
             member_events.MemberErased,

@@ -69,6 +69,14 @@ def is_minor(birth_date: date, today: date, below: int = 16) -> bool:
     return years_old(birth_date, today) < below
 
 
+# A guardian is of age (18): from 16 a member manages their own consent, but is no one's guardian yet.
+ADULT_AGE = 18
+
+
+def is_adult(birth_date: date, today: date) -> bool:
+    return years_old(birth_date, today) >= ADULT_AGE
+
+
 def channel_switch(
     previous: tuple[str, str] | None, current: tuple[str, str]
 ) -> tuple[tuple[str, str], tuple[str, str]] | None:

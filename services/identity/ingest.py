@@ -24,6 +24,7 @@ from shared.events.members import CardActivated, ConsentChanged, LoginFailed, Lo
 from shared.idempotency import Ids
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
+from shared.libraries import LibraryDirectory, unknown_library
 from shared.problems import Problem, not_found
 from shared.publishing import EventPublisher
 from shared.topics import MEMBERS
@@ -59,8 +60,11 @@ class Plan:
     refused: dict[int, Problem] = field(default_factory=dict)
 
 
-def plan(items: Sequence[Item], standings: Mapping[str, Standing], caller: Principal) -> Plan:
-    """Handle `items` in order over the members' `standings` (by posted subject): no I/O."""
+def plan(
+    items: Sequence[Item], standings: Mapping[str, Standing], caller: Principal, unknown: frozenset[str] = frozenset()
+) -> Plan:
+    """Handle `items` in order over the members' `standings` (by posted subject): no I/O. `unknown`: library codes
+    the catalogue does not have (refused)."""
     result = Plan()
     # Where each member was last, as the items before have left it.
     last: dict[str, tuple[str, str] | None] = {}
@@ -70,6 +74,9 @@ def plan(items: Sequence[Item], standings: Mapping[str, Standing], caller: Princ
         standing = standings[event.subject]
         platform = event.platform or "website"
         try:
+            named = _library_named(item)
+            if named is not None and named[1] in unknown:
+                raise unknown_library([named[0]])
             if isinstance(data, RegistrationStarted):
                 if not caller.covers(data.home_library):
                     raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
@@ -117,25 +124,39 @@ def plan(items: Sequence[Item], standings: Mapping[str, Standing], caller: Princ
     return result
 
 
+def _library_named(item: Item) -> tuple[str, str] | None:
+    """(field, code) of the library a posted event names as where it happened or the member's home."""
+    if isinstance(item.data, RegistrationStarted):
+        return "data.home_library", item.data.home_library
+    if isinstance(item.data, CardActivated):
+        return "library", item.event.library or ""
+    return None
+
+
 class PostedMemberEvents:
-    def __init__(self, store: MemberStore, publisher: EventPublisher) -> None:
+    def __init__(self, store: MemberStore, publisher: EventPublisher, libraries: LibraryDirectory) -> None:
         self._store = store
         self._publisher = publisher
+        self._libraries = libraries
 
     async def handle(self, items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
         standings = await self._store.standings(item.event.subject for item in items if item.event.subject)
-        outcome = plan(items, standings, caller)
+        named = (_library_named(item) for item in items)
+        unknown = frozenset(await self._libraries.unknown(n[1] for n in named if n is not None))
+        outcome = plan(items, standings, caller, unknown)
         await self._publisher.publish_many(outcome.events)
         await self._store.apply(outcome.changes)
         return outcome.refused
 
 
-def ingest_router(store: MemberStore, publisher: EventPublisher, claims: EventClaims) -> APIRouter:
+def ingest_router(
+    store: MemberStore, publisher: EventPublisher, claims: EventClaims, libraries: LibraryDirectory
+) -> APIRouter:
     return shared_ingest_router(
         service="identity",
         topic_name=MEMBERS.name,
         types=INGESTIBLE,
-        handle=PostedMemberEvents(store, publisher).handle,
+        handle=PostedMemberEvents(store, publisher, libraries).handle,
         claims=claims,
         example=EXAMPLE_EVENT,
     )

@@ -7,138 +7,123 @@ same Idempotency-Key publishes the same event ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from services.identity import domain
+from services.identity.duplicates import Duplicates
+from services.identity.records import MemberRecord
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
+from services.identity.touches import SOURCE as SOURCE
+from services.identity.touches import Touch as Touch
+from services.identity.touches import channel_switched as channel_switched
+from services.identity.touches import conflict as conflict
+from services.identity.touches import member_event as member_event
 from shared.auth import Principal, forbid_other_library
-from shared.events import CloudEvent, EventData, deterministic_id
+from shared.events import CloudEvent
 from shared.events.members import (
     AccountLinked,
     AccountUnlinked,
     CardActivated,
-    ChannelSwitched,
     ConsentChanged,
-    DuplicateSuspected,
     GuardianSet,
     LoginFailed,
     LoginFailure,
     LoginSucceeded,
     MemberErased,
-    MemberMerged,
     MemberSignedUp,
+    Referred,
     RegistrationStarted,
 )
 from shared.events.types import Language, Medium, Purpose
 from shared.idempotency import Ids
 from shared.kafka import EventPublisher
+from shared.libraries import LibraryDirectory
 from shared.problems import Problem, not_found
 from shared.telemetry import attribute_member
-
-SOURCE = "/identity"
 
 
 @dataclass(frozen=True)
 class Person:
-    """What a sign-up tells identity about a person: stays here."""
+    """What a sign-up tells identity about a person: stays here. A child signed up with a family has no e-mail."""
 
     name: str
-    email: str
+    email: str | None
     phone: str | None
     birth_date: date
     postcode: str
 
 
 @dataclass(frozen=True)
-class Touch:
-    """Where and when a member did something."""
+class Admission:
+    """A new member to store, with the events that say so (signed_up among them), published in this order."""
 
-    library: str
-    platform: str
-    time: datetime
-    source: str
-
-    @property
-    def channel(self) -> str:
-        return domain.channel_of(self.platform)
-
-
-def conflict(detail: str) -> Problem:
-    return Problem(409, "Conflict", detail)
-
-
-def member_event(data: EventData, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
-    return CloudEvent.create(
-        data,
-        id=event_id,
-        subject=member_id,
-        source=touch.source,
-        library=touch.library,
-        channel=domain.channel_of(touch.platform),
-        platform=touch.platform,
-        time=touch.time,
-    )
-
-
-def channel_switched(previous: tuple[str, str] | None, member_id: str, touch: Touch, ids: Ids) -> CloudEvent | None:
-    """The channel_switched of a touch on another channel or platform than the member's `previous` one."""
-    switch = domain.channel_switch(previous, (touch.channel, touch.platform))
-    if switch is None:
-        return None
-    (from_channel, from_platform), (to_channel, to_platform) = switch
-    data = ChannelSwitched(
-        from_channel=from_channel, from_platform=from_platform, to_channel=to_channel, to_platform=to_platform
-    )
-    return member_event(data, member_id, touch, ids.new("channel_switched"))
+    member_id: str
+    record: MemberRecord
+    events: list[CloudEvent]
 
 
 class Members:
-    def __init__(self, store: MemberStore, publisher: EventPublisher, settings: IdentitySettings) -> None:
+    def __init__(
+        self, store: MemberStore, publisher: EventPublisher, settings: IdentitySettings, libraries: LibraryDirectory
+    ) -> None:
         self._store = store
         self._publisher = publisher
         self._settings = settings
+        self._libraries = libraries
         self._hmac_key = settings.identity_hmac_key.get_secret_value().encode()
+        self.duplicates = Duplicates(store, publisher, settings)
 
     # --------------------------------------------------------------------------------------- lookups
 
-    async def member(self, member_id: str, caller: Principal) -> tuple[str, dict[str, str]]:
+    async def member(self, member_id: str, caller: Principal) -> tuple[str, MemberRecord]:
         """The member (after following merges) and their record; 404 when unknown or erased, 403 out of scope."""
         attribute_member(member_id)
         resolved = await self._store.resolve(member_id)
         record = await self._store.get(resolved)
         if record is None:
             raise not_found("member")
-        forbid_other_library(caller, record["home_library"])
+        forbid_other_library(caller, record.home_library)
         return resolved, record
 
-    def _dup_hashes(self, record: dict[str, str]) -> list[str]:
-        hashes = [domain.keyed_hash(self._hmac_key, "email", record["email"])]
-        if record.get("phone"):
-            hashes.append(domain.keyed_hash(self._hmac_key, "phone", record["phone"]))
-        return hashes
+    async def find(self, query: str, caller: Principal) -> list[tuple[str, MemberRecord]]:
+        """Members the front office looks up by e-mail address (exact, by keyed hash) or member id, in the
+        caller's library scope."""
+        query = query.strip()
+        if "@" in query:
+            digest = domain.keyed_hash(self._hmac_key, "email", domain.normalise_email(query))
+            ids = sorted(await self._store.members_with(digest))
+        else:
+            ids = [await self._store.resolve(query)] if query else []
+        found = []
+        for member_id in ids:
+            record = await self._store.get(member_id)
+            if record is not None and caller.covers(record.home_library):
+                found.append((member_id, record))
+        return found
 
     def _account_index(self, platform: str, external_id: str) -> str:
         return domain.keyed_hash(self._hmac_key, f"account:{platform}", external_id.strip())
 
-    def _minor(self, record: dict[str, str]) -> bool:
-        born = date.fromisoformat(record["birth_date"])
+    def minor(self, born: date) -> bool:
+        """Under the age from which a member manages their own consent (16, the Dutch GDPR age)."""
         return domain.is_minor(born, datetime.now(UTC).date(), self._settings.identity_minor_below_age)
 
     @staticmethod
-    def _touch_events(member_id: str, record: dict[str, str], touch: Touch, ids: Ids) -> list[CloudEvent]:
+    def adult(born: date) -> bool:
+        """Of age (18): who may be a guardian."""
+        return domain.is_adult(born, datetime.now(UTC).date())
+
+    @staticmethod
+    def _touch_events(member_id: str, record: MemberRecord, touch: Touch, ids: Ids) -> list[CloudEvent]:
         """A channel_switched when this touch is on another channel or platform than the member's last one.
 
         The touch is stored (`_touched`) only once Kafka acknowledged: a retry after a 503 finds the same last touch
         and publishes the same switch again."""
-        previous = (record["last_channel"], record["last_platform"]) if record.get("last_platform") else None
-        switched = channel_switched(previous, member_id, touch, ids)
+        switched = channel_switched(record.last_touch, member_id, touch, ids)
         return [switched] if switched is not None else []
-
-    @staticmethod
-    def _touched(touch: Touch) -> dict[str, str]:
-        return {"last_channel": touch.channel, "last_platform": touch.platform}
 
     _event = staticmethod(member_event)
 
@@ -155,6 +140,7 @@ class Members:
     ) -> str:
         """A registration under a new id, or under the subject and id of a posted CloudEvent."""
         forbid_other_library(caller, touch.library)
+        await self._libraries.require({"body.home_library": touch.library})
         registration_id = registration_id or ids.new("member")
         attribute_member(registration_id)
         if await self._store.get(registration_id) is not None:
@@ -171,6 +157,39 @@ class Members:
         await self._publisher.publish(event)
         return registration_id
 
+    def new_record(
+        self, person: Person, touch: Touch, source: str | None, language: Language, guardian_id: str | None = None
+    ) -> MemberRecord:
+        return MemberRecord(
+            name=person.name,
+            email=domain.normalise_email(person.email) if person.email else None,
+            phone=domain.normalise_phone(person.phone) if person.phone else None,
+            birth_date=person.birth_date,
+            postcode=person.postcode,
+            home_library=touch.library,
+            signed_up_at=touch.time,
+            channel=touch.channel,
+            platform=touch.platform,
+            source=source,
+            language=language,
+            last_channel=touch.channel,
+            last_platform=touch.platform,
+            guardian_id=guardian_id,
+        )
+
+    def signed_up(
+        self, member_id: str, record: MemberRecord, touch: Touch, proposition: str | None, event_id: str
+    ) -> CloudEvent:
+        data = MemberSignedUp(
+            age_band=domain.member_age_band(record.birth_date, touch.time.astimezone(UTC).date()),
+            home_library=record.home_library,
+            postcode_area=domain.postcode_area(record.postcode),
+            source=record.source,
+            proposition=proposition,
+            language=record.language,
+        )
+        return self._event(data, member_id, touch, event_id)
+
     async def sign_up(
         self,
         person: Person,
@@ -185,6 +204,7 @@ class Members:
     ) -> tuple[str, str]:
         """A new member: personal data stored here, pseudonymous signed_up (and duplicate suspicions) published."""
         forbid_other_library(caller, touch.library)
+        await self._libraries.require({"body.home_library": touch.library})
         if registration_id is not None:
             registration = await self._store.registration(registration_id)
             if registration is None or await self._store.get(registration_id) is not None:
@@ -193,101 +213,41 @@ class Members:
         else:
             member_id = ids.new("member")
         attribute_member(member_id)
-        today = touch.time.astimezone(UTC).date()
-        record = {
-            "name": person.name,
-            "email": domain.normalise_email(person.email),
-            "phone": domain.normalise_phone(person.phone) if person.phone else "",
-            "birth_date": person.birth_date.isoformat(),
-            "postcode": person.postcode,
-            "home_library": touch.library,
-            "signed_up_at": touch.time.isoformat(),
-            "channel": touch.channel,
-            "platform": touch.platform,
-            "source": source or "",
-            "language": language,
-            "last_channel": touch.channel,
-            "last_platform": touch.platform,
-        }
-        signed_up = self._event(
-            MemberSignedUp(
-                age_band=domain.member_age_band(person.birth_date, today),
-                home_library=touch.library,
-                postcode_area=domain.postcode_area(person.postcode),
-                source=source,
-                proposition=proposition,
-                language=language,
-            ),
-            member_id,
-            touch,
-            ids.new("event"),
-        )
-        hashes = self._dup_hashes(record)
-        # Stored (with its duplicate index) before looking for duplicates: of two simultaneous sign-ups sharing an
-        # address, each sees the other, and the one that queues their suspicion first publishes it.
-        await self._store.create(member_id, record, hashes)
-        queued: list[str] = []
-        try:
-            suspicions = await self._duplicates(member_id, record, hashes, touch, queued)
-            await self._publisher.publish_many([signed_up, *suspicions])
-        except Exception:
-            # Not acknowledged means not signed up: leave no personal data behind for a member nobody knows.
-            await self._store.erase(member_id, hashes, None)
-            await self._store.drop_suspicions(queued)
-            raise
+        record = self.new_record(person, touch, source, language)
+        signed_up = self.signed_up(member_id, record, touch, proposition, ids.new("event"))
+        await self.admit([Admission(member_id, record, [signed_up])], touch)
         return member_id, signed_up.id
 
-    async def _duplicates(
-        self, member_id: str, record: dict[str, str], hashes: list[str], touch: Touch, queued: list[str]
-    ) -> list[CloudEvent]:
-        """Members sharing the e-mail address or phone number, queued for confirmation before any merge."""
-        matches: dict[str, list[str]] = {}
-        for kind, digest in zip(("email", "phone"), hashes, strict=False):
-            for other in await self._store.members_with(digest):
-                if other != member_id:
-                    matches.setdefault(other, []).append(kind)
-        events = []
-        for other, matched_on in sorted(matches.items()):
-            other_record = await self._store.get(other)
-            if other_record is None:
-                continue
-            suspicion_id = deterministic_id("duplicate", *sorted((member_id, other)))
-            added = await self._store.add_suspicion(
-                suspicion_id,
-                {
-                    "id": suspicion_id,
-                    "member_id": member_id,
-                    "other_member_id": other,
-                    "library": record["home_library"],
-                    "other_library": other_record["home_library"],
-                    "matched_on": ",".join(matched_on),
-                    "status": "pending",
-                    "created_at": touch.time.isoformat(),
-                },
-            )
-            if added:
-                queued.append(suspicion_id)
-            elif (await self._store.suspicion(suspicion_id) or {}).get("member_id") != member_id:
-                continue  # the other member's simultaneous sign-up queued it and publishes it
-            # else: queued by this very sign-up before a crash; published again under the same event id
-            events.append(
-                self._event(
-                    DuplicateSuspected(
-                        other_member_id=other,
-                        other_library=other_record["home_library"],
-                        matched_on=matched_on,
-                    ),
-                    member_id,
-                    touch,
-                    deterministic_id("duplicate_suspected", suspicion_id),
-                )
-            )
-        return events
+    async def admit(self, admissions: Sequence[Admission], touch: Touch, first: Sequence[CloudEvent] = ()) -> None:
+        """Store new members, queue duplicate suspicions of those with contact details, publish `first` and their
+        events. Not acknowledged means not signed up: nothing of them is left behind."""
+        created: list[tuple[str, list[str], str | None]] = []
+        queued: list[str] = []
+        try:
+            events: list[CloudEvent] = []
+            for admission in admissions:
+                member_id, record = admission.member_id, admission.record
+                hashes = self.duplicates.hashes(record)
+                # Stored (with its duplicate index) before looking for duplicates: of two simultaneous sign-ups
+                # sharing an address, each sees the other, and the one that queues their suspicion first publishes it.
+                await self._store.create(member_id, record, hashes.values())
+                created.append((member_id, list(hashes.values()), record.guardian_id))
+                if record.guardian_id is not None:
+                    await self._store.set_guardian(member_id, record.guardian_id, None)
+                events.extend(admission.events)
+                events.extend(await self.duplicates.found(member_id, record, hashes, touch, queued))
+            await self._publisher.publish_many([*first, *events])
+        except Exception:
+            for member_id, digests, guardian_id in created:
+                await self._store.erase(member_id, digests, guardian_id)
+            await self._store.drop_suspicions(queued)
+            raise
 
     async def activate_card(
         self, member_id: str, touch: Touch, branch: str | None, caller: Principal, ids: Ids, event_id: str | None = None
     ) -> tuple[str, str]:
         forbid_other_library(caller, touch.library)
+        await self._libraries.require({"body.library": touch.library})
         attribute_member(member_id)
         resolved = await self._store.resolve(member_id)
         record = await self._store.get(resolved)
@@ -296,7 +256,7 @@ class Members:
         event = self._event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
         switched = self._touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
-        await self._store.update(resolved, {**self._touched(touch), "card_activated_at": touch.time.isoformat()})
+        await self._store.touched(resolved, touch.channel, touch.platform, card_activated_at=touch.time)
         return resolved, event.id
 
     # -------------------------------------------------------------------------------------- accounts
@@ -315,7 +275,7 @@ class Members:
         if linked is not None:
             return resolved, linked["ref"]  # linked already: nothing new to say
         ref = ids.new("account")
-        touch = Touch(record["home_library"], platform, datetime.now(UTC), f"{SOURCE}/accounts")
+        touch = Touch(record.home_library, platform, datetime.now(UTC), f"{SOURCE}/accounts")
         event = self._event(
             AccountLinked(account_platform=platform, account_ref=ref), resolved, touch, ids.new("event")
         )
@@ -333,7 +293,7 @@ class Members:
         linked = (await self._store.accounts(resolved)).get(platform)
         if linked is None:
             raise Problem(404, "Not Found", f"the member has no account on {platform} linked")
-        touch = Touch(record["home_library"], platform, datetime.now(UTC), f"{SOURCE}/accounts")
+        touch = Touch(record.home_library, platform, datetime.now(UTC), f"{SOURCE}/accounts")
         event = self._event(
             AccountUnlinked(account_platform=platform, account_ref=linked["ref"]), resolved, touch, ids.new("event")
         )
@@ -371,7 +331,7 @@ class Members:
         source: str | None = None,
     ) -> tuple[str, str]:
         resolved, record = await self.member(member_id, caller)
-        touch = Touch(record["home_library"], platform, at, source or f"/platforms/{platform}")
+        touch = Touch(record.home_library, platform, at, source or f"/platforms/{platform}")
         data = (
             LoginSucceeded(login_platform=platform)
             if outcome == "succeeded"
@@ -381,10 +341,25 @@ class Members:
         # A failed login is a touch too: the first attempt on a new platform is where a switch starts.
         switched = self._touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
-        await self._store.update(resolved, self._touched(touch))
+        await self._store.touched(resolved, touch.channel, touch.platform)
         return resolved, event.id
 
     # ------------------------------------------------------------------------------ consent, guardian
+
+    async def refer(
+        self, member_id: str, proposition: str, library: str | None, platform: str, caller: Principal, ids: Ids
+    ) -> tuple[str, str]:
+        """The front office refers the member onward to a proposition, at `library` (default their own)."""
+        resolved, record = await self.member(member_id, caller)
+        where = library or record.home_library
+        forbid_other_library(caller, where)
+        await self._libraries.require({"body.library": where})
+        touch = Touch(where, platform, datetime.now(UTC), f"{SOURCE}/referrals")
+        event = self._event(Referred(proposition=proposition), resolved, touch, ids.new("event"))
+        switched = self._touch_events(resolved, record, touch, ids)
+        await self._publisher.publish_many([*switched, event])
+        await self._store.touched(resolved, touch.channel, touch.platform)
+        return resolved, event.id
 
     async def change_consent(
         self,
@@ -399,8 +374,8 @@ class Members:
     ) -> tuple[str, str]:
         resolved, record = await self.member(member_id, caller)
         touch = Touch(
-            record["home_library"],
-            record.get("last_platform") or "website",
+            record.home_library,
+            record.last_platform or "website",
             at or datetime.now(UTC),
             f"{SOURCE}/consents",
         )
@@ -416,82 +391,29 @@ class Members:
 
     async def set_guardian(self, member_id: str, guardian_id: str, caller: Principal, ids: Ids) -> str:
         resolved, record = await self.member(member_id, caller)
-        if not self._minor(record):
-            raise Problem(422, "Unprocessable Content", "only a minor has a guardian", errors=[])
+        if not self.minor(record.birth_date):
+            raise Problem(422, "Unprocessable Content", "only a minor (under 16) has a guardian", errors=[])
         guardian = await self._store.resolve(guardian_id)
         guardian_record = await self._store.get(guardian)
         if guardian_record is None:
             raise Problem(404, "Not Found", "the guardian is not a member")
-        if guardian == resolved or self._minor(guardian_record):
+        if guardian == resolved or not self.adult(guardian_record.birth_date):
             raise Problem(422, "Unprocessable Content", "a guardian is an adult other than the member")
-        touch = Touch(record["home_library"], "desk", datetime.now(UTC), f"{SOURCE}/guardians")
+        touch = Touch(record.home_library, "desk", datetime.now(UTC), f"{SOURCE}/guardians")
         event = self._event(GuardianSet(guardian_id=guardian), resolved, touch, ids.new("event"))
         await self._publisher.publish(event)
-        await self._store.set_guardian(resolved, guardian, record.get("guardian_id") or None)
+        await self._store.set_guardian(resolved, guardian, record.guardian_id)
         return event.id
-
-    # ------------------------------------------------------------------------------ duplicates, merge
-
-    async def suspicions(self, caller: Principal) -> list[dict[str, str]]:
-        return [
-            s
-            for s in await self._store.pending_suspicions()
-            if caller.covers(s["library"]) or caller.covers(s["other_library"])
-        ]
-
-    async def _suspicion(self, suspicion_id: str, caller: Principal) -> dict[str, str]:
-        suspicion = await self._store.suspicion(suspicion_id)
-        if suspicion is None:
-            raise not_found("duplicate suspicion")
-        if not (caller.covers(suspicion["library"]) or caller.covers(suspicion["other_library"])):
-            raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
-        if suspicion["status"] != "pending":
-            raise conflict(f"this suspicion is {suspicion['status']} already")
-        return suspicion
-
-    async def dismiss(self, suspicion_id: str, caller: Principal) -> None:
-        await self._suspicion(suspicion_id, caller)
-        await self._store.close_suspicion(suspicion_id, "dismissed")
-
-    async def confirm(self, suspicion_id: str, survivor_id: str, confirmed_by: str, caller: Principal, ids: Ids) -> str:
-        """The duplicate is confirmed (at the desk or by the member): merge the other record into the survivor."""
-        suspicion = await self._suspicion(suspicion_id, caller)
-        pair = {suspicion["member_id"], suspicion["other_member_id"]}
-        if survivor_id not in pair:
-            raise Problem(422, "Unprocessable Content", "the survivor must be one of the two suspected members")
-        merged_id = (pair - {survivor_id}).pop()
-        merged, survivor = await self._store.get(merged_id), await self._store.get(survivor_id)
-        if merged is None or survivor is None:
-            raise not_found("member")
-        refusal = domain.merge_refusal(
-            domain.MergeCandidate(merged_id, date.fromisoformat(merged["birth_date"]), merged.get("guardian_id")),
-            domain.MergeCandidate(survivor_id, date.fromisoformat(survivor["birth_date"]), survivor.get("guardian_id")),
-            datetime.now(UTC).date(),
-            self._settings.identity_minor_below_age,
-        )
-        if refusal:
-            await self._store.close_suspicion(suspicion_id, "refused")
-            raise conflict(refusal)
-        touch = Touch(
-            merged["home_library"],
-            "desk" if confirmed_by == "desk" else "website",
-            datetime.now(UTC),
-            f"{SOURCE}/duplicates",
-        )
-        event = self._event(MemberMerged(survivor_id=survivor_id), merged_id, touch, ids.new("event"))
-        await self._publisher.publish(event)
-        await self._store.merge(merged_id, survivor_id, self._dup_hashes(merged))
-        return merged_id
 
     # ------------------------------------------------------------------------------------------ erasure
 
     async def erase(self, member_id: str, caller: Principal, ids: Ids) -> tuple[str, str]:
         """Remove the person from identity; publish `erased` so every service deletes the member's state."""
         resolved, record = await self.member(member_id, caller)
-        touch = Touch(record["home_library"], "desk", datetime.now(UTC), f"{SOURCE}/erasure")
+        touch = Touch(record.home_library, "desk", datetime.now(UTC), f"{SOURCE}/erasure")
         event = self._event(MemberErased(), resolved, touch, ids.new("event"))
         await self._publisher.publish(event)
-        await self._store.erase(resolved, self._dup_hashes(record), record.get("guardian_id") or None)
+        await self._store.erase(resolved, self.duplicates.hashes(record).values(), record.guardian_id)
         return resolved, event.id
 
     # ---------------------------------------------------------------------------------------- contact
@@ -499,19 +421,18 @@ class Members:
     async def contact(self, member_id: str, medium: Medium, caller: Principal) -> dict[str, str]:
         """Where to send a message now: the member's address, or their guardian's when they are a minor."""
         resolved, record = await self.member(member_id, caller)
-        recipient, target = "member", record
-        if self._minor(record):
-            guardian = record.get("guardian_id")
-            target_record = await self._store.get(guardian) if guardian else None
-            if target_record is None:
+        recipient, target, target_id = "member", record, resolved
+        if self.minor(record.birth_date):
+            guardian = await self._store.get(record.guardian_id) if record.guardian_id else None
+            if guardian is None or record.guardian_id is None:
                 raise conflict("the member is a minor without a guardian: nobody to write to")
-            recipient, target = "guardian", target_record
+            recipient, target, target_id = "guardian", guardian, record.guardian_id
         if medium == "email":
-            address = target["email"]
+            address = target.email or ""
         elif medium == "sms":
-            address = target.get("phone", "")
+            address = target.phone or ""
         elif medium == "push":
-            app = (await self._store.accounts(resolved if recipient == "member" else record["guardian_id"])).get("app")
+            app = (await self._store.accounts(target_id)).get("app")
             address = app["ref"] if app else ""
         else:
             address = resolved
@@ -522,5 +443,5 @@ class Members:
             "medium": medium,
             "recipient": recipient,
             "address": address,
-            "name": target["name"],
+            "name": target.name,
         }

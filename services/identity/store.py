@@ -1,8 +1,9 @@
 """Identity's Redis: the only place personal data lives. AOF is on in every run configuration.
 
 Keys (prefix `identity:`; a member's own keys carry the `{member_id}` hash tag):
-  member:{id}              hash: name, email, phone, birth_date, postcode, home_library, signed_up_at,
-                           channel, platform, source, last_channel, last_platform, card_activated_at, guardian_id
+  member:{id}              hash: a `MemberRecord`: name, email, phone, birth_date, postcode, home_library,
+                           signed_up_at, channel, platform, source, language, last_channel, last_platform,
+                           card_activated_at, guardian_id (absent values as empty strings)
   accounts:{id}            hash: platform → JSON {ref, index}: the member's linked platform accounts
   consent:{id}             hash: "<medium>:<purpose>" → granted | withdrawn
   wards:{id}               set: members this member is the guardian of
@@ -22,10 +23,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from services.identity.records import MemberRecord
+from shared.events.types import Language
 from shared.settings import Settings
 
 REGISTRATION_TTL_SECONDS = 30 * 24 * 3600
@@ -67,6 +71,51 @@ for _, write in ipairs(writes) do
 end
 return #writes
 """
+
+
+def _stored(record: MemberRecord) -> dict[str, str]:
+    """The record as the member hash holds it: every field a string, an absent value an empty one."""
+    return {
+        "name": record.name,
+        "email": record.email or "",
+        "phone": record.phone or "",
+        "birth_date": record.birth_date.isoformat(),
+        "postcode": record.postcode,
+        "home_library": record.home_library,
+        "signed_up_at": record.signed_up_at.isoformat(),
+        "channel": record.channel,
+        "platform": record.platform,
+        "source": record.source or "",
+        "language": record.language,
+        "last_channel": record.last_channel or "",
+        "last_platform": record.last_platform or "",
+        "card_activated_at": record.card_activated_at.isoformat() if record.card_activated_at else "",
+        "guardian_id": record.guardian_id or "",
+    }
+
+
+def _record(fields: dict[str, str]) -> MemberRecord:
+    def text(name: str) -> str | None:
+        return fields.get(name) or None
+
+    activated = text("card_activated_at")
+    return MemberRecord(
+        name=fields["name"],
+        email=text("email"),
+        phone=text("phone"),
+        birth_date=date.fromisoformat(fields["birth_date"]),
+        postcode=fields["postcode"],
+        home_library=fields["home_library"],
+        signed_up_at=datetime.fromisoformat(fields["signed_up_at"]),
+        channel=fields["channel"],
+        platform=fields["platform"],
+        source=text("source"),
+        language=cast(Language, text("language") or "nl"),
+        last_channel=text("last_channel"),
+        last_platform=text("last_platform"),
+        card_activated_at=datetime.fromisoformat(activated) if activated else None,
+        guardian_id=text("guardian_id"),
+    )
 
 
 def _s(value: Any) -> str:
@@ -122,19 +171,25 @@ class MemberStore:
 
     # --------------------------------------------------------------------------------------- members
 
-    async def create(self, member_id: str, fields: dict[str, str], dup_hashes: Iterable[str]) -> None:
+    async def create(self, member_id: str, record: MemberRecord, dup_hashes: Iterable[str]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._member(member_id), mapping=cast(Any, fields))
+            pipe.hset(self._member(member_id), mapping=cast(Any, _stored(record)))
             for digest in dup_hashes:
                 pipe.sadd(self._k("dup", digest), member_id)
             pipe.delete(self._k("registration", member_id))
             await pipe.execute()
 
-    async def get(self, member_id: str) -> dict[str, str] | None:
+    async def get(self, member_id: str) -> MemberRecord | None:
         found = cast(dict[str, str], await self._redis.hgetall(self._member(member_id)))
-        return found or None
+        return _record(found) if found else None
 
-    async def update(self, member_id: str, fields: dict[str, str]) -> None:
+    async def touched(
+        self, member_id: str, channel: str, platform: str, card_activated_at: datetime | None = None
+    ) -> None:
+        """Where the member was last (and when their card was activated, if that was the touch)."""
+        fields = {"last_channel": channel, "last_platform": platform}
+        if card_activated_at is not None:
+            fields["card_activated_at"] = card_activated_at.isoformat()
         await self._redis.hset(self._member(member_id), mapping=cast(Any, fields))
 
     async def resolve(self, member_id: str) -> str:

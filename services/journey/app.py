@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from fastapi import FastAPI
 
 from services.journey.handlers import FrictionDetector
@@ -12,11 +10,9 @@ from services.journey.rules import RuleCatalogue, load_rules, with_window
 from services.journey.settings import JourneySettings
 from services.journey.status_api import status_router
 from services.journey.store import JourneyStore
-from shared.events import CloudEvent, to_kafka
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
 from shared.redis import make_redis
 from shared.service import ServiceParts, build_app
-from shared.topics import FORWARDS
 
 
 def rules_in_force(settings: JourneySettings) -> RuleCatalogue:
@@ -32,21 +28,6 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
     state_redis = make_redis(settings, binary=True)
     store = JourneyStore(state_redis, settings)
     detector = FrictionDetector(rules_in_force(settings), store, parts.publisher, settings)
-    forwards = settings.topic(FORWARDS.name)
-
-    async def forward(events: Sequence[CloudEvent]) -> None:
-        pending = []
-        for event in events:
-            record = to_kafka(event)
-            pending.append(
-                await parts.broker.publish(
-                    record.value, forwards, key=record.key, headers=record.headers, no_confirm=True
-                )
-            )
-        for sent in pending:
-            await sent
-
-    detector.forward = forward
     parts.metrics.watch(detector.group_id, detector.consumer)
 
     async def consume() -> None:

@@ -9,18 +9,33 @@ The same engine drives the live service (services/journey/partition.py) and back
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import Any
 
 from services.journey.rules import AbsenceRule, ImmediateRule, InactivityRule, JourneyEvent, Rule, ThresholdRule
-from services.journey.state import Activity, Burst, MemberState, OpenFriction, Profile, Seen, Start, Timer
+from services.journey.state import (
+    Activity,
+    Burst,
+    MemberState,
+    OpenFriction,
+    Profile,
+    Seen,
+    Start,
+    Timer,
+    full_id,
+    ref,
+)
 from shared.events import deterministic_id
 
 SIGNED_UP = "member.signed_up.v1"
 MERGED = "member.merged.v1"
 ERASED = "member.erased.v1"
+LIVE_STREAM = ""  # services/journey/partition.py LIVE: restored timers belong to live operation
 SEEN_KEPT = 2  # expected events kept per pending window: the earliest two after its start decide it
-PRUNE_AT = 3  # expected events or activities per member before they are pruned by the clock
+PRUNE_AT = 3  # expected events or activities per member before they are pruned by the clock (once per batch)
+GROWN = 12  # ... or at once, while a batch brings many of one member's events (keeps each event's work small)
 SEEN_CAP = 16  # at most this many per rule and correlation, however far the topics run apart
 RESETS_KEPT = 2
 OPEN_KEPT = 8  # open frictions kept per member; older ones can no longer be resolved
@@ -83,88 +98,108 @@ class Engine:
         self.rules = list(rules)
         self.lateness = lateness_ms
         self.by_id = {r.id: r for r in self.rules}
-        self._windows = {r.id: _ms(r.within.total_seconds()) for r in self.rules}
-        # Per event type, the rules that look at it: an event no rule looks at costs a dictionary lookup.
-        by_kind: dict[str, list[Rule]] = {}
+        # States and timers name rules by code (a few bytes per member instead of the id, for millions of members).
+        self._by_code = {r.code: r for r in self.rules}
+        if len(self._by_code) < len(self.rules):
+            raise ValueError("two rule ids share a code (services/journey/rules.py rule code): rename one of them")
+        self._windows = {r.code: _ms(r.within.total_seconds()) for r in self.rules}
+        # Per event type, the rules that look at it with their handler: an event no rule looks at costs a
+        # dictionary lookup, and a rule's kind is not asked again per event.
+        handlers: dict[type, Callable[..., None]] = {
+            AbsenceRule: self._absence, ThresholdRule: self._threshold, InactivityRule: self._inactivity,
+            ImmediateRule: self._immediate,
+        }  # fmt: skip
+        by_kind: dict[str, list[tuple[Callable[..., None], Any]]] = {}
         for rule in self.rules:
             for kind in rule.kinds():
-                by_kind.setdefault(kind, []).append(rule)
+                by_kind.setdefault(kind, []).append((handlers[type(rule)], rule))
         self._by_kind = {kind: tuple(rules) for kind, rules in by_kind.items()}
         self.kinds = frozenset(self._by_kind) | {SIGNED_UP, MERGED, ERASED}
 
     # ----------------------------------------------------------------------------------------------- apply
 
     def apply(self, state: MemberState, event: JourneyEvent, stream: str = "", clock: int | None = None) -> Outcome:
-        """Record one of the member's events; effects that do not wait for a timer happen now. `clock` is the
-        partition's event time (the slowest topic's): expected events no window waits for are kept until it has
-        passed them by the lateness, since the start they meet may still be on its way on another topic."""
+        """Record one of the member's events; effects that do not wait for a timer happen now. What the state no
+        longer needs is forgotten by `prune`, once per batch (and when a window's timer fires), or here by the
+        partition's `clock` when many of the member's events come in one batch."""
         out = Outcome()
         if event.kind == SIGNED_UP:
             state.profile = Profile(event.data.get("age_band"), event.data.get("home_library"))
-        for rule in self._by_kind.get(event.kind, ()):
-            if isinstance(rule, AbsenceRule):
-                self._absence(state, rule, event, stream, out)
-            elif isinstance(rule, ThresholdRule):
-                self._threshold(state, rule, event, stream, out)
-            elif isinstance(rule, InactivityRule):
-                self._inactivity(state, rule, event, stream, out)
-            elif isinstance(rule, ImmediateRule):
-                self._immediate(state, rule, event, out)
-        # Pruned once a few have gathered (and when a window's timer fires): cheap on the hot path.
-        before = (event.t if clock is None else clock) - self.lateness
-        if state.seen and not state.starts:
-            state.seen = [s for s in state.seen if s.t >= before]  # no window waits: only the lateness keeps them
-        elif len(state.seen) > PRUNE_AT:
-            _forget_unwaited(state, before)
+        seen = len(state.seen)
+        for handler, rule in self._by_kind.get(event.kind, ()):
+            handler(state, rule, event, stream, out)
+        if len(state.seen) > seen and not state.starts:
+            # No window waits for it: kept only until the clock has passed it by the lateness (a start may still be
+            # on its way on another topic), then this timer forgets it, even if the member is never heard of again.
+            out.timers.append(_forget_timer(event.subject, event.t, stream))
+        if clock is not None and (len(state.seen) > GROWN or len(state.activity) > GROWN):
+            self.prune(state, clock)
+        return out
+
+    def prune(self, state: MemberState, clock: int) -> None:
+        """Forget what no window can need any more. `clock` is the partition's event time (the slowest topic's):
+        expected events no window waits for are kept until it has passed them by the lateness, since the start
+        they meet may still be on its way on another topic."""
+        before = clock - self.lateness
+        if state.seen:
+            if not state.starts:
+                state.seen = [s for s in state.seen if s.t >= before]  # no window waits: only the lateness keeps them
+            elif len(state.seen) > PRUNE_AT:
+                _forget_unwaited(state, before)
         if len(state.activity) > PRUNE_AT:
             _forget_inactive(state, before)
-        return out
 
     @staticmethod
     def _may_apply(rule: Rule, state: MemberState) -> bool:
         """The rule applies to the member if it admits their profile, and may if the sign-up has not arrived yet
         (events from another topic can come first). The filter is decided again when the timer fires."""
-        return not rule.member or state.profile is None or rule.admits(_profile(state))
+        return not rule.member or state.profile is None or _admits(rule, state.profile)
 
     def _absence(self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome) -> None:
+        kept = ref(event.id)
         if rule.expect.matches(event):
-            corr = _corr(event, rule.same.values())
-            if not any(s.event_id == event.id and s.rule == rule.id for s in state.seen):
-                state.seen.append(Seen(rule.id, corr, event.t, event.id))
-            _resolve_open(state, rule.id, corr, event, out)
+            corr = _corr(event, rule.expect_fields)
+            for s in state.seen:
+                if s.event_id == kept and s.rule == rule.code:
+                    break
+            else:
+                state.seen.append(Seen(rule.code, corr, event.t, kept))
+            _resolve_open(state, rule, corr, event, out)
         if rule.start.matches(event) and self._may_apply(rule, state):
-            corr = _corr(event, rule.same.keys())
-            if any(s.rule == rule.id and s.event_id == event.id for s in state.starts):
-                return
+            corr = _corr(event, rule.start_fields)
+            for pending in state.starts:
+                if pending.event_id == kept and pending.rule == rule.code:
+                    return
             pair = rule.channel_pair
             if pair is None and event.data.get("from_channel") and event.data.get("to_channel"):
                 pair = f"{event.data['from_channel']}→{event.data['to_channel']}"
-            start = Start(rule.id, corr, event.t, event.id, event.library, event.platform, pair, stream)
+            start = Start(rule.code, corr, event.t, kept, event.library, event.platform, pair, stream)
             state.starts.append(start)
-            out.timers.append(_absence_timer(start, event.subject, self._windows[rule.id]))
+            out.timers.append(_absence_timer(start, event.subject, self._windows[rule.code]))
 
     def _threshold(
         self, state: MemberState, rule: ThresholdRule, event: JourneyEvent, stream: str, out: Outcome
     ) -> None:
-        corr = _corr(event, rule.same)
+        corr = _corr(event, rule.same_fields)
         matched = rule.match.matches(event) and self._may_apply(rule, state)
         reset = rule.reset is not None and rule.reset.matches(event)
         if not (matched or reset):
             return
-        burst = next((b for b in state.bursts if b.rule == rule.id and b.corr == corr), None)
+        burst = next((b for b in state.bursts if b.rule == rule.code and b.corr == corr), None)
         if burst is None:
             # Kept even for a reset before any failure arrived: arrival order must not decide what a reset resets.
-            burst = Burst(rule.id, corr, library=event.library, platform=event.platform, stream=stream)
+            burst = Burst(rule.code, corr, library=event.library, platform=event.platform, stream=stream)
             state.bursts.append(burst)
         if matched and event.t not in burst.matches:
             burst.matches.append(event.t)
             burst.matches.sort()
             # A check at the event's own time decides once later events of the window have had time to arrive.
-            burst.checks.append((event.t, event.id))
-            out.timers.append(Timer(event.t, event.subject, "t", rule.id, corr, event.t, event.id, burst.stream))
+            kept = ref(event.id)
+            burst.checks.append((event.t, kept))
+            out.timers.append(Timer(event.t, event.subject, "t", rule.code, corr, event.t, kept, burst.stream))
         if reset:
             burst.resets = sorted([*burst.resets, event.t])[-RESETS_KEPT:]
-            _resolve_open(state, rule.id, corr, event, out)
+            _resolve_open(state, rule, corr, event, out)
 
     def _inactivity(
         self, state: MemberState, rule: InactivityRule, event: JourneyEvent, stream: str, out: Outcome
@@ -172,35 +207,39 @@ class Engine:
         """Each activity waits for the next one; the latest activity's wait is the one armed."""
         if not (rule.activity.matches(event) and self._may_apply(rule, state)):
             return
-        _resolve_open(state, rule.id, rule.id, event, out)
-        acts = [a for a in state.activity if a.rule == rule.id]
-        if any(a.t == event.t for a in acts):
-            return
+        _resolve_open(state, rule, "", event, out)
+        acts = [a for a in state.activity if a.rule == rule.code]
+        for a in acts:
+            if a.t == event.t:
+                return
         # Each activity waits for the next one, decided when its timer fires (the clock, not this member's own
         # events, says when the other topics have caught up). A wait superseded in time is dropped at once.
-        window = self._windows[rule.id]
+        window = self._windows[rule.code]
         later = [a for a in acts if a.t > event.t]
         armed = not later or min(a.t for a in later) > event.t + window + self.lateness
-        activity = Activity(rule.id, event.t, event.id, armed, stream)
+        kept = ref(event.id)
+        activity = Activity(rule.code, event.t, kept, armed, stream)
+        previous = state.activity[-1] if state.activity else None
         state.activity.append(activity)
-        state.activity.sort(key=lambda a: (a.rule, a.t))
+        if previous is not None and (previous.rule, previous.t) > (rule.code, event.t):
+            state.activity.sort(key=lambda a: (a.rule, a.t))
         if armed:
-            out.timers.append(Timer(event.t + window, event.subject, "i", rule.id, rule.id, event.t, event.id, stream))
+            out.timers.append(Timer(event.t + window, event.subject, "i", rule.code, "", event.t, kept, stream))
         for a in acts:
             if a.armed and a.t < event.t and event.t <= a.t + window + self.lateness:
                 a.armed = False  # met by this activity
 
-    def _immediate(self, state: MemberState, rule: ImmediateRule, event: JourneyEvent, out: Outcome) -> None:
+    def _immediate(self, state: MemberState, rule: ImmediateRule, event: JourneyEvent, _: str, out: Outcome) -> None:
         if rule.resolve is not None and rule.resolve.matches(event):
-            _resolve_open(state, rule.id, None, event, out)
+            _resolve_open(state, rule, None, event, out)
         if rule.match.matches(event) and self._may_apply(rule, state):
             friction_id = deterministic_id("friction", rule.id, event.subject, event.id)
-            if any(o.friction_id == friction_id for o in state.open):
+            if any(o.friction_id == ref(friction_id) for o in state.open):
                 return
             friction = _friction(
                 state, rule, event.subject, friction_id, event.id, event.t, event.t, event.library, event.platform
             )
-            _open(state, friction, rule.id)
+            _open(state, friction, rule.code, "")
             out.detected.append(friction)
 
     # ------------------------------------------------------------------------------------------------ fire
@@ -209,7 +248,11 @@ class Engine:
         """Decide a timer whose due time (plus lateness) the clock has passed. A timer whose state is gone
         (fired before, erased, or superseded) decides nothing."""
         out = Outcome()
-        rule = self.by_id.get(timer.rule)
+        if timer.kind == "f":
+            if state.seen and not state.starts:
+                state.seen = [s for s in state.seen if s.t >= clock - self.lateness]
+            return out
+        rule = self._by_code.get(timer.rule)
         if isinstance(rule, AbsenceRule) and timer.kind == "a":
             self._fire_absence(state, rule, timer, clock, out)
         elif isinstance(rule, ThresholdRule) and timer.kind == "t":
@@ -219,66 +262,67 @@ class Engine:
         return out
 
     def _fire_absence(self, state: MemberState, rule: AbsenceRule, timer: Timer, clock: int, out: Outcome) -> None:
-        start = next((s for s in state.starts if s.rule == rule.id and s.event_id == timer.event_id), None)
+        start = next((s for s in state.starts if s.rule == rule.code and s.event_id == timer.event_id), None)
         if start is None:
             return
         state.starts.remove(start)
-        seen = [s for s in state.seen if s.rule == rule.id and s.corr == start.corr]
-        _forget_unwaited(state, clock - self.lateness, (rule.id, start.corr))
-        profile = _profile(state)
-        if not rule.admits(profile):
+        seen = [s for s in state.seen if s.rule == rule.code and s.corr == start.corr]
+        _forget_unwaited(state, clock - self.lateness, (rule.code, start.corr))
+        profile = state.profile or _NO_PROFILE
+        if not _admits(rule, profile):
             return
         # At or after the start, but not the start itself: an event that is both start and expected (a course
         # attended) does not meet itself, while a login at the very millisecond of a channel switch does meet it.
         # Within the lateness after the window counts as met (it arrived in time to be seen); later ones resolve.
         after = [s for s in seen if s.t >= start.t and s.event_id != start.event_id]
         met = any(s.t <= timer.due + self.lateness for s in after)
-        library = start.library or profile.get("home_library")
+        library = start.library or profile.home_library
         pair = start.pair or rule.channel_pair
         out.closed.append(
             ClosedWindow(
                 rule.id,
                 timer.member,
-                start.event_id,
+                full_id(start.event_id),
                 timer.due,
                 met,
                 library,
                 pair,
                 start.platform,
-                profile.get("age_band"),
+                profile.age_band,
             )
         )
         if not met:
-            friction_id = deterministic_id("friction", rule.id, timer.member, start.event_id)
-            friction = _friction(state, rule, timer.member, friction_id, start.event_id, start.t, timer.due,
+            start_event_id = full_id(start.event_id)
+            friction_id = deterministic_id("friction", rule.id, timer.member, start_event_id)
+            friction = _friction(state, rule, timer.member, friction_id, start_event_id, start.t, timer.due,
                                  start.library, start.platform, pair)  # fmt: skip
             out.detected.append(friction)
             if after:  # the expected event came late, and was seen before the timer fired
                 first = min(after, key=lambda s: s.t)
-                out.resolved.append(_resolution(friction, first.event_id, first.t))
+                out.resolved.append(_resolution(friction, full_id(first.event_id), first.t))
             else:
-                _open(state, friction, start.corr)
+                _open(state, friction, rule.code, start.corr)
 
     def _fire_threshold(self, state: MemberState, rule: ThresholdRule, timer: Timer, out: Outcome) -> None:
-        burst = next((b for b in state.bursts if b.rule == rule.id and b.corr == timer.corr), None)
+        burst = next((b for b in state.bursts if b.rule == rule.code and b.corr == timer.corr), None)
         check = (timer.t, timer.event_id)
         if burst is None or check not in burst.checks:
             return
         burst.checks.remove(check)
-        t, window = timer.t, self._windows[rule.id]
+        t, window = timer.t, self._windows[rule.code]
         since_reset = max([x for x in burst.resets if x <= t], default=None)
         matches = [m for m in burst.matches if t - window < m <= t and (since_reset is None or m > since_reset)]
-        already_open = any(o.rule == rule.id and o.key == timer.corr for o in state.open)
+        already_open = any(o.rule == rule.code and o.key == timer.corr for o in state.open)
         known_reset = any(t < x <= t + self.lateness for x in burst.resets)
         if (
-            rule.admits(_profile(state))
+            _admits(rule, state.profile)
             and len(matches) >= rule.count
             and not already_open
             and matches[0] > burst.raised
             and not known_reset
         ):
             friction_id = deterministic_id("friction", rule.id, timer.member, timer.corr, str(t))
-            friction = _friction(state, rule, timer.member, friction_id, timer.event_id, matches[0], t,
+            friction = _friction(state, rule, timer.member, friction_id, full_id(timer.event_id), matches[0], t,
                                  burst.library, burst.platform)  # fmt: skip
             burst.raised = t
             out.detected.append(friction)
@@ -286,66 +330,81 @@ class Engine:
             if later:  # reset late, seen before the check was decided (the reset's id is not kept: the time is)
                 out.resolved.append(_resolution(friction, f"{rule.id}:{timer.member}:{later[0]}", later[0]))
             else:
-                _open(state, friction, timer.corr)
+                _open(state, friction, rule.code, timer.corr)
         burst.matches = [m for m in burst.matches if m > t - window]
-        if not (burst.checks or burst.matches or any(o.rule == rule.id and o.key == timer.corr for o in state.open)):
+        if not (burst.checks or burst.matches or any(o.rule == rule.code and o.key == timer.corr for o in state.open)):
             state.bursts.remove(burst)
 
     def _fire_inactivity(
         self, state: MemberState, rule: InactivityRule, timer: Timer, clock: int, out: Outcome
     ) -> None:
-        activity = next((a for a in state.activity if a.rule == rule.id and a.t == timer.t), None)
+        activity = next((a for a in state.activity if a.rule == rule.code and a.t == timer.t), None)
         if activity is None or not activity.armed:
             return  # met by a later activity, or decided before
         activity.armed = False
-        acts = [a for a in state.activity if a.rule == rule.id]
+        acts = [a for a in state.activity if a.rule == rule.code]
         later = sorted(a.t for a in acts if a.t > activity.t)
         _forget_inactive(state, clock - self.lateness)
         if later and later[0] <= timer.due + self.lateness:
             return  # active again in time
-        if not rule.admits(_profile(state)):
+        if not _admits(rule, state.profile):
             return
         friction = self._inactive(state, rule, timer.member, activity, timer.due)
         out.detected.append(friction)
         back = next((a for a in acts if a.t == later[0]), None) if later else None
         if back is not None:  # active again, but too late, before this timer fired
-            out.resolved.append(_resolution(friction, back.event_id, back.t))
+            out.resolved.append(_resolution(friction, full_id(back.event_id), back.t))
         else:
-            _open(state, friction, rule.id)
+            _open(state, friction, rule.code, "")
 
     @staticmethod
     def _inactive(state: MemberState, rule: Rule, member: str, activity: Activity, due: int) -> Friction:
         friction_id = deterministic_id("friction", rule.id, member, str(activity.t))
-        return _friction(state, rule, member, friction_id, activity.event_id, activity.t, due, None, None)
+        return _friction(state, rule, member, friction_id, full_id(activity.event_id), activity.t, due, None, None)
 
     # -------------------------------------------------------------------------------------------- restore
 
     def timers(self, member: str, state: MemberState) -> list[Timer]:
         """Every timer the state still waits for (rebuilt when a partition's state is restored)."""
         timers = [_absence_timer(s, member, self._windows.get(s.rule, 0)) for s in state.starts]
+        if state.seen and not state.starts:
+            timers.append(_forget_timer(member, max(s.t for s in state.seen), LIVE_STREAM))
         for burst in state.bursts:
             timers += [Timer(t, member, "t", burst.rule, burst.corr, t, i, burst.stream) for t, i in burst.checks]
         for a in state.activity:
             if a.armed:
-                timers.append(Timer(a.t + self._windows.get(a.rule, 0), member, "i", a.rule, a.rule, a.t, a.event_id,
+                timers.append(Timer(a.t + self._windows.get(a.rule, 0), member, "i", a.rule, "", a.t, a.event_id,
                                     a.stream))  # fmt: skip
         return timers
 
 
-def _forget_unwaited(state: MemberState, before: int, only: tuple[str, str] | None = None) -> None:
+_by_time = attrgetter("t")
+
+
+def _forget_unwaited(state: MemberState, before: int, only: tuple[int, str] | None = None) -> None:
     """Expected events kept (of every rule and correlation, or `only` one): those at or after `before` (the clock
     less the lateness: a start may still be on its way on another topic), and for each pending window the earliest
     two at or after its start (the first may be the start itself) and the latest one. What decides a window is the
     earliest expected event after its start."""
-    by_key: dict[tuple[str, str], list[Seen]] = {}
+    if not state.seen:
+        return
+    by_key: dict[tuple[int, str], list[Seen]] = {}
     kept: list[Seen] = []
-    for s in state.seen:
-        if only is None or (s.rule, s.corr) == only:
+    if only is None:
+        for s in state.seen:
             by_key.setdefault((s.rule, s.corr), []).append(s)
-        else:
-            kept.append(s)
+    else:
+        rule_id, corr_id = only
+        mine = [s for s in state.seen if s.rule == rule_id and s.corr == corr_id]
+        if not mine:
+            return
+        by_key[only] = mine
+        kept = [s for s in state.seen if s.rule != rule_id or s.corr != corr_id]
     for (rule, corr), seen in by_key.items():
-        seen.sort(key=lambda s: s.t)
+        seen.sort(key=_by_time)
+        if seen[0].t >= before:
+            kept += seen[:SEEN_CAP]  # all still within the lateness
+            continue
         starts = [s.t for s in state.starts if s.rule == rule and s.corr == corr]
         keep = {id(s) for s in seen if s.t >= before}
         for t0 in starts:
@@ -359,23 +418,37 @@ def _forget_unwaited(state: MemberState, before: int, only: tuple[str, str] | No
 def _forget_inactive(state: MemberState, before: int) -> None:
     """Activities kept: those still waiting, the latest of each rule, and any at or after `before` (one may still
     meet the wait of an earlier activity that is on its way on another topic)."""
-    latest: dict[str, int] = {}
+    latest: dict[int, int] = {}
     for a in state.activity:
         latest[a.rule] = max(a.t, latest.get(a.rule, a.t))
     state.activity = [a for a in state.activity if a.armed or a.t >= before or a.t == latest[a.rule]]
+
+
+def _forget_timer(member: str, t: int, stream: str) -> Timer:
+    return Timer(t, member, "f", 0, "", t, b"", stream)
 
 
 def _absence_timer(start: Start, member: str, window: int) -> Timer:
     return Timer(start.t + window, member, "a", start.rule, start.corr, start.t, start.event_id, start.stream)
 
 
-def _profile(state: MemberState) -> dict[str, str | None]:
-    p = state.profile
-    return {"age_band": p.age_band, "home_library": p.home_library} if p is not None else {}
+_NO_PROFILE = Profile()
 
 
-def _corr(event: JourneyEvent, fields: Iterable[str]) -> str:
-    return "/".join(str(event.field(name)) for name in fields)
+def _admits(rule: Rule, profile: Profile | None) -> bool:
+    """The rule's `member:` filter on the profile (services/journey/rules.py `admits`, without a dict per call)."""
+    for name, values in rule.member.items():
+        if str(getattr(profile, name) if profile is not None else None) not in values:
+            return False
+    return True
+
+
+def _corr(event: JourneyEvent, fields: tuple[str, ...]) -> str:
+    if not fields:
+        return ""
+    if len(fields) == 1:
+        return str(event.field(fields[0]))
+    return "/".join([str(event.field(name)) for name in fields])
 
 
 def _friction(
@@ -390,7 +463,7 @@ def _friction(
     platform: str | None,
     channel_pair: str | None = None,
 ) -> Friction:
-    profile = _profile(state)
+    profile = state.profile or _NO_PROFILE
     return Friction(
         friction_id=friction_id,
         rule=rule.id,
@@ -398,10 +471,10 @@ def _friction(
         start_event_id=start_event_id,
         started_ms=started,
         due_ms=due,
-        library=library or profile.get("home_library"),
+        library=library or profile.home_library,
         channel_pair=channel_pair or rule.channel_pair,
         platform=platform,
-        age_band=profile.get("age_band"),
+        age_band=profile.age_band,
     )
 
 
@@ -410,22 +483,23 @@ def _resolution(friction: Friction, event_id: str, at: int) -> Resolution:
                       event_id, max(at, friction.due_ms))  # fmt: skip
 
 
-def _open(state: MemberState, friction: Friction, key: str) -> None:
+def _open(state: MemberState, friction: Friction, rule_code: int, key: str) -> None:
     state.open.append(
-        OpenFriction(friction.friction_id, friction.rule, key, friction.started_ms, friction.due_ms, friction.library)
+        OpenFriction(ref(friction.friction_id), rule_code, key, friction.started_ms, friction.due_ms, friction.library)
     )
     del state.open[:-OPEN_KEPT]
 
 
-def _resolve_open(state: MemberState, rule_id: str, key: str | None, event: JourneyEvent, out: Outcome) -> None:
+def _resolve_open(state: MemberState, rule: Rule, key: str | None, event: JourneyEvent, out: Outcome) -> None:
     """Resolve the rule's open frictions (for `key`, if given) that started before this event."""
     if not state.open:
         return
     keep = []
     for o in state.open:
-        if o.rule == rule_id and (key is None or o.key == key) and o.started <= event.t:
+        if o.rule == rule.code and (key is None or o.key == key) and o.started <= event.t:
+            friction_id = full_id(o.friction_id)
             out.resolved.append(
-                Resolution(o.friction_id, o.rule, event.subject, o.library, o.due, event.id, max(event.t, o.due))
+                Resolution(friction_id, rule.id, event.subject, o.library, o.due, event.id, max(event.t, o.due))
             )
         else:
             keep.append(o)

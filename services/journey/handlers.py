@@ -14,9 +14,8 @@ import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -24,85 +23,24 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from services.journey import engine
-from services.journey.decoding import decode
+from services.journey.decoding import decode_batch
+from services.journey.derived import forwarded, friction_detected, friction_resolved, window_closed
 from services.journey.partition import Applied, Partition
 from services.journey.rules import ImmediateRule, JourneyEvent, RuleCatalogue
 from services.journey.settings import JourneySettings
 from services.journey.store import Fenced, JourneyStore, PartitionWrite
 from shared import telemetry
-from shared.events import CloudEvent, EventData, InvalidEvent, deterministic_id
-from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
-from shared.events.registry import TYPE_PREFIX, model_for
+from shared.events import InvalidEvent
+from shared.events.registry import TYPE_PREFIX
 from shared.kafka import TRANSIENT_ERRORS, EventPublisher, dead_letters
 from shared.partitioned import PartitionedConsumer
+from shared.publishing import Encoded
 from shared.topics import FORWARDS, MEMBERS, USAGE
 
 log = logging.getLogger(__name__)
 
-SOURCE = "/journey"
-FORWARD_SOURCE = "/journey/forwards"
 INPUTS = (MEMBERS, USAGE, FORWARDS)
 BACKOFF_MAX = 5.0
-
-
-def _time(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _iso(ms: int) -> str:
-    return _time(ms).isoformat().replace("+00:00", "Z")
-
-
-def _derived(
-    kind: type[EventData], data: dict[str, Any], *, id: str, subject: str, rule: str, library: str | None, at: int
-) -> CloudEvent:
-    """A derived event built without validating it again: its fields come from the engine, typed already, and
-    `tests/unit/test_journey_events.py` checks that each kind validates against its model."""
-    return CloudEvent.model_construct(
-        specversion="1.0", id=id, source=f"{SOURCE}/rules/{rule}", type=kind.event_type, time=_time(at),
-        subject=subject, datacontenttype="application/json", library=library, channel=None, platform=None,
-        data={k: v for k, v in data.items() if v is not None},
-    )  # fmt: skip
-
-
-def friction_detected(friction: engine.Friction) -> CloudEvent:
-    # event time, not processing time: a replay gives the same event
-    return _derived(
-        FrictionDetected,
-        {
-            "friction_id": friction.friction_id, "rule": friction.rule, "start_event_id": friction.start_event_id,
-            "started_at": _iso(friction.started_ms), "due_at": _iso(friction.due_ms), "library": friction.library,
-            "channel_pair": friction.channel_pair, "platform": friction.platform, "age_band": friction.age_band,
-        },
-        id=friction.friction_id, subject=friction.member_id, rule=friction.rule, library=friction.library,
-        at=friction.due_ms,
-    )  # fmt: skip
-
-
-def friction_resolved(resolution: engine.Resolution) -> CloudEvent:
-    return _derived(
-        FrictionResolved,
-        {
-            "friction_id": resolution.friction_id, "rule": resolution.rule,
-            "resolved_by_event_id": resolution.event_id, "resolved_at": _iso(resolution.at_ms),
-            "seconds_to_resolve": max(0.0, (resolution.at_ms - resolution.due_ms) / 1000),
-        },
-        id=deterministic_id("resolved", resolution.friction_id), subject=resolution.member_id, rule=resolution.rule,
-        library=resolution.library, at=resolution.at_ms,
-    )  # fmt: skip
-
-
-def window_closed(window: engine.ClosedWindow) -> CloudEvent:
-    return _derived(
-        WindowClosed,
-        {
-            "rule": window.rule, "start_event_id": window.start_event_id, "due_at": _iso(window.due_ms),
-            "met": window.met, "library": window.library, "channel_pair": window.channel_pair,
-            "platform": window.platform, "age_band": window.age_band,
-        },
-        id=deterministic_id("closed", window.rule, window.member_id, window.start_event_id),
-        subject=window.member_id, rule=window.rule, library=window.library, at=window.due_ms,
-    )  # fmt: skip
 
 
 class Traces:
@@ -122,14 +60,18 @@ class Traces:
         if len(self._by_event) > self.KEPT:
             del self._by_event[next(iter(self._by_event))]
 
-    def continued(self, event: CloudEvent, cause_id: str) -> None:
+    def continued(self, event_id: str, cause_id: str) -> None:
+        if not self._by_event:
+            return
         context = telemetry.context_from(self._by_event.get(cause_id))
         if context is not None:
-            self._contexts[event.id] = context
+            self._contexts[event_id] = context
 
-    def derived(self, event: CloudEvent, friction: engine.Friction, *, timed: bool) -> None:
+    def derived(self, event_id: str, friction: engine.Friction, *, timed: bool) -> None:
+        if not self._by_event:
+            return
         if not timed:
-            self.continued(event, friction.start_event_id)
+            self.continued(event_id, friction.start_event_id)
             return
         started = self._by_event.pop(friction.start_event_id, None)
         if started is None:
@@ -142,10 +84,12 @@ class Traces:
                 rule=friction.rule, member_id=friction.member_id, friction_id=friction.friction_id
             ),
         )
-        self._spans[event.id] = span
-        self._contexts[event.id] = trace.set_span_in_context(span)
+        self._spans[event_id] = span
+        self._contexts[event_id] = trace.set_span_in_context(span)
 
     def take(self, event_ids: Sequence[str]) -> tuple[dict[str, Context], list[trace.Span]]:
+        if not (self._contexts or self._spans):
+            return {}, []
         contexts = {i: c for i in event_ids if (c := self._contexts.pop(i, None)) is not None}
         spans = [s for i in event_ids if (s := self._spans.pop(i, None)) is not None]
         return contexts, spans
@@ -181,8 +125,6 @@ class FrictionDetector:
         )  # fmt: skip
         self.wall: Callable[[], float] = time.time
         self._traces = Traces()
-        # Publishes forwards on journey.forwards.v1 (set by the app: the broker publishes to a named topic).
-        self.forward: Callable[[Sequence[CloudEvent]], Awaitable[None]] = _no_forwarding
 
     # ------------------------------------------------------------------------------------- ownership
 
@@ -197,9 +139,9 @@ class FrictionDetector:
             # Quiet only once a fetch has shown the topic caught up and nothing came for a while after that.
             since = time.monotonic()
             self.owned[number] = Owned(partition, epoch, dict(restored.offsets), dict.fromkeys(self._topics, since))
-            if restored.outbox:
+            for stored, records in restored.outbox:
                 # Derived events stored by an earlier owner that stopped before Kafka had them.
-                await self._publish(number, restored.outbox)
+                await self._publish(number, stored, records, Counter(), Counter())
             for topic, offset in restored.offsets.items():
                 resume[TopicPartition(topic, number)] = offset + 1
             log.info("journey: partition %d restored (%d members, %d timers, epoch %d)", number,
@@ -233,16 +175,12 @@ class FrictionDetector:
         for tp, records in inputs:
             done = offsets.get(tp.topic, -1)
             decoded: list[tuple[int, int, str, JourneyEvent]] = []
-            for record in records:
-                if record.offset <= done:
-                    continue  # applied before a crash or a rebalance
-                self.applied += 1
-                try:
-                    found = decode(record.value, record.headers, self._engine.kinds)
-                except InvalidEvent as exc:
-                    await self._dead_letter(record, "invalid_event", str(exc))
-                    continue
-                if found is not None:
+            fresh = [r for r in records if r.offset > done]  # others were applied before a crash or a rebalance
+            self.applied += len(fresh)
+            for record, found in zip(fresh, decode_batch(fresh, self._engine.kinds), strict=True):
+                if isinstance(found, InvalidEvent):
+                    await self._dead_letter(record, "invalid_event", str(found))
+                elif found is not None:
                     decoded.append((found.t, record.offset, tp.topic, found))
                     types[(tp.topic, found.kind)] += 1
                     traceparent = telemetry.sampled_traceparent(record.headers)
@@ -293,15 +231,17 @@ class FrictionDetector:
         change.clocks.update({f"{t}|{s}": c for (t, s), c in partition.clocks.items()})
         outcome = applied.outcome
         for friction in outcome.detected:
-            event = friction_detected(friction)
-            change.outbox.append(event)
+            record = friction_detected(friction)
+            change.outbox.append(record)
+            change.detected[friction.rule] += 1
             self._traces.derived(
-                event, friction, timed=not isinstance(self._engine.by_id[friction.rule], ImmediateRule)
+                record.event_id, friction, timed=not isinstance(self._engine.by_id[friction.rule], ImmediateRule)
             )
         for resolution in outcome.resolved:
-            event = friction_resolved(resolution)
-            change.outbox.append(event)
-            self._traces.continued(event, resolution.event_id)
+            record = friction_resolved(resolution)
+            change.outbox.append(record)
+            change.resolved[resolution.rule] += 1
+            self._traces.continued(record.event_id, resolution.event_id)
         change.outbox += [window_closed(w) for w in outcome.closed]
         change.outbox += [forwarded(f.survivor, f.event) for f in applied.forwards]
 
@@ -344,22 +284,18 @@ class FrictionDetector:
                 self.owned.pop(number, None)
                 continue
             if change.outbox:
-                await self._publish(number, change.outbox)
+                await self._publish(number, change.outbox_field(), change.outbox, change.detected, change.resolved)
 
-    async def _publish(self, number: int, events: list[CloudEvent]) -> None:
-        derived = [e for e in events if e.source != FORWARD_SOURCE]
-        forwards = [e for e in events if e.source == FORWARD_SOURCE]
-        contexts, spans = self._traces.take([e.id for e in derived])
+    async def _publish(
+        self, number: int, stored: str, records: list[Encoded], detected: Counter[str], resolved: Counter[str]
+    ) -> None:
+        contexts, spans = self._traces.take([r.event_id for r in records])
         try:
-            await self._retrying(lambda: self._publisher.publish_many(derived, contexts=contexts))
+            await self._retrying(lambda: self._publisher.publish_encoded(records, contexts=contexts))
         finally:
             for span in spans:
                 span.end()
-        if forwards:
-            await self._retrying(lambda: self.forward(forwards))
-        await self._retrying(lambda: self._store.forget_outbox(number, [e.id for e in events]))
-        detected = Counter(str(e.data.get("rule")) for e in events if e.type == FrictionDetected.event_type)
-        resolved = Counter(str(e.data.get("rule")) for e in events if e.type == FrictionResolved.event_type)
+        await self._retrying(lambda: self._store.forget_outbox(number, stored))
         self._publisher.metrics.frictions(detected, resolved)
 
     async def _retrying(self, action: Callable[[], Any]) -> Any:
@@ -380,16 +316,3 @@ class FrictionDetector:
 
     async def run(self) -> None:
         await self.consumer.run()
-
-
-def forwarded(survivor: str, event: JourneyEvent) -> CloudEvent:
-    """An event of a merged-away record, now the survivor's, for the survivor's partition (journey.forwards.v1)."""
-    data = model_for(TYPE_PREFIX + event.kind).model_validate(event.data).model_dump(mode="json")
-    return CloudEvent(
-        id=event.id, source=FORWARD_SOURCE, type=TYPE_PREFIX + event.kind, time=_time(event.t), subject=survivor,
-        library=event.library, channel=event.channel, platform=event.platform, data=data,
-    )  # fmt: skip
-
-
-async def _no_forwarding(events: Sequence[CloudEvent]) -> None:
-    raise RuntimeError("journey forwards need a publisher (services/journey/app.py)")

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.consumers import batches_to_end
 from shared.events import BATCH as CLOUDEVENTS_BATCH
 from shared.events import (
     CloudEvent,
@@ -234,40 +233,16 @@ class Read:
 
 async def read_topics(bootstrap: str, topics: Sequence[str], progress: Callable[[int], None] | None = None) -> Read:
     """Every record of `topics` as they stand now, from the start up to their end offsets, decoded. No consumer
-    group: nothing is committed and no running consumer is disturbed."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    assigned = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
+    group: nothing is committed and no running consumer is disturbed (`shared.consumers.batches_to_end`)."""
     read = Read()
-    if not assigned:
-        return read
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        todo = {tp for tp, end in ends.items() if end > 0}
-        while todo:
-            for tp, records in (await consumer.getmany(*todo, timeout_ms=500)).items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        continue
-                    try:
-                        event = from_kafka(record.value, record.headers)
-                        typed_data(event)
-                        read.events.append(event)
-                    except InvalidEvent:
-                        read.undecodable += 1
-            for tp in list(todo):
-                if await consumer.position(tp) >= ends[tp]:
-                    todo.discard(tp)
-            if progress:
-                progress(len(read.events) + read.undecodable)
-        return read
-    finally:
-        await consumer.stop()
+    async for batch in batches_to_end(bootstrap, *topics):
+        for record in batch:
+            try:
+                event = from_kafka(record.value, record.headers)
+                typed_data(event)
+                read.events.append(event)
+            except InvalidEvent:
+                read.undecodable += 1
+        if progress:
+            progress(len(read.events) + read.undecodable)
+    return read

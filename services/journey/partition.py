@@ -61,6 +61,7 @@ class Partition:
         # Topics with nothing new since a history began to load (they hold the history's clock back no more).
         self.backfill_quiet: set[str] = set()
         self._clock_cache: dict[str, int] = {}
+        self._backfilling = False
         self.result = Applied()
 
     # ---------------------------------------------------------------------------------------------- state
@@ -74,14 +75,15 @@ class Partition:
             heapq.heapify(heap)
 
     def take(self) -> Applied:
-        """What happened since the last take (to store and publish). Before a changed state is stored, expected
-        events no window waits for are forgotten once the clock has passed them (they cost bytes per member)."""
+        """What happened since the last take (to store and publish). Before a changed state is stored, what no
+        window can need any more is forgotten (it costs bytes per member)."""
         result, self.result = self.result, Applied()
-        before = self._forget_before()
+        clock = self._forget_before() + self.engine.lateness
+        members = self.members
         for member in result.changed:
-            state = self.members.get(member)
-            if state is not None and state.seen and not state.starts:
-                state.seen = [s for s in state.seen if s.t >= before]
+            state = members.get(member)
+            if state is not None:
+                self.engine.prune(state, clock)
         return result
 
     def timers_due(self, stream: str, until: int) -> bool:
@@ -106,6 +108,7 @@ class Partition:
 
     def set_clocks(self, clocks: dict[tuple[str, str], int]) -> None:
         self.clocks = dict(clocks)
+        self._backfilling = any(s == BACKFILL for _, s in self.clocks)
         self._clock_cache.clear()
 
     def clock(self, stream: str) -> int:
@@ -166,7 +169,7 @@ class Partition:
             self._clock_cache.clear()
 
     def backfilling(self) -> bool:
-        return any(s == BACKFILL for _, s in self.clocks)
+        return self._backfilling
 
     def streams(self) -> set[str]:
         return {s for _, s in self.clocks} | set(self._timers)
@@ -200,7 +203,9 @@ class Partition:
             self.clocks[key] = event.t
             if previous is None:
                 self._clock_cache.clear()  # a topic that starts delivering changes every stream's clock
-            else:
+                self._backfilling = self._backfilling or stream == BACKFILL
+            elif not (stream == LIVE and topic not in self.quiet and self._clock_cache.get(LIVE, previous) < previous):
+                # Unless a busy topic ahead of the slowest moved on (the live clock is the slowest's, unchanged).
                 self._clock_cache.pop(stream, None)
             self._fire(stream, self.clock(stream) - self.engine.lateness)
         self.apply(event, stream)

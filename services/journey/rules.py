@@ -12,6 +12,7 @@ Four kinds:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from datetime import timedelta
 from functools import cached_property
@@ -139,7 +140,16 @@ class _Rule(BaseModel):
             raise ValueError(f"members can be chosen by {', '.join(PROFILE_FIELDS)}, not by {', '.join(unknown)}")
         return value
 
+    @cached_property
+    def code(self) -> int:
+        """How a member's state names the rule: 4 bytes derived from the id, the same on every instance and after
+        every restart, instead of the id itself in each of millions of states (the engine refuses two ids with one
+        code). A rule renamed is a new rule: its old windows are no longer decided."""
+        return zlib.crc32(self.id.encode())
+
     def admits(self, profile: Mapping[str, Any]) -> bool:
+        if not self.member:
+            return True
         return all(str(profile.get(name)) in values for name, values in self.member.items())
 
     def kinds(self) -> frozenset[str]:
@@ -162,6 +172,15 @@ class AbsenceRule(_Rule):
     def kinds(self) -> frozenset[str]:
         return self.start.kinds | self.expect.kinds
 
+    @cached_property
+    def start_fields(self) -> tuple[str, ...]:
+        """The start's fields that correlate it with the expected event (in `same`'s order)."""
+        return tuple(self.same)
+
+    @cached_property
+    def expect_fields(self) -> tuple[str, ...]:
+        return tuple(self.same.values())
+
 
 class ThresholdRule(_Rule):
     kind: Literal["threshold"]
@@ -172,6 +191,10 @@ class ThresholdRule(_Rule):
 
     def kinds(self) -> frozenset[str]:
         return self.match.kinds | (self.reset.kinds if self.reset else frozenset())
+
+    @cached_property
+    def same_fields(self) -> tuple[str, ...]:
+        return tuple(self.same)
 
 
 class InactivityRule(_Rule):

@@ -20,16 +20,18 @@ from typing import Any
 from shared.events import CloudEvent, to_structured
 from shared.events.registry import TYPE_PREFIX
 
-LIBRARIES = ["oba", "rotterdam", "denhaag", "utrecht", "haarlem", "groningen", "eindhoven", "tilburg"]
+# Libraries of the catalogue's seed (services/propositions/seed.yaml), each with a postcode area it serves: every
+# library code entering the platform must be in the catalogue (tests/unit/test_simulator_libraries.py holds them to it).
+LIBRARIES = ["oba", "rotterdam", "den-haag", "utrecht", "haarlem", "groningen", "eindhoven", "midden-brabant"]
 POSTCODES = {
     "oba": "1034",
     "rotterdam": "3011",
-    "denhaag": "2511",
+    "den-haag": "2511",
     "utrecht": "3511",
     "haarlem": "2011",
     "groningen": "9711",
     "eindhoven": "5611",
-    "tilburg": "5038",
+    "midden-brabant": "5038",
 }
 DAY = timedelta(days=1)
 # What counts as activity for the youth-inactive rule (as in rules.yaml).

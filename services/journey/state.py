@@ -22,10 +22,10 @@ class Profile(msgspec.Struct, array_like=True, omit_defaults=True):
 class Start(msgspec.Struct, array_like=True, omit_defaults=True):
     """A pending absence window: its timer fires at `t + within`."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     t: int
-    event_id: str
+    event_id: bytes  # as `ref` keeps it
     library: str | None = None
     platform: str | None = None
     pair: str | None = None
@@ -35,20 +35,20 @@ class Start(msgspec.Struct, array_like=True, omit_defaults=True):
 class Seen(msgspec.Struct, array_like=True):
     """An expected event of an absence rule (the two latest per rule and correlation are kept)."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     t: int
-    event_id: str
+    event_id: bytes  # as `ref` keeps it
 
 
 class Burst(msgspec.Struct, array_like=True, omit_defaults=True):
     """A threshold rule's matches within its window, its resets, and the checks still to decide."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     matches: list[int] = msgspec.field(default_factory=list)
     resets: list[int] = msgspec.field(default_factory=list)
-    checks: list[tuple[int, str]] = msgspec.field(default_factory=list)  # (time, event id)
+    checks: list[tuple[int, bytes]] = msgspec.field(default_factory=list)  # (time, the event's `ref`)
     raised: int = -1
     library: str | None = None
     platform: str | None = None
@@ -58,9 +58,9 @@ class Burst(msgspec.Struct, array_like=True, omit_defaults=True):
 class Activity(msgspec.Struct, array_like=True, omit_defaults=True):
     """An inactivity rule: the latest activity, and whether its wait is armed."""
 
-    rule: str
+    rule: int  # the rule's code (services/journey/rules.py)
     t: int
-    event_id: str
+    event_id: bytes  # as `ref` keeps it
     armed: bool = True
     stream: str = ""
 
@@ -68,8 +68,8 @@ class Activity(msgspec.Struct, array_like=True, omit_defaults=True):
 class OpenFriction(msgspec.Struct, array_like=True, omit_defaults=True):
     """A friction raised and not resolved yet: what its resolution needs."""
 
-    friction_id: str
-    rule: str
+    friction_id: bytes  # as `ref` keeps it
+    rule: int  # the rule's code (services/journey/rules.py)
     key: str
     started: int
     due: int
@@ -92,12 +92,40 @@ class Timer(NamedTuple):
 
     due: int
     member: str
-    kind: str  # "a" absence, "t" threshold check, "i" inactivity
-    rule: str
+    kind: str  # "a" absence, "t" threshold check, "i" inactivity, "f" forget expected events no window waits for
+    rule: int  # the rule's code (services/journey/rules.py)
     corr: str
     t: int
-    event_id: str
+    event_id: bytes  # as `ref` keeps it
     stream: str = ""
+
+
+def ref(event_id: str) -> bytes:
+    """An id as a state keeps it: a UUID (what the platform's producers give events, and derived ids are) in its 16
+    bytes, any other id as UTF-8 (marked when it is 16 bytes long too; 0xFF never occurs in UTF-8). Millions of
+    members' states hold a few ids each: 20 bytes saved per id. Only a UUID written as `full_id` writes it back (in
+    lowercase) is kept as bytes, so every id comes back exactly as it came."""
+    if (
+        len(event_id) == 36
+        and event_id[8] == event_id[13] == event_id[18] == event_id[23] == "-"
+        and event_id == event_id.lower()
+    ):
+        try:
+            kept = bytes.fromhex(event_id.replace("-", ""))
+        except ValueError:
+            kept = b""
+        if len(kept) == 16:
+            return kept
+    raw = event_id.encode()
+    return b"\xff" + raw if len(raw) == 16 else raw
+
+
+def full_id(kept: bytes) -> str:
+    """The id `ref` kept."""
+    if len(kept) == 16:
+        h = kept.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return kept[1:].decode() if kept[:1] == b"\xff" else kept.decode()
 
 
 _ENCODER = msgspec.msgpack.Encoder()

@@ -3,9 +3,11 @@ writes back once per batch. Only the instance that owns a partition writes it, a
 partition (a zombie after a rebalance) is fenced off by the partition's epoch.
 
 Keys (prefix `journey:`, `<p>` the partition number):
-  state:<p>     hash: member id → MemberState as MessagePack (services/journey/state.py)
+  state:<p>     hash: member id (as `state.ref` keeps ids: 16 bytes for a UUID) → MemberState as MessagePack
+                (services/journey/state.py)
   meta:<p>      hash: `o:<topic>` → last offset applied, `c:<topic>:<stream>` → the clock (ms, event time)
-  outbox:<p>    hash: event id → a derived event (structured CloudEvent JSON) stored with the state, until Kafka has it
+  outbox:<p>    hash: a batch's first derived event id → the batch's derived events in their Kafka form (MessagePack,
+                services/journey/derived.py), stored with the state until Kafka has them
   epoch:<p>     integer: raised by every new owner; a write carrying an older epoch is refused
 
 Why Redis and not a compacted changelog topic: a batch's state, offsets and derived events are stored in one
@@ -15,25 +17,25 @@ partition's state is read back with HSCAN in seconds without replaying a topic.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
-from services.journey.state import MemberState, decode, encode
-from shared.events import CloudEvent, from_structured, to_structured
+from services.journey.derived import from_outbox, to_outbox
+from services.journey.state import MemberState, decode, encode, full_id, ref
+from shared.publishing import Encoded
 from shared.settings import Settings
 
-# KEYS: epoch, state, meta, outbox. ARGV: the epoch, then five counted groups: pairs to set in state, fields to
-# delete from state, pairs to set in meta, pairs to set in the outbox, fields to delete from the outbox. Lua's
-# unpack takes a few thousand values at most, so each command gets a slice of at most 1,000.
+# KEYS: epoch, state, meta, outbox. ARGV: the epoch, then four counted groups: pairs to set in state, fields to
+# delete from state, pairs to set in meta, pairs to set in the outbox. Lua's unpack takes a few thousand values at
+# most, so each command gets a slice of at most 1,000.
 _WRITE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local i = 2
-for _, step in ipairs({{KEYS[2], 'HSET', 2}, {KEYS[2], 'HDEL', 1}, {KEYS[3], 'HSET', 2}, {KEYS[4], 'HSET', 2},
-                       {KEYS[4], 'HDEL', 1}}) do
+for _, step in ipairs({{KEYS[2], 'HSET', 2}, {KEYS[2], 'HDEL', 1}, {KEYS[3], 'HSET', 2}, {KEYS[4], 'HSET', 2}}) do
   local n = tonumber(ARGV[i]) * step[3]; i = i + 1
   local last = i + n - 1
   while i <= last do
@@ -58,8 +60,13 @@ class PartitionWrite:
     erased: set[str] = field(default_factory=set)
     offsets: dict[str, int] = field(default_factory=dict)
     clocks: dict[str, int] = field(default_factory=dict)
-    outbox: list[CloudEvent] = field(default_factory=list)
-    published: list[str] = field(default_factory=list)
+    outbox: list[Encoded] = field(default_factory=list)
+    detected: Counter[str] = field(default_factory=Counter)  # frictions by rule, for the metrics once published
+    resolved: Counter[str] = field(default_factory=Counter)
+
+    def outbox_field(self) -> str:
+        """Where the batch's derived events are kept until Kafka has them: the first one's id (ids are unique)."""
+        return self.outbox[0].event_id
 
 
 @dataclass
@@ -67,7 +74,7 @@ class Restored:
     members: list[tuple[str, MemberState]]
     offsets: dict[str, int]  # topic → last offset applied
     clocks: dict[tuple[str, str], int]  # (topic, stream) → clock
-    outbox: list[CloudEvent]
+    outbox: list[tuple[str, list[Encoded]]]  # (field, a batch's derived events) stored and not yet published
     epoch: int
 
 
@@ -87,7 +94,7 @@ class JourneyStore:
     async def restore(self, partition: int, epoch: int, chunk: int = 5000) -> Restored:
         members: list[tuple[str, MemberState]] = []
         async for batch in self._scan(self._k("state", partition), chunk):
-            members += [(m, decode(raw)) for m, raw in batch]
+            members += [(full_id(m), decode(raw)) for m, raw in batch]
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self._k("meta", partition))
             pipe.hgetall(self._k("outbox", partition))
@@ -101,36 +108,33 @@ class JourneyStore:
             elif kind == "c":
                 topic, _, stream = rest.partition("|")
                 clocks[(topic, stream)] = int(value)
-        outbox = [from_structured(json.loads(v)) for v in cast(dict[bytes, bytes], raw_outbox).values()]
+        outbox = [(k.decode(), from_outbox(v)) for k, v in cast(dict[bytes, bytes], raw_outbox).items()]
         return Restored(members, offsets, clocks, outbox, epoch)
 
-    async def _scan(self, key: str, chunk: int) -> AsyncIterator[list[tuple[str, bytes]]]:
+    async def _scan(self, key: str, chunk: int) -> AsyncIterator[list[tuple[bytes, bytes]]]:
         cursor = 0
         while True:
             cursor, found = await self._redis.hscan(key, cursor, count=chunk)
             if found:
-                yield [(k.decode(), v) for k, v in cast(dict[bytes, bytes], found).items()]
+                yield list(cast(dict[bytes, bytes], found).items())
             if cursor == 0:
                 return
 
     async def write(self, partition: int, epoch: int, change: PartitionWrite) -> None:
         """The batch's state, offsets, clocks and derived events in one atomic, fenced step."""
-        states = [(m, encode(s)) for m, s in change.states.items()]
-        erased = sorted(change.erased - change.states.keys())
+        states = [(ref(m), encode(s)) for m, s in change.states.items()]
+        erased = [ref(m) for m in sorted(change.erased - change.states.keys())]
         meta: list[tuple[str, int]] = [(f"o:{t}", o) for t, o in change.offsets.items()]
         meta += [(f"c:{k}", c) for k, c in change.clocks.items()]
-        outbox: list[tuple[str, str]] = [
-            (e.id, json.dumps(to_structured(e), separators=(",", ":"))) for e in change.outbox
-        ]
+        outbox = [(change.outbox_field(), to_outbox(change.outbox))] if change.outbox else []
         keys = [self._k(n, partition) for n in ("epoch", "state", "meta", "outbox")]
         args: list[Any] = [epoch]
-        for group in (states, erased, meta, outbox, change.published):
+        for group in (states, erased, meta, outbox):
             args.append(len(group))
             for item in group:
                 args += item if isinstance(item, tuple) else [item]
         if not await self._write(keys=keys, args=args):
             raise Fenced(f"partition {partition} has a newer owner")
 
-    async def forget_outbox(self, partition: int, event_ids: Sequence[str]) -> None:
-        if event_ids:
-            await self._redis.hdel(self._k("outbox", partition), *event_ids)
+    async def forget_outbox(self, partition: int, stored: str) -> None:
+        await self._redis.hdel(self._k("outbox", partition), stored)

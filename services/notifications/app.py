@@ -26,6 +26,7 @@ from services.notifications.projection_store import ProjectionStore
 from services.notifications.senders import EmailSender, WebhookSender
 from services.notifications.settings import NotificationsSettings
 from shared.events import notifications as notification_events
+from shared.libraries import LibraryDirectory
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 from shared.topics import MEMBERS
@@ -66,7 +67,7 @@ def create_app(
         queue=DeliveryQueue(redis, settings),
         inbox=InboxStore(redis, settings),
     )
-    decisions = DecisionLog(redis, settings, stores.campaigns, stores.queue)
+    decisions = DecisionLog(redis, settings, stores.campaigns, stores.queue, stores.inbox)
     deliverer = Deliverer(
         stores.queue, stores.campaigns, stores.projections, stores.catalogue, stores.inbox, decisions,
         parts.publisher, settings, clock, contacts or IdentityContacts(settings.identity_url, settings.service_key),
@@ -80,7 +81,8 @@ def create_app(
     projector = Projector(stores.projections, stores.catalogue, decisions, decider, settings.topic(MEMBERS.name))
     projector.caught_up = caught_up
     broadcaster = Broadcaster(decider, stores.campaigns, stores.projections, settings, clock)
-    management = CampaignManagement(stores.campaigns, stores.catalogue, parts.publisher, settings, clock)
+    libraries = LibraryDirectory(settings)
+    management = CampaignManagement(stores.campaigns, stores.catalogue, parts.publisher, settings, clock, libraries)
     app = build_app(
         parts,
         title="klantreis notifications",
@@ -94,6 +96,7 @@ def create_app(
         ],
         kafka=notifications_router(projector, settings, parts.publisher),
         background=[deliverer.run, broadcaster.run, caught_up.run],
+        stop=[libraries.close],
         publishes=[
             notification_events.MessageSent,
             notification_events.MessageSuppressed,

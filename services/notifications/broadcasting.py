@@ -5,6 +5,9 @@ quiet hours, holdout and consent apply as for any trigger. The run's position (l
 many members it looked at are saved after every page: a restart, or an `activate` after a `pause`, carries on
 from there. Nobody gets it twice: a member decided before finds the broadcast's decided marker and claim (a scan
 may return a member again, and the page after the last saved position is looked at again after a crash).
+Nothing redelivers a broadcast, so a page's events are acknowledged by Kafka before its decisions are stored: a
+process that dies in between decides that page again on resume, publishing the same ids again, and never leaves a
+member decided whose events were not published.
 """
 
 from __future__ import annotations
@@ -124,4 +127,4 @@ class Broadcaster:
                 continue  # decided before (a resumed run, or a member the scan returned twice)
             pending.append((trigger, [campaign]))
         if pending:
-            await self._decider.decide(pending, self._clock(), states)
+            await self._decider.decide(pending, self._clock(), states, publish_first=True)

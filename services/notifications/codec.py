@@ -6,7 +6,9 @@ hundred bytes per member rather than a hash table of its own. Times are epoch mi
 
 from __future__ import annotations
 
+import base64
 import json
+import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -121,11 +123,31 @@ def text_value(m: InboxMessage) -> str:
 
 
 def text_tag(m: InboxMessage) -> str:
-    return tag(text_value(m), size=12)  # shared by the whole network: longer than a member's tags
+    return tag(text_value(m), size=8)  # shared by the whole network: longer than a member's tags
 
 
-def inbox_value(m: InboxMessage) -> str:
-    return f"{text_tag(m)}|{ms(m.created_at)}|{int(m.read)}|{m.about_member_id or ''}"
+def inbox_field(message_id: str) -> str:
+    """A message id (a UUID: 36 characters) as its 16 bytes in URL-safe base64 (22): every inbox item is shorter."""
+    try:
+        parsed = uuid.UUID(message_id)
+    except ValueError:
+        return INBOX + message_id
+    if str(parsed) != message_id:  # only the canonical spelling, so that the field gives back the very same id
+        return INBOX + message_id
+    return INBOX + base64.urlsafe_b64encode(parsed.bytes).decode().rstrip("=")
+
+
+def message_id_of(field: str) -> str:
+    """The message id an inbox field (`inbox_field`) names."""
+    name = field[len(INBOX) :]
+    if len(name) != 22:
+        return name
+    return str(uuid.UUID(bytes=base64.urlsafe_b64decode(name + "==")))
+
+
+def inbox_value(m: InboxMessage, text: str | None = None) -> str:
+    """`text`: the message's `text_tag` when the caller has it already."""
+    return f"{text or text_tag(m)}|{ms(m.created_at)}|{int(m.read)}|{m.about_member_id or ''}"
 
 
 def inbox_item(value: str) -> tuple[str, int, bool, str | None]:

@@ -2,10 +2,15 @@
 
 A batch of triggers (a consumer batch, or a page of a broadcast's audience) costs a fixed number of Redis round
 trips, whatever its size: aliases, then every member's hash (profile, consents, cap window, claims, decided
-triggers) and the guardians' consents, pipelined; then one transaction stores every decision with its claims,
+triggers) and the guardians' consents, pipelined; then one script (atomic) stores every decision with its claims,
 cap window, deliveries and counters; then the decision events go to Kafka together. For each trigger the live
 campaigns it triggers are decided in priority order (so that, near the cap, the higher priority gets the slot).
 A redelivered trigger finds its decided marker and only publishes its events again, under the same ids.
+
+An in-app message to an adult that may go now is delivered by deciding itself: consent and the campaign were
+checked a moment ago and the inbox needs no address, so it is rendered (once for all alike), put in the inbox in
+the decisions' transaction and its `message.sent` published with the decision events. No delivery waits for it:
+no second read of the member, no queue round trips, and a friction's message is in the inbox one hop earlier.
 """
 
 from __future__ import annotations
@@ -21,21 +26,23 @@ from opentelemetry.context import Context
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import BROADCAST, AudienceFacts, Campaign, TriggerEvent, triggered_by
 from services.notifications.catalogue_store import CatalogueStore
-from services.notifications.decision_events import decision_event
+from services.notifications.decision_events import MessageEvent, decision_event, message_sent
 from services.notifications.decision_log import DecisionLog, DecisionWrite
 from services.notifications.keys import tag
 from services.notifications.projection_store import ProjectionStore
+from services.notifications.rendering import Renderer
 from services.notifications.rules import Circumstances, Decision, MemberFacts, Policy, decide, message_id, quiet_until
 from services.notifications.settings import NotificationsSettings
-from services.notifications.state import Claim, DecisionMemory, Delivery, MemberState, ms
+from services.notifications.state import Claim, DecisionMemory, Delivery, InboxMessage, MemberState, ms
 from shared import telemetry
-from shared.events import CloudEvent, EventData
+from shared.events import CloudEvent
 from shared.events.notifications import MessageDeferred, MessageSuppressed, SuppressionReason
 from shared.events.types import Medium
 from shared.kafka import EventPublisher
 
 Clock = Callable[[], datetime]
 MEDIUM_CODES: dict[str, Medium] = {"e": "email", "s": "sms", "p": "push", "i": "in_app"}
+IN_APP_SENT = "i"  # the outcome code of an in-app message deciding delivered itself: "i<locale>"
 CODES_OF_MEDIA = {v: k for k, v in MEDIUM_CODES.items()}
 
 
@@ -101,6 +108,7 @@ class Decider:
         self._wake = wake
         self._policy = Policy.from_settings(settings)
         self._cache: tuple[int, list[Campaign]] | None = None
+        self._renderer = Renderer(campaigns, catalogue, settings)
 
     async def live_campaigns(self, now: datetime) -> list[Campaign]:
         """Active campaigns inside their schedule, highest priority first. Cached until any campaign changes."""
@@ -147,16 +155,21 @@ class Decider:
         now: datetime,
         states: dict[str, MemberState] | None = None,
         traceparents: Mapping[str, str | None] | None = None,
+        *,
+        publish_first: bool = False,
     ) -> int:
-        """Decide resolved triggers (a member's id is the survivor's); `states` when the caller read them."""
+        """Decide resolved triggers (a member's id is the survivor's); `states` when the caller read them.
+
+        `publish_first` (a broadcast's pages, which no Kafka record redelivers): the events are acknowledged before
+        the decisions are stored, so that a process dying in between decides the page again (the same ids) rather
+        than leave members decided whose events were never published."""
         traceparents = traceparents or {}
         contexts: dict[str, Context] = {}
         states = states if states is not None else await self.states([t.member_id for t, _ in pending])
         offered = await self._offered(c for _, cs in pending for c in cs)
         members: dict[str, _Member] = {}
-        writes: list[DecisionWrite] = []
+        decided: list[tuple[TriggerEvent, Sequence[Campaign], MemberFacts, DecisionWrite, Context | None]] = []
         events: list[CloudEvent] = []
-        due_now = False
         for trigger, campaigns in pending:
             state = states[trigger.member_id]
             guardian_id = state.record.profile.guardian_id
@@ -174,19 +187,67 @@ class Decider:
             member.decided.add(trigger_tag)
             with self._span(trigger, traceparents.get(trigger.event_id)) as context:
                 write = self._decide_one(trigger, campaigns, now, facts, member, offered)
-            writes.append(write)
-            decided = self._remembered(trigger, write.memory, campaigns, facts)
-            events.extend(decided)
+            decided.append((trigger, campaigns, facts, write, context))
+        writes = [write for _, _, _, write, _ in decided]
+        await self._deliver_in_app(writes, states, now)
+        for trigger, campaigns, facts, write, context in decided:
+            found = self._remembered(trigger, write.memory, campaigns, facts)
+            events.extend(found)
             if context is not None:
-                contexts.update((e.id, context) for e in decided)
-            due_now = due_now or any(due <= ms(now) for _, due in write.deliveries)
+                contexts.update((e.id, context) for e in found)
+        now_ms = ms(now)
+        due_now = any(due <= now_ms for write in writes for _, due in write.deliveries)
+        if events and publish_first:
+            await self._publisher.publish_many(events, contexts=contexts)
         await self._log.write(writes)
         self._publisher.metrics.messages(c for w in writes for _, c in w.counters if c != "triggered")
-        if events:
+        if events and not publish_first:
+            # A trigger redelivered after a crash here finds its decided marker and publishes its events again.
             await self._publisher.publish_many(events, contexts=contexts)
         if due_now:
             self._wake()
         return len(writes)
+
+    async def _deliver_in_app(
+        self, writes: Sequence[DecisionWrite], states: dict[str, MemberState], now: datetime
+    ) -> None:
+        """Deliver at once what goes now into an adult's own inbox; the rest waits for the delivery loop. A minor's
+        message goes where identity says (maybe the guardian's inbox), so it takes the loop's way."""
+        now_ms = ms(now)
+        at_once = [
+            (write, delivery, due)
+            for write in writes
+            for delivery, due in write.deliveries
+            if due <= now_ms
+            and delivery.media[0] == "in_app"
+            and not states[delivery.member_id].record.profile.guardian_id
+        ]
+        if not at_once:
+            return
+        await self._renderer.begin([delivery for _, delivery, _ in at_once], campaigns_now=False)
+        for write, delivery, due in at_once:
+            rendered = await self._renderer.render(delivery, "in_app", None, "member")
+            if rendered is None:
+                continue  # the delivery loop fails it, with its dead letter
+            write.deliveries.remove((delivery, due))
+            message = InboxMessage(
+                message_id=delivery.message_id, campaign_id=delivery.campaign_id, title=rendered.get("title", ""),
+                body=rendered["body"], locale=delivery.locale, library=delivery.library, created_at=now,
+            )  # fmt: skip
+            write.inbox.append((delivery.member_id, message))
+            write.counters.append((delivery.campaign_id, "sent"))
+            if delivery.friction_id:
+                write.effects.append(
+                    (delivery.campaign_id, delivery.friction_id, ms(delivery.trigger_time), "messaged")
+                )
+            # Remembered as delivered in the app (with its locale), so that a redelivery publishes it again.
+            write.memory = replace(
+                write.memory,
+                outcomes=tuple(
+                    (c, v, f"{IN_APP_SENT}{delivery.locale}" if c == delivery.campaign_id else code)
+                    for c, v, code in write.memory.outcomes
+                ),
+            )
 
     @contextlib.contextmanager
     def _span(self, trigger: TriggerEvent, traceparent: str | None) -> Iterator[Context | None]:
@@ -213,15 +274,16 @@ class Decider:
         member: _Member,
         offered: dict[str, frozenset[str]],
     ) -> DecisionWrite:
+        now_ms = ms(now)
         window_start = ms(now - self._settings.notifications_frequency_window)
         state = member.state
         sent = state.sent_since(window_start) + len(member.sent)
         outcomes: list[tuple[str, int, str]] = []
-        write = DecisionWrite(trigger.member_id, tag(trigger.event_id), DecisionMemory(ms(now), ()), facts.erased)
+        write = DecisionWrite(trigger.member_id, tag(trigger.event_id), DecisionMemory(now_ms, ()), facts.erased)
         for campaign in campaigns:
             claim_tag = tag(campaign.id, trigger.key)
             claim = member.claims.get(claim_tag) or state.claims.get(claim_tag)
-            if claim is not None and claim.expires_ms is not None and claim.expires_ms <= ms(now):
+            if claim is not None and claim.expires_ms is not None and claim.expires_ms <= now_ms:
                 claim = None
             proposition = campaign.definition.proposition
             # Taken by another trigger (this one, decided before, was recognised by its decided marker).
@@ -229,14 +291,14 @@ class Decider:
             circumstances = Circumstances(now, sent, claimed_by, offered.get(proposition) if proposition else None)
             decision = decide(campaign, trigger, facts, circumstances, self._policy)
             outcomes.append((campaign.id, campaign.version, outcome_code(decision)))
-            self._take(write, campaign, trigger, facts, decision, now, claim_tag, member)
+            self._take(write, campaign, trigger, facts, decision, now, now_ms, claim_tag, member)
             if decision.counts_toward_cap:
                 sent += 1
-        write.memory = DecisionMemory(ms(now), tuple(outcomes))
+        write.memory = DecisionMemory(now_ms, tuple(outcomes))
         # A broadcast is no Kafka record, so nothing redelivers it: its claim (sent, deferred or held out) is enough
         # to recognise a member decided before; only its suppressions are remembered as such.
         write.remembered = trigger.type != BROADCAST or len(write.claims) < len(campaigns)
-        ttl = ms(now) - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
+        ttl = now_ms - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
         write.stale = [f"d{t}" for t, memory in state.decided.items() if memory.decided_ms < ttl]
         return write
 
@@ -248,22 +310,23 @@ class Decider:
         facts: MemberFacts,
         decision: Decision,
         now: datetime,
+        now_ms: int,
         claim_tag: str,
         member: _Member,
     ) -> None:
         write.counters.append((campaign.id, "triggered"))
         if decision.claims:
             renotify = campaign.definition.renotify_after
-            sent = ms(now) if decision.counts_toward_cap else None
+            sent = now_ms if decision.counts_toward_cap else None
             claim = Claim(ms(now + renotify) if renotify is not None else None, sent)
             write.claims[claim_tag] = member.claims[claim_tag] = claim
         friction_id = trigger.friction_id
         if decision.outcome == "suppress":
             write.counters.append((campaign.id, f"suppressed:{decision.reason}"))
             if decision.reason == "holdout" and friction_id:
-                write.holdouts.append((campaign.id, friction_id, ms(trigger.time)))
+                write.effects.append((campaign.id, friction_id, ms(trigger.time), "holdout"))
             return
-        member.sent.append(ms(now))
+        member.sent.append(now_ms)
         library = campaign.definition.library or facts.audience.library
         delivery = Delivery(
             member_id=trigger.member_id, message_id=decision.message_id, campaign_id=campaign.id,
@@ -272,7 +335,7 @@ class Decider:
             trigger_type=trigger.type, trigger_rule=trigger.rule, trigger_time=trigger.time, friction_id=friction_id,
             created_at=now, traceparent=telemetry.current_traceparent(),
         )  # fmt: skip
-        write.deliveries.append((delivery, ms(decision.until or now)))
+        write.deliveries.append((delivery, ms(decision.until) if decision.until else now_ms))
         if friction_id:
             write.frictions.append((friction_id, ms(trigger.time)))
         if decision.outcome == "defer":
@@ -292,7 +355,7 @@ class Decider:
             campaign_id = campaign.id
             library = campaign.definition.library or facts.audience.library
             mid = message_id(campaign_id, trigger.member_id, trigger.event_id)
-            data: EventData
+            data: MessageEvent
             if code.startswith("x"):
                 reason: SuppressionReason = code[1:]  # type: ignore[assignment]
                 data = MessageSuppressed(
@@ -300,6 +363,13 @@ class Decider:
                     campaign_version=version,
                 )  # fmt: skip
                 found.append(decision_event(data, mid, "suppressed", trigger.member_id, library, decided_at))
+            elif code.startswith(IN_APP_SENT):
+                sent = message_sent(
+                    message_id=mid, campaign_id=campaign_id, version=version, member_id=trigger.member_id,
+                    medium="in_app", trigger_event_id=trigger.event_id, locale=code[1:], recipient="member",
+                    library=library, at=decided_at,
+                )  # fmt: skip
+                found.append(sent)
             elif code.startswith("d"):
                 until = quiet_until(decided_at, self._policy) or decided_at
                 data = MessageDeferred(

@@ -18,14 +18,14 @@ from opentelemetry.context import Context
 
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import trigger_key
-from services.notifications.decision_events import decision_event
+from services.notifications.decision_events import MessageEvent, decision_event, message_sent
 from services.notifications.decision_log import DecisionLog
 from services.notifications.delivery_queue import DeliveryQueue
 from services.notifications.inbox_store import InboxStore
 from services.notifications.settings import NotificationsSettings
 from services.notifications.state import Delivery, DeliveryStatus, InboxMessage, ms
-from shared.events import EventData, from_structured, to_structured
-from shared.events.notifications import MessageFailed, MessageSent, MessageSuppressed, Recipient, SuppressionReason
+from shared.events import from_structured, to_structured
+from shared.events.notifications import MessageFailed, MessageSuppressed, Recipient, SuppressionReason
 from shared.events.types import Medium
 from shared.kafka import EventPublisher
 from shared.topics import DELIVERIES
@@ -67,7 +67,7 @@ class Endings:
         self._settings = settings
         self._clock = clock
 
-    def _event(self, delivery: Delivery, data: EventData, kind: str) -> dict[str, Any]:
+    def _event(self, delivery: Delivery, data: MessageEvent, kind: str) -> dict[str, Any]:
         event = decision_event(data, delivery.message_id, kind, delivery.member_id, delivery.library, self._clock())
         return to_structured(event)
 
@@ -78,17 +78,12 @@ class Endings:
     def sent(
         self, delivery: Delivery, medium: Medium, recipient: Recipient, inbox: tuple[str, InboxMessage] | None = None
     ) -> Ending:
-        data = MessageSent(
-            message_id=delivery.message_id,
-            campaign_id=delivery.campaign_id,
-            medium=medium,
-            trigger_event_id=delivery.trigger_event_id,
-            locale=delivery.locale,
-            campaign_version=delivery.version,
-            recipient=recipient,
-            library=delivery.library,
-        )
-        outbox = [self._event(delivery, data, "sent")]
+        event = message_sent(
+            message_id=delivery.message_id, campaign_id=delivery.campaign_id, version=delivery.version,
+            member_id=delivery.member_id, medium=medium, trigger_event_id=delivery.trigger_event_id,
+            locale=delivery.locale, recipient=recipient, library=delivery.library, at=self._clock(),
+        )  # fmt: skip
+        outbox = [to_structured(event)]
         return self._ending(delivery, "sent", outbox, "sent", release_cap=False,
                             messaged_friction=delivery.friction_id is not None, inbox=inbox)  # fmt: skip
 

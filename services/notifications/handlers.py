@@ -13,9 +13,9 @@ from __future__ import annotations
 from faststream.kafka import KafkaRouter
 
 from services.notifications.projecting import Projector
+from services.notifications.settings import NotificationsSettings
 from shared.events import event_types
 from shared.kafka import EventPublisher, subscribe, subscribe_batches
-from shared.settings import Settings
 from shared.topics import CATALOG, FRICTIONS, MEMBERS, USAGE, Topic
 
 # Only the records notifications reads from the catalogue; other kinds (activities…) are skipped undecoded.
@@ -29,23 +29,26 @@ def types_on(topic: Topic) -> frozenset[str]:
     return frozenset(name for name, model in event_types().items() if model.topic == topic.name)
 
 
-def notifications_router(projector: Projector, settings: Settings, publisher: EventPublisher) -> KafkaRouter:
+def notifications_router(
+    projector: Projector, settings: NotificationsSettings, publisher: EventPublisher
+) -> KafkaRouter:
     router = KafkaRouter()
+    batch = settings.notifications_consumer_batch
     subscribe_batches(
         router, settings, publisher, topics=[MEMBERS], group="notifications.members", handler=projector.on_members,
-        types=types_on(MEMBERS),
+        max_records=batch, types=types_on(MEMBERS),
         description="Members: consent, age band, home library, origin and guardians for deciding; merge and "
         "erasure; and any member event as a trigger.",
     )  # fmt: skip
     subscribe_batches(
         router, settings, publisher, topics=[FRICTIONS], group="notifications", handler=projector.on_frictions,
-        types=types_on(FRICTIONS),
+        max_records=batch, types=types_on(FRICTIONS),
         description="Frictions: detected ones trigger campaigns (once the members projection caught up); resolved "
         "ones measure the campaigns' effect.",
     )  # fmt: skip
     subscribe_batches(
         router, settings, publisher, topics=[USAGE], group="notifications.usage", handler=projector.on_usage,
-        types=types_on(USAGE),
+        max_records=batch, types=types_on(USAGE),
         description="Loans and activities: participation in propositions for audiences, and triggers.",
     )  # fmt: skip
     subscribe(

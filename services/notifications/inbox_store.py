@@ -22,15 +22,20 @@ class InboxStore:
         """What putting messages in their owners' inboxes writes, for a transaction of the delivery queue:
         `t` texts [key, text] (set if new), `i` items [member hash, field, item] (set if new: a second delivery of
         a message changes nothing)."""
-        return {
-            "t": [[self._k.text(codec.text_tag(m)), codec.text_value(m)] for _, m in messages],
-            "i": [[self._k.member(owner), codec.INBOX + m.message_id, codec.inbox_value(m)] for owner, m in messages],
-        }
+        texts: dict[tuple[str, str, str, str, str | None], tuple[str, str]] = {}  # a page's messages share one
+        items = []
+        for owner, m in messages:
+            alike = (m.campaign_id, m.title, m.body, m.locale, m.library)
+            if alike not in texts:
+                texts[alike] = (codec.text_tag(m), codec.text_value(m))
+            text_tag, _ = texts[alike]
+            items.append([self._k.member(owner), codec.inbox_field(m.message_id), codec.inbox_value(m, text_tag)])
+        return {"t": [[self._k.text(t), value] for t, value in texts.values()], "i": items}
 
     async def inbox(self, member_id: str, limit: int = 50, unread_only: bool = False) -> list[InboxMessage]:
         """Newest first."""
         raw = cast(dict[str, str], await self._redis.hgetall(self._k.member(member_id)))
-        items = {name[1:]: value for name, value in raw.items() if name.startswith(codec.INBOX)}
+        items = {codec.message_id_of(name): value for name, value in raw.items() if name.startswith(codec.INBOX)}
         messages = await self._with_texts(items)
         messages.sort(key=lambda m: (m.created_at, m.message_id), reverse=True)
         if unread_only:
@@ -38,7 +43,7 @@ class InboxStore:
         return messages[:limit]
 
     async def message(self, member_id: str, message_id: str) -> InboxMessage | None:
-        value = await self._redis.hget(self._k.member(member_id), codec.INBOX + message_id)
+        value = await self._redis.hget(self._k.member(member_id), codec.inbox_field(message_id))
         found = await self._with_texts({message_id: cast(str, value)} if value else {})
         return found[0] if found else None
 
@@ -56,7 +61,7 @@ class InboxStore:
         ]
 
     async def mark_read(self, member_id: str, message_id: str, read: bool) -> None:
-        key, field = self._k.member(member_id), codec.INBOX + message_id
+        key, field = self._k.member(member_id), codec.inbox_field(message_id)
         value = await self._redis.hget(key, field)
         if value:
             await self._redis.hset(key, field, codec.with_read(cast(str, value), read))

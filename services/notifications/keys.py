@@ -28,8 +28,10 @@ Keys (prefix `notifications:`):
       k<claim tag>                the once-per-(campaign, trigger) claim: "<expires ms>|<sent ms>"; the sent times
                                   within the window are the frequency cap's
       d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL):
-                                  "<ms>|<campaign[:8]>,<version>,<outcome>;…"
-      i<message id>               an in-app inbox message: "<text tag>|<created ms>|<read>|<about member>"
+                                  "<ms>|<campaign[:8]>,<version>,<outcome>;…", the outcome `s` (queued),
+                                  `i<locale>` (put in the inbox by deciding), `d<medium>`, `x<reason>`
+      i<message id>               an in-app inbox message (the id's 16 bytes in URL-safe base64):
+                                  "<text tag>|<created ms>|<read>|<about member>"
       f<friction tag>             a friction a campaign acted on: "<detected ms>|<day>|<resolved ms>"
       e<friction tag><campaign>   … and the group the member is in for that campaign's effect (messaged, holdout)
   delivery:{<member>}:<message id>  hash: d (the delivery, JSON), o (its events once it ended, until published)
@@ -42,12 +44,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from functools import lru_cache
 
 from shared.settings import Settings
 
 TAG_BYTES = 5
 
 
+@lru_cache(maxsize=16384)  # a batch asks for the same ones again (a trigger's, a campaign's claim)
 def tag(*parts: str, size: int = TAG_BYTES) -> str:
     """A short stable name for (long) ids inside one member's hash: 40 bits, unique enough among one member's."""
     return hashlib.blake2b("|".join(parts).encode(), digest_size=size).hexdigest()

@@ -33,6 +33,7 @@ from shared.events.notifications import CampaignChanged
 from shared.events.types import Medium
 from shared.idempotency import Ids
 from shared.kafka import EventPublisher
+from shared.libraries import LibraryDirectory
 from shared.problems import Problem, not_found
 
 Clock = Callable[[], datetime]
@@ -64,12 +65,14 @@ class CampaignManagement:
         publisher: EventPublisher,
         settings: NotificationsSettings,
         clock: Clock,
+        libraries: LibraryDirectory,
     ) -> None:
         self._store = store
         self._catalogue = catalogue
         self._publisher = publisher
         self._settings = settings
         self._clock = clock
+        self.libraries = libraries
 
     # --------------------------------------------------------------------------------------- access
 
@@ -113,9 +116,15 @@ class CampaignManagement:
             detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
             raise Problem(422, "Unprocessable Content", detail, errors=errors)
 
+    async def _known_libraries(self, definition: CampaignDefinition) -> None:
+        """Every library a campaign names is a library of the catalogue (422 naming the field otherwise)."""
+        named = {f"body.audience.libraries.{i}": code for i, code in enumerate(definition.audience.libraries)}
+        await self.libraries.require({"body.library": definition.library, **named})
+
     async def create(self, definition: CampaignDefinition, caller: Principal, ids: Ids) -> Campaign:
         self._may_manage(caller, definition.library)
         self.validate(definition)
+        await self._known_libraries(definition)
         now = self._clock().isoformat()
         campaign = Campaign(ids.new("campaign"), 1, "draft", definition, created_at=now, updated_at=now)
         await self._save(None, campaign, "created", caller, ids)
@@ -132,6 +141,7 @@ class CampaignManagement:
         if version != current.version:
             raise conflict(f"version {version} was edited meanwhile: the current version is {current.version}")
         self.validate(definition)
+        await self._known_libraries(definition)
         now = self._clock().isoformat()
         edited = replace(
             current,
@@ -207,6 +217,7 @@ class CampaignManagement:
 
     async def preview(self, campaign_id: str, sample: PreviewSample, caller: Principal) -> dict[str, Any]:
         campaign = await self.campaign(campaign_id, caller)
+        await self.libraries.require({"body.library": sample.library})
         version = sample.version or campaign.version
         definition = await self._store.campaign_version(campaign_id, version)
         if definition is None:
@@ -240,6 +251,23 @@ class CampaignManagement:
                     app_link=self._settings.notifications_app_link,
                 )
                 template = definition.messages[medium][locale]
+                empty = [
+                    FieldError(
+                        f"messages.{medium}.{locale}.{part}",
+                        f"{', '.join(names)}: no value for {library_code or 'the network'}",
+                    )
+                    for part, source in (
+                        ("subject", template.subject),
+                        ("title", template.title),
+                        ("body", template.body),
+                    )
+                    if source and (names := templates.unfilled(source, context))
+                ]
+                if empty:
+                    detail = "the message would show an empty placeholder; fill it in the catalogue or leave it out"
+                    raise Problem(
+                        422, "Unprocessable Content", f"{detail}: " + "; ".join(e.message for e in empty), errors=empty
+                    )
                 rendered.append(
                     {
                         "medium": medium,

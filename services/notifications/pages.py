@@ -283,7 +283,7 @@ def pages_router(parts: ServiceParts, settings: NotificationsSettings, managemen
     async def preview_of(visitor: Visitor, definition: CampaignDefinition, library: str | None) -> dict[str, Any]:
         drafts = DraftStore(parts.redis, settings, definition)
         catalogue = CatalogueStore(parts.redis, settings)
-        draft = CampaignManagement(drafts, catalogue, parts.publisher, settings, _now)
+        draft = CampaignManagement(drafts, catalogue, parts.publisher, settings, _now, management.libraries)
         return await draft.preview(DRAFT_ID, PreviewSample(library=library), caller(visitor))
 
     def editor(

@@ -3,7 +3,9 @@ library and proposition, the recipient's name (never stored)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import cast
 
 from jinja2 import TemplateError
 
@@ -32,11 +34,16 @@ class Renderer:
         # batch (a broadcast's page renders one message).
         self._rendered: dict[tuple[object, ...], dict[str, str] | None] = {}
 
-    async def begin(self, deliveries: Sequence[Delivery]) -> None:
-        """Read what the batch's deliveries share once: their campaigns, as they are now, and their libraries."""
-        self._current = {c: await self._campaigns.campaign(c) for c in {d.campaign_id for d in deliveries}}
-        codes = {d.library for d in deliveries if d.library}
-        self._libraries = {code: await self._catalogue.library(code) for code in codes}
+    async def begin(self, deliveries: Sequence[Delivery], *, campaigns_now: bool = True) -> None:
+        """Read what the batch's deliveries share once, at the same time: their libraries and (unless the caller
+        just read them: `campaigns_now=False`) their campaigns as they are now."""
+        campaign_ids = sorted({d.campaign_id for d in deliveries}) if campaigns_now else []
+        codes = sorted({d.library for d in deliveries if d.library})
+        found = await asyncio.gather(
+            *(self._campaigns.campaign(c) for c in campaign_ids), *(self._catalogue.library(c) for c in codes)
+        )
+        self._current = dict(zip(campaign_ids, cast(list[Campaign | None], found[: len(campaign_ids)]), strict=True))
+        self._libraries = dict(zip(codes, cast(list[LibraryInfo | None], found[len(campaign_ids) :]), strict=True))
         self._rendered = {}
 
     async def campaign(self, campaign_id: str) -> Campaign | None:
@@ -60,10 +67,15 @@ class Renderer:
         """body, sender, and subject or title where the medium has them; None when the template fails."""
         if contact is not None:
             return await self._render(delivery, medium, contact, recipient)
-        alike = (
-            delivery.campaign_id, delivery.version, medium, delivery.locale, delivery.library, delivery.branch,
-            delivery.trigger_type, delivery.trigger_rule, delivery.trigger_time, recipient,
-        )  # fmt: skip
+        definition = await self._definition(delivery)
+        if definition is None:
+            return None
+        # Alike: the same message, and the same values of the placeholders it names (most name no trigger time).
+        named = templates.placeholders(definition.message(medium, delivery.locale))
+        branch = delivery.branch if "branch" in named else None
+        trigger = (delivery.trigger_type, delivery.trigger_rule, delivery.trigger_time) if "trigger" in named else None
+        alike = (delivery.campaign_id, delivery.version, medium, delivery.locale, delivery.library, branch, trigger,
+                 recipient)  # fmt: skip
         if alike not in self._rendered:
             self._rendered[alike] = await self._render(delivery, medium, contact, recipient)
         return self._rendered[alike]

@@ -19,6 +19,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -100,6 +101,7 @@ class Decision:
         return self.outcome != "suppress"
 
 
+@lru_cache(maxsize=16384)  # asked by the decision and again by its events
 def message_id(campaign_id: str, member_id: str, trigger_event_id: str) -> str:
     return deterministic_id("message", campaign_id, member_id, trigger_event_id)
 

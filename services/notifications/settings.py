@@ -53,6 +53,9 @@ class NotificationsSettings(Settings):
     notifications_delivery_tick_seconds: float = Field(default=1.0, gt=0)
     notifications_delivery_batch: int = Field(default=100, ge=1)
     notifications_delivery_concurrency: int = Field(default=10, ge=1)
+    # Records of the frictions, members and usage topics handled as one batch, at most: a batch's Redis round trips,
+    # acknowledgements and commit are shared by all its records (a quiet topic's batches are as small as they come).
+    notifications_consumer_batch: int = Field(default=2000, ge=1)
     notifications_broadcast_tick_seconds: float = Field(default=5.0, gt=0)
     # Members of a broadcast's audience decided as one batch; the run's position is saved after each.
     notifications_broadcast_page: int = Field(default=1000, ge=1)

@@ -15,7 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from jinja2 import StrictUndefined, TemplateError, meta, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -71,9 +71,40 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     return str(_compiled(source).render(**context)).strip()
 
 
+@lru_cache(maxsize=1024)
+def _placeholders(source: str) -> frozenset[str]:
+    return frozenset(meta.find_undeclared_variables(_ENV.parse(source)))
+
+
+def placeholders(template: MessageTemplate) -> frozenset[str]:
+    """The placeholders (`library`, `trigger`…) a message names: what its text can differ by."""
+    return frozenset().union(*(_placeholders(source) for _, source in _parts(template)))
+
+
 def one_line(text: str) -> str:
     """Subjects and titles are single lines (a line break in a mail header is an injection)."""
     return " ".join(text.split())
+
+
+def unfilled(source: str, values: Mapping[str, Any]) -> list[str]:
+    """The placeholders the template writes out that have no value in `values` (an empty one, such as the
+    opening hours of a library that gives none): a message never says "open: ." A placeholder only tested
+    (`{% if branch.name %}`, `branch.name or library.name`) or given a `default` is not written out empty."""
+    written: list[str] = []
+
+    class Unfilled(Undefined):
+        def __str__(self) -> str:
+            written.append(str(self._undefined_name))
+            return ""
+
+    holey = {
+        root: {k: Unfilled(name=f"{root}.{k}") if v == "" else v for k, v in attributes.items()}
+        if isinstance(attributes, Mapping)
+        else attributes
+        for root, attributes in values.items()
+    }
+    _compiled(source).render(**holey)
+    return list(dict.fromkeys(written))
 
 
 # -------------------------------------------------------------------------------------------- context

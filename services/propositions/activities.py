@@ -245,7 +245,7 @@ class Activities:
     ) -> Taken:
         """An attendance recorded (registered or a walk-in), with its event, not yet published (`publish_taken`)."""
         activity = await self._taking_part(activity_id, caller, proposition)
-        refusal = domain.attendance_refusal(activity)
+        refusal = domain.attendance_refusal(activity, touch.time, datetime.now(UTC))
         if refusal is not None:
             raise conflict(refusal)
         outcome = await self._store.attend(activity_id, member_id)

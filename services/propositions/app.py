@@ -6,7 +6,9 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaRouter
 
 from services.propositions.activities import Activities
-from services.propositions.api import activities_router, catalogue_router, ingest_router, usage_router
+from services.propositions.api import ingest_router, usage_router
+from services.propositions.api_activities import activities_router
+from services.propositions.api_catalogue import catalogue_router
 from services.propositions.catalogue import Catalogue
 from services.propositions.pages import pages_router
 from services.propositions.store import PropositionsStore

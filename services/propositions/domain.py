@@ -7,10 +7,9 @@ it; the entities below are read from those events.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo
 
@@ -29,6 +28,7 @@ from shared.events.propositions import (
 )
 from shared.events.registry import typed_data
 from shared.events.types import Channel
+from shared.libraries import area_range as area_range
 
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 THEMES: tuple[Theme, ...] = get_args(Theme)
@@ -36,7 +36,6 @@ TARGET_GROUPS: tuple[TargetGroup, ...] = get_args(TargetGroup)
 # Platforms where a member is online; every other one (desk, kiosk, ils at a branch, school…) is in a building.
 ONLINE_PLATFORMS = frozenset({"website", "app", "ebook"})
 LIBRARY_SUBJECT_PREFIX = "library:"
-_AREA_RANGE = re.compile(r"^([1-9][0-9]{3})(?:-([1-9][0-9]{3}))?$")
 
 
 def shown(moment: datetime) -> str:
@@ -148,18 +147,6 @@ def entities(events: Iterable[CloudEvent], kind: type[E]) -> list[E]:
 # -------------------------------------------------------------------------------------- postcode areas
 
 
-def area_range(text: str) -> tuple[int, int]:
-    """`1000-1109` → (1000, 1109); `1034` → (1034, 1034)."""
-    match = _AREA_RANGE.match(text.strip())
-    if match is None:
-        raise ValueError(f"{text!r} is not a postcode area (1034) or a range of them (1000-1109)")
-    first = int(match.group(1))
-    last = int(match.group(2) or first)
-    if last < first:
-        raise ValueError(f"{text!r} runs backwards")
-    return first, last
-
-
 def _text(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
@@ -264,9 +251,16 @@ def registration_refusal(activity: Activity, now: datetime) -> str | None:
     return None
 
 
-def attendance_refusal(activity: Activity) -> str | None:
+# Doors open before a session starts: attendance is recorded from this long before the start.
+DOORS_OPEN = timedelta(hours=1)
+
+
+def attendance_refusal(activity: Activity, at: datetime, now: datetime) -> str | None:
+    """Why attendance at `at` (as reported; never later than `now`) cannot be recorded, or None."""
     if activity.cancelled:
         return "the activity is cancelled"
+    if min(at, now) < activity.data.starts_at - DOORS_OPEN:
+        return "the session has not started: attendance is recorded from an hour before its start"
     return None
 
 

@@ -13,9 +13,9 @@ from typing import Annotated, cast, get_args
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from services.propositions.api import offering_view, proposition_view
 from services.propositions.catalogue import Catalogue
 from services.propositions.domain import OfferingQuery, PropositionQuery, library_serving
+from services.propositions.schemas import offering_view, proposition_view
 from shared.events.propositions import TargetGroup, Theme
 from shared.events.types import Channel
 from shared.service import ServiceParts

@@ -13,10 +13,13 @@ from shared.events.envelope import (
     from_batch,
     from_kafka,
     from_structured,
+    kafka_headers,
+    kafka_value,
     to_kafka,
     to_structured,
+    whole_batch,
 )
-from shared.events.registry import event_types, model_for, typed_data, validated
+from shared.events.registry import event_types, model_for, typed_batch, typed_data, validated
 
 __all__ = [
     "BATCH",
@@ -32,12 +35,16 @@ __all__ = [
     "from_kafka",
     "from_structured",
     "journey",
+    "kafka_headers",
+    "kafka_value",
     "members",
     "model_for",
     "notifications",
     "propositions",
     "to_kafka",
     "to_structured",
+    "typed_batch",
     "typed_data",
     "validated",
+    "whole_batch",
 ]

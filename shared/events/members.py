@@ -18,6 +18,7 @@ from shared.events.types import (
     Platform,
     PostcodeArea,
     Purpose,
+    Slug,
 )
 from shared.topics import MEMBERS
 
@@ -94,6 +95,14 @@ class DuplicateSuspected(EventData):
     other_member_id: MemberId
     other_library: LibraryCode
     matched_on: list[Literal["email", "phone"]] = Field(min_length=1)
+
+
+@event("member.referred.v1", MEMBERS)
+class Referred(EventData):
+    """Front-office staff referred the member onward to a proposition (a course, a programme such as the
+    digiTaalhuis); reports follow whether they took part within 30 days."""
+
+    proposition: Slug
 
 
 @event("member.merged.v1", MEMBERS)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from shared.events.envelope import CloudEvent, EventData, FieldError, InvalidEvent, field_errors
 from shared.topics import Topic
@@ -50,6 +51,42 @@ def typed_data(event: CloudEvent) -> EventData:
         return model.model_validate(event.data)
     except ValidationError as exc:
         raise InvalidEvent(field_errors(exc, prefix="data.")) from None
+
+
+def typed_batch(events: Sequence[CloudEvent]) -> list[EventData | InvalidEvent]:
+    """`typed_data` of each event, in order, an InvalidEvent for those that fail: one pydantic call per type, not
+    one per event (half the time), then one by one for a type with an invalid payload among its events."""
+    typed: list[EventData | InvalidEvent] = [InvalidEvent([])] * len(events)
+    by_type: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        by_type.setdefault(event.type, []).append(index)
+    for type_name, indexes in by_type.items():
+        payloads = _all_valid(type_name, [events[index].data for index in indexes])
+        for position, index in enumerate(indexes):
+            if payloads is not None:
+                typed[index] = payloads[position]
+                continue
+            try:
+                typed[index] = typed_data(events[index])
+            except InvalidEvent as invalid:
+                typed[index] = invalid
+    return typed
+
+
+def _all_valid(type_name: str, payloads: list[dict[str, Any]]) -> list[EventData] | None:
+    """The payloads of one type validated in one call; None when the type is unknown or one of them is invalid."""
+    model = _REGISTRY.get(type_name)
+    if model is None:
+        return None
+    try:
+        return _list_of(model).validate_python(payloads)
+    except ValidationError:
+        return None
+
+
+@functools.cache
+def _list_of(model: type[EventData]) -> TypeAdapter[list[EventData]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
 def validated(event: CloudEvent, *, topic: Topic | None = None) -> CloudEvent:

@@ -45,9 +45,10 @@ def _f(number: float) -> str:
     return f"{number:.1f}".rstrip("0").rstrip(".")
 
 
-def _open(chart_id: str, height: float, title: str, description: str) -> str:
+def _open(chart_id: str, height: float, title: str, description: str, width: int = WIDTH) -> str:
+    wide = " wide" if width > WIDTH else ""  # a wider drawing, for a chart across the page (CSS: svg.chart.wide)
     return (
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {_f(height)}" role="img" '
+        f'<svg class="chart{wide}" viewBox="0 0 {width} {_f(height)}" role="img" '
         f'aria-labelledby="{chart_id}-title {chart_id}-desc" xmlns="http://www.w3.org/2000/svg">'
         f'<title id="{chart_id}-title">{escape(title)}</title><desc id="{chart_id}-desc">{escape(description)}</desc>'
     )
@@ -107,29 +108,44 @@ def funnel_chart(steps: Sequence[Bar], *, chart_id: str, title: str, shown: Show
     return _markup(_open(chart_id, len(steps) * (ROW + 6) + 4, title, description) + "".join(rows) + "</svg>")
 
 
-def _marker(kind: str, x: float, y: float) -> str:
+def _marker(kind: str, x: float, y: float, hover: str = "") -> str:
+    """A point's marker; `hover`: the text a pointer resting on it shows (its series, period and number)."""
     if kind == "circle":
-        return f'<circle cx="{_f(x)}" cy="{_f(y)}" r="3.2"/>'
-    if kind == "square":
-        return f'<rect x="{_f(x - 3)}" y="{_f(y - 3)}" width="6" height="6"/>'
-    if kind == "triangle":
-        return f'<path d="M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y + 3)} L{_f(x - 4)} {_f(y + 3)} Z"/>'
-    if kind == "diamond":
-        return f'<path d="M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y)} L{_f(x)} {_f(y + 4)} L{_f(x - 4)} {_f(y)} Z"/>'
-    if kind == "cross":
-        return f'<path class="chart-cross" d="M{_f(x - 3)} {_f(y - 3)} L{_f(x + 3)} {_f(y + 3)} M{_f(x - 3)} {_f(y + 3)} L{_f(x + 3)} {_f(y - 3)}"/>'  # noqa: E501
-    return f'<rect x="{_f(x - 1)}" y="{_f(y - 4)}" width="2" height="8"/>'
+        tag, attrs = "circle", f'cx="{_f(x)}" cy="{_f(y)}" r="3.2"'
+    elif kind in ("square", "bar"):
+        w, h = (6, 6) if kind == "square" else (2, 8)
+        tag, attrs = "rect", f'x="{_f(x - w / 2)}" y="{_f(y - h / 2)}" width="{w}" height="{h}"'
+    elif kind == "triangle":
+        tag, attrs = "path", f'd="M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y + 3)} L{_f(x - 4)} {_f(y + 3)} Z"'
+    elif kind == "diamond":
+        tag, attrs = (
+            "path",
+            f'd="M{_f(x)} {_f(y - 4)} L{_f(x + 4)} {_f(y)} L{_f(x)} {_f(y + 4)} L{_f(x - 4)} {_f(y)} Z"',
+        )
+    else:
+        cross = f"M{_f(x - 3)} {_f(y - 3)} L{_f(x + 3)} {_f(y + 3)} M{_f(x - 3)} {_f(y + 3)} L{_f(x + 3)} {_f(y - 3)}"
+        tag, attrs = "path", f'class="chart-cross" d="{cross}"'
+    return f"<{tag} {attrs}><title>{escape(hover)}</title></{tag}>" if hover else f"<{tag} {attrs}/>"
 
 
 def line_chart(
-    series: Sequence[Series], x_labels: Sequence[str], *, chart_id: str, title: str, shown: Shown, empty: str
+    series: Sequence[Series],
+    x_labels: Sequence[str],
+    *,
+    chart_id: str,
+    title: str,
+    shown: Shown,
+    empty: str,
+    width: int = WIDTH,
 ) -> Markup:
-    """Lines over time, one per series, with a legend; suppressed points (None) break the line."""
+    """Lines over time, one per series, with a legend (in columns on a wide chart); suppressed points (None)
+    break the line. Each point tells its series, period and number on hover."""
     if not series or not x_labels:
         return _empty(chart_id, title, empty)
-    legend_rows = len(series)
+    columns = max(1, width // 300)  # legend columns: room for a rule's name
+    legend_rows = -(-len(series) // columns)
     left, top_pad, plot_h = 34.0, 10.0, 150.0
-    plot_w = WIDTH - left - 8
+    plot_w = width - left - 8
     legend_y = top_pad + plot_h + 30
     height = legend_y + legend_rows * 18
     top = max((v for s in series for v in s.values if v is not None), default=0) or 1
@@ -139,14 +155,16 @@ def line_chart(
         return left + i * step, top_pad + plot_h - v / top * plot_h
 
     parts = [
-        f'<line class="chart-axis" x1="{left}" y1="{top_pad + plot_h}" x2="{WIDTH - 8}" y2="{top_pad + plot_h}"/>',
+        f'<line class="chart-axis" x1="{left}" y1="{top_pad + plot_h}" x2="{width - 8}" y2="{top_pad + plot_h}"/>',
         f'<line class="chart-axis" x1="{left}" y1="{top_pad}" x2="{left}" y2="{top_pad + plot_h}"/>',
         f'<text class="chart-tick" x="{left - 4}" y="{top_pad + 4}" text-anchor="end">{escape(shown(top))}</text>',
         f'<text class="chart-tick" x="{left - 4}" y="{top_pad + plot_h}" text-anchor="end">{escape(shown(0))}</text>',
     ]
-    ticks = sorted({0, len(x_labels) // 2, len(x_labels) - 1})
+    last = len(x_labels) - 1
+    gaps = max(1, min(last, width // 120))  # a label about every 120 units
+    ticks = sorted({round(k * last / gaps) for k in range(gaps + 1)})
     for i in ticks:
-        anchor = "start" if i == 0 else ("end" if i == len(x_labels) - 1 else "middle")
+        anchor = "start" if i == 0 else ("end" if i == last else "middle")
         parts.append(
             f'<text class="chart-tick" x="{_f(left + i * step)}" y="{top_pad + plot_h + 16}" '
             f'text-anchor="{anchor}">{escape(x_labels[i])}</text>'
@@ -155,31 +173,35 @@ def line_chart(
         style = f"series-{n % len(DASHES)}"
         dash = DASHES[n % len(DASHES)]
         marker = MARKERS[n % len(MARKERS)]
-        segments: list[list[tuple[float, float]]] = [[]]
+        segments: list[list[tuple[int, float, float]]] = [[]]
         for i, value in enumerate(one.values):
             if value is None:
                 segments.append([])
             else:
-                segments[-1].append(xy(i, value))
+                segments[-1].append((i, *xy(i, value)))
         group = [f'<g class="chart-series {style}">']
         for segment in segments:
             if len(segment) > 1:
-                points = " ".join(f"{_f(x)},{_f(y)}" for x, y in segment)
+                points = " ".join(f"{_f(x)},{_f(y)}" for _, x, y in segment)
                 dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
                 group.append(f'<polyline class="chart-line" fill="none" points="{points}"{dash_attr}/>')
-            group += [_marker(marker, x, y) for x, y in segment]
-        ly = legend_y + n * 18
+            group += [
+                _marker(marker, x, y, f"{one.name}, {x_labels[i]}: {shown(one.values[i])}") for i, x, y in segment
+            ]
+        lx, ly = (n % columns) * (width / columns), legend_y + (n // columns) * 18
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        group.append(f'<line class="chart-line" x1="0" y1="{ly - 4}" x2="24" y2="{ly - 4}"{dash_attr}/>')
-        group.append(_marker(marker, 12, ly - 4))
-        group.append(f'<text class="chart-legend" x="30" y="{ly}">{escape(one.name)}</text>')
+        group.append(
+            f'<line class="chart-line" x1="{_f(lx)}" y1="{ly - 4}" x2="{_f(lx + 24)}" y2="{ly - 4}"{dash_attr}/>'
+        )
+        group.append(_marker(marker, lx + 12, ly - 4))
+        group.append(f'<text class="chart-legend" x="{_f(lx + 30)}" y="{ly}">{escape(one.name)}</text>')
         group.append("</g>")
         parts += group
     description = "; ".join(
         f"{s.name}: " + ", ".join(f"{label} {shown(v)}" for label, v in zip(x_labels, s.values, strict=False))
         for s in series
     )
-    return _markup(_open(chart_id, height, title, description) + "".join(parts) + "</svg>")
+    return _markup(_open(chart_id, height, title, description, width) + "".join(parts) + "</svg>")
 
 
 __all__ = ["NO_NUMBER", "Bar", "Series", "bar_chart", "funnel_chart", "line_chart"]

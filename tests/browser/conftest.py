@@ -63,13 +63,14 @@ class Platform:
 
 
 @contextlib.contextmanager
-def analytics_process(values: dict[str, Any], data: Path) -> Iterator[None]:
-    """`python -m services.analytics` with the platform's settings, its data under `data`; stopped at the end."""
-    env = {**os.environ, **{f"KLANTREIS_{k.upper()}": str(v) for k, v in values.items()}}
-    env |= {"KLANTREIS_ANALYTICS_PATH": str(data), "KLANTREIS_ANALYTICS_CACHE_SECONDS": "0",
-            "KLANTREIS_ANALYTICS_ALLOWED_LATENESS": "PT0S"}  # fmt: skip
+def analytics_process(values: dict[str, Any], data: Path, module: str = "services.analytics") -> Iterator[None]:
+    """`python -m services.analytics` (or a `module` that runs it) with the platform's settings, its data under
+    `data`; stopped at the end."""
+    env = {**os.environ, "KLANTREIS_ANALYTICS_CACHE_SECONDS": "0", "KLANTREIS_ANALYTICS_ALLOWED_LATENESS": "PT0S"}
+    env |= {f"KLANTREIS_{k.upper()}": str(v) for k, v in values.items()}  # may set the two above
+    env["KLANTREIS_ANALYTICS_PATH"] = str(data)
     with (data.parent / "analytics.log").open("ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "services.analytics"], cwd=ROOT, env=env, stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 60

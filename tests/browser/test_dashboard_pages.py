@@ -83,16 +83,18 @@ async def test_the_libraries_table_shows_the_reports_api_numbers(network: Platfo
     await expect(page.get_by_role("heading", level=1)).to_have_text("Frictiedashboard")
 
     rows = await api_rows(network, key, "/v1/reports/frictions", by="library")
+    rate = "frictions_per_1000_members"
     expected = [
-        [r["library"], n(r["members"]), n(r["detected"]), n(r["frictions_per_1000_members"], 1)]
-        for r in sorted(rows, key=lambda r: r["library"])
+        [r["library"], n(r["members"]), n(r["detected"]), n(r[rate], 1)]
+        for r in sorted(rows, key=lambda r: (r[rate] is None, -(r[rate] or 0)))  # highest first
     ]
-    shown = await table_cells(page.get_by_role("table", name="Bibliotheken met de meeste frictie per 1.000 leden"))
+    shown = await table_cells(page.get_by_role("table", name="Bibliotheken met de meeste frictie per 1.000 leden",
+                                               exact=True))  # fmt: skip
     assert shown == expected
     # The scripted network: oba has 22 members (see the_network), so its rate is detected per 22.
     [oba] = [row for row in shown if row[0] == "oba"]
     assert oba[1] == "22"
-    await screenshot(page, "dashboard")
+    await screenshot(page, "dashboard-scripted")
 
 
 async def test_resolution_rates_for_one_library_match_the_api(network: Platform, page: Page) -> None:
@@ -113,7 +115,7 @@ async def test_resolution_rates_for_one_library_match_the_api(network: Platform,
         for r in rows
     ]
     assert rows
-    assert await table_cells(page.get_by_role("table", name="Oplossingsgraad per regel")) == expected
+    assert await table_cells(page.get_by_role("table", name="Regels bij oba: fricties en oplossingsgraad")) == expected
 
 
 async def test_suppressed_cells_are_an_explained_dash_exactly_where_the_api_suppresses(
@@ -123,22 +125,29 @@ async def test_suppressed_cells_are_an_explained_dash_exactly_where_the_api_supp
     await sign_in(page, network.urls["analytics"], key)
 
     rows = await api_rows(network, key, "/v1/reports/reach")
+    bands = ["0-3", "4-11", "12-17"]
+    cells = {(r["library"], r["age_band"]): r for r in rows}
+    totals = [r for r in rows if r["age_band"] == "*"]
+    order = [r for r in totals if r["library"] == "*"] + sorted(
+        (r for r in totals if r["library"] != "*"), key=lambda r: (r["share"] is None, -(r["share"] or 0))
+    )
     expected = [
         [
             "heel het netwerk" if r["library"] == "*" else r["library"],
-            "alle gekozen leeftijden" if r["age_band"] == "*" else r["age_band"],
             n(r["members"]),
             n(r["active"]),
             pct(r["share"]),
+            *(pct(cells.get((r["library"], band), {}).get("share")) for band in bands),
         ]
-        for r in rows
+        for r in order
     ]
-    table = page.get_by_role("table", name="Actief bereik, laatste 12 maanden")
+    table = page.get_by_role("table", name="Actief bereik, laatste 12 maanden", exact=True)
     assert await table_cells(table) == expected
     suppressed = [r for r in rows if r["suppressed"]]
     assert suppressed, "the scripted network has libraries with fewer than five young members"
     dashes = table.locator("abbr[title='verborgen, te weinig leden']")
-    await expect(dashes).to_have_count(sum(3 for _ in suppressed))  # members, active and share of each
+    # Members, active and share of each suppressed total; the share of each suppressed age band.
+    await expect(dashes).to_have_count(sum(3 if r["age_band"] == "*" else 1 for r in suppressed))
     await expect(dashes.first).to_have_text(DASH)
     await expect(page.get_by_role("region", name="Actief bereik")).to_contain_text("minder dan 5 leden of fricties")
 
@@ -146,12 +155,13 @@ async def test_suppressed_cells_are_an_explained_dash_exactly_where_the_api_supp
 async def test_the_funnel_between_chosen_steps_matches_the_api(network: Platform, page: Page) -> None:
     key = await network.key("analyst")
     await sign_in(page, network.urls["analytics"], key)
+    await page.get_by_role("region", name="Trechter").get_by_text("Stappen: ").click()
     await page.get_by_label("Stap 1").select_option(label="Aangemeld")
     await page.get_by_label("Stap 2").select_option(label="Pas geactiveerd")
     await page.get_by_label("Stap 3").select_option(label="Geleend")
     await page.get_by_label("Uitgesplitst naar").select_option(label="Kanaal")
     await page.get_by_label("Dagen tussen stappen").fill("30")
-    await page.get_by_role("button", name="Tonen").click()
+    await page.get_by_role("region", name="Trechter").get_by_role("button", name="Tonen").click()
 
     rows = await api_rows(network, key, "/v1/reports/funnel", steps=FUNNEL, by="channel", within="P30D")
     expected = [
@@ -166,7 +176,7 @@ async def test_the_funnel_between_chosen_steps_matches_the_api(network: Platform
         ]
         for r in rows
     ]
-    assert await table_cells(page.get_by_role("table", name="Trechter")) == expected
+    assert await table_cells(page.get_by_role("table", name="Trechter", exact=True)) == expected
     await expect(page.get_by_role("img", name="Trechter: online")).to_be_visible()
 
 
@@ -178,10 +188,14 @@ async def test_a_library_key_sees_only_its_own_library(network: Platform, page: 
     library = page.get_by_label("Bibliotheek", exact=True)
     await expect(library).to_have_value("oba")
     await expect(library).to_have_attribute("readonly", "")
-    libraries = await table_cells(page.get_by_role("table", name="Bibliotheken met de meeste frictie"))
-    assert [row[0] for row in libraries] == ["oba"]
-    reach = await table_cells(page.get_by_role("table", name="Actief bereik"))
-    assert {row[0] for row in reach} <= {"oba", "heel het netwerk"}
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Frictiedashboard van oba")
+    await expect(page.get_by_role("region", name="Bibliotheken met de meeste frictie")).to_have_count(0)
+    await expect(page.get_by_role("link", name="Heel het netwerk")).to_have_count(0)
+    ages = await table_cells(page.get_by_role("table", name="Per leeftijd", exact=True))
+    expected = await api_rows(network, key, "/v1/reports/frictions", by="age_band")
+    assert sorted(row[1] for row in ages) == sorted(n(r["detected"]) for r in expected)
+    reach = await table_cells(page.get_by_role("table", name="Actief bereik, laatste 12 maanden", exact=True))
+    assert {row[0] for row in reach} == {"oba"}
     page_text = await page.locator("main").inner_text()
     assert "haarlem" not in page_text and "utrecht" not in page_text
 
@@ -209,7 +223,7 @@ async def test_the_dashboard_fits_a_phone_and_labels_every_field(network: Platfo
         await sign_in(page, network.urls["analytics"], await network.key("analyst"))
         assert await horizontal_overflow(page) == 0
         assert await unlabelled_fields(page) == []
-        await screenshot(page, "dashboard-phone")
+        await screenshot(page, "dashboard-scripted-phone")
     finally:
         await context.close()
 

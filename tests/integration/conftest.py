@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.identity.settings import IdentitySettings
 from services.journey.settings import JourneySettings
 from shared.auth import NETWORK, Keyring
 from shared.redis import make_redis
 from shared.settings import Settings
+from tests.support import publish_seed_libraries
 
 
 @pytest.fixture
@@ -30,8 +32,23 @@ def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+async def catalogue_producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    """One producer for the whole session: starting one per test would cost a quarter of a second each."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
 @pytest.fixture
-def identity_settings(settings: Settings) -> IdentitySettings:
+async def seed_libraries(settings: Settings, catalogue_producer: AIOKafkaProducer) -> list[str]:
+    """The seed's libraries in this test's catalogue (every library code entering the platform must be one)."""
+    return await publish_seed_libraries(settings, catalogue_producer)
+
+
+@pytest.fixture
+def identity_settings(settings: Settings, seed_libraries: list[str]) -> IdentitySettings:
     return IdentitySettings(**settings.model_dump())
 
 

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import httpx
 import pytest
 from aiokafka import ConsumerRecord
+from fastapi import FastAPI
 
 from services.identity.app import create_app
 from services.identity.settings import IdentitySettings
@@ -72,6 +73,7 @@ class Identity:
     client: httpx.AsyncClient
     settings: Settings
     make_key: MakeKey
+    app: FastAPI
 
     async def key(self, *roles: str, library: str = "*") -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.make_key(*roles, library=library)}"}
@@ -153,8 +155,9 @@ class Identity:
 async def identity(
     identity_settings: IdentitySettings, settings: Settings, admin_key: str, make_key: MakeKey
 ) -> AsyncIterator[Identity]:
-    async with running(create_app(identity_settings), admin_key) as client:
-        yield Identity(client, settings, make_key)
+    app = create_app(identity_settings)
+    async with running(app, admin_key) as client:
+        yield Identity(client, settings, make_key, app)
 
 
 # ----------------------------------------------------------------------------------------- registration
@@ -821,21 +824,31 @@ async def test_an_event_posted_again_is_accepted_and_published_once(identity: Id
 
 
 async def test_an_event_posted_twice_at_the_same_moment_is_published_once_and_the_second_told_to_retry(
-    identity: Identity,
+    identity: Identity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     member = await identity.sign_up()
     event = cloud_event("card_activated", member, data={"branch": "oosterdok"})
     headers = {"Content-Type": STRUCTURED}
+    # The first attempt held while it publishes, so that the retry surely comes while it is in flight.
+    publisher = identity.app.state.parts.publisher
+    publish_many, publishing, go_on = publisher.publish_many, asyncio.Event(), asyncio.Event()
+
+    async def held(events: Any, **options: Any) -> None:
+        publishing.set()
+        await go_on.wait()
+        await publish_many(events, **options)
+
+    monkeypatch.setattr(publisher, "publish_many", held)
 
     # A platform retrying while its first attempt is still in flight.
-    first, retry = await asyncio.gather(
-        identity.client.post("/v1/events", content=json.dumps(event), headers=headers),
-        identity.client.post("/v1/events", content=json.dumps(event), headers=headers),
-    )
+    first = asyncio.create_task(identity.client.post("/v1/events", content=json.dumps(event), headers=headers))
+    await publishing.wait()
+    in_flight = await identity.client.post("/v1/events", content=json.dumps(event), headers=headers)
+    go_on.set()
 
     # One is handled; the other is told to retry, and its retry is accepted without publishing again.
-    assert sorted((first.status_code, retry.status_code)) == [202, 409]
-    in_flight = first if first.status_code == 409 else retry
+    assert (await first).status_code == 202
+    assert in_flight.status_code == 409
     assert in_flight.headers["retry-after"] == "1"
     again = await identity.client.post("/v1/events", content=json.dumps(event), headers=headers)
     assert again.status_code == 202

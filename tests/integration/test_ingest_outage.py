@@ -31,7 +31,7 @@ from shared.redis import make_redis
 from shared.settings import Settings
 from tests.integration.test_propositions_catalogue import OBA
 from tests.integration.test_propositions_usage import loan
-from tests.support import eventually, header, read_topic, running
+from tests.support import eventually, header, publish_seed_libraries, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +130,7 @@ async def identity_on_own_kafka(
     own = IdentitySettings(
         **{**settings.model_dump(), "kafka_bootstrap": own_kafka.bootstrap, "publish_timeout": PUBLISH_TIMEOUT}
     )
+    await publish_seed_libraries(own)
     async with running(create_app(own), await admin_key(own)) as client:
         yield client, own
 
@@ -230,6 +231,7 @@ async def test_redis_away_makes_the_service_not_ready_and_writes_a_503_with_one_
     own_redis: runtime.RedisNode, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     own = IdentitySettings(**{**settings.model_dump(), "redis_url": own_redis.url})
+    await publish_seed_libraries(own)
     caplog.set_level(logging.INFO, logger=OUTAGE_LOG)
     async with running(create_app(own), await admin_key(own)) as client:
         assert (await client.post("/v1/members", json=person())).status_code == 202
@@ -279,6 +281,7 @@ async def test_posted_events_whose_first_attempt_timed_out_are_published_by_the_
 ) -> None:
     """The ids of a 503 attempt are claimed while it runs; the retry must publish them, not call them done."""
     own = IdentitySettings(**settings.model_dump())
+    await publish_seed_libraries(own)
     app = create_app(own)
     async with running(app, await admin_key(own)) as client:
         member = (await client.post("/v1/members", json=person())).json()["member_id"]

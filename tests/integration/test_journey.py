@@ -20,7 +20,7 @@ from services.journey.memory import InMemoryJourneys
 from services.journey.rules import load_rules
 from services.journey.settings import JourneySettings
 from services.journey.simulator import simulate
-from services.journey.state import MemberState, decode
+from services.journey.state import MemberState, decode, ref
 from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
@@ -65,7 +65,7 @@ class Live:
         redis = make_redis(self.settings, binary=True)
         try:
             async for key in redis.scan_iter(match=self.settings.key("journey", "state", "*")):
-                raw = await redis.hget(key, member)
+                raw = await redis.hget(key, ref(member))
                 if isinstance(raw, bytes):
                     return decode(raw)
             return None
@@ -210,9 +210,11 @@ async def test_events_for_a_merged_member_continue_the_survivor_s_journey(live: 
         )
     )
 
+    first_loan_rule = next(r.code for r in load_rules().rules if r.id == "boekstart-no-first-loan")
+
     async def first_loan_seen() -> bool:
         survivor = await live.stored("survivor")
-        return survivor is not None and any(s.rule == "boekstart-no-first-loan" for s in survivor.seen)
+        return survivor is not None and any(s.rule == first_loan_rule for s in survivor.seen)
 
     await eventually(first_loan_seen)
     await live.settle()

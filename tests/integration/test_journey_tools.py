@@ -27,7 +27,7 @@ from shared.events import CloudEvent, to_structured
 from shared.events.registry import TYPE_PREFIX
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import eventually, header, read_to_end, running
+from tests.support import eventually, header, publish_seed_libraries, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -252,7 +252,8 @@ async def test_backtesting_fourteen_instead_of_thirty_days_flags_who_the_history
 
 @contextlib.asynccontextmanager
 async def doors(environment: Settings, monkeypatch: pytest.MonkeyPatch, admin_key: str) -> AsyncIterator[None]:
-    """identity and propositions on free ports, the OBA in the catalogue, and the command pointed at them."""
+    """identity and propositions on free ports, the OBA in propositions' catalogue, the seed's libraries on the
+    catalogue topic, and the command pointed at them."""
     async with (
         runtime.serving(identity_app(IdentitySettings(**environment.model_dump()))) as identity,
         runtime.serving(propositions_app(environment)) as propositions,
@@ -264,6 +265,7 @@ async def doors(environment: Settings, monkeypatch: pytest.MonkeyPatch, admin_ke
                 "branches": [{"code": "oosterdok", "name": "Oosterdok"}],
             }
             (await http.put("/v1/libraries/oba", json=oba)).raise_for_status()
+        await publish_seed_libraries(environment)  # the simulated network's libraries, as identity checks them
         monkeypatch.setenv("KLANTREIS_IDENTITY_URL", identity)
         monkeypatch.setenv("KLANTREIS_PROPOSITIONS_URL", propositions)
         yield

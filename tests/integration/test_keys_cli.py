@@ -15,9 +15,12 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Settings:
+def cli_env(monkeypatch: pytest.MonkeyPatch, settings: Settings, seed_libraries: list[str]) -> Settings:
     monkeypatch.setenv("KLANTREIS_REDIS_URL", settings.redis_url)
     monkeypatch.setenv("KLANTREIS_KEY_PREFIX", settings.key_prefix)
+    # A key's library is checked against the catalogue on its topic.
+    monkeypatch.setenv("KLANTREIS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap)
+    monkeypatch.setenv("KLANTREIS_TOPIC_PREFIX", settings.topic_prefix)
     return settings
 
 
@@ -49,6 +52,17 @@ def test_a_key_made_on_the_command_line_works_until_it_is_revoked(
     assert asyncio.run(verify(cli_env, key)) is None
     main(["keys", "list"])
     assert "revoked" in capsys.readouterr().out
+
+
+def test_a_key_for_a_library_not_in_the_catalogue_is_refused(
+    cli_env: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "create", "--name", "tilburg desk", "--role", "ingest", "--library", "tilburg"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "klantreis: no library 'tilburg' in the catalogue (klantreis seed loads the network's)"
+    )
+    main(["keys", "list"])
+    assert "tilburg desk" not in capsys.readouterr().out
 
 
 def test_an_unknown_role_is_refused_in_one_line(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:

@@ -114,7 +114,7 @@ async def test_a_consent_withdrawn_a_second_before_the_friction_means_no_message
 
 
 async def test_a_broadcast_paused_halfway_and_resumed_messages_every_member_of_its_segment_once(
-    settings: Settings, admin_key: str
+    settings: Settings, admin_key: str, seed_libraries: list[str]
 ) -> None:
     """A segment of 300 members, one member per page so that the pause lands halfway. It runs in the evening and
     the in-app inbox counts as interrupting here: every message waits for the end of quiet hours (so none is
@@ -134,7 +134,7 @@ async def test_a_broadcast_paused_halfway_and_resumed_messages_every_member_of_i
             projections = n.stores.projections
             pipe = projections.batch()
             for m in segment:
-                projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "website", "nl"), None)
+                projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
             await projections.apply(pipe)
             # Three members had their one message of the week already: the cap holds the broadcast back.
             capped = segment[:3]

@@ -197,7 +197,7 @@ async def test_the_preview_renders_every_message_for_a_sample_member_of_a_librar
 
 
 async def test_activating_a_second_campaign_for_the_same_trigger_and_audience_flags_the_overlap(
-    service: Notifications,
+    service: Notifications, seed_libraries: list[str]
 ) -> None:
     first = await service.create(campaign(name="eerste", audience={"libraries": ["oba"]}))
     elsewhere = await service.create(campaign(name="elders", audience={"libraries": ["haarlem"]}))
@@ -295,7 +295,7 @@ async def test_a_campaign_created_again_with_the_same_idempotency_key_is_created
 
 
 async def test_a_library_key_manages_its_own_library_s_campaigns_and_no_others(
-    service: Notifications, make_key: MakeKey
+    service: Notifications, make_key: MakeKey, seed_libraries: list[str]
 ) -> None:
     oba = {"Authorization": f"Bearer {await make_key('marketing', library='oba')}"}
     network_campaign = await service.create(campaign(name="netwerk"), activate=False)

@@ -228,11 +228,11 @@ async def test_a_message_for_a_minor_goes_to_the_guardian_s_address_from_the_rea
             person = {"postcode": "1034 AB", "home_library": "oba", "platform": "website"}
             parent = await people.post(
                 "/v1/members",
-                json={**person, "name": "Ouder van Noor", "email": "ouder@example.nl", "birth_date": "1985-02-01"},
+                json={**person, "name": "Ouder van Nynke", "email": "ouder@example.nl", "birth_date": "1985-02-01"},
             )
             child = await people.post(
                 "/v1/members",
-                json={**person, "name": "Noor", "email": "noor@example.nl", "birth_date": ten_years_old},
+                json={**person, "name": "Nynke", "email": "nynke@example.nl", "birth_date": ten_years_old},
             )
             parent_id, child_id = parent.json()["member_id"], child.json()["member_id"]
             guardian = await people.put(f"/v1/members/{child_id}/guardian", json={"guardian_id": parent_id})
@@ -246,10 +246,10 @@ async def test_a_message_for_a_minor_goes_to_the_guardian_s_address_from_the_rea
             [(_, recipients)] = smtp.envelopes
             assert recipients == ["ouder@example.nl"]
             [mail] = smtp.received
-            assert "Beste Ouder van Noor, de pas van uw kind is geactiveerd." in mail.get_content()
+            assert "Beste Ouder van Nynke, de pas van uw kind is geactiveerd." in mail.get_content()
             # Neither address nor name stays behind in notifications' Redis.
             stored = await n.everything()
-            for personal in ("ouder@example.nl", "noor@example.nl", "Ouder van Noor", "Noor"):
+            for personal in ("ouder@example.nl", "nynke@example.nl", "Ouder van Nynke", "Nynke"):
                 assert personal not in stored
 
 

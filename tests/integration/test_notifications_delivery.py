@@ -206,7 +206,7 @@ async def test_the_inbox_marks_messages_read_and_unread_for_the_apps(
 
 
 async def test_a_broadcast_reaches_its_audience_at_its_time_and_a_minor_s_message_goes_to_the_guardian_s_inbox(
-    settings: Settings, admin_key: str
+    settings: Settings, admin_key: str, seed_libraries: list[str]
 ) -> None:
     contacts = FakeContacts()
     async with notifications(notifications_settings(settings), admin_key, contacts=contacts) as n:

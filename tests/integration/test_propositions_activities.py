@@ -50,6 +50,11 @@ async def schedule(propositions: Propositions, **overrides: Any) -> str:
     return str((await propositions.ok("POST", "/v1/activities", session(**overrides)))["activity_id"])
 
 
+def starting() -> dict[str, str]:
+    """A session starting in half an hour: attendance is recorded from an hour before the start."""
+    return {"starts_at": soon(0, 0.5), "ends_at": soon(0, 2.5)}
+
+
 def member() -> str:
     return str(uuid.uuid4())
 
@@ -277,7 +282,7 @@ async def test_a_registration_retried_with_its_idempotency_key_takes_one_place(p
 
 
 async def test_attendance_says_whether_the_member_registered_or_walked_in(propositions: Propositions) -> None:
-    activity_id = await schedule(propositions)
+    activity_id = await schedule(propositions, **starting())
     registered, walked_in = member(), member()
     await propositions.ok("POST", f"/v1/activities/{activity_id}/registrations", {"member_id": registered})
     path = f"/v1/activities/{activity_id}/attendance"
@@ -296,8 +301,18 @@ async def test_attendance_says_whether_the_member_registered_or_walked_in(propos
     assert (kind, data["walk_in"]) == ("usage.activity_attended", True)
 
 
+async def test_attendance_for_a_session_that_has_not_started_is_refused(propositions: Propositions) -> None:
+    next_year = await schedule(propositions, starts_at=soon(365), ends_at=soon(365, 2))
+
+    refused = await propositions.client.post(f"/v1/activities/{next_year}/attendance", json={"member_id": member()})
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"].startswith("the session has not started")
+    assert (await propositions.ok("GET", f"/v1/activities/{next_year}"))["registered"] == 0
+
+
 async def test_attendance_recorded_twice_is_a_409(propositions: Propositions) -> None:
-    activity_id = await schedule(propositions)
+    activity_id = await schedule(propositions, **starting())
     someone = {"member_id": member()}
     path = f"/v1/activities/{activity_id}/attendance"
     assert (await propositions.client.post(path, json=someone)).status_code == 202
@@ -308,7 +323,7 @@ async def test_attendance_recorded_twice_is_a_409(propositions: Propositions) ->
 async def test_attendance_at_an_unknown_session_is_a_404_and_from_another_library_a_403(
     propositions: Propositions,
 ) -> None:
-    activity_id = await schedule(propositions)
+    activity_id = await schedule(propositions, **starting())
     unknown = await propositions.client.post(
         "/v1/activities/oba.taalcafe.000000000000/attendance", json={"member_id": member()}
     )
@@ -321,7 +336,7 @@ async def test_attendance_at_an_unknown_session_is_a_404_and_from_another_librar
 
 
 async def test_attendance_on_an_unknown_channel_is_refused_naming_it(propositions: Propositions) -> None:
-    activity_id = await schedule(propositions)
+    activity_id = await schedule(propositions, **starting())
     response = await propositions.client.post(
         f"/v1/activities/{activity_id}/attendance", json={"member_id": member(), "channel": "telepathy"}
     )
@@ -335,7 +350,7 @@ async def test_attendance_on_an_unknown_channel_is_refused_naming_it(proposition
 async def test_registrations_and_attendance_posted_as_cloudevents_take_places_and_keep_their_ids(
     propositions: Propositions,
 ) -> None:
-    activity_id = await schedule(propositions, capacity=1)
+    activity_id = await schedule(propositions, **starting(), capacity=1)
     first, second = member(), member()
     registrations = [
         posted("activity_registered", first, activity_id),
@@ -364,7 +379,7 @@ async def test_registrations_and_attendance_posted_as_cloudevents_take_places_an
 async def test_a_posted_registration_naming_another_proposition_is_refused_naming_it(
     propositions: Propositions,
 ) -> None:
-    activity_id = await schedule(propositions)
+    activity_id = await schedule(propositions, **starting())
     event = posted(
         "activity_registered", member(), activity_id, data={"activity_id": activity_id, "proposition": "boekstart"}
     )
@@ -381,7 +396,7 @@ async def test_a_posted_registration_naming_another_proposition_is_refused_namin
 
 
 async def test_an_erased_member_leaves_every_session_and_frees_their_place(propositions: Propositions) -> None:
-    activity_id = await schedule(propositions, capacity=2)
+    activity_id = await schedule(propositions, **starting(), capacity=2)
     erased, staying = member(), member()
     for someone in (erased, staying):
         await propositions.ok("POST", f"/v1/activities/{activity_id}/registrations", {"member_id": someone})

@@ -48,7 +48,7 @@ from shared.settings import Settings
 from shared.topics import FRICTIONS, MEMBERS
 from tests.integration.conftest import MakeKey
 from tests.integration.test_notifications_support import SmtpSink, TestClock, notifications_settings
-from tests.support import eventually, read_to_end, running
+from tests.support import eventually, publish_seed_libraries, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -403,6 +403,7 @@ async def test_a_sign_up_to_an_in_app_message_is_in_zipkin_by_service_with_the_m
         "KLANTREIS_JOURNEY_TIMER_TICK_SECONDS": "0.1",
         "KLANTREIS_JOURNEY_IDLE_SECONDS": "0.5",
     }
+    await publish_seed_libraries(settings)  # identity checks the sign-up's library against the catalogue
     redis = make_redis(settings.model_copy(update={"redis_url": fresh_redis.url}))
     try:
         key = await Keyring(redis, settings).create("test", ["admin"])

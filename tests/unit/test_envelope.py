@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -173,6 +174,14 @@ def test_payload_models_refuse_unknown_fields() -> None:
 def test_derived_events_get_the_same_id_from_the_same_inputs() -> None:
     assert deterministic_id("friction", "r", "m", "e") == deterministic_id("friction", "r", "m", "e")
     assert deterministic_id("friction", "r", "m", "e") != deterministic_id("friction", "r", "m", "f")
+
+
+@pytest.mark.parametrize("parts", [("friction", "r", "m", "e"), ("closed", "rule→x", "lid-é", ""), ("a/b",), ("",)])
+def test_derived_ids_are_the_uuid5_they_always_were(parts: tuple[str, ...]) -> None:
+    # Ids published before must be recognised again after an upgrade: the fast spelling is the same UUID 5.
+    assert deterministic_id(*parts) == str(uuid.uuid5(uuid.NAMESPACE_URL, "klantreis:" + "/".join(parts)))
+    # A known answer, so both spellings cannot drift together.
+    assert deterministic_id("friction", "r", "m", "e") == "59ea6319-e6d8-511d-af77-54e789947297"
 
 
 def test_create_takes_type_and_defaults_from_the_payload() -> None:

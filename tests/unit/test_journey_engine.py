@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from services.journey.engine import Engine
 from services.journey.memory import InMemoryJourneys
-from services.journey.rules import load_rules, parse_rules
+from services.journey.partition import Partition
+from services.journey.rules import JourneyEvent, load_rules, parse_rules
 from shared.events import CloudEvent
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -207,6 +209,38 @@ def test_the_same_events_give_the_same_frictions_whatever_their_arrival_order_wi
     assert {f.member_id for f in in_order.detected if f.rule == "online-signup-not-activated"} == not_activated
     resolved = {r.friction_id for r in in_order.resolved}
     assert resolved == {r.friction_id for r in shuffled.resolved}
+
+
+def test_an_expected_event_no_window_waits_for_is_forgotten_even_if_its_member_is_never_heard_of_again() -> None:
+    # State costs bytes per member, for millions of members: what no window can need any more must go.
+    journeys = InMemoryJourneys(RULES, timedelta(minutes=1))
+    journeys.feed([ev("member.card_activated.v1", "m", timedelta(0), channel="offline")])
+    assert journeys.journeys["m"].seen  # a sign-up at that time may still be on its way
+    journeys.feed([signed_up("other", timedelta(seconds=59))])
+    assert journeys.journeys["m"].seen
+    journeys.feed([signed_up("another", timedelta(minutes=2))])  # the clock has passed it by the lateness
+    assert journeys.journeys["m"].seen == []
+
+
+def test_a_restored_partition_forgets_what_no_window_waits_for_too() -> None:
+    lateness = 60_000
+    earlier = InMemoryJourneys(RULES, timedelta(milliseconds=lateness))
+    earlier.feed([ev("member.card_activated.v1", "m", timedelta(0), channel="offline")])
+    partition = Partition(Engine(RULES.rules, lateness), 0, {"m"})
+    partition.restore(earlier.journeys.items())
+    partition.feed("m", JourneyEvent.of(signed_up("other", timedelta(minutes=2))))
+    assert partition.members["m"].seen == []
+
+
+def test_two_rules_whose_ids_share_a_code_are_refused_rather_than_mixed_up_in_members_states() -> None:
+    text = """rules:
+  - {id: rule-29685295, kind: inactivity, activity: {type: member.login_succeeded.v1}, within: P30D}
+  - {id: rule-32060020, kind: inactivity, activity: {type: member.login_succeeded.v1}, within: P60D}
+"""
+    rules = parse_rules(text).rules
+    assert rules[0].code == rules[1].code  # CRC-32 of the ids: found by search, as unlikely as it gets
+    with pytest.raises(ValueError, match="share a code"):
+        Engine(rules)
 
 
 def test_a_rule_file_with_a_mistake_is_refused_naming_the_rule_and_field() -> None:

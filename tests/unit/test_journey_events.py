@@ -1,12 +1,27 @@
-"""What journey publishes is built without validation on the hot path: each kind must still be what its model
-accepts, and what a validated event would be."""
+"""What journey publishes is built in its Kafka form without validation on the hot path: each kind must still be
+what its model accepts when read back the way every consumer reads it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import pytest
+
 from services.journey import engine
-from services.journey.handlers import friction_detected, friction_resolved, window_closed
-from shared.events import CloudEvent, from_kafka, to_kafka, typed_data
+from services.journey.derived import (
+    forwarded,
+    friction_detected,
+    friction_resolved,
+    from_outbox,
+    iso,
+    to_outbox,
+    window_closed,
+)
+from services.journey.rules import JourneyEvent
+from services.journey.state import full_id, ref
+from shared.events import CloudEvent, from_kafka, typed_data
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
+from shared.publishing import Encoded
 
 DAY = 86_400_000
 T0 = 1_750_000_000_123
@@ -14,9 +29,8 @@ FRICTION = engine.Friction("f-1", "online-signup-not-activated", "m-1", "e-1", T
                            "online→offline", "website", "18-64")  # fmt: skip
 
 
-def round_trip(event: CloudEvent) -> CloudEvent:
-    record = to_kafka(event)
-    return from_kafka(record.value, list(record.headers.items()))
+def round_trip(record: Encoded) -> CloudEvent:
+    return from_kafka(record.value, record.headers)
 
 
 def test_a_detected_friction_is_a_valid_event_with_its_times_in_utc() -> None:
@@ -43,3 +57,38 @@ def test_a_closed_window_without_a_library_leaves_the_field_out() -> None:
     data = typed_data(event)
     assert isinstance(data, WindowClosed)
     assert data.met is True and data.library is None and event.library is None
+
+
+def test_a_friction_is_keyed_and_routed_by_its_member() -> None:
+    record = friction_detected(FRICTION)
+    # notifications keeps one member's frictions in order: the member id is the key
+    assert (record.topic, record.key, record.event_id) == ("journey.frictions.v1", b"m-1", "f-1")
+
+
+@pytest.mark.parametrize("ms", [0, 1, 999, T0, 1_750_000_000_000, 4_102_444_800_123])
+def test_event_times_are_written_as_isoformat_writes_them(ms: int) -> None:
+    assert iso(ms) == datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def test_a_batch_kept_in_the_outbox_comes_back_as_it_was_stored() -> None:
+    records = [friction_detected(FRICTION), forwarded("m-2", JourneyEvent(
+        "e-9", "member.card_activated.v1", T0, "m-1", "offline", None, "oba", {"branch": "oosterdok"}))]  # fmt: skip
+    assert from_outbox(to_outbox(records)) == records
+    moved = round_trip(records[1])
+    assert (moved.subject, moved.id, records[1].topic) == ("m-2", "e-9", "journey.forwards.v1")
+
+
+@pytest.mark.parametrize(
+    ("member", "size"),
+    [
+        ("0f8fad5b-d9cb-469f-a165-70867728950e", 16),  # a UUID as identity gives it out: its 16 bytes
+        ("0F8FAD5B-D9CB-469F-A165-70867728950E", 36),  # not as identity writes it: kept as written
+        ("m-1", 3),
+        ("sixteen-chars-id", 17),  # as long as a UUID's bytes: marked
+        ("0f8fad5b-d9cb-469f-a165-7086772895 e", 36),  # almost a UUID
+        (" f8fad5b-d9cb-469f-a165-70867728950e", 36),
+    ],
+)
+def test_an_id_is_kept_compactly_and_comes_back_the_same(member: str, size: int) -> None:
+    field = ref(member)
+    assert (full_id(field), len(field)) == (member, size)

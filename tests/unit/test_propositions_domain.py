@@ -168,7 +168,21 @@ def test_registration_is_open_until_the_session_ends() -> None:
 def test_nobody_registers_for_or_attends_a_cancelled_session() -> None:
     cancelled = activity(cancelled=True)
     assert domain.registration_refusal(cancelled, NOW) == "the activity is cancelled"
-    assert domain.attendance_refusal(cancelled) == "the activity is cancelled"
+    assert domain.attendance_refusal(cancelled, NOW + timedelta(days=1), NOW + timedelta(days=1)) == (
+        "the activity is cancelled"
+    )
+
+
+def test_attendance_is_refused_for_a_session_that_has_not_started() -> None:
+    session = activity(starts_in=timedelta(days=400))
+    refusal = "the session has not started: attendance is recorded from an hour before its start"
+    assert domain.attendance_refusal(session, NOW, NOW) == refusal
+    # A reported time in the future does not make it start: the time counts no later than now.
+    assert domain.attendance_refusal(session, NOW + timedelta(days=401), NOW) == refusal
+    starts = activity(starts_in=timedelta(minutes=30))
+    assert domain.attendance_refusal(starts, NOW, NOW) is None  # doors open an hour before the start
+    started = activity(starts_in=timedelta(hours=-1))
+    assert domain.attendance_refusal(started, NOW, NOW) is None
 
 
 def test_places_left_never_go_below_zero() -> None:

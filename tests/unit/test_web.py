@@ -209,7 +209,7 @@ def test_wrong_dashboard_filters_are_named_and_fall_back_to_defaults() -> None:
         "step2": "dashboard.errors.two_steps",
         "within": "dashboard.errors.within",
     }
-    assert (filters.start, filters.period, filters.rule, filters.within_days) == ("", "week", "", 30)
+    assert (filters.start, filters.period, filters.rule, filters.within_days) == ("", "auto", "", 30)
 
 
 # -------------------------------------------------------------------------------------- campaign editor

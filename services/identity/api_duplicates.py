@@ -1,0 +1,72 @@
+"""identity's routes for duplicate suspicions: list, confirm (merge), dismiss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from services.identity.duplicates import Duplicates
+from services.identity.routing import FrontOfficeKey
+from services.identity.schemas import (
+    Confirmation,
+    Suspicion,
+)
+from shared.auth import AUTH_RESPONSES, MemberDataKey
+from shared.idempotency import IdempotencyKey, Ids, Replies
+
+
+def duplicates_router(duplicates: Duplicates) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["duplicates"], responses=AUTH_RESPONSES)
+
+    @router.get("/duplicates", tags=["duplicates"], summary="Duplicate suspicions awaiting confirmation")
+    async def pending(caller: MemberDataKey) -> list[Suspicion]:
+        return [
+            Suspicion(
+                id=s["id"],
+                member_id=s["member_id"],
+                other_member_id=s["other_member_id"],
+                library=s["library"],
+                other_library=s["other_library"],
+                matched_on=s["matched_on"].split(","),
+                created_at=s["created_at"],
+            )
+            for s in await duplicates.suspicions(caller)
+        ]
+
+    @router.post(
+        "/duplicates/{suspicion_id}/confirm",
+        status_code=202,
+        tags=["duplicates"],
+        summary="Confirm a duplicate (at the desk or by the member): the other record merges into the survivor",
+        responses={
+            404: {"description": "no such suspicion"},
+            409: {"description": "closed already, or a merge that must not happen (a child into their guardian)"},
+        },
+    )
+    async def confirm(
+        suspicion_id: str,
+        body: Confirmation,
+        request: Request,
+        caller: FrontOfficeKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            merged = await duplicates.confirm(suspicion_id, body.survivor_id, body.confirmed_by, caller, ids)
+            return 202, {"merged_id": merged, "survivor_id": body.survivor_id}
+
+        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.post(
+        "/duplicates/{suspicion_id}/dismiss",
+        status_code=200,
+        tags=["duplicates"],
+        summary="Not the same person: close the suspicion without merging",
+    )
+    async def dismiss(suspicion_id: str, caller: FrontOfficeKey) -> dict[str, str]:
+        await duplicates.dismiss(suspicion_id, caller)
+        return {"id": suspicion_id, "status": "dismissed"}
+
+    return router

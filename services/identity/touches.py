@@ -1,0 +1,58 @@
+"""Where and when a member did something, and the events that say so: shared by identity's operations and its
+CloudEvents ingest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.identity import domain
+from shared.events import CloudEvent, EventData
+from shared.events.members import ChannelSwitched
+from shared.idempotency import Ids
+from shared.problems import Problem
+
+SOURCE = "/identity"
+
+
+@dataclass(frozen=True)
+class Touch:
+    """Where and when a member did something."""
+
+    library: str
+    platform: str
+    time: datetime
+    source: str
+
+    @property
+    def channel(self) -> str:
+        return domain.channel_of(self.platform)
+
+
+def conflict(detail: str) -> Problem:
+    return Problem(409, "Conflict", detail)
+
+
+def member_event(data: EventData, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
+    return CloudEvent.create(
+        data,
+        id=event_id,
+        subject=member_id,
+        source=touch.source,
+        library=touch.library,
+        channel=domain.channel_of(touch.platform),
+        platform=touch.platform,
+        time=touch.time,
+    )
+
+
+def channel_switched(previous: tuple[str, str] | None, member_id: str, touch: Touch, ids: Ids) -> CloudEvent | None:
+    """The channel_switched of a touch on another channel or platform than the member's `previous` one."""
+    switch = domain.channel_switch(previous, (touch.channel, touch.platform))
+    if switch is None:
+        return None
+    (from_channel, from_platform), (to_channel, to_platform) = switch
+    data = ChannelSwitched(
+        from_channel=from_channel, from_platform=from_platform, to_channel=to_channel, to_platform=to_platform
+    )
+    return member_event(data, member_id, touch, ids.new("channel_switched"))

@@ -1,0 +1,338 @@
+"""propositions' request and reply bodies, the reading views of its entities, and the path and query types its
+routes share."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Path, Query
+from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
+
+from services.propositions import domain
+from services.propositions.activities import Session
+from services.propositions.catalogue import OfferingDetail
+from services.propositions.domain import (
+    Library,
+    Proposition,
+    shown,
+)
+from services.propositions.usage import LOAN_EXAMPLE, MAX_BATCH
+from shared.auth import Principal, require
+from shared.events.propositions import (
+    ActivityId,
+    Branch,
+    OfferChannel,
+    OfferingId,
+    TargetGroup,
+    Theme,
+)
+from shared.events.types import Channel, LibraryCode, MemberId, Platform, Slug
+from shared.schemas import example_body
+
+# Reading the catalogue needs a valid key of any role.
+ReaderKey = Annotated[Principal, Depends(require())]
+SlugPath = Annotated[Slug, Path(description="the proposition's slug, e.g. boekstart")]
+OfferingPath = Annotated[OfferingId, Path(description="`<library>.<proposition>`, e.g. oba.boekstart")]
+ActivityPath = Annotated[ActivityId, Path(description="e.g. oba.taalcafe.3f9a1c2e7d4b")]
+Limit = Annotated[int, Query(ge=1, le=500, description="at most this many items")]
+Cursor = Annotated[str | None, Query(max_length=300, description="`next_cursor` of the previous page")]
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+
+class PropositionBody(BaseModel):
+    model_config = example_body(
+        name_nl="BoekStart",
+        name_en="BookStart",
+        description_nl="Voorlezen aan baby's en peuters: een gratis BoekStartkoffertje bij het lidmaatschap.",
+        description_en="Reading to babies and toddlers: a free BookStart case with the membership.",
+        theme="reading-and-language",
+        target_groups=["babies-and-toddlers", "parents"],
+        channels="both",
+        programme="Kunst van Lezen",
+    )
+
+    name_nl: str = Field(min_length=1, max_length=120)
+    name_en: str = Field(min_length=1, max_length=120)
+    description_nl: str = Field(default="", max_length=2000)
+    description_en: str = Field(default="", max_length=2000)
+    theme: Theme
+    target_groups: list[TargetGroup] = Field(min_length=1)
+    channels: OfferChannel = Field(description="online, offline or both")
+    programme: str | None = Field(default=None, max_length=120, description="the national programme it belongs to")
+
+
+class PropositionView(BaseModel):
+    slug: str
+    name_nl: str
+    name_en: str
+    description_nl: str
+    description_en: str
+    theme: Theme
+    target_groups: list[TargetGroup]
+    channels: OfferChannel
+    programme: str | None
+    status: Literal["active", "retired"]
+    updated_at: str
+
+
+class PropositionPage(BaseModel):
+    items: list[PropositionView]
+    next_cursor: str | None
+
+
+class LibraryBody(BaseModel):
+    model_config = example_body(
+        name="OBA Openbare Bibliotheek Amsterdam",
+        website="https://www.oba.nl",
+        postcode_areas=["1000-1109"],
+        branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}, {"code": "banne", "name": "OBA Banne"}],
+    )
+
+    name: str = Field(min_length=1, max_length=120)
+    website: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
+    postcode_areas: list[str] = Field(
+        default_factory=list, max_length=500, description="4-digit areas (1034) or ranges (1000-1109) it serves"
+    )
+    branches: list[Branch] = Field(default_factory=list, max_length=200)
+
+    @field_validator("postcode_areas")
+    @classmethod
+    def _areas(cls, value: list[str]) -> list[str]:
+        for text in value:
+            domain.area_range(text)  # ValueError names what is wrong
+        return value
+
+    @field_validator("branches")
+    @classmethod
+    def _unique_branches(cls, value: list[Branch]) -> list[Branch]:
+        codes = [b.code for b in value]
+        repeated = sorted({c for c in codes if codes.count(c) > 1})
+        if repeated:
+            raise ValueError(f"branch codes appear twice: {', '.join(repeated)}")
+        return value
+
+
+class LibraryView(BaseModel):
+    library: str
+    name: str
+    website: str | None
+    postcode_areas: list[str]
+    branches: list[Branch]
+    updated_at: str
+
+
+class LibraryPage(BaseModel):
+    items: list[LibraryView]
+    next_cursor: str | None
+
+
+class OfferingBody(BaseModel):
+    model_config = example_body(
+        local_name="BoekStart in de OBA",
+        branches=["banne", "waterlandplein"],
+        channels=["offline", "online"],
+        url="https://www.oba.nl/boekstart",
+    )
+
+    local_name: str | None = Field(default=None, min_length=1, max_length=120, description="none: the national name")
+    branches: list[Slug] = Field(default_factory=list, max_length=200, description="branch codes of the library")
+    channels: list[Channel] = Field(min_length=1, max_length=2)
+    url: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
+
+
+class BranchView(BaseModel):
+    code: str
+    name: str
+
+
+class OfferingView(BaseModel):
+    offering_id: str
+    library: str
+    library_name: str | None
+    proposition: str
+    proposition_name_nl: str | None
+    proposition_name_en: str | None
+    name: str = Field(description="what the library calls it: the local name, else the national name")
+    local_name: str | None
+    branches: list[BranchView]
+    channels: list[Channel]
+    url: str | None
+    active: bool = Field(description="false: the library withdrew it")
+    available: bool = Field(description="active, and the proposition is not retired")
+    updated_at: str
+
+
+class OfferingPage(BaseModel):
+    items: list[OfferingView]
+    next_cursor: str | None
+
+
+class Changed(BaseModel):
+    event_id: str | None = Field(description="the catalogue event published; null when nothing changed")
+    changed: bool
+
+
+class PropositionChanged(Changed):
+    slug: str
+
+
+class LibraryChange(Changed):
+    library: str
+
+
+class OfferingChange(Changed):
+    offering_id: str
+
+
+class ActivityChange(Changed):
+    activity_id: str
+
+
+class ScheduleBody(BaseModel):
+    model_config = example_body(
+        proposition="taalcafe",
+        library="oba",
+        branch="banne",
+        title="Taalcafé Noord",
+        starts_at="2026-12-03T14:00:00+01:00",
+        ends_at="2026-12-03T16:00:00+01:00",
+        capacity=12,
+    )
+
+    proposition: Slug
+    library: LibraryCode
+    branch: Slug
+    title: str | None = Field(default=None, max_length=160)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    capacity: int = Field(ge=1, le=10_000)
+
+    @field_validator("ends_at")
+    @classmethod
+    def _ends_after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if starts_at is not None and value <= starts_at:
+            raise ValueError("must lie after starts_at")
+        return value
+
+
+class ActivityView(BaseModel):
+    activity_id: str
+    proposition: str
+    library: str
+    branch: str
+    title: str | None
+    starts_at: str
+    ends_at: str
+    capacity: int
+    registered: int
+    places_left: int
+    status: Literal["scheduled", "cancelled"]
+    updated_at: str
+
+
+class ActivityPage(BaseModel):
+    items: list[ActivityView]
+    next_cursor: str | None
+
+
+class Participation(BaseModel):
+    model_config = example_body(member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11", platform="website", channel="online")
+
+    member_id: MemberId
+    platform: Platform = Field(default="website", description="where the member did it: website, app, desk, kiosk…")
+    channel: Channel | None = Field(default=None, description="default: online for website, app and ebook")
+    time: AwareDatetime | None = Field(default=None, description="when; default now")
+
+
+class Registered(BaseModel):
+    activity_id: str
+    member_id: str
+    event_id: str
+
+
+class Attended(Registered):
+    walk_in: bool
+
+
+class LoanAccepted(BaseModel):
+    event_id: str
+
+
+class LoanBatch(BaseModel):
+    model_config = example_body(loans=[LOAN_EXAMPLE])
+
+    loans: list[Any] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"up to {MAX_BATCH:,} loan reports (see LoanReport)"
+    )
+
+
+class BatchReply(BaseModel):
+    accepted: list[str] = Field(description="event ids of the accepted reports, in order")
+    rejected: list[dict[str, Any]] = Field(description="`{index, id, status, errors: [{field, message}]}`")
+
+
+# ------------------------------------------------------------------------------------------------- views
+
+
+def proposition_view(proposition: Proposition) -> PropositionView:
+    return PropositionView(
+        **proposition.data.model_dump(),
+        status="retired" if proposition.retired else "active",
+        updated_at=shown(proposition.updated_at),
+    )
+
+
+def library_view(library: Library) -> LibraryView:
+    data = library.data
+    return LibraryView(
+        library=data.library,
+        name=data.name,
+        website=data.website,
+        postcode_areas=data.postcode_areas,
+        branches=data.branches,
+        updated_at=shown(library.updated_at),
+    )
+
+
+def offering_view(detail: OfferingDetail) -> OfferingView:
+    data, library, proposition = detail.offering.data, detail.library, detail.proposition
+    names = library.branch_names if library else {}
+    national = proposition.data.name_nl if proposition else data.proposition
+    return OfferingView(
+        offering_id=data.offering_id,
+        library=data.library,
+        library_name=library.data.name if library else None,
+        proposition=data.proposition,
+        proposition_name_nl=proposition.data.name_nl if proposition else None,
+        proposition_name_en=proposition.data.name_en if proposition else None,
+        name=data.local_name or national,
+        local_name=data.local_name,
+        branches=[BranchView(code=b, name=names.get(b, b)) for b in data.branches],
+        channels=data.channels,
+        url=data.url,
+        active=data.active,
+        available=domain.offering_available(detail.offering, proposition),
+        updated_at=shown(detail.offering.updated_at),
+    )
+
+
+def activity_view(session: Session) -> ActivityView:
+    data = session.activity.data
+    return ActivityView(
+        activity_id=data.activity_id,
+        proposition=data.proposition,
+        library=data.library,
+        branch=data.branch,
+        title=data.title,
+        starts_at=shown(data.starts_at),
+        ends_at=shown(data.ends_at),
+        capacity=data.capacity,
+        registered=session.registered,
+        places_left=session.places_left,
+        status="cancelled" if session.activity.cancelled else "scheduled",
+        updated_at=shown(session.activity.updated_at),
+    )
