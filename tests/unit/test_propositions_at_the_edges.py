@@ -47,8 +47,6 @@ def test_a_session_ending_now_is_closed_for_registration_and_one_ending_a_second
     assert domain.registration_refusal(ends_now, NOW) == "the activity has ended"
     assert domain.registration_refusal(activity(starts_in=timedelta(hours=-2, seconds=1)), NOW) is None
     assert domain.registration_refusal(activity(cancelled=True), NOW) == "the activity is cancelled"
-    assert domain.attendance_refusal(activity()) is None
-    assert domain.attendance_refusal(activity(cancelled=True)) == "the activity is cancelled"
 
 
 @pytest.mark.parametrize(("registered", "left"), [(0, 12), (11, 1), (12, 0), (13, 0)])
