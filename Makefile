@@ -1,7 +1,7 @@
 # Local development. `make` lists the targets.
 .DEFAULT_GOAL := help
 .NOTPARALLEL:
-.PHONY: help bootstrap test-bootstrap up down status run lint test
+.PHONY: help bootstrap test-bootstrap up down status run lint test mutation
 
 VENV := .venv/bin
 
@@ -33,3 +33,7 @@ lint: test-bootstrap  ## ruff check, ruff format --check, mypy --strict
 
 test: lint  ## bootstrap, lint, then the whole test suite (starts its own Kafka and Redis; chromium for the browser tests)
 	$(VENV)/pytest
+
+JOBS ?= 2
+mutation: test-bootstrap  ## mutation testing of the pure domain modules against their unit tests (about an hour of CPU; MODULES=… for some)
+	$(VENV)/python tools/mutation.py -j $(JOBS) $(MODULES)

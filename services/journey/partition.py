@@ -89,7 +89,7 @@ class Partition:
 
     def timers_due(self, stream: str, until: int) -> bool:
         heap = self._timers.get(stream)
-        return heap is not None and bool(heap) and heap[0].due <= until
+        return heap is not None and bool(heap) and heap[0].due < until
 
     def timers_of(self, member: str) -> list[Timer]:
         """The member's timers that would still decide something."""
@@ -242,7 +242,7 @@ class Partition:
 
     def _fire(self, stream: str, until: int) -> None:
         heap = self._timers.get(stream)
-        while heap and heap[0].due <= until:
+        while heap and heap[0].due < until:
             timer = heapq.heappop(heap)
             state = self.members.get(timer.member)
             if state is None:

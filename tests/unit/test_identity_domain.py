@@ -109,7 +109,8 @@ def test_a_child_sharing_an_adult_s_e_mail_is_not_that_adult() -> None:
 
 
 def test_a_member_is_not_merged_into_itself() -> None:
-    assert merge_refusal(candidate("a", date(1980, 1, 1)), candidate("a", date(1980, 1, 1)), TODAY) is not None
+    refusal = merge_refusal(candidate("a", date(1980, 1, 1)), candidate("a", date(1980, 1, 1)), TODAY)
+    assert refusal == "a member cannot be merged into itself"
 
 
 def test_minors_are_under_sixteen_by_birth_date() -> None:
