@@ -50,6 +50,12 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/unit/test_journey_engine.py",
         "tests/unit/test_partition_clocks.py",
     ),
+    "services/journey/pruning.py": (
+        "tests/unit/test_journey_pruning.py",
+        "tests/unit/test_frictions_at_the_edges.py",
+        "tests/unit/test_journey_engine.py",
+        "tests/unit/test_partition_clocks.py",
+    ),
     "services/journey/rules.py": (
         "tests/unit/test_friction_rule_catalogue.py",
         "tests/unit/test_frictions_at_the_edges.py",
