@@ -106,8 +106,12 @@ class Engine:
         return not rule.member or state.profile is None or _admits(rule, state.profile)
 
     def _absence(self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome) -> None:
-        kept = ref(event.id)
-        if rule.expect.matches(event):
+        expected = rule.expect.matches(event)
+        starts = rule.start.matches(event) and self._may_apply(rule, state)
+        if not (expected or starts):
+            return
+        kept = ref(event.id)  # only for an event the rule uses: this runs for every event of the rule's types
+        if expected:
             corr = _corr(event, rule.expect_fields)
             for s in state.seen:
                 if s.event_id == kept and s.rule == rule.code:
@@ -115,7 +119,7 @@ class Engine:
             else:
                 state.seen.append(Seen(rule.code, corr, event.t, kept))
             _resolve_open(state, rule, corr, event, out)
-        if rule.start.matches(event) and self._may_apply(rule, state):
+        if starts:
             corr = _corr(event, rule.start_fields)
             for pending in state.starts:
                 if pending.event_id == kept and pending.rule == rule.code:

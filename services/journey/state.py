@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import msgspec
 
+from shared.events.envelope import uuid_text
+
 
 class Profile(msgspec.Struct, array_like=True, omit_defaults=True):
     """From the member's sign-up: what rules filter on (`member:`) and frictions are counted by."""
@@ -123,8 +125,7 @@ def ref(event_id: str) -> bytes:
 def full_id(kept: bytes) -> str:
     """The id `ref` kept."""
     if len(kept) == 16:
-        h = kept.hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return uuid_text(kept)
     return kept[1:].decode() if kept[:1] == b"\xff" else kept.decode()
 
 

@@ -121,7 +121,12 @@ def deterministic_id(*parts: str) -> str:
     digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest()[:16])  # UUID 5 is SHA-1 by definition
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
+    return uuid_text(bytes(digest))
+
+
+def uuid_text(raw: bytes) -> str:
+    """16 bytes as `str(uuid.UUID(bytes=raw))` writes them, without the UUID object."""
+    h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
