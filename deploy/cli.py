@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from deploy import platform, runtime
+from deploy.audit_cli import record_command_line
 from deploy.commands import COMMANDS, Handler, command, say
 from deploy.runtime import KafkaNode, LocalServer, RedisNode, RuntimeProblem, ZipkinNode
 from shared.auth import NETWORK, ROLES, Keyring, UnknownRole
@@ -252,18 +253,32 @@ def cmd_keys(args: argparse.Namespace) -> int:
         try:
             if args.action == "create":
                 await _known_library(settings, args.library)
-                say(await keyring.create(args.name, args.role, args.library))
+                key = await keyring.create(args.name, args.role, args.library)
+                key_id = key.removeprefix("kr_").partition("_")[0]
+                try:
+                    await record_command_line(settings, "key.create", f"key:{key_id}")
+                except KafkaError as exc:
+                    await keyring.revoke(key_id)  # no admin change without its audit record
+                    raise RuntimeProblem(f"the audit record could not be written ({type(exc).__name__}): "
+                                         "the key is revoked again") from None  # fmt: skip
+                say(key)
             elif args.action == "list":
                 for info in await keyring.list():
                     state = f"revoked {info.revoked_at}" if info.revoked_at else "active"
                     say(f"{info.key_id}  {info.name:<24} {','.join(info.roles):<30} library {info.library:<12} {state}")
-            elif not await keyring.revoke(args.key_id):
+            elif args.key_id not in {info.key_id for info in await keyring.list()}:
                 raise RuntimeProblem(f"no key with id {args.key_id}")
             else:
+                await record_command_line(settings, "key.revoke", f"key:{args.key_id}")
+                await keyring.revoke(args.key_id)
                 say(f"revoked {args.key_id}")
             return 0
         except (UnknownRole, ValueError) as exc:
             raise RuntimeProblem(str(exc)) from None
+        except KafkaError as exc:
+            raise RuntimeProblem(
+                f"Kafka did not take the audit record ({type(exc).__name__}): nothing changed"
+            ) from None
         except RedisError as exc:
             raise RuntimeProblem(
                 f"Redis at {settings.redis_url} is not reachable ({type(exc).__name__}); start it with `klantreis up`"

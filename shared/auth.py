@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, cast, get_args
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
 from shared.problems import Problem
@@ -169,7 +170,16 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "the key lacks the role, or is scoped to another library"},
 }
 
-Dependency = Callable[[Request], Coroutine[Any, Any, Principal]]
+Dependency = Callable[[Request, HTTPAuthorizationCredentials | None], Coroutine[Any, Any, Principal]]
+
+# Declares the scheme in the OpenAPI document (so /docs has an Authorize button) and each route's `security`;
+# the checks and their problem answers are `require`'s own (auto_error off).
+BEARER = HTTPBearer(
+    scheme_name="apiKey",
+    bearerFormat="kr_<key id>_<secret>",
+    description="An API key (`klantreis keys create`): `Authorization: Bearer kr_<key id>_<secret>`.",
+    auto_error=False,
+)
 
 
 def require(*roles: Role) -> Dependency:
@@ -177,10 +187,12 @@ def require(*roles: Role) -> Dependency:
 
     The keyring is the app's (`app.state.keyring`, set by `shared.service.build_app`)."""
 
-    async def principal(request: Request) -> Principal:
+    async def principal(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    ) -> Principal:
         keyring: Keyring = request.app.state.keyring
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key:
+        key = credentials.credentials if credentials is not None else ""
+        if credentials is None or credentials.scheme.lower() != "bearer" or not key:
             raise Problem(
                 401,
                 "Unauthorized",

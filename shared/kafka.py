@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, typed_data
+from shared.events.envelope import unwanted
 from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
 from shared.publishing import EventPublisher, PublishTimeout, publish_deadline
@@ -275,10 +276,12 @@ def subscribe_batches(
         ends: dict[tuple[str, int], int] = {}
         for record in records:
             ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
-            if wanted is not None and dict(record.headers or ()).get("ce_type") not in wanted:
+            if wanted is not None and unwanted(record.headers, wanted):
                 continue
             try:
                 event = from_kafka(record.value, record.headers)
+                if wanted is not None and event.type.encode() not in wanted:
+                    continue  # structured mode: the type is known only now
                 batch.append(
                     Received(
                         record.topic,

@@ -2,27 +2,30 @@
 compacted topic (propositions owns the catalogue), read from the start and held in memory.
 
 A library code that enters the platform (a sign-up, a posted event, a campaign, an API key) must be in this list,
-else it is refused with a 422 naming the field. Looking a code up costs nothing while it is known; a code not
+else it is refused with a 422 naming the field; so is a library the network retired (`retired: true`): what
+named it before stays, nothing new may. Looking a code up costs nothing while it is known; a code not
 known yet makes the directory read the topic up to its end offsets of that moment first (one read at a time, shared
 by every request waiting for it), so a library added a moment ago is found and an unknown code is refused only
-after the catalogue was read to its end. Libraries are never removed from the catalogue, so a known code stays
-known. While Kafka does not answer within the publish deadline the lookup fails as a publish would (503).
+after the catalogue was read to its end. Libraries are never removed from the catalogue (a retired one is put
+again to restore it), so a known code stays known. While Kafka does not answer within the publish deadline the
+lookup fails as a publish would (503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from shared.events import FieldError
+from shared.events import FieldError, InvalidEvent, from_kafka, structured_mode
 from shared.problems import Problem
 from shared.settings import Settings
 from shared.topics import CATALOG
@@ -52,6 +55,7 @@ class KnownLibrary:
     code: str
     name: str
     areas: tuple[tuple[int, int], ...] = ()
+    retired: bool = False
 
     def serves(self, area: str) -> bool:
         number = int(area)
@@ -66,11 +70,13 @@ def known_library(data: Mapping[str, object]) -> KnownLibrary:
         code=str(data["library"]),
         name=str(data.get("name") or data["library"]),
         areas=tuple(area_range(str(a)) for a in areas),
+        retired=data.get("retired") is True,
     )
 
 
-def unknown_library(fields: Iterable[str]) -> Problem:
+def unknown_library(fields: Iterable[str], retired: Iterable[str] = ()) -> Problem:
     errors = [FieldError(field, "no such library in the catalogue") for field in fields]
+    errors += [FieldError(field, "the library is retired") for field in retired]
     return Problem(422, "Unprocessable Content", "; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
 
 
@@ -87,23 +93,30 @@ class LibraryDirectory:
     # ------------------------------------------------------------------------------------------ lookups
 
     def known(self, code: str) -> bool:
-        """Known already, without reading anything (a code not known yet may still be in the topic)."""
-        return code in self._libraries
+        """Known already and not retired, without reading anything (a code not known yet may still be in the topic,
+        a retired one restored there)."""
+        found = self._libraries.get(code)
+        return found is not None and not found.retired
 
     async def unknown(self, codes: Iterable[str]) -> list[str]:
-        """The codes that are not libraries of the catalogue, in order, each once."""
-        missing = [code for code in dict.fromkeys(codes) if code not in self._libraries]
+        """The codes that are not libraries of the catalogue, or retired ones, in order, each once."""
+        missing = [code for code in dict.fromkeys(codes) if not self.known(code)]
         if missing:
             await self.catch_up()
-            missing = [code for code in missing if code not in self._libraries]
+            missing = [code for code in missing if not self.known(code)]
         return missing
 
     async def require(self, fields: Mapping[str, str | None]) -> None:
-        """Raise a 422 naming every field (field → code) whose code is not a library of the catalogue."""
+        """Raise a 422 naming every field (field → code) whose code is not a library of the catalogue, or a retired
+        one."""
         wanted = {field: code for field, code in fields.items() if code is not None}
         missing = set(await self.unknown(wanted.values()))
         if missing:
-            raise unknown_library(field for field, code in wanted.items() if code in missing)
+            retired = {code for code in missing if code in self._libraries}
+            raise unknown_library(
+                (field for field, code in wanted.items() if code in missing - retired),
+                (field for field, code in wanted.items() if code in retired),
+            )
 
     async def libraries(self) -> dict[str, KnownLibrary]:
         """Every library of the catalogue as it stands now (read to the end first)."""
@@ -142,12 +155,26 @@ class LibraryDirectory:
                 for record in records:
                     self._read(record.headers, record.value)
 
-    def _read(self, headers: Iterable[tuple[str, bytes]], value: bytes | None) -> None:
-        kind = next((v.decode() for k, v in headers if k == "ce_type"), None)
-        if kind != LIBRARY_CHANGED or not value:
-            return
+    def _read(self, headers: Sequence[tuple[str, bytes]], value: bytes | None) -> None:
+        data: object = None
+        if structured_mode(headers):
+            try:
+                event = from_kafka(value, headers)
+            except InvalidEvent:
+                return  # the catalogue's consumers dead-letter it; the directory only looks for libraries
+            if event.type != LIBRARY_CHANGED:
+                return
+            data = event.data
+        else:
+            kind = next((v.decode() for k, v in headers if k == "ce_type"), None)
+            if kind != LIBRARY_CHANGED or not value:
+                return
+            with contextlib.suppress(ValueError):
+                data = json.loads(value)
         try:
-            library = known_library(json.loads(value))
+            if not isinstance(data, Mapping):
+                raise ValueError("not an object")
+            library = known_library(data)
         except (ValueError, KeyError, AssertionError):
             log.warning("catalogue: a library_changed record that is not one; skipped")
             return

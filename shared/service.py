@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared import telemetry
 from shared.auth import Keyring
 from shared.availability import Availability
+from shared.contract import install_contract
 from shared.events import EventData
 from shared.idempotency import IdempotentReplies
 from shared.kafka import make_broker
@@ -169,6 +170,7 @@ def build_app(
     app.add_middleware(_BoundedPublishing, seconds=parts.settings.publish_timeout)
     app.state.availability = {dependency.name: dependency for dependency in parts.dependencies}
     install_problem_handlers(app)
+    install_contract(app)
     app.include_router(health_router(parts))
 
     @app.get("/asyncapi", tags=["operations"], summary="AsyncAPI 3.0 document: the events this service uses")

@@ -38,8 +38,10 @@ WINDOWS = Topic("journey.windows.v1")
 FORWARDS = Topic("journey.forwards.v1")
 DELIVERIES = Topic("notifications.deliveries.v1")
 CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id")
+# Who did which admin write to what (shared.audit); never compacted: the trail is every record.
+AUDIT = Topic("admin.audit.v1", key="target")
 
-ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS)
+ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS, AUDIT)
 
 
 class TopicCreationFailed(Exception):

@@ -23,6 +23,7 @@ from services.analytics.settings import AnalyticsSettings
 from shared.auth import AUTH_RESPONSES, NETWORK, Principal
 from shared.events import FieldError
 from shared.events.registry import TYPE_PREFIX, event_types
+from shared.events.types import IsoDate
 from shared.problems import Problem
 from shared.topics import MEMBERS, USAGE
 
@@ -32,9 +33,9 @@ Format = Literal["json", "csv"]
 
 # Query parameters the reports share.
 FromDay = Annotated[
-    date | None, Query(alias="from", description="first day (Europe/Amsterdam), inclusive", examples=["2025-03-01"])
+    IsoDate | None, Query(alias="from", description="first day (Europe/Amsterdam), inclusive", examples=["2025-03-01"])
 ]
-ToDay = Annotated[date | None, Query(description="last day (Europe/Amsterdam), inclusive", examples=["2025-03-31"])]
+ToDay = Annotated[IsoDate | None, Query(description="last day (Europe/Amsterdam), inclusive", examples=["2025-03-31"])]
 Libraries = Annotated[
     str | None, Query(description="library codes, comma-separated; a library key: its own only", examples=["oba"])
 ]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from services.identity import domain
 from shared.events.members import LoginFailure
-from shared.events.types import Language, LibraryCode, Medium, Purpose, Slug
+from shared.events.types import IsoDate, IsoDateTime, Language, LibraryCode, Medium, Name, Purpose, Slug
 from shared.schemas import example_body
 
 SignUpPlatform = Literal["website", "app", "desk", "kiosk", "partner", "school"]
@@ -31,7 +31,7 @@ def _past(value: date) -> date:
 
 Email = Annotated[str, Field(max_length=254), AfterValidator(_valid_email)]
 Postcode = Annotated[str, Field(description="Dutch postcode, 1234 AB"), AfterValidator(domain.normalise_postcode)]
-BirthDate = Annotated[date, AfterValidator(_past)]
+BirthDate = Annotated[IsoDate, AfterValidator(_past)]
 
 
 class SignUp(BaseModel):
@@ -45,7 +45,7 @@ class SignUp(BaseModel):
         platform="website",
     )
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     email: Email
     phone: str | None = Field(default=None, max_length=20, pattern=r"^\+?[0-9 ()-]{6,20}$")
     birth_date: BirthDate
@@ -83,7 +83,7 @@ class CardActivation(BaseModel):
     library: LibraryCode
     branch: str | None = Field(default=None, max_length=80)
     platform: Literal["desk", "kiosk"] = "desk"
-    time: AwareDatetime | None = Field(default=None, description="when the card was activated; default now")
+    time: IsoDateTime | None = Field(default=None, description="when the card was activated; default now")
 
 
 class AccountLink(BaseModel):
@@ -106,7 +106,7 @@ class Login(BaseModel):
     external_id: str = Field(min_length=1, max_length=200)
     outcome: Literal["succeeded", "failed"]
     reason: LoginFailure | None = Field(default=None, description="required when the login failed")
-    time: AwareDatetime | None = None
+    time: IsoDateTime | None = None
 
     @model_validator(mode="after")
     def _reason_with_failure(self) -> Login:
@@ -207,7 +207,7 @@ class IngestResult(BaseModel):
 class NewGuardian(BaseModel):
     """A guardian who is not a member yet: signed up in the same request."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     email: Email
     phone: str | None = Field(default=None, max_length=20, pattern=r"^\+?[0-9 ()-]{6,20}$")
     birth_date: BirthDate
@@ -218,7 +218,7 @@ class NewGuardian(BaseModel):
 class Child(BaseModel):
     """A child: no contact details of their own."""
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     birth_date: BirthDate
     postcode: Postcode | None = Field(default=None, description="default: the guardian's")
 

@@ -147,7 +147,17 @@ def campaigns_router(management: CampaignManagement) -> APIRouter:
         "Other active campaigns that would hit the same members for the same trigger are listed in `overlaps`.",
     )
     status_change("pause", "Pause an active campaign; publishes campaign.changed", "Waiting messages are not sent.")
-    status_change("archive", "Archive a campaign for good; publishes campaign.changed", "It can no longer change.")
+    status_change(
+        "archive",
+        "Archive a campaign; publishes campaign.changed",
+        "It sends nothing and can no longer be edited, until it is restored. Recorded on the audit topic.",
+    )
+    status_change(
+        "restore",
+        "Restore an archived campaign (paused); publishes campaign.changed",
+        "Undoes an archive: the campaign is paused, so nothing is sent until it is activated again. Recorded on the "
+        "audit topic.",
+    )
 
     @router.get(
         "/{campaign_id}/results",

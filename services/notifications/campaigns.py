@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, cast
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import FieldError, event_types
 from shared.events.journey import FrictionDetected
-from shared.events.types import AgeBand, Channel, LibraryCode, Medium, Purpose, Slug
+from shared.events.types import AgeBand, Channel, IsoDateTime, LibraryCode, Medium, Name, Purpose, Slug
 from shared.topics import FRICTIONS, MEMBERS, USAGE
 
 Locale = Literal["nl", "en", "nl-plain"]
@@ -65,9 +65,9 @@ class Audience(_Strict):
 
 
 class Schedule(_Strict):
-    starts_at: AwareDatetime | None = None
-    ends_at: AwareDatetime | None = None
-    send_at: AwareDatetime | None = Field(default=None, description="when a broadcast goes out")
+    starts_at: IsoDateTime | None = None
+    ends_at: IsoDateTime | None = None
+    send_at: IsoDateTime | None = Field(default=None, description="when a broadcast goes out")
 
 
 EXAMPLE: dict[str, Any] = {
@@ -99,7 +99,7 @@ EXAMPLE: dict[str, Any] = {
 class CampaignDefinition(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [EXAMPLE]})
 
-    name: str = Field(min_length=1, max_length=120)
+    name: Name = Field(min_length=1, max_length=120)
     library: LibraryCode | None = Field(default=None, description="none: a campaign of the whole network")
     kind: Kind = "triggered"
     purpose: Purpose = Field(
@@ -353,11 +353,13 @@ def _periods_meet(a: Schedule, b: Schedule) -> bool:
 
 # ------------------------------------------------------------------------------------------ status
 
-Change = Literal["activate", "pause", "archive"]
+Change = Literal["activate", "pause", "archive", "restore"]
 TRANSITIONS: dict[Change, tuple[frozenset[Status], Status]] = {
     "activate": (frozenset({"draft", "paused"}), "active"),
     "pause": (frozenset({"active"}), "paused"),
     "archive": (frozenset({"draft", "active", "paused"}), "archived"),
+    # Undoes an archive: paused, so that nothing is sent before marketing activates it again.
+    "restore": (frozenset({"archived"}), "paused"),
 }
 EDITABLE: frozenset[Status] = frozenset({"draft", "active", "paused"})
 

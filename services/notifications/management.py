@@ -27,8 +27,10 @@ from services.notifications.campaigns import (
 )
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.settings import NotificationsSettings
+from shared.audit import AdminAudit
 from shared.auth import NETWORK, Principal, forbid_other_library
 from shared.events import CloudEvent, FieldError
+from shared.events.admin import AdminAction
 from shared.events.notifications import CampaignChanged
 from shared.events.types import Medium
 from shared.idempotency import Ids
@@ -38,7 +40,13 @@ from shared.problems import Problem, not_found
 
 Clock = Callable[[], datetime]
 SOURCE = "/notifications/campaigns"
-CHANGES: dict[Change, str] = {"activate": "activated", "pause": "paused", "archive": "archived"}
+CHANGES: dict[Change, str] = {"activate": "activated", "pause": "paused", "archive": "archived", "restore": "restored"}
+AUDITED: dict[Change, AdminAction] = {
+    "activate": "campaign.activate",
+    "pause": "campaign.pause",
+    "archive": "campaign.archive",
+    "restore": "campaign.restore",
+}
 
 
 def conflict(detail: str) -> Problem:
@@ -73,6 +81,7 @@ class CampaignManagement:
         self._settings = settings
         self._clock = clock
         self.libraries = libraries
+        self._audit = AdminAudit(publisher, "notifications")
 
     # --------------------------------------------------------------------------------------- access
 
@@ -169,6 +178,10 @@ class CampaignManagement:
             changed = replace(changed, overlaps=await self._overlaps(changed))
         elif status != "active":
             changed = replace(changed, overlaps=())
+        # Recorded before anything changes: no status change without its audit record (shared.audit).
+        library = current.definition.library
+        await self._audit.record(AUDITED[change], f"campaign:{campaign_id}", caller, ids, library=library,
+                                 time=self._clock())  # fmt: skip
         await self._save(current, changed, CHANGES[change], caller, ids)
         return changed
 

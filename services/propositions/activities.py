@@ -126,7 +126,7 @@ class Activities:
         assert proposition is not None
         offering_id = domain.offering_id(plan.library, plan.proposition)
         offered = next((o for o in await self._catalogue.offerings() if o.id == offering_id), None)
-        if offered is None or not domain.offering_available(offered, proposition):
+        if offered is None or not domain.offering_available(offered, proposition, library):
             raise conflict(f"{plan.library} does not offer {plan.proposition}: add the offering first")
         activity_id = domain.activity_id(plan.library, plan.proposition, ids.new("activity"))
         data = ActivityScheduled(

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AwareDatetime
 
 from services.propositions import domain
 from services.propositions.activities import Activities, Plan, Touch, session_key
@@ -29,7 +28,7 @@ from services.propositions.schemas import (
     activity_view,
 )
 from shared.auth import AUTH_RESPONSES, IngestKey, MarketingKey
-from shared.events.types import LibraryCode, Slug
+from shared.events.types import IsoDateTime, LibraryCode, Slug
 from shared.idempotency import IdempotencyKey, Ids, Replies
 
 # -------------------------------------------------------------------------------------------- activities
@@ -65,9 +64,9 @@ def activities_router(activities: Activities) -> APIRouter:
         library: LibraryCode | None = None,
         branch: Slug | None = None,
         starts_from: Annotated[
-            AwareDatetime | None, Query(alias="from", description="starting at or after; default now")
+            IsoDateTime | None, Query(alias="from", description="starting at or after; default now")
         ] = None,
-        starts_before: Annotated[AwareDatetime | None, Query(alias="before", description="starting before")] = None,
+        starts_before: Annotated[IsoDateTime | None, Query(alias="before", description="starting before")] = None,
         include_cancelled: bool = False,
         limit: Limit = 100,
         cursor: Cursor = None,

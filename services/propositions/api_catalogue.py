@@ -123,10 +123,12 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
     async def libraries(
         caller: ReaderKey,
         postcode_area: Annotated[PostcodeArea | None, Query(description="4-digit area, e.g. 1034")] = None,
+        status: Literal["active", "retired", "all"] = "active",
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> LibraryPage:
         found = sorted((await catalogue.libraries()).values(), key=lambda library: library.code)
+        found = [library for library in found if status == "all" or (status == "retired") == library.retired]
         if postcode_area is not None:
             found = [library for library in found if domain.serves(library, postcode_area)]
         items, next_cursor = domain.page(found, lambda library: library.code, cursor, limit)
@@ -146,9 +148,10 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
         status_code=202,
         tags=["libraries"],
         response_model=LibraryChange,
-        summary="Add or change a library organisation (admin)",
-        description="Publishes `library_changed`. One library serves a postcode area: areas another library serves "
-        "already are refused (409), as is dropping a branch an offering still names.",
+        summary="Add or change a library organisation, or restore a retired one (admin)",
+        description="Publishes `library_changed` and records the change on the audit topic. One library serves a "
+        "postcode area: areas another library serves already are refused (409), as is dropping a branch an offering "
+        "still names. A retired library put again is active again.",
         responses={**WRITE_RESPONSES, 409: {"description": "postcode areas of another library, or a branch in use"}},
     )
     async def put_library(
@@ -164,6 +167,26 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
             return (await catalogue.put_library(data, caller, ids)).reply(library=library)
 
         return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+
+    @router.delete(
+        "/libraries/{library}",
+        status_code=202,
+        tags=["libraries"],
+        response_model=LibraryChange,
+        summary="Retire a library organisation (network-wide admin)",
+        description="Publishes `library_changed` with `retired: true` and records it on the audit topic. The record "
+        "stays readable (`status=retired`); from then on no sign-up, posted event, campaign or API key may name the "
+        "library (422 naming the field), its offerings are not offered and its postcode areas are free for another "
+        "library. What named it before (members, journeys, reports) stays. Put the library again to restore it.",
+        responses={404: {"description": "no such library"}, 409: {"description": "retired already"}},
+    )
+    async def retire_library(
+        library: LibraryCode, request: Request, caller: AdminKey, replies: Replies, key: IdempotencyKey = None
+    ) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            return (await catalogue.retire_library(library, caller, ids)).reply(library=library)
+
+        return await replies.once(request, caller, key, None, run)
 
     @router.get(
         "/offerings",

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from services.propositions import domain
 from services.propositions.domain import Library, Offering, OfferingQuery, Proposition, PropositionQuery, Refusal
 from services.propositions.store import Busy, CatalogKind, PropositionsStore
+from shared.audit import AdminAudit
 from shared.auth import Principal, forbid_other_library
 from shared.events import CloudEvent, EventData, FieldError
+from shared.events.admin import AdminAction
 from shared.events.propositions import (
     LibraryChanged,
     OfferingChanged,
@@ -79,6 +81,7 @@ class Catalogue:
     def __init__(self, store: PropositionsStore, publisher: EventPublisher) -> None:
         self._store = store
         self._publisher = publisher
+        self._audit = AdminAudit(publisher, "propositions")
 
     # ---------------------------------------------------------------------------------------------- reads
 
@@ -182,7 +185,23 @@ class Catalogue:
                 raise conflict(f"branches still named by an offering: {', '.join(in_use)}")
             current = await self._store.catalog_entry("libraries", data.library)
             subject = domain.library_subject(data.library)
-            return await self._publish("libraries", data.library, subject, current, data, ids, library=data.library)
+            return await self._publish("libraries", data.library, subject, current, data, ids, library=data.library,
+                                       audit=("library.put", caller))  # fmt: skip
+
+    async def retire_library(self, code: str, caller: Principal, ids: Ids) -> Change:
+        """Retire a library (made by mistake, or merged into another): its record stays, marked retired (module
+        `shared.libraries` says what that means); putting the library again restores it."""
+        forbid_other_library(caller, None)  # a library does not retire itself: the network does
+        async with holding(self._store, "library:*"):
+            current = await self._store.catalog_entry("libraries", code)
+            if current is None:
+                raise not_found("library")
+            if current.data.get("retired"):
+                raise conflict(f"{code} is retired already")
+            retired = LibraryChanged.model_validate({**current.data, "retired": True})
+            subject = domain.library_subject(code)
+            return await self._publish("libraries", code, subject, current, retired, ids, library=code,
+                                       audit=("library.retire", caller))  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ offerings
 
@@ -204,6 +223,8 @@ class Catalogue:
         proposition = await self.proposition(slug)
         if proposition.retired:
             raise conflict(f"{slug} is retired: it cannot be offered")
+        if library.retired:
+            raise conflict(f"{library_code} is retired: it offers nothing (put the library again to restore it)")
         branches, channels = domain.dedupe(branches), sorted(set(channels))
         refusals = domain.offering_refusals(proposition, library, branches, channels)
         if refusals:
@@ -248,10 +269,14 @@ class Catalogue:
         ids: Ids,
         *,
         library: str | None = None,
+        audit: tuple[AdminAction, Principal] | None = None,
     ) -> Change:
-        """Publish the entity's new state, then store it; nothing when it is in that state already."""
+        """Publish the entity's new state, then store it; nothing when it is in that state already. An admin write
+        (`audit`: what and who) is recorded on the audit topic first (shared.audit)."""
         if current is not None and current.type == data.event_type and current.data == data.model_dump(mode="json"):
             return Change(subject, None)
+        if audit is not None:
+            await self._audit.record(audit[0], subject, audit[1], ids, library=library)
         event = CloudEvent.create(data, subject=subject, source=SOURCE, library=library, id=ids.new("event"))
         await self._publisher.publish(event)
         await self._store.put_catalog_entry(kind, key, event)

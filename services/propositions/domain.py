@@ -97,6 +97,10 @@ class Library:
     def branch_names(self) -> dict[str, str]:
         return {b.code: b.name for b in self.data.branches}
 
+    @property
+    def retired(self) -> bool:
+        return self.data.retired
+
 
 @dataclass(frozen=True)
 class Offering:
@@ -183,7 +187,7 @@ def area_conflicts(library: str, ranges: Sequence[str], libraries: Iterable[Libr
     """Per other library, the areas it serves already: one library serves an area, so a query has one answer."""
     conflicts = {}
     for other in libraries:
-        if other.code == library:
+        if other.code == library or other.retired:  # a retired library's areas are free for another
             continue
         shared = overlaps(ranges, other.data.postcode_areas)
         if shared:
@@ -192,7 +196,7 @@ def area_conflicts(library: str, ranges: Sequence[str], libraries: Iterable[Libr
 
 
 def library_serving(libraries: Iterable[Library], area: str) -> Library | None:
-    return next((library for library in libraries if serves(library, area)), None)
+    return next((library for library in libraries if not library.retired and serves(library, area)), None)
 
 
 # --------------------------------------------------------------------------------------------- catalogue
@@ -303,9 +307,11 @@ class OfferingQuery:
     status: Literal["active", "withdrawn", "all"] = "active"
 
 
-def offering_available(offering: Offering, proposition: Proposition | None) -> bool:
-    """Offered now: the library has not withdrawn it and the network has not retired the proposition."""
-    return offering.data.active and proposition is not None and not proposition.retired
+def offering_available(offering: Offering, proposition: Proposition | None, library: Library | None = None) -> bool:
+    """Offered now: the library has not withdrawn it and the network has retired neither the proposition nor the
+    library."""
+    retired = library is not None and library.retired
+    return offering.data.active and proposition is not None and not proposition.retired and not retired
 
 
 def find_offerings(
@@ -322,10 +328,11 @@ def find_offerings(
             return []
         library = serving.code
     found = []
+    by_code = {known.code: known for known in libraries}
     for offering in offerings:
         data = offering.data
         proposition = propositions.get(data.proposition)
-        available = offering_available(offering, proposition)
+        available = offering_available(offering, proposition, by_code.get(data.library))
         if (query.status == "active" and not available) or (query.status == "withdrawn" and available):
             continue
         if query.proposition is not None and data.proposition != query.proposition:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Path, Query
-from pydantic import AwareDatetime, BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from services.propositions import domain
 from services.propositions.activities import Session
@@ -27,7 +27,7 @@ from shared.events.propositions import (
     TargetGroup,
     Theme,
 )
-from shared.events.types import Channel, LibraryCode, MemberId, Platform, Slug
+from shared.events.types import Channel, IsoDateTime, LibraryCode, MemberId, Name, Platform, Slug
 from shared.schemas import example_body
 
 # Reading the catalogue needs a valid key of any role.
@@ -54,8 +54,8 @@ class PropositionBody(BaseModel):
         programme="Kunst van Lezen",
     )
 
-    name_nl: str = Field(min_length=1, max_length=120)
-    name_en: str = Field(min_length=1, max_length=120)
+    name_nl: Name = Field(min_length=1, max_length=120)
+    name_en: Name = Field(min_length=1, max_length=120)
     description_nl: str = Field(default="", max_length=2000)
     description_en: str = Field(default="", max_length=2000)
     theme: Theme
@@ -91,7 +91,7 @@ class LibraryBody(BaseModel):
         branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}, {"code": "banne", "name": "OBA Banne"}],
     )
 
-    name: str = Field(min_length=1, max_length=120)
+    name: Name = Field(min_length=1, max_length=120)
     website: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
     postcode_areas: list[str] = Field(
         default_factory=list, max_length=500, description="4-digit areas (1034) or ranges (1000-1109) it serves"
@@ -121,6 +121,7 @@ class LibraryView(BaseModel):
     website: str | None
     postcode_areas: list[str]
     branches: list[Branch]
+    status: Literal["active", "retired"]
     updated_at: str
 
 
@@ -137,7 +138,7 @@ class OfferingBody(BaseModel):
         url="https://www.oba.nl/boekstart",
     )
 
-    local_name: str | None = Field(default=None, min_length=1, max_length=120, description="none: the national name")
+    local_name: Name | None = Field(default=None, min_length=1, max_length=120, description="none: the national name")
     branches: list[Slug] = Field(default_factory=list, max_length=200, description="branch codes of the library")
     channels: list[Channel] = Field(min_length=1, max_length=2)
     url: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
@@ -161,7 +162,7 @@ class OfferingView(BaseModel):
     channels: list[Channel]
     url: str | None
     active: bool = Field(description="false: the library withdrew it")
-    available: bool = Field(description="active, and the proposition is not retired")
+    available: bool = Field(description="active, and neither the proposition nor the library is retired")
     updated_at: str
 
 
@@ -205,9 +206,9 @@ class ScheduleBody(BaseModel):
     proposition: Slug
     library: LibraryCode
     branch: Slug
-    title: str | None = Field(default=None, max_length=160)
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    title: Name | None = Field(default=None, max_length=160)
+    starts_at: IsoDateTime
+    ends_at: IsoDateTime
     capacity: int = Field(ge=1, le=10_000)
 
     @field_validator("ends_at")
@@ -245,7 +246,7 @@ class Participation(BaseModel):
     member_id: MemberId
     platform: Platform = Field(default="website", description="where the member did it: website, app, desk, kiosk…")
     channel: Channel | None = Field(default=None, description="default: online for website, app and ebook")
-    time: AwareDatetime | None = Field(default=None, description="when; default now")
+    time: IsoDateTime | None = Field(default=None, description="when; default now")
 
 
 class Registered(BaseModel):
@@ -294,6 +295,7 @@ def library_view(library: Library) -> LibraryView:
         website=data.website,
         postcode_areas=data.postcode_areas,
         branches=data.branches,
+        status="retired" if library.retired else "active",
         updated_at=shown(library.updated_at),
     )
 
@@ -315,7 +317,7 @@ def offering_view(detail: OfferingDetail) -> OfferingView:
         channels=data.channels,
         url=data.url,
         active=data.active,
-        available=domain.offering_available(detail.offering, proposition),
+        available=domain.offering_available(detail.offering, proposition, library),
         updated_at=shown(detail.offering.updated_at),
     )
 

@@ -1,6 +1,6 @@
 """Event envelope, binding and registry. Importing this package registers every event type."""
 
-from shared.events import journey, members, notifications, propositions
+from shared.events import admin, journey, members, notifications, propositions
 from shared.events.envelope import (
     BATCH,
     STRUCTURED,
@@ -15,6 +15,7 @@ from shared.events.envelope import (
     from_structured,
     kafka_headers,
     kafka_value,
+    structured_mode,
     to_kafka,
     to_structured,
     whole_batch,
@@ -29,6 +30,7 @@ __all__ = [
     "FieldError",
     "InvalidEvent",
     "KafkaRecord",
+    "admin",
     "deterministic_id",
     "event_types",
     "from_batch",
@@ -41,6 +43,7 @@ __all__ = [
     "model_for",
     "notifications",
     "propositions",
+    "structured_mode",
     "to_kafka",
     "to_structured",
     "typed_batch",

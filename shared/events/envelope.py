@@ -1,8 +1,10 @@
-"""CloudEvents 1.0 envelope, its Kafka binary binding and its HTTP structured and batch forms.
+"""CloudEvents 1.0 envelope, its Kafka binding and its HTTP structured and batch forms.
 
-Kafka (binary mode): attributes travel as `ce_<name>` headers, the body is the JSON of `data`, the record key is
-the subject (member_id, or the entity id on compacted topics). HTTP: one event as a JSON object
-(`application/cloudevents+json`) or a list of them (`application/cloudevents-batch+json`).
+Kafka: the platform writes binary mode: attributes travel as `ce_<name>` headers, the body is the JSON of `data`,
+the record key is the subject (member_id, or the entity id on compacted topics). It reads structured mode too, as
+the Kafka binding allows a producer to write it: a `content-type: application/cloudevents+json` header and the
+whole envelope as the value. HTTP: one event as a JSON object (`application/cloudevents+json`) or a list of them
+(`application/cloudevents-batch+json`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
@@ -181,11 +183,37 @@ def to_kafka(event: CloudEvent) -> KafkaRecord:
     return KafkaRecord(key=key, value=kafka_value(event), headers=headers)
 
 
-def from_kafka(value: bytes | None, headers: Iterable[tuple[str, bytes | str]] | Mapping[str, str]) -> CloudEvent:
-    """Decode a binary-mode record; raises InvalidEvent naming the header or body that is wrong."""
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
+Headers = Iterable[tuple[str, bytes | str]] | Mapping[str, str]
+
+
+def _pairs(headers: Headers | None) -> Iterable[tuple[str, bytes | str]]:
+    return headers.items() if isinstance(headers, Mapping) else headers or ()
+
+
+def structured_mode(headers: Headers | None) -> bool:
+    """Does the record carry the whole envelope in its value (`content-type: application/cloudevents+json`)?"""
+    for name, raw in _pairs(headers):
+        if name.lower() == "content-type":
+            text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+            return text.split(";")[0].strip().lower() == STRUCTURED
+    return False
+
+
+def unwanted(headers: Headers | None, wanted: Collection[bytes]) -> bool:
+    """May the record be skipped undecoded by a consumer of the `wanted` types? A binary-mode record says its type
+    in a header; a structured-mode one only inside its value, so it is decoded first and filtered by its type."""
+    if structured_mode(headers):
+        return False
+    found = next((raw for name, raw in _pairs(headers) if name == "ce_type"), None)
+    return (found.encode() if isinstance(found, str) else found) not in wanted
+
+
+def from_kafka(value: bytes | None, headers: Headers) -> CloudEvent:
+    """Decode a record of either mode; raises InvalidEvent naming the header or body that is wrong."""
+    if structured_mode(headers):
+        return _from_structured_record(value)
     attributes: dict[str, Any] = {}
-    for name, raw in pairs:
+    for name, raw in _pairs(headers):
         if not name.startswith(HEADER_PREFIX):
             continue
         try:
@@ -210,6 +238,16 @@ def from_kafka(value: bytes | None, headers: Iterable[tuple[str, bytes | str]] |
                 for e in field_errors(exc)
             ]
         ) from None
+
+
+def _from_structured_record(value: bytes | None) -> CloudEvent:
+    try:
+        envelope = json.loads(value) if value else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidEvent([FieldError("body", f"not JSON ({exc.__class__.__name__})")]) from None
+    if isinstance(envelope, Mapping) and "data_base64" in envelope:
+        raise InvalidEvent([FieldError("data_base64", "binary data is not accepted: send `data` as JSON")])
+    return from_structured(envelope)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -93,6 +93,6 @@ class CampaignChanged(EventData):
     campaign_id: str
     version: int = Field(ge=1)
     status: Literal["draft", "active", "paused", "archived"]
-    change: Literal["created", "edited", "activated", "paused", "archived"]
+    change: Literal["created", "edited", "activated", "paused", "archived", "restored"]
     definition: dict[str, Any] = Field(default_factory=dict)
     changed_by: str | None = Field(default=None, description="the API key id that made the change")

@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from shared.events.envelope import EventData
 from shared.events.registry import event
-from shared.events.types import Channel, LibraryCode, Slug
+from shared.events.types import Channel, LibraryCode, Name, Slug
 from shared.topics import CATALOG, USAGE
 
 OfferChannel = Literal["online", "offline", "both"]
@@ -56,8 +56,8 @@ class PropositionState(EventData):
     """A canonical proposition of the network, the same in every library."""
 
     slug: Slug
-    name_nl: str = Field(min_length=1, max_length=120)
-    name_en: str = Field(min_length=1, max_length=120)
+    name_nl: Name = Field(min_length=1, max_length=120)
+    name_en: Name = Field(min_length=1, max_length=120)
     description_nl: str = Field(default="", max_length=2000)
     description_en: str = Field(default="", max_length=2000)
     theme: Theme
@@ -80,7 +80,7 @@ class Branch(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     code: Slug
-    name: str = Field(min_length=1, max_length=120)
+    name: Name = Field(min_length=1, max_length=120)
     opening_hours: str | None = Field(
         default=None, max_length=200, description="as members read it, e.g. 'ma-vr 10.00-20.00, za 10.00-17.00'"
     )
@@ -91,10 +91,15 @@ class LibraryChanged(EventData):
     """A library organisation: its branches and the postcode areas it serves (subject `library:<code>`)."""
 
     library: LibraryCode
-    name: str = Field(min_length=1, max_length=120)
+    name: Name = Field(min_length=1, max_length=120)
     website: str | None = Field(default=None, max_length=300)
     postcode_areas: list[AreaRange] = Field(default_factory=list)
     branches: list[Branch] = Field(default_factory=list)
+    retired: bool = Field(
+        default=False,
+        description="retired by the network: no new members, events, campaigns or keys name it, its offerings are "
+        "not offered and its areas are free; what happened before stays. Put again to restore it.",
+    )
 
 
 @event("catalog.offering_changed.v1", CATALOG)
@@ -106,7 +111,7 @@ class OfferingChanged(EventData):
     offering_id: OfferingId
     library: LibraryCode
     proposition: Slug
-    local_name: str | None = Field(default=None, max_length=120, description="none: the national name")
+    local_name: Name | None = Field(default=None, max_length=120, description="none: the national name")
     branches: list[Slug] = Field(default_factory=list)
     channels: list[Channel] = Field(min_length=1)
     url: str | None = Field(default=None, max_length=300)
@@ -120,7 +125,7 @@ class ActivityState(EventData):
     proposition: Slug
     library: LibraryCode
     branch: Slug
-    title: str | None = Field(default=None, max_length=160)
+    title: Name | None = Field(default=None, max_length=160)
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     capacity: int = Field(ge=1, le=10_000)

@@ -21,6 +21,7 @@ from shared.events import (
     typed_data,
     validated,
 )
+from shared.events.envelope import unwanted
 from shared.events.members import CardActivated, MemberSignedUp
 from shared.topics import ALL_TOPICS, FRICTIONS, MEMBERS
 
@@ -189,3 +190,30 @@ def test_create_takes_type_and_defaults_from_the_payload() -> None:
     assert event.type == "nl.bibliotheek.member.card_activated.v1"
     assert event.time.tzinfo is not None and event.time <= datetime.now(UTC)
     assert event.id != CloudEvent.create(CardActivated(), subject="m", source="/x").id
+
+
+def test_a_structured_mode_kafka_record_decodes_to_the_same_event_as_its_binary_form() -> None:
+    event = signed_up()
+    value = json.dumps(to_structured(event)).encode()
+
+    decoded = from_kafka(value, [("content-type", b"application/cloudevents+json; charset=utf-8")])
+
+    assert decoded == event == from_kafka(to_kafka(event).value, to_kafka(event).headers)
+
+
+def test_a_structured_mode_record_without_a_type_is_refused_naming_the_field() -> None:
+    document = to_structured(signed_up())
+    del document["type"]
+
+    with pytest.raises(InvalidEvent) as refused:
+        from_kafka(json.dumps(document).encode(), {"content-type": "application/cloudevents+json"})
+
+    assert [e.field for e in refused.value.errors] == ["type"]
+
+
+def test_a_consumer_of_some_types_skips_binary_records_of_others_but_decodes_structured_ones_first() -> None:
+    wanted = {b"nl.bibliotheek.member.signed_up.v1"}
+
+    assert unwanted([("ce_type", b"nl.bibliotheek.member.card_activated.v1")], wanted)
+    assert not unwanted([("ce_type", b"nl.bibliotheek.member.signed_up.v1")], wanted)
+    assert not unwanted([("content-type", b"application/cloudevents+json")], wanted)
