@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaRouter
 
 from shared.events import STRUCTURED, CloudEvent, EventData, to_structured
@@ -20,7 +20,7 @@ from shared.kafka import Received, subscribe, subscribe_batches
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 from shared.topics import FRICTIONS
-from tests.support import eventually, running
+from tests.support import eventually, header, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -69,14 +69,7 @@ async def produce(settings: Settings, value: bytes, key: bytes) -> None:
 
 
 async def dead_letter_count(settings: Settings) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        topic = settings.topic(FRICTIONS.name) + ".dlq"
-        partitions = [TopicPartition(topic, p) for p in await consumer.partitions_for_topic(topic) or ()]
-        return sum((await consumer.end_offsets(partitions)).values()) if partitions else 0
-    finally:
-        await consumer.stop()
+    return len(await read_to_end(settings.kafka_bootstrap, settings.topic(FRICTIONS.dead_letters)))
 
 
 async def test_a_structured_mode_cloudevent_is_handled_by_every_kind_of_consumer_and_not_dead_lettered(
@@ -101,6 +94,9 @@ async def test_a_structured_record_that_is_not_a_cloudevent_is_dead_lettered_nam
 
     # Both consumer groups dead-letter it, each with the reason.
     await eventually(lambda: _dead_letters_at_least(settings, 2))
+    letters = await read_to_end(settings.kafka_bootstrap, settings.topic(FRICTIONS.dead_letters))
+    assert {header(letter, "dlq_reason") for letter in letters} == {"invalid_event"}
+    assert all("source" in (header(letter, "dlq_error") or "") for letter in letters)
     assert seen.one_by_one == [] and seen.in_batches == []
 
 
