@@ -6,12 +6,15 @@ rules that follow from how the services are built, on top of what each route dec
 
 - a route behind an API key (it has `security`) can answer 401 (no key, unknown or revoked) and 403 (role or
   library scope);
-- a route with parameters or a body can answer 422 naming the field;
+- a route with parameters or a body can answer 422 naming the field, and one with a body 400 when the body cannot
+  be read at all (bytes that are not UTF-8);
 - a route with a path parameter can answer 404 (nothing by that id);
 - a route that takes an `Idempotency-Key` can answer 409 (the same key with another body, or still running);
 - every `/v1` route can answer 503 with Retry-After while Kafka or Redis is away.
 
-Every 4xx and 5xx is then `application/problem+json` with the `Problem` schema and an example.
+Every 4xx and 5xx is then `application/problem+json` with the `Problem` schema and an example, besides any body
+of its own a route declares for that status (a batch's 422 lists each rejected item), unless the route says that
+status is never a problem (`x-problem: false`: `/readyz`'s 503 has the shape of its 200).
 """
 
 from __future__ import annotations
@@ -102,6 +105,24 @@ def _problem_response(status: int, path: str, described: str | None) -> dict[str
     return response
 
 
+def _error_response(status: int, path: str, declared: dict[str, Any]) -> dict[str, Any]:
+    """A problem, and the body a route declares of its own for that status besides (a batch's 422 lists every
+    rejected item), unless the route says it never answers a problem there (`x-problem: false`)."""
+    own = {
+        media: content
+        for media, content in declared.get("content", {}).items()
+        if content.get("schema") not in (None, {}, _FASTAPI_VALIDATION_ERROR)
+    }
+    if declared.get("x-problem") is False:
+        return {"description": declared.get("description", ""), "content": own}
+    response = _problem_response(status, path, declared.get("description"))
+    response["content"] = {**own, **response["content"]}
+    return response
+
+
+_FASTAPI_VALIDATION_ERROR = {"$ref": "#/components/schemas/HTTPValidationError"}
+
+
 def _statuses(path: str, operation: dict[str, Any]) -> set[int]:
     """The errors a route answers by how it is built (module docstring)."""
     parameters = operation.get("parameters", [])
@@ -110,6 +131,8 @@ def _statuses(path: str, operation: dict[str, Any]) -> set[int]:
         found |= {401, 403}
     if parameters or "requestBody" in operation:
         found.add(422)
+    if "requestBody" in operation:
+        found.add(400)  # a body that cannot be read at all (not UTF-8): FastAPI's own answer
     if any(p.get("in") == "path" for p in parameters):
         found.add(404)
     if any(p.get("in") == "header" and p.get("name", "").lower() == "idempotency-key" for p in parameters):
@@ -134,7 +157,7 @@ def completed(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault(str(status), {})
             for code, response in list(responses.items()):
                 if code.isdigit() and int(code) >= 400:
-                    responses[code] = _problem_response(int(code), path, response.get("description"))
+                    responses[code] = _error_response(int(code), path, response)
     return document
 
 

@@ -33,6 +33,7 @@ from shared.events import (
     whole_batch,
 )
 from shared.problems import Problem
+from shared.schemas import BatchAnswer
 from shared.settings import Settings
 
 CLAIM_SECONDS = 60
@@ -148,7 +149,8 @@ def ingest_router(
         "when none was accepted). An event id posted again within 7 days is accepted and not published again; "
         "one still being handled by another request is rejected with status 409: post it again.",
         responses={202: {"description": "`{accepted: [ids], rejected: [{index, id, errors}]}`"},
-                   422: {"description": "not JSON, or nothing acceptable"}},
+                   422: {"description": "not JSON, or nothing acceptable (a batch: each rejected item listed)",
+                         "content": {"application/json": {"schema": BatchAnswer.model_json_schema()}}}},
         openapi_extra={"requestBody": {"required": True, "content": {
             STRUCTURED: {"schema": {"type": "object"}, "example": example},
             BATCH: {"schema": {"type": "array", "items": {"type": "object"}},

@@ -4,9 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def example_body(**example: Any) -> ConfigDict:
     """A request body that refuses unknown fields (a typo is a 422 naming it) and shows `example` in the OpenAPI."""
     return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
+
+
+class BatchAnswer(BaseModel):
+    """A batch's answer: 202 when any item was accepted, 422 when none was."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "accepted": ["0c6a1f0e-8a4d-4a52-9f0e-6b1d2f3a4c51"],
+                    "rejected": [
+                        {"index": 1, "id": "5d0e", "status": 422,
+                         "errors": [{"field": "data.age_band", "message": "Input should be '0-3', '4-11', …"}]}
+                    ],
+                }
+            ]
+        }
+    )  # fmt: skip
+
+    accepted: list[str] = Field(description="event ids of the accepted items, in order")
+    rejected: list[dict[str, Any]] = Field(description="`{index, id, status, errors: [{field, message}]}` each")

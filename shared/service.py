@@ -73,6 +73,9 @@ class ServiceParts:
         return cls(name, settings, make_broker(settings, service=name, metrics=metrics), make_redis(settings), metrics)
 
 
+READY = {"status": "ready", "service": "identity", "checks": {"kafka": "ok", "redis": "ok"}}
+
+
 def health_router(parts: ServiceParts) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -85,7 +88,19 @@ def health_router(parts: ServiceParts) -> APIRouter:
         summary="Kafka and Redis are reachable",
         description="Each is asked at most once a second however often this is called; while either is away, "
         "writes answer 503 with Retry-After.",
-        responses={503: {"description": "not ready: `checks` names what is unreachable"}},
+        responses={
+            200: {"content": {"application/json": {"example": READY}}},
+            # Not a problem document: the same shape as the 200, so that a probe reads both alike.
+            503: {
+                "description": "not ready: `checks` names what is unreachable",
+                "x-problem": False,
+                "content": {
+                    "application/json": {
+                        "example": {**READY, "status": "not ready", "checks": {"kafka": "ok", "redis": "unreachable"}}
+                    }
+                },
+            },
+        },
     )
     async def readyz() -> JSONResponse:
         answers = await asyncio.gather(*(dependency.ready() for dependency in parts.dependencies))

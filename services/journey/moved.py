@@ -34,5 +34,6 @@ def moved_router(settings: Settings) -> APIRouter:
             summary="Moved to the analytics service: 307 to the same path and query there",
             responses={307: {"description": "the same request at the analytics service (KLANTREIS_ANALYTICS_URL)"}},
             status_code=307,
+            response_class=RedirectResponse,  # no body: the OpenAPI shows the 307 without content
         )
     return router

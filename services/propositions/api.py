@@ -75,6 +75,7 @@ def usage_router(usage: Usage) -> APIRouter:
         description="Each report is checked on its own; the accepted ones are published together (202 once Kafka "
         "acknowledged them all). `rejected` lists the others with their index, id, status and the fields at fault "
         "(422 when none was accepted).",
+        responses={422: {"model": BatchReply, "description": "none accepted: each rejected report listed"}},
     )
     async def loans(
         body: LoanBatch, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None

@@ -28,7 +28,7 @@ from shared.events.propositions import (
     Theme,
 )
 from shared.events.types import Channel, IsoDateTime, LibraryCode, MemberId, Name, Platform, Slug
-from shared.schemas import example_body
+from shared.schemas import BatchAnswer, example_body
 
 # Reading the catalogue needs a valid key of any role.
 ReaderKey = Annotated[Principal, Depends(require())]
@@ -271,9 +271,7 @@ class LoanBatch(BaseModel):
     )
 
 
-class BatchReply(BaseModel):
-    accepted: list[str] = Field(description="event ids of the accepted reports, in order")
-    rejected: list[dict[str, Any]] = Field(description="`{index, id, status, errors: [{field, message}]}`")
+BatchReply = BatchAnswer
 
 
 # ------------------------------------------------------------------------------------------------- views
