@@ -98,6 +98,7 @@ async def test_a_retired_library_is_refused_as_new_input_offers_nothing_and_is_r
                                  "branches": ["centrum"]})).status_code == 409  # fmt: skip
         assert (await client.delete("/v1/libraries/per-ongeluk")).status_code == 409
         refused = await _refusal(settings, "per-ongeluk")
+        assert refused is not None and refused.status == 422
         assert [(e.field, e.message) for e in refused.errors] == [("body.home_library", "the library is retired")]
 
         assert (await client.put("/v1/libraries/per-ongeluk", json=MISTAKE)).status_code == 202
