@@ -10,7 +10,7 @@ rules that follow from how the services are built, on top of what each route dec
   be read at all (bytes that are not UTF-8);
 - a route with a path parameter can answer 404 (nothing by that id);
 - a route that takes an `Idempotency-Key` can answer 409 (the same key with another body, or still running);
-- every `/v1` route can answer 503 with Retry-After while Kafka or Redis is away.
+- a route behind an API key can answer 503 with Retry-After while Redis (where keys are) or Kafka is away.
 
 Every 4xx and 5xx is then `application/problem+json` with the `Problem` schema and an example, besides any body
 of its own a route declares for that status (a batch's 422 lists each rejected item), unless the route says that
@@ -137,8 +137,8 @@ def _statuses(path: str, operation: dict[str, Any]) -> set[int]:
         found.add(404)
     if any(p.get("in") == "header" and p.get("name", "").lower() == "idempotency-key" for p in parameters):
         found.add(409)
-    if path.startswith("/v1/"):
-        found.add(503)
+    if operation.get("security") or path.startswith("/v1/events"):
+        found.add(503)  # the key is looked up in Redis; writes wait for Kafka
     return found
 
 
