@@ -2,13 +2,13 @@
 compacted topic (propositions owns the catalogue), read from the start and held in memory.
 
 A library code that enters the platform (a sign-up, a posted event, a campaign, an API key) must be in this list,
-else it is refused with a 422 naming the field; so is a library the network retired (`retired: true`): what
-named it before stays, nothing new may. Looking a code up costs nothing while it is known; a code not
-known yet makes the directory read the topic up to its end offsets of that moment first (one read at a time, shared
-by every request waiting for it), so a library added a moment ago is found and an unknown code is refused only
-after the catalogue was read to its end. Libraries are never removed from the catalogue (a retired one is put
-again to restore it), so a known code stays known. While Kafka does not answer within the publish deadline the
-lookup fails as a publish would (503).
+else it is refused with a 422 naming the field; so is a library the network retired (`retired: true`): what named
+it before stays, nothing new may (within 10 s in every process). Looking a code up costs nothing while it is known
+and the last read is recent; a code not known yet, or a read older than 10 s, makes the directory read the topic up
+to its end offsets of that moment first (one read at a time, shared by every request waiting for it), so a library
+added a moment ago is found and an unknown code is refused only after the catalogue was read to its end. Libraries
+are never removed from the catalogue (a retired one is put again to restore it), so a known code stays known. While
+Kafka does not answer within the publish deadline the lookup fails as a publish would (503).
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ def unknown_library(fields: Iterable[str], retired: Iterable[str] = ()) -> Probl
 
 
 class LibraryDirectory:
+    # A known code is looked up without reading, yet the catalogue is read again when the last read is older than
+    # this: a library retired meanwhile is refused in every process within this time.
+    RETIREMENT_SECONDS = 10.0
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._topic = settings.topic(CATALOG.name)
@@ -100,10 +104,11 @@ class LibraryDirectory:
 
     async def unknown(self, codes: Iterable[str]) -> list[str]:
         """The codes that are not libraries of the catalogue, or retired ones, in order, each once."""
-        missing = [code for code in dict.fromkeys(codes) if not self.known(code)]
-        if missing:
+        asked = list(dict.fromkeys(codes))
+        missing = [code for code in asked if not self.known(code)]
+        if missing or time.monotonic() - self._read_since > self.RETIREMENT_SECONDS:
             await self.catch_up()
-            missing = [code for code in missing if not self.known(code)]
+            missing = [code for code in asked if not self.known(code)]
         return missing
 
     async def require(self, fields: Mapping[str, str | None]) -> None:
