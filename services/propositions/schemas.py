@@ -121,7 +121,7 @@ class LibraryView(BaseModel):
     website: str | None
     postcode_areas: list[str]
     branches: list[Branch]
-    status: Literal["active", "retired"]
+    retired: bool = Field(description="retired by the network: kept readable, offers nothing, named by nothing new")
     updated_at: str
 
 
@@ -293,7 +293,7 @@ def library_view(library: Library) -> LibraryView:
         website=data.website,
         postcode_areas=data.postcode_areas,
         branches=data.branches,
-        status="retired" if library.retired else "active",
+        retired=library.retired,
         updated_at=shown(library.updated_at),
     )
 

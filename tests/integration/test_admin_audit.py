@@ -93,7 +93,7 @@ async def test_a_retired_library_is_refused_as_new_input_offers_nothing_and_is_r
 
         assert retired.status_code == 202, retired.text
         shown = (await client.get("/v1/libraries/per-ongeluk")).json()
-        assert shown["status"] == "retired"
+        assert shown["retired"] is True
         active = [item["library"] for item in (await client.get("/v1/libraries")).json()["items"]]
         retired_ones = (await client.get("/v1/libraries", params={"status": "retired"})).json()["items"]
         assert "per-ongeluk" not in active and [item["library"] for item in retired_ones] == ["per-ongeluk"]
@@ -108,7 +108,7 @@ async def test_a_retired_library_is_refused_as_new_input_offers_nothing_and_is_r
 
         assert (await client.put("/v1/libraries/per-ongeluk", json=MISTAKE)).status_code == 202
 
-        assert (await client.get("/v1/libraries/per-ongeluk")).json()["status"] == "active"
+        assert (await client.get("/v1/libraries/per-ongeluk")).json()["retired"] is False
         assert (await client.get("/v1/offerings/per-ongeluk.boekstart")).json()["available"] is True
         assert await _refusal(directory, "per-ongeluk") is None
     await directory.close()
