@@ -33,7 +33,7 @@ from shared.events import (
     whole_batch,
 )
 from shared.problems import Problem
-from shared.schemas import BatchAnswer
+from shared.schemas import BatchAnswer, example_of
 from shared.settings import Settings
 
 CLAIM_SECONDS = 60
@@ -148,7 +148,9 @@ def ingest_router(
         "A batch accepts the valid events and lists the rejected ones with their index, id and reasons (202; 422 "
         "when none was accepted). An event id posted again within 7 days is accepted and not published again; "
         "one still being handled by another request is rejected with status 409: post it again.",
-        responses={202: {"description": "`{accepted: [ids], rejected: [{index, id, errors}]}`"},
+        responses={202: {"description": "`{accepted: [ids], rejected: [{index, id, errors}]}`",
+                         "content": {"application/json": {"schema": BatchAnswer.model_json_schema(),
+                                                          "example": example_of(BatchAnswer)}}},
                    422: {"description": "not JSON, or nothing acceptable (a batch: each rejected item listed)",
                          "content": {"application/json": {"schema": BatchAnswer.model_json_schema()}}}},
         openapi_extra={"requestBody": {"required": True, "content": {

@@ -31,3 +31,16 @@ class BatchAnswer(BaseModel):
 
     accepted: list[str] = Field(description="event ids of the accepted items, in order")
     rejected: list[dict[str, Any]] = Field(description="`{index, id, status, errors: [{field, message}]}` each")
+
+
+def example_answer(**example: Any) -> ConfigDict:
+    """A response body that shows `example` in the OpenAPI (extra fields are not refused: it is ours to send)."""
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+def example_of(model: type[BaseModel]) -> Any:
+    """The example a model shows (`example_answer`, `example_body`), to show it again inside another."""
+    extra = model.model_config.get("json_schema_extra")
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    assert isinstance(examples, list) and examples, f"{model.__name__} shows no example"
+    return examples[0]

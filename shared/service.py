@@ -73,13 +73,20 @@ class ServiceParts:
         return cls(name, settings, make_broker(settings, service=name, metrics=metrics), make_redis(settings), metrics)
 
 
+METRICS_EXAMPLE = (
+    'klantreis_events_consumed_total{topic="identity.members.v1",type="nl.bibliotheek.member.signed_up.v1"} 5210\n'
+)
 READY = {"status": "ready", "service": "identity", "checks": {"kafka": "ok", "redis": "ok"}}
 
 
 def health_router(parts: ServiceParts) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="The process is up")
+    @router.get(
+        "/healthz",
+        summary="The process is up",
+        responses={200: {"content": {"application/json": {"example": {"status": "ok", "service": "identity"}}}}},
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": parts.name}
 
@@ -115,7 +122,12 @@ def health_router(parts: ServiceParts) -> APIRouter:
         "/metrics",
         summary="Prometheus metrics: events in and out, handler time, consumer lag, dead letters",
         response_class=Response,
-        responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+        responses={
+            200: {
+                "content": {CONTENT_TYPE: {"example": METRICS_EXAMPLE}},
+                "description": "Prometheus text format",
+            }
+        },
     )
     async def metrics() -> Response:
         return Response(await parts.metrics.exposition(), media_type=CONTENT_TYPE)
@@ -188,7 +200,14 @@ def build_app(
     install_contract(app)
     app.include_router(health_router(parts))
 
-    @app.get("/asyncapi", tags=["operations"], summary="AsyncAPI 3.0 document: the events this service uses")
+    @app.get(
+        "/asyncapi",
+        tags=["operations"],
+        summary="AsyncAPI 3.0 document: the events this service uses",
+        responses={
+            200: {"content": {"application/json": {"example": {"asyncapi": "3.0.0", "info": {"title": title}}}}}
+        },
+    )
     async def asyncapi() -> JSONResponse:
         spec = AsyncAPI(parts.broker, title=title, version="1", description=description, schema_version="3.0.0")
         return JSONResponse(spec.to_specification().to_jsonable())

@@ -16,11 +16,26 @@ from services.identity.schemas import (
 from shared.auth import AUTH_RESPONSES, MemberDataKey
 from shared.idempotency import IdempotencyKey, Ids, Replies
 
+SUSPICION = {
+    "id": "s-1",
+    "member_id": "cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+    "other_member_id": "4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10",
+    "library": "oba",
+    "other_library": "oba",
+    "matched_on": ["email"],
+    "created_at": "2026-11-23T10:00:00+00:00",
+}
+
 
 def duplicates_router(duplicates: Duplicates) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["duplicates"], responses=AUTH_RESPONSES)
 
-    @router.get("/duplicates", tags=["duplicates"], summary="Duplicate suspicions awaiting confirmation")
+    @router.get(
+        "/duplicates",
+        tags=["duplicates"],
+        summary="Duplicate suspicions awaiting confirmation",
+        responses={200: {"content": {"application/json": {"example": [SUSPICION]}}}},
+    )
     async def pending(caller: MemberDataKey) -> list[Suspicion]:
         return [
             Suspicion(
@@ -41,6 +56,16 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
         tags=["duplicates"],
         summary="Confirm a duplicate (at the desk or by the member): the other record merges into the survivor",
         responses={
+            202: {
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "merged_id": "4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10",
+                            "survivor_id": "cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+                        }
+                    }
+                }
+            },
             404: {"description": "no such suspicion"},
             409: {"description": "closed already, or a merge that must not happen (a child into their guardian)"},
         },
@@ -64,6 +89,7 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
         status_code=200,
         tags=["duplicates"],
         summary="Not the same person: close the suspicion without merging",
+        responses={200: {"content": {"application/json": {"example": {"id": "s-1", "status": "dismissed"}}}}},
     )
     async def dismiss(suspicion_id: str, caller: FrontOfficeKey) -> dict[str, str]:
         await duplicates.dismiss(suspicion_id, caller)

@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from services.identity import domain
 from shared.events.members import LoginFailure
 from shared.events.types import IsoDate, IsoDateTime, Language, LibraryCode, Medium, Name, Purpose, Slug
-from shared.schemas import example_body
+from shared.schemas import example_answer, example_body
 
 SignUpPlatform = Literal["website", "app", "desk", "kiosk", "partner", "school"]
 AccountPlatform = Literal["website", "app", "ebook", "ils"]
@@ -69,11 +69,17 @@ class RegistrationStart(BaseModel):
 
 
 class Accepted(BaseModel):
+    model_config = example_answer(
+        member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11", event_id="5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11"
+    )
+
     member_id: str
     event_id: str
 
 
 class RegistrationAccepted(BaseModel):
+    model_config = example_answer(registration_id="r-7f3a9c2e")
+
     registration_id: str
 
 
@@ -94,6 +100,10 @@ class AccountLink(BaseModel):
 
 
 class LinkedAccount(BaseModel):
+    model_config = example_answer(
+        member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11", platform="ebook", account_ref="acc-3e9f1c0b"
+    )
+
     member_id: str
     platform: str
     account_ref: str = Field(description="pseudonymous reference to the account, as published in events")
@@ -145,6 +155,24 @@ class Confirmation(BaseModel):
 class MemberView(BaseModel):
     """The member as front-office staff see them: personal data, only through the member-data role."""
 
+    model_config = example_answer(
+        member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+        name="Sanne de Vries",
+        email="sanne@example.nl",
+        phone="06 1234 5678",
+        birth_date="1991-04-12",
+        postcode="1034 AB",
+        home_library="oba",
+        signed_up_at="2026-11-23T10:00:00+00:00",
+        channel="online",
+        platform="website",
+        language="nl",
+        card_activated_at=None,
+        guardian_id=None,
+        accounts=[],
+        consents={},
+    )
+
     member_id: str
     name: str
     email: str | None = Field(description="none for a child signed up with a family: messages go to the guardian")
@@ -173,6 +201,14 @@ class Suspicion(BaseModel):
 
 
 class Contact(BaseModel):
+    model_config = example_answer(
+        member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+        medium="email",
+        recipient="member",
+        address="sanne@example.nl",
+        name="Sanne de Vries",
+    )
+
     member_id: str
     medium: Medium
     recipient: Literal["member", "guardian"]
@@ -196,6 +232,19 @@ class ContactsWanted(BaseModel):
 
 
 class Contacts(BaseModel):
+    model_config = example_answer(
+        contacts=[
+            {
+                "member_id": "cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+                "medium": "email",
+                "recipient": "member",
+                "address": "sanne@example.nl",
+                "name": "Sanne de Vries",
+            },
+            None,
+        ]
+    )
+
     contacts: list[Contact | None] = Field(description="in the order asked; null: unknown, erased or no address")
 
 
@@ -264,6 +313,12 @@ class FamilySignUp(BaseModel):
 
 
 class FamilyAccepted(BaseModel):
+    model_config = example_answer(
+        guardian_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+        children=["4c1d2a4e-0c59-4f0e-9a55-5d8c1b2f7e10"],
+        event_ids=["5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11"],
+    )
+
     guardian_id: str
     children: list[str] = Field(description="the children's member ids, in the order given")
     event_ids: list[str]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from services.journey.handlers import FrictionDetector
 from shared import consumers
 from shared.auth import AUTH_RESPONSES, Principal, require
+from shared.schemas import example_answer
 
 StatusKey = Annotated[Principal, Depends(require("operator", "analyst"))]
 
@@ -30,6 +31,22 @@ class PartitionStatus(BaseModel):
 
 
 class JourneyStatus(BaseModel):
+    model_config = example_answer(
+        settled=True,
+        caught_up=True,
+        applied_events=5210,
+        partitions=[
+            {
+                "topic": "identity.members.v1",
+                "partition": 0,
+                "end_offset": 2605,
+                "applied_offset": 2604,
+                "lag": 0,
+                "clock": "2026-11-23T10:00:00+00:00",
+            }
+        ],
+    )
+
     settled: bool = Field(description="caught up, quiet, and no timer due: the frictions so far are all out")
     caught_up: bool = Field(description="every record of the owned input partitions is applied")
     applied_events: int = Field(description="events applied by this process since it started")

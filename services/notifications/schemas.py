@@ -8,12 +8,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.notifications.campaigns import EXAMPLE, CampaignDefinition, Locale, Status
 from shared.events.types import LibraryCode, Medium, Slug
+from shared.schemas import example_answer
+
+VIEW_EXAMPLE = {
+    **EXAMPLE,
+    "id": "c-3f0c",
+    "version": 1,
+    "status": "active",
+    "created_at": "2026-11-23T10:00:00+00:00",
+    "updated_at": "2026-11-23T10:05:00+00:00",
+    "built_in": False,
+    "overlaps": [],
+    "warnings": [],
+}
 
 
 class CampaignView(CampaignDefinition):
     """A campaign: its current definition and where it stands."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"examples": [VIEW_EXAMPLE]})
 
     id: str
     version: int
@@ -36,6 +49,8 @@ class CampaignEdit(CampaignDefinition):
 
 
 class CampaignList(BaseModel):
+    model_config = example_answer(campaigns=[VIEW_EXAMPLE], next_cursor=None)
+
     campaigns: list[CampaignView]
     next_cursor: str | None
 
@@ -46,6 +61,10 @@ class CampaignVersion(BaseModel):
 
 
 class CampaignVersions(BaseModel):
+    model_config = example_answer(
+        campaign_id="c-3f0c", versions=[{"version": 1, "definition": {"name": "Je pas wacht"}}]
+    )
+
     campaign_id: str
     versions: list[CampaignVersion]
 
@@ -73,6 +92,23 @@ class RenderedMessage(BaseModel):
 
 
 class Preview(BaseModel):
+    model_config = example_answer(
+        campaign_id="c-3f0c",
+        version=1,
+        library="oba",
+        messages=[
+            {
+                "medium": "in_app",
+                "locale": "nl",
+                "sender": "OBA Openbare Bibliotheek Amsterdam",
+                "subject": None,
+                "title": "Je pas wacht",
+                "body": "Kom langs bij OBA Openbare Bibliotheek Amsterdam.",
+            }
+        ],
+        warnings=[],
+    )
+
     campaign_id: str
     version: int
     library: str | None
@@ -95,6 +131,24 @@ class Effect(BaseModel):
 
 
 class Results(BaseModel):
+    model_config = example_answer(
+        campaign_id="c-3f0c",
+        triggered=120,
+        sent=98,
+        suppressed={"no_consent": 9, "holdout": 12},
+        failed=1,
+        deferred=4,
+        waiting=0,
+        effect={
+            "within_days": 14,
+            "messaged": {"frictions": 80, "resolved": 36, "share": 0.45},
+            "holdout": {"frictions": 10, "resolved": 3, "share": 0.3},
+            "difference": 0.15,
+            "too_recent": 18,
+        },
+        warnings=[],
+    )
+
     campaign_id: str
     triggered: int
     sent: int
@@ -119,6 +173,8 @@ class InboxMessage(BaseModel):
 
 
 class InboxView(BaseModel):
+    model_config = example_answer(member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11", messages=[], unread=0)
+
     member_id: str
     messages: list[InboxMessage]
     unread: int
@@ -131,6 +187,8 @@ class ReadMark(BaseModel):
 
 
 class ReadState(BaseModel):
+    model_config = example_answer(member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11", message_id="m-9a1b", read=True)
+
     member_id: str
     message_id: str
     read: bool

@@ -28,7 +28,7 @@ from shared.events.propositions import (
     Theme,
 )
 from shared.events.types import Channel, IsoDateTime, LibraryCode, MemberId, Name, Platform, Slug
-from shared.schemas import BatchAnswer, example_body
+from shared.schemas import BatchAnswer, example_answer, example_body, example_of
 
 # Reading the catalogue needs a valid key of any role.
 ReaderKey = Annotated[Principal, Depends(require())]
@@ -65,6 +65,20 @@ class PropositionBody(BaseModel):
 
 
 class PropositionView(BaseModel):
+    model_config = example_answer(
+        slug="boekstart",
+        name_nl="BoekStart",
+        name_en="BookStart",
+        description_nl="Samen lezen met baby's en peuters.",
+        description_en="Reading with babies and toddlers.",
+        theme="reading-and-language",
+        target_groups=["babies-and-toddlers", "parents"],
+        channels="both",
+        programme="Kunst van Lezen",
+        status="active",
+        updated_at="2026-11-23T10:00:00+00:00",
+    )
+
     slug: str
     name_nl: str
     name_en: str
@@ -79,6 +93,8 @@ class PropositionView(BaseModel):
 
 
 class PropositionPage(BaseModel):
+    model_config = example_answer(items=[example_of(PropositionView)], next_cursor=None)
+
     items: list[PropositionView]
     next_cursor: str | None
 
@@ -116,6 +132,16 @@ class LibraryBody(BaseModel):
 
 
 class LibraryView(BaseModel):
+    model_config = example_answer(
+        library="oba",
+        name="OBA Openbare Bibliotheek Amsterdam",
+        website="https://www.oba.nl",
+        postcode_areas=["1000-1109"],
+        branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}],
+        retired=False,
+        updated_at="2026-11-23T10:00:00+00:00",
+    )
+
     library: str
     name: str
     website: str | None
@@ -126,6 +152,8 @@ class LibraryView(BaseModel):
 
 
 class LibraryPage(BaseModel):
+    model_config = example_answer(items=[example_of(LibraryView)], next_cursor=None)
+
     items: list[LibraryView]
     next_cursor: str | None
 
@@ -150,6 +178,23 @@ class BranchView(BaseModel):
 
 
 class OfferingView(BaseModel):
+    model_config = example_answer(
+        offering_id="oba.boekstart",
+        library="oba",
+        library_name="OBA Openbare Bibliotheek Amsterdam",
+        proposition="boekstart",
+        proposition_name_nl="BoekStart",
+        proposition_name_en="BookStart",
+        name="BoekStart in de OBA",
+        local_name="BoekStart in de OBA",
+        branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}],
+        channels=["offline", "online"],
+        url="https://www.oba.nl/boekstart",
+        active=True,
+        available=True,
+        updated_at="2026-11-23T10:00:00+00:00",
+    )
+
     offering_id: str
     library: str
     library_name: str | None
@@ -167,6 +212,8 @@ class OfferingView(BaseModel):
 
 
 class OfferingPage(BaseModel):
+    model_config = example_answer(items=[example_of(OfferingView)], next_cursor=None)
+
     items: list[OfferingView]
     next_cursor: str | None
 
@@ -177,18 +224,30 @@ class Changed(BaseModel):
 
 
 class PropositionChanged(Changed):
+    model_config = example_answer(slug="boekstart", event_id="5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11", changed=True)
+
     slug: str
 
 
 class LibraryChange(Changed):
+    model_config = example_answer(library="oba", event_id="5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11", changed=True)
+
     library: str
 
 
 class OfferingChange(Changed):
+    model_config = example_answer(
+        offering_id="oba.boekstart", event_id="5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11", changed=True
+    )
+
     offering_id: str
 
 
 class ActivityChange(Changed):
+    model_config = example_answer(
+        activity_id="oba.taalcafe.de2a68bd1aa8", event_id="5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11", changed=True
+    )
+
     activity_id: str
 
 
@@ -221,6 +280,21 @@ class ScheduleBody(BaseModel):
 
 
 class ActivityView(BaseModel):
+    model_config = example_answer(
+        activity_id="oba.taalcafe.de2a68bd1aa8",
+        proposition="taalcafe",
+        library="oba",
+        branch="banne",
+        title="Taalcafé",
+        starts_at="2026-12-08T14:00:00+01:00",
+        ends_at="2026-12-08T16:00:00+01:00",
+        capacity=12,
+        registered=3,
+        places_left=9,
+        status="scheduled",
+        updated_at="2026-11-23T10:00:00+00:00",
+    )
+
     activity_id: str
     proposition: str
     library: str
@@ -236,6 +310,8 @@ class ActivityView(BaseModel):
 
 
 class ActivityPage(BaseModel):
+    model_config = example_answer(items=[example_of(ActivityView)], next_cursor=None)
+
     items: list[ActivityView]
     next_cursor: str | None
 
@@ -250,16 +326,31 @@ class Participation(BaseModel):
 
 
 class Registered(BaseModel):
+    model_config = example_answer(
+        activity_id="oba.taalcafe.de2a68bd1aa8",
+        member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+        event_id="5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11",
+    )
+
     activity_id: str
     member_id: str
     event_id: str
 
 
 class Attended(Registered):
+    model_config = example_answer(
+        activity_id="oba.taalcafe.de2a68bd1aa8",
+        member_id="cc02c620-5a1b-4e0f-9d51-2f3b8f6f0e11",
+        event_id="5b0e7f3c-2d7a-4d0c-9b1e-2f8a0c9d4e11",
+        walk_in=False,
+    )
+
     walk_in: bool
 
 
 class LoanAccepted(BaseModel):
+    model_config = example_answer(event_id="ils-oba-20261123-000187")
+
     event_id: str
 
 
