@@ -16,19 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.core.result import Err
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from services.analytics.app import create_app as analytics_app
 from services.analytics.settings import AnalyticsSettings
@@ -45,7 +36,6 @@ from tests.support import running
 
 pytestmark = pytest.mark.integration
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Requests per operation, valid and invalid ones (each must be refused as the document says).
 EXAMPLES = 4
 
@@ -95,6 +85,18 @@ async def service(name: str, settings: Settings, path: Path) -> AsyncIterator[tu
 
 def failures_of(app: FastAPI, client: httpx.AsyncClient, keys: list[str | None], loop: Any) -> list[str]:
     """Run every operation's examples (in this worker thread; requests go to the app on `loop`)."""
+    # Imported here, not with the module: only the test worker that runs this pays for importing schemathesis.
+    import schemathesis
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.core.result import Err
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     schema = schemathesis.openapi.from_dict(app.openapi())
     found: list[str] = []
 
@@ -113,7 +115,7 @@ def failures_of(app: FastAPI, client: httpx.AsyncClient, keys: list[str | None],
         )
         response = asyncio.run_coroutine_threadsafe(request, loop).result(timeout=120)
         try:
-            case.validate_response(response, checks=CHECKS)
+            case.validate_response(response, checks=checks)
         except Exception as failure:  # schemathesis' FailureGroup: what the response breaks, and how to reproduce it
             found.append(f"{case.method} {case.path} -> {response.status_code}: {failure}")
 
