@@ -36,24 +36,23 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("retire", help="upgrade, then drop the local run's master keys but the current one")
 
 
-def upgrade(settings: IdentitySettings) -> Upgraded:
-    async def run() -> Upgraded:
-        redis = make_redis(settings)
-        try:
-            return await MemberStore(redis, settings).upgrade()
-        finally:
-            await redis.aclose()
-
+async def upgrade(settings: IdentitySettings) -> Upgraded:
+    """Seal the members stored in the clear and rewrap member keys to the current master key (MemberStore)."""
+    redis = make_redis(settings)
     try:
-        return asyncio.run(run())
+        return await MemberStore(redis, settings).upgrade()
+    finally:
+        await redis.aclose()
+
+
+def upgrade_and_say(settings: Settings, keys: str) -> None:
+    identity = IdentitySettings(**{**settings.model_dump(), "identity_master_keys": keys})
+    try:
+        done = asyncio.run(upgrade(identity))
     except (RedisError, OSError) as exc:
         raise RuntimeProblem(
             f"Redis at {settings.redis_url} is not reachable ({type(exc).__name__}); start it with `klantreis up`"
         ) from None
-
-
-def upgrade_and_say(settings: Settings, keys: str) -> None:
-    done = upgrade(IdentitySettings(**{**settings.model_dump(), "identity_master_keys": keys}))
     say(
         f"member keys: {done.sealed} members sealed, {done.rewrapped} keys rewrapped to master key "
         f"{MasterKeys.parse(keys).current!r}, {done.unchanged} as they were"
