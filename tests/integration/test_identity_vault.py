@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
 from deploy import runtime
@@ -35,7 +37,7 @@ from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
 from shared.redis import make_redis
 from shared.settings import Settings
-from shared.topics import ALL_TOPICS
+from shared.topics import ALL_TOPICS, CAMPAIGNS, DELIVERIES, FRICTIONS, MEMBERS, USAGE, ensure_topics
 from tests.support import eventually, read_to_end, running
 
 pytestmark = pytest.mark.integration
@@ -308,3 +310,35 @@ async def test_erasing_a_member_only_kafka_knew_removes_their_journey_inbox_and_
         await redis.aclose()
     # What remains are the tombstones that keep late events out: the id, nothing else.
     assert left == sorted([settings.key("notifications", "erased", member), settings.key("identity", "erased", member)])
+
+
+# ------------------------------------------------------------------------------------------------ retention
+
+
+async def test_pseudonymous_topics_keep_events_35_days_also_a_topic_made_before_and_compacted_ones_keep_theirs(
+    settings: Settings,
+) -> None:
+    def resource(name: str, configs: dict[str, str | None]) -> ConfigResource:
+        return ConfigResource(ConfigResourceType.TOPIC, settings.topic(name), configs)
+
+    async def retention(*names: str) -> dict[str, str]:
+        asked = [resource(name, {"retention.ms": None}) for name in names]
+        [response] = await kafka.describe_configs(asked)
+        return {name: dict(e[:2] for e in entries)["retention.ms"] for _, _, _, name, entries, *_ in response.resources}
+
+    await ensure_topics(settings)
+    kafka = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await kafka.start()
+    try:
+        # A topic made before retention was set: the broker's default (7 days here).
+        await kafka.alter_configs([resource(MEMBERS.name, {"retention.ms": str(7 * 86_400_000)})])
+        await ensure_topics(settings)
+        days = {name: int(ms) / 86_400_000 for name, ms in (await retention(
+            MEMBERS.name, USAGE.dead_letters, FRICTIONS.name, DELIVERIES.name, CAMPAIGNS.name
+        )).items()}  # fmt: skip
+    finally:
+        await kafka.close()
+    assert days == {
+        settings.topic(MEMBERS.name): 35, settings.topic(USAGE.dead_letters): 35, settings.topic(FRICTIONS.name): 35,
+        settings.topic(DELIVERIES.name): 35, settings.topic(CAMPAIGNS.name): 7,  # compacted: every campaign kept
+    }  # fmt: skip
