@@ -24,7 +24,7 @@ from deploy.commands import command, say
 from deploy.runtime import RuntimeProblem
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore, Upgraded
-from services.identity.vault import MasterKeys
+from services.identity.vault import MasterKeys, VaultError
 from shared.redis import make_redis
 from shared.settings import Settings
 
@@ -53,6 +53,8 @@ def upgrade_and_say(settings: Settings, keys: str) -> None:
         raise RuntimeProblem(
             f"Redis at {settings.redis_url} is not reachable ({type(exc).__name__}); start it with `klantreis up`"
         ) from None
+    except VaultError as exc:
+        raise RuntimeProblem(f"{exc}: list that master key after the current one and run this again") from None
     say(
         f"member keys: {done.sealed} members sealed, {done.rewrapped} keys rewrapped to master key "
         f"{MasterKeys.parse(keys).current!r}, {done.unchanged} as they were"

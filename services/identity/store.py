@@ -222,20 +222,24 @@ class MemberStore:
                 for key in batch:
                     pipe.hgetall(key)
                 found = cast(list[dict[str, str]], await pipe.execute())
+            changes: list[tuple[str, str, str, dict[str, Any], str]] = []  # key, field, its value, change, kind
             for key, fields in zip(batch, found, strict=True):
                 member_id = key[len(prefix) :].strip("{}")
                 seal = member_form.sealing(self._vault, member_id, fields)
+                rewrap = None if seal is not None else member_form.rewrapping(self._vault, member_id, fields)
                 if seal is not None:
-                    change = {"set": seal, "delete": member_form.PERSONAL}
-                    sealed += await self._upgrade(keys=[key], args=["name", fields["name"], json.dumps(change)])
-                    continue
-                rewrap = member_form.rewrapping(self._vault, member_id, fields)
-                if rewrap is not None:
-                    change = {"set": {member_form.KEY: rewrap}, "delete": []}
+                    changes.append((key, "name", fields["name"], {"set": seal, "delete": member_form.PERSONAL}, "s"))
+                elif rewrap is not None:
                     old = fields[member_form.KEY]
-                    rewrapped += await self._upgrade(keys=[key], args=[member_form.KEY, old, json.dumps(change)])
-                    continue
-                unchanged += 1
+                    changes.append((key, member_form.KEY, old, {"set": {member_form.KEY: rewrap}, "delete": []}, "r"))
+                else:
+                    unchanged += 1
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, name, value, change, _ in changes:
+                    await self._upgrade(keys=[key], args=[name, value, json.dumps(change)], client=pipe)
+                done = await pipe.execute()
+            sealed += sum(int(d) for d, c in zip(done, changes, strict=True) if c[4] == "s")
+            rewrapped += sum(int(d) for d, c in zip(done, changes, strict=True) if c[4] == "r")
 
         async for key in self._redis.scan_iter(match=prefix + "*", count=1000, _type="HASH"):
             keys.append(_s(key))
