@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from deploy import platform
 from services.identity import member_form
 from services.identity.records import MemberRecord
 from services.identity.settings import IdentitySettings
@@ -144,3 +146,21 @@ def test_settings_refuse_a_bad_master_key_without_echoing_it_and_the_development
     )
     assert production.master_keys().current == "k1"
     assert IdentitySettings().master_keys() == development_master_keys()
+
+
+def test_the_local_run_makes_one_master_key_readable_only_by_its_owner_and_a_configured_one_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(platform, "MASTER_KEYS_FILE", tmp_path / ".klantreis" / "identity-master-keys")
+    monkeypatch.delenv(platform.MASTER_KEYS_ENV, raising=False)
+
+    made = platform.identity_master_keys()
+
+    assert platform.MASTER_KEYS_FILE.stat().st_mode & 0o777 == 0o600
+    assert platform.identity_master_keys() == made  # made once, then read
+    assert len(MasterKeys.parse(made).keys) == 1
+    secret = made.split(":", 1)[1]
+    assert secret not in capsys.readouterr().out
+    configured = new_master_keys("ops").text()
+    monkeypatch.setenv(platform.MASTER_KEYS_ENV, configured)
+    assert platform.identity_master_keys() == configured
