@@ -86,7 +86,10 @@ def _get(url: str, timeout: float = 2.0) -> int | None:
 def start_services(settings: Settings, say: Callable[[str], None], zipkin: ZipkinNode | None = None) -> None:
     """Start the services that are not running; wait until each is ready (Kafka and Redis reachable). With
     ``zipkin`` they send their traces there."""
-    env = {MASTER_KEYS_ENV: identity_master_keys(), **demo_environment(zipkin)}
+    env = demo_environment(zipkin)
+    # identity's master keys go to identity alone.
+    others = {name: value for name, value in env.items() if name != MASTER_KEYS_ENV}
+    env = {**others, MASTER_KEYS_ENV: identity_master_keys()}
     started = []
     for service in services(settings):
         if runtime.read_pid(service.pid_name) is not None and _get(service.url + "/healthz") == 200:
@@ -97,7 +100,7 @@ def start_services(settings: Settings, say: Callable[[str], None], zipkin: Zipki
             service.log_path,
             detach=True,
             cwd=runtime.PROJECT_ROOT,
-            env=env,
+            env=env if service.name == "identity" else others,
         )
         assert launched.pid is not None
         runtime.write_pid(service.pid_name, launched.pid, service.url)
