@@ -43,4 +43,10 @@ class IdentitySettings(Settings):
         return self
 
     def master_keys(self) -> MasterKeys:
-        return MasterKeys.parse(self.identity_master_keys.get_secret_value())
+        """The configured master keys; outside production the development key unwraps too (never wraps), so members
+        sealed before `klantreis run` made a key of its own stay readable until `klantreis vault upgrade`."""
+        keys = MasterKeys.parse(self.identity_master_keys.get_secret_value())
+        development = development_master_keys()
+        if self.environment == "production" or development.current in keys.keys:
+            return keys
+        return MasterKeys(keys.current, {**keys.keys, **development.keys})

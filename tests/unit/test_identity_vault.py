@@ -164,3 +164,15 @@ def test_the_local_run_makes_one_master_key_readable_only_by_its_owner_and_a_con
     configured = new_master_keys("ops").text()
     monkeypatch.setenv(platform.MASTER_KEYS_ENV, configured)
     assert platform.identity_master_keys() == configured
+
+
+def test_outside_production_members_sealed_with_the_development_key_stay_readable_under_a_key_of_the_run() -> None:
+    sealed_in_development = member_form.stored(Vault(IdentitySettings().master_keys()), "m-1", RECORD)
+    own = new_master_keys("k1").text()
+
+    local = Vault(IdentitySettings(identity_master_keys=own).master_keys())
+    assert member_form.record(local, "m-1", sealed_in_development) == RECORD
+    assert (member_form.rewrapping(local, "m-1", sealed_in_development) or "").startswith("k1:")  # never wraps
+    production = IdentitySettings(environment="production", identity_hmac_key="a-real-secret", identity_master_keys=own)
+    with pytest.raises(VaultError):
+        member_form.record(Vault(production.master_keys()), "m-1", sealed_in_development)
