@@ -88,13 +88,19 @@ async def _configure_existing(admin: AIOKafkaAdminClient, wanted: list[NewTopic]
     stale = [
         name
         for response in await admin.describe_configs(asked)
-        for _code, _message, _type, name, entries, *_ in response.resources
-        if {entry[0]: entry[1] for entry in entries}.get("retention.ms") != with_retention[name]["retention.ms"]
+        for code, _message, _type, name, entries, *_ in response.resources
+        # A client not allowed to see a topic's configuration (code != 0) leaves it to one that is.
+        if code == 0
+        and {entry[0]: entry[1] for entry in entries}.get("retention.ms") != with_retention[name]["retention.ms"]
     ]
     if stale:
         # Not incremental: the definition is the topic's whole configuration (a pseudonymous topic has no other).
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, with_retention[n]) for n in stale])
-        log.info("set the retention of %d topics", len(stale))
+        changes = [ConfigResource(ConfigResourceType.TOPIC, n, with_retention[n]) for n in stale]
+        answers = [r for response in await admin.alter_configs(changes) for r in response.resources]
+        refused = [f"{name} (error {code})" for code, _message, _type, name, *_ in answers if code != 0]
+        log.info("set the retention of %d topics", len(answers) - len(refused))
+        if refused:
+            log.warning("could not set the retention of %s", ", ".join(refused))
 
 
 async def ensure_topics(settings: Settings, topics: Iterable[Topic] = ALL_TOPICS) -> list[str]:
