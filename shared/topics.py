@@ -61,8 +61,8 @@ WINDOWS = Topic("journey.windows.v1")
 FORWARDS = Topic("journey.forwards.v1")
 DELIVERIES = Topic("notifications.deliveries.v1")
 CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id", retention=None)
-# Who did which admin write to what (shared.audit): key ids, no personal data; kept for good, never compacted (the
-# trail is every record).
+# Who did which admin write to what (shared.audit): key ids, no personal data, so not the member topics' retention
+# (the broker's default: an operator sets what the audit policy asks); never compacted (the trail is every record).
 AUDIT = Topic("admin.audit.v1", key="target", retention=None)
 
 ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS, AUDIT)
