@@ -26,6 +26,7 @@ from services.notifications.projection_store import ProjectionStore
 from services.notifications.senders import EmailSender, WebhookSender
 from services.notifications.settings import NotificationsSettings
 from shared.events import notifications as notification_events
+from shared.events.admin import AdminActionRecorded
 from shared.libraries import LibraryDirectory
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
@@ -103,6 +104,7 @@ def create_app(
             notification_events.MessageDeferred,
             notification_events.MessageFailed,
             notification_events.CampaignChanged,
+            AdminActionRecorded,
         ],
     )
     app.state.stores = stores

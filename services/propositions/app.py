@@ -14,6 +14,7 @@ from services.propositions.pages import pages_router
 from services.propositions.store import PropositionsStore
 from services.propositions.usage import Usage
 from shared.events import propositions as events
+from shared.events.admin import AdminActionRecorded
 from shared.events.members import MemberErased
 from shared.ingest import EventClaims
 from shared.kafka import subscribe
@@ -67,5 +68,6 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
             events.LoanReturned,
             events.ActivityRegistered,
             events.ActivityAttended,
+            AdminActionRecorded,
         ],
     )
