@@ -32,6 +32,7 @@ lint: test-bootstrap  ## ruff check, ruff format --check, mypy --strict
 	$(VENV)/mypy
 
 test: lint  ## bootstrap, lint, then the whole test suite (starts its own Kafka and Redis; chromium for the browser tests)
+	cd clients/web && npm test --silent
 	$(VENV)/pytest
 
 JOBS ?= 2
