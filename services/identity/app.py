@@ -22,6 +22,7 @@ from services.identity.publishable import (
 )
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
+from services.identity.visitors import visitors_router
 from shared.events import members as member_events
 from shared.events.client import CLIENT_EVENTS
 from shared.ingest import EventClaims
@@ -51,6 +52,7 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
             ),
             publishable_keys_router(gate.keys, libraries),
             tracker_router(),
+            visitors_router(store),
             contact_router(members),
             desk_router(parts, members),
         ],

@@ -9,6 +9,7 @@ words searched for, which may be a name), the platform a visitor is sent on to.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import Field, StringConstraints
@@ -17,6 +18,10 @@ from shared.events.envelope import EventData
 from shared.events.registry import event
 from shared.events.types import Platform, Slug
 from shared.topics import MEMBERS
+
+# The tracker's first-party visitor id: `v-` and a random UUID (never a member's id, which is a bare UUID).
+VISITOR = re.compile(r"^v-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+VisitorId = Annotated[str, StringConstraints(pattern=VISITOR.pattern)]
 
 # A site path as the tracker sends it: `/boekstart`, no query string or fragment (they may carry personal data).
 SitePath = Annotated[str, StringConstraints(pattern=r"^/[^?#\s]*$", max_length=300)]

@@ -41,7 +41,11 @@ async def publishable_key(identity: httpx.AsyncClient, library: str = "oba") -> 
     return key
 
 
-def client_event(kind: str = PAGE_VIEWED, *, library: str = "oba", visitor: str = "v-1", **data: Any) -> dict[str, Any]:
+def visitor_id() -> str:
+    return f"v-{uuid.uuid4()}"
+
+
+def client_event(kind: str = PAGE_VIEWED, *, library: str = "oba", visitor: str = "", **data: Any) -> dict[str, Any]:
     """A client event as the tracker sends it."""
     return {
         "specversion": "1.0",
@@ -49,7 +53,7 @@ def client_event(kind: str = PAGE_VIEWED, *, library: str = "oba", visitor: str 
         "source": f"/libraries/{library}/website",
         "type": kind,
         "time": datetime.now(UTC).isoformat(),
-        "subject": visitor,
+        "subject": visitor or visitor_id(),
         "datacontenttype": "application/json",
         "library": library,
         "channel": "online",
@@ -67,9 +71,10 @@ async def test_a_library_site_posts_client_events_with_its_publishable_key_and_t
     identity: httpx.AsyncClient, settings: Settings
 ) -> None:
     key = await publishable_key(identity)
+    visitor = visitor_id()
     events = [
-        client_event(visitor="visitor-a"),
-        client_event(PROPOSITION_VIEWED, visitor="visitor-a", proposition="boekstart", path="/boekstart"),
+        client_event(visitor=visitor),
+        client_event(PROPOSITION_VIEWED, visitor=visitor, proposition="boekstart", path="/boekstart"),
     ]
     response = await identity.post(
         f"/v1/events?key={key}",
@@ -89,7 +94,7 @@ async def test_a_library_site_posts_client_events_with_its_publishable_key_and_t
     landed = {header(r, "ce_id"): r for r in records if header(r, "ce_id") in ids}
     viewed = landed[events[1]["id"]]
     assert header(viewed, "ce_type") == PROPOSITION_VIEWED
-    assert header(viewed, "ce_subject") == "visitor-a"
+    assert header(viewed, "ce_subject") == visitor
     assert (header(viewed, "ce_library"), header(viewed, "ce_channel")) == ("oba", "online")
     assert json.loads(viewed.value) == {"proposition": "boekstart", "path": "/boekstart"}
 
@@ -151,14 +156,50 @@ async def test_a_publishable_key_posts_only_client_events_of_its_own_library(ide
         "data": {"login_platform": "website", "reason": "bad_credentials"},
     }
     for_rotterdam = client_event(library="rotterdam")
+    as_a_member = client_event(visitor=str(uuid.uuid4()))  # a browser posts as a visitor, never as a member
     response = await identity.post(
         f"/v1/events?key={key}",
-        content=json.dumps([client_event(), login_failed, for_rotterdam]),
+        content=json.dumps([client_event(), login_failed, for_rotterdam, as_a_member]),
         headers=from_browser(OBA_SITE),
     )
     assert response.status_code == 202, response.text
-    rejected = {r["index"]: r["status"] for r in response.json()["rejected"]}
-    assert rejected == {1: 403, 2: 403}
+    rejected = {r["index"]: (r["status"], r["errors"][0]["field"]) for r in response.json()["rejected"]}
+    assert rejected == {1: (403, "type"), 2: (403, "library"), 3: (422, "subject")}
+
+
+async def test_after_login_the_site_s_server_links_the_visitor_and_its_events_become_the_member_s(
+    identity: httpx.AsyncClient, settings: Settings, make_key: MakeKey
+) -> None:
+    key = await publishable_key(identity)
+    signed_up = await identity.post(
+        "/v1/members",
+        json={"name": "Sanne de Vries", "email": f"{uuid.uuid4().hex[:10]}@example.nl", "birth_date": "1991-04-12",
+              "postcode": "1034 AB", "home_library": "oba", "platform": "website"},
+    )  # fmt: skip
+    assert signed_up.status_code == 202, signed_up.text
+    member = signed_up.json()["member_id"]
+    visitor = visitor_id()
+    before = client_event(visitor=visitor)
+    await identity.post(f"/v1/events?key={key}", content=json.dumps([before]), headers=from_browser(OBA_SITE))
+
+    rotterdam_site = {"Authorization": f"Bearer {await make_key('ingest', library='rotterdam')}"}
+    link = {"member_id": member}
+    refused = await identity.put(f"/v1/visitors/{visitor}/member", json=link, headers=rotterdam_site)
+    assert refused.status_code == 403  # another library's server cannot link oba's member
+    not_a_visitor = await identity.put(f"/v1/visitors/{uuid.uuid4()}/member", json=link)
+    assert not_a_visitor.status_code == 422
+    oba_site = {"Authorization": f"Bearer {await make_key('ingest', library='oba')}"}
+    assert (await identity.put(f"/v1/visitors/{visitor}/member", json=link, headers=oba_site)).status_code == 204
+
+    after = client_event(PROPOSITION_VIEWED, visitor=visitor, proposition="boekstart")
+    await identity.post(f"/v1/events?key={key}", content=json.dumps([after]), headers=from_browser(OBA_SITE))
+    records = await read_topic(
+        settings.kafka_bootstrap,
+        settings.topic("identity.members.v1"),
+        until=lambda rs: after["id"] in {header(r, "ce_id") for r in rs},
+    )
+    subjects = {header(r, "ce_id"): header(r, "ce_subject") for r in records}
+    assert (subjects[before["id"]], subjects[after["id"]]) == (visitor, member)
 
 
 async def test_an_unknown_or_revoked_publishable_key_is_refused(identity: httpx.AsyncClient) -> None:

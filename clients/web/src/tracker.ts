@@ -224,7 +224,7 @@ export class Tracker {
   private visitor(): string {
     let id = this.read(STORAGE.visitor);
     if (!id) {
-      id = this.env.randomId();
+      id = `v-${this.env.randomId()}`; // never a member's id (a bare UUID): identity links it to one server-side
       this.write(STORAGE.visitor, id);
     }
     return id;

@@ -118,6 +118,7 @@ describe("events", () => {
     expect(handoff.data).toEqual({ to_platform: "ebook", proposition: "e-books" });
     expect(page.subject).toBe(handoff.subject);
     expect(browser.store.get(STORAGE.visitor)).toBe(page.subject);
+    expect(page.subject).toMatch(/^v-/); // a visitor, never a member's id
     expect(page.id).not.toBe(handoff.id);
   });
 
