@@ -28,6 +28,7 @@ from shared.auth import AUTH_RESPONSES, NETWORK, AdminKey, Principal, require
 from shared.events.types import LibraryCode
 from shared.libraries import LibraryDirectory
 from shared.problems import Problem, not_found
+from shared.schemas import example_body
 from shared.settings import Settings
 
 PREFIX = "pk_"
@@ -161,6 +162,8 @@ def _cors(origin: str) -> list[tuple[bytes, bytes]]:
 
 
 class NewPublishableKey(BaseModel):
+    model_config = example_body(library="oba", name="www.oba.nl")
+
     library: LibraryCode
     name: str = Field(default="web tracker", min_length=1, max_length=80)
 
