@@ -26,7 +26,7 @@ from tests.support import eventually, header, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
-RULE = "proposition-viewed-not-taken-up"
+RULE = "viewed-online-not-taken-up"
 
 
 def days_ago(days: float) -> datetime:

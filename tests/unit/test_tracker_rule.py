@@ -12,7 +12,7 @@ from shared.events import CloudEvent
 from shared.events.client import PageViewed, PropositionViewed, SearchPerformed
 from tests.unit.test_journey_engine import ev, rules_hit, run, signed_up
 
-RULE = "proposition-viewed-not-taken-up"
+RULE = "viewed-online-not-taken-up"
 DAY = timedelta(days=1)
 
 
