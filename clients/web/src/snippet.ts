@@ -59,8 +59,14 @@ function start(): void {
     console.warn("klantreis: add data-key=\"pk_…\" to the tracker's script tag");
     return;
   }
+  const flushMs = Number(script.dataset.flushMs);
   const tracker = new Tracker(
-    { endpoint: new URL("/v1/events", script.src).href, key, platform: script.dataset.platform },
+    {
+      endpoint: new URL("/v1/events", script.src).href,
+      key,
+      platform: script.dataset.platform,
+      flushAfterMs: flushMs > 0 ? flushMs : undefined,
+    },
     browserEnvironment(),
   );
   window.klantreis = tracker;
