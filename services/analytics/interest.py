@@ -17,13 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from services.analytics.population import ALL
 from services.analytics.reading import Reports
-from services.analytics.reports import ratio
+from services.analytics.referrals import outcome_report, outcome_rows
 from services.analytics.store import AnalyticsStore
-from shared.auth import AUTH_RESPONSES, NETWORK, AnalystKey
+from shared.auth import AUTH_RESPONSES, AnalystKey
 
-DAY_MS = 86_400_000
 VIEWED = "client.proposition_viewed.v1"
 TAKE_UP = ("member.signed_up.v1", "usage.activity_registered.v1")
 FIGURES = ("viewers", "took_up", "pending")
@@ -50,28 +48,9 @@ SQL = f"""
 
 
 def interest_rows(counted: Sequence[dict[str, Any]], min_cell: int) -> list[dict[str, Any]]:
-    """A row per library and proposition, per library (`*`), per proposition over the network and the network;
-    rows of fewer than `min_cell` viewers suppressed."""
-    cells = {(str(r["library"]), str(r["proposition"])): {f: int(r[f]) for f in FIGURES} for r in counted}
-    rows = []
-    for library in [*sorted({library for library, _ in cells}), ALL]:
-        for proposition in [*sorted({proposition for _, proposition in cells}), ALL]:
-            parts = [v for (lib, p), v in cells.items() if library in (ALL, lib) and proposition in (ALL, p)]
-            if not parts:
-                continue
-            figures = {f: sum(part[f] for part in parts) for f in FIGURES}
-            hidden = figures["viewers"] < min_cell
-            known = figures["viewers"] - figures["pending"]
-            rows.append(
-                {
-                    "library": library,
-                    "proposition": proposition,
-                    **{f: None if hidden else n for f, n in figures.items()},
-                    "take_up": None if hidden else ratio(figures["took_up"], known, 1, 4),
-                    "suppressed": hidden,
-                }
-            )
-    return rows
+    """`outcome_rows` of the proposition views: viewers, took up, pending; rows of fewer than `min_cell` viewers
+    suppressed."""
+    return outcome_rows(counted, FIGURES, "take_up", min_cell)
 
 
 def interest_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> APIRouter:
@@ -86,11 +65,13 @@ def interest_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> A
         "See docs/tracker.md.",
     )
     async def interest(caller: AnalystKey, within_days: Annotated[int, Query(ge=1, le=365)] = 14) -> dict[str, Any]:
-        clock = await reports.clock_ms()
-        counted = await store.rows(SQL, {"within": within_days * DAY_MS, "clock": clock})
-        rows = interest_rows(counted, min_cell)
-        if caller.library != NETWORK:
-            rows = [r for r in rows if r["library"] == caller.library]
-        return {"within_days": within_days, "rows": rows}
+        return await outcome_report(
+            store,
+            reports,
+            SQL,
+            lambda counted: interest_rows(counted, min_cell),
+            within_days=within_days,
+            caller=caller,
+        )
 
     return router
