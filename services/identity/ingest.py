@@ -17,9 +17,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from services.identity.members import SOURCE, Touch, channel_switched, conflict, member_event
 from services.identity.publishable import is_publishable
 from services.identity.store import IngestedChanges, MemberStore, Standing
+from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
 from shared.auth import Principal
 from shared.events import CloudEvent, FieldError
 from shared.events.client import CLIENT_TYPES, VISITOR
