@@ -170,10 +170,11 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "the key lacks the role, or is scoped to another library"},
 }
 
-Dependency = Callable[[Request, HTTPAuthorizationCredentials | None], Coroutine[Any, Any, Principal]]
+Dependency = Callable[..., Coroutine[Any, Any, Principal]]
 
-# Declares the scheme in the OpenAPI document (so /docs has an Authorize button) and each route's `security`;
-# the checks and their problem answers are `require`'s own (auto_error off).
+# Declares the scheme in the OpenAPI document (so /docs has an Authorize button) and each route's `security`; the
+# header is read and checked, with its problem answers, by `require` itself (auto_error off), so that a dependency
+# may also call `require(...)(request)` directly.
 BEARER = HTTPBearer(
     scheme_name="apiKey",
     bearerFormat="kr_<key id>_<secret>",
@@ -188,11 +189,11 @@ def require(*roles: Role) -> Dependency:
     The keyring is the app's (`app.state.keyring`, set by `shared.service.build_app`)."""
 
     async def principal(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)] = None
     ) -> Principal:
         keyring: Keyring = request.app.state.keyring
-        key = credentials.credentials if credentials is not None else ""
-        if credentials is None or credentials.scheme.lower() != "bearer" or not key:
+        scheme, _space, key = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
             raise Problem(
                 401,
                 "Unauthorized",

@@ -24,6 +24,7 @@ from shared import telemetry
 from shared.auth import Keyring
 from shared.availability import Availability
 from shared.contract import install_contract
+from shared.event_schemas import link_schemas, schemas_router
 from shared.events import EventData
 from shared.idempotency import IdempotentReplies
 from shared.kafka import make_broker
@@ -214,8 +215,9 @@ def build_app(
     )
     async def asyncapi() -> JSONResponse:
         spec = AsyncAPI(parts.broker, title=title, version="1", description=description, schema_version="3.0.0")
-        return JSONResponse(spec.to_specification().to_jsonable())
+        return JSONResponse(link_schemas(spec.to_specification().to_jsonable()))
 
+    app.include_router(schemas_router())
     for router in api:
         app.include_router(router)
     app.state.parts = parts

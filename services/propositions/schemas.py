@@ -27,7 +27,7 @@ from shared.events.propositions import (
     TargetGroup,
     Theme,
 )
-from shared.events.types import Channel, IsoDateTime, LibraryCode, MemberId, Name, Platform, Slug
+from shared.events.types import Channel, IsoDateTime, LibraryCode, MemberId, Name, Platform, Slug, WebOrigin
 from shared.schemas import BatchAnswer, example_answer, example_body, example_of
 
 # Reading the catalogue needs a valid key of any role.
@@ -103,12 +103,16 @@ class LibraryBody(BaseModel):
     model_config = example_body(
         name="OBA Openbare Bibliotheek Amsterdam",
         website="https://www.oba.nl",
+        website_origins=["https://www.oba.nl"],
         postcode_areas=["1000-1109"],
         branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}, {"code": "banne", "name": "OBA Banne"}],
     )
 
     name: Name = Field(min_length=1, max_length=120)
     website: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
+    website_origins: list[WebOrigin] = Field(
+        default_factory=list, max_length=20, description="the origins its web tracker posts from (CORS)"
+    )
     postcode_areas: list[str] = Field(
         default_factory=list, max_length=500, description="4-digit areas (1034) or ranges (1000-1109) it serves"
     )
@@ -136,6 +140,7 @@ class LibraryView(BaseModel):
         library="oba",
         name="OBA Openbare Bibliotheek Amsterdam",
         website="https://www.oba.nl",
+        website_origins=["https://www.oba.nl"],
         postcode_areas=["1000-1109"],
         branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}],
         retired=False,
@@ -145,6 +150,7 @@ class LibraryView(BaseModel):
     library: str
     name: str
     website: str | None
+    website_origins: list[str]
     postcode_areas: list[str]
     branches: list[Branch]
     retired: bool = Field(description="retired by the network: kept readable, offers nothing, named by nothing new")
@@ -382,6 +388,7 @@ def library_view(library: Library) -> LibraryView:
         library=data.library,
         name=data.name,
         website=data.website,
+        website_origins=data.website_origins,
         postcode_areas=data.postcode_areas,
         branches=data.branches,
         retired=library.retired,

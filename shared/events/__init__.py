@@ -1,6 +1,6 @@
 """Event envelope, binding and registry. Importing this package registers every event type."""
 
-from shared.events import admin, journey, members, notifications, propositions
+from shared.events import admin, client, journey, members, notifications, propositions
 from shared.events.envelope import (
     BATCH,
     STRUCTURED,
@@ -31,6 +31,7 @@ __all__ = [
     "InvalidEvent",
     "KafkaRecord",
     "admin",
+    "client",
     "deterministic_id",
     "event_types",
     "from_batch",
