@@ -48,14 +48,25 @@ def event_schema(type_name: str) -> dict[str, Any]:
 def schemas_router() -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get(PATH, summary="The JSON Schema of every event type, by type")
+    example = {"type": "object", "title": "member.signed_up", "properties": {"type": {"const": "nl.bibliotheek…"}}}
+
+    @router.get(
+        PATH,
+        summary="The JSON Schema of every event type, by type",
+        responses={
+            200: {"content": {"application/json": {"example": {"nl.bibliotheek.member.signed_up.v1": example}}}}
+        },
+    )
     async def schemas() -> dict[str, dict[str, Any]]:
         return {type_name: event_schema(type_name) for type_name in sorted(event_types())}
 
     @router.get(
         PATH + "/{type_name}",
         summary="The JSON Schema of one event type (a structured CloudEvent)",
-        responses={404: {"description": "no such event type"}},
+        responses={
+            200: {"content": {"application/json": {"example": example}}},
+            404: {"description": "no such event type"},
+        },
     )
     async def schema(type_name: str) -> dict[str, Any]:
         try:

@@ -29,7 +29,7 @@ from shared.auth import AUTH_RESPONSES, BEARER, NETWORK, AdminKey, Principal, re
 from shared.events.types import LibraryCode
 from shared.libraries import LibraryDirectory
 from shared.problems import Problem, not_found
-from shared.schemas import example_body
+from shared.schemas import example_answer, example_body
 from shared.settings import Settings
 
 PREFIX = "pk_"
@@ -173,6 +173,8 @@ class NewPublishableKey(BaseModel):
 
 
 class PublishableKey(BaseModel):
+    model_config = example_answer(key="pk_oba_3vQ9…", library="oba")
+
     key: str
     library: str
 

@@ -112,6 +112,7 @@ WITHOUT_EXAMPLE = {
     "get /v1/reports/reach",
     "get /v1/reports/retention",
     "get /v1/reports/paths",
+    "get /v1/reports/interest",
 }
 
 
