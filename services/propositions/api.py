@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.propositions import domain
-from services.propositions.activities import Activities, Taken, Touch
+from services.propositions.activities import Activities, Taken, TakingPart, Touch
 from services.propositions.schemas import (
     BatchReply,
     LoanAccepted,
@@ -126,11 +126,10 @@ def ingest_router(usage: Usage, activities: Activities, claims: EventClaims) -> 
         platform = event.platform or "desk"
         touch = Touch(platform, event.channel or domain.channel_of(platform), event.utc_time, event.source)
         ids = Ids(f"event:{event.id}")
+        part = TakingPart(data.activity_id, event.subject, touch, data.proposition, event.id)
         if isinstance(data, ActivityRegistered):
-            return await activities.take_registration(data.activity_id, event.subject, touch, caller, ids,
-                                                      proposition=data.proposition, event_id=event.id)  # fmt: skip
-        return await activities.take_attendance(data.activity_id, event.subject, touch, caller, ids,
-                                                proposition=data.proposition, event_id=event.id)  # fmt: skip
+            return await activities.take_registration(part, caller, ids)
+        return await activities.take_attendance(part, caller, ids)
 
     router = shared_ingest_router(
         service="propositions",

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from services.propositions import domain
-from services.propositions.activities import Activities, Plan, Touch, session_key
+from services.propositions.activities import Activities, Plan, TakingPart, Touch, session_key
 from services.propositions.domain import (
     ActivityQuery,
 )
@@ -116,7 +116,7 @@ def activities_router(activities: Activities) -> APIRouter:
         write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            event_id = await activities.register(activity_id, body.member_id, _touch(body), caller, ids)
+            event_id = await activities.register(_taking_part(activity_id, body), caller, ids)
             return 202, {"activity_id": activity_id, "member_id": body.member_id, "event_id": event_id}
 
         return await write(caller, body, run)
@@ -136,7 +136,7 @@ def activities_router(activities: Activities) -> APIRouter:
         write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            event_id, walk_in = await activities.attend(activity_id, body.member_id, _touch(body), caller, ids)
+            event_id, walk_in = await activities.attend(_taking_part(activity_id, body), caller, ids)
             return 202, {
                 "activity_id": activity_id,
                 "member_id": body.member_id,
@@ -149,5 +149,6 @@ def activities_router(activities: Activities) -> APIRouter:
     return router
 
 
-def _touch(body: Participation) -> Touch:
-    return Touch(body.platform, body.channel or domain.channel_of(body.platform), body.time or datetime.now(UTC))
+def _taking_part(activity_id: str, body: Participation) -> TakingPart:
+    touch = Touch(body.platform, body.channel or domain.channel_of(body.platform), body.time or datetime.now(UTC))
+    return TakingPart(activity_id, body.member_id, touch)
