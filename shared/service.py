@@ -116,11 +116,13 @@ def build_app(
     kafka: KafkaRouter | None = None,
     background: Sequence[BackgroundTask] = (),
     stop: Sequence[BackgroundTask] = (),
+    close: Sequence[BackgroundTask] = (),
     publishes: Sequence[type[EventData]] = (),
     create_topics: bool = True,
 ) -> FastAPI:
     """`stop`: asked first at shutdown, so that background loops finish what they hold (within 5 s) before the
-    rest is cancelled."""
+    rest is cancelled; only what ends a loop belongs there (anything else makes every stop wait the 5 s).
+    `close`: resources the loops and routes use, closed once the loops are done."""
     telemetry.configure_tracing(parts.name)
     if kafka is not None:
         parts.broker.include_router(kafka)
@@ -156,6 +158,8 @@ def build_app(
             if stuck:
                 log.warning("%s: %d background task(s) did not stop within %.0f s; going on without them",
                             parts.name, len(stuck), BACKGROUND_STOP_SECONDS)  # fmt: skip
+            for resource in close:
+                await resource()
             # Stopping the broker lets in-flight handlers finish and commit; nothing unprocessed is committed.
             for dependency in parts.dependencies:
                 await dependency.close()

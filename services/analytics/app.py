@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
             pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
             *reach_0_18,
         ],
-        stop=[libraries.close],
+        close=[libraries.close],
         kafka=analytics_router(writer, settings, parts.publisher),
     )
     served = app.router.lifespan_context

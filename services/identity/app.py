@@ -40,7 +40,7 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
             contact_router(members),
             desk_router(parts, members),
         ],
-        stop=[libraries.close],
+        close=[libraries.close],
         publishes=[
             member_events.RegistrationStarted,
             member_events.MemberSignedUp,

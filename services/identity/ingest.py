@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter
 
-from services.identity.members import SOURCE, Touch, channel_switched, conflict, member_event
 from services.identity.store import IngestedChanges, MemberStore, Standing
+from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
 from shared.auth import Principal
 from shared.events import CloudEvent
 from shared.events.members import CardActivated, ConsentChanged, LoginFailed, LoginSucceeded, RegistrationStarted
