@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared import telemetry
 from shared.auth import Keyring
 from shared.availability import Availability
+from shared.event_schemas import link_schemas, schemas_router
 from shared.events import EventData
 from shared.idempotency import IdempotentReplies
 from shared.kafka import make_broker
@@ -178,8 +179,9 @@ def build_app(
     @app.get("/asyncapi", tags=["operations"], summary="AsyncAPI 3.0 document: the events this service uses")
     async def asyncapi() -> JSONResponse:
         spec = AsyncAPI(parts.broker, title=title, version="1", description=description, schema_version="3.0.0")
-        return JSONResponse(spec.to_specification().to_jsonable())
+        return JSONResponse(link_schemas(spec.to_specification().to_jsonable()))
 
+    app.include_router(schemas_router())
     for router in api:
         app.include_router(router)
     app.state.parts = parts

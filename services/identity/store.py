@@ -14,7 +14,7 @@ Keys (prefix `identity:`; a member's own keys carry the `{member_id}` hash tag):
   dup:<hmac>               set: members with this e-mail address or phone number (keyed hash)
   suspicion:<id>           hash: a duplicate suspicion awaiting confirmation
   suspicions:pending       set: ids of pending suspicions
-  alias:<old id>           string: the member an old id was merged into
+  alias:<old id>           string: the member an old id was merged into, or a web visitor (`v-…`) was linked to
   erased:<id>              string: tombstone, so an erased member stays 404 (holds no personal data)
   ingested:<event id>      string: pending | done, a CloudEvent id posted to /v1/events (shared/ingest.py)
 """
@@ -362,6 +362,16 @@ class MemberStore:
             for s in await self.pending_suspicions()
             if member_id in (s.get("member_id"), s.get("other_member_id"))
         ]
+
+    async def link_visitor(self, visitor_id: str, member_id: str) -> None:
+        """The web tracker's visitor is this member from now on (an alias: merges move it, erasure removes it)."""
+        earlier = await self._redis.get(self._k("alias", visitor_id))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if earlier is not None:
+                pipe.srem(self._aliases(_s(earlier)), visitor_id)
+            pipe.set(self._k("alias", visitor_id), member_id)
+            pipe.sadd(self._aliases(member_id), visitor_id)
+            await pipe.execute()
 
     # ------------------------------------------------------------------------------- merge, erasure
 
