@@ -56,8 +56,8 @@ from services.analytics.queries import derived, fingerprint
 from services.analytics.reading import Reports
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
+from services.journey.offline.simulator import LIBRARIES
 from services.journey.rules import load_rules
-from services.journey.simulator import LIBRARIES
 from shared.auth import Keyring
 from shared.events import CloudEvent, to_kafka, typed_data
 from shared.events.registry import TYPE_PREFIX

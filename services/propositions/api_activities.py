@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from services.propositions import domain
-from services.propositions.activities import Activities, Plan, Touch, session_key
+from services.propositions.activities import Activities, Plan, TakingPart, Touch, session_key
 from services.propositions.domain import (
     ActivityQuery,
 )
@@ -29,7 +29,7 @@ from services.propositions.schemas import (
 )
 from shared.auth import AUTH_RESPONSES, IngestKey, MarketingKey
 from shared.events.types import IsoDateTime, LibraryCode, Slug
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 
 # -------------------------------------------------------------------------------------------- activities
 
@@ -45,9 +45,7 @@ def activities_router(activities: Activities) -> APIRouter:
         description="Publishes `activity_scheduled` on the catalogue topic (key = activity id).",
         responses={409: {"description": "the library does not offer the proposition (any more)"}},
     )
-    async def schedule(
-        body: ScheduleBody, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def schedule(body: ScheduleBody, caller: MarketingKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             plan = Plan(
                 body.proposition, body.library, body.branch, body.title, body.starts_at, body.ends_at, body.capacity
@@ -55,7 +53,7 @@ def activities_router(activities: Activities) -> APIRouter:
             session = await activities.schedule(plan, caller, ids)
             return 202, activity_view(session).model_dump(mode="json")
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.get("/activities", summary="Sessions by proposition, library, branch and start time, in start order")
     async def sessions(
@@ -92,14 +90,12 @@ def activities_router(activities: Activities) -> APIRouter:
         summary="Cancel a session (admin or the library's marketing)",
         responses={404: {"description": "no such activity"}, 409: {"description": "cancelled already"}},
     )
-    async def cancel(
-        activity_id: ActivityPath, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def cancel(activity_id: ActivityPath, caller: MarketingKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             event_id = await activities.cancel(activity_id, caller, ids)
             return 202, {"activity_id": activity_id, "event_id": event_id, "changed": True}
 
-        return await replies.once(request, caller, key, None, run)
+        return await write(caller, None, run)
 
     @router.post(
         "/activities/{activity_id}/registrations",
@@ -115,16 +111,14 @@ def activities_router(activities: Activities) -> APIRouter:
     async def register(
         activity_id: ActivityPath,
         body: Participation,
-        request: Request,
         caller: IngestKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            event_id = await activities.register(activity_id, body.member_id, _touch(body), caller, ids)
+            event_id = await activities.register(_taking_part(activity_id, body), caller, ids)
             return 202, {"activity_id": activity_id, "member_id": body.member_id, "event_id": event_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.post(
         "/activities/{activity_id}/attendance",
@@ -137,13 +131,11 @@ def activities_router(activities: Activities) -> APIRouter:
     async def attend(
         activity_id: ActivityPath,
         body: Participation,
-        request: Request,
         caller: IngestKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            event_id, walk_in = await activities.attend(activity_id, body.member_id, _touch(body), caller, ids)
+            event_id, walk_in = await activities.attend(_taking_part(activity_id, body), caller, ids)
             return 202, {
                 "activity_id": activity_id,
                 "member_id": body.member_id,
@@ -151,10 +143,11 @@ def activities_router(activities: Activities) -> APIRouter:
                 "walk_in": walk_in,
             }
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     return router
 
 
-def _touch(body: Participation) -> Touch:
-    return Touch(body.platform, body.channel or domain.channel_of(body.platform), body.time or datetime.now(UTC))
+def _taking_part(activity_id: str, body: Participation) -> TakingPart:
+    touch = Touch(body.platform, body.channel or domain.channel_of(body.platform), body.time or datetime.now(UTC))
+    return TakingPart(activity_id, body.member_id, touch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
@@ -197,15 +197,6 @@ def structured_mode(headers: Headers | None) -> bool:
             text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
             return text.split(";")[0].strip().lower() == STRUCTURED
     return False
-
-
-def unwanted(headers: Headers | None, wanted: Collection[bytes]) -> bool:
-    """May the record be skipped undecoded by a consumer of the `wanted` types? A binary-mode record says its type
-    in a header; a structured-mode one only inside its value, so it is decoded first and filtered by its type."""
-    if structured_mode(headers):
-        return False
-    found = next((raw for name, raw in _pairs(headers) if name == "ce_type"), None)
-    return (found.encode() if isinstance(found, str) else found) not in wanted
 
 
 def from_kafka(value: bytes | None, headers: Headers) -> CloudEvent:

@@ -27,7 +27,7 @@ from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
 from shared.redis import make_redis
-from tests.support import eventually, running
+from tests.support import eventually, problem, running
 
 pytestmark = pytest.mark.integration
 
@@ -253,7 +253,7 @@ async def test_a_timeline_follows_a_merge_and_is_gone_after_erasure(network: Net
     assert [f["rule"] for f in stuck["open_frictions"]] == [NOT_ACTIVATED]
     merged = await network.get("oba-desk", "/v1/members/merged/timeline")
     assert (merged.json()["member_id"], merged.json()["requested_id"]) == ("oba-on-5", "merged")
-    assert (await network.get("oba-desk", "/v1/members/erased/timeline")).status_code == 404
+    assert problem(await network.get("oba-desk", "/v1/members/erased/timeline")) == (404, "the member does not exist")
     other = await network.get("oba-desk", "/v1/members/haarlem-on-0/timeline")
     assert other.status_code == 403 and "haarlem" not in other.json()["detail"]
 

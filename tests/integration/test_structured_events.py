@@ -92,11 +92,12 @@ async def test_a_structured_record_that_is_not_a_cloudevent_is_dead_lettered_nam
 
     await produce(settings, json.dumps(envelope).encode(), b"member-broken")
 
-    # Both consumer groups dead-letter it, each with the reason.
-    await eventually(lambda: _dead_letters_at_least(settings, 2))
-    letters = await read_to_end(settings.kafka_bootstrap, settings.topic(FRICTIONS.dead_letters))
-    assert {header(letter, "dlq_reason") for letter in letters} == {"invalid_event"}
-    assert all("source" in (header(letter, "dlq_error") or "") for letter in letters)
+    # The consumer of every type dead-letters it with the reason; one of some types only skips it (its type is
+    # unknown, so it may not be one of them: shared.kafka).
+    await eventually(lambda: _dead_letters_at_least(settings, 1))
+    [letter] = await read_to_end(settings.kafka_bootstrap, settings.topic(FRICTIONS.dead_letters))
+    assert (header(letter, "dlq_reason"), header(letter, "dlq_group")) == ("invalid_event", settings.group("one"))
+    assert "source" in (header(letter, "dlq_error") or "")
     assert seen.one_by_one == [] and seen.in_batches == []
 
 

@@ -21,7 +21,6 @@ from shared.events import (
     typed_data,
     validated,
 )
-from shared.events.envelope import unwanted
 from shared.events.members import CardActivated, MemberSignedUp
 from shared.topics import ALL_TOPICS, FRICTIONS, MEMBERS
 
@@ -209,11 +208,3 @@ def test_a_structured_mode_record_without_a_type_is_refused_naming_the_field() -
         from_kafka(json.dumps(document).encode(), {"content-type": "application/cloudevents+json"})
 
     assert [e.field for e in refused.value.errors] == ["type"]
-
-
-def test_a_consumer_of_some_types_skips_binary_records_of_others_but_decodes_structured_ones_first() -> None:
-    wanted = {b"nl.bibliotheek.member.signed_up.v1"}
-
-    assert unwanted([("ce_type", b"nl.bibliotheek.member.card_activated.v1")], wanted)
-    assert not unwanted([("ce_type", b"nl.bibliotheek.member.signed_up.v1")], wanted)
-    assert not unwanted([("content-type", b"application/cloudevents+json")], wanted)
