@@ -117,7 +117,7 @@ def windows_of(catalogue: RuleCatalogue) -> list[Window]:
 
 
 # The derived tables' layout (windows, frictions): changed when what they keep changes, so they are derived again.
-LAYOUT = 3
+LAYOUT = 4
 
 
 def fingerprint(windows: Sequence[Window]) -> str:
@@ -241,20 +241,22 @@ def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_m
     for column, values in (("library", query.libraries), ("rule", query.rules), ("age_band", query.age_bands)):
         if values:
             filters.append(f"{column} IN {p.strings(list(values))}")
+    # Each table grouped on its own, then the few groups added up: the 7 million windows are counted, not copied
+    # into a union with the frictions' columns.
+    where, grouped = " AND ".join(filters), ", ".join(names) or "1 AS all"
+    plain = ", ".join(n.split(" AS ")[-1] for n in names) or "all"
     sql = f"""
-        SELECT {", ".join(keys) or "1 AS all"},
-               sum(detected) AS detected, sum(windowed) AS windowed, count(seconds) AS resolved,
-               quantileExactInclusive(0.5)(seconds) AS median_seconds, sum(start) AS starts
+        SELECT {", ".join(keys) or "1 AS all"}, sum(d) AS detected, sum(w) AS windowed, sum(r) AS resolved,
+               max(m) AS median_seconds, sum(s) AS starts
         FROM (
-            SELECT rule, library, channel_pair, platform, age_band, day, detected,
-                   toUInt8(detected = 1 AND rule IN {absence}) AS windowed, seconds, 0 AS start
-            FROM {{db}}.frictions
+            SELECT {grouped}, sum(detected) AS d, countIf(detected = 1 AND rule IN {absence}) AS w,
+                   count(seconds) AS r, quantileExactInclusive(0.5)(seconds) AS m, toUInt64(0) AS s
+            FROM {{db}}.frictions WHERE {where} GROUP BY {plain}
             UNION ALL
-            SELECT rule, library, channel_pair, platform, age_band, day, 0, 0, NULL, 1
-            FROM ({closed_windows(windows, closed_by_ms, p)})
+            SELECT {grouped}, toUInt64(0), toUInt64(0), toUInt64(0), NULL, count()
+            FROM ({closed_windows(windows, closed_by_ms, p)}) WHERE {where} GROUP BY {plain}
         )
-        WHERE {" AND ".join(filters)}
-        GROUP BY {", ".join(names) or "all"}
+        GROUP BY {plain}
     """
     return sql, p.values
 
@@ -377,4 +379,5 @@ def member_events(member_id: str) -> Statement:
 
 
 def latest_event_ms() -> Statement:
-    return "SELECT toUnixTimestamp64Milli(max(time)) AS ms FROM {db}.events", {}
+    """The latest event time stored: the maximum of every member's latest (without FINAL: a maximum of maxima)."""
+    return "SELECT max(last_event) AS ms FROM {db}.members", {}
