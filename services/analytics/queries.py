@@ -241,22 +241,20 @@ def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_m
     for column, values in (("library", query.libraries), ("rule", query.rules), ("age_band", query.age_bands)):
         if values:
             filters.append(f"{column} IN {p.strings(list(values))}")
-    # Each table grouped on its own, then the few groups added up: the 7 million windows are counted, not copied
-    # into a union with the frictions' columns.
-    where, grouped = " AND ".join(filters), ", ".join(names) or "1 AS all"
-    plain = ", ".join(n.split(" AS ")[-1] for n in names) or "all"
     sql = f"""
-        SELECT {", ".join(keys) or "1 AS all"}, sum(d) AS detected, sum(w) AS windowed, sum(r) AS resolved,
-               max(m) AS median_seconds, sum(s) AS starts
+        SELECT {", ".join(keys) or "1 AS all"},
+               sum(detected) AS detected, sum(windowed) AS windowed, count(seconds) AS resolved,
+               quantileExactInclusive(0.5)(seconds) AS median_seconds, sum(start) AS starts
         FROM (
-            SELECT {grouped}, sum(detected) AS d, countIf(detected = 1 AND rule IN {absence}) AS w,
-                   count(seconds) AS r, quantileExactInclusive(0.5)(seconds) AS m, toUInt64(0) AS s
-            FROM {{db}}.frictions WHERE {where} GROUP BY {plain}
+            SELECT rule, library, channel_pair, platform, age_band, day, detected,
+                   toUInt8(detected = 1 AND rule IN {absence}) AS windowed, seconds, 0 AS start
+            FROM {{db}}.frictions
             UNION ALL
-            SELECT {grouped}, toUInt64(0), toUInt64(0), toUInt64(0), NULL, count()
-            FROM ({closed_windows(windows, closed_by_ms, p)}) WHERE {where} GROUP BY {plain}
+            SELECT rule, library, channel_pair, platform, age_band, day, 0, 0, NULL, 1
+            FROM ({closed_windows(windows, closed_by_ms, p)})
         )
-        GROUP BY {plain}
+        WHERE {" AND ".join(filters)}
+        GROUP BY {", ".join(names) or "all"}
     """
     return sql, p.values
 
