@@ -138,7 +138,7 @@ def path_counts(query: PathQuery, clock_ms: int) -> Statement:
     # Step k follows step k-1 (the occurrence for k = 1) within `within`; after a missing step, nothing. The next
     # steps are the rows after the occurrence in the table's own order (member, time, event id): read in order,
     # no member's events gathered into arrays and sorted.
-    ahead = [f"leadInFrame(toString(type), {k}) OVER w AS type_{k}, leadInFrame(ms, {k}) OVER w AS ms_{k}"
+    ahead = [f"leadInFrame(toString(type), {k}) OVER w AS type_{k}, leadInFrame(toUnixTimestamp64Milli(time), {k}) OVER w AS ms_{k}"
              for k in range(1, query.depth + 1)]  # fmt: skip
     steps = []
     for k in range(1, query.depth + 1):
@@ -150,14 +150,15 @@ def path_counts(query: PathQuery, clock_ms: int) -> Statement:
     sql = f"""
         SELECT {", ".join(steps)}, count() AS occurrences
         FROM (
-            SELECT type, ms, count() OVER w - 1 AS following, {", ".join(ahead)}
-            FROM (SELECT member_key, time, event_id, type, toUnixTimestamp64Milli(time) AS ms FROM {{db}}.events
-                  WHERE {among} AND NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.'))
+            SELECT type, toUnixTimestamp64Milli(time) AS ms, count() OVER w - 1 AS following, {", ".join(ahead)}
+            FROM {{db}}.events
+            WHERE {among} AND NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.')
             WINDOW w AS (PARTITION BY member_key ORDER BY time, event_id
                          ROWS BETWEEN CURRENT ROW AND {query.depth} FOLLOWING)
         )
         WHERE {" AND ".join(occurrence)}
         GROUP BY {names}
+        SETTINGS optimize_read_in_window_order = 1
     """
     return sql, p.values
 
