@@ -129,36 +129,33 @@ def path_counts(query: PathQuery, clock_ms: int) -> Statement:
     among = f"member_key IN (SELECT member_key FROM {{db}}.events WHERE type = {event})"
     if query.libraries or query.age_bands:
         among += f" AND member_key IN (SELECT member_key FROM ({_members(p, query.libraries, query.age_bands)}))"
-    day = f"toDate(fromUnixTimestamp64Milli(ms), {ZONE})"
-    occurrence = [f"type = {event}", f"ms <= {horizon}"]
+    occurrence = [f"e[i].2 = {event}", f"e[i].1 <= {horizon}"]
     if query.start is not None:
-        occurrence.append(f"{day} >= {p.add('Date', query.start.isoformat())}")
+        occurrence.append(
+            f"toDate(fromUnixTimestamp64Milli(e[i].1), {ZONE}) >= {p.add('Date', query.start.isoformat())}"
+        )
     if query.end is not None:
-        occurrence.append(f"{day} <= {p.add('Date', query.end.isoformat())}")
-    # Step k follows step k-1 (the occurrence for k = 1) within `within`; after a missing step, nothing. The next
-    # steps are the rows after the occurrence in the table's own order (member, time, event id): read in order,
-    # no member's events gathered into arrays and sorted.
-    ahead = [f"leadInFrame(toString(type), {k}) OVER w AS type_{k}, leadInFrame(toUnixTimestamp64Milli(time), {k}) OVER w AS ms_{k}"
-             for k in range(1, query.depth + 1)]  # fmt: skip
+        occurrence.append(f"toDate(fromUnixTimestamp64Milli(e[i].1), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
+    # Step k follows step k-1 (the occurrence for k = 1) within `within`; after a missing step, nothing.
     steps = []
     for k in range(1, query.depth + 1):
         inside = " AND ".join(
-            f"following >= {j} AND ms_{j} - {'ms' if j == 1 else f'ms_{j - 1}'} <= {within}" for j in range(1, k + 1)
+            f"i + {j} <= length(e) AND e[i + {j}].1 - e[i + {j - 1}].1 <= {within}" for j in range(1, k + 1)
         )
-        steps.append(f"if({inside}, type_{k}, '{NOTHING}') AS step_{k}")
-    names = ", ".join(f"step_{k}" for k in range(1, query.depth + 1))
+        steps.append(f"if({inside}, e[i + {k}].2, '{NOTHING}') AS step_{k}")
     sql = f"""
-        SELECT {", ".join(steps)}, count() AS occurrences
+        SELECT {", ".join(f"step_{k}" for k in range(1, query.depth + 1))}, count() AS occurrences
         FROM (
-            SELECT type, toUnixTimestamp64Milli(time) AS ms, count() OVER w - 1 AS following, {", ".join(ahead)}
-            FROM {{db}}.events
-            WHERE {among} AND NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.')
-            WINDOW w AS (PARTITION BY member_key ORDER BY time, event_id
-                         ROWS BETWEEN CURRENT ROW AND {query.depth} FOLLOWING)
+            SELECT e, i, {", ".join(steps)}
+            FROM (
+                SELECT arraySort(x -> (x.1, x.3), groupArray((toUnixTimestamp64Milli(time), type, event_id))) AS e
+                FROM {{db}}.events
+                WHERE {among} AND NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.')
+                GROUP BY member_key
+            )
+            ARRAY JOIN arrayFilter(i -> {" AND ".join(occurrence)}, arrayEnumerate(e)) AS i
         )
-        WHERE {" AND ".join(occurrence)}
-        GROUP BY {names}
-        SETTINGS optimize_read_in_window_order = 1
+        GROUP BY {", ".join(f"step_{k}" for k in range(1, query.depth + 1))}
     """
     return sql, p.values
 
