@@ -154,8 +154,10 @@ def cpu_seconds() -> float:
     return used.ru_utime + used.ru_stime
 
 
-async def median(rounds: int, store: AnalyticsStore, run: Callable[[], Awaitable[Any]], name: str) -> float:
-    """The median wall-clock seconds of `rounds` cold runs; the median CPU seconds they took goes to `CPU` (on a
+async def median(
+    rounds: int, store: AnalyticsStore, run: Callable[[], Awaitable[Any]], name: str | None = None
+) -> float:
+    """The median wall-clock seconds of `rounds` cold runs; the median CPU seconds they took goes to `CPU[name]` (on a
     shared machine the wall clock says as much about the others' load as about this code)."""
     times, cpu = [], []
     for _ in range(rounds):
@@ -164,7 +166,8 @@ async def median(rounds: int, store: AnalyticsStore, run: Callable[[], Awaitable
         await run()
         times.append(time.perf_counter() - started)
         cpu.append(cpu_seconds() - used)
-    CPU[name] = statistics.median(cpu)
+    if name is not None:
+        CPU[name] = statistics.median(cpu)
     return statistics.median(times)
 
 
