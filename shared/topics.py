@@ -22,6 +22,9 @@ class Topic:
     compacted: bool = False
     # Which field keys a record: member_id keeps one member's events in order on one partition.
     key: str = "member_id"
+    # How long Kafka keeps its records (None: the broker's default); a topic without dead letters has no `.dlq`.
+    retention_ms: int | None = None
+    has_dead_letters: bool = True
 
     @property
     def dead_letters(self) -> str:
@@ -38,8 +41,13 @@ WINDOWS = Topic("journey.windows.v1")
 FORWARDS = Topic("journey.forwards.v1")
 DELIVERIES = Topic("notifications.deliveries.v1")
 CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id")
+# Items the ingest endpoints refused, with why (`shared.failed_items`): listed and replayed like dead letters,
+# kept a week (a bad item may hold personal data).
+FAILED_INGEST = Topic("ingest.failed.v1", key="event id", retention_ms=7 * 24 * 3600 * 1000, has_dead_letters=False)
 
-ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS)
+ALL_TOPICS: tuple[Topic, ...] = (
+    MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS, FAILED_INGEST
+)  # fmt: skip
 
 
 class TopicCreationFailed(Exception):
@@ -50,9 +58,12 @@ def _new_topics(settings: Settings, topics: Iterable[Topic]) -> list[NewTopic]:
     new: list[NewTopic] = []
     for topic in topics:
         config = {"cleanup.policy": "compact"} if topic.compacted else {}
+        if topic.retention_ms is not None:
+            config["retention.ms"] = str(topic.retention_ms)
         new.append(NewTopic(settings.topic(topic.name), settings.partitions, 1, topic_configs=config))
         # Dead letters keep the original key, so they get the same partitioning; they are never compacted.
-        new.append(NewTopic(settings.topic(topic.dead_letters), settings.partitions, 1))
+        if topic.has_dead_letters:
+            new.append(NewTopic(settings.topic(topic.dead_letters), settings.partitions, 1))
     return new
 
 

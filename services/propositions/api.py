@@ -27,6 +27,7 @@ from shared.events.propositions import (
     LoanReserved,
     LoanReturned,
 )
+from shared.failed_items import FailedItems
 from shared.idempotency import IdempotencyKey, Ids, Replies
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
@@ -108,7 +109,7 @@ EXAMPLE_EVENT = {
 }
 
 
-def ingest_router(usage: Usage, activities: Activities, claims: EventClaims) -> APIRouter:
+def ingest_router(usage: Usage, activities: Activities, claims: EventClaims, failed: FailedItems) -> APIRouter:
     async def handle(items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
         loans = [item for item in items if isinstance(item.data, LOANS)]
         refused, loan_events = await usage.posted_loans(loans, caller) if loans else ({}, [])
@@ -143,6 +144,7 @@ def ingest_router(usage: Usage, activities: Activities, claims: EventClaims) -> 
         handle=handle,
         claims=claims,
         example=EXAMPLE_EVENT,
+        failed=failed,
     )
     return router
 

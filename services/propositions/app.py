@@ -15,6 +15,7 @@ from services.propositions.store import PropositionsStore
 from services.propositions.usage import Usage
 from shared.events import propositions as events
 from shared.events.members import MemberErased
+from shared.failed_items import FailedItems
 from shared.ingest import EventClaims
 from shared.kafka import subscribe
 from shared.service import ServiceParts, build_app
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
             catalogue_router(catalogue),
             activities_router(activities),
             usage_router(usage),
-            ingest_router(usage, activities, claims),
+            ingest_router(usage, activities, claims, FailedItems(parts.publisher, "propositions")),
             pages_router(parts, catalogue),
         ],
         kafka=kafka,

@@ -1,0 +1,101 @@
+"""Bad rows kept: every item an ingest endpoint refuses goes to `ingest.failed.v1` with why, as it was posted.
+
+A refused item (one event of a batch, a single posted event, a body that is not JSON) is answered with its reason
+and also kept as one record on the failed-events topic, so that it can be listed, shown and replayed after a fix
+with `klantreis dead-letters` (`deploy/deadletters.py`), like a Kafka dead letter. The replay posts the body again
+to the service's `POST /v1/events`, through the same validation, under a key with the original caller's library
+scope; event ids are claimed there, so an item replayed twice has its effect once.
+
+A record's value is the item's JSON (at most `MAX_BODY` bytes; a longer one is cut and marked truncated, and is
+not replayed); its headers say why and where it came from:
+
+- `dlq_reason`: `invalid` (422), `forbidden` (403), `not_found` (404), `conflict` (409), else `http_<status>`;
+- `dlq_error`: the field errors as JSON (field and message, never a value); `dlq_at`: when;
+- `failed_service`, `failed_library` (the caller's scope), `failed_index` (in its batch), `failed_content_type`,
+  and `failed_truncated` when cut.
+
+Personal data: posted events are pseudonymous, but a bad item may carry anything. Values of fields known to be
+personal (`PERSONAL_FIELDS`, at any depth) are replaced by `REDACTED` before the item is kept, and the topic keeps
+records for `RETENTION_DAYS` days only (`shared.topics.FAILED_INGEST`); it is read by operators only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.auth import Principal
+from shared.events import FieldError
+from shared.publishing import Encoded, EventPublisher
+from shared.topics import FAILED_INGEST
+
+MAX_BODY = 64 * 1024
+REDACTED = "[removed: personal data]"
+PERSONAL_FIELDS = frozenset(
+    {"name", "first_name", "last_name", "email", "phone", "birth_date", "date_of_birth", "postcode", "address",
+     "street", "house_number", "ip", "ip_address", "iban", "bsn"}
+)  # fmt: skip
+REASONS = {422: "invalid", 403: "forbidden", 404: "not_found", 409: "conflict"}
+EVENT_TYPE = "ingest.failed"  # what the producer's metrics count these records as
+
+
+@dataclass(frozen=True)
+class Refused:
+    """One refused item: its position in the batch (0 for a single event), status and field errors."""
+
+    index: int
+    status: int
+    errors: Sequence[FieldError]
+
+
+def redacted(value: Any) -> Any:
+    """`value` with the values of personal fields replaced, at any depth."""
+    if isinstance(value, dict):
+        return {k: REDACTED if k in PERSONAL_FIELDS else redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    return value
+
+
+def kept_body(item: Any) -> tuple[bytes, bool]:
+    """The bytes kept for a refused item (its JSON, redacted; raw bytes when it was not JSON) and whether they
+    were cut at `MAX_BODY`."""
+    body = item if isinstance(item, bytes) else json.dumps(redacted(item), ensure_ascii=False).encode()
+    return body[:MAX_BODY], len(body) > MAX_BODY
+
+
+def record(service: str, caller: Principal, content_type: str, item: Any, refused: Refused, at: datetime) -> Encoded:
+    """The failed-events record of one refused item (`item`: its parsed JSON, or the raw bytes)."""
+    value, truncated = kept_body(item)
+    event_id = str(item.get("id", "")) if isinstance(item, dict) else ""
+    headers = {
+        "dlq_reason": REASONS.get(refused.status, f"http_{refused.status}"),
+        "dlq_error": json.dumps([{"field": e.field, "message": e.message} for e in refused.errors])[:2000],
+        "dlq_at": at.isoformat(),
+        "failed_service": service,
+        "failed_library": caller.library,
+        "failed_index": str(refused.index),
+        "failed_content_type": content_type,
+    }
+    if truncated:
+        headers["failed_truncated"] = "true"
+    key = event_id.encode() if event_id else None
+    return Encoded(FAILED_INGEST.name, event_id, EVENT_TYPE, key, value, [(k, v.encode()) for k, v in headers.items()])
+
+
+class FailedItems:
+    """Keeps a service's refused items on the failed-events topic (acknowledged by Kafka before the answer)."""
+
+    def __init__(self, publisher: EventPublisher, service: str) -> None:
+        self._publisher = publisher
+        self._service = service
+
+    async def keep(self, caller: Principal, content_type: str, items: Sequence[tuple[Any, Refused]]) -> None:
+        if not items:
+            return
+        at = datetime.now(UTC)
+        records = [record(self._service, caller, content_type, item, refused, at) for item, refused in items]
+        await self._publisher.publish_encoded(records)
