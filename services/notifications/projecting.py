@@ -26,7 +26,14 @@ from services.notifications.state import Profile, ms
 from shared.consumers import end_offsets
 from shared.events import CloudEvent, EventData
 from shared.events.journey import FrictionResolved
-from shared.events.members import ConsentChanged, GuardianSet, MemberErased, MemberMerged, MemberSignedUp
+from shared.events.members import (
+    ConsentChanged,
+    GuardianSet,
+    LanguageChanged,
+    MemberErased,
+    MemberMerged,
+    MemberSignedUp,
+)
 from shared.kafka import Received
 from shared.settings import Settings
 
@@ -150,6 +157,8 @@ class Projector:
                 await self._projections.consent(
                     pipe, member_id, data.medium, data.purpose, data.granted, event.utc_time
                 )
+            elif isinstance(data, LanguageChanged):
+                self._projections.language(pipe, member_id, data.language)
             elif isinstance(data, GuardianSet):
                 guardian = (await self._projections.resolve_all([data.guardian_id]))[data.guardian_id]
                 self._projections.guardian(pipe, member_id, guardian, guardians.get(member_id))
