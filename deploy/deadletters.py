@@ -35,6 +35,7 @@ import httpx
 from aiokafka.errors import KafkaError
 
 from deploy.commands import command, say
+from deploy.progress import Progress
 from deploy.runtime import RuntimeProblem
 from shared.auth import Keyring
 from shared.consumers import read_to_end
@@ -170,17 +171,20 @@ def describe(letter: DeadLetter, *, full: bool = False) -> list[str]:
 
 async def replay(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[str]:
     """Publish the replayable letters to their original topics; returns how many went to each topic."""
+    todo = [d for d in letters if d.replayable and d.refused_by is None]
+    sent: Counter[str] = Counter()
+    if not todo:
+        return sent
     broker = make_broker(settings, service="dead-letters")
     await broker.start()
-    sent: Counter[str] = Counter()
     try:
-        for letter in letters:
-            if not letter.replayable or letter.refused_by is not None:
-                continue
-            topic = letter.original_topic
-            assert topic is not None
-            await broker.publish(letter.value, topic, key=letter.key, headers=letter.original_headers())
-            sent[topic] += 1
+        with Progress(len(todo), unit="dead letters", what="replaying") as progress:
+            for letter in todo:
+                topic = letter.original_topic
+                assert topic is not None
+                await broker.publish(letter.value, topic, key=letter.key, headers=letter.original_headers())
+                sent[topic] += 1
+                progress.update(sum(sent.values()))
     finally:
         await broker.stop()
     return sent
@@ -201,26 +205,29 @@ async def repost(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[t
         return outcome
     redis = make_redis(settings)
     keyring = Keyring(redis, settings)
+    total = sum(len(found) for found in groups.values())
     try:
         async with httpx.AsyncClient(timeout=60.0) as http:
-            for (service, library), found in groups.items():
-                url = str(getattr(settings, f"{service}_url"))
-                key = await keyring.create("dead-letters replay", ["ingest"], library)
-                try:
-                    for start in range(0, len(found), REPOST_BATCH):
-                        items = [json.loads(d.value) for d in found[start : start + REPOST_BATCH]]
-                        answer = await http.post(
-                            f"{url}/v1/events",
-                            content=json.dumps(items).encode(),
-                            headers={"Authorization": f"Bearer {key}", "Content-Type": BATCH},
-                        )
-                        if answer.status_code not in (202, 422):
-                            raise RuntimeProblem(f"{service} answered {answer.status_code}; run the replay again")
-                        body = answer.json()
-                        outcome[(service, "accepted")] += len(body.get("accepted", []))
-                        outcome[(service, "refused")] += len(body.get("rejected", []))
-                finally:
-                    await keyring.revoke(key.split("_")[1])
+            with Progress(total, unit="items", what="reposting") as progress:
+                for (service, library), found in groups.items():
+                    url = str(getattr(settings, f"{service}_url"))
+                    key = await keyring.create("dead-letters replay", ["ingest"], library)
+                    try:
+                        for start in range(0, len(found), REPOST_BATCH):
+                            items = [json.loads(d.value) for d in found[start : start + REPOST_BATCH]]
+                            answer = await http.post(
+                                f"{url}/v1/events",
+                                content=json.dumps(items).encode(),
+                                headers={"Authorization": f"Bearer {key}", "Content-Type": BATCH},
+                            )
+                            if answer.status_code not in (202, 422):
+                                raise RuntimeProblem(f"{service} answered {answer.status_code}; run the replay again")
+                            body = answer.json()
+                            outcome[(service, "accepted")] += len(body.get("accepted", []))
+                            outcome[(service, "refused")] += len(body.get("rejected", []))
+                            progress.update(sum(outcome.values()))
+                    finally:
+                        await keyring.revoke(key.split("_")[1])
     finally:
         await redis.aclose()
     return outcome

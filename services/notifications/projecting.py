@@ -9,7 +9,6 @@ answers.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from tenacity import wait_fixed
 
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.deciding import Decider
@@ -35,6 +35,7 @@ from shared.events.members import (
     MemberSignedUp,
 )
 from shared.kafka import Received
+from shared.retrying import waiting_out
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,14 +104,12 @@ class MembersCaughtUp:
     async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Asked until Kafka answers: Kafka away is waited for, never a reason to dead-letter the frictions."""
         assert self._offsets is not None
-        for attempt in itertools.count():
-            try:
-                return await end_offsets(self._offsets, partitions)
-            except (TimeoutError, KafkaError) as exc:
-                if attempt % 20 == 0:
-                    log.warning("members topic's end offsets not known yet (%s); frictions wait", type(exc).__name__)
-                await asyncio.sleep(0.5)
-        raise AssertionError("unreachable")
+        what = "members topic's end offsets not known yet; frictions wait"
+        async for attempt in waiting_out((TimeoutError, KafkaError), wait=wait_fixed(0.5), log=log, what=what,
+                                         log_every=20):  # fmt: skip
+            with attempt:
+                found = await end_offsets(self._offsets, partitions)
+        return found
 
 
 class Projector:
