@@ -16,10 +16,10 @@ Failed deliveries on `notifications.deliveries.v1.dlq` are not records of a topi
 `show` include them, `replay` leaves them alone.
 
 Items the ingest endpoints refused are on `ingest.failed.v1` (`shared.failed_items`): `list` and `show` include
-them; `replay` posts them again to the service that refused them (`POST /v1/events`, a batch per service and
-library), through the same validation, under a short-lived ingest key with the original caller's library scope
-(revoked afterwards). Event ids are claimed there: an item replayed twice is handled once. An item refused again
-is kept again, with its new reason.
+them; `replay` posts them again to the service that refused them (events to `POST /v1/events`, loan reports to
+`POST /v1/loans/batch`; a batch per service, library and endpoint), through the same validation, under a
+short-lived ingest key with the original caller's library scope (revoked afterwards). Ids are claimed there: an
+item replayed twice is handled once. An item refused again is kept again, with its new reason.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from deploy.progress import Progress
 from deploy.runtime import RuntimeProblem
 from shared.auth import Keyring
 from shared.consumers import read_to_end
-from shared.events import BATCH
+from shared.failed_items import ENDPOINTS, EVENTS_ENDPOINT
 from shared.kafka import make_broker
 from shared.redis import make_redis
 from shared.settings import Settings
@@ -196,10 +196,15 @@ REPOST_BATCH = 1000
 async def repost(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[tuple[str, str]]:
     """Post the replayable refused items again to the services that refused them; returns how many each service
     accepted and refused again: (service, "accepted" | "refused")."""
-    groups: dict[tuple[str, str], list[DeadLetter]] = {}
+    groups: dict[tuple[str, str, str], list[DeadLetter]] = {}
     for letter in letters:
         if letter.replayable and letter.refused_by is not None:
-            groups.setdefault((letter.refused_by, letter.header("failed_library") or "*"), []).append(letter)
+            where = (
+                letter.refused_by,
+                letter.header("failed_library") or "*",
+                letter.header("failed_endpoint") or EVENTS_ENDPOINT,
+            )
+            groups.setdefault(where, []).append(letter)
     outcome: Counter[tuple[str, str]] = Counter()
     if not groups:
         return outcome
@@ -209,16 +214,17 @@ async def repost(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[t
     try:
         async with httpx.AsyncClient(timeout=60.0) as http:
             with Progress(total, unit="items", what="reposting") as progress:
-                for (service, library), found in groups.items():
+                for (service, library, endpoint), found in groups.items():
                     url = str(getattr(settings, f"{service}_url"))
+                    content_type, field = ENDPOINTS[endpoint]
                     key = await keyring.create("dead-letters replay", ["ingest"], library)
                     try:
                         for start in range(0, len(found), REPOST_BATCH):
                             items = [json.loads(d.value) for d in found[start : start + REPOST_BATCH]]
                             answer = await http.post(
-                                f"{url}/v1/events",
-                                content=json.dumps(items).encode(),
-                                headers={"Authorization": f"Bearer {key}", "Content-Type": BATCH},
+                                f"{url}{endpoint}",
+                                content=json.dumps({field: items} if field else items).encode(),
+                                headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
                             )
                             if answer.status_code not in (202, 422):
                                 raise RuntimeProblem(f"{service} answered {answer.status_code}; run the replay again")

@@ -1,18 +1,19 @@
 """Bad rows kept: every item an ingest endpoint refuses goes to `ingest.failed.v1` with why, as it was posted.
 
-A refused item (one event of a batch, a single posted event, a body that is not JSON) is answered with its reason
-and also kept as one record on the failed-events topic, so that it can be listed, shown and replayed after a fix
-with `klantreis dead-letters` (`deploy/deadletters.py`), like a Kafka dead letter. The replay posts the body again
-to the service's `POST /v1/events`, through the same validation, under a key with the original caller's library
-scope; event ids are claimed there, so an item replayed twice has its effect once.
+A refused item (one event of a batch, a single posted event, a body that is not JSON; a loan report of
+propositions' `POST /v1/loans` or `/v1/loans/batch`) is answered with its reason and also kept as one record on the
+failed-events topic, so that it can be listed, shown and replayed after a fix with `klantreis dead-letters`
+(`deploy/deadletters.py`), like a Kafka dead letter. The replay posts the item again to the service's batch
+endpoint for its kind (`ENDPOINTS`), through the same validation, under a key with the original caller's library
+scope; ids are claimed there, so an item replayed twice has its effect once.
 
 A record's value is the item's JSON (at most `MAX_BODY` bytes; a longer one is cut and marked truncated, and is
 not replayed); its headers say why and where it came from:
 
 - `dlq_reason`: `invalid` (422), `forbidden` (403), `not_found` (404), `conflict` (409), else `http_<status>`;
 - `dlq_error`: the field errors as JSON (field and message, never a value); `dlq_at`: when;
-- `failed_service`, `failed_library` (the caller's scope), `failed_index` (in its batch), `failed_content_type`,
-  and `failed_truncated` when cut.
+- `failed_service`, `failed_endpoint` (where a replay posts it), `failed_library` (the caller's scope),
+  `failed_index` (in its batch), `failed_content_type`, and `failed_truncated` when cut.
 
 Personal data: posted events are pseudonymous, but a bad item may carry anything. Values of fields known to be
 personal (`PERSONAL_FIELDS`, at any depth) are replaced by `REDACTED` before the item is kept, and the topic keeps
@@ -28,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.auth import Principal
-from shared.events import FieldError
+from shared.events import BATCH, FieldError
 from shared.publishing import Encoded, EventPublisher
 from shared.topics import FAILED_INGEST
 
@@ -40,6 +41,14 @@ PERSONAL_FIELDS = frozenset(
 )  # fmt: skip
 REASONS = {422: "invalid", 403: "forbidden", 404: "not_found", 409: "conflict"}
 EVENT_TYPE = "ingest.failed"  # what the producer's metrics count these records as
+EVENTS_ENDPOINT = "/v1/events"
+LOANS_ENDPOINT = "/v1/loans/batch"
+# Where a refused item is posted again: the batch endpoint taking its kind, its content type, and the field of the
+# body holding the items (None: the body is the array itself).
+ENDPOINTS: dict[str, tuple[str, str | None]] = {
+    EVENTS_ENDPOINT: (BATCH, None),
+    LOANS_ENDPOINT: ("application/json", "loans"),
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,9 @@ def kept_body(item: Any) -> tuple[bytes, bool]:
     return body[:MAX_BODY], len(body) > MAX_BODY
 
 
-def record(service: str, caller: Principal, content_type: str, item: Any, refused: Refused, at: datetime) -> Encoded:
+def record(
+    service: str, endpoint: str, caller: Principal, content_type: str, item: Any, refused: Refused, at: datetime
+) -> Encoded:
     """The failed-events record of one refused item (`item`: its parsed JSON, or the raw bytes)."""
     value, truncated = kept_body(item)
     event_id = str(item.get("id", "")) if isinstance(item, dict) else ""
@@ -76,6 +87,7 @@ def record(service: str, caller: Principal, content_type: str, item: Any, refuse
         "dlq_error": json.dumps([{"field": e.field, "message": e.message} for e in refused.errors])[:2000],
         "dlq_at": at.isoformat(),
         "failed_service": service,
+        "failed_endpoint": endpoint,
         "failed_library": caller.library,
         "failed_index": str(refused.index),
         "failed_content_type": content_type,
@@ -93,9 +105,17 @@ class FailedItems:
         self._publisher = publisher
         self._service = service
 
-    async def keep(self, caller: Principal, content_type: str, items: Sequence[tuple[Any, Refused]]) -> None:
+    async def keep(
+        self,
+        caller: Principal,
+        content_type: str,
+        items: Sequence[tuple[Any, Refused]],
+        endpoint: str = EVENTS_ENDPOINT,
+    ) -> None:
+        """Keep `items` (each as posted, with why it was refused), to be replayed through `endpoint`."""
+        assert endpoint in ENDPOINTS
         if not items:
             return
         at = datetime.now(UTC)
-        records = [record(self._service, caller, content_type, item, refused, at) for item, refused in items]
+        records = [record(self._service, endpoint, caller, content_type, i, refused, at) for i, refused in items]
         await self._publisher.publish_encoded(records)

@@ -27,7 +27,7 @@ from shared.events.propositions import (
     LoanReserved,
     LoanReturned,
 )
-from shared.failed_items import FailedItems
+from shared.failed_items import LOANS_ENDPOINT, FailedItems, Refused
 from shared.idempotency import IdempotencyKey, Ids, Replies
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
@@ -37,7 +37,7 @@ from shared.topics import USAGE
 # ------------------------------------------------------------------------------------------------ usage
 
 
-def usage_router(usage: Usage) -> APIRouter:
+def usage_router(usage: Usage, failed: FailedItems) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["usage"], responses=AUTH_RESPONSES)
 
     @router.post(
@@ -56,6 +56,8 @@ def usage_router(usage: Usage) -> APIRouter:
             result = await usage.report([(0, body)], caller, ids)
             if result.rejected:
                 [rejection] = result.rejected
+                refused = Refused(0, rejection.status, rejection.errors)
+                await failed.keep(caller, "application/json", [(body.model_dump(mode="json"), refused)], LOANS_ENDPOINT)
                 errors = [FieldError(f"body.{e.field}", e.message) for e in rejection.errors]
                 raise Problem(
                     rejection.status,
@@ -83,7 +85,10 @@ def usage_router(usage: Usage) -> APIRouter:
         async def run(ids: Ids) -> tuple[int, Any]:
             valid, malformed = parse_loans(body.loans)
             result = await usage.report(valid, caller, ids) if valid else BatchResult([], [])
-            return BatchResult(result.accepted, [*malformed, *result.rejected]).reply()
+            rejected = [*malformed, *result.rejected]
+            kept = [(body.loans[r.index], Refused(r.index, r.status, r.errors)) for r in rejected]
+            await failed.keep(caller, "application/json", kept, LOANS_ENDPOINT)
+            return BatchResult(result.accepted, rejected).reply()
 
         return await replies.once(request, caller, key, body.loans, run)
 

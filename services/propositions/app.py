@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
     catalogue = Catalogue(store, parts.publisher)
     activities = Activities(catalogue, store, parts.publisher)
     usage = Usage(catalogue, claims, parts.publisher)
+    failed = FailedItems(parts.publisher, "propositions")  # refused items kept (shared/failed_items.py)
 
     kafka = KafkaRouter()
     subscribe(
@@ -51,8 +52,8 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         api=[
             catalogue_router(catalogue),
             activities_router(activities),
-            usage_router(usage),
-            ingest_router(usage, activities, claims, FailedItems(parts.publisher, "propositions")),
+            usage_router(usage, failed),
+            ingest_router(usage, activities, claims, failed),
             pages_router(parts, catalogue),
         ],
         kafka=kafka,

@@ -18,10 +18,13 @@ from deploy import runtime
 from deploy.cli import main
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
+from services.propositions.app import create_app as propositions_app
 from shared.events import BATCH, STRUCTURED
 from shared.failed_items import REDACTED
+from shared.settings import Settings
 from shared.topics import FAILED_INGEST, MEMBERS
 from tests.integration.conftest import MakeKey
+from tests.integration.test_propositions_catalogue import HAARLEM, OBA
 from tests.support import header, read_to_end, read_topic
 
 pytestmark = pytest.mark.integration
@@ -118,3 +121,46 @@ async def test_refused_items_are_kept_with_their_reason_and_a_replay_after_the_f
     assert sorted(json.loads(r.value)["id"] for r in kept_again) == sorted(
         [activated["id"], leaky["id"], no_subject["id"], leaky["id"], no_subject["id"]]
     )
+
+
+async def test_refused_loan_reports_are_kept_and_replayed_under_the_original_key_s_library_scope(
+    settings: Settings, admin_key: str, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    key = await make_key("ingest", library="oba")
+    elsewhere = loan(library="haarlem", branch=None)  # an oba key may not report haarlem's loans
+    nowhere = loan(branch="nowhere")  # no such branch of the oba
+    async with runtime.serving(propositions_app(settings), lifespan="on") as url:
+        for name, value in [("PROPOSITIONS_URL", url), ("KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                            ("REDIS_URL", settings.redis_url), ("TOPIC_PREFIX", settings.topic_prefix),
+                            ("KEY_PREFIX", settings.key_prefix)]:  # fmt: skip
+            monkeypatch.setenv(f"KLANTREIS_{name}", value)
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
+            admin = {"Authorization": f"Bearer {admin_key}"}
+            for code, library in [("oba", OBA), ("haarlem", HAARLEM)]:
+                assert (await http.put(f"/v1/libraries/{code}", json=library, headers=admin)).status_code in (200, 202)
+            batch = await http.post("/v1/loans/batch", json={"loans": [loan(), elsewhere]})
+            assert (batch.status_code, len(batch.json()["accepted"])) == (202, 1), batch.text
+            single = await http.post("/v1/loans", json=nowhere)
+            assert single.status_code == 422, single.text
+
+            failed = settings.topic(FAILED_INGEST.name)
+            kept = await read_topic(settings.kafka_bootstrap, failed, until=lambda rs: len(rs) >= 2)
+            assert {header(r, "failed_endpoint") for r in kept} == {"/v1/loans/batch"}
+            assert {header(r, "failed_service") for r in kept} == {"propositions"}
+            by_reason = {header(r, "dlq_reason"): json.loads(r.value) for r in kept}
+            assert by_reason["forbidden"]["id"] == elsewhere["id"]
+            assert by_reason["invalid"]["branch"] == "nowhere"
+
+        # Replayed with the oba scope it was posted with: still not oba's to report (an admin key would pass it).
+        replayed = await klantreis(capsys, "dead-letters", "replay", "--topic", FAILED_INGEST.name, "--all")
+        assert "reposted 2 to propositions: 0 accepted, 2 refused again" in replayed
+
+
+def loan(**overrides: Any) -> dict[str, Any]:
+    report = {
+        "id": str(uuid.uuid4()), "event": "borrowed", "member_id": str(uuid.uuid4()), "library": "oba",
+        "branch": "oosterdok", "channel": "offline", "platform": "kiosk", "item_id": "9789021416011",
+        "format": "book", "time": datetime.now(UTC).isoformat(), "loan_id": f"L-{uuid.uuid4().hex[:8]}",
+    }  # fmt: skip
+    return {**report, **overrides}
