@@ -213,6 +213,15 @@ async def test_the_preference_centre_shows_and_changes_consent_and_language_and_
                 assert reason in refused.text
         assert (await w.identity_consents(m))["email:marketing"] == "granted"  # nothing changed
 
+        # The unsubscribe link in the body: a page that asks first (opening it changes nothing), then its button.
+        asked = await n.client.get(f"/preferences/{token}/unsubscribe", params={"lang": "nl"})
+        assert asked.status_code == 200 and "Ja, meld me af" in asked.text
+        [action] = re.findall(r'<form method="post" action="([^"]+)">', asked.text)
+        assert (await w.identity_consents(m))["email:marketing"] == "granted"
+        confirmed = await n.client.post(action, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert confirmed.status_code == 200 and "Je bent afgemeld" in confirmed.text
+        assert (await w.identity_consents(m))["email:marketing"] == "withdrawn"
+
 
 async def test_a_hard_bounce_at_send_time_or_from_the_provider_suppresses_later_mail_to_that_address(
     settings: Settings, admin_key: str
