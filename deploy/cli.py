@@ -208,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     created = platform.create_topics(settings)
     say(f"topics: {len(created)} created" if created else "topics: all present")
     key = platform.development_key(settings)
-    platform.start_services(settings, say, zipkin)
+    platform.start_services(settings, say, zipkin, service_key=key)
     seed_catalogue(settings.propositions_url, key)
     member = platform.play_demo(settings, key, say)
     say("")
