@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -23,7 +24,7 @@ class Topic:
     # Which field keys a record: member_id keeps one member's events in order on one partition.
     key: str = "member_id"
     # How long Kafka keeps its records (None: the broker's default); a topic without dead letters has no `.dlq`.
-    retention_ms: int | None = None
+    retention: timedelta | None = None
     has_dead_letters: bool = True
 
     @property
@@ -43,11 +44,19 @@ DELIVERIES = Topic("notifications.deliveries.v1")
 CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id")
 # Items the ingest endpoints refused, with why (`shared.failed_items`): listed and replayed like dead letters,
 # kept a week (a bad item may hold personal data).
-FAILED_INGEST = Topic("ingest.failed.v1", key="event id", retention_ms=7 * 24 * 3600 * 1000, has_dead_letters=False)
+FAILED_INGEST = Topic("ingest.failed.v1", key="event id", retention=timedelta(days=7), has_dead_letters=False)
 
 ALL_TOPICS: tuple[Topic, ...] = (
-    MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS, FAILED_INGEST
-)  # fmt: skip
+    MEMBERS,
+    CATALOG,
+    USAGE,
+    FRICTIONS,
+    WINDOWS,
+    FORWARDS,
+    DELIVERIES,
+    CAMPAIGNS,
+    FAILED_INGEST,
+)
 
 
 class TopicCreationFailed(Exception):
@@ -58,8 +67,8 @@ def _new_topics(settings: Settings, topics: Iterable[Topic]) -> list[NewTopic]:
     new: list[NewTopic] = []
     for topic in topics:
         config = {"cleanup.policy": "compact"} if topic.compacted else {}
-        if topic.retention_ms is not None:
-            config["retention.ms"] = str(topic.retention_ms)
+        if topic.retention is not None:
+            config["retention.ms"] = str(int(topic.retention.total_seconds() * 1000))
         new.append(NewTopic(settings.topic(topic.name), settings.partitions, 1, topic_configs=config))
         # Dead letters keep the original key, so they get the same partitioning; they are never compacted.
         if topic.has_dead_letters:
