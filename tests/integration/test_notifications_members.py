@@ -169,7 +169,6 @@ async def test_the_preference_centre_shows_and_changes_consent_and_language_and_
     async with world(identity_settings, admin_key, make_key) as w:
         n = w.n
         m = await w.sign_up("joost@example.nl")
-        await eventually(lambda: n.stores.projections.member(m))
         secret = n.settings.notifications_link_secret.get_secret_value()
         token = sign(m, n.clock() + timedelta(days=1), secret)
 
