@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from msgspec import msgpack
 from redis.asyncio import Redis
 
-from shared.auth import AUTH_RESPONSES, IngestKey, Principal
+from shared.auth import AUTH_RESPONSES, Principal, require
 from shared.events import (
     BATCH,
     STRUCTURED,
@@ -116,10 +116,13 @@ def ingest_router(
     claims: EventClaims,
     example: dict[str, Any],
     tag: str = "ingest",
+    caller_from: Any = None,
     failed: FailedItems | None = None,
 ) -> APIRouter:
     """The route behind `POST /v1/events`; `example` is one structured CloudEvent of the service, for the docs.
-    `failed` keeps every refused item on the failed-events topic (`shared.failed_items`)."""
+    `caller_from`: the dependency that says who posts (default: an API key with the ingest role). `failed` keeps
+    every refused item on the failed-events topic (`shared.failed_items`)."""
+    caller_from = caller_from or Depends(require("ingest"))
     router = APIRouter(prefix="/v1", tags=[tag], responses=AUTH_RESPONSES)
     accepted_types = frozenset(types)
 
@@ -157,7 +160,7 @@ def ingest_router(
             BATCH: {"schema": {"type": "array", "items": {"type": "object"}},
                                                    "example": [example]}}}},
     )  # fmt: skip
-    async def ingest(request: Request, caller: IngestKey) -> JSONResponse:
+    async def ingest(request: Request, caller: Principal = caller_from) -> JSONResponse:
         raw = await request.body()
         content_type = request.headers.get("content-type", "")
         try:

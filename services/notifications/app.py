@@ -104,7 +104,7 @@ def create_app(
         ],
         kafka=notifications_router(projector, settings, parts.publisher),
         background=[deliverer.run, broadcaster.run, caught_up.run],
-        stop=[libraries.close, preferences.aclose],
+        close=[libraries.close, preferences.aclose],
         publishes=[
             notification_events.MessageSent,
             notification_events.MessageSuppressed,
