@@ -35,6 +35,8 @@ class Topic:
     key: str = "member_id"
     # None: the broker's default (compacted topics keep each key's latest record and hold no member's events).
     retention: timedelta | None = PSEUDONYMOUS_RETENTION
+    # A topic without dead letters (the failed-events topic, itself a place for what failed) has no `.dlq`.
+    has_dead_letters: bool = True
 
     @property
     def dead_letters(self) -> str:
@@ -61,8 +63,21 @@ WINDOWS = Topic("journey.windows.v1")
 FORWARDS = Topic("journey.forwards.v1")
 DELIVERIES = Topic("notifications.deliveries.v1")
 CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id", retention=None)
+# Items the ingest endpoints refused, with why (`shared.failed_items`): listed and replayed like dead letters,
+# kept a week (a bad item may hold personal data).
+FAILED_INGEST = Topic("ingest.failed.v1", key="event id", retention=timedelta(days=7), has_dead_letters=False)
 
-ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS)
+ALL_TOPICS: tuple[Topic, ...] = (
+    MEMBERS,
+    CATALOG,
+    USAGE,
+    FRICTIONS,
+    WINDOWS,
+    FORWARDS,
+    DELIVERIES,
+    CAMPAIGNS,
+    FAILED_INGEST,
+)
 
 
 class TopicCreationFailed(Exception):
@@ -75,7 +90,10 @@ def _new_topics(settings: Settings, topics: Iterable[Topic]) -> list[NewTopic]:
         config = {"cleanup.policy": "compact"} if topic.compacted else topic.config()
         new.append(NewTopic(settings.topic(topic.name), settings.partitions, 1, topic_configs=config))
         # Dead letters keep the original key, so they get the same partitioning; they are never compacted.
-        new.append(NewTopic(settings.topic(topic.dead_letters), settings.partitions, 1, topic_configs=topic.config()))
+        if topic.has_dead_letters:
+            new.append(
+                NewTopic(settings.topic(topic.dead_letters), settings.partitions, 1, topic_configs=topic.config())
+            )
     return new
 
 
