@@ -212,7 +212,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from deploy.vault_cli import upgrade_and_say
 
     upgrade_and_say(settings, platform.identity_master_keys())  # members stored in the clear are sealed first
-    platform.start_services(settings, say, zipkin)
+    platform.start_services(settings, say, zipkin, service_key=key)
     seed_catalogue(settings.propositions_url, key)
     member = platform.play_demo(settings, key, say)
     say("")

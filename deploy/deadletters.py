@@ -14,6 +14,12 @@ A dead letter is a record a consumer could not decode or handle, kept as it was 
 
 Failed deliveries on `notifications.deliveries.v1.dlq` are not records of a topic (no `dlq_offset`): `list` and
 `show` include them, `replay` leaves them alone.
+
+Items the ingest endpoints refused are on `ingest.failed.v1` (`shared.failed_items`): `list` and `show` include
+them; `replay` posts them again to the service that refused them (events to `POST /v1/events`, loan reports to
+`POST /v1/loans/batch`; a batch per service, library and endpoint), through the same validation, under a
+short-lived ingest key with the original caller's library scope (revoked afterwards). Ids are claimed there: an
+item replayed twice is handled once. An item refused again is kept again, with its new reason.
 """
 
 from __future__ import annotations
@@ -25,12 +31,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import httpx
 from aiokafka.errors import KafkaError
 
 from deploy.commands import command, say
+from deploy.progress import Progress
 from deploy.runtime import RuntimeProblem
+from shared.auth import Keyring
 from shared.consumers import read_to_end
+from shared.failed_items import ENDPOINTS, EVENTS_ENDPOINT
 from shared.kafka import make_broker
+from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS
 
@@ -70,8 +81,16 @@ class DeadLetter:
         return self.header("dlq_topic")
 
     @property
+    def refused_by(self) -> str | None:
+        """The service whose ingest endpoint refused this item (a failed-events record), else None."""
+        return self.header("failed_service")
+
+    @property
     def replayable(self) -> bool:
-        """A consumed record (it has an original offset), not a failed delivery."""
+        """A consumed record (it has an original offset), or a refused item kept whole as a JSON object; not a
+        failed delivery."""
+        if self.refused_by is not None:
+            return self.header("failed_truncated") is None and self.value.lstrip()[:1] == b"{"
         return self.original_topic is not None and self.header("dlq_offset") is not None
 
     def original_headers(self) -> dict[str, str]:
@@ -90,7 +109,12 @@ class DeadLetter:
 
 def dead_letter_topics(settings: Settings, topic: str | None = None) -> list[str]:
     """The physical dead-letter topics of the platform, or of one logical topic (`identity.members.v1`)."""
-    names = [t.dead_letters for t in ALL_TOPICS if topic is None or topic in (t.name, t.dead_letters)]
+    # A topic without dead letters (the failed-events topic) holds them itself.
+    names = [
+        t.dead_letters if t.has_dead_letters else t.name
+        for t in ALL_TOPICS
+        if topic is None or topic in (t.name, t.dead_letters)
+    ]
     if not names:
         known = ", ".join(t.name for t in ALL_TOPICS)
         raise RuntimeProblem(f"no topic {topic!r}; the platform's topics are {known}")
@@ -123,6 +147,8 @@ def counts(letters: Sequence[DeadLetter]) -> Counter[tuple[str, str]]:
 
 def describe(letter: DeadLetter, *, full: bool = False) -> list[str]:
     origin = letter.original_topic or "?"
+    if letter.refused_by is not None:
+        origin = f"{letter.refused_by} POST /v1/events (library {letter.header('failed_library')})"
     if letter.header("dlq_partition") is not None:
         origin += f"[{letter.header('dlq_partition')}]@{letter.header('dlq_offset')}"
     lines = [
@@ -138,26 +164,79 @@ def describe(letter: DeadLetter, *, full: bool = False) -> list[str]:
         payload = payload[:PAYLOAD_SHOWN] + f"… ({len(letter.value)} bytes; --full shows all)"
     lines.append(f"  payload: {payload}")
     if not letter.replayable:
-        lines.append("  (a failed delivery, not a consumed record: not replayed)")
+        what = "a truncated or non-JSON item" if letter.refused_by else "a failed delivery, not a consumed record"
+        lines.append(f"  ({what}: not replayed)")
     return lines
 
 
 async def replay(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[str]:
     """Publish the replayable letters to their original topics; returns how many went to each topic."""
+    todo = [d for d in letters if d.replayable and d.refused_by is None]
+    sent: Counter[str] = Counter()
+    if not todo:
+        return sent
     broker = make_broker(settings, service="dead-letters")
     await broker.start()
-    sent: Counter[str] = Counter()
     try:
-        for letter in letters:
-            if not letter.replayable:
-                continue
-            topic = letter.original_topic
-            assert topic is not None
-            await broker.publish(letter.value, topic, key=letter.key, headers=letter.original_headers())
-            sent[topic] += 1
+        with Progress(len(todo), unit="dead letters", what="replaying") as progress:
+            for letter in todo:
+                topic = letter.original_topic
+                assert topic is not None
+                await broker.publish(letter.value, topic, key=letter.key, headers=letter.original_headers())
+                sent[topic] += 1
+                progress.update(sum(sent.values()))
     finally:
         await broker.stop()
     return sent
+
+
+REPOST_BATCH = 1000
+
+
+async def repost(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[tuple[str, str]]:
+    """Post the replayable refused items again to the services that refused them; returns how many each service
+    accepted and refused again: (service, "accepted" | "refused")."""
+    groups: dict[tuple[str, str, str], list[DeadLetter]] = {}
+    for letter in letters:
+        if letter.replayable and letter.refused_by is not None:
+            where = (
+                letter.refused_by,
+                letter.header("failed_library") or "*",
+                letter.header("failed_endpoint") or EVENTS_ENDPOINT,
+            )
+            groups.setdefault(where, []).append(letter)
+    outcome: Counter[tuple[str, str]] = Counter()
+    if not groups:
+        return outcome
+    redis = make_redis(settings)
+    keyring = Keyring(redis, settings)
+    total = sum(len(found) for found in groups.values())
+    try:
+        async with httpx.AsyncClient(timeout=60.0) as http:
+            with Progress(total, unit="items", what="reposting") as progress:
+                for (service, library, endpoint), found in groups.items():
+                    url = str(getattr(settings, f"{service}_url"))
+                    content_type, field = ENDPOINTS[endpoint]
+                    key = await keyring.create("dead-letters replay", ["ingest"], library)
+                    try:
+                        for start in range(0, len(found), REPOST_BATCH):
+                            items = [json.loads(d.value) for d in found[start : start + REPOST_BATCH]]
+                            answer = await http.post(
+                                f"{url}{endpoint}",
+                                content=json.dumps({field: items} if field else items).encode(),
+                                headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
+                            )
+                            if answer.status_code not in (202, 422):
+                                raise RuntimeProblem(f"{service} answered {answer.status_code}; run the replay again")
+                            body = answer.json()
+                            outcome[(service, "accepted")] += len(body.get("accepted", []))
+                            outcome[(service, "refused")] += len(body.get("rejected", []))
+                            progress.update(sum(outcome.values()))
+                    finally:
+                        await keyring.revoke(key.split("_")[1])
+    finally:
+        await redis.aclose()
+    return outcome
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -216,13 +295,19 @@ def run(args: argparse.Namespace, settings: Settings, say: Say) -> int:
     skipped = sum(1 for d in chosen if not d.replayable)
     try:
         sent = asyncio.run(replay(settings, chosen))
+        posted = asyncio.run(repost(settings, chosen))
     except (KafkaError, OSError) as exc:
         raise RuntimeProblem(f"replay stopped: Kafka answered {type(exc).__name__}; run it again") from None
+    except httpx.HTTPError as exc:
+        raise RuntimeProblem(f"replay stopped: a service did not answer ({type(exc).__name__}); run it again") from None
     for topic, count in sorted(sent.items()):
         say(f"replayed {count} to {topic}")
+    for service in sorted({s for s, _ in posted}):
+        accepted, refused = posted[(service, "accepted")], posted[(service, "refused")]
+        say(f"reposted {accepted + refused} to {service}: {accepted} accepted, {refused} refused again")
     if skipped:
-        say(f"{skipped} failed deliveries left alone (not consumed records)")
-    if not sent:
+        say(f"{skipped} left alone (failed deliveries, or refused items truncated or not JSON)")
+    if not sent and not posted:
         say("nothing replayed: no dead letter matches")
     return 0
 

@@ -32,13 +32,13 @@ from pydantic import ValidationError
 
 from deploy import platform
 from deploy.commands import command, say
+from deploy.progress import Progress
 from deploy.runtime import RuntimeProblem
 from services.journey.app import rules_in_force
 from services.journey.offline import backtest
 from services.journey.offline.history import (
     IngestRefused,
     Loaded,
-    Progress,
     count_lines,
     load,
     parse_lines,
@@ -248,7 +248,8 @@ async def _through_the_doors(settings: JourneySettings, key: str, network: Netwo
         now = datetime.now(UTC)
         activations = [(n, d.card_activation.model_copy(update={"time": now}))
                        for n, d in enumerate(doors, 1) if d.card_activation is not None]  # fmt: skip
-        activated = await post(activations, client, members_url)
+        with Progress(len(activations), unit="card activations") as progress:
+            activated = await post(activations, client, members_url, progress.update)
         _door_report("card activations at the desk", "identity POST /v1/events", activated)
     say("the rest of each journey (logins, loans, courses) lies in the future; identity decided channel switches")
     say("and duplicate suspicions itself. The journey service sees the windows close as the wall clock passes them.")
@@ -315,31 +316,28 @@ async def _wait_settled(settings: JourneySettings, key: str, within: float) -> N
     """Until the journey service says it is settled: every record applied, quiet, no timer due."""
     url = settings.journey_url.rstrip("/") + "/v1/status"
     started = time.monotonic()
-    tty = sys.stderr.isatty()
     note(f"waiting for the journey service at {settings.journey_url} to catch up …")
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
-        while True:
-            response = await client.get(url)
-            if response.status_code in (401, 403):
-                raise RuntimeProblem(
-                    f"{url} answered {response.status_code}: the key needs the operator or analyst role"
-                )
-            if response.status_code != 200:
-                raise RuntimeProblem(f"{url} answered {response.status_code}: is it the journey service?")
-            status = response.json()
-            if status["settled"]:
-                note(f"caught up in {time.monotonic() - started:.1f} s")
-                return
-            if time.monotonic() - started > within:
+    with Progress(None, unit="records applied", what="journey") as progress:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            while True:
+                response = await client.get(url)
+                if response.status_code in (401, 403):
+                    raise RuntimeProblem(
+                        f"{url} answered {response.status_code}: the key needs the operator or analyst role"
+                    )
+                if response.status_code != 200:
+                    raise RuntimeProblem(f"{url} answered {response.status_code}: is it the journey service?")
+                status = response.json()
+                if status["settled"]:
+                    break
                 lag = sum(p["lag"] for p in status["partitions"])
-                raise RuntimeProblem(
-                    f"the journey service did not settle within {within:.0f} s ({lag:,} records to go)"
-                )
-            if tty:
-                lag = sum(p["lag"] for p in status["partitions"])
-                sys.stderr.write(f"\rjourney: {lag:,} records to apply, {status['applied_events']:,} applied   ")
-                sys.stderr.flush()
-            await asyncio.sleep(1)
+                progress.update(status["applied_events"], what=f"journey: {lag:,} records to apply")
+                if time.monotonic() - started > within:
+                    raise RuntimeProblem(
+                        f"the journey service did not settle within {within:.0f} s ({lag:,} records to go)"
+                    )
+                await asyncio.sleep(1)
+    note(f"caught up in {time.monotonic() - started:.1f} s")
 
 
 # -------------------------------------------------------------------------------------------------- replay

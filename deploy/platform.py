@@ -83,10 +83,13 @@ def _get(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def start_services(settings: Settings, say: Callable[[str], None], zipkin: ZipkinNode | None = None) -> None:
+def start_services(
+    settings: Settings, say: Callable[[str], None], zipkin: ZipkinNode | None = None, service_key: str = ""
+) -> None:
     """Start the services that are not running; wait until each is ready (Kafka and Redis reachable). With
-    ``zipkin`` they send their traces there."""
-    env = demo_environment(zipkin)
+    ``zipkin`` they send their traces there; ``service_key`` is what notifications calls identity with (contacts,
+    the preference centre), unless KLANTREIS_SERVICE_KEY is set."""
+    env = {"KLANTREIS_SERVICE_KEY": service_key, **demo_environment(zipkin)}
     # identity's master keys go to identity alone.
     others = {name: value for name, value in env.items() if name != MASTER_KEYS_ENV}
     env = {**others, MASTER_KEYS_ENV: identity_master_keys()}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deploy import platform
 from deploy.commands import command, say
+from deploy.progress import waiting
 from deploy.runtime import RuntimeProblem
 from shared.settings import Settings
 
@@ -36,7 +37,8 @@ def cmd_population(args: argparse.Namespace) -> int:
         raise RuntimeProblem(f"cannot read {args.file}: {exc.strerror}") from None
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "text/csv"}
     try:
-        response = httpx.post(f"{url}/v1/population", content=body, headers=headers, timeout=60)
+        with waiting(f"loading {args.file.name} into analytics …"):
+            response = httpx.post(f"{url}/v1/population", content=body, headers=headers, timeout=60)
     except httpx.TransportError as exc:
         raise RuntimeProblem(
             f"the analytics service at {url} does not answer ({type(exc).__name__}); start it with `klantreis run`"

@@ -32,6 +32,7 @@ from shared.events import (
     typed_batch,
     whole_batch,
 )
+from shared.failed_items import FailedItems, Refused
 from shared.problems import Problem
 from shared.schemas import BatchAnswer, example_of
 from shared.settings import Settings
@@ -117,9 +118,11 @@ def ingest_router(
     example: dict[str, Any],
     tag: str = "ingest",
     caller_from: Any = None,
+    failed: FailedItems | None = None,
 ) -> APIRouter:
     """The route behind `POST /v1/events`; `example` is one structured CloudEvent of the service, for the docs.
-    `caller_from`: the dependency that says who posts (default: an API key with the ingest role)."""
+    `caller_from`: the dependency that says who posts (default: an API key with the ingest role). `failed` keeps
+    every refused item on the failed-events topic (`shared.failed_items`)."""
     caller_from = caller_from or Depends(require("ingest"))
     router = APIRouter(prefix="/v1", tags=[tag], responses=AUTH_RESPONSES)
     accepted_types = frozenset(types)
@@ -163,6 +166,21 @@ def ingest_router(
     )  # fmt: skip
     async def ingest(request: Request, caller: Principal = caller_from) -> JSONResponse:
         raw = await request.body()
+        content_type = request.headers.get("content-type", "")
+        try:
+            answer = await answered(raw, caller)
+        except (Problem, InvalidEvent) as refusal:  # a single event (or the body) refused
+            status = refusal.status if isinstance(refusal, Problem) else 422
+            if failed is not None and 400 <= status < 500 and status != 413:  # not "try again" (503)
+                errors = refusal.errors if isinstance(refusal, InvalidEvent) else refusal.errors or [
+                    FieldError("body", refusal.detail or refusal.title)]  # fmt: skip
+                await failed.keep(caller, content_type, [(_parsed_or_raw(raw), Refused(0, status, errors))])
+            raise
+        if failed is not None and answer.rejected:
+            await failed.keep(caller, content_type, answer.rejected)
+        return answer.response
+
+    async def answered(raw: bytes, caller: Principal) -> _Answer:
         whole = whole_batch(raw) if raw.lstrip()[:1] == b"[" else None
         body: Any = None  # the posted JSON, parsed when not all of it is valid: it names the rejected items' ids
         if whole is not None:
@@ -232,9 +250,25 @@ def ingest_router(
             for index, reason in sorted(rejected.items())
         ]  # fmt: skip
         status = 202 if accepted or not listed else 422
-        return JSONResponse({"accepted": accepted, "rejected": listed}, status_code=status)
+        posted = (body if body is not None else json.loads(raw)) if listed else []  # the items as posted
+        kept = [(posted[r["index"]], Refused(r["index"], r.get("status", 422), [FieldError(**e) for e in r["errors"]]))
+                for r in listed]  # fmt: skip
+        return _Answer(JSONResponse({"accepted": accepted, "rejected": listed}, status_code=status), kept)
 
     return router
+
+
+@dataclass(frozen=True)
+class _Answer:
+    response: JSONResponse
+    rejected: list[tuple[Any, Refused]]  # each refused item as posted, with why
+
+
+def _parsed_or_raw(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return raw
 
 
 def _id_of(item: Any) -> str | None:

@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Receive, Scope, Send
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_fixed
 
 from shared import telemetry
 from shared.auth import Keyring
@@ -243,16 +244,18 @@ class _BoundedPublishing:
 
 
 async def _supervised(service: str, task: BackgroundTask) -> None:
-    """Keep a background loop alive: log a failure once and start it again after a pause."""
-    while True:
-        try:
+    """Keep a background loop alive: log each failure and start it again after a pause (a cancellation, being a
+    BaseException, is not retried: it stops the loop)."""
+
+    def failed(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        log.error("%s: background task %s failed; restarting in 1 s", service, task.__name__, exc_info=failure)
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(Exception), wait=wait_fixed(1), before_sleep=failed
+    ):
+        with attempt:
             await task()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: background task %s failed; restarting in 1 s", service, task.__name__)
-            await asyncio.sleep(1)
 
 
 # Young objects a collection waits for (CPython's default: 700). A batch of thousands of events allocates

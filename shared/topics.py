@@ -35,6 +35,8 @@ class Topic:
     key: str = "member_id"
     # None: the broker's default (compacted topics keep each key's latest record and hold no member's events).
     retention: timedelta | None = PSEUDONYMOUS_RETENTION
+    # A topic without dead letters (the failed-events topic, itself a place for what failed) has no `.dlq`.
+    has_dead_letters: bool = True
 
     @property
     def dead_letters(self) -> str:
@@ -64,8 +66,22 @@ CAMPAIGNS = Topic("notifications.campaigns.v1", compacted=True, key="campaign id
 # Who did which admin write to what (shared.audit): key ids, no personal data, so not the member topics' retention
 # (the broker's default: an operator sets what the audit policy asks); never compacted (the trail is every record).
 AUDIT = Topic("admin.audit.v1", key="target", retention=None)
+# Items the ingest endpoints refused, with why (`shared.failed_items`): listed and replayed like dead letters,
+# kept a week (a bad item may hold personal data).
+FAILED_INGEST = Topic("ingest.failed.v1", key="event id", retention=timedelta(days=7), has_dead_letters=False)
 
-ALL_TOPICS: tuple[Topic, ...] = (MEMBERS, CATALOG, USAGE, FRICTIONS, WINDOWS, FORWARDS, DELIVERIES, CAMPAIGNS, AUDIT)
+ALL_TOPICS: tuple[Topic, ...] = (
+    MEMBERS,
+    CATALOG,
+    USAGE,
+    FRICTIONS,
+    WINDOWS,
+    FORWARDS,
+    DELIVERIES,
+    CAMPAIGNS,
+    AUDIT,
+    FAILED_INGEST,
+)
 
 
 class TopicCreationFailed(Exception):
@@ -78,7 +94,10 @@ def _new_topics(settings: Settings, topics: Iterable[Topic]) -> list[NewTopic]:
         config = {"cleanup.policy": "compact"} if topic.compacted else topic.config()
         new.append(NewTopic(settings.topic(topic.name), settings.partitions, 1, topic_configs=config))
         # Dead letters keep the original key, so they get the same partitioning; they are never compacted.
-        new.append(NewTopic(settings.topic(topic.dead_letters), settings.partitions, 1, topic_configs=topic.config()))
+        if topic.has_dead_letters:
+            new.append(
+                NewTopic(settings.topic(topic.dead_letters), settings.partitions, 1, topic_configs=topic.config())
+            )
     return new
 
 

@@ -23,7 +23,15 @@ from services.identity.touches import SOURCE, Touch, channel_switched, conflict,
 from shared.auth import Principal
 from shared.events import CloudEvent, FieldError
 from shared.events.client import CLIENT_TYPES, VISITOR
-from shared.events.members import CardActivated, ConsentChanged, LoginFailed, LoginSucceeded, RegistrationStarted
+from shared.events.members import (
+    CardActivated,
+    ConsentChanged,
+    LanguageChanged,
+    LoginFailed,
+    LoginSucceeded,
+    RegistrationStarted,
+)
+from shared.failed_items import FailedItems
 from shared.idempotency import Ids
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
@@ -38,6 +46,7 @@ INGESTIBLE = {
     LoginSucceeded.event_type,
     LoginFailed.event_type,
     ConsentChanged.event_type,
+    LanguageChanged.event_type,  # from notifications' preference centre
     *CLIENT_TYPES,
 }
 
@@ -109,12 +118,15 @@ def plan(
             member_id = standing.member_id
             previous = last.get(member_id, standing.last_touch)
             fields = result.changes.members.setdefault(member_id, {})
-            if isinstance(data, ConsentChanged):
+            if isinstance(data, ConsentChanged | LanguageChanged):
                 if not caller.covers(standing.home_library):
                     raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
                 where = previous[1] if previous else "website"
                 touch = Touch(standing.home_library, where, event.utc_time, f"{SOURCE}/consents")
                 result.events.append(member_event(data, member_id, touch, event.id))
+                if isinstance(data, LanguageChanged):
+                    fields["language"] = data.language
+                    continue
                 consents = result.changes.consents.setdefault(member_id, {})
                 consents[f"{data.medium}:{data.purpose}"] = data.granted
                 continue
@@ -179,4 +191,5 @@ def ingest_router(
         claims=claims,
         example=EXAMPLE_EVENT,
         caller_from=caller_from,
+        failed=FailedItems(publisher, "identity"),
     )

@@ -9,7 +9,6 @@ processed goes to the dead-letter topic.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import time
@@ -21,6 +20,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from opentelemetry import trace
 from opentelemetry.context import Context
+from tenacity import wait_exponential
 
 from services.journey import engine, outcomes
 from services.journey.decoding import decode_batch
@@ -35,6 +35,7 @@ from shared.events.registry import TYPE_PREFIX
 from shared.kafka import TRANSIENT_ERRORS, EventPublisher, dead_letters
 from shared.partitioned import PartitionedConsumer
 from shared.publishing import Encoded
+from shared.retrying import waiting_out
 from shared.topics import FORWARDS, MEMBERS, USAGE
 
 log = logging.getLogger(__name__)
@@ -300,19 +301,13 @@ class FrictionDetector:
 
     async def _retrying(self, action: Callable[[], Any]) -> Any:
         """Wait out an outage of Redis or Kafka: retry with backoff, log once when it starts and once when over."""
-        delay, failing = 0.1, False
-        while True:
-            try:
+        wait = wait_exponential(multiplier=0.1, max=BACKOFF_MAX)
+        async for attempt in waiting_out(TRANSIENT_ERRORS, wait=wait, log=log, what="journey: waiting for Redis/Kafka"):
+            with attempt:
                 result = await action()
-                if failing:
-                    log.warning("journey: Redis/Kafka reachable again; going on")
-                return result
-            except TRANSIENT_ERRORS as exc:
-                if not failing:
-                    log.error("journey: waiting for Redis/Kafka (%s: %s)", type(exc).__name__, exc)
-                    failing = True
-                await asyncio.sleep(delay)
-                delay = min(BACKOFF_MAX, delay * 2)
+        if attempt.retry_state.attempt_number > 1:
+            log.warning("journey: Redis/Kafka reachable again; going on")
+        return result
 
     async def run(self) -> None:
         await self.consumer.run()

@@ -3,16 +3,20 @@ Idempotency-Key."""
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
+from services.notifications.bounces import Bounces
 from services.notifications.campaigns import Campaign, CampaignDefinition, Change, Status
 from services.notifications.inbox import Inbox
 from services.notifications.management import CampaignManagement, PreviewSample
 from services.notifications.schemas import (
+    BounceOutcome,
+    BounceReport,
     CampaignEdit,
     CampaignList,
     CampaignVersions,
@@ -27,6 +31,7 @@ from services.notifications.schemas import (
 )
 from shared.auth import AUTH_RESPONSES, MarketingKey, MemberDataKey
 from shared.idempotency import Ids, Write
+from shared.problems import Problem
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such campaign"}}
 
@@ -208,5 +213,32 @@ def inbox_router(inbox: Inbox) -> APIRouter:
             return 200, await inbox.mark(member_id, message_id, body.read, caller)
 
         return await write(caller, body, run)
+
+    return router
+
+
+def bounces_router(bounces: Bounces, token: str) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["bounces"])
+
+    @router.post(
+        "/bounces",
+        status_code=202,
+        response_model=BounceOutcome,
+        summary="The e-mail provider's bounce webhook: a hard bounce marks the address undeliverable",
+        description="Authenticated with the provider's bearer token (`KLANTREIS_NOTIFICATIONS_BOUNCE_WEBHOOK_TOKEN`), "
+        "not an API key. Later messages to that address are suppressed with the reason `undeliverable`; a soft "
+        "bounce, or a message not sent within the bounce window, changes nothing. Posting the same report again "
+        "changes nothing more.",
+        responses={401: {"description": "no or a wrong provider token"}},
+    )
+    async def bounced(body: BounceReport, authorization: str = Header(default="")) -> BounceOutcome:
+        given = authorization.removeprefix("Bearer ").strip()
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Problem(401, "Unauthorized", "the provider's bounce token is missing or wrong",
+                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        sent_to = await bounces.sent_to(body.message_id) if body.kind == "hard" else None
+        if sent_to is not None:
+            await bounces.mark(sent_to)
+        return BounceOutcome(message_id=body.message_id, marked_undeliverable=sent_to is not None)
 
     return router

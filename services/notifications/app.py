@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
-from services.notifications.api import campaigns_router, inbox_router
+from services.notifications.api import bounces_router, campaigns_router, inbox_router
+from services.notifications.bounces import Bounces
 from services.notifications.broadcasting import Broadcaster
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.catalogue_store import CatalogueStore
@@ -21,6 +22,8 @@ from services.notifications.inbox import Inbox
 from services.notifications.inbox_store import InboxStore
 from services.notifications.management import CampaignManagement
 from services.notifications.pages import pages_router
+from services.notifications.preference_pages import preferences_router
+from services.notifications.preferences import IdentityPreferences, PreferenceChanges
 from services.notifications.projecting import MembersCaughtUp, Projector
 from services.notifications.projection_store import ProjectionStore
 from services.notifications.senders import EmailSender, WebhookSender
@@ -54,8 +57,9 @@ def create_app(
     parts: ServiceParts | None = None,
     clock: Clock | None = None,
     contacts: ContactDirectory | None = None,
+    preferences: PreferenceChanges | None = None,
 ) -> FastAPI:
-    """`clock` and `contacts` are for tests: a clock they move, and identity in-process."""
+    """`clock`, `contacts` and `preferences` are for tests: a clock they move, and identity in-process."""
     if not isinstance(settings, NotificationsSettings):
         settings = NotificationsSettings(**(settings.model_dump() if settings is not None else {}))
     parts = parts or ServiceParts.connect("notifications", settings)
@@ -68,11 +72,13 @@ def create_app(
         queue=DeliveryQueue(redis, settings),
         inbox=InboxStore(redis, settings),
     )
+    bounces = Bounces(redis, settings)
+    preferences = preferences or IdentityPreferences(settings.identity_url, settings.service_key)
     decisions = DecisionLog(redis, settings, stores.campaigns, stores.queue, stores.inbox)
     deliverer = Deliverer(
         stores.queue, stores.campaigns, stores.projections, stores.catalogue, stores.inbox, decisions,
         parts.publisher, settings, clock, contacts or IdentityContacts(settings.identity_url, settings.service_key),
-        EmailSender(settings), WebhookSender(settings),
+        EmailSender(settings), WebhookSender(settings), bounces,
     )  # fmt: skip
     decider = Decider(
         stores.campaigns, stores.projections, stores.catalogue, decisions, parts.publisher, settings, clock,
@@ -94,10 +100,12 @@ def create_app(
             campaigns_router(management),
             inbox_router(Inbox(stores.projections, stores.inbox)),
             pages_router(parts, settings, management),
+            preferences_router(settings, stores.projections, preferences, clock),
+            bounces_router(bounces, settings.notifications_bounce_webhook_token.get_secret_value()),
         ],
         kafka=notifications_router(projector, settings, parts.publisher),
         background=[deliverer.run, broadcaster.run, caught_up.run],
-        close=[libraries.close],
+        close=[libraries.close, preferences.aclose],
         publishes=[
             notification_events.MessageSent,
             notification_events.MessageSuppressed,

@@ -27,6 +27,7 @@ from services.notifications.state import (
 from shared.events.types import Medium
 
 PROFILE, GUARDIAN, CONSENT, PROPOSITION, WARD, CLAIM, DECIDED, INBOX, FRICTION, EFFECT = "pgcrwkdife"
+LANGUAGE = "n"  # the language the member chose later (member.language_changed): over the sign-up's
 MEDIA: dict[str, str] = {"email": "e", "sms": "s", "push": "p", "in_app": "i"}
 PURPOSES: dict[str, str] = {"marketing": "m", "service": "s"}
 _MEDIA = {v: k for k, v in MEDIA.items()}
@@ -68,6 +69,7 @@ def member_state(member_id: str, raw: Mapping[str, str], erased: bool) -> Member
     propositions: set[str] = set()
     claims: dict[str, Claim] = {}
     decided: dict[str, DecisionMemory] = {}
+    chosen = ""
     for name, value in raw.items():
         kind, rest = name[:1], name[1:]
         if kind == PROFILE:
@@ -75,6 +77,8 @@ def member_state(member_id: str, raw: Mapping[str, str], erased: bool) -> Member
             profile = Profile(age_band, library, origin, language)
         elif kind == GUARDIAN:
             guardian = value
+        elif kind == LANGUAGE:
+            chosen = value
         elif kind == CONSENT and len(rest) == 2:
             consents[f"{_MEDIA[rest[0]]}:{_PURPOSES[rest[1]]}"] = value.startswith("1")
         elif kind == PROPOSITION:
@@ -86,8 +90,9 @@ def member_state(member_id: str, raw: Mapping[str, str], erased: bool) -> Member
             at, _, outcomes = value.partition("|")
             parsed = [o.split(",") for o in outcomes.split(";") if o]
             decided[rest] = DecisionMemory(int(at), tuple((c, int(v), code) for c, v, code in parsed))
-    if guardian:
-        profile = Profile(profile.age_band, profile.library, profile.origin, profile.language, guardian)
+    if guardian or chosen:
+        language = chosen or profile.language
+        profile = Profile(profile.age_band, profile.library, profile.origin, language, guardian)
     record = MemberRecord(profile, frozenset(propositions), consents, erased)
     return MemberState(member_id, record, claims, decided)
 

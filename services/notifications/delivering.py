@@ -10,7 +10,11 @@ their members and the guardians in one pipeline, asks identity where to deliver 
 - failed (retries exhausted, or refused for good): `message.failed` and the delivery, without any address, on
   `notifications.deliveries.v1.dlq` with the reason;
 - nothing to deliver to (no address on any consented medium, consent withdrawn meanwhile, member erased,
-  campaign paused): `message.suppressed` with the reason.
+  campaign paused, the e-mail address bounced before: `undeliverable`): `message.suppressed` with the reason.
+
+An e-mail goes as text and HTML from the one rendered template, with the recipient's own links (`links.py`,
+`mail.py`): one-click unsubscribe under marketing, the preference centre under every message. A hard bounce at
+send time marks the address undeliverable (`bounces.py`).
 
 How the batch's deliveries ended (and in-app messages themselves) are stored in one transaction with their
 events before these are published, so a crash in between publishes them again instead of delivering again.
@@ -22,8 +26,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
+from services.notifications.bounces import Bounces, SentTo
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.contacts import Contact, ContactDirectory, ContactUnavailable, Wanted
@@ -31,6 +37,8 @@ from services.notifications.decision_log import DecisionLog
 from services.notifications.delivery_queue import DeliveryQueue, Entry
 from services.notifications.ending import Ending, Endings
 from services.notifications.inbox_store import InboxStore
+from services.notifications.links import member_links, sign
+from services.notifications.mail import email_parts
 from services.notifications.projection_store import ProjectionStore
 from services.notifications.rendering import Renderer
 from services.notifications.rules import consented
@@ -62,6 +70,7 @@ class Deliverer:
         contacts: ContactDirectory,
         email: EmailSender,
         webhooks: WebhookSender,
+        bounces: Bounces,
     ) -> None:
         self._queue = queue
         self._campaigns = campaigns
@@ -73,6 +82,7 @@ class Deliverer:
         self._contacts = contacts
         self._email = email
         self._webhooks = webhooks
+        self._bounces = bounces
         self._wakeup: asyncio.Event | None = None
 
     def wake(self) -> None:
@@ -182,7 +192,7 @@ class Deliverer:
         if campaign is None or campaign.status != "active":
             return endings.suppressed(delivery, "campaign_inactive")
         guardian = state.record.profile.guardian_id or None
-        no_contact = False
+        no_contact = undeliverable = False
         for medium in delivery.media:
             try:
                 route = await self._route(delivery.member_id, guardian, medium, first)
@@ -198,8 +208,17 @@ class Deliverer:
             )
             if not consented(consents, medium, delivery.purpose):
                 continue  # withdrawn since the decision, or the guardian's consent differs
+            if (
+                medium == "email"
+                and contact
+                and await self._bounces.undeliverable(holder or "", medium, contact.address)
+            ):
+                undeliverable = True
+                continue
             return await self._attempt(delivery, medium, recipient, contact, guardian)
-        return endings.suppressed(delivery, "no_contact" if no_contact else "no_consent")
+        return endings.suppressed(
+            delivery, "undeliverable" if undeliverable else "no_contact" if no_contact else "no_consent"
+        )
 
     async def _route(
         self, member_id: str, guardian: str | None, medium: Medium, first: dict[Wanted, Contact | None]
@@ -230,6 +249,7 @@ class Deliverer:
             )  # fmt: skip
             return endings.sent(delivery, medium, recipient, inbox=(owner, message))
         assert contact is not None
+        holder = guardian if recipient == "guardian" and guardian else delivery.member_id
         outgoing = Outgoing(
             message_id=delivery.message_id,
             medium=medium,
@@ -240,10 +260,27 @@ class Deliverer:
             body=rendered["body"],
             link=self._settings.notifications_app_link,
         )
+        if medium == "email":
+            outgoing = self._with_member_links(outgoing, delivery, holder)
         sender = self._email if medium == "email" else self._webhooks
         attempt: Attempt = await sender.send(outgoing)
+        if attempt.bounced:
+            await self._bounces.mark(SentTo(holder, medium, self._bounces.digest(contact.address)))
         if attempt.outcome == "delivered":
+            if medium == "email":
+                await self._bounces.sent(delivery.message_id, holder, medium, contact.address)
             return endings.sent(delivery, medium, recipient)
         if attempt.outcome == "retry":
             return await endings.retry_or_fail(delivery, medium, attempt.error)
         return endings.failed(delivery, medium, attempt.error, "rejected", attempts=delivery.attempts + 1)
+
+    def _with_member_links(self, outgoing: Outgoing, delivery: Delivery, holder: str) -> Outgoing:
+        """The e-mail as text and HTML, with the recipient's links; marketing also gets List-Unsubscribe."""
+        s = self._settings
+        token = sign(
+            holder, self._clock() + s.notifications_link_validity, s.notifications_link_secret.get_secret_value()
+        )
+        links = member_links(s.public_url, token, delivery.locale)
+        parts = email_parts(outgoing.body, outgoing.subject, delivery.locale, delivery.purpose, links)
+        unsubscribe = links.unsubscribe if delivery.purpose == "marketing" else ""
+        return replace(outgoing, body=parts.text, html=parts.html, unsubscribe=unsubscribe)

@@ -9,7 +9,6 @@ answers.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
+from tenacity import wait_fixed
 
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.deciding import Decider
@@ -26,8 +26,16 @@ from services.notifications.state import Profile, ms
 from shared.consumers import end_offsets
 from shared.events import CloudEvent, EventData
 from shared.events.journey import FrictionResolved
-from shared.events.members import ConsentChanged, GuardianSet, MemberErased, MemberMerged, MemberSignedUp
+from shared.events.members import (
+    ConsentChanged,
+    GuardianSet,
+    LanguageChanged,
+    MemberErased,
+    MemberMerged,
+    MemberSignedUp,
+)
 from shared.kafka import Received
+from shared.retrying import waiting_out
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,14 +104,12 @@ class MembersCaughtUp:
     async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Asked until Kafka answers: Kafka away is waited for, never a reason to dead-letter the frictions."""
         assert self._offsets is not None
-        for attempt in itertools.count():
-            try:
-                return await end_offsets(self._offsets, partitions)
-            except (TimeoutError, KafkaError) as exc:
-                if attempt % 20 == 0:
-                    log.warning("members topic's end offsets not known yet (%s); frictions wait", type(exc).__name__)
-                await asyncio.sleep(0.5)
-        raise AssertionError("unreachable")
+        what = "members topic's end offsets not known yet; frictions wait"
+        async for attempt in waiting_out((TimeoutError, KafkaError), wait=wait_fixed(0.5), log=log, what=what,
+                                         log_every=20):  # fmt: skip
+            with attempt:
+                found = await end_offsets(self._offsets, partitions)
+        return found
 
 
 class Projector:
@@ -150,6 +156,8 @@ class Projector:
                 await self._projections.consent(
                     pipe, member_id, data.medium, data.purpose, data.granted, event.utc_time
                 )
+            elif isinstance(data, LanguageChanged):
+                self._projections.language(pipe, member_id, data.language)
             elif isinstance(data, GuardianSet):
                 guardian = (await self._projections.resolve_all([data.guardian_id]))[data.guardian_id]
                 self._projections.guardian(pipe, member_id, guardian, guardians.get(member_id))

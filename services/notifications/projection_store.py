@@ -155,6 +155,11 @@ class ProjectionStore:
     async def consents(self, member_id: str) -> dict[str, bool]:
         return (await self.member(member_id)).consents
 
+    async def consent_stamp(self, member_id: str, medium: str, purpose: str) -> str:
+        """The consent as stored (`1|<ms>` granted, `0|<ms>` withdrawn at that event time), "" when never given."""
+        stamp = await self._redis.hget(self._k.member(member_id), codec.consent_field(medium, purpose))
+        return str(stamp or "")
+
     async def is_erased(self, member_id: str) -> bool:
         return bool(await self._redis.exists(self._k.erased(member_id)))
 
@@ -189,6 +194,9 @@ class ProjectionStore:
         pipe.sadd(self._k("libraries"), profile.library)
         if proposition:
             pipe.hset(key, codec.PROPOSITION + proposition, "1")
+
+    def language(self, pipe: Pipeline, member_id: str, language: str) -> None:
+        pipe.hset(self._k.member(member_id), codec.LANGUAGE, language)
 
     def took_part(self, pipe: Pipeline, member_id: str, proposition: str) -> None:
         pipe.hset(self._k.member(member_id), codec.PROPOSITION + proposition, "1")

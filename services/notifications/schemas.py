@@ -192,3 +192,20 @@ class ReadState(BaseModel):
     member_id: str
     message_id: str
     read: bool
+
+
+class BounceReport(BaseModel):
+    """What the e-mail provider reports about a message it could not deliver."""
+
+    model_config = ConfigDict(
+        extra="ignore",  # providers add their own fields
+        json_schema_extra={"examples": [{"message_id": "6f1c0d2e-…", "kind": "hard"}]},
+    )
+
+    message_id: str = Field(min_length=1, max_length=200, description="our Message-ID, without <…@klantreis>")
+    kind: Literal["hard", "soft"] = Field(description="hard: the address does not exist or refuses for good")
+
+
+class BounceOutcome(BaseModel):
+    message_id: str
+    marked_undeliverable: bool

@@ -1,8 +1,12 @@
 """The media: e-mail over SMTP, SMS and push through the provider's HTTP webhooks.
 
 Each attempt ends `delivered`, `retry` (transient: a 4xx SMTP reply, a 5xx or 429 from the webhook, a
-connection error) or `rejected` (permanent: retrying cannot help). Error texts carry codes and exception
+connection error) or `rejected` (permanent: retrying cannot help); an SMTP server refusing the recipient with
+a 5xx reply is a hard bounce (`bounced`): the address is undeliverable. Error texts carry codes and exception
 types only, never an address.
+
+E-mail goes as text/plain with a text/html alternative (`mail.py`); a marketing e-mail carries RFC 8058's
+`List-Unsubscribe` (the one-click https URL) and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from shared.events.types import Medium
 class Attempt:
     outcome: Literal["delivered", "retry", "rejected"]
     error: str = ""
+    bounced: bool = False  # the address itself was refused for good (a hard bounce)
 
 
 DELIVERED = Attempt("delivered")
@@ -44,6 +49,8 @@ class Outgoing:
     subject: str = ""
     title: str = ""
     link: str = ""
+    html: str = ""  # e-mail: the HTML alternative of `body`
+    unsubscribe: str = ""  # e-mail: the one-click unsubscribe URL (marketing only)
 
 
 class EmailSender:
@@ -77,7 +84,12 @@ class EmailSender:
         # A stable Message-ID lets mail systems recognise a message sent twice after a crash.
         mail["Message-ID"] = f"<{message.message_id}@klantreis>"
         mail["Date"] = format_datetime(datetime.now(UTC))
+        if message.unsubscribe:
+            mail["List-Unsubscribe"] = f"<{message.unsubscribe}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail.set_content(message.body)
+        if message.html:
+            mail.add_alternative(message.html, subtype="html")
         return mail
 
     def _send(self, message: Outgoing) -> Attempt:
@@ -92,7 +104,8 @@ class EmailSender:
                 smtp.send_message(self.compose(message))
         except smtplib.SMTPRecipientsRefused as exc:
             codes = sorted({code for code, _ in exc.recipients.values()})
-            return _by_code(codes[0] if codes else 550, "recipient refused")
+            refused = _by_code(codes[0] if codes else 550, "recipient refused")
+            return Attempt(refused.outcome, refused.error, bounced=refused.outcome == "rejected")
         except smtplib.SMTPResponseException as exc:
             return _by_code(exc.smtp_code, type(exc).__name__)
         except (smtplib.SMTPException, OSError) as exc:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import time, timedelta
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from shared.events.types import Medium
 from shared.settings import Settings
 
 INTERRUPTING: tuple[Medium, ...] = ("email", "sms", "push")
+DEVELOPMENT_SECRET = "development-only-notifications-secret"
 
 
 class NotificationsSettings(Settings):
@@ -62,6 +63,30 @@ class NotificationsSettings(Settings):
 
     # How long a trigger's decisions are remembered, so that a redelivered trigger decides nothing again.
     notifications_decision_ttl: timedelta = timedelta(days=7)
+
+    # The member's own links (preference centre, one-click unsubscribe): signed with this secret, valid this long,
+    # under this public base URL (https in production: mail providers honour only an https List-Unsubscribe).
+    # Empty: the service's own URL (the local run). The secret also keys the hashes of bounced addresses.
+    notifications_link_secret: SecretStr = SecretStr(DEVELOPMENT_SECRET)
+    notifications_link_validity: timedelta = timedelta(days=60)
+    notifications_public_url: str = ""
+    # A bounce the e-mail provider reports later (POST /v1/bounces, with this bearer token; empty: refused) is
+    # matched to a message sent at most this long ago.
+    notifications_bounce_webhook_token: SecretStr = SecretStr("")
+    notifications_bounce_window: timedelta = timedelta(days=30)
+
+    @property
+    def public_url(self) -> str:
+        return self.notifications_public_url or self.notifications_url
+
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> NotificationsSettings:
+        if self.environment == "production":
+            if self.notifications_link_secret.get_secret_value() == DEVELOPMENT_SECRET:
+                raise ValueError("set KLANTREIS_NOTIFICATIONS_LINK_SECRET: the development secret signs members' links")
+            if not self.public_url.startswith("https://"):
+                raise ValueError("KLANTREIS_NOTIFICATIONS_PUBLIC_URL must be an https URL in production")
+        return self
 
     # Deep links the templates offer as `links.*`.
     notifications_app_link: str = "https://www.bibliotheek.nl/app"

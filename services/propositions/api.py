@@ -27,6 +27,7 @@ from shared.events.propositions import (
     LoanReserved,
     LoanReturned,
 )
+from shared.failed_items import LOANS_ENDPOINT, FailedItems, Refused
 from shared.idempotency import Ids, Write
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
@@ -36,7 +37,7 @@ from shared.topics import USAGE
 # ------------------------------------------------------------------------------------------------ usage
 
 
-def usage_router(usage: Usage) -> APIRouter:
+def usage_router(usage: Usage, failed: FailedItems) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["usage"], responses=AUTH_RESPONSES)
 
     @router.post(
@@ -53,6 +54,8 @@ def usage_router(usage: Usage) -> APIRouter:
             result = await usage.report([(0, body)], caller, ids)
             if result.rejected:
                 [rejection] = result.rejected
+                refused = Refused(0, rejection.status, rejection.errors)
+                await failed.keep(caller, "application/json", [(body.model_dump(mode="json"), refused)], LOANS_ENDPOINT)
                 errors = [FieldError(f"body.{e.field}", e.message) for e in rejection.errors]
                 raise Problem(
                     rejection.status,
@@ -79,7 +82,10 @@ def usage_router(usage: Usage) -> APIRouter:
         async def run(ids: Ids) -> tuple[int, Any]:
             valid, malformed = parse_loans(body.loans)
             result = await usage.report(valid, caller, ids) if valid else BatchResult([], [])
-            return BatchResult(result.accepted, [*malformed, *result.rejected]).reply()
+            rejected = [*malformed, *result.rejected]
+            kept = [(body.loans[r.index], Refused(r.index, r.status, r.errors)) for r in rejected]
+            await failed.keep(caller, "application/json", kept, LOANS_ENDPOINT)
+            return BatchResult(result.accepted, rejected).reply()
 
         return await write(caller, body.loans, run)
 
@@ -105,7 +111,7 @@ EXAMPLE_EVENT = {
 }
 
 
-def ingest_router(usage: Usage, activities: Activities, claims: EventClaims) -> APIRouter:
+def ingest_router(usage: Usage, activities: Activities, claims: EventClaims, failed: FailedItems) -> APIRouter:
     async def handle(items: Sequence[Item], caller: Principal) -> dict[int, Problem]:
         loans = [item for item in items if isinstance(item.data, LOANS)]
         refused, loan_events = await usage.posted_loans(loans, caller) if loans else ({}, [])
@@ -139,6 +145,7 @@ def ingest_router(usage: Usage, activities: Activities, claims: EventClaims) -> 
         handle=handle,
         claims=claims,
         example=EXAMPLE_EVENT,
+        failed=failed,
     )
     return router
 

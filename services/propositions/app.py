@@ -16,6 +16,7 @@ from services.propositions.usage import Usage
 from shared.events import propositions as events
 from shared.events.admin import AdminActionRecorded
 from shared.events.members import MemberErased
+from shared.failed_items import FailedItems
 from shared.ingest import EventClaims
 from shared.kafka import subscribe
 from shared.service import ServiceParts, build_app
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
     catalogue = Catalogue(store, parts.publisher)
     activities = Activities(catalogue, store, parts.publisher)
     usage = Usage(catalogue, claims, parts.publisher)
+    failed = FailedItems(parts.publisher, "propositions")  # refused items kept (shared/failed_items.py)
 
     kafka = KafkaRouter()
     subscribe(
@@ -51,8 +53,8 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         api=[
             catalogue_router(catalogue),
             activities_router(activities),
-            usage_router(usage),
-            ingest_router(usage, activities, claims),
+            usage_router(usage, failed),
+            ingest_router(usage, activities, claims, failed),
             pages_router(parts, catalogue),
         ],
         kafka=kafka,

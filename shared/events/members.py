@@ -85,6 +85,13 @@ class ConsentChanged(EventData):
     granted: bool
 
 
+@event("member.language_changed.v1", MEMBERS)
+class LanguageChanged(EventData):
+    """The member chose the language messages are sent in (e.g. in the preference centre)."""
+
+    language: Language
+
+
 @event("member.guardian_set.v1", MEMBERS)
 class GuardianSet(EventData):
     guardian_id: MemberId

@@ -31,6 +31,8 @@ SuppressionReason = Literal[
     # The trigger happened longer ago than the freshness limit (a history loaded into the platform): it goes into
     # the reports, not into members' inboxes.
     "stale",
+    # The address bounced hard before (refused by the mail server, or reported by the provider).
+    "undeliverable",
 ]
 Recipient = Literal["member", "guardian"]
 

@@ -104,6 +104,8 @@ async def platform(
         "key_prefix": namespace,
         "partitions": 2,
         "handler_retry_backoff_seconds": 0.05,
+        # notifications → identity (contacts; the preference centre's consent changes), stored in Redis below
+        "service_key": f"kr_{uuid.uuid4().hex[:12]}_{uuid.uuid4().hex}",
         **{f"{service}_url": url for service, url in urls.items()},
     }
     settings = Settings(**values)
@@ -120,6 +122,7 @@ async def platform(
         "notifications": notifications_app(NotificationsSettings(**values, notifications_delivery_tick_seconds=0.1)),
     }
     redis = make_redis(settings)
+    await Keyring(redis, settings).store(settings.service_key, "notifications", ["service", "ingest"])
     async with contextlib.AsyncExitStack() as stack:
         for service in SERVICES:
             await stack.enter_async_context(serving(apps[service], port=ports[service], lifespan="on"))

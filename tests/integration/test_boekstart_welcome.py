@@ -14,7 +14,13 @@ from services.identity.settings import IdentitySettings
 from services.notifications.contacts import IdentityContacts
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.integration.test_notifications_support import SmtpSink, campaign, notifications, notifications_settings
+from tests.integration.test_notifications_support import (
+    SmtpSink,
+    campaign,
+    notifications,
+    notifications_settings,
+    text_of,
+)
 from tests.support import eventually, running
 
 pytestmark = pytest.mark.integration
@@ -79,9 +85,7 @@ async def test_the_welcome_of_a_baby_goes_to_the_guardian_in_their_language_with
             assert recipients == ["amira@example.nl"]
             [mail] = smtp.received
             assert mail["Subject"] == "Welcome to BoekStart in de OBA"
-            assert "Dear Amira Haddad, your child is welcome at OBA Openbare Bibliotheek Amsterdam." in (
-                mail.get_content()
-            )
+            assert "Dear Amira Haddad, your child is welcome at OBA Openbare Bibliotheek Amsterdam." in (text_of(mail))
 
 
 async def test_a_preview_that_would_show_an_empty_placeholder_fails_naming_it(

@@ -27,6 +27,7 @@ from tests.integration.test_notifications_support import (
     notifications,
     notifications_settings,
     serving,
+    text_of,
 )
 from tests.support import eventually, running
 
@@ -246,7 +247,7 @@ async def test_a_message_for_a_minor_goes_to_the_guardian_s_address_from_the_rea
             [(_, recipients)] = smtp.envelopes
             assert recipients == ["ouder@example.nl"]
             [mail] = smtp.received
-            assert "Beste Ouder van Nynke, de pas van uw kind is geactiveerd." in mail.get_content()
+            assert "Beste Ouder van Nynke, de pas van uw kind is geactiveerd." in text_of(mail)
             # Neither address nor name stays behind in notifications' Redis.
             stored = await n.everything()
             for personal in ("ouder@example.nl", "nynke@example.nl", "Ouder van Nynke", "Nynke"):

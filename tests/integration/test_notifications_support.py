@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from deploy import runtime
 from services.notifications.app import Stores, create_app
 from services.notifications.contacts import Contact, ContactDirectory
+from services.notifications.preferences import PreferenceChanges
 from services.notifications.settings import NotificationsSettings
 from shared.events import CloudEvent, EventData, to_kafka
 from shared.events.journey import FrictionDetected
@@ -310,6 +311,19 @@ def _decided(record: Any) -> Decided:
     return Decided(kind, header(record, "ce_subject") or "", header(record, "ce_id") or "", json.loads(record.value))
 
 
+def text_of(mail: EmailMessage) -> str:
+    """The plain-text part of an e-mail (sent as text with an HTML alternative), line ends as in Python."""
+    part = mail.get_body(("plain",))
+    assert isinstance(part, EmailMessage)
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+def html_of(mail: EmailMessage) -> str:
+    part = mail.get_body(("html",))
+    assert isinstance(part, EmailMessage)
+    return str(part.get_content())
+
+
 def member() -> str:
     return str(uuid.uuid4())
 
@@ -321,9 +335,10 @@ async def notifications(
     *,
     clock: TestClock | None = None,
     contacts: ContactDirectory | None = None,
+    preferences: PreferenceChanges | None = None,
 ) -> AsyncIterator[Notifications]:
     clock = clock or TestClock()
-    app = create_app(settings, clock=clock, contacts=contacts or FakeContacts())
+    app = create_app(settings, clock=clock, contacts=contacts or FakeContacts(), preferences=preferences)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:

@@ -11,12 +11,11 @@ checks each event and may refuse some (reported like the lines that were not eve
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 
@@ -83,33 +82,6 @@ def parse_lines(lines: Iterable[str]) -> Iterator[tuple[int, CloudEvent | str]]:
             yield number, "body: not JSON"
         except InvalidEvent as exc:
             yield number, str(exc)
-
-
-class Progress:
-    """A one-line progress bar on a terminal (stderr); silent when not a terminal."""
-
-    def __init__(self, total: int | None, out: TextIO | None = None, unit: str = "events") -> None:
-        # sys.stderr as it is now, not as it was at import (a test or a pager may have replaced it)
-        self.out = out or sys.stderr
-        self.total, self.unit, self.started = total, unit, time.perf_counter()
-        self.tty = self.out.isatty()
-
-    def update(self, done: int) -> None:
-        if not self.tty:
-            return
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
-        if self.total:
-            filled = min(30, int(30 * done / self.total))
-            bar = "█" * filled + "·" * (30 - filled)
-            self.out.write(f"\r{bar} {done:,}/{self.total:,} {self.unit}  {rate:,.0f}/s ")
-        else:
-            self.out.write(f"\r{done:,} {self.unit}  {rate:,.0f}/s ")
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            self.out.write("\n")
-            self.out.flush()
 
 
 async def load(
