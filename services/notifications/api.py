@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.notifications.bounces import Bounces
 from services.notifications.campaigns import Campaign, CampaignDefinition, Change, Status
@@ -217,6 +218,14 @@ def inbox_router(inbox: Inbox) -> APIRouter:
     return router
 
 
+# Declares the provider's token in the OpenAPI (its own scheme: it is not an API key); the route checks it.
+PROVIDER_TOKEN = HTTPBearer(
+    scheme_name="bounceWebhookToken",
+    description="The e-mail provider's token (`KLANTREIS_NOTIFICATIONS_BOUNCE_WEBHOOK_TOKEN`).",
+    auto_error=False,
+)
+
+
 def bounces_router(bounces: Bounces, token: str) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["bounces"])
 
@@ -231,7 +240,11 @@ def bounces_router(bounces: Bounces, token: str) -> APIRouter:
         "changes nothing more.",
         responses={401: {"description": "no or a wrong provider token"}},
     )
-    async def bounced(body: BounceReport, authorization: str = Header(default="")) -> BounceOutcome:
+    async def bounced(
+        body: BounceReport,
+        authorization: str = Header(default=""),
+        _: Annotated[HTTPAuthorizationCredentials | None, Depends(PROVIDER_TOKEN)] = None,
+    ) -> BounceOutcome:
         given = authorization.removeprefix("Bearer ").strip()
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise Problem(401, "Unauthorized", "the provider's bounce token is missing or wrong",

@@ -207,5 +207,7 @@ class BounceReport(BaseModel):
 
 
 class BounceOutcome(BaseModel):
+    model_config = example_answer(message_id="m-9a1b", marked_undeliverable=True)
+
     message_id: str
     marked_undeliverable: bool
