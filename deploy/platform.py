@@ -81,9 +81,14 @@ def _get(url: str, timeout: float = 2.0) -> int | None:
         return None
 
 
-def start_services(settings: Settings, say: Callable[[str], None], zipkin: ZipkinNode | None = None) -> None:
+def start_services(
+    settings: Settings,
+    say: Callable[[str], None],
+    zipkin: ZipkinNode | None = None,
+    identities: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """Start the services that are not running; wait until each is ready (Kafka and Redis reachable). With
-    ``zipkin`` they send their traces there."""
+    ``zipkin`` they send their traces there; ``identities`` (service → variables) say who each signs in as."""
     env = demo_environment(zipkin)
     started = []
     for service in services(settings):
@@ -95,7 +100,7 @@ def start_services(settings: Settings, say: Callable[[str], None], zipkin: Zipki
             service.log_path,
             detach=True,
             cwd=runtime.PROJECT_ROOT,
-            env=env,
+            env={**env, **(identities or {}).get(service.name, {})},
         )
         assert launched.pid is not None
         runtime.write_pid(service.pid_name, launched.pid, service.url)

@@ -27,6 +27,7 @@ from aiokafka.errors import (
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
+from faststream.security import SASLScram512
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -72,9 +73,12 @@ PRODUCER_SETTINGS = ProducerSettings(acks="all", enable_idempotence=True, linger
 def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | None = None) -> KafkaBroker:
     # FastStream's publish and process durations go to the service's metrics; counts are ours (per type).
     telemetry = kafka_telemetry(metrics.provider if metrics is not None else None)
+    # FastStream's own way of saying what `settings.kafka_security()` says to the other clients.
+    security = settings.kafka_security()
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"klantreis-{service}",
+        security=SASLScram512(security["sasl_plain_username"], security["sasl_plain_password"]) if security else None,
         **PRODUCER_SETTINGS,
         allow_auto_create_topics=False,
         graceful_timeout=15.0,

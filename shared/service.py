@@ -138,7 +138,8 @@ def build_app(
         if create_topics:
             await ensure_topics(parts.settings, ALL_TOPICS)
         await parts.broker.start()
-        await parts.publisher.learn_topics(parts.settings.topic(topic.name) for topic in ALL_TOPICS)
+        # Only the topics it publishes: a service may not even see the others (docs/security.md).
+        await parts.publisher.learn_topics({parts.settings.topic(model.topic) for model in publishes})
         # Pushed metrics need the lag measured without a scrape.
         loops = (*background, parts.metrics.track_lag) if parts.metrics.pushed else background
         tasks = [asyncio.create_task(_supervised(parts.name, task)) for task in loops]

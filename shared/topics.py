@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from shared.settings import Settings
 
@@ -58,7 +58,9 @@ def _new_topics(settings: Settings, topics: Iterable[Topic]) -> list[NewTopic]:
 
 async def ensure_topics(settings: Settings, topics: Iterable[Topic] = ALL_TOPICS) -> list[str]:
     """Create the topics (and their dead-letter topics) that do not exist yet; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="klantreis-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="klantreis-topics", **settings.kafka_security()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -70,6 +72,9 @@ async def ensure_topics(settings: Settings, topics: Iterable[Topic] = ALL_TOPICS
         for name, code, *rest in response.topic_errors:
             if code == 0:
                 created.append(name)
+            elif code == TopicAuthorizationFailedError.errno:
+                # Least privilege: a service may not create (or even see) topics; the operator's tooling does.
+                log.debug("topic %s is not this principal's to create", name)
             elif code != TopicAlreadyExistsError.errno:
                 # Another process creating the same topic meanwhile is fine; anything else is not.
                 raise TopicCreationFailed(f"cannot create topic {name}: error {code} {rest[0] if rest else ''}")
