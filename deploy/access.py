@@ -13,6 +13,7 @@ protocol, Redis users through ``ACL SETUSER``. Credentials for the local run are
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -23,8 +24,11 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Final, cast
 
+from aiokafka.errors import KafkaError
 from pydantic import SecretStr
+from redis.exceptions import RedisError
 
+from deploy.commands import command, say
 from deploy.runtime import STATE_DIR, KafkaNode, RedisNode, RuntimeProblem, read_record
 from shared.settings import Settings
 from shared.topics import CAMPAIGNS, CATALOG, DELIVERIES, FORWARDS, FRICTIONS, MEMBERS, USAGE, WINDOWS, Topic
@@ -165,6 +169,8 @@ async def grant_redis(admin_settings: Settings, users: Mapping[str, str], settin
         for service, password in users.items():
             rules = redis_rules(service, password, settings)
             await cast(Any, redis.execute_command)("ACL", "SETUSER", service, *rules)
+        # Into Redis's ACL file, so that a restarted Redis knows them (each server here is started with one).
+        await cast(Any, redis.execute_command)("ACL", "SAVE")
     finally:
         await redis.aclose()
 
@@ -185,8 +191,10 @@ def new_credentials() -> dict[str, str]:
     return {name: secrets.token_urlsafe(24) for name in PRINCIPALS}
 
 
-def local_credentials(path: Path = CREDENTIALS_FILE) -> dict[str, str]:
-    """The local run's credentials, made on first use and kept in ``path`` (readable by its owner only)."""
+def local_credentials(path: Path | None = None) -> dict[str, str]:
+    """The local run's credentials, made on first use and kept in ``path`` (default ``.klantreis/credentials.json``,
+    readable by its owner only)."""
+    path = path if path is not None else CREDENTIALS_FILE
     if path.is_file():
         stored = json.loads(path.read_text())
         if isinstance(stored, dict) and set(PRINCIPALS) <= set(stored):
@@ -264,3 +272,58 @@ def signed_in(settings: Settings, principal: str, credentials: Mapping[str, str]
     password = SecretStr(credentials[principal])
     redis = {"redis_username": principal, "redis_password": password} if principal != PLATFORM else {}
     return settings.model_copy(update={"kafka_username": principal, "kafka_password": password, **redis})
+
+
+def credentials_from(environ: Mapping[str, str]) -> dict[str, str]:
+    """Every principal's password from ``KLANTREIS_PASSWORD_<PRINCIPAL>`` (docker-compose, production), else the
+    local run's (``.klantreis/credentials.json``)."""
+    named = {name: environ.get(f"KLANTREIS_PASSWORD_{name.upper()}", "") for name in PRINCIPALS}
+    if all(named.values()):
+        return named
+    if any(named.values()):
+        missing = ", ".join(f"KLANTREIS_PASSWORD_{n.upper()}" for n, v in named.items() if not v)
+        raise RuntimeProblem(f"set every principal's password, or none: {missing} missing")
+    return local_credentials()
+
+
+@command(
+    "access",
+    "give every principal its Kafka ACLs and every service its Redis user, as admin (idempotent); passwords from "
+    "KLANTREIS_PASSWORD_<PRINCIPAL> or .klantreis/credentials.json",
+)
+def cmd_access(args: argparse.Namespace) -> int:
+    settings = Settings()
+    if not settings.kafka_username or not settings.redis_username:
+        raise RuntimeProblem(
+            "sign in as admin: set KLANTREIS_KAFKA_USERNAME/PASSWORD and KLANTREIS_REDIS_USERNAME/PASSWORD"
+        )
+    try:
+        asyncio.run(grant(settings, credentials_from(os.environ), settings))
+    except (OSError, KafkaError, RedisError, RuntimeError) as exc:
+        raise RuntimeProblem(f"cannot give the principals their rights: {type(exc).__name__}: {exc}") from None
+    say(f"rights given to {', '.join(p for p in PRINCIPALS if p != ADMIN)} (Kafka ACLs; Redis users of the services)")
+    return 0
+
+
+def _credentials_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env-file", type=Path, required=True, help="where to write them, e.g. .env for compose")
+
+
+@command(
+    "credentials",
+    "write the local run's passwords (made on first use) as KLANTREIS_PASSWORD_<PRINCIPAL> lines into a file "
+    "readable by its owner only, e.g. the .env docker-compose reads; nothing is printed",
+    _credentials_arguments,
+)
+def cmd_credentials(args: argparse.Namespace) -> int:
+    credentials = local_credentials()
+    lines = "".join(f"KLANTREIS_PASSWORD_{name.upper()}={credentials[name]}\n" for name in PRINCIPALS)
+    path: Path = args.env_file
+    existing = path.read_text() if path.is_file() else ""
+    kept = "".join(line + "\n" for line in existing.splitlines() if not line.startswith("KLANTREIS_PASSWORD_"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(kept + lines)
+    path.chmod(0o600)
+    say(f"wrote the passwords of {len(PRINCIPALS)} principals into {path}")
+    return 0

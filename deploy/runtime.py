@@ -479,6 +479,7 @@ class LocalServer:
 
 SCRAM: Final = "SCRAM-SHA-512"
 _SCRAM_LOGIN: Final = "org.apache.kafka.common.security.scram.ScramLoginModule"
+_PLAIN_LOGIN: Final = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 
 def _kafka_properties(
@@ -524,21 +525,26 @@ def _kafka_properties(
 
 
 def _sasl_properties(port: int, controller_port: int, super_user: str, password: str) -> dict[str, str]:
-    """Clients sign in with SASL/SCRAM-SHA-512 and may do only what an ACL allows them (docs/security.md). The
-    broker talks to itself as ``super_user``. The controller listener stays plaintext on loopback (KRaft keeps the
-    SCRAM users in its metadata, which a controller cannot use for its own listener), so its principal, ANONYMOUS,
-    is a super user too: only the broker itself connects there."""
-    jaas = f'{_SCRAM_LOGIN} required username="{super_user}" password="{password}";'
+    """Clients sign in with SASL/SCRAM-SHA-512 and may do only what an ACL allows them (docs/security.md); the
+    broker talks to itself as ``super_user``. The controller listener takes only ``super_user`` too, with PLAIN
+    (KRaft keeps SCRAM users in its metadata, which a controller cannot use for its own listener)."""
+    client_login = f'{_SCRAM_LOGIN} required username="{super_user}" password="{password}";'
+    controller_login = (
+        f'{_PLAIN_LOGIN} required username="{super_user}" password="{password}" user_{super_user}="{password}";'
+    )
     return {
         "listeners": f"SASL_PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
         "advertised.listeners": f"SASL_PLAINTEXT://{HOST}:{port}",
         "inter.broker.listener.name": "SASL_PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
         "sasl.enabled.mechanisms": SCRAM,
         "sasl.mechanism.inter.broker.protocol": SCRAM,
-        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": jaas,
+        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": client_login,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": controller_login,
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-        "super.users": f"User:{super_user};User:ANONYMOUS",
+        "super.users": f"User:{super_user}",
         "allow.everyone.if.no.acl.found": "false",
     }
 

@@ -1,0 +1,124 @@
+"""Who may touch what (deploy/access.py), and docker-compose saying the same as the local run.
+
+Kafka and Redis enforcing it is tested in tests/integration/test_least_privilege.py.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deploy import access, runtime
+from deploy.access import ADMIN, KAFKA_ACCESS, PLATFORM, PRINCIPALS, SERVICES, Acl, kafka_acls, redis_rules
+from shared.settings import Settings
+from shared.topics import ALL_TOPICS, MEMBERS, USAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIXED = Settings(topic_prefix="p.", group_prefix="g.", key_prefix="k.")
+
+
+def test_every_topic_has_exactly_one_writing_service_and_platforms_write_only_member_and_usage_events() -> None:
+    for topic in ALL_TOPICS:
+        writers = [s for s in SERVICES if topic in KAFKA_ACCESS[s].writes]
+        assert len(writers) == 1, (topic.name, writers)
+    assert set(KAFKA_ACCESS[PLATFORM].writes) == {MEMBERS, USAGE}
+    assert not KAFKA_ACCESS[PLATFORM].consumes and not KAFKA_ACCESS[PLATFORM].reads
+    assert ADMIN not in KAFKA_ACCESS  # a super user: no ACLs needed
+
+
+def test_a_consumer_reads_its_topics_dead_letters_to_them_and_owns_its_groups_by_prefix() -> None:
+    acls = kafka_acls("journey", PREFIXED)
+    assert Acl("journey", "topic", "p.identity.members.v1", False, "read") in acls
+    assert Acl("journey", "topic", "p.identity.members.v1.dlq", False, "write") in acls
+    assert Acl("journey", "topic", "p.journey.frictions.v1", False, "write") in acls
+    assert Acl("journey", "group", "g.journey", True, "read") in acls
+    assert all(not acl.prefixed for acl in acls if acl.resource == "topic")
+    assert {acl.name for acl in acls if acl.operation == "write"} == {
+        "p.journey.frictions.v1", "p.journey.windows.v1", "p.journey.forwards.v1",
+        "p.identity.members.v1.dlq", "p.propositions.usage.v1.dlq", "p.journey.forwards.v1.dlq",
+    }  # fmt: skip
+
+
+def test_a_service_user_on_redis_has_its_own_keys_the_shared_ones_and_the_api_keys_read_only() -> None:
+    rules = redis_rules("journey", "secret", PREFIXED)
+    assert rules[:3] == ["reset", "on", ">secret"]
+    keys = [rule for rule in rules if "~" in rule]
+    assert keys == ["~k.journey:*", "~k.idem:*", "~k.web:*", "%R~k.auth:*"]
+    assert rules[-2:] == ["+@all", "-@dangerous"]
+
+
+def test_local_credentials_are_made_once_readable_by_their_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "credentials.json"
+    made = access.local_credentials(path)
+    assert set(made) == set(PRINCIPALS) and len(set(made.values())) == len(PRINCIPALS)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert access.local_credentials(path) == made
+
+
+def test_compose_passwords_come_from_one_variable_per_principal_or_the_local_file(tmp_path: Path) -> None:
+    environ = {f"KLANTREIS_PASSWORD_{p.upper()}": f"pw-{p}" for p in PRINCIPALS}
+    assert access.credentials_from(environ) == {p: f"pw-{p}" for p in PRINCIPALS}
+    del environ["KLANTREIS_PASSWORD_JOURNEY"]
+    with pytest.raises(runtime.RuntimeProblem, match="KLANTREIS_PASSWORD_JOURNEY"):
+        access.credentials_from(environ)
+
+
+def test_the_credentials_command_writes_an_env_file_for_compose_and_prints_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(access, "CREDENTIALS_FILE", tmp_path / "credentials.json")
+    env_file = tmp_path / ".env"
+    env_file.write_text("KLANTREIS_PASSWORD_ADMIN=old\nOTHER=kept\n")
+    from deploy.cli import main
+
+    assert main(["credentials", "--env-file", str(env_file)]) == 0
+    credentials = access.local_credentials()
+    lines = env_file.read_text().splitlines()
+    assert "OTHER=kept" in lines and f"KLANTREIS_PASSWORD_ADMIN={credentials[ADMIN]}" in lines
+    assert len([line for line in lines if line.startswith("KLANTREIS_PASSWORD_")]) == len(PRINCIPALS)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert not any(password in capsys.readouterr().out for password in credentials.values())
+
+
+def _compose() -> dict[str, Any]:
+    parsed: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return parsed
+
+
+def test_in_compose_every_service_signs_in_as_itself_and_waits_for_its_rights() -> None:
+    compose = _compose()
+    services = compose["services"]
+    for name in SERVICES:
+        environment = services[name]["environment"]
+        assert environment["KLANTREIS_KAFKA_USERNAME"] == environment["KLANTREIS_REDIS_USERNAME"] == name
+        variable = f"${{KLANTREIS_PASSWORD_{name.upper()}:-"
+        assert environment["KLANTREIS_KAFKA_PASSWORD"].startswith(variable)
+        assert environment["KLANTREIS_REDIS_PASSWORD"].startswith(variable)
+        assert services[name]["depends_on"]["access"]["condition"] == "service_completed_successfully"
+    assert services["access"]["command"] == ["python", "-m", "deploy", "access"]
+    assert set(compose["x-klantreis-passwords"]) == {f"KLANTREIS_PASSWORD_{p.upper()}" for p in PRINCIPALS}
+    for job in ("topics", "access"):
+        assert services[job]["environment"]["KLANTREIS_KAFKA_USERNAME"] == ADMIN
+    assert "user default off" in " ".join(services["redis"]["command"])
+
+
+def test_compose_kafka_has_the_local_runs_security_settings_and_a_scram_user_per_principal() -> None:
+    script = (ROOT / "deploy" / "kafka" / "compose-start.sh").read_text()
+    settings = dict(re.findall(r"^([a-z][a-z0-9._-]+)=(.*)$", script, re.MULTILINE))
+    local = runtime._sasl_properties(9092, 9093, ADMIN, "secret")
+    # Addresses differ (container names, a listener for the host) and passwords come from the environment.
+    for key, value in local.items():
+        if key.endswith(("listeners", "jaas.config")):
+            assert key in settings, key
+        elif key == "listener.security.protocol.map":
+            assert set(value.split(",")) < set(settings[key].split(","))
+        else:
+            assert settings[key] == value, key
+    [principals] = re.findall(r"^for principal in (.*); do$", script, re.MULTILINE)
+    assert principals.split() == list(PRINCIPALS)
+    assert _compose()["services"]["kafka"]["entrypoint"] == ["sh", "/klantreis/compose-start.sh"]
