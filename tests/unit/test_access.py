@@ -122,3 +122,42 @@ def test_compose_kafka_has_the_local_runs_security_settings_and_a_scram_user_per
     [principals] = re.findall(r"^for principal in (.*); do$", script, re.MULTILINE)
     assert principals.split() == list(PRINCIPALS)
     assert _compose()["services"]["kafka"]["entrypoint"] == ["sh", "/klantreis/compose-start.sh"]
+
+
+def _apps(tmp_path: Path) -> dict[str, Any]:
+    from services.analytics.app import create_app as analytics
+    from services.analytics.settings import AnalyticsSettings
+    from services.identity.app import create_app as identity
+    from services.identity.settings import IdentitySettings
+    from services.journey.app import create_app as journey
+    from services.journey.settings import JourneySettings
+    from services.notifications.app import create_app as notifications
+    from services.propositions.app import create_app as propositions
+
+    fields = PREFIXED.model_dump()
+    return {
+        "identity": identity(IdentitySettings(**fields)),
+        "propositions": propositions(PREFIXED),
+        "journey": journey(JourneySettings(**fields)),
+        "notifications": notifications(PREFIXED),
+        "analytics": analytics(AnalyticsSettings(**fields, analytics_path=tmp_path / "analytics")),
+    }
+
+
+def test_every_service_is_granted_what_its_subscribers_and_publishers_use(tmp_path: Path) -> None:
+    """Building each app (nothing connects): a subscriber or publisher added without its right fails here."""
+    from services.journey.handlers import INPUTS as JOURNEY_INPUTS
+
+    for name, app in _apps(tmp_path).items():
+        access_of = KAFKA_ACCESS[name]
+        consumed = {PREFIXED.topic(t.name) for t in access_of.consumes}
+        written = {PREFIXED.topic(t.name) for t in access_of.writes}
+        groups = tuple(PREFIXED.group(g) for g in access_of.groups)
+        broker = app.state.parts.broker
+        for subscriber in broker.subscribers:
+            assert set(subscriber.topic_names) <= consumed, (name, subscriber.topic_names)
+            assert subscriber.group_id.startswith(groups), (name, subscriber.group_id)
+        for publisher in broker.publishers:
+            assert publisher.topic in written, (name, publisher.topic)
+    # journey consumes with a consumer of its own (ownership by partition across topics), in group `journey`.
+    assert set(JOURNEY_INPUTS) <= set(KAFKA_ACCESS["journey"].consumes)
