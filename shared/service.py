@@ -135,7 +135,8 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if create_topics:
+        # A service signed in as its own principal administers no topics (least privilege): the operators' tools did.
+        if create_topics and not parts.settings.kafka_username:
             await ensure_topics(parts.settings, ALL_TOPICS)
         await parts.broker.start()
         # Only the topics it publishes: a service may not even see the others (docs/security.md).

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
+from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.settings import Settings
 
@@ -72,9 +72,6 @@ async def ensure_topics(settings: Settings, topics: Iterable[Topic] = ALL_TOPICS
         for name, code, *rest in response.topic_errors:
             if code == 0:
                 created.append(name)
-            elif code == TopicAuthorizationFailedError.errno:
-                # Least privilege: a service may not create (or even see) topics; the operator's tooling does.
-                log.debug("topic %s is not this principal's to create", name)
             elif code != TopicAlreadyExistsError.errno:
                 # Another process creating the same topic meanwhile is fine; anything else is not.
                 raise TopicCreationFailed(f"cannot create topic {name}: error {code} {rest[0] if rest else ''}")
