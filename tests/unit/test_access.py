@@ -164,3 +164,18 @@ def test_every_service_is_granted_what_its_subscribers_and_publishers_use(tmp_pa
             assert publisher.topic in written, (name, publisher.topic)
     # journey consumes with a consumer of its own (ownership by partition across topics), in group `journey`.
     assert set(JOURNEY_INPUTS) <= set(KAFKA_ACCESS["journey"].consumes)
+
+
+def test_kafka_data_made_with_other_users_is_refused_and_data_made_before_users_is_told_apart(tmp_path: Path) -> None:
+    data = tmp_path / "kafka"
+    (data / "log").mkdir(parents=True)
+    (data / "log" / "meta.properties").write_text("formatted\n")
+    assert runtime.KafkaNode.plaintext_data(data)  # made before SCRAM users: the local run keeps it plaintext
+    (data / "scram-users").write_text("admin\nidentity\n")
+    assert not runtime.KafkaNode.plaintext_data(data)
+    node = runtime.KafkaNode(
+        data_dir=data, port=runtime.free_port(), controller_port=runtime.free_port(), scram_users={"admin": "a"}
+    )
+    with pytest.raises(runtime.RuntimeProblem, match="formatted with other SCRAM users"):
+        node.start(detach=False)
+    assert not node.running()
