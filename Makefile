@@ -31,8 +31,11 @@ lint: test-bootstrap  ## ruff check, ruff format --check, mypy --strict
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
 
-test: lint  ## bootstrap, lint, then the whole test suite (starts its own Kafka and Redis; chromium for the browser tests)
-	$(VENV)/pytest
+# The suite mostly waits on Kafka, Redis and timers, so workers beyond the cores still shorten it; they share one
+# Kafka and one Redis (tests/conftest.py). TEST_JOBS=0 runs it in one process.
+TEST_JOBS ?= 4
+test: lint  ## bootstrap, lint, then the whole test suite in TEST_JOBS workers (its own Kafka and Redis; chromium for the browser tests)
+	$(VENV)/pytest -n $(TEST_JOBS) --dist worksteal
 
 JOBS ?= 2
 mutation: test-bootstrap  ## mutation testing of the pure domain modules against their unit tests (about an hour of CPU; MODULES=… for some)

@@ -513,9 +513,10 @@ def _kafka_properties(
         "num.recovery.threads.per.data.dir": "1",
         "log.cleaner.dedupe.buffer.size": "16777216",
         # A restarted broker is refused (DUPLICATE_BROKER_REGISTRATION) until the controller lets the
-        # previous incarnation's session expire: 9 s by default, so keep it short on this one loopback node.
+        # previous incarnation's session expire: 9 s by default, so keep it short on this one loopback node; not
+        # shorter than 6 s, or a busy machine (the test suite's workers) misses heartbeats and the broker is fenced.
         "broker.heartbeat.interval.ms": "500",
-        "broker.session.timeout.ms": "3000",
+        "broker.session.timeout.ms": "6000",
     }
     if super_user is not None:
         settings.update(_sasl_properties(port, controller_port, *super_user))

@@ -8,6 +8,8 @@ Where they come from, in this order:
 3. Otherwise: a local Kafka broker and redis-server (``deploy/runtime.py``) on free ports, with fresh data
    directories under pytest's temporary directory, stopped when the session ends. Their logs stay there.
 
+With pytest-xdist (``make test`` runs ``-n``) the controller starts them once and the workers share them.
+
 Kafka and Redis start in parallel. Tests share them, so every test names its topics, consumer groups and
 Redis keys with the ``namespace`` fixture's prefix.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -121,15 +124,8 @@ def _start_docker(infra: _Infrastructure) -> None:
     _start_in_parallel(infra, start_kafka, start_redis)
 
 
-@pytest.fixture(scope="session")
-def _infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Infrastructure]:
-    kafka_env, redis_env = os.environ.get(KAFKA_ENV), os.environ.get(REDIS_ENV)
-    if kafka_env and redis_env:
-        yield _Infrastructure(kafka_bootstrap=kafka_env, redis_url=redis_env, source="env")
-        return
-    if kafka_env or redis_env:
-        pytest.fail(f"set both {KAFKA_ENV} and {REDIS_ENV}, or neither", pytrace=False)
-
+def _start(base: Path) -> _Infrastructure:
+    """Start Kafka and Redis (Docker when it answers, else local processes with data under `base`)."""
     infra = _Infrastructure(kafka_bootstrap="", redis_url="", source="")
     try:
         if _docker_answers():
@@ -137,9 +133,52 @@ def _infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Infra
             _start_docker(infra)
         else:
             infra.source = "local"
-            _start_local(infra, tmp_path_factory.mktemp("infrastructure"))
+            _start_local(infra, base)
     except runtime.RuntimeProblem as problem:
-        pytest.fail(f"test infrastructure ({infra.source}) did not start: {problem}", pytrace=False)
+        raise pytest.UsageError(f"test infrastructure ({infra.source}) did not start: {problem}") from problem
+    return infra
+
+
+def _given_by_environment() -> _Infrastructure | None:
+    kafka_env, redis_env = os.environ.get(KAFKA_ENV), os.environ.get(REDIS_ENV)
+    if kafka_env and redis_env:
+        return _Infrastructure(kafka_bootstrap=kafka_env, redis_url=redis_env, source="env")
+    if kafka_env or redis_env:
+        raise pytest.UsageError(f"set both {KAFKA_ENV} and {REDIS_ENV}, or neither")
+    return None
+
+
+_SHARED = pytest.StashKey[_Infrastructure]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n N``) the controller starts Kafka and Redis once for all workers.
+
+    Workers inherit the controller's environment, so they find the servers through the two variables above: one
+    broker for the run instead of one per worker (each would cost a JVM and its start-up).
+    """
+    is_worker = hasattr(config, "workerinput")
+    if is_worker or not getattr(config.option, "numprocesses", None) or _given_by_environment() is not None:
+        return
+    infra = _start(Path(tempfile.mkdtemp(prefix="klantreis-tests-")))
+    config.stash[_SHARED] = infra
+    os.environ[KAFKA_ENV], os.environ[REDIS_ENV] = infra.kafka_bootstrap, infra.redis_url
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    infra = config.stash.get(_SHARED, None)
+    if infra is not None:
+        infra.stop()
+
+
+@pytest.fixture(scope="session")
+def _infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Infrastructure]:
+    given = _given_by_environment()
+    if given is not None:
+        yield given
+        return
+    infra = _start(tmp_path_factory.mktemp("infrastructure"))
     try:
         yield infra
     finally:
