@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
@@ -100,10 +100,10 @@ class Acl:
     """One Kafka ACL binding: ``principal`` may ``operation`` on the resource, from any host."""
 
     principal: str
-    resource: str  # "topic" or "group"
+    resource: Literal["topic", "group"]
     name: str
     prefixed: bool
-    operation: str  # "read" or "write"
+    operation: Literal["read", "write"]
 
 
 def kafka_acls(principal: str, settings: Settings) -> list[Acl]:
