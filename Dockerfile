@@ -1,5 +1,15 @@
 # One image for the four klantreis services; docker-compose.yml picks the service by its command
 # (`python -m services.<name>`). Build: `docker build -t klantreis .` (or `docker compose build`).
+# The web tracker (clients/web) that identity serves at /tracker.js, built from its lockfile.
+FROM node:20-slim AS tracker
+WORKDIR /web
+COPY clients/web/package.json clients/web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY clients/web/tsconfig.json ./
+COPY clients/web/src/ src/
+COPY clients/web/test/ test/
+RUN npm run --silent build
+
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -15,6 +25,7 @@ COPY pyproject.toml README.md requirements.lock ./
 COPY shared/ shared/
 COPY services/ services/
 COPY deploy/ deploy/
+COPY --from=tracker /web/dist/tracker.js clients/web/dist/tracker.js
 
 # The wheel holds the Python modules only; the services run from /app (PYTHONPATH), where data files that sit
 # beside the code, such as services/journey/rules.yaml, are found.

@@ -34,7 +34,8 @@ lint: test-bootstrap  ## ruff check, ruff format --check, mypy --strict
 # The suite mostly waits on Kafka, Redis and timers, so workers beyond the cores still shorten it; they share one
 # Kafka and one Redis (tests/conftest.py). TEST_JOBS=0 runs it in one process.
 TEST_JOBS ?= 4
-test: lint  ## bootstrap, lint, then the whole test suite in TEST_JOBS workers (its own Kafka and Redis; chromium for the browser tests)
+test: lint  ## bootstrap, lint, the web tracker's Vitest tests, then the whole test suite in TEST_JOBS workers (its own Kafka and Redis; chromium for the browser tests)
+	cd clients/web && npm test --silent
 	$(VENV)/pytest -n $(TEST_JOBS) --dist worksteal
 
 JOBS ?= 2

@@ -92,7 +92,7 @@ def member_id(number: int) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"klantreis:bench:member:{number}"))
 
 
-async def seed_members(settings: Settings) -> None:
+async def seed_members(settings: IdentitySettings) -> None:
     redis = make_redis(settings)
     store = MemberStore(redis, settings)
     for number in range(MEMBERS):

@@ -38,4 +38,16 @@ if [ "${1:-}" = "--tests" ] && [ ! -x /usr/bin/chromium ]; then
         || fail "chromium is needed for the browser tests: install it with \`sudo apt-get install chromium\`"
 fi
 
+# The web tracker (clients/web): its npm packages as the lockfile pins them, and its build (identity serves
+# dist/tracker.js). npm ci runs only when the lockfile changed, the build only when a source did.
+WEB=clients/web
+command -v npm >/dev/null 2>&1 || fail "Node.js 20 and npm are needed for the web tracker: \`apt-get install nodejs npm\`"
+if [ ! -f $WEB/node_modules/.package-lock.json ] || [ $WEB/package-lock.json -nt $WEB/node_modules/.package-lock.json ]; then
+    echo "installing the web tracker's npm packages (npm ci) …"
+    (cd $WEB && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci in $WEB failed"
+fi
+if [ ! -f $WEB/dist/tracker.js ] || [ -n "$(find $WEB/src $WEB/package-lock.json -newer $WEB/dist/tracker.js)" ]; then
+    (cd $WEB && npm run --silent build >/dev/null) || fail "the web tracker does not build: cd $WEB && npm run build"
+fi
+
 exec .venv/bin/python -m deploy prepare

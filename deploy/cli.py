@@ -225,6 +225,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     created = platform.create_topics(settings)
     say(f"topics: {len(created)} created" if created else "topics: all present")
     key = platform.development_key(settings)
+    from deploy.vault_cli import upgrade_and_say
+
+    upgrade_and_say(settings, platform.identity_master_keys())  # members stored in the clear are sealed first
     platform.start_services(settings, say, zipkin, access.service_environments(kafka, redis))
     seed_catalogue(settings.propositions_url, key)
     member = platform.play_demo(settings, key, say)
@@ -358,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     # and the runtime's commands need neither Kafka clients nor the journey's modules.
     import deploy.deadletters
     import deploy.journey_cli
-    import deploy.population_cli  # noqa: F401
+    import deploy.population_cli
+    import deploy.vault_cli  # noqa: F401
 
     parser = argparse.ArgumentParser(prog=PROG, description="klantreis local runtime and tools")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

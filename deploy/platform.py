@@ -11,12 +11,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
 from deploy import runtime
 from deploy.runtime import RuntimeProblem, ZipkinNode
+from services.identity.vault import MasterKeys, new_master_keys
 from shared.auth import Keyring
 from shared.redis import make_redis
 from shared.settings import Settings
@@ -90,6 +92,9 @@ def start_services(
     """Start the services that are not running; wait until each is ready (Kafka and Redis reachable). With
     ``zipkin`` they send their traces there; ``identities`` (service → variables) say who each signs in as."""
     env = demo_environment(zipkin)
+    # identity's master keys go to identity alone.
+    others = {name: value for name, value in env.items() if name != MASTER_KEYS_ENV}
+    env = {**others, MASTER_KEYS_ENV: identity_master_keys()}
     started = []
     for service in services(settings):
         if runtime.read_pid(service.pid_name) is not None and _get(service.url + "/healthz") == 200:
@@ -100,7 +105,7 @@ def start_services(
             service.log_path,
             detach=True,
             cwd=runtime.PROJECT_ROOT,
-            env={**env, **(identities or {}).get(service.name, {})},
+            env={**(env if service.name == "identity" else others), **(identities or {}).get(service.name, {})},
         )
         assert launched.pid is not None
         runtime.write_pid(service.pid_name, launched.pid, service.url)
@@ -208,6 +213,32 @@ def development_key(settings: Settings) -> str:
         DEV_KEY_FILE.write_text(key + "\n")
         DEV_KEY_FILE.chmod(0o600)
     return key
+
+
+MASTER_KEYS_FILE = runtime.STATE_DIR / "identity-master-keys"
+MASTER_KEYS_ENV = "KLANTREIS_IDENTITY_MASTER_KEYS"
+
+
+def identity_master_keys() -> str:
+    """The master keys identity gets in the local run: the environment's when set, else .klantreis/identity-master-keys,
+    made with one random key on first use. Never printed or logged (docs/security.md)."""
+    configured = os.environ.get(MASTER_KEYS_ENV)
+    if configured:
+        return configured
+    if not MASTER_KEYS_FILE.exists():
+        write_master_keys(new_master_keys(datetime.now(UTC).strftime("k%Y%m%dT%H%M%S")))
+    return MASTER_KEYS_FILE.read_text().strip()
+
+
+def write_master_keys(keys: MasterKeys) -> None:
+    """Replace the local run's master keys at once (a new file, mode 0600 from the start, renamed over the old)."""
+    MASTER_KEYS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    fresh = MASTER_KEYS_FILE.with_suffix(".new")
+    fresh.unlink(missing_ok=True)
+    descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(keys.text() + "\n")
+    fresh.replace(MASTER_KEYS_FILE)
 
 
 # ------------------------------------------------------------------------------------------------ demo

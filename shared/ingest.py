@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from msgspec import msgpack
 from redis.asyncio import Redis
 
-from shared.auth import AUTH_RESPONSES, IngestKey, Principal
+from shared.auth import AUTH_RESPONSES, Principal, require
 from shared.events import (
     BATCH,
     STRUCTURED,
@@ -115,8 +115,11 @@ def ingest_router(
     claims: EventClaims,
     example: dict[str, Any],
     tag: str = "ingest",
+    caller_from: Any = None,
 ) -> APIRouter:
-    """The route behind `POST /v1/events`; `example` is one structured CloudEvent of the service, for the docs."""
+    """The route behind `POST /v1/events`; `example` is one structured CloudEvent of the service, for the docs.
+    `caller_from`: the dependency that says who posts (default: an API key with the ingest role)."""
+    caller_from = caller_from or Depends(require("ingest"))
     router = APIRouter(prefix="/v1", tags=[tag], responses=AUTH_RESPONSES)
     accepted_types = frozenset(types)
 
@@ -154,7 +157,7 @@ def ingest_router(
             BATCH: {"schema": {"type": "array", "items": {"type": "object"}},
                                                    "example": [example]}}}},
     )  # fmt: skip
-    async def ingest(request: Request, caller: IngestKey) -> JSONResponse:
+    async def ingest(request: Request, caller: Principal = caller_from) -> JSONResponse:
         raw = await request.body()
         whole = whole_batch(raw) if raw.lstrip()[:1] == b"[" else None
         body: Any = None  # the posted JSON, parsed when not all of it is valid: it names the rejected items' ids

@@ -47,11 +47,12 @@ def area_range(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class KnownLibrary:
-    """A library of the catalogue: its code, name and the 4-digit postcode areas it serves."""
+    """A library of the catalogue: its code, name, the 4-digit postcode areas it serves and its websites' origins."""
 
     code: str
     name: str
     areas: tuple[tuple[int, int], ...] = ()
+    origins: frozenset[str] = frozenset()
 
     def serves(self, area: str) -> bool:
         number = int(area)
@@ -61,11 +62,13 @@ class KnownLibrary:
 def known_library(data: Mapping[str, object]) -> KnownLibrary:
     """A `library_changed` record's body as the directory keeps it."""
     areas = data.get("postcode_areas") or []
-    assert isinstance(areas, list)
+    origins = data.get("website_origins") or []
+    assert isinstance(areas, list) and isinstance(origins, list)
     return KnownLibrary(
         code=str(data["library"]),
         name=str(data.get("name") or data["library"]),
         areas=tuple(area_range(str(a)) for a in areas),
+        origins=frozenset(str(o) for o in origins),
     )
 
 
@@ -97,6 +100,14 @@ class LibraryDirectory:
             await self.catch_up()
             missing = [code for code in missing if code not in self._libraries]
         return missing
+
+    async def allows_origin(self, code: str, origin: str) -> bool:
+        """Is `origin` one of the library's website origins? (the catalogue read to its end first when not yet)"""
+        library = self._libraries.get(code)
+        if library is None or origin not in library.origins:
+            await self.catch_up()
+            library = self._libraries.get(code)
+        return library is not None and origin in library.origins
 
     async def require(self, fields: Mapping[str, str | None]) -> None:
         """Raise a 422 naming every field (field → code) whose code is not a library of the catalogue."""

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from shared import telemetry
 from shared.auth import Keyring
 from shared.availability import Availability
+from shared.event_schemas import link_schemas, schemas_router
 from shared.events import EventData
 from shared.idempotency import IdempotentReplies
 from shared.kafka import make_broker
@@ -116,11 +117,13 @@ def build_app(
     kafka: KafkaRouter | None = None,
     background: Sequence[BackgroundTask] = (),
     stop: Sequence[BackgroundTask] = (),
+    close: Sequence[BackgroundTask] = (),
     publishes: Sequence[type[EventData]] = (),
     create_topics: bool = True,
 ) -> FastAPI:
     """`stop`: asked first at shutdown, so that background loops finish what they hold (within 5 s) before the
-    rest is cancelled."""
+    rest is cancelled; only what ends a loop belongs there (anything else makes every stop wait the 5 s).
+    `close`: resources the loops and routes use, closed once the loops are done."""
     telemetry.configure_tracing(parts.name)
     if kafka is not None:
         parts.broker.include_router(kafka)
@@ -158,6 +161,8 @@ def build_app(
             if stuck:
                 log.warning("%s: %d background task(s) did not stop within %.0f s; going on without them",
                             parts.name, len(stuck), BACKGROUND_STOP_SECONDS)  # fmt: skip
+            for resource in close:
+                await resource()
             # Stopping the broker lets in-flight handlers finish and commit; nothing unprocessed is committed.
             for dependency in parts.dependencies:
                 await dependency.close()
@@ -176,8 +181,9 @@ def build_app(
     @app.get("/asyncapi", tags=["operations"], summary="AsyncAPI 3.0 document: the events this service uses")
     async def asyncapi() -> JSONResponse:
         spec = AsyncAPI(parts.broker, title=title, version="1", description=description, schema_version="3.0.0")
-        return JSONResponse(spec.to_specification().to_jsonable())
+        return JSONResponse(link_schemas(spec.to_specification().to_jsonable()))
 
+    app.include_router(schemas_router())
     for router in api:
         app.include_router(router)
     app.state.parts = parts

@@ -61,6 +61,10 @@ CALLER_ATTRIBUTES = frozenset(
     }
 )  # fmt: skip
 
+# A URL's query can hold what a person typed (the desk looks members up by e-mail address or phone number): URLs
+# are exported without it.
+URL_ATTRIBUTES = frozenset({"http.url", "url.full", "http.target", "url.query"})
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 _configured = False
 
@@ -222,9 +226,11 @@ def _exported(span: ReadableSpan, member: Any, *, retried: bool = False) -> Read
     attributes = span.attributes or {}
     add_member = member is not None and MEMBER_ATTRIBUTE not in attributes
     retried = retried and span.status.status_code == StatusCode.ERROR
-    if CALLER_ATTRIBUTES.isdisjoint(attributes) and not add_member and not retried:
+    queried = [k for k in URL_ATTRIBUTES.intersection(attributes) if k == "url.query" or "?" in str(attributes[k])]
+    if CALLER_ATTRIBUTES.isdisjoint(attributes) and not queried and not add_member and not retried:
         return span
-    kept = {k: v for k, v in attributes.items() if k not in CALLER_ATTRIBUTES}
+    kept = {k: v for k, v in attributes.items() if k not in CALLER_ATTRIBUTES and k != "url.query"}
+    kept.update({k: str(attributes[k]).split("?", 1)[0] for k in queried if k != "url.query"})
     if add_member:
         kept[MEMBER_ATTRIBUTE] = member
     events = span.events

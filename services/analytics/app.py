@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from services.analytics.api import reports_router
 from services.analytics.cohorts_api import cohorts_router
 from services.analytics.handlers import FactWriter, analytics_router
+from services.analytics.interest import interest_router
 from services.analytics.pages import pages_router
 from services.analytics.population_api import build as population_routers
 from services.analytics.queries import derived, fingerprint
@@ -36,10 +37,11 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         api=[
             reports_router(reading, settings),
             cohorts_router(reading, settings),
+            interest_router(store, reading, settings.analytics_min_cell),
             pages_router(parts, [rule.id for rule in rules_in_force(settings).rules]),
             *reach_0_18,
         ],
-        stop=[libraries.close],
+        close=[libraries.close],
         kafka=analytics_router(writer, settings, parts.publisher),
     )
     served = app.router.lifespan_context

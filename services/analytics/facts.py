@@ -56,6 +56,8 @@ _COPIED: dict[str, tuple[str, ...]] = {
     "member.referred.v1": ("proposition",),
     "usage.activity_registered.v1": ("proposition",),
     "usage.activity_attended.v1": ("proposition",),
+    "client.proposition_viewed.v1": ("proposition",),
+    "client.platform_handoff.v1": ("proposition",),
     DETECTED: ("rule", "friction_id", "channel_pair", "age_band"),
     RESOLVED: ("rule", "friction_id"),
 }

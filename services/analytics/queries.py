@@ -31,7 +31,7 @@ WHERE_COLUMNS = {
     "to_channel": "to_channel",
 }
 PROFILE_COLUMNS = ("age_band", "home_library", "postcode_area", "source")
-_SAFE = re.compile(r"^[A-Za-z0-9_.\-→ ]+$")
+_SAFE = re.compile(r"^[A-Za-z0-9_.\-→ +]+$")  # `+`: the age band 65+
 
 
 def _text(value: object) -> str:

@@ -8,20 +8,22 @@ follow-through rate counts only the referrals whose outcome is known.
 # ruff: noqa: S608  (SQL is built from the code's own names; every value travels as a typed query parameter)
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from services.analytics.population import ALL
 from services.analytics.reading import Reports
+from services.analytics.reports import ratio
 from services.analytics.store import AnalyticsStore
-from shared.auth import AUTH_RESPONSES, NETWORK, AnalystKey
+from shared.auth import AUTH_RESPONSES, NETWORK, AnalystKey, Principal
 
 DAY_MS = 86_400_000
 REFERRED = "member.referred.v1"
 ATTENDED = "usage.activity_attended.v1"
 FIGURES = ("referred", "followed", "pending")
+Rows = Callable[[Sequence[dict[str, Any]]], list[dict[str, Any]]]
 
 SQL = f"""
     SELECT ref.2 AS library, ref.3 AS proposition, count() AS referred,
@@ -44,31 +46,49 @@ SQL = f"""
 """
 
 
-def referral_rows(counted: Sequence[dict[str, Any]], min_cell: int) -> list[dict[str, Any]]:
-    """A row per library and proposition, per library (`*`), per proposition over the network and the network;
-    rows of fewer than `min_cell` referrals suppressed."""
-    cells = {(str(r["library"]), str(r["proposition"])): {f: int(r[f]) for f in FIGURES} for r in counted}
-    libraries = sorted({library for library, _ in cells})
-    propositions = sorted({proposition for _, proposition in cells})
+def outcome_rows(
+    counted: Sequence[dict[str, Any]], figures: tuple[str, str, str], rate: str, min_cell: int
+) -> list[dict[str, Any]]:
+    """A row per library and proposition, per library (`*`), per proposition over the network and the network, of
+    `figures`: (how many started, how many did it, how many are still inside their window); `rate`: did it / those
+    whose outcome is known. Rows of fewer than `min_cell` started are suppressed (figures and rate null)."""
+    size, done, pending = figures
+    cells = {(str(r["library"]), str(r["proposition"])): {f: int(r[f]) for f in figures} for r in counted}
     rows = []
-    for library in [*libraries, ALL]:
-        for proposition in [*propositions, ALL]:
+    for library in [*sorted({library for library, _ in cells}), ALL]:
+        for proposition in [*sorted({proposition for _, proposition in cells}), ALL]:
             parts = [v for (lib, p), v in cells.items() if library in (ALL, lib) and proposition in (ALL, p)]
             if not parts:
                 continue
-            figures = {f: sum(part[f] for part in parts) for f in FIGURES}
-            hidden = figures["referred"] < min_cell
-            known = figures["referred"] - figures["pending"]
+            summed = {f: sum(part[f] for part in parts) for f in figures}
+            hidden = summed[size] < min_cell
             rows.append(
                 {
                     "library": library,
                     "proposition": proposition,
-                    **{f: None if hidden else n for f, n in figures.items()},
-                    "follow_through": None if hidden or known == 0 else round(figures["followed"] / known, 4),
+                    **{f: None if hidden else n for f, n in summed.items()},
+                    rate: None if hidden else ratio(summed[done], summed[size] - summed[pending], 1, 4),
                     "suppressed": hidden,
                 }
             )
     return rows
+
+
+async def outcome_report(
+    store: AnalyticsStore, reports: Reports, sql: str, rows_of: Rows, *, within_days: int, caller: Principal
+) -> dict[str, Any]:
+    """Run `sql` (parameters `within` and the store's `clock`, in ms) and make its rows with `rows_of`; a library's
+    key sees its own library's rows."""
+    clock = await reports.clock_ms()
+    rows = rows_of(await store.rows(sql, {"within": within_days * DAY_MS, "clock": clock}))
+    if caller.library != NETWORK:
+        rows = [r for r in rows if r["library"] == caller.library]
+    return {"within_days": within_days, "rows": rows}
+
+
+def referral_rows(counted: Sequence[dict[str, Any]], min_cell: int) -> list[dict[str, Any]]:
+    """`outcome_rows` of the referrals: referred, followed through, pending."""
+    return outcome_rows(counted, FIGURES, "follow_through", min_cell)
 
 
 def referrals_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> APIRouter:
@@ -81,11 +101,13 @@ def referrals_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> 
         "referral. Right-censored: referrals still inside their window are `pending`. See docs/soob.md.",
     )
     async def referrals(caller: AnalystKey, within_days: Annotated[int, Query(ge=1, le=365)] = 30) -> dict[str, Any]:
-        clock = await reports.clock_ms()
-        counted = await store.rows(SQL, {"within": within_days * DAY_MS, "clock": clock})
-        rows = referral_rows(counted, min_cell)
-        if caller.library != NETWORK:
-            rows = [r for r in rows if r["library"] == caller.library]
-        return {"within_days": within_days, "rows": rows}
+        return await outcome_report(
+            store,
+            reports,
+            SQL,
+            lambda counted: referral_rows(counted, min_cell),
+            within_days=within_days,
+            caller=caller,
+        )
 
     return router

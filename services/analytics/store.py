@@ -30,9 +30,11 @@ from services.analytics.settings import AnalyticsSettings
 Params = Mapping[str, str | int | float]
 ZONE = "'Europe/Amsterdam'"  # days and periods
 OF_MEMBER = "member_key = cityHash64({m:String}) AND member_id = {m:String}"
-# What counts as a member's activity (reach): any member or usage event except merges and erasures.
+# What counts as a member's activity (reach): any member or usage event except merges and erasures (and a visit
+# to the library's website: the web tracker's client events are interest, not use).
 ACTIVITY = (
-    f"NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') AND type NOT IN ('{MERGED}', '{ERASED}')"
+    "NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') AND NOT startsWith(type, 'client.') "
+    f"AND type NOT IN ('{MERGED}', '{ERASED}')"
 )
 
 # Every table with rows of a member: a merge moves them (events; the others follow), an erasure deletes them all.

@@ -4,9 +4,9 @@ Idempotency-Key. Accounts, duplicates and families have route modules of their o
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from services.identity.members import Members, Person
@@ -112,10 +112,18 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         status_code=202,
         response_model=Accepted,
         summary="Erase a member: every personal datum and index entry goes; `erased` tells the other services",
-        responses={404: {"description": "unknown or erased already"}},
+        description="Works for any member id: one identity knows (a key of their library, or the whole network), "
+        "and one it holds nothing of (erased before, or known only from events produced straight to Kafka: a "
+        "network-wide key), so that every service deletes what it holds. 202 means Kafka acknowledged "
+        "`member.erased`; erasing again publishes it again (docs/identity.md).",
+        responses={403: {"description": "another library's member, or one unknown here and a one-library key"}},
     )
     async def erase(
-        member_id: str, request: Request, caller: MemberDataKey, replies: Replies, key: IdempotencyKey = None
+        member_id: Annotated[str, Path(min_length=1, max_length=64)],
+        request: Request,
+        caller: MemberDataKey,
+        replies: Replies,
+        key: IdempotencyKey = None,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             erased, event_id = await members.erase(member_id, caller, ids)

@@ -12,9 +12,19 @@ from services.identity.families import Families
 from services.identity.ingest import ingest_router
 from services.identity.members import Members
 from services.identity.pages import desk_router
+from services.identity.publishable import (
+    BrowserGate,
+    PublishableKeys,
+    TrackerCors,
+    ingest_caller,
+    publishable_keys_router,
+    tracker_router,
+)
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
+from services.identity.visitors import visitors_router
 from shared.events import members as member_events
+from shared.events.client import CLIENT_EVENTS
 from shared.ingest import EventClaims
 from shared.libraries import LibraryDirectory
 from shared.service import ServiceParts, build_app
@@ -26,7 +36,8 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
     store = MemberStore(parts.redis, settings)
     libraries = LibraryDirectory(settings)
     members = Members(store, parts.publisher, settings, libraries)
-    return build_app(
+    gate = BrowserGate(PublishableKeys(parts.redis, settings), libraries)
+    app = build_app(
         parts,
         title="klantreis identity",
         description="The network-wide member: registration, card activation, platform accounts and logins, consent, "
@@ -36,11 +47,16 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
             families_router(Families(members, store, parts.publisher, libraries)),
             accounts_router(members),
             duplicates_router(members.duplicates),
-            ingest_router(store, parts.publisher, EventClaims(parts.redis, settings, "identity"), libraries),
+            ingest_router(
+                store, parts.publisher, EventClaims(parts.redis, settings, "identity"), libraries, ingest_caller(gate)
+            ),
+            publishable_keys_router(gate.keys, libraries),
+            tracker_router(),
+            visitors_router(store),
             contact_router(members),
             desk_router(parts, members),
         ],
-        stop=[libraries.close],
+        close=[libraries.close],
         publishes=[
             member_events.RegistrationStarted,
             member_events.MemberSignedUp,
@@ -56,5 +72,8 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
             member_events.DuplicateSuspected,
             member_events.MemberMerged,
             member_events.MemberErased,
+            *CLIENT_EVENTS,
         ],
     )
+    app.add_middleware(TrackerCors, gate=gate)
+    return app

@@ -12,6 +12,8 @@ from shared.events.types import AgeBand, Channel, age_band
 
 _POSTCODE = re.compile(r"^([1-9][0-9]{3}) ?([A-Za-z]{2})$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# What a phone number typed at the desk looks like (a member id never does: it has letters).
+PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{7,19}$")
 
 # Where a member meets the network online; every other platform (desk, kiosk, school, partner…) is in a building.
 ONLINE_PLATFORMS = frozenset({"website", "app", "ebook"})

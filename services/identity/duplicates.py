@@ -29,12 +29,13 @@ class Duplicates:
         self._settings = settings
         self._hmac_key = settings.identity_hmac_key.get_secret_value().encode()
 
-    def hashes(self, record: MemberRecord) -> dict[str, str]:
-        """Keyed hashes of the member's e-mail address and phone number, by kind (none for a child without)."""
+    def hashes(self, record: MemberRecord | None) -> dict[str, str]:
+        """Keyed hashes of the member's e-mail address and phone number, by kind (none for a child without, or
+        for no record)."""
         found = {}
-        if record.email:
+        if record and record.email:
             found["email"] = domain.keyed_hash(self._hmac_key, "email", record.email)
-        if record.phone:
+        if record and record.phone:
             found["phone"] = domain.keyed_hash(self._hmac_key, "phone", record.phone)
         return found
 

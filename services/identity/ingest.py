@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter
 
-from services.identity.members import SOURCE, Touch, channel_switched, conflict, member_event
+from services.identity.publishable import is_publishable
 from services.identity.store import IngestedChanges, MemberStore, Standing
+from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
 from shared.auth import Principal
-from shared.events import CloudEvent
+from shared.events import CloudEvent, FieldError
+from shared.events.client import CLIENT_TYPES, VISITOR
 from shared.events.members import CardActivated, ConsentChanged, LoginFailed, LoginSucceeded, RegistrationStarted
 from shared.idempotency import Ids
 from shared.ingest import EventClaims, Item
@@ -35,6 +38,7 @@ INGESTIBLE = {
     LoginSucceeded.event_type,
     LoginFailed.event_type,
     ConsentChanged.event_type,
+    *CLIENT_TYPES,
 }
 
 EXAMPLE_EVENT = {
@@ -74,6 +78,17 @@ def plan(
         standing = standings[event.subject]
         platform = event.platform or "website"
         try:
+            if is_publishable(caller) and not VISITOR.match(event.subject):
+                raise Problem(422, "Unprocessable Content", "subject: a browser posts as a visitor (v-<uuid>)",
+                              errors=[FieldError("subject", "a browser posts as a visitor (v-<uuid>)")])  # fmt: skip
+            if event.type in CLIENT_TYPES:
+                # A visitor's own id, or the member's once linked: published as posted, always online.
+                subject = standing.member_id if standing.home_library is not None else event.subject
+                result.events.append(event.model_copy(update={"subject": subject, "channel": "online"}))
+                continue
+            if is_publishable(caller):
+                raise Problem(403, "Forbidden", "a publishable key posts only client events",
+                              errors=[FieldError("type", "a publishable key posts only client events")])  # fmt: skip
             named = _library_named(item)
             if named is not None and named[1] in unknown:
                 raise unknown_library([named[0]])
@@ -150,7 +165,11 @@ class PostedMemberEvents:
 
 
 def ingest_router(
-    store: MemberStore, publisher: EventPublisher, claims: EventClaims, libraries: LibraryDirectory
+    store: MemberStore,
+    publisher: EventPublisher,
+    claims: EventClaims,
+    libraries: LibraryDirectory,
+    caller_from: Any = None,
 ) -> APIRouter:
     return shared_ingest_router(
         service="identity",
@@ -159,4 +178,5 @@ def ingest_router(
         handle=PostedMemberEvents(store, publisher, libraries).handle,
         claims=claims,
         example=EXAMPLE_EVENT,
+        caller_from=caller_from,
     )

@@ -16,11 +16,7 @@ from services.identity.duplicates import Duplicates
 from services.identity.records import MemberRecord
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
-from services.identity.touches import SOURCE as SOURCE
-from services.identity.touches import Touch as Touch
-from services.identity.touches import channel_switched as channel_switched
-from services.identity.touches import conflict as conflict
-from services.identity.touches import member_event as member_event
+from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
 from shared.auth import Principal, forbid_other_library
 from shared.events import CloudEvent
 from shared.events.members import (
@@ -89,12 +85,13 @@ class Members:
         return resolved, record
 
     async def find(self, query: str, caller: Principal) -> list[tuple[str, MemberRecord]]:
-        """Members the front office looks up by e-mail address (exact, by keyed hash) or member id, in the
-        caller's library scope."""
+        """Members the front office looks up by e-mail address or phone number (exact, by keyed hash) or member
+        id, in the caller's library scope."""
         query = query.strip()
-        if "@" in query:
-            digest = domain.keyed_hash(self._hmac_key, "email", domain.normalise_email(query))
-            ids = sorted(await self._store.members_with(digest))
+        kind = "email" if "@" in query else "phone" if domain.PHONE.match(query) else None
+        if kind is not None:
+            value = domain.normalise_email(query) if kind == "email" else domain.normalise_phone(query)
+            ids = sorted(await self._store.members_with(domain.keyed_hash(self._hmac_key, kind, value)))
         else:
             ids = [await self._store.resolve(query)] if query else []
         found = []
@@ -408,12 +405,18 @@ class Members:
     # ------------------------------------------------------------------------------------------ erasure
 
     async def erase(self, member_id: str, caller: Principal, ids: Ids) -> tuple[str, str]:
-        """Remove the person from identity; publish `erased` so every service deletes the member's state."""
-        resolved, record = await self.member(member_id, caller)
-        touch = Touch(record.home_library, "desk", datetime.now(UTC), f"{SOURCE}/erasure")
-        event = self._event(MemberErased(), resolved, touch, ids.new("event"))
+        """Remove the person; `erased` tells every service. For one held nothing of here: network-wide keys only."""
+        attribute_member(member_id)
+        resolved = await self._store.resolve(member_id)
+        held = await self._store.get(resolved)
+        library = held.home_library if held else None
+        forbid_other_library(caller, library)
+        event = CloudEvent.create(
+            MemberErased(), id=ids.new("event"), subject=resolved, source=f"{SOURCE}/erasure", library=library,
+            channel="offline", platform="desk", time=datetime.now(UTC),
+        )  # fmt: skip
         await self._publisher.publish(event)
-        await self._store.erase(resolved, self.duplicates.hashes(record).values(), record.guardian_id)
+        await self._store.erase(resolved, self.duplicates.hashes(held).values(), held.guardian_id if held else None)
         return resolved, event.id
 
     # ---------------------------------------------------------------------------------------- contact

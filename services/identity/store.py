@@ -1,9 +1,10 @@
 """Identity's Redis: the only place personal data lives. AOF is on in every run configuration.
 
 Keys (prefix `identity:`; a member's own keys carry the `{member_id}` hash tag):
-  member:{id}              hash: a `MemberRecord`: name, email, phone, birth_date, postcode, home_library,
-                           signed_up_at, channel, platform, source, language, last_channel, last_platform,
-                           card_activated_at, guardian_id (absent values as empty strings)
+  member:{id}              hash: a `MemberRecord` (member_form.py): `sealed` (name, email, phone, birth_date,
+                           postcode, encrypted with the member's own key), `key` (that key, wrapped by a master
+                           key), and in the clear the pseudonymous home_library, signed_up_at, channel, platform,
+                           source, language, last_channel, last_platform, card_activated_at, guardian_id
   accounts:{id}            hash: platform → JSON {ref, index}: the member's linked platform accounts
   consent:{id}             hash: "<medium>:<purpose>" → granted | withdrawn
   wards:{id}               set: members this member is the guardian of
@@ -13,7 +14,7 @@ Keys (prefix `identity:`; a member's own keys carry the `{member_id}` hash tag):
   dup:<hmac>               set: members with this e-mail address or phone number (keyed hash)
   suspicion:<id>           hash: a duplicate suspicion awaiting confirmation
   suspicions:pending       set: ids of pending suspicions
-  alias:<old id>           string: the member an old id was merged into
+  alias:<old id>           string: the member an old id was merged into, or a web visitor (`v-…`) was linked to
   erased:<id>              string: tombstone, so an erased member stays 404 (holds no personal data)
   ingested:<event id>      string: pending | done, a CloudEvent id posted to /v1/events (shared/ingest.py)
 """
@@ -23,14 +24,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from services.identity import member_form
 from services.identity.records import MemberRecord
-from shared.events.types import Language
-from shared.settings import Settings
+from services.identity.settings import IdentitySettings
+from services.identity.vault import Vault
 
 REGISTRATION_TTL_SECONDS = 30 * 24 * 3600
 
@@ -71,51 +73,25 @@ for _, write in ipairs(writes) do
 end
 return #writes
 """
+# Change a member hash only if one of its fields still has the value read (an upgrade racing a write or another
+# upgrade changes nothing twice). ARGV: the field, its value read, JSON {"set": {field: value}, "delete": [fields]}.
+_UPGRADE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+local change = cjson.decode(ARGV[3])
+for name, value in pairs(change['set']) do redis.call('HSET', KEYS[1], name, value) end
+for _, name in ipairs(change['delete']) do redis.call('HDEL', KEYS[1], name) end
+return 1
+"""
 
 
-def _stored(record: MemberRecord) -> dict[str, str]:
-    """The record as the member hash holds it: every field a string, an absent value an empty one."""
-    return {
-        "name": record.name,
-        "email": record.email or "",
-        "phone": record.phone or "",
-        "birth_date": record.birth_date.isoformat(),
-        "postcode": record.postcode,
-        "home_library": record.home_library,
-        "signed_up_at": record.signed_up_at.isoformat(),
-        "channel": record.channel,
-        "platform": record.platform,
-        "source": record.source or "",
-        "language": record.language,
-        "last_channel": record.last_channel or "",
-        "last_platform": record.last_platform or "",
-        "card_activated_at": record.card_activated_at.isoformat() if record.card_activated_at else "",
-        "guardian_id": record.guardian_id or "",
-    }
+@dataclass(frozen=True)
+class Upgraded:
+    """What `MemberStore.upgrade` did: members whose personal data it sealed, member keys it rewrapped to the
+    current master key, and members already as they should be."""
 
-
-def _record(fields: dict[str, str]) -> MemberRecord:
-    def text(name: str) -> str | None:
-        return fields.get(name) or None
-
-    activated = text("card_activated_at")
-    return MemberRecord(
-        name=fields["name"],
-        email=text("email"),
-        phone=text("phone"),
-        birth_date=date.fromisoformat(fields["birth_date"]),
-        postcode=fields["postcode"],
-        home_library=fields["home_library"],
-        signed_up_at=datetime.fromisoformat(fields["signed_up_at"]),
-        channel=fields["channel"],
-        platform=fields["platform"],
-        source=text("source"),
-        language=cast(Language, text("language") or "nl"),
-        last_channel=text("last_channel"),
-        last_platform=text("last_platform"),
-        card_activated_at=datetime.fromisoformat(activated) if activated else None,
-        guardian_id=text("guardian_id"),
-    )
+    sealed: int = 0
+    rewrapped: int = 0
+    unchanged: int = 0
 
 
 def _s(value: Any) -> str:
@@ -142,12 +118,14 @@ class IngestedChanges:
 
 
 class MemberStore:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: IdentitySettings) -> None:
         self._redis = redis
         self._settings = settings
+        self._vault = Vault(settings.master_keys())
         self._claim_account = redis.register_script(_CLAIM_ACCOUNT)
         self._standings = redis.register_script(_STANDINGS)
         self._set_fields = redis.register_script(_SET_FIELDS)
+        self._upgrade = redis.register_script(_UPGRADE)
 
     # ------------------------------------------------------------------------------------------ keys
 
@@ -173,7 +151,7 @@ class MemberStore:
 
     async def create(self, member_id: str, record: MemberRecord, dup_hashes: Iterable[str]) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._member(member_id), mapping=cast(Any, _stored(record)))
+            pipe.hset(self._member(member_id), mapping=cast(Any, member_form.stored(self._vault, member_id, record)))
             for digest in dup_hashes:
                 pipe.sadd(self._k("dup", digest), member_id)
             pipe.delete(self._k("registration", member_id))
@@ -181,7 +159,7 @@ class MemberStore:
 
     async def get(self, member_id: str) -> MemberRecord | None:
         found = cast(dict[str, str], await self._redis.hgetall(self._member(member_id)))
-        return _record(found) if found else None
+        return member_form.record(self._vault, member_id, found) if found else None
 
     async def touched(
         self, member_id: str, channel: str, platform: str, card_activated_at: datetime | None = None
@@ -230,6 +208,47 @@ class MemberStore:
             put(self._k("registration", registration_id), fields, REGISTRATION_TTL_SECONDS)
         if writes:
             await self._set_fields(args=[json.dumps(writes, ensure_ascii=False)])
+
+    async def upgrade(self, chunk: int = 500) -> Upgraded:
+        """Seal every member hash that holds personal data in the clear (written before sealing existed) and
+        rewrap every member key wrapped by an older master key. Idempotent; safe beside running services."""
+        prefix = self._k("member", "")
+        sealed = rewrapped = unchanged = 0
+        keys: list[str] = []
+
+        async def handle(batch: list[str]) -> None:
+            nonlocal sealed, rewrapped, unchanged
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.hgetall(key)
+                found = cast(list[dict[str, str]], await pipe.execute())
+            changes: list[tuple[str, str, str, dict[str, Any], str]] = []  # key, field, its value, change, kind
+            for key, fields in zip(batch, found, strict=True):
+                member_id = key[len(prefix) :].strip("{}")
+                seal = member_form.sealing(self._vault, member_id, fields)
+                rewrap = None if seal is not None else member_form.rewrapping(self._vault, member_id, fields)
+                if seal is not None:
+                    changes.append((key, "name", fields["name"], {"set": seal, "delete": member_form.PERSONAL}, "s"))
+                elif rewrap is not None:
+                    old = fields[member_form.KEY]
+                    changes.append((key, member_form.KEY, old, {"set": {member_form.KEY: rewrap}, "delete": []}, "r"))
+                else:
+                    unchanged += 1
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, name, value, change, _ in changes:
+                    await self._upgrade(keys=[key], args=[name, value, json.dumps(change)], client=pipe)
+                done = await pipe.execute()
+            sealed += sum(int(d) for d, c in zip(done, changes, strict=True) if c[4] == "s")
+            rewrapped += sum(int(d) for d, c in zip(done, changes, strict=True) if c[4] == "r")
+
+        async for key in self._redis.scan_iter(match=prefix + "*", count=1000, _type="HASH"):
+            keys.append(_s(key))
+            if len(keys) >= chunk:
+                await handle(keys)
+                keys = []
+        if keys:
+            await handle(keys)
+        return Upgraded(sealed, rewrapped, unchanged)
 
     async def is_erased(self, member_id: str) -> bool:
         return bool(await self._redis.exists(self._k("erased", member_id)))
@@ -343,6 +362,16 @@ class MemberStore:
             for s in await self.pending_suspicions()
             if member_id in (s.get("member_id"), s.get("other_member_id"))
         ]
+
+    async def link_visitor(self, visitor_id: str, member_id: str) -> None:
+        """The web tracker's visitor is this member from now on (an alias: merges move it, erasure removes it)."""
+        earlier = await self._redis.get(self._k("alias", visitor_id))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if earlier is not None:
+                pipe.srem(self._aliases(_s(earlier)), visitor_id)
+            pipe.set(self._k("alias", visitor_id), member_id)
+            pipe.sadd(self._aliases(member_id), visitor_id)
+            await pipe.execute()
 
     # ------------------------------------------------------------------------------- merge, erasure
 

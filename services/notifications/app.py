@@ -96,7 +96,7 @@ def create_app(
         ],
         kafka=notifications_router(projector, settings, parts.publisher),
         background=[deliverer.run, broadcaster.run, caught_up.run],
-        stop=[libraries.close],
+        close=[libraries.close],
         publishes=[
             notification_events.MessageSent,
             notification_events.MessageSuppressed,

@@ -27,7 +27,7 @@ from shared.events.propositions import (
     TargetGroup,
     Theme,
 )
-from shared.events.types import Channel, LibraryCode, MemberId, Platform, Slug
+from shared.events.types import Channel, LibraryCode, MemberId, Platform, Slug, WebOrigin
 from shared.schemas import example_body
 
 # Reading the catalogue needs a valid key of any role.
@@ -87,12 +87,16 @@ class LibraryBody(BaseModel):
     model_config = example_body(
         name="OBA Openbare Bibliotheek Amsterdam",
         website="https://www.oba.nl",
+        website_origins=["https://www.oba.nl"],
         postcode_areas=["1000-1109"],
         branches=[{"code": "oosterdok", "name": "OBA Oosterdok"}, {"code": "banne", "name": "OBA Banne"}],
     )
 
     name: str = Field(min_length=1, max_length=120)
     website: str | None = Field(default=None, max_length=300, pattern=r"^https?://")
+    website_origins: list[WebOrigin] = Field(
+        default_factory=list, max_length=20, description="the origins its web tracker posts from (CORS)"
+    )
     postcode_areas: list[str] = Field(
         default_factory=list, max_length=500, description="4-digit areas (1034) or ranges (1000-1109) it serves"
     )
@@ -119,6 +123,7 @@ class LibraryView(BaseModel):
     library: str
     name: str
     website: str | None
+    website_origins: list[str]
     postcode_areas: list[str]
     branches: list[Branch]
     updated_at: str
@@ -292,6 +297,7 @@ def library_view(library: Library) -> LibraryView:
         library=data.library,
         name=data.name,
         website=data.website,
+        website_origins=data.website_origins,
         postcode_areas=data.postcode_areas,
         branches=data.branches,
         updated_at=shown(library.updated_at),

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events.propositions import Branch, OfferChannel, TargetGroup, Theme
-from shared.events.types import Channel, LibraryCode, Slug
+from shared.events.types import Channel, LibraryCode, Slug, WebOrigin
 
 SEED_FILE = Path(__file__).with_name("seed.yaml")
 CONCURRENCY = 16
@@ -51,6 +51,7 @@ class SeedLibrary(_Strict):
     code: LibraryCode
     name: str
     website: str | None = None
+    website_origins: list[WebOrigin] = Field(default_factory=list)
     postcode_areas: list[str] = Field(default_factory=list)
     branches: list[Branch] = Field(default_factory=list)
     offerings: list[SeedOffering] = Field(default_factory=list)

@@ -1,6 +1,6 @@
 """Event envelope, binding and registry. Importing this package registers every event type."""
 
-from shared.events import journey, members, notifications, propositions
+from shared.events import client, journey, members, notifications, propositions
 from shared.events.envelope import (
     BATCH,
     STRUCTURED,
@@ -29,6 +29,7 @@ __all__ = [
     "FieldError",
     "InvalidEvent",
     "KafkaRecord",
+    "client",
     "deterministic_id",
     "event_types",
     "from_batch",

@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from shared.events.envelope import EventData
 from shared.events.registry import event
-from shared.events.types import Channel, LibraryCode, Slug
+from shared.events.types import Channel, LibraryCode, Slug, WebOrigin
 from shared.topics import CATALOG, USAGE
 
 OfferChannel = Literal["online", "offline", "both"]
@@ -93,6 +93,9 @@ class LibraryChanged(EventData):
     library: LibraryCode
     name: str = Field(min_length=1, max_length=120)
     website: str | None = Field(default=None, max_length=300)
+    website_origins: list[WebOrigin] = Field(
+        default_factory=list, max_length=20, description="where the library's web tracker may post from (CORS)"
+    )
     postcode_areas: list[AreaRange] = Field(default_factory=list)
     branches: list[Branch] = Field(default_factory=list)
 

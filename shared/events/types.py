@@ -13,6 +13,8 @@ Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,79}$")]
 Channel = Literal["online", "offline"]
 # website, app, ebook, desk, kiosk, school, partner, ils…: an open set of slugs.
 Platform = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,31}$")]
+# A website's origin as a browser sends it in `Origin`: scheme, host and port only (`https://www.oba.nl`).
+WebOrigin = Annotated[str, StringConstraints(pattern=r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$", max_length=200)]
 PostcodeArea = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{3}$")]
 AgeBand = Literal["0-3", "4-11", "12-17", "18-64", "65+"]
 MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64)]

@@ -713,7 +713,24 @@ async def test_an_erased_member_is_gone_and_every_service_is_told(identity: Iden
     assert (short_type(record), subject(record)) == ("erased", member)
     assert json.loads(record.value) == {}
     assert (await identity.client.get(f"/v1/members/{member}")).status_code == 404
-    assert (await identity.client.delete(f"/v1/members/{member}")).status_code == 404
+    # Erasing again tells the services again (a service may have taken in later events meanwhile).
+    again = await identity.client.delete(f"/v1/members/{member}")
+    assert again.status_code == 202 and again.json()["event_id"] != erased.json()["event_id"]
+    assert subject(await identity.published(again.json()["event_id"])) == member
+
+
+async def test_a_member_identity_never_knew_is_erased_by_a_network_wide_key_only(identity: Identity) -> None:
+    # A member known only from events a platform produced straight to Kafka: identity cannot tell their library.
+    one_library = await identity.key("member-data", library="oba")
+    refused = await identity.client.delete("/v1/members/only-kafka-knew-me", headers=one_library)
+    assert refused.status_code == 403
+
+    erased = await identity.client.delete("/v1/members/only-kafka-knew-me")
+
+    assert erased.status_code == 202, erased.text
+    record = await identity.published(erased.json()["event_id"])
+    assert (short_type(record), subject(record)) == ("erased", "only-kafka-knew-me")
+    assert header(record, "ce_library") is None
 
 
 # ------------------------------------------------------------------------------------------- Idempotency-Key

@@ -46,8 +46,8 @@ def rules_hit(journeys: InMemoryJourneys, member: str = "m") -> list[str]:
     return sorted(f.rule for f in journeys.result.detected if f.member_id == member)
 
 
-def test_the_shipped_catalogue_has_the_ten_rules_of_the_design() -> None:
-    assert len(RULES.rules) == 10
+def test_the_shipped_catalogue_has_the_ten_rules_of_the_design_and_the_web_trackers() -> None:
+    assert len(RULES.rules) == 11
     assert {r.kind for r in RULES.rules} == {"absence", "threshold", "inactivity", "immediate"}
 
 

@@ -145,6 +145,19 @@ def test_the_caller_s_address_and_user_agent_are_not_exported() -> None:
     assert dict(span.attributes or {}) == {"http.route": "/v1/members/{member_id}/inbox"}
 
 
+def test_a_url_is_exported_without_its_query_which_may_hold_what_someone_typed() -> None:
+    spans = InMemorySpanExporter()
+    provider = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)])
+    attributes = {"http.route": "/pages/desk", "http.url": "http://identity/pages/desk?q=sanne%40example.nl",
+                  "http.target": "/pages/desk?q=0612345678", "url.query": "q=0612345678"}  # fmt: skip
+    with provider.get_tracer("test").start_as_current_span("GET /pages/desk", attributes=attributes):
+        pass
+    [span] = spans.get_finished_spans()
+    assert dict(span.attributes or {}) == {
+        "http.route": "/pages/desk", "http.url": "http://identity/pages/desk", "http.target": "/pages/desk",
+    }  # fmt: skip
+
+
 def test_spans_under_a_member_s_work_carry_the_member_even_those_that_ended_before_the_member_was_known() -> None:
     spans = InMemorySpanExporter()
     provider = telemetry.tracer_provider("test", [SimpleSpanProcessor(spans)])
