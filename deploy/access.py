@@ -75,6 +75,8 @@ KAFKA_ACCESS: Final[Mapping[str, KafkaAccess]] = {
 # records of write routes and signed-in page sessions.
 SHARED_KEYS_READ: Final = ("auth",)
 SHARED_KEYS: Final = ("idem", "web")
+# Keys a service writes outside its own prefix: identity manages the libraries' publishable keys (web tracker).
+EXTRA_KEYS: Final[Mapping[str, tuple[tuple[str, ...], ...]]] = {"identity": (("auth", "publishable"),)}
 
 
 class _Resource(IntEnum):
@@ -121,6 +123,7 @@ def redis_rules(service: str, password: str, settings: Settings) -> list[str]:
     """``ACL SETUSER`` rules of a service: its own keys, the shared ones, every command but the dangerous ones
     (scripts included: the stores' Lua scripts are checked against the same key patterns)."""
     own = [f"~{settings.key(service)}:*", *(f"~{settings.key(name)}:*" for name in SHARED_KEYS)]
+    own += [f"~{settings.key(*parts)}:*" for parts in EXTRA_KEYS.get(service, ())]
     read_only = [f"%R~{settings.key(name)}:*" for name in SHARED_KEYS_READ]
     return ["reset", "on", f">{password}", *own, *read_only, "resetchannels", "+@all", "-@dangerous"]
 

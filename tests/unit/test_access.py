@@ -53,6 +53,9 @@ def test_a_service_user_on_redis_has_its_own_keys_the_shared_ones_and_the_api_ke
     keys = [rule for rule in rules if "~" in rule]
     assert keys == ["~k.journey:*", "~k.idem:*", "~k.web:*", "%R~k.auth:*"]
     assert rules[-2:] == ["+@all", "-@dangerous"]
+    # identity manages the libraries' publishable keys (the web tracker's); no other service writes under auth:.
+    assert "~k.auth:publishable:*" in redis_rules("identity", "secret", PREFIXED)
+    assert not any("publishable" in rule for rule in rules)
 
 
 def test_local_credentials_are_made_once_readable_by_their_owner_only(tmp_path: Path) -> None:
