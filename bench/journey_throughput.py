@@ -7,7 +7,7 @@ Uses the Kafka and Redis named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_
 topic, group and key prefix of its own); otherwise starts a Kafka broker and a redis-server on free ports
 (deploy/runtime.py, as the tests do) and stops them at the end.
 
-A simulated network (services/journey/simulator.py) is produced twice: its member events alone under one prefix
+A simulated network (services/journey/offline/simulator.py) is produced twice: its member events alone under one prefix
 (the one-rule comparison: the peer and journey read the same topic, the same events), and the whole network under
 another. Each run is timed from its first record to its last applied (start-up and group join left out):
 - baseline: an AIOKafkaConsumer reading every record of the network's input topics (no decoding);
@@ -39,9 +39,9 @@ from bench.peers.quix_signup import PeerRun
 from deploy import runtime
 from services.journey.app import create_app
 from services.journey.handlers import FrictionDetector
-from services.journey.history import load
+from services.journey.offline.history import load
+from services.journey.offline.simulator import simulate
 from services.journey.settings import JourneySettings
-from services.journey.simulator import simulate
 from shared.consumers import read_to_end
 from shared.events import CloudEvent, from_kafka, typed_data
 from shared.redis import make_redis

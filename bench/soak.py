@@ -4,7 +4,7 @@
     .venv/bin/python bench/soak.py --minutes 60 --rate 2000   # the real soak
     .venv/bin/python bench/soak.py --minutes 2           # a quick look
 
-The load: members of the simulated network (services/journey/simulator.py) signing up, activating cards,
+The load: members of the simulated network (services/journey/offline/simulator.py) signing up, activating cards,
 logging in, borrowing, produced to `identity.members.v1` and `propositions.usage.v1` at `--rate` events/s, each
 event timed now. The activation window is shortened to 20 s (as in `klantreis run`), so sign-ups that are not
 activated keep journey's timers firing and notifications deciding and delivering in-app messages all along.
@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy import runtime
 from deploy.platform import child_services
-from services.journey.simulator import simulate
+from services.journey.offline.simulator import simulate
 from shared.events import CloudEvent
 from shared.service import ServiceParts
 from shared.settings import Settings

@@ -1,6 +1,6 @@
 """`klantreis simulate`, `replay` and `backtest`: history into the platform, and rules tried out on it.
 
-- simulate: a network with frictions planted at known rates (services/journey/simulator.py), to Kafka, through
+- simulate: a network with frictions planted at known rates (services/journey/offline/simulator.py), to Kafka, through
   identity's HTTP doors, or to files; `--check` scores the running journey service against the planted truth.
 - replay: a JSON-lines file of CloudEvents into Kafka (or through the ingest endpoints), with a progress bar,
   the throughput, and the rejected lines grouped by reason.
@@ -33,9 +33,9 @@ from pydantic import ValidationError
 from deploy import platform
 from deploy.commands import command, say
 from deploy.runtime import RuntimeProblem
-from services.journey import backtest
 from services.journey.app import rules_in_force
-from services.journey.history import (
+from services.journey.offline import backtest
+from services.journey.offline.history import (
     IngestRefused,
     Loaded,
     Progress,
@@ -45,9 +45,9 @@ from services.journey.history import (
     post,
     read_topics,
 )
+from services.journey.offline.simulator import Network, Planted, at_the_doors, simulate
 from services.journey.rules import RuleCatalogue, load_rules
 from services.journey.settings import JourneySettings
-from services.journey.simulator import Network, Planted, at_the_doors, simulate
 from shared.events import CloudEvent
 from shared.events.journey import FrictionDetected
 from shared.kafka import EventPublisher, make_broker

@@ -29,17 +29,51 @@ async def end_offsets(
     return ends
 
 
+async def beginning_offsets(
+    consumer: Any, partitions: Sequence[TopicPartition], within_seconds: float = OFFSETS_TIMEOUT
+) -> dict[TopicPartition, int]:
+    """The broker's log start offsets (the first record still kept) of `partitions`."""
+    if not partitions:
+        return {}
+    starts: dict[TopicPartition, int] = await asyncio.wait_for(
+        consumer.beginning_offsets(list(partitions)), within_seconds
+    )
+    return starts
+
+
 async def position(consumer: Any, partition: TopicPartition, within_seconds: float = OFFSETS_TIMEOUT) -> int:
     """The consumer's position on `partition`: the offset of the next record it will fetch."""
     found: int = await asyncio.wait_for(consumer.position(partition), within_seconds)
     return found
 
 
+def admin_client(bootstrap: str, security: Mapping[str, Any] | None = None) -> AIOKafkaAdminClient:
+    """An admin client for these questions; `security`: `Settings.kafka_security()`."""
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="klantreis-reader", **(security or {}))
+
+
+async def committed_offsets(
+    admin: AIOKafkaAdminClient,
+    group_id: str,
+    partitions: Sequence[TopicPartition],
+    within_seconds: float = OFFSETS_TIMEOUT,
+) -> dict[TopicPartition, int]:
+    """Consumer group `group_id`'s committed offsets of `partitions`, as the group coordinator holds them (what
+    `kafka-consumer-groups --describe` shows as CURRENT-OFFSET); a partition the group never committed is left
+    out. Asked with an admin client: the group's own consumers are not disturbed."""
+    if not partitions:
+        return {}
+    found = await asyncio.wait_for(
+        admin.list_consumer_group_offsets(group_id, partitions=list(partitions)), within_seconds
+    )
+    return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+
+
 async def partitions_of(
     bootstrap: str, topics: Sequence[str], security: Mapping[str, Any] | None = None
 ) -> list[TopicPartition]:
-    """Every partition of `topics` (none of a topic that does not exist). `security`: `Settings.kafka_security()`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="klantreis-reader", **(security or {}))
+    """Every partition of `topics` (none of a topic that does not exist)."""
+    admin = admin_client(bootstrap, security)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))

@@ -5,6 +5,9 @@ with a fingerprint of the request: the same key with a different request is refu
 runs, a retry gets 409. Operations take a `seed` that is set when the request carries a key; they derive their
 ids from it, so that a retry after a crash between publishing and answering publishes the same event ids, which
 consumers recognise, instead of new ones.
+
+Every write route takes the `Write` dependency (the Idempotency-Key header comes with it) and hands it its
+operation; nothing else in a route deals with keys or stored replies.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared.auth import Principal
@@ -104,9 +108,27 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _replies(request: Request) -> IdempotentReplies:
+class IdempotentWrite:
+    """What a write route needs to run its operation once per Idempotency-Key: the request, the key it carries
+    and the service's replies. Routes take it as `write: Write` and end with `return await write(caller, body,
+    run)`."""
+
+    def __init__(self, replies: IdempotentReplies, request: Request, idempotency_key: str | None) -> None:
+        self._replies = replies
+        self._request = request
+        self._idempotency_key = idempotency_key
+
+    async def __call__(self, caller: Principal, body: Any, operation: Operation) -> JSONResponse:
+        """`body` is what makes two requests the same one (a pydantic model is compared as its JSON form; None for
+        a write that has no body)."""
+        if isinstance(body, BaseModel):
+            body = body.model_dump(mode="json")
+        return await self._replies.once(self._request, caller, self._idempotency_key, body, operation)
+
+
+def _write(request: Request, idempotency_key: IdempotencyKey = None) -> IdempotentWrite:
     replies: IdempotentReplies = request.app.state.idempotent_replies
-    return replies
+    return IdempotentWrite(replies, request, idempotency_key)
 
 
-Replies = Annotated[IdempotentReplies, Depends(_replies)]
+Write = Annotated[IdempotentWrite, Depends(_write)]

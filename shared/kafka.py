@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict
 
 from aiokafka.errors import (
@@ -34,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, typed_data
 from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
-from shared.publishing import EventPublisher, PublishTimeout, publish_deadline
+from shared.publishing import EventPublisher, PublishTimeout, dead_letter_headers, publish_deadline
 from shared.settings import Settings
 from shared.telemetry import expected_retry, failed, sampled_traceparent
 from shared.topics import DEAD_LETTER_SUFFIX, Topic
@@ -89,7 +88,23 @@ def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | N
     )
 
 
+@dataclass(frozen=True)
+class Received:
+    """One decoded record of a batch, with where it came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    event: CloudEvent
+    data: EventData
+    # The W3C trace context the record carries, when its trace is sampled: for work that continues it later.
+    traceparent: str | None = None
+
+
 Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
+# The handler gets the decoded records and the last offset of every partition in the batch, dead letters included,
+# so that it can record how far it got even when the last records of a partition were dead-lettered.
+BatchHandler = Callable[[list[Received], dict[tuple[str, int], int]], Awaitable[None]]
 DeadLetter = Callable[[Any, str, str], Awaitable[None]]
 
 
@@ -98,15 +113,9 @@ def dead_letters(publisher: EventPublisher, group_id: str) -> DeadLetter:
         """The original record, unchanged, on `<its topic>.dlq`, with why and where in `dlq_*` headers."""
         headers = _original_headers(record.headers)
         headers.update(
-            {
-                "dlq_reason": reason,
-                "dlq_error": error[:500],
-                "dlq_topic": record.topic,
-                "dlq_partition": str(record.partition),
-                "dlq_offset": str(record.offset),
-                "dlq_group": group_id,
-                "dlq_at": datetime.now(UTC).isoformat(),
-            }
+            dead_letter_headers(
+                reason, error, topic=record.topic, group=group_id, partition=record.partition, offset=record.offset
+            )
         )
         await publisher.publish_dead_letter(
             topic=record.topic + DEAD_LETTER_SUFFIX, key=record.key, value=record.value, headers=headers
@@ -135,99 +144,22 @@ def subscribe(
     handler: Handler,
     types: Collection[str] | None = None,
     description: str | None = None,
-) -> None:
-    """Consume `topic` in consumer group `group`, calling `handler(event, data)` for events of `types`.
+) -> Any:
+    """Consume `topic` in consumer group `group`, calling `handler(event, data)` for each event (of `types`, when
+    given), one record at a time; the consume loop is `subscribe_batches`'s (see `_ConsumeLoop`)."""
 
-    The offset is committed after the handler returns, so the handler must store its effect idempotently by
-    event id. Undecodable events, and events whose handling fails for good, go to the dead-letter topic.
-    """
-    physical = settings.topic(topic.name)
-    group_id = settings.group(group)
-    wanted = frozenset(types) if types is not None else None
+    async def each(batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
+        for received in batch:
+            await handler(received.event, received.data)
 
-    dead_letter = dead_letters(publisher, group_id)
-
-    async def handle(record: Any) -> None:
-        try:
-            event = from_kafka(record.value, record.headers)
-            if wanted is not None and event.type not in wanted:
-                return
-            data = typed_data(event)
-        except InvalidEvent as exc:
-            await dead_letter(record, "invalid_event", str(exc))
-            return
-        started = time.perf_counter()
-        for attempt in range(settings.handler_retries + 1):
-            try:
-                await handler(event, data)
-                publisher.metrics.handled(group_id, physical, time.perf_counter() - started)
-                publisher.metrics.consumed(physical, {event.type: 1})
-                return
-            except TRANSIENT_ERRORS as exc:
-                if attempt == settings.handler_retries:
-                    await dead_letter(record, "retries_exhausted", f"{type(exc).__name__}: {exc}")
-                    return
-                expected_retry("transient failure (a dependency briefly away)", exc, attempt + 1)
-                await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**attempt)
-            except InvalidEvent as exc:
-                await dead_letter(record, "invalid_event", str(exc))
-                return
-            except Exception as exc:
-                await dead_letter(record, "handler_error", f"{type(exc).__name__}: {exc}")
-                return
-
+    loop = _ConsumeLoop(settings, publisher, settings.group(group), [topic], each, types)
     subscriber = router.subscriber(
-        physical,
-        group_id=group_id,
-        ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset="earliest",
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
-        title=f"{group}:{topic.name}",
+        settings.topic(topic.name), **_consumer_settings(loop.group_id), title=f"{group}:{topic.name}",
         description=description,
-    )
-    publisher.metrics.watch(group_id, subscriber)
-
-    @subscriber
-    async def consume(message: KafkaMessage) -> None:
-        try:
-            await handle(message.raw_message)
-        except Exception:
-            # Not even the dead letter could be written (Kafka away?): rewind to this message rather than
-            # let the next commit skip it, and slow the retry loop down.
-            log.exception("cannot handle or dead-letter a message of %s; retrying it", physical)
-            await asyncio.sleep(settings.handler_retry_backoff_seconds * 10)
-            await message.nack()
-            return
-        # Commit only now: the effect (or the dead letter) is stored.
-        await _commit(message)
-
-
-async def _commit(message: KafkaMessage) -> None:
-    """Commit the offsets; a rebalance that moved the partition meanwhile is expected, not a failure: its new
-    owner handles the uncommitted records again (effects are idempotent by event id)."""
-    try:
-        await message.ack()
-    except CommitFailedError as exc:
-        expected_retry("rebalance: the partition moved before the commit; its new owner handles it again", exc, 1)
-
-
-@dataclass(frozen=True)
-class Received:
-    """One decoded record of a batch, with where it came from."""
-
-    topic: str
-    partition: int
-    offset: int
-    event: CloudEvent
-    data: EventData
-    # The W3C trace context the record carries, when its trace is sampled: for work that continues it later.
-    traceparent: str | None = None
-
-
-# The handler gets the decoded records and the last offset of every partition in the batch, dead letters included,
-# so that it can record how far it got even when the last records of a partition were dead-lettered.
-BatchHandler = Callable[[list[Received], dict[tuple[str, int], int]], Awaitable[None]]
+    )  # fmt: skip
+    publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap, settings.kafka_security())
+    subscriber(loop.consume)
+    return subscriber
 
 
 def subscribe_batches(
@@ -242,104 +174,159 @@ def subscribe_batches(
     description: str | None = None,
     types: Collection[str] | None = None,
 ) -> Any:
-    """Consume `topics` in batches (one Redis round trip and one commit per batch, not per event).
-
-    Undecodable records go to the dead-letter topic and the rest of the batch is handled. A transient failure
-    retries the batch with backoff; a batch that fails for good is handled again one record at a time, so only
-    the record that fails goes to the dead-letter topic. Offsets are committed after the handler returned.
-    Records whose `ce_type` header is not one of `types` (when given) are skipped undecoded (yet counted in the
-    partitions' last offsets). Returns the subscriber (its `.consumer` is the aiokafka consumer once started).
+    """Consume `topics` in batches (one Redis round trip and one commit per batch, not per event), with the one
+    consume loop (`_ConsumeLoop`). Returns the subscriber (its `.consumer` is the aiokafka consumer once started).
     """
-    group_id = settings.group(group)
-    wanted = frozenset(t.encode() for t in types) if types is not None else None
-    dead_letter = dead_letters(publisher, group_id)
-    metrics = publisher.metrics
-    joined = "+".join(settings.topic(t.name) for t in topics)
-
-    def count(handled: Sequence[Received]) -> None:
-        for topic, types in _types_by_topic(handled).items():
-            metrics.consumed(topic, types)
-
-    async def attempt(batch: list[Received], ends: dict[tuple[str, int], int]) -> BaseException | None:
-        for retry in range(settings.handler_retries + 1):
-            try:
-                await handler(batch, ends)
-                return None
-            except TRANSIENT_ERRORS as exc:
-                if retry == settings.handler_retries:
-                    return exc
-                expected_retry("transient failure (a dependency briefly away)", exc, retry + 1)
-                await asyncio.sleep(settings.handler_retry_backoff_seconds * 2**retry)
-            except Exception as exc:
-                return exc
-        return None
-
-    async def handle(records: Sequence[Any]) -> None:
-        batch: list[Received] = []
-        ends: dict[tuple[str, int], int] = {}
-        for record in records:
-            ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
-            if wanted is not None and dict(record.headers or ()).get("ce_type") not in wanted:
-                continue
-            try:
-                event = from_kafka(record.value, record.headers)
-                batch.append(
-                    Received(
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        event,
-                        typed_data(event),
-                        sampled_traceparent(record.headers),
-                    )
-                )
-            except InvalidEvent as exc:
-                await dead_letter(record, "invalid_event", str(exc))
-        started = time.perf_counter()
-        if await attempt(batch, ends) is None:
-            metrics.handled(group_id, joined, time.perf_counter() - started)
-            count(batch)
-            return
-        by_position = {(r.topic, r.partition, r.offset): r for r in records}
-        for received in batch:
-            failure = await attempt([received], {(received.topic, received.partition): received.offset})
-            if failure is None:
-                count([received])
-            else:
-                reason = "retries_exhausted" if isinstance(failure, TRANSIENT_ERRORS) else "handler_error"
-                record = by_position[(received.topic, received.partition, received.offset)]
-                await dead_letter(record, reason, f"{type(failure).__name__}: {failure}")
-        await attempt([], ends)
-
+    loop = _ConsumeLoop(settings, publisher, settings.group(group), topics, handler, types)
     subscriber = router.subscriber(
         *(settings.topic(t.name) for t in topics),
         batch=True,
         max_records=max_records,
         batch_timeout_ms=200,
-        group_id=group_id,
-        ack_policy=AckPolicy.MANUAL,
-        auto_offset_reset="earliest",
-        session_timeout_ms=10_000,
-        heartbeat_interval_ms=1_000,
+        **_consumer_settings(loop.group_id),
         title=f"{group}:{'+'.join(t.name for t in topics)}",
         description=description,
     )
     _no_sleep_on_empty_polls(subscriber, max_records)
-    metrics.watch(group_id, subscriber)
+    publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap, settings.kafka_security())
+    subscriber(loop.consume)
+    return subscriber
 
-    @subscriber
-    async def consume(message: KafkaMessage) -> None:
+
+def _consumer_settings(group_id: str) -> dict[str, Any]:
+    # Commits are ours (after the effect is stored); a new group starts at the beginning of the topics.
+    return {
+        "group_id": group_id,
+        "ack_policy": AckPolicy.MANUAL,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+    }
+
+
+class _ConsumeLoop:
+    """The one way a record is consumed, by single and batch subscribers alike.
+
+    Records whose `ce_type` header is not one of `types` (when given) are skipped undecoded; a filtered consumer
+    skips a record without that header that does not decode either (the topic's reader of every type
+    dead-letters it). Undecodable records go to the dead-letter topic and the rest of the batch is handled. A
+    transient failure retries the batch with backoff; a batch that fails for good is handled again one record at
+    a time, so only the record that fails goes to the dead-letter topic. Every record handed out, skipped and
+    dead-lettered ones included, is committed after the handler returned: the group's committed offset (the
+    lag an operator sees) never stops short of a record nobody will handle.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: EventPublisher,
+        group_id: str,
+        topics: Sequence[Topic],
+        handler: BatchHandler,
+        types: Collection[str] | None,
+    ) -> None:
+        self.group_id = group_id
+        self._topics = "+".join(settings.topic(t.name) for t in topics)  # the handler time's label
+        self._settings = settings
+        self._handler = handler
+        self._wanted = frozenset(t.encode() for t in types) if types is not None else None
+        self._metrics = publisher.metrics
+        self._dead_letter = dead_letters(publisher, group_id)
+
+    async def consume(self, message: KafkaMessage) -> None:
         records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
         try:
-            await handle(records)
+            await self._handle(records)
         except Exception:
-            log.exception("cannot handle or dead-letter a batch of %s; retrying it", group_id)
-            await asyncio.sleep(settings.handler_retry_backoff_seconds * 10)
+            # Not even the dead letter could be written (Kafka away?): rewind to these records rather than let the
+            # next commit skip them, and slow the retry loop down.
+            log.exception("cannot handle or dead-letter records of %s; retrying them", self.group_id)
+            await asyncio.sleep(self._settings.handler_retry_backoff_seconds * 10)
             await message.nack()
             return
+        # Commit only now: the effects (and the dead letters) are stored.
         await _commit(message)
 
-    return subscriber
+    async def _handle(self, records: Sequence[Any]) -> None:
+        batch: list[Received] = []
+        ends: dict[tuple[str, int], int] = {}
+        for record in records:
+            ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
+            received = await self._decoded(record)
+            if received is not None:
+                batch.append(received)
+        started = time.perf_counter()
+        failure = await self._attempt(batch, ends)
+        if failure is None:
+            self._metrics.handled(self.group_id, self._topics, time.perf_counter() - started)
+            self._count(batch)
+            return
+        by_position = {(r.topic, r.partition, r.offset): r for r in records}
+        for received in batch:
+            if len(batch) > 1:
+                failure = await self._attempt([received], {(received.topic, received.partition): received.offset})
+            if failure is None:
+                self._count([received])
+            else:
+                await self._dead_letter(
+                    by_position[(received.topic, received.partition, received.offset)],
+                    _reason(failure),
+                    f"{type(failure).__name__}: {failure}",
+                )
+        await self._attempt([], ends)
+
+    async def _decoded(self, record: Any) -> Received | None:
+        """The record decoded; None for one this consumer skips or dead-lettered."""
+        declared = dict(record.headers or ()).get("ce_type")
+        if self._wanted is not None and declared is not None and declared not in self._wanted:
+            return None
+        try:
+            event = from_kafka(record.value, record.headers)
+            if self._wanted is not None and event.type.encode() not in self._wanted:
+                return None
+            return Received(
+                record.topic, record.partition, record.offset, event, typed_data(event),
+                sampled_traceparent(record.headers),
+            )  # fmt: skip
+        except InvalidEvent as exc:
+            if self._wanted is not None and declared is None:
+                return None
+            await self._dead_letter(record, "invalid_event", str(exc))
+            return None
+
+    async def _attempt(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> BaseException | None:
+        retries = self._settings.handler_retries
+        for retry in range(retries + 1):
+            try:
+                await self._handler(batch, ends)
+                return None
+            except TRANSIENT_ERRORS as exc:
+                if retry == retries:
+                    return exc
+                expected_retry("transient failure (a dependency briefly away)", exc, retry + 1)
+                await asyncio.sleep(self._settings.handler_retry_backoff_seconds * 2**retry)
+            except Exception as exc:
+                return exc
+        return None
+
+    def _count(self, handled: Sequence[Received]) -> None:
+        for topic, types in _types_by_topic(handled).items():
+            self._metrics.consumed(topic, types)
+
+
+def _reason(failure: BaseException) -> str:
+    if isinstance(failure, InvalidEvent):
+        return "invalid_event"
+    return "retries_exhausted" if isinstance(failure, TRANSIENT_ERRORS) else "handler_error"
+
+
+async def _commit(message: KafkaMessage) -> None:
+    """Commit the offsets; a rebalance that moved the partition meanwhile is expected, not a failure: its new
+    owner handles the uncommitted records again (effects are idempotent by event id)."""
+    try:
+        await message.ack()
+    except CommitFailedError as exc:
+        expected_retry("rebalance: the partition moved before the commit; its new owner handles it again", exc, 1)
 
 
 def _no_sleep_on_empty_polls(subscriber: Any, max_records: int) -> None:

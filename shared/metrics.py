@@ -6,7 +6,7 @@ pushed over OTLP when `OTEL_METRICS_EXPORTER=otlp` (`OTEL_EXPORTER_OTLP_*` say w
 | `klantreis_events_consumed_total` | topic, type | events a handler of this service handled |
 | `klantreis_events_produced_total` | topic, type | events this service published (acknowledged by Kafka) |
 | `klantreis_handler_duration_seconds` | group, topic | time in the handler, per message (per batch in batches) |
-| `klantreis_consumer_lag` | group, topic, partition | records on the partition not yet handed to the handler |
+| `klantreis_consumer_lag` | group, topic, partition | records on the partition the group has not committed past |
 | `klantreis_dead_letters_total` | topic, reason | records (or deliveries) put on a dead-letter topic |
 | `klantreis_frictions_detected_total`, `_resolved_total` | rule | journey |
 | `klantreis_messages_total` | outcome, reason | notifications: sent, deferred, suppressed (by reason), failed |
@@ -15,8 +15,8 @@ FastAPI's and FastStream's own instruments (`http_server_duration_*`, `messaging
 `messaging_publish_duration_*`) go to the same provider. Labels hold topics, types, rules and reasons, never a
 member. Counting is in memory (`Tally`: a dict update; a batch adds once per label set), nothing does I/O per
 message. Consumer lag is the
-one figure that asks Kafka (end offsets of the assigned partitions), on each scrape, and every `LAG_INTERVAL`
-seconds when metrics are pushed.
+one figure that asks Kafka (end offsets and the group's committed offsets of the assigned partitions, as
+`kafka-consumer-groups --describe` does), on each scrape, and every `LAG_INTERVAL` seconds when metrics are pushed.
 """
 
 from __future__ import annotations
@@ -117,9 +117,10 @@ class ServiceMetrics:
             "klantreis.consumer.lag",
             callbacks=[self._observe_lag],
             unit="{record}",
-            description="Records on a partition not yet handed to this consumer's handler",
+            description="Records on a partition the consumer group has not committed past",
         )
-        self._consumers: list[tuple[str, Any]] = []
+        self._consumers: list[tuple[str, Any, str]] = []
+        self._security: dict[str, dict[str, Any]] = {}  # per cluster: how this process signs in there
         self._lag: dict[tuple[str, str, int], int] = {}
 
     # ------------------------------------------------------------------------------------------ counting
@@ -152,28 +153,45 @@ class ServiceMetrics:
 
     # ------------------------------------------------------------------------------------------------ lag
 
-    def watch(self, group: str, subscriber: Any) -> None:
-        """Report the lag of `subscriber`'s consumer (its `.consumer`, once started) for consumer group `group`."""
-        self._consumers.append((group, subscriber))
+    def watch(self, group: str, subscriber: Any, bootstrap: str, security: Mapping[str, Any] | None = None) -> None:
+        """Report the lag of consumer group `group` on the partitions assigned to `subscriber`'s consumer (its
+        `.consumer`, once started), on the cluster at `bootstrap` (signed in with `security`:
+        `Settings.kafka_security()`)."""
+        self._consumers.append((group, subscriber, bootstrap))
+        self._security[bootstrap] = dict(security or {})
 
     async def refresh_lag(self) -> None:
-        """End offsets (one request to the partition leaders) against the consumers' positions (local), for every
-        partition assigned to this process's consumers. Never the group coordinator: a consumer committing
-        meanwhile is not disturbed."""
+        """The broker's lag, as `kafka-consumer-groups --describe` shows it: end offsets (one request to the
+        partition leaders) against the group's committed offsets (an admin client asks the group coordinator; the
+        consumers themselves are not disturbed), for every partition assigned to this process's consumers. A
+        partition the group never committed lags by all it holds."""
         lag: dict[tuple[str, str, int], int] = {}
-        for group, subscriber in self._consumers:
-            consumer = getattr(subscriber, "consumer", None)
-            if consumer is None or not consumer.assignment():
-                continue
-            assigned = sorted(consumer.assignment())
-            try:
-                ends = await consumers.end_offsets(consumer, assigned, LAG_TIMEOUT)
-                for tp in assigned:
-                    lag[(group, tp.topic, tp.partition)] = max(0, ends[tp] - await consumers.position(consumer, tp))
-            except Exception as exc:
-                # Kafka away or a rebalance under way: keep the last figures of this group until the next round.
-                log.warning("consumer lag of %s not measured: %s", group, type(exc).__name__)
-                lag.update({k: v for k, v in self._lag.items() if k[0] == group})
+        watched = [
+            (group, consumer, bootstrap, sorted(consumer.assignment()))
+            for group, subscriber, bootstrap in self._consumers
+            if (consumer := getattr(subscriber, "consumer", None)) is not None and consumer.assignment()
+        ]
+        admins: dict[str, Any] = {}
+        try:
+            for group, consumer, bootstrap, assigned in watched:
+                try:
+                    if bootstrap not in admins:
+                        admins[bootstrap] = consumers.admin_client(bootstrap, self._security.get(bootstrap))
+                        await asyncio.wait_for(admins[bootstrap].start(), LAG_TIMEOUT)
+                    ends = await consumers.end_offsets(consumer, assigned, LAG_TIMEOUT)
+                    committed = await consumers.committed_offsets(admins[bootstrap], group, assigned, LAG_TIMEOUT)
+                    never = [tp for tp in assigned if tp not in committed]
+                    committed |= await consumers.beginning_offsets(consumer, never, LAG_TIMEOUT)
+                    for tp in assigned:
+                        lag[(group, tp.topic, tp.partition)] = max(0, ends[tp] - committed[tp])
+                except Exception as exc:
+                    # Kafka away or a rebalance under way: keep the last figures of this group until the next round.
+                    log.warning("consumer lag of %s not measured: %s", group, type(exc).__name__)
+                    lag.update({k: v for k, v in self._lag.items() if k[0] == group})
+        finally:
+            for admin in admins.values():
+                with contextlib.suppress(Exception):
+                    await admin.close()
         self._lag = lag
 
     async def track_lag(self) -> None:

@@ -15,6 +15,7 @@ import random
 import struct
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
@@ -192,6 +193,24 @@ class EventPublisher:
     ) -> None:
         await self._broker.publish(value or b"", topic, key=key, headers=headers)
         self.metrics.dead_lettered(topic, headers.get("dlq_reason", "unknown"))
+
+
+def dead_letter_headers(
+    reason: str,
+    error: str,
+    *,
+    topic: str,
+    group: str,
+    partition: int | None = None,
+    offset: int | None = None,
+    at: datetime | None = None,
+) -> dict[str, str]:
+    """The `dlq_*` headers of a dead letter: why (`dlq_reason`, `dlq_error`) and where it came from (`dlq_topic`,
+    and `dlq_partition`/`dlq_offset` when it was a record there), for `klantreis dead-letters`."""
+    headers = {"dlq_reason": reason, "dlq_error": error[:500], "dlq_topic": topic}
+    if partition is not None and offset is not None:
+        headers |= {"dlq_partition": str(partition), "dlq_offset": str(offset)}
+    return headers | {"dlq_group": group, "dlq_at": (at or datetime.now(UTC)).isoformat()}
 
 
 async def _send_batched(

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from shared.consumers import read_to_end
 
-__all__ = ["eventually", "header", "read_to_end", "read_topic", "running"]
+__all__ = ["eventually", "header", "problem", "read_to_end", "read_topic", "running"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,14 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+def problem(response: httpx.Response) -> tuple[int, str | None]:
+    """An error answer's status and the problem's detail: a 404 of a route's own says what does not exist, which a
+    route that does not exist (also a 404) cannot say."""
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    detail: str | None = response.json().get("detail")
+    return response.status_code, detail
 
 
 def header(record: ConsumerRecord[Any, Any], name: str) -> str | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from services.analytics.queries import Parameters, Statement
 from services.analytics.reports import Report, Row, local_date, ratio
-from services.analytics.store import ACTIVITY, ZONE
+from services.analytics.store import ZONE
 
 NOTHING = "(none)"  # no next step within the time allowed
 
@@ -25,7 +25,7 @@ def _members(p: Parameters, libraries: frozenset[str], age_bands: frozenset[str]
         filters.append(f"coalesce(home_library, merged_home_library) IN {p.strings(list(libraries))}")
     if age_bands:
         filters.append(f"coalesce(age_band, merged_age_band) IN {p.strings(list(age_bands))}")
-    return f"SELECT member_key, joined FROM {{db}}.members FINAL WHERE {' AND '.join(filters)}"
+    return f"SELECT member_key, joined, active_months FROM {{db}}.members FINAL WHERE {' AND '.join(filters)}"
 
 
 # ---------------------------------------------------------------------------------------------- retention
@@ -41,7 +41,8 @@ class RetentionQuery:
 
 
 def retention_counts(query: RetentionQuery) -> Statement:
-    """Per cohort month: its size (`after` -1) and the members active in each month after (0, 1, …)."""
+    """Per cohort month: its size (`after` -1) and the members active in each month after (0, 1, …). One pass
+    over `members`, which keeps each member's active months: no event is read."""
     p = Parameters()
     cohort = f"toStartOfMonth(toDateTime(intDiv(joined, 1000), {ZONE}))"
     filters = ["1"]
@@ -49,20 +50,17 @@ def retention_counts(query: RetentionQuery) -> Statement:
         filters.append(f"cohort >= toStartOfMonth({p.add('Date', query.start.isoformat())})")
     if query.end is not None:
         filters.append(f"cohort <= toStartOfMonth({p.add('Date', query.end.isoformat())})")
+    months = p.add("UInt16", query.months)
     sql = f"""
-        WITH cohorts AS (
-            SELECT member_key, {cohort} AS cohort FROM ({_members(p, query.libraries, query.age_bands)})
+        SELECT toString(cohort) AS cohort, after, count() AS members
+        FROM (
+            SELECT {cohort} AS cohort, toInt32(toRelativeMonthNum(cohort)) AS first,
+                   arrayConcat([-1], arrayFilter(a -> a >= 0 AND a <= {months},
+                                                 arrayMap(m -> toInt32(m) - first, active_months))) AS afters
+            FROM ({_members(p, query.libraries, query.age_bands)})
             WHERE {" AND ".join(filters)}
         )
-        SELECT toString(cohort) AS cohort, -1 AS after, count() AS members FROM cohorts GROUP BY cohort
-        UNION ALL
-        SELECT toString(c.cohort) AS cohort, dateDiff('month', c.cohort, a.month) AS after, count() AS members
-        FROM (
-            SELECT DISTINCT member_key, toStartOfMonth(time, {ZONE}) AS month FROM {{db}}.events
-            WHERE {ACTIVITY} AND member_key IN (SELECT member_key FROM cohorts)
-        ) AS a
-        INNER JOIN cohorts AS c ON a.member_key = c.member_key
-        WHERE a.month >= c.cohort AND dateDiff('month', c.cohort, a.month) <= {p.add("UInt16", query.months)}
+        ARRAY JOIN afters AS after
         GROUP BY cohort, after
     """
     return sql, p.values

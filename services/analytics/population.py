@@ -156,6 +156,18 @@ def _share(reached: int, children: int) -> float | None:
     return round(reached / children, 4) if children else None
 
 
+def _shown(count: int, min_cell: int) -> int | None:
+    """A count as published: one below `min_cell` (but above 0) is suppressed (None)."""
+    return None if 0 < count < min_cell else count
+
+
+def _reach(count: int, children: int, min_cell: int) -> tuple[int | None, float | None, bool]:
+    """The reached count and share as published, and whether they are suppressed (a share would reveal the count)."""
+    shown = _shown(count, min_cell)
+    hidden = shown is None
+    return shown, None if hidden else _share(count, children), hidden
+
+
 def reach_rows(
     population: Population,
     reached: Reached,
@@ -183,17 +195,17 @@ def reach_rows(
             by_contact = {contact: sum(p[1][contact] for p in parts) for contact in FIRST_CONTACTS}
             count = sum(by_contact.values())
             target = targets.get(code, DEFAULT_TARGET) if code != ALL else network_target(known, targets)
-            hidden = 0 < count < min_cell
+            shown, share, hidden = _reach(count, children, min_cell)
             rows.append(
                 {
                     "library": code,
                     "age_band": band,
                     "children": children,
-                    "reached": None if hidden else count,
-                    "share": None if hidden else _share(count, children),
+                    "reached": shown,
+                    "share": share,
                     "target": target,
                     "gap": None if hidden else max(0, round(target * children) - count),
-                    "by_first_contact": {contact: None if 0 < n < min_cell else n for contact, n in by_contact.items()},
+                    "by_first_contact": {contact: _shown(n, min_cell) for contact, n in by_contact.items()},
                     "suppressed": hidden,
                 }
             )
@@ -222,15 +234,9 @@ def trend_rows(
             chosen = [lib for lib in known if code in (ALL, lib.code)]
             children = sum(population.in_areas(lib, band) for lib in chosen for band in YOUTH_BANDS)
             count = sum(n for (area, _, _), n in reached.counts.items() if any(lib.serves(area) for lib in chosen))
-            hidden = 0 < count < min_cell
+            shown, share, hidden = _reach(count, children, min_cell)
             rows.append(
-                {
-                    "quarter": quarter,
-                    "library": code,
-                    "children": children,
-                    "reached": None if hidden else count,
-                    "share": None if hidden else _share(count, children),
-                    "suppressed": hidden,
-                }
-            )
+                {"quarter": quarter, "library": code, "children": children, "reached": shown, "share": share,
+                 "suppressed": hidden}
+            )  # fmt: skip
     return rows

@@ -37,6 +37,25 @@ ACTIVITY = (
     f"AND type NOT IN ('{MERGED}', '{ERASED}')"
 )
 
+# A member's row of `members` from one of their events (kept by a materialized view; rebuilt from every event when
+# the layout changes): the profile of a sign-up, the first sign-up, the latest activity, and the month of an activity
+# (`toRelativeMonthNum` in Amsterdam: retention counts members active per month without reading their events), and
+# the latest event of any kind (the reports' clock in `event` mode: the latest of 4 million, not of 21 million).
+MEMBER_OF_EVENT = f"""
+    cityHash64(member_id) AS member_key, member_id,
+    if(type = '{SIGNED_UP}' AND merged_from = '', home_library, NULL) AS home_library,
+    if(type = '{SIGNED_UP}' AND merged_from = '', age_band, NULL) AS age_band,
+    if(type = '{SIGNED_UP}' AND merged_from = '', postcode_area, NULL) AS postcode_area,
+    if(type = '{SIGNED_UP}' AND merged_from = '', source, NULL) AS source,
+    if(type = '{SIGNED_UP}' AND merged_from != '', home_library, NULL) AS merged_home_library,
+    if(type = '{SIGNED_UP}' AND merged_from != '', age_band, NULL) AS merged_age_band,
+    toUInt8(type = '{SIGNED_UP}') AS signed_up,
+    if(type = '{SIGNED_UP}', toUnixTimestamp64Milli(time), 9223372036854775807) AS joined,
+    if({ACTIVITY}, toUnixTimestamp64Milli(time), 0) AS last_active,
+    if({ACTIVITY}, [toUInt16(toRelativeMonthNum(time, {ZONE}))], []) AS active_months,
+    toUnixTimestamp64Milli(time) AS last_event
+"""
+
 # Every table with rows of a member: a merge moves them (events; the others follow), an erasure deletes them all.
 MEMBER_TABLES = ("events", "members", "frictions", "windows")
 
@@ -79,23 +98,22 @@ SCHEMA = (
         merged_age_band SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
         signed_up SimpleAggregateFunction(max, UInt8),
         joined SimpleAggregateFunction(min, Int64),
-        last_active SimpleAggregateFunction(max, Int64)
+        last_active SimpleAggregateFunction(max, Int64),
+        active_months SimpleAggregateFunction(groupUniqArrayArray, Array(UInt16)),
+        last_event SimpleAggregateFunction(max, Int64)
     ) ENGINE = AggregatingMergeTree ORDER BY member_key
     """,
+    # Stores made before members kept their active months (filled again: the layout is part of the fingerprint).
+    "ALTER TABLE {db}.members ADD COLUMN IF NOT EXISTS active_months "
+    "SimpleAggregateFunction(groupUniqArrayArray, Array(UInt16))",
+    "ALTER TABLE {db}.members ADD COLUMN IF NOT EXISTS last_event SimpleAggregateFunction(max, Int64)",
     f"""
-    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.members_of_events TO {{db}}.members AS
-    SELECT cityHash64(member_id) AS member_key, member_id,
-           if(type = '{SIGNED_UP}' AND merged_from = '', home_library, NULL) AS home_library,
-           if(type = '{SIGNED_UP}' AND merged_from = '', age_band, NULL) AS age_band,
-           if(type = '{SIGNED_UP}' AND merged_from = '', postcode_area, NULL) AS postcode_area,
-           if(type = '{SIGNED_UP}' AND merged_from = '', source, NULL) AS source,
-           if(type = '{SIGNED_UP}' AND merged_from != '', home_library, NULL) AS merged_home_library,
-           if(type = '{SIGNED_UP}' AND merged_from != '', age_band, NULL) AS merged_age_band,
-           toUInt8(type = '{SIGNED_UP}') AS signed_up,
-           if(type = '{SIGNED_UP}', toUnixTimestamp64Milli(time), 9223372036854775807) AS joined,
-           if({ACTIVITY}, toUnixTimestamp64Milli(time), 0) AS last_active
-    FROM {{db}}.events
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.members_of_events_2 TO {{db}}.members AS
+    SELECT {MEMBER_OF_EVENT} FROM {{db}}.events
     """,
+    # The view before members kept their active months (created again above under its new name; the members'
+    # columns are idempotent aggregates, so the moment both views write is harmless).
+    "DROP VIEW IF EXISTS {db}.members_of_events",
     """
     CREATE TABLE IF NOT EXISTS {db}.frictions (
         event_id String,
@@ -378,12 +396,16 @@ class AnalyticsStore:
 
     async def windows_for(self, fingerprint: str, derive_all: Sequence[tuple[str, Params]]) -> bool:
         """The derived tables (windows, frictions) for the rule catalogue in force: derived again from every event
-        when the catalogue or their layout is not the one they were derived with (True then)."""
+        when the catalogue or their layout is not the one they were derived with (True then); `members` too when
+        the store was derived before (another layout)."""
 
         def work(engine: Engine) -> bool:
             latest = engine.rows(f"SELECT fingerprint FROM {self.db}.catalogue ORDER BY at DESC LIMIT 1")
             if latest and latest[0]["fingerprint"] == fingerprint:
                 return False
+            if latest:  # a store of another layout: its members too (a fresh store's view filled them)
+                engine.command(f"TRUNCATE TABLE {self.db}.members")
+                engine.command(f"INSERT INTO {self.db}.members SELECT {MEMBER_OF_EVENT} FROM {self.db}.events")
             for table in ("windows", "frictions"):
                 engine.command(f"TRUNCATE TABLE {self.db}.{table}")
             for sql, params in derive_all:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from services.identity.members import Members, Person
@@ -28,7 +28,7 @@ from services.identity.schemas import (
 from services.identity.store import MemberStore
 from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey
 from shared.events.types import Medium, Purpose
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 from shared.problems import Problem
 
 
@@ -43,14 +43,12 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         description="Its id becomes the member id when the sign-up completes it (`registration_id`); a registration "
         "not completed in time is a friction (registration abandoned).",
     )
-    async def start_registration(
-        body: RegistrationStart, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def start_registration(body: RegistrationStart, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             touch = touch_at(body.home_library, body.platform)
             return 202, {"registration_id": await members.start_registration(touch, body.source, caller, ids)}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.post(
         "/members",
@@ -62,9 +60,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         "acknowledged the events.",
         responses={404: {"description": "registration_id unknown or completed already"}},
     )
-    async def sign_up(
-        body: SignUp, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def sign_up(body: SignUp, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             person = Person(body.name, body.email, body.phone, body.birth_date, body.postcode)
             touch = touch_at(body.home_library, body.platform)
@@ -80,7 +76,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
             )
             return 202, {"member_id": member_id, "event_id": event_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.get(
         "/members/{member_id}",
@@ -119,17 +115,13 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         responses={403: {"description": "another library's member, or one unknown here and a one-library key"}},
     )
     async def erase(
-        member_id: Annotated[str, Path(min_length=1, max_length=64)],
-        request: Request,
-        caller: MemberDataKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        member_id: Annotated[str, Path(min_length=1, max_length=64)], caller: MemberDataKey, write: Write
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             erased, event_id = await members.erase(member_id, caller, ids)
             return 202, {"member_id": erased, "event_id": event_id}
 
-        return await replies.once(request, caller, key, None, run)
+        return await write(caller, None, run)
 
     @router.post(
         "/members/{member_id}/card-activation",
@@ -141,17 +133,15 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
     async def activate_card(
         member_id: str,
         body: CardActivation,
-        request: Request,
         caller: IngestKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             touch = touch_at(body.library, body.platform, body.time)
             resolved, event_id = await members.activate_card(member_id, touch, body.branch, caller, ids)
             return 202, {"member_id": resolved, "event_id": event_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.post(
         "/members/{member_id}/referrals",
@@ -166,10 +156,8 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
     async def refer(
         member_id: str,
         body: Referral,
-        request: Request,
         caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             resolved, event_id = await members.refer(
@@ -177,7 +165,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
             )
             return 202, {"member_id": resolved, "event_id": event_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.put(
         "/members/{member_id}/consents/{medium}/{purpose}",
@@ -191,16 +179,14 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         medium: Medium,
         purpose: Purpose,
         body: Consent,
-        request: Request,
         caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             resolved, event_id = await members.change_consent(member_id, medium, purpose, body.granted, caller, ids)
             return 202, {"member_id": resolved, "event_id": event_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.put(
         "/members/{member_id}/guardian",
@@ -213,10 +199,8 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
     async def guardian(
         member_id: str,
         body: Guardian,
-        request: Request,
         caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             return 202, {
@@ -224,7 +208,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
                 "event_id": await members.set_guardian(member_id, body.guardian_id, caller, ids),
             }
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     return router
 

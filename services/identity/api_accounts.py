@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.identity.members import Members
@@ -18,7 +18,7 @@ from services.identity.schemas import (
     Login,
 )
 from shared.auth import AUTH_RESPONSES, IngestKey
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 
 
 def accounts_router(members: Members) -> APIRouter:
@@ -41,16 +41,14 @@ def accounts_router(members: Members) -> APIRouter:
     async def link_account(
         member_id: str,
         body: AccountLink,
-        request: Request,
         caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             resolved, ref = await members.link_account(member_id, body.platform, body.external_id, caller, ids)
             return 202, {"member_id": resolved, "platform": body.platform, "account_ref": ref}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.delete(
         "/members/{member_id}/accounts/{platform}",
@@ -63,10 +61,8 @@ def accounts_router(members: Members) -> APIRouter:
     async def unlink_account(
         member_id: str,
         platform: AccountPlatform,
-        request: Request,
         caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             return 202, {
@@ -74,7 +70,7 @@ def accounts_router(members: Members) -> APIRouter:
                 "event_id": await members.unlink_account(member_id, platform, caller, ids),
             }
 
-        return await replies.once(request, caller, key, None, run)
+        return await write(caller, None, run)
 
     @router.post(
         "/logins",
@@ -86,15 +82,13 @@ def accounts_router(members: Members) -> APIRouter:
         "the member's previous touch was on another channel or platform.",
         responses={404: {"description": "no member has this account linked"}},
     )
-    async def login(
-        body: Login, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def login(body: Login, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             member_id, event_id = await members.record_login(
                 body.platform, body.external_id, body.outcome, body.reason, body.time or datetime.now(UTC), caller, ids
             )
             return 202, {"member_id": member_id, "event_id": event_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     return router

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.identity.duplicates import Duplicates
@@ -14,7 +14,7 @@ from services.identity.schemas import (
     Suspicion,
 )
 from shared.auth import AUTH_RESPONSES, MemberDataKey
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 
 
 def duplicates_router(duplicates: Duplicates) -> APIRouter:
@@ -48,16 +48,14 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
     async def confirm(
         suspicion_id: str,
         body: Confirmation,
-        request: Request,
         caller: FrontOfficeKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             merged = await duplicates.confirm(suspicion_id, body.survivor_id, body.confirmed_by, caller, ids)
             return 202, {"merged_id": merged, "survivor_id": body.survivor_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.post(
         "/duplicates/{suspicion_id}/dismiss",

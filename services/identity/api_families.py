@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.identity.families import Families, Family
@@ -12,7 +12,7 @@ from services.identity.members import Person
 from services.identity.routing import FrontOfficeKey, touch_at
 from services.identity.schemas import FamilyAccepted, FamilySignUp
 from shared.auth import AUTH_RESPONSES
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 
 
 def families_router(families: Families) -> APIRouter:
@@ -30,9 +30,7 @@ def families_router(families: Families) -> APIRouter:
         "Kafka acknowledged them all.",
         responses={404: {"description": "guardian_id unknown"}},
     )
-    async def sign_up_family(
-        body: FamilySignUp, request: Request, caller: FrontOfficeKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def sign_up_family(body: FamilySignUp, caller: FrontOfficeKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             guardian = body.guardian
             postcode = guardian.postcode if guardian is not None else None
@@ -60,6 +58,6 @@ def families_router(families: Families) -> APIRouter:
                 guardian_id=signed_up.guardian_id, children=signed_up.children, event_ids=signed_up.event_ids
             ).model_dump()
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     return router

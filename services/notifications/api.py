@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from services.notifications.campaigns import Campaign, CampaignDefinition, Change, Status
@@ -26,7 +26,7 @@ from services.notifications.schemas import (
     Results,
 )
 from shared.auth import AUTH_RESPONSES, MarketingKey, MemberDataKey
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no such campaign"}}
 
@@ -55,13 +55,11 @@ def campaigns_router(management: CampaignManagement) -> APIRouter:
         description="Templates are checked now: a syntax error or an unknown placeholder is a 422 naming the field, "
         "e.g. `body.messages.email.nl.body`. A library key creates campaigns of its library only.",
     )
-    async def create(
-        body: CampaignDefinition, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def create(body: CampaignDefinition, caller: MarketingKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             return 201, await view(await management.create(body, caller, ids))
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.get("", response_model=CampaignList, summary="The campaigns this key may see, oldest first")
     async def list_campaigns(
@@ -89,16 +87,14 @@ def campaigns_router(management: CampaignManagement) -> APIRouter:
     async def edit(
         campaign_id: str,
         body: CampaignEdit,
-        request: Request,
         caller: MarketingKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             definition = CampaignDefinition.model_validate(body.model_dump(exclude={"version"}))
             return 200, await view(await management.edit(campaign_id, body.version, definition, caller, ids))
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.get(
         "/{campaign_id}/versions",
@@ -133,13 +129,11 @@ def campaigns_router(management: CampaignManagement) -> APIRouter:
             responses={**NOT_FOUND, 409: {"description": f"the campaign's status does not allow to {change}"}},
             name=f"{change}_campaign",
         )
-        async def changed(
-            campaign_id: str, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-        ) -> JSONResponse:
+        async def changed(campaign_id: str, caller: MarketingKey, write: Write) -> JSONResponse:
             async def run(ids: Ids) -> tuple[int, Any]:
                 return 200, await view(await management.change(campaign_id, change, caller, ids))
 
-            return await replies.once(request, caller, key, None, run)
+            return await write(caller, None, run)
 
     status_change(
         "activate",
@@ -197,14 +191,12 @@ def inbox_router(inbox: Inbox) -> APIRouter:
         member_id: str,
         message_id: str,
         body: ReadMark,
-        request: Request,
         caller: MemberDataKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             return 200, await inbox.mark(member_id, message_id, body.read, caller)
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     return router

@@ -28,6 +28,7 @@ from shared.events import from_structured, to_structured
 from shared.events.notifications import MessageFailed, MessageSuppressed, Recipient, SuppressionReason
 from shared.events.types import Medium
 from shared.kafka import EventPublisher
+from shared.publishing import dead_letter_headers
 from shared.topics import DELIVERIES
 
 log = logging.getLogger(__name__)
@@ -132,11 +133,13 @@ class Endings:
             },
             "headers": {
                 "content-type": "application/json",
-                "dlq_reason": reason,
-                "dlq_error": error[:500],
-                "dlq_topic": self._settings.topic(DELIVERIES.name),
-                "dlq_group": self._settings.group(DELIVERY_GROUP),
-                "dlq_at": self._clock().isoformat(),
+                **dead_letter_headers(
+                    reason,
+                    error,
+                    topic=self._settings.topic(DELIVERIES.name),
+                    group=self._settings.group(DELIVERY_GROUP),
+                    at=self._clock(),
+                ),
             },
         }
         log.warning("delivery %s by %s failed for good: %s (%s)", delivery.message_id, medium, reason, error)

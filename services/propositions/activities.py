@@ -67,6 +67,18 @@ class Taken:
 
 
 @dataclass(frozen=True)
+class TakingPart:
+    """A member taking part in a session: registering or attending. An ingested event brings the proposition it
+    names (checked against the session's) and its own id."""
+
+    activity_id: str
+    member_id: str
+    touch: Touch
+    proposition: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     """What a request to schedule an activity asks for."""
 
@@ -165,56 +177,23 @@ class Activities:
 
     # --------------------------------------------------------------------------------- take part in one
 
-    async def register(
-        self,
-        activity_id: str,
-        member_id: str,
-        touch: Touch,
-        caller: Principal,
-        ids: Ids,
-        *,
-        proposition: str | None = None,
-        event_id: str | None = None,
-    ) -> str:
+    async def register(self, part: TakingPart, caller: Principal, ids: Ids) -> str:
         """Register a member while there is a place: 409 when full, registered already, cancelled or over."""
-        taken = await self.take_registration(
-            activity_id, member_id, touch, caller, ids, proposition=proposition, event_id=event_id
-        )
+        taken = await self.take_registration(part, caller, ids)
         await self.publish_taken([taken])
         return taken.event.id
 
-    async def attend(
-        self,
-        activity_id: str,
-        member_id: str,
-        touch: Touch,
-        caller: Principal,
-        ids: Ids,
-        *,
-        proposition: str | None = None,
-        event_id: str | None = None,
-    ) -> tuple[str, bool]:
+    async def attend(self, part: TakingPart, caller: Principal, ids: Ids) -> tuple[str, bool]:
         """Record that a member attended (registered or walked in); returns the event id and whether a walk-in."""
-        taken = await self.take_attendance(
-            activity_id, member_id, touch, caller, ids, proposition=proposition, event_id=event_id
-        )
+        taken = await self.take_attendance(part, caller, ids)
         await self.publish_taken([taken])
         return taken.event.id, taken.walk_in
 
-    async def take_registration(
-        self,
-        activity_id: str,
-        member_id: str,
-        touch: Touch,
-        caller: Principal,
-        ids: Ids,
-        *,
-        proposition: str | None = None,
-        event_id: str | None = None,
-    ) -> Taken:
+    async def take_registration(self, part: TakingPart, caller: Principal, ids: Ids) -> Taken:
         """A place taken for the member, with its event, not yet published (`publish_taken`)."""
-        activity = await self._taking_part(activity_id, caller, proposition)
-        refusal = domain.registration_refusal(activity, touch.time)
+        activity_id, member_id = part.activity_id, part.member_id
+        activity = await self._session_for(part, caller)
+        refusal = domain.registration_refusal(activity, part.touch.time)
         if refusal is not None:
             raise conflict(refusal)
         outcome = await self._store.register(activity_id, member_id)
@@ -229,23 +208,14 @@ class Activities:
                 }[outcome]
             )
         data = ActivityRegistered(activity_id=activity_id, proposition=activity.data.proposition)
-        event = self._usage_event(data, activity, member_id, touch, event_id or ids.new("event"))
+        event = self._usage_event(data, activity, part, ids)
         return Taken(event, activity_id, member_id, attended=False, walk_in=False)
 
-    async def take_attendance(
-        self,
-        activity_id: str,
-        member_id: str,
-        touch: Touch,
-        caller: Principal,
-        ids: Ids,
-        *,
-        proposition: str | None = None,
-        event_id: str | None = None,
-    ) -> Taken:
+    async def take_attendance(self, part: TakingPart, caller: Principal, ids: Ids) -> Taken:
         """An attendance recorded (registered or a walk-in), with its event, not yet published (`publish_taken`)."""
-        activity = await self._taking_part(activity_id, caller, proposition)
-        refusal = domain.attendance_refusal(activity, touch.time, datetime.now(UTC))
+        activity_id, member_id = part.activity_id, part.member_id
+        activity = await self._session_for(part, caller)
+        refusal = domain.attendance_refusal(activity, part.touch.time, datetime.now(UTC))
         if refusal is not None:
             raise conflict(refusal)
         outcome = await self._store.attend(activity_id, member_id)
@@ -257,7 +227,7 @@ class Activities:
             raise conflict("the activity is cancelled")
         walk_in = outcome == "walk_in"
         data = ActivityAttended(activity_id=activity_id, proposition=activity.data.proposition, walk_in=walk_in)
-        event = self._usage_event(data, activity, member_id, touch, event_id or ids.new("event"))
+        event = self._usage_event(data, activity, part, ids)
         return Taken(event, activity_id, member_id, attended=True, walk_in=walk_in)
 
     async def publish_taken(self, taken: Sequence[Taken], *, along: Sequence[CloudEvent] = ()) -> None:
@@ -273,22 +243,22 @@ class Activities:
                     await self._store.unregister(part.activity_id, part.member_id)
             raise
 
-    async def _taking_part(self, activity_id: str, caller: Principal, proposition: str | None) -> Activity:
-        activity = (await self.session(activity_id)).activity
+    async def _session_for(self, part: TakingPart, caller: Principal) -> Activity:
+        activity = (await self.session(part.activity_id)).activity
         forbid_other_library(caller, activity.data.library)
-        if proposition is not None and proposition != activity.data.proposition:
+        if part.proposition is not None and part.proposition != activity.data.proposition:
             raise unprocessable(
                 [Refusal("proposition", f"the activity is a session of {activity.data.proposition}")], "data."
             )
         return activity
 
     @staticmethod
-    def _usage_event(data: EventData, activity: Activity, member_id: str, touch: Touch, event_id: str) -> CloudEvent:
-        library = activity.data.library
+    def _usage_event(data: EventData, activity: Activity, part: TakingPart, ids: Ids) -> CloudEvent:
+        library, touch = activity.data.library, part.touch
         return CloudEvent.create(
             data,
-            id=event_id,
-            subject=member_id,
+            id=part.event_id or ids.new("event"),
+            subject=part.member_id,
             source=touch.source or f"/libraries/{library}/{touch.platform}",
             library=library,
             channel=touch.channel,

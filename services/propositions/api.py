@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from services.propositions import domain
-from services.propositions.activities import Activities, Taken, Touch
+from services.propositions.activities import Activities, Taken, TakingPart, Touch
 from services.propositions.schemas import (
     BatchReply,
     LoanAccepted,
@@ -27,7 +27,7 @@ from shared.events.propositions import (
     LoanReserved,
     LoanReturned,
 )
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
 from shared.problems import Problem
@@ -48,9 +48,7 @@ def usage_router(usage: Usage) -> APIRouter:
         "member_id). A report with an `id` posted again is accepted and not published again.",
         responses={409: {"description": "a report with this id is being handled; post it again"}},
     )
-    async def loan(
-        body: LoanReport, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def loan(body: LoanReport, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             result = await usage.report([(0, body)], caller, ids)
             if result.rejected:
@@ -65,7 +63,7 @@ def usage_router(usage: Usage) -> APIRouter:
                 )
             return 202, {"event_id": result.accepted[0]}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.post(
         "/loans/batch",
@@ -76,15 +74,13 @@ def usage_router(usage: Usage) -> APIRouter:
         "acknowledged them all). `rejected` lists the others with their index, id, status and the fields at fault "
         "(422 when none was accepted).",
     )
-    async def loans(
-        body: LoanBatch, request: Request, caller: IngestKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def loans(body: LoanBatch, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             valid, malformed = parse_loans(body.loans)
             result = await usage.report(valid, caller, ids) if valid else BatchResult([], [])
             return BatchResult(result.accepted, [*malformed, *result.rejected]).reply()
 
-        return await replies.once(request, caller, key, body.loans, run)
+        return await write(caller, body.loans, run)
 
     return router
 
@@ -130,11 +126,10 @@ def ingest_router(usage: Usage, activities: Activities, claims: EventClaims) -> 
         platform = event.platform or "desk"
         touch = Touch(platform, event.channel or domain.channel_of(platform), event.utc_time, event.source)
         ids = Ids(f"event:{event.id}")
+        part = TakingPart(data.activity_id, event.subject, touch, data.proposition, event.id)
         if isinstance(data, ActivityRegistered):
-            return await activities.take_registration(data.activity_id, event.subject, touch, caller, ids,
-                                                      proposition=data.proposition, event_id=event.id)  # fmt: skip
-        return await activities.take_attendance(data.activity_id, event.subject, touch, caller, ids,
-                                                proposition=data.proposition, event_id=event.id)  # fmt: skip
+            return await activities.take_registration(part, caller, ids)
+        return await activities.take_attendance(part, caller, ids)
 
     router = shared_ingest_router(
         service="propositions",

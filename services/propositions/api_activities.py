@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from services.propositions import domain
-from services.propositions.activities import Activities, Plan, Touch, session_key
+from services.propositions.activities import Activities, Plan, TakingPart, Touch, session_key
 from services.propositions.domain import (
     ActivityQuery,
 )
@@ -30,7 +30,7 @@ from services.propositions.schemas import (
 )
 from shared.auth import AUTH_RESPONSES, IngestKey, MarketingKey
 from shared.events.types import LibraryCode, Slug
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 
 # -------------------------------------------------------------------------------------------- activities
 
@@ -46,9 +46,7 @@ def activities_router(activities: Activities) -> APIRouter:
         description="Publishes `activity_scheduled` on the catalogue topic (key = activity id).",
         responses={409: {"description": "the library does not offer the proposition (any more)"}},
     )
-    async def schedule(
-        body: ScheduleBody, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def schedule(body: ScheduleBody, caller: MarketingKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             plan = Plan(
                 body.proposition, body.library, body.branch, body.title, body.starts_at, body.ends_at, body.capacity
@@ -56,7 +54,7 @@ def activities_router(activities: Activities) -> APIRouter:
             session = await activities.schedule(plan, caller, ids)
             return 202, activity_view(session).model_dump(mode="json")
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.get("/activities", summary="Sessions by proposition, library, branch and start time, in start order")
     async def sessions(
@@ -93,14 +91,12 @@ def activities_router(activities: Activities) -> APIRouter:
         summary="Cancel a session (admin or the library's marketing)",
         responses={404: {"description": "no such activity"}, 409: {"description": "cancelled already"}},
     )
-    async def cancel(
-        activity_id: ActivityPath, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def cancel(activity_id: ActivityPath, caller: MarketingKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             event_id = await activities.cancel(activity_id, caller, ids)
             return 202, {"activity_id": activity_id, "event_id": event_id, "changed": True}
 
-        return await replies.once(request, caller, key, None, run)
+        return await write(caller, None, run)
 
     @router.post(
         "/activities/{activity_id}/registrations",
@@ -116,16 +112,14 @@ def activities_router(activities: Activities) -> APIRouter:
     async def register(
         activity_id: ActivityPath,
         body: Participation,
-        request: Request,
         caller: IngestKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            event_id = await activities.register(activity_id, body.member_id, _touch(body), caller, ids)
+            event_id = await activities.register(_taking_part(activity_id, body), caller, ids)
             return 202, {"activity_id": activity_id, "member_id": body.member_id, "event_id": event_id}
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.post(
         "/activities/{activity_id}/attendance",
@@ -138,13 +132,11 @@ def activities_router(activities: Activities) -> APIRouter:
     async def attend(
         activity_id: ActivityPath,
         body: Participation,
-        request: Request,
         caller: IngestKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            event_id, walk_in = await activities.attend(activity_id, body.member_id, _touch(body), caller, ids)
+            event_id, walk_in = await activities.attend(_taking_part(activity_id, body), caller, ids)
             return 202, {
                 "activity_id": activity_id,
                 "member_id": body.member_id,
@@ -152,10 +144,11 @@ def activities_router(activities: Activities) -> APIRouter:
                 "walk_in": walk_in,
             }
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     return router
 
 
-def _touch(body: Participation) -> Touch:
-    return Touch(body.platform, body.channel or domain.channel_of(body.platform), body.time or datetime.now(UTC))
+def _taking_part(activity_id: str, body: Participation) -> TakingPart:
+    touch = Touch(body.platform, body.channel or domain.channel_of(body.platform), body.time or datetime.now(UTC))
+    return TakingPart(activity_id, body.member_id, touch)

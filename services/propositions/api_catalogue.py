@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from services.propositions import domain
@@ -44,7 +44,7 @@ from shared.events.propositions import (
     Theme,
 )
 from shared.events.types import Channel, LibraryCode, PostcodeArea, Slug
-from shared.idempotency import IdempotencyKey, Ids, Replies
+from shared.idempotency import Ids, Write
 
 # --------------------------------------------------------------------------------------------- catalogue
 
@@ -93,16 +93,14 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
     async def put_proposition(
         slug: SlugPath,
         body: PropositionBody,
-        request: Request,
         caller: MarketingKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             state = PropositionState(slug=slug, **body.model_dump())
             return (await catalogue.put_proposition(state, caller, ids)).reply(slug=slug)
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.delete(
         "/propositions/{slug}",
@@ -111,13 +109,11 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
         summary="Retire a proposition: it stays readable with status retired, and its offerings stop being offered",
         responses={404: {"description": "no such proposition"}, 409: {"description": "retired already"}},
     )
-    async def retire_proposition(
-        slug: SlugPath, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def retire_proposition(slug: SlugPath, caller: MarketingKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             return (await catalogue.retire_proposition(slug, caller, ids)).reply(slug=slug)
 
-        return await replies.once(request, caller, key, None, run)
+        return await write(caller, None, run)
 
     @router.get("/libraries", tags=["libraries"], summary="Library organisations, or the one serving a postcode area")
     async def libraries(
@@ -154,16 +150,14 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
     async def put_library(
         library: LibraryCode,
         body: LibraryBody,
-        request: Request,
         caller: AdminKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             data = LibraryChanged(library=library, **body.model_dump())
             return (await catalogue.put_library(data, caller, ids)).reply(library=library)
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.get(
         "/offerings",
@@ -216,10 +210,8 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
     async def put_offering(
         offering_id: OfferingPath,
         body: OfferingBody,
-        request: Request,
         caller: MarketingKey,
-        replies: Replies,
-        key: IdempotencyKey = None,
+        write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             change = await catalogue.put_offering(
@@ -233,7 +225,7 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
             )
             return change.reply(offering_id=offering_id)
 
-        return await replies.once(request, caller, key, body.model_dump(mode="json"), run)
+        return await write(caller, body, run)
 
     @router.delete(
         "/offerings/{offering_id}",
@@ -243,12 +235,10 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
         summary="The library withdraws an offering (it stays readable with active false)",
         responses={404: {"description": "no such offering"}, 409: {"description": "withdrawn already"}},
     )
-    async def withdraw_offering(
-        offering_id: OfferingPath, request: Request, caller: MarketingKey, replies: Replies, key: IdempotencyKey = None
-    ) -> JSONResponse:
+    async def withdraw_offering(offering_id: OfferingPath, caller: MarketingKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             return (await catalogue.withdraw_offering(offering_id, caller, ids)).reply(offering_id=offering_id)
 
-        return await replies.once(request, caller, key, None, run)
+        return await write(caller, None, run)
 
     return router

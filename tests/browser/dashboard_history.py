@@ -20,8 +20,8 @@ from pathlib import Path
 
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore, array_literal
+from services.journey.offline.simulator import LIBRARIES
 from services.journey.rules import load_rules
-from services.journey.simulator import LIBRARIES
 
 MEMBERS = 4_000
 DAYS = 730

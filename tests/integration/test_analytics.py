@@ -20,6 +20,8 @@ from fastapi import FastAPI
 
 from services.analytics.app import create_app
 from services.analytics.handlers import FactWriter
+from services.analytics.queries import derived, fingerprint
+from services.analytics.reading import Reports
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
 from shared.auth import Keyring
@@ -27,7 +29,7 @@ from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
 from shared.redis import make_redis
-from tests.support import eventually, running
+from tests.support import eventually, problem, running
 
 pytestmark = pytest.mark.integration
 
@@ -253,7 +255,7 @@ async def test_a_timeline_follows_a_merge_and_is_gone_after_erasure(network: Net
     assert [f["rule"] for f in stuck["open_frictions"]] == [NOT_ACTIVATED]
     merged = await network.get("oba-desk", "/v1/members/merged/timeline")
     assert (merged.json()["member_id"], merged.json()["requested_id"]) == ("oba-on-5", "merged")
-    assert (await network.get("oba-desk", "/v1/members/erased/timeline")).status_code == 404
+    assert problem(await network.get("oba-desk", "/v1/members/erased/timeline")) == (404, "the member does not exist")
     other = await network.get("oba-desk", "/v1/members/haarlem-on-0/timeline")
     assert other.status_code == 403 and "haarlem" not in other.json()["detail"]
 
@@ -341,3 +343,18 @@ async def test_a_resolution_read_before_its_detection_counts_once_the_detection_
     await network.publish([detected(m, rule, due - timedelta(minutes=15), due, "leiden") for m in members])
     [row] = await network.rows("analyst", "/v1/reports/frictions", **query)
     assert (row["detected"], row["resolved"], row["median_seconds_to_resolve"]) == (5, 5, 7200.0)
+
+
+async def test_a_store_of_the_previous_layout_gets_its_members_active_months_at_start(network: Network) -> None:
+    # Last in this module: it rebuilds the derived tables of the shared store.
+    before = await network.rows("analyst", "/v1/reports/retention", months=24)
+    assert any(r["active"] for r in before)
+    # As a store made before members kept their active months: the column empty, another layout's fingerprint.
+    await network.store.command(
+        "ALTER TABLE {db}.members UPDATE active_months = [] WHERE 1 SETTINGS mutations_sync = 1"
+    )
+    await network.store.command("INSERT INTO {db}.catalogue (fingerprint) VALUES ('layout-3')")
+    assert not any(r["active"] for r in await network.rows("analyst", "/v1/reports/retention", months=24))
+    reading: Reports = network.app.state.reports
+    assert await network.store.windows_for(fingerprint(reading.windows), derived(reading.windows))
+    assert await network.rows("analyst", "/v1/reports/retention", months=24) == before

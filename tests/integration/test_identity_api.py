@@ -20,7 +20,7 @@ from services.identity.settings import IdentitySettings
 from shared.events import BATCH, STRUCTURED
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import header, read_topic, running
+from tests.support import header, problem, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -186,13 +186,13 @@ async def test_a_registration_cannot_be_completed_twice(identity: Identity) -> N
 
     again = await identity.client.post("/v1/members", json=identity.person(registration_id=registration_id))
 
-    assert again.status_code == 404
+    assert problem(again) == (404, "registration does not exist or was completed already")
     assert again.json()["title"] == "Not Found"
 
 
 async def test_completing_a_registration_nobody_started_is_a_404(identity: Identity) -> None:
     response = await identity.client.post("/v1/members", json=identity.person(registration_id="never-started"))
-    assert response.status_code == 404
+    assert problem(response) == (404, "registration does not exist or was completed already")
 
 
 async def test_a_registration_for_something_that_is_no_library_code_is_refused_by_name(identity: Identity) -> None:
@@ -284,7 +284,7 @@ async def test_a_key_of_another_library_may_not_read_the_member(identity: Identi
 
 async def test_an_unknown_member_is_a_404_problem(identity: Identity) -> None:
     response = await identity.client.get("/v1/members/nobody-at-all")
-    assert response.status_code == 404
+    assert problem(response) == (404, "member does not exist")
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["title"] == "Not Found"
 
@@ -315,7 +315,7 @@ async def test_activating_a_card_publishes_card_activated(identity: Identity) ->
 
 async def test_activating_the_card_of_an_unknown_member_is_a_404(identity: Identity) -> None:
     response = await identity.client.post("/v1/members/nobody-at-all/card-activation", json={"library": "oba"})
-    assert response.status_code == 404
+    assert problem(response) == (404, "member does not exist")
 
 
 async def test_a_haarlem_key_cannot_activate_a_card_at_the_oba(identity: Identity) -> None:
@@ -400,7 +400,10 @@ async def test_an_unlinked_account_is_gone_and_free_for_another_member(identity:
     assert short_type(record) == "account_unlinked"
     assert json.loads(record.value) == {"account_platform": "ebook", "account_ref": ref}
     assert (await identity.member(member))["accounts"] == []
-    assert (await identity.client.delete(f"/v1/members/{member}/accounts/ebook")).status_code == 404
+    assert problem(await identity.client.delete(f"/v1/members/{member}/accounts/ebook")) == (
+        404,
+        "the member has no account on ebook linked",
+    )
     taken_over = await identity.link(other, "eb-449120")
     assert taken_over.status_code == 202
     assert taken_over.json()["member_id"] == other
@@ -449,7 +452,7 @@ async def test_a_login_with_an_account_nobody_linked_is_a_404(identity: Identity
     response = await identity.client.post(
         "/v1/logins", json={"platform": "ebook", "external_id": "eb-nobody", "outcome": "succeeded"}
     )
-    assert response.status_code == 404
+    assert problem(response) == (404, "no member has this account on ebook linked")
 
 
 async def test_logging_in_on_the_ebook_platform_after_a_website_sign_up_is_a_channel_switch(
@@ -520,7 +523,7 @@ async def test_an_adult_member_cannot_get_a_guardian(identity: Identity) -> None
 async def test_a_guardian_who_is_not_a_member_is_a_404(identity: Identity) -> None:
     child = await identity.sign_up(birth_date=TEN_YEARS_OLD)
     response = await identity.client.put(f"/v1/members/{child}/guardian", json={"guardian_id": "nobody-at-all"})
-    assert response.status_code == 404
+    assert problem(response) == (404, "the guardian is not a member")
 
 
 async def test_a_guardian_body_without_a_guardian_is_refused_by_name(identity: Identity) -> None:
@@ -712,7 +715,7 @@ async def test_an_erased_member_is_gone_and_every_service_is_told(identity: Iden
     record = await identity.published(erased.json()["event_id"])
     assert (short_type(record), subject(record)) == ("erased", member)
     assert json.loads(record.value) == {}
-    assert (await identity.client.get(f"/v1/members/{member}")).status_code == 404
+    assert problem(await identity.client.get(f"/v1/members/{member}")) == (404, "member does not exist")
     # Erasing again tells the services again (a service may have taken in later events meanwhile).
     again = await identity.client.delete(f"/v1/members/{member}")
     assert again.status_code == 202 and again.json()["event_id"] != erased.json()["event_id"]

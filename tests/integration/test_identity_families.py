@@ -18,7 +18,7 @@ from shared.events.propositions import LibraryChanged
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.integration.test_identity_api import ADULT, Identity, short_type, subject
-from tests.support import header, running
+from tests.support import header, problem, running
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ async def test_a_family_request_is_refused_naming_what_is_wrong(identity: Identi
     assert both.status_code == 422 and "either guardian_id" in both.text
 
     unknown = await identity.client.post("/v1/families", json=family(guardian=None, guardian_id=str(uuid.uuid4())))
-    assert unknown.status_code == 404
+    assert problem(unknown) == (404, "member does not exist")
 
     tilburg = await identity.client.post("/v1/families", json=family(home_library="tilburg"))
     assert (tilburg.status_code, problem_fields(tilburg)) == (422, ["body.home_library"])

@@ -38,7 +38,7 @@ from shared.kafka import EventPublisher
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, CAMPAIGNS, DELIVERIES, FRICTIONS, MEMBERS, USAGE, ensure_topics
-from tests.support import eventually, read_to_end, running
+from tests.support import eventually, problem, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ async def test_after_erasure_no_file_of_redis_and_no_topic_holds_the_person_and_
             assert (await identity.delete(f"/v1/members/{erased}")).status_code == 202
         for query in ("ermengarde.pothoven@voorbeeld.nl", "0613579246"):
             assert "Ermengarde" not in await desk_lookup(identity, query)
-        assert (await identity.get(f"/v1/members/{member}")).status_code == 404
+        assert problem(await identity.get(f"/v1/members/{member}")) == (404, "member does not exist")
 
     files = disk_bytes(redis_node.data_dir)
     written = b"".join(files.values())
@@ -302,7 +302,8 @@ async def test_erasing_a_member_only_kafka_knew_removes_their_journey_inbox_and_
         return not await inbox() and not await analytics_rows() and not await journey_state()
 
     await eventually(all_gone)
-    assert (await platform["analytics"].get(f"/v1/members/{member}/timeline")).status_code == 404
+    timeline = await platform["analytics"].get(f"/v1/members/{member}/timeline")
+    assert problem(timeline) == (404, "the member does not exist")
     redis = make_redis(settings)
     try:
         left = sorted([k async for k in redis.scan_iter(match=f"*{member}*")])

@@ -16,11 +16,11 @@ from fastapi import FastAPI
 
 from services.journey.app import create_app
 from services.journey.handlers import FrictionDetector
-from services.journey.history import load
-from services.journey.memory import InMemoryJourneys
+from services.journey.offline.history import load
+from services.journey.offline.memory import InMemoryJourneys
+from services.journey.offline.simulator import simulate
 from services.journey.rules import load_rules
 from services.journey.settings import JourneySettings
-from services.journey.simulator import simulate
 from services.journey.state import MemberState, decode, ref
 from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from deploy import runtime
-from services.journey.history import load
-from services.journey.simulator import simulate
+from services.journey.offline.history import load
+from services.journey.offline.simulator import simulate
 from shared.kafka import EventPublisher
 from shared.service import ServiceParts
 from shared.settings import Settings

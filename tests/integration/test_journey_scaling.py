@@ -15,9 +15,9 @@ from fastapi import FastAPI
 
 from services.journey.app import create_app
 from services.journey.handlers import FrictionDetector
-from services.journey.history import load
+from services.journey.offline.history import load
+from services.journey.offline.simulator import Network, simulate
 from services.journey.settings import JourneySettings
-from services.journey.simulator import Network, simulate
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, ensure_topics
 from tests.integration.test_journey import journey_settings

@@ -20,8 +20,8 @@ from deploy.cli import main
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from services.journey.app import create_app as journey_app
+from services.journey.offline.simulator import read_truth, simulate
 from services.journey.settings import JourneySettings
-from services.journey.simulator import read_truth, simulate
 from services.propositions.app import create_app as propositions_app
 from shared.events import CloudEvent, to_structured
 from shared.events.registry import TYPE_PREFIX

@@ -25,7 +25,7 @@ from tests.integration.test_notifications_support import (
     notifications_settings,
     serving,
 )
-from tests.support import eventually, header, read_topic
+from tests.support import eventually, header, problem, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -344,7 +344,7 @@ async def test_keys_without_the_marketing_role_and_requests_without_a_key_are_re
 async def test_an_unknown_campaign_is_a_404(service: Notifications, method: str, path: str) -> None:
     body = {**campaign(), "version": 1} if method == "PUT" else {} if path.endswith("preview") else None
     response = await service.client.request(method, path, json=body)
-    assert response.status_code == 404
+    assert problem(response) == (404, "campaign does not exist")
     assert response.json()["title"] == "Not Found"
 
 

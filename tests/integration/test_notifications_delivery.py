@@ -20,7 +20,7 @@ from tests.integration.test_notifications_support import (
     notifications_settings,
     serving,
 )
-from tests.support import eventually, header, read_topic
+from tests.support import eventually, header, problem, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -196,7 +196,8 @@ async def test_the_inbox_marks_messages_read_and_unread_for_the_apps(
         assert again.headers.get("idempotent-replayed") == "true"
         assert (await n.client.put(path, json={"read": False})).json()["read"] is False
 
-        assert (await n.client.put(f"/v1/members/{m}/inbox/nothing", json={"read": True})).status_code == 404
+        unknown = await n.client.put(f"/v1/members/{m}/inbox/nothing", json={"read": True})
+        assert problem(unknown) == (404, "message does not exist")
         haarlem = {"Authorization": f"Bearer {await make_key('member-data', library='haarlem')}"}
         assert (await n.client.put(path, json={"read": True}, headers=haarlem)).status_code == 403
         bad = await n.client.put(path, json={"read": "maybe"})

@@ -19,7 +19,7 @@ from shared.events.members import MemberErased
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.integration.test_propositions_catalogue import Propositions, fields, latest, short_type, soon
-from tests.support import eventually, header, read_topic, running
+from tests.support import eventually, header, problem, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,10 @@ async def test_haarlem_s_marketing_cannot_schedule_at_the_oba(propositions: Prop
 
 
 async def test_an_unknown_session_is_a_404(propositions: Propositions) -> None:
-    assert (await propositions.client.get("/v1/activities/oba.taalcafe.000000000000")).status_code == 404
+    assert problem(await propositions.client.get("/v1/activities/oba.taalcafe.000000000000")) == (
+        404,
+        "activity does not exist",
+    )
     malformed = await propositions.client.get("/v1/activities/taalcafe")
     assert malformed.status_code == 422
     assert fields(malformed) == ["path.activity_id"]
@@ -177,7 +180,10 @@ async def test_a_cancelled_session_takes_no_registrations_and_cannot_be_cancelle
     assert (await propositions.ok("GET", f"/v1/activities/{activity_id}"))["status"] == "cancelled"
     assert (await propositions.ok("GET", "/v1/activities"))["items"] == []
     assert short_type(latest(await propositions.catalogue_records())[activity_id]) == "catalog.activity_cancelled"
-    assert (await propositions.client.delete("/v1/activities/oba.taalcafe.000000000000")).status_code == 404
+    assert problem(await propositions.client.delete("/v1/activities/oba.taalcafe.000000000000")) == (
+        404,
+        "activity does not exist",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- registration
@@ -255,7 +261,7 @@ async def test_registering_for_an_unknown_session_is_a_404(propositions: Proposi
     response = await propositions.client.post(
         "/v1/activities/oba.taalcafe.000000000000/registrations", json={"member_id": member()}
     )
-    assert response.status_code == 404
+    assert problem(response) == (404, "activity does not exist")
 
 
 async def test_a_registration_without_a_member_is_refused_naming_member_id(propositions: Propositions) -> None:

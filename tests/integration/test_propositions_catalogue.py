@@ -23,7 +23,7 @@ from services.propositions.seed import load_seed, read_seed
 from shared.events import from_kafka
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import read_to_end, running
+from tests.support import problem, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -222,7 +222,7 @@ async def test_an_ingest_key_reads_the_catalogue_but_cannot_change_it(propositio
 
 async def test_an_unknown_proposition_is_a_404(propositions: Propositions) -> None:
     response = await propositions.client.get("/v1/propositions/nonexistent")
-    assert response.status_code == 404
+    assert problem(response) == (404, "proposition does not exist")
     assert response.json()["title"] == "Not Found"
 
 
@@ -313,7 +313,7 @@ async def test_a_library_claiming_areas_another_library_serves_is_refused_naming
 
     assert response.status_code == 409
     assert "1100-1109 by oba" in response.json()["detail"]
-    assert (await propositions.client.get("/v1/libraries/amstelland")).status_code == 404
+    assert problem(await propositions.client.get("/v1/libraries/amstelland")) == (404, "library does not exist")
 
 
 async def test_a_range_that_runs_backwards_is_refused_naming_postcode_areas(propositions: Propositions) -> None:
@@ -349,7 +349,7 @@ async def test_dropping_a_branch_an_offering_names_is_a_409(propositions: Propos
 
 
 async def test_an_unknown_library_is_a_404(propositions: Propositions) -> None:
-    assert (await propositions.client.get("/v1/libraries/atlantis")).status_code == 404
+    assert problem(await propositions.client.get("/v1/libraries/atlantis")) == (404, "library does not exist")
 
 
 # -------------------------------------------------------------------------------------------------- offerings
@@ -445,8 +445,9 @@ async def test_an_offering_of_an_unknown_library_or_proposition_is_a_404(proposi
     body = {"channels": ["online"]}
     unknown_library = await propositions.put("/v1/offerings/atlantis.ebooks", body)
     unknown_proposition = await propositions.put("/v1/offerings/oba.cooking", body)
-    assert (unknown_library.status_code, unknown_proposition.status_code) == (404, 404)
-    assert (await propositions.client.get("/v1/offerings/oba.ebooks")).status_code == 404
+    assert problem(unknown_library) == (404, "library does not exist")
+    assert problem(unknown_proposition) == (404, "proposition does not exist")
+    assert problem(await propositions.client.get("/v1/offerings/oba.ebooks")) == (404, "offering does not exist")
 
 
 async def test_a_retired_proposition_cannot_be_offered(propositions: Propositions) -> None:
@@ -470,7 +471,7 @@ async def test_a_withdrawn_offering_is_not_offered_but_still_readable(propositio
     ]
     record = latest(await propositions.catalogue_records())["oba.taalcafe"]
     assert json.loads(record.value)["active"] is False
-    assert (await propositions.client.delete("/v1/offerings/oba.ebooks")).status_code == 404
+    assert problem(await propositions.client.delete("/v1/offerings/oba.ebooks")) == (404, "offering does not exist")
 
 
 async def test_a_write_retried_with_the_same_idempotency_key_is_answered_again_and_published_once(

@@ -19,7 +19,7 @@ from services.notifications.app import create_app as notifications_app
 from services.propositions.app import create_app as propositions_app
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import eventually, header, read_topic, running
+from tests.support import eventually, header, problem, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -169,9 +169,9 @@ async def test_bad_sign_up_input_gets_a_422_problem_naming_the_field(platform: P
     response = await platform.identity.post("/v1/members", json={**SIGN_UP, "email": "not-an-address"})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
-    problem = response.json()
-    assert [e["field"] for e in problem["errors"]] == ["body.email"]
-    assert "body.email" in problem["detail"]
+    answer = response.json()
+    assert [e["field"] for e in answer["errors"]] == ["body.email"]
+    assert "body.email" in answer["detail"]
     assert "not-an-address" not in response.text
 
 
@@ -183,7 +183,7 @@ async def test_a_postcode_that_is_not_dutch_is_refused_by_name(platform: Platfor
 
 async def test_activating_the_card_of_an_unknown_member_is_a_404_problem(platform: Platform) -> None:
     response = await platform.identity.post("/v1/members/nobody/card-activation", json={"library": "oba"})
-    assert response.status_code == 404
+    assert problem(response) == (404, "member does not exist")
     assert response.json()["title"] == "Not Found"
 
 

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.journey.engine import Engine
-from services.journey.memory import InMemoryJourneys
+from services.journey.offline.memory import InMemoryJourneys
 from services.journey.partition import Partition
 from services.journey.rules import JourneyEvent, load_rules
 from services.journey.state import decode, encode

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from services.journey import backtest
-from services.journey.backtest import BacktestError, RuleDiff
+from services.journey.offline import backtest
+from services.journey.offline.backtest import BacktestError, RuleDiff
+from services.journey.offline.simulator import simulate
 from services.journey.rules import RuleCatalogue, load_rules, with_window
-from services.journey.simulator import simulate
 from shared.events import CloudEvent
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

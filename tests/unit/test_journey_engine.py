@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.journey.engine import Engine
-from services.journey.memory import InMemoryJourneys
+from services.journey.offline.memory import InMemoryJourneys
 from services.journey.partition import Partition
 from services.journey.rules import JourneyEvent, load_rules, parse_rules
 from shared.events import CloudEvent

@@ -14,10 +14,10 @@ from datetime import timedelta
 import pytest
 
 from services.journey.engine import Engine
-from services.journey.memory import InMemoryJourneys
+from services.journey.offline.memory import InMemoryJourneys
+from services.journey.offline.simulator import simulate
 from services.journey.partition import Partition
 from services.journey.rules import JourneyEvent, load_rules
-from services.journey.simulator import simulate
 from shared.events import typed_data
 from shared.topics import MEMBERS
 

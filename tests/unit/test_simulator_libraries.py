@@ -3,7 +3,7 @@ its members live in (a library code outside the catalogue is refused by identity
 
 from __future__ import annotations
 
-from services.journey.simulator import LIBRARIES, POSTCODES
+from services.journey.offline.simulator import LIBRARIES, POSTCODES
 from services.propositions.seed import read_seed
 from shared.libraries import area_range
 

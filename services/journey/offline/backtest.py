@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from pydantic import TypeAdapter, ValidationError
 
-from services.journey.memory import InMemoryJourneys, Replayed
+from services.journey.offline.memory import InMemoryJourneys, Replayed
 from services.journey.rules import RuleCatalogue, with_window
 from shared.events import CloudEvent
 
