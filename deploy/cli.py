@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
-from deploy import platform, runtime
+from deploy import access, platform, runtime
 from deploy.audit_cli import record_command_line
 from deploy.commands import COMMANDS, Handler, command, say
 from deploy.runtime import KafkaNode, LocalServer, RedisNode, RuntimeProblem, ZipkinNode
@@ -43,18 +43,27 @@ def _relative(path: object) -> str:
 
 
 def local_kafka(port: int = 9092, controller_port: int | None = None) -> KafkaNode:
-    """The Kafka node of the local runtime (data and log under ``.klantreis/``)."""
+    """The Kafka node of the local runtime (data and log under ``.klantreis/``), with SCRAM users and ACLs
+    unless its data was made before them."""
+    data_dir = runtime.STATE_DIR / KAFKA
     return KafkaNode(
-        data_dir=runtime.STATE_DIR / KAFKA,
+        data_dir=data_dir,
         port=port,
         controller_port=controller_port if controller_port is not None else port + 1,
         log_file=runtime.LOG_DIR / "kafka.log",
+        scram_users={} if KafkaNode.plaintext_data(data_dir) else access.local_credentials(),
     )
 
 
 def local_redis(port: int = 6379) -> RedisNode:
-    """The Redis node of the local runtime (data and log under ``.klantreis/``)."""
-    return RedisNode(data_dir=runtime.STATE_DIR / REDIS, port=port, log_file=runtime.LOG_DIR / "redis.log")
+    """The Redis node of the local runtime (data and log under ``.klantreis/``), with ACL users."""
+    admin_password = access.local_credentials()[access.ADMIN]
+    return RedisNode(
+        data_dir=runtime.STATE_DIR / REDIS,
+        port=port,
+        log_file=runtime.LOG_DIR / "redis.log",
+        admin_password=admin_password,
+    )
 
 
 def local_zipkin(port: int = 9411) -> ZipkinNode:
@@ -110,6 +119,9 @@ def start_local_runtime(
                 say(f"starting {node.name} on {node.address} …")
                 started[node.name] = time.monotonic()
                 node.start_detached()
+        if REDIS not in started and not runtime.redis_signs_in(redis.port, access.ADMIN, redis.admin_password):
+            redis.admin_password = ""  # a Redis started before its ACL users: used as it is
+            say("redis runs without ACL users (started before them): `klantreis down` and `up` to add them")
         shown = {KAFKA: kafka.bootstrap, REDIS: redis.url, ZIPKIN: zipkin.ui_url if zipkin is not None else ""}
         for node in nodes:
             node.wait_ready()
@@ -128,6 +140,7 @@ def start_local_runtime(
     if started:
         logs = [kafka.log_path, redis.log_path, *([zipkin.log_path] if zipkin is not None else [])]
         say(f"logs: {', '.join(_relative(path) for path in logs)}")
+    access.secure_local_runtime(kafka, redis)
     return kafka, redis, zipkin
 
 
@@ -180,7 +193,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         REDIS: f"{runtime.HOST}:{local_redis().port}",
         ZIPKIN: f"{runtime.HOST}:{local_zipkin().port}",
     }
-    answer: dict[str, Callable[[int], bool]] = {REDIS: runtime.redis_ping, ZIPKIN: runtime.zipkin_answers}
+    admin = (access.ADMIN, local_redis().admin_password)
+    answer: dict[str, Callable[[int], bool]] = {
+        REDIS: lambda port: runtime.redis_ping(port, auth=admin),
+        ZIPKIN: runtime.zipkin_answers,
+    }
     for name in (KAFKA, REDIS, ZIPKIN):
         record = runtime.read_record(name)
         if record is None:
@@ -212,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from deploy.vault_cli import upgrade_and_say
 
     upgrade_and_say(settings, platform.identity_master_keys())  # members stored in the clear are sealed first
-    platform.start_services(settings, say, zipkin, service_key=key)
+    platform.start_services(settings, say, zipkin, access.service_environments(kafka, redis), service_key=key)
     seed_catalogue(settings.propositions_url, key)
     member = platform.play_demo(settings, key, say)
     say("")
@@ -375,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     handler: Handler = args.handler
+    access.sign_in_as_admin(os.environ)
     try:
         return handler(args)
     except RuntimeProblem as problem:

@@ -125,7 +125,7 @@ async def read_dead_letters(settings: Settings, topics: Sequence[str]) -> list[D
     """Every record of the dead-letter topics as they stand now (all partitions, up to their end offsets)."""
     letters = [
         DeadLetter(r.topic, r.partition, r.offset, r.key, r.value or b"", tuple(r.headers or ()))
-        for r in await read_to_end(settings.kafka_bootstrap, *topics)
+        for r in await read_to_end(settings.kafka_bootstrap, *topics, security=settings.kafka_security())
     ]
     return sorted(letters, key=lambda d: (d.topic, d.partition, d.offset))
 

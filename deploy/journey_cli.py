@@ -297,7 +297,9 @@ def _door_report(what: str, door: str, loaded: Loaded) -> None:
 
 async def _check(settings: JourneySettings, key: str, network: Network, within: float) -> list[backtest.RuleDiff]:
     await _wait_settled(settings, key, within)
-    read = await read_topics(settings.kafka_bootstrap, [settings.topic(FRICTIONS.name)])
+    read = await read_topics(
+        settings.kafka_bootstrap, [settings.topic(FRICTIONS.name)], security=settings.kafka_security()
+    )
     members = {p.member_id for p in network.truth} | {e.subject for e in network.events if e.subject}
     detected = [
         (str(e.data["rule"]), e.subject, str(e.data["start_event_id"]))
@@ -435,7 +437,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     else:
         note("reading the input topics from the start …")
         topics = [settings.topic(MEMBERS.name), settings.topic(USAGE.name)]
-        read = _run(read_topics(settings.kafka_bootstrap, topics), settings)
+        read = _run(read_topics(settings.kafka_bootstrap, topics, security=settings.kafka_security()), settings)
         events, skipped, source = read.events, read.undecodable, " and ".join(topics)
     # In event-time order, as the journey service decides them however they arrive (within the lateness).
     events.sort(key=lambda e: e.utc_time)

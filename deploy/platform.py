@@ -84,11 +84,16 @@ def _get(url: str, timeout: float = 2.0) -> int | None:
 
 
 def start_services(
-    settings: Settings, say: Callable[[str], None], zipkin: ZipkinNode | None = None, service_key: str = ""
+    settings: Settings,
+    say: Callable[[str], None],
+    zipkin: ZipkinNode | None = None,
+    identities: Mapping[str, Mapping[str, str]] | None = None,
+    service_key: str = "",
 ) -> None:
     """Start the services that are not running; wait until each is ready (Kafka and Redis reachable). With
-    ``zipkin`` they send their traces there; ``service_key`` is what notifications calls identity with (contacts,
-    the preference centre), unless KLANTREIS_SERVICE_KEY is set."""
+    ``zipkin`` they send their traces there; ``identities`` (service → variables) say who each signs in as;
+    ``service_key`` is what notifications calls identity with (contacts, the preference centre), unless
+    KLANTREIS_SERVICE_KEY is set."""
     env = {"KLANTREIS_SERVICE_KEY": service_key, **demo_environment(zipkin)}
     # identity's master keys go to identity alone.
     others = {name: value for name, value in env.items() if name != MASTER_KEYS_ENV}
@@ -103,7 +108,7 @@ def start_services(
             service.log_path,
             detach=True,
             cwd=runtime.PROJECT_ROOT,
-            env=env if service.name == "identity" else others,
+            env={**(env if service.name == "identity" else others), **(identities or {}).get(service.name, {})},
         )
         assert launched.pid is not None
         runtime.write_pid(service.pid_name, launched.pid, service.url)

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
@@ -477,7 +477,14 @@ class LocalServer:
 # --------------------------------------------------------------------------------------------- Kafka
 
 
-def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
+SCRAM: Final = "SCRAM-SHA-512"
+_SCRAM_LOGIN: Final = "org.apache.kafka.common.security.scram.ScramLoginModule"
+_PLAIN_LOGIN: Final = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
+def _kafka_properties(
+    data_dir: Path, port: int, controller_port: int, super_user: tuple[str, str] | None = None
+) -> str:
     # Single-node KRaft as in the team note kafka-without-docker.md. Java .properties: no comment on a value line.
     settings = {
         "process.roles": "broker,controller",
@@ -511,9 +518,36 @@ def _kafka_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "broker.heartbeat.interval.ms": "500",
         "broker.session.timeout.ms": "6000",
     }
+    if super_user is not None:
+        settings.update(_sasl_properties(port, controller_port, *super_user))
     lines = ["# Written by deploy/runtime.py on every start; edit the code, not this file."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
+
+
+def _sasl_properties(port: int, controller_port: int, super_user: str, password: str) -> dict[str, str]:
+    """Clients sign in with SASL/SCRAM-SHA-512 and may do only what an ACL allows them (docs/security.md); the
+    broker talks to itself as ``super_user``. The controller listener takes only ``super_user`` too, with PLAIN
+    (KRaft keeps SCRAM users in its metadata, which a controller cannot use for its own listener)."""
+    client_login = f'{_SCRAM_LOGIN} required username="{super_user}" password="{password}";'
+    controller_login = (
+        f'{_PLAIN_LOGIN} required username="{super_user}" password="{password}" user_{super_user}="{password}";'
+    )
+    return {
+        "listeners": f"SASL_PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{HOST}:{port}",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": client_login,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": controller_login,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{super_user}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
 
 
 def _new_cluster_id() -> str:
@@ -525,11 +559,11 @@ def _new_cluster_id() -> str:
             return cluster_id
 
 
-async def _kafka_answers(bootstrap: str, limit_s: float) -> None:
+async def _kafka_answers(bootstrap: str, limit_s: float, security: Mapping[str, str]) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(limit_s * 1000), client_id="klantreis-probe"
+        bootstrap_servers=bootstrap, request_timeout_ms=int(limit_s * 1000), client_id="klantreis-probe", **security
     )
     try:
         await asyncio.wait_for(admin.start(), limit_s)
@@ -539,13 +573,14 @@ async def _kafka_answers(bootstrap: str, limit_s: float) -> None:
             await admin.close()
 
 
-def kafka_answers(bootstrap: str, timeout: float = 5.0) -> bool:
-    """Whether a Kafka broker at ``bootstrap`` answers a metadata request (runs its own event loop)."""
+def kafka_answers(bootstrap: str, timeout: float = 5.0, security: Mapping[str, str] | None = None) -> bool:
+    """Whether a Kafka broker at ``bootstrap`` answers a metadata request (runs its own event loop). ``security``:
+    the client's SASL arguments (`Settings.kafka_security()`), for a broker with SCRAM users."""
     host, _, port = bootstrap.rpartition(":")
     if not port_open(int(port), host or HOST):
         return False
     try:
-        asyncio.run(_kafka_answers(bootstrap, timeout))
+        asyncio.run(_kafka_answers(bootstrap, timeout, security or {}))
     except Exception:
         return False
     return True
@@ -557,6 +592,10 @@ class KafkaNode(LocalServer):
 
     ``data_dir`` gets ``server.properties`` (rewritten on each start), ``cluster.id`` (made once) and the
     log directory ``log/`` (formatted once).
+
+    With ``scram_users`` (name → password) clients sign in with SASL/SCRAM-SHA-512 and the standard authorizer
+    allows them only what ACLs say (``deploy.access``); ``super_user``, one of them, may do anything. The users are
+    created when the storage is formatted, so they are fixed for the life of ``data_dir``.
     """
 
     name: ClassVar[str] = "kafka"
@@ -566,10 +605,33 @@ class KafkaNode(LocalServer):
     data_dir: Path
     port: int = 9092
     controller_port: int = 9093
+    scram_users: Mapping[str, str] = field(default_factory=dict, repr=False)
+    super_user: str = "admin"
 
     @property
     def bootstrap(self) -> str:
         return self.address
+
+    @property
+    def admin_security(self) -> dict[str, str]:
+        """The super user's client arguments (aiokafka's names); none for a plaintext broker."""
+        if not self.scram_users:
+            return {}
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": SCRAM,
+            "sasl_plain_username": self.super_user,
+            "sasl_plain_password": self.scram_users[self.super_user],
+        }
+
+    @property
+    def _users_path(self) -> Path:
+        return self.data_dir / "scram-users"
+
+    @staticmethod
+    def plaintext_data(data_dir: Path) -> bool:
+        """Whether ``data_dir`` holds a broker's data formatted before SCRAM users (it keeps running as it was)."""
+        return (data_dir / "log" / "meta.properties").is_file() and not (data_dir / "scram-users").is_file()
 
     @property
     def _default_log(self) -> Path:
@@ -590,7 +652,14 @@ class KafkaNode(LocalServer):
         return cluster_id
 
     def _format_storage(self, java: str, classpath: str) -> None:
+        wanted = "\n".join(sorted(self.scram_users)) + "\n" if self.scram_users else ""
         if (self.data_dir / "log" / "meta.properties").is_file():
+            made = self._users_path.read_text() if self._users_path.is_file() else ""
+            if made != wanted:
+                raise RuntimeProblem(
+                    f"the Kafka data in {self.data_dir} was formatted with other SCRAM users than this start needs; "
+                    f"stop Kafka and remove that folder (its topics go with it) to start afresh"
+                )
             return
         command = [
             java,
@@ -608,10 +677,15 @@ class KafkaNode(LocalServer):
             str(self.properties_path),
             "--ignore-formatted",
         ]
+        for name, password in self.scram_users.items():
+            command += ["--add-scram", f"{SCRAM}=[name={name},password={password}]"]
         result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=self.data_dir)
         if result.returncode != 0:
+            # The command line holds passwords: say only what the tool printed.
             detail = _last_lines(result.stdout + "\n" + result.stderr, 3)
             raise RuntimeProblem(f"formatting the Kafka storage in {self.data_dir} failed: {detail}")
+        if self.scram_users:
+            self._users_path.write_text(wanted)
 
     def start(self, *, detach: bool) -> int:
         """Start the broker; returns its pid. ``detach`` puts it in its own session (outlives us)."""
@@ -620,7 +694,11 @@ class KafkaNode(LocalServer):
             raise RuntimeProblem(f"the Kafka jars are missing in {KAFKA_LIB}: run `klantreis prepare`")
         _check_ports_free("kafka", self.port, self.controller_port)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.properties_path.write_text(_kafka_properties(self.data_dir, self.port, self.controller_port))
+        super_user = (self.super_user, self.scram_users[self.super_user]) if self.scram_users else None
+        # The file holds the super user's password when there is one: readable by its owner only.
+        self.properties_path.touch(mode=0o600)
+        self.properties_path.chmod(0o600)
+        self.properties_path.write_text(_kafka_properties(self.data_dir, self.port, self.controller_port, super_user))
         classpath = str(KAFKA_LIB / "*")
         self._format_storage(java, classpath)
         command = [
@@ -635,26 +713,50 @@ class KafkaNode(LocalServer):
         return self._launch(command, detach=detach, cwd=self.data_dir)
 
     def _answers(self, timeout: float) -> bool:
-        return kafka_answers(self.bootstrap, timeout=timeout)
+        return kafka_answers(self.bootstrap, timeout=timeout, security=self.admin_security)
 
 
 # --------------------------------------------------------------------------------------------- Redis
 
 
-def redis_ping(port: int, host: str = HOST, timeout: float = 1.0) -> bool:
-    """Whether a Redis server on host:port answers PING with PONG."""
+def _resp(*parts: str) -> bytes:
+    encoded = [part.encode() for part in parts]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in encoded)
+
+
+def redis_ping(port: int, host: str = HOST, timeout: float = 1.0, auth: tuple[str, str] | None = None) -> bool:
+    """Whether a Redis server on host:port answers PING with PONG (signed in as ``auth``, user and password)."""
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            reply = sock.recv(64)
+            sock.sendall((_resp("AUTH", *auth) if auth else b"") + _resp("PING"))
+            reply = b""
+            while reply.count(b"\r\n") < (2 if auth else 1):
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                reply += chunk
     except OSError:
         return False
-    return reply.startswith(b"+PONG")
+    return reply.endswith(b"+PONG\r\n")
+
+
+def redis_signs_in(port: int, user: str, password: str, timeout: float = 1.0) -> bool:
+    """Whether the Redis server on 127.0.0.1:port lets ``user`` sign in with ``password``."""
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            sock.sendall(_resp("AUTH", user, password))
+            return sock.recv(64).startswith(b"+OK")
+    except OSError:
+        return False
 
 
 @dataclass(kw_only=True)
 class RedisNode(LocalServer):
-    """A Redis server with an append-only file (fsync every second) in ``data_dir``, no RDB snapshots."""
+    """A Redis server with an append-only file (fsync every second) in ``data_dir``, no RDB snapshots.
+
+    With ``admin_password`` the default user is off and only the ACL user ``admin`` may sign in at start; it adds
+    the services' users (``deploy.access.grant_redis``), each limited to its own keys.
+    """
 
     name: ClassVar[str] = "redis"
     ready_timeout: ClassVar[float] = 30
@@ -662,10 +764,23 @@ class RedisNode(LocalServer):
 
     data_dir: Path
     port: int = 6379
+    admin_password: str = field(default="", repr=False)
 
     @property
     def url(self) -> str:
         return f"redis://{self.address}/0"
+
+    @property
+    def _acl_file(self) -> Path:
+        return self.data_dir / "users.acl"
+
+    def _write_acl_file(self) -> list[str]:
+        if not self.admin_password:
+            return []
+        self._acl_file.touch(mode=0o600)
+        self._acl_file.chmod(0o600)
+        self._acl_file.write_text(f"user default off\nuser admin on >{self.admin_password} ~* &* +@all\n")
+        return ["--aclfile", str(self._acl_file)]
 
     @property
     def _default_log(self) -> Path:
@@ -694,11 +809,13 @@ class RedisNode(LocalServer):
             "no",
             "--protected-mode",
             "yes",
+            *self._write_acl_file(),
         ]
         return self._launch(command, detach=detach, cwd=self.data_dir)
 
     def _answers(self, timeout: float) -> bool:
-        return redis_ping(self.port, timeout=min(timeout, 1.0))
+        auth = ("admin", self.admin_password) if self.admin_password else None
+        return redis_ping(self.port, timeout=min(timeout, 1.0), auth=auth)
 
 
 # -------------------------------------------------------------------------------------------- Zipkin

@@ -9,7 +9,7 @@ through here, so such a request fails with TimeoutError after a few seconds and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -47,8 +47,9 @@ async def position(consumer: Any, partition: TopicPartition, within_seconds: flo
     return found
 
 
-def admin_client(bootstrap: str) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="klantreis-reader")
+def admin_client(bootstrap: str, security: Mapping[str, Any] | None = None) -> AIOKafkaAdminClient:
+    """An admin client for these questions; `security`: `Settings.kafka_security()`."""
+    return AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="klantreis-reader", **(security or {}))
 
 
 async def committed_offsets(
@@ -68,9 +69,11 @@ async def committed_offsets(
     return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
 
 
-async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
+async def partitions_of(
+    bootstrap: str, topics: Sequence[str], security: Mapping[str, Any] | None = None
+) -> list[TopicPartition]:
     """Every partition of `topics` (none of a topic that does not exist)."""
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, security)
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
@@ -79,15 +82,21 @@ async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPart
     return [TopicPartition(t["topic"], p["partition"]) for t in described for p in t.get("partitions") or ()]
 
 
-async def batches_to_end(bootstrap: str, *topics: str) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+async def batches_to_end(
+    bootstrap: str, *topics: str, security: Mapping[str, Any] | None = None
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
     """The records of `topics` as they stand now, from the start of every partition up to its end offset at the
     call, in fetched batches (in offset order within a partition). No consumer group: nothing is committed and no
     running consumer is disturbed; records produced meanwhile are left out."""
-    assigned = await partitions_of(bootstrap, topics)
+    assigned = await partitions_of(bootstrap, topics, security)
     if not assigned:
         return
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, client_id="klantreis-reader"
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        client_id="klantreis-reader",
+        **(security or {}),
     )
     await consumer.start()
     try:
@@ -108,6 +117,8 @@ async def batches_to_end(bootstrap: str, *topics: str) -> AsyncIterator[list[Con
         await consumer.stop()
 
 
-async def read_to_end(bootstrap: str, *topics: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_to_end(
+    bootstrap: str, *topics: str, security: Mapping[str, Any] | None = None
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of `topics` as they stand now (see `batches_to_end`)."""
-    return [record async for batch in batches_to_end(bootstrap, *topics) for record in batch]
+    return [record async for batch in batches_to_end(bootstrap, *topics, security=security) for record in batch]

@@ -26,6 +26,7 @@ from aiokafka.errors import (
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
+from faststream.security import SASLScram512
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -71,9 +72,12 @@ PRODUCER_SETTINGS = ProducerSettings(acks="all", enable_idempotence=True, linger
 def make_broker(settings: Settings, *, service: str, metrics: ServiceMetrics | None = None) -> KafkaBroker:
     # FastStream's publish and process durations go to the service's metrics; counts are ours (per type).
     telemetry = kafka_telemetry(metrics.provider if metrics is not None else None)
+    # FastStream's own way of saying what `settings.kafka_security()` says to the other clients.
+    security = settings.kafka_security()
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"klantreis-{service}",
+        security=SASLScram512(security["sasl_plain_username"], security["sasl_plain_password"]) if security else None,
         **PRODUCER_SETTINGS,
         allow_auto_create_topics=False,
         graceful_timeout=15.0,
@@ -153,7 +157,7 @@ def subscribe(
         settings.topic(topic.name), **_consumer_settings(loop.group_id), title=f"{group}:{topic.name}",
         description=description,
     )  # fmt: skip
-    publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap)
+    publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap, settings.kafka_security())
     subscriber(loop.consume)
     return subscriber
 
@@ -184,7 +188,7 @@ def subscribe_batches(
         description=description,
     )
     _no_sleep_on_empty_polls(subscriber, max_records)
-    publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap)
+    publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap, settings.kafka_security())
     subscriber(loop.consume)
     return subscriber
 

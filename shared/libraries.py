@@ -199,7 +199,10 @@ class LibraryDirectory:
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self._settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+                bootstrap_servers=self._settings.kafka_bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                **self._settings.kafka_security(),
             )
             await consumer.start()
             self._consumer = consumer

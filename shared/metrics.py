@@ -120,6 +120,7 @@ class ServiceMetrics:
             description="Records on a partition the consumer group has not committed past",
         )
         self._consumers: list[tuple[str, Any, str]] = []
+        self._security: dict[str, dict[str, Any]] = {}  # per cluster: how this process signs in there
         self._lag: dict[tuple[str, str, int], int] = {}
 
     # ------------------------------------------------------------------------------------------ counting
@@ -152,10 +153,12 @@ class ServiceMetrics:
 
     # ------------------------------------------------------------------------------------------------ lag
 
-    def watch(self, group: str, subscriber: Any, bootstrap: str) -> None:
+    def watch(self, group: str, subscriber: Any, bootstrap: str, security: Mapping[str, Any] | None = None) -> None:
         """Report the lag of consumer group `group` on the partitions assigned to `subscriber`'s consumer (its
-        `.consumer`, once started), on the cluster at `bootstrap`."""
+        `.consumer`, once started), on the cluster at `bootstrap` (signed in with `security`:
+        `Settings.kafka_security()`)."""
         self._consumers.append((group, subscriber, bootstrap))
+        self._security[bootstrap] = dict(security or {})
 
     async def refresh_lag(self) -> None:
         """The broker's lag, as `kafka-consumer-groups --describe` shows it: end offsets (one request to the
@@ -173,7 +176,7 @@ class ServiceMetrics:
             for group, consumer, bootstrap, assigned in watched:
                 try:
                     if bootstrap not in admins:
-                        admins[bootstrap] = consumers.admin_client(bootstrap)
+                        admins[bootstrap] = consumers.admin_client(bootstrap, self._security.get(bootstrap))
                         await asyncio.wait_for(admins[bootstrap].start(), LAG_TIMEOUT)
                     ends = await consumers.end_offsets(consumer, assigned, LAG_TIMEOUT)
                     committed = await consumers.committed_offsets(admins[bootstrap], group, assigned, LAG_TIMEOUT)

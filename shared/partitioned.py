@@ -114,6 +114,7 @@ class PartitionedConsumer:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            **self._settings.kafka_security(),
         )
         while not self._stopping.is_set():
             try:

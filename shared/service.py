@@ -167,10 +167,12 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if create_topics:
+        # A service signed in as its own principal administers no topics (least privilege): the operators' tools did.
+        if create_topics and not parts.settings.kafka_username:
             await ensure_topics(parts.settings, ALL_TOPICS)
         await parts.broker.start()
-        await parts.publisher.learn_topics(parts.settings.topic(topic.name) for topic in ALL_TOPICS)
+        # Only the topics it publishes: a service may not even see the others (docs/security.md).
+        await parts.publisher.learn_topics({parts.settings.topic(model.topic) for model in publishes})
         # Pushed metrics need the lag measured without a scrape.
         loops = (*background, parts.metrics.track_lag) if parts.metrics.pushed else background
         tasks = [asyncio.create_task(_supervised(parts.name, task)) for task in loops]

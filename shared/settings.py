@@ -6,9 +6,9 @@ own fields by subclassing `Settings`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,6 +19,13 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Who this process is on Kafka (SASL/SCRAM-SHA-512) and Redis (an ACL user): each service its own principal,
+    # allowed only its own topics, groups and keys (docs/security.md). No user name: a plaintext broker and
+    # Redis's default user (the shared development servers).
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
+    redis_username: str = ""
+    redis_password: SecretStr = SecretStr("")
     # Prefixes let several platforms (or tests) share one broker and one Redis without seeing each other.
     topic_prefix: str = ""
     group_prefix: str = ""
@@ -46,6 +53,17 @@ class Settings(BaseSettings):
     trace_viewer_url: str = ""
     # Whether the local run (`klantreis up`/`run`) starts Zipkin and the services send their traces to it.
     local_traces: bool = True
+
+    def kafka_security(self) -> dict[str, Any]:
+        """The security arguments of every Kafka client of this process (aiokafka's names); the one place."""
+        if not self.kafka_username:
+            return {}
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": self.kafka_username,
+            "sasl_plain_password": self.kafka_password.get_secret_value(),
+        }
 
     def topic(self, name: str) -> str:
         """The physical topic name of a logical topic (see `shared.topics`)."""

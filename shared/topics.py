@@ -127,7 +127,9 @@ async def _configure_existing(admin: AIOKafkaAdminClient, wanted: list[NewTopic]
 
 async def ensure_topics(settings: Settings, topics: Iterable[Topic] = ALL_TOPICS) -> list[str]:
     """Create the topics (and their dead-letter topics) that do not exist yet; returns the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="klantreis-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap, client_id="klantreis-topics", **settings.kafka_security()
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

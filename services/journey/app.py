@@ -28,7 +28,7 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
     state_redis = make_redis(settings, binary=True)
     store = JourneyStore(state_redis, settings)
     detector = FrictionDetector(rules_in_force(settings), store, parts.publisher, settings)
-    parts.metrics.watch(detector.group_id, detector.consumer, settings.kafka_bootstrap)
+    parts.metrics.watch(detector.group_id, detector.consumer, settings.kafka_bootstrap, settings.kafka_security())
 
     async def consume() -> None:
         try:

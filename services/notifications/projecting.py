@@ -69,7 +69,10 @@ class MembersCaughtUp:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            **self._settings.kafka_security(),
         )
         await consumer.start()
         try:

@@ -203,11 +203,16 @@ class Read:
     undecodable: int = 0  # records that are no valid CloudEvent (the consumers dead-letter those)
 
 
-async def read_topics(bootstrap: str, topics: Sequence[str], progress: Callable[[int], None] | None = None) -> Read:
+async def read_topics(
+    bootstrap: str,
+    topics: Sequence[str],
+    progress: Callable[[int], None] | None = None,
+    security: Mapping[str, Any] | None = None,
+) -> Read:
     """Every record of `topics` as they stand now, from the start up to their end offsets, decoded. No consumer
     group: nothing is committed and no running consumer is disturbed (`shared.consumers.batches_to_end`)."""
     read = Read()
-    async for batch in batches_to_end(bootstrap, *topics):
+    async for batch in batches_to_end(bootstrap, *topics, security=security):
         for record in batch:
             try:
                 event = from_kafka(record.value, record.headers)
