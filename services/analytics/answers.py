@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from fastapi import Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.analytics import reports
 from services.analytics.reading import Reports
@@ -106,6 +106,30 @@ class LastTouch(BaseModel):
 
 
 class Timeline(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "member_id": "cc02c620-7d3e-4f1b-9b7a-2f9e3c1d0a55",
+                    "requested_id": "cc02c620-7d3e-4f1b-9b7a-2f9e3c1d0a55",
+                    "profile": {"age_band": "18-64", "home_library": "oba", "postcode_area": "1034",
+                                "channel": "online", "platform": "website", "source": None},
+                    "milestones": [{"type": "member.signed_up.v1", "at": "2025-03-01T10:00:00+01:00",
+                                    "channel": "online", "platform": "website"}],
+                    "last_touch": {"channels": {"online": "2025-03-01T10:00:00+01:00"},
+                                   "platforms": {"website": "2025-03-01T10:00:00+01:00"}},
+                    "last_activity": "2025-03-01T10:00:00+01:00",
+                    "timeline": [{"type": "member.signed_up.v1", "at": "2025-03-01T10:00:00+01:00",
+                                  "channel": "online", "platform": "website", "library": "oba"}],
+                    "open_frictions": [{"friction_id": "5b0e1c2d-8f3a-4e6b-9c7d-1a2b3c4d5e6f",
+                                        "rule": "online-signup-not-activated", "started": "2025-03-01T10:00:00+01:00",
+                                        "detected": "2025-03-15T10:00:00+01:00", "library": "oba",
+                                        "channel_pair": "online→offline", "platform": "website"}],
+                }
+            ]
+        }
+    )  # fmt: skip
+
     member_id: str = Field(description="the member (the survivor, when the requested id was merged)")
     requested_id: str
     profile: dict[str, str | None] = Field(
@@ -116,6 +140,11 @@ class Timeline(BaseModel):
     last_activity: str | None
     timeline: list[TimelineEntry] = Field(description="the most recent events (up to 25), newest first")
     open_frictions: list[OpenFriction]
+
+
+def json_example(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entry of a 200 JSON answer that shows `example`."""
+    return {200: {"content": {"application/json": {"example": example}}}}
 
 
 def example(report: str, parameters: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from services.analytics.answers import json_example
 from services.analytics.population import ALL, PARTNERS
 from services.analytics.reading import Reports
 from services.analytics.store import AnalyticsStore, array_literal
@@ -105,6 +106,11 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole > 0 else None
 
 
+_EXAMPLE_CELL = {"library": "oba", "partner": "consultatiebureau", "signed_up": 120, "visited": 84, "first_loan": 61,
+                 "first_loan_pending": 9, "due_1y": 80, "borrowing_1y": 52, "due_2y": 40, "borrowing_2y": 22,
+                 "due_3y": 0, "borrowing_3y": 0}  # fmt: skip
+
+
 def boekstart_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> APIRouter:
     router = APIRouter(tags=["reach 0-18"], responses=AUTH_RESPONSES)
 
@@ -115,6 +121,7 @@ def boekstart_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> 
         description="Babies (0-3) signed up via a consultatiebureau, kinderopvang or school. Right-censored: "
         "children still inside their 60 days are `first_loan_pending`; a year's retention counts only children "
         "whose anniversary has passed. Rows of fewer than `min_cell` children are suppressed. See docs/soob.md.",
+        responses=json_example({"first_loan_days": 60, "rows": funnel_rows([_EXAMPLE_CELL], 5)}),
     )
     async def funnel(caller: AnalystKey, first_loan_days: Annotated[int, Query(ge=1, le=365)] = 60) -> dict[str, Any]:
         sql, parameters = funnel_sql(first_loan_days)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from services.analytics.answers import json_example
 from services.analytics.reading import Reports
 from services.analytics.referrals import outcome_report, outcome_rows
 from services.analytics.store import AnalyticsStore
@@ -63,6 +64,14 @@ def interest_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> A
         description="Took up: the viewer signed up for the proposition or registered for one of its activities "
         "within `within_days` of the first view. Right-censored: viewers still inside their window are `pending`. "
         "See docs/tracker.md.",
+        responses=json_example(
+            {
+                "within_days": 14,
+                "rows": interest_rows(
+                    [{"library": "oba", "proposition": "boekstart", "viewers": 40, "took_up": 12, "pending": 8}], 5
+                ),
+            }
+        ),
     )
     async def interest(caller: AnalystKey, within_days: Annotated[int, Query(ge=1, le=365)] = 14) -> dict[str, Any]:
         return await outcome_report(

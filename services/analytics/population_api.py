@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from services.analytics.answers import json_example
 from services.analytics.boekstart_funnel import boekstart_router
 from services.analytics.population import (
     ALL,
@@ -107,6 +108,24 @@ class PopulationReach:
         }
 
 
+_CONTACTS = {"consultatiebureau": 610, "kinderopvang": 95, "school": 0, "library": 240, "online": 155}
+REACH_EXAMPLE = {
+    "months": 12,
+    "population_period": "2026",
+    "synthetic_population": False,
+    "bands": list(YOUTH_BANDS),
+    "first_contacts": list(FIRST_CONTACTS),
+    "rows": [
+        {"library": "oba", "age_band": "0-3", "children": 2300, "reached": 1100, "share": 0.4783, "target": 1.0,
+         "gap": 1200, "by_first_contact": _CONTACTS, "suppressed": False},
+    ],
+    "trend": [
+        {"quarter": "2025-Q4", "library": "oba", "children": 9800, "reached": 3900, "share": 0.398,
+         "suppressed": False},
+    ],
+}  # fmt: skip
+
+
 def population_router(reach: PopulationReach, store: PopulationStore, libraries: LibraryDirectory) -> APIRouter:
     router = APIRouter(tags=["reach 0-18"], responses=AUTH_RESPONSES)
 
@@ -116,6 +135,14 @@ def population_router(reach: PopulationReach, store: PopulationStore, libraries:
         summary="Load children per postcode area and age (CBS StatLine CSV): replaces the population (admin)",
         description="`;`-separated with the columns Leeftijd (`0 jaar`… or `0 tot 4 jaar`), Postcode (4 digits), "
         "Perioden and Bevolking (aantal); `klantreis population load FILE` posts a file. See docs/soob.md.",
+        responses=json_example(
+            {
+                "period": "2026",
+                "synthetic": False,
+                "areas": 312,
+                "children": {"0-3": 30120, "4-11": 61544, "12-17": 47310},
+            }
+        ),
         openapi_extra={
             "requestBody": {
                 "content": {"text/csv": {"schema": {"type": "string"}, "example": CSV_EXAMPLE}},
@@ -145,7 +172,10 @@ def population_router(reach: PopulationReach, store: PopulationStore, libraries:
     @router.put(
         "/v1/population/targets/{library}",
         summary="Set a library's reach target (default 100%) (admin)",
-        responses={422: {"description": "not a library of the catalogue, or not a share in (0, 1]"}},
+        responses={
+            422: {"description": "not a library of the catalogue, or not a share in (0, 1]"},
+            **json_example({"library": "oba", "target": 0.8}),
+        },
     )
     async def set_target(library: LibraryCode, body: Target, caller: AdminKey) -> dict[str, Any]:
         await libraries.require({"library": library})
@@ -158,6 +188,7 @@ def population_router(reach: PopulationReach, store: PopulationStore, libraries:
         description="Reached: members of the band active in the last `months` months living in the library's "
         "postcode areas; children: the CBS population of those areas. A key of one library sees its library and "
         "the network. Reached counts below `min_cell` are suppressed (null). See docs/soob.md.",
+        responses=json_example(REACH_EXAMPLE),
     )
     async def report(caller: AnalystKey, months: Annotated[int, Query(ge=1, le=36)] = 12) -> dict[str, Any]:
         return await reach.report(months, caller)

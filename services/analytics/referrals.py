@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from services.analytics.answers import json_example
 from services.analytics.population import ALL
 from services.analytics.reading import Reports
 from services.analytics.reports import ratio
@@ -99,6 +100,14 @@ def referrals_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> 
         summary="Front-office referrals and their follow-through per library and proposition",
         description="Followed: the member attended an activity of the proposition within `within_days` of the "
         "referral. Right-censored: referrals still inside their window are `pending`. See docs/soob.md.",
+        responses=json_example(
+            {
+                "within_days": 30,
+                "rows": referral_rows(
+                    [{"library": "oba", "proposition": "taalcafe", "referred": 25, "followed": 14, "pending": 3}], 5
+                ),
+            }
+        ),
     )
     async def referrals(caller: AnalystKey, within_days: Annotated[int, Query(ge=1, le=365)] = 30) -> dict[str, Any]:
         return await outcome_report(
