@@ -75,6 +75,10 @@ def wanted_from(body: bytes, fallback: str) -> Wanted:
     return Wanted(consents, member_language(language))
 
 
+# Why a change asked on a page is not made: a bad or expired link, a member identity does not know, identity away.
+CHANGE_REFUSED = (LinkRefused, UnknownMember, PreferencesUnavailable)
+
+
 def preferences_router(
     settings: NotificationsSettings,
     projections: ProjectionStore,
@@ -86,6 +90,14 @@ def preferences_router(
 
     def refused(lang: MemberLanguage, reason: str, status: int) -> HTMLResponse:
         return page(lang, status=status, view="error", message=WORDS[lang][f"refused.{reason}"])
+
+    def refusal(lang: MemberLanguage, problem: Exception) -> HTMLResponse:
+        """The page for a change that could not be made (one of `CHANGE_REFUSED`)."""
+        if isinstance(problem, LinkRefused):
+            return refused(lang, problem.reason, 403)
+        if isinstance(problem, UnknownMember):
+            return refused(lang, "unknown", 404)
+        return refused(lang, "unavailable", 503)
 
     async def shown(
         token: str, lang: MemberLanguage | None, *, saved: bool = False, overrides: Wanted | None = None
@@ -120,12 +132,8 @@ def preferences_router(
             found = changes(member_id, record.consents, record.profile.language, wanted, str(uuid.uuid4()))
             await identity.post(found)
             return await shown(token, member_language(lang) if lang else wanted.language, saved=True, overrides=wanted)
-        except LinkRefused as exc:
-            return refused(chosen, exc.reason, 403)
-        except UnknownMember:
-            return refused(chosen, "unknown", 404)
-        except PreferencesUnavailable:
-            return refused(chosen, "unavailable", 503)
+        except CHANGE_REFUSED as exc:
+            return refusal(chosen, exc)
 
     @router.get("/{token}/unsubscribe", response_class=HTMLResponse)
     async def confirm(token: str, lang: str | None = None) -> HTMLResponse:
@@ -143,14 +151,10 @@ def preferences_router(
         try:
             member_id = verify(token, secret, clock())
             stamp = await projections.consent_stamp(member_id, "email", "marketing")
-            if stamp.startswith("1"):  # withdrawn already, or never given: nothing to change
+            if stamp.startswith("1"):  # granted: withdraw it (withdrawn already, or never given: nothing to change)
                 await identity.post([unsubscribed(member_id, token, stamp)])
-        except LinkRefused as exc:
-            return refused(chosen, exc.reason, 403)
-        except UnknownMember:
-            return refused(chosen, "unknown", 404)
-        except PreferencesUnavailable:
-            return refused(chosen, "unavailable", 503)
+        except CHANGE_REFUSED as exc:
+            return refusal(chosen, exc)
         return page(chosen, view="unsubscribe", token=token, done=True)
 
     return router
