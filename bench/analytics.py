@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import os
@@ -346,10 +345,7 @@ def kafka_broker() -> Iterator[str]:
         print("the shared broker does not answer: starting one on a free port …", flush=True)
         try:
             kafka.start(detach=False)
-            # In a thread of its own: its probe runs an event loop, and this thread's loop is running. Minutes on a
-            # loaded machine.
-            with concurrent.futures.ThreadPoolExecutor(1) as probe:
-                probe.submit(kafka.wait_ready, timeout=300).result()
+            kafka.wait_ready(timeout=300)  # minutes on a loaded machine
             yield kafka.bootstrap
         finally:
             kafka.stop()

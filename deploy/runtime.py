@@ -25,6 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
@@ -574,14 +575,28 @@ async def _kafka_answers(bootstrap: str, limit_s: float, security: Mapping[str, 
 
 
 def kafka_answers(bootstrap: str, timeout: float = 5.0, security: Mapping[str, str] | None = None) -> bool:
-    """Whether a Kafka broker at ``bootstrap`` answers a metadata request (runs its own event loop). ``security``:
-    the client's SASL arguments (`Settings.kafka_security()`), for a broker with SCRAM users."""
+    """Whether a Kafka broker at ``bootstrap`` answers a metadata request (runs its own event loop: in a thread of
+    its own when called from async code). ``security``: the client's SASL arguments (`Settings.kafka_security()`),
+    for a broker with SCRAM users."""
     host, _, port = bootstrap.rpartition(":")
     if not port_open(int(port), host or HOST):
         return False
+    probe = _kafka_answers(bootstrap, timeout, security or {})
     try:
-        asyncio.run(_kafka_answers(bootstrap, timeout, security or {}))
+        if _loop_running():
+            with ThreadPoolExecutor(1, thread_name_prefix="kafka-probe") as thread:
+                thread.submit(asyncio.run, probe).result()
+        else:
+            asyncio.run(probe)
     except Exception:
+        return False
+    return True
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         return False
     return True
 
