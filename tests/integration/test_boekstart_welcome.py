@@ -6,22 +6,19 @@ from __future__ import annotations
 
 from datetime import date
 
-import httpx
 import pytest
 
-from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
-from services.notifications.contacts import IdentityContacts
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.integration.test_notifications_support import (
-    SmtpSink,
+    beside_identity,
     campaign,
     notifications,
     notifications_settings,
     text_of,
 )
-from tests.support import eventually, running
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -44,48 +41,39 @@ WELCOME = campaign(
 
 
 async def test_the_welcome_of_a_baby_goes_to_the_guardian_in_their_language_with_the_library_s_offering(
-    settings: Settings, identity_settings: IdentitySettings, admin_key: str, make_key: MakeKey
+    identity_settings: IdentitySettings, admin_key: str, make_key: MakeKey
 ) -> None:
     baby = date(date.today().year - 1, 2, 1).isoformat()
-    identity = identity_app(identity_settings)
-    directory = IdentityContacts(
-        "http://identity", await make_key("service"), transport=httpx.ASGITransport(app=identity)
-    )
-    with SmtpSink() as smtp:
-        overrides = {"notifications_smtp_port": smtp.port}
-        async with (
-            running(identity, admin_key) as people,
-            notifications(notifications_settings(settings, **overrides), admin_key, contacts=directory) as n,
-        ):
-            await n.catalogue(
-                "offering_changed", "oba.boekstart", offering_id="oba.boekstart", library="oba",
-                proposition="boekstart", local_name="BoekStart in de OBA", channels=["offline"],
-            )  # fmt: skip
-            await eventually(lambda: n.stores.catalogue.offered_by("boekstart"))
-            await eventually(lambda: n.stores.catalogue.library("oba"))  # the seed's, on the catalogue topic
-            await n.create(WELCOME)
+    async with beside_identity(identity_settings, admin_key, await make_key("service")) as (n, people, smtp):
+        await n.catalogue(
+            "offering_changed", "oba.boekstart", offering_id="oba.boekstart", library="oba",
+            proposition="boekstart", local_name="BoekStart in de OBA", channels=["offline"],
+        )  # fmt: skip
+        await eventually(lambda: n.stores.catalogue.offered_by("boekstart"))
+        await eventually(lambda: n.stores.catalogue.library("oba"))  # the seed's, on the catalogue topic
+        await n.create(WELCOME)
 
-            family = await people.post(
-                "/v1/families",
-                json={
-                    "guardian": {"name": "Amira Haddad", "email": "amira@example.nl", "birth_date": "1993-07-09",
-                                 "postcode": "1034 AB", "language": "en"},
-                    "children": [{"name": "Yara Haddad", "birth_date": baby}],
-                    "home_library": "oba", "platform": "partner", "source": "consultatiebureau",
-                    "proposition": "boekstart", "consents": [{"medium": "email", "purpose": "service"}],
-                },
-            )  # fmt: skip
-            assert family.status_code == 202, family.text
-            [child] = family.json()["children"]
+        family = await people.post(
+            "/v1/families",
+            json={
+                "guardian": {"name": "Amira Haddad", "email": "amira@example.nl", "birth_date": "1993-07-09",
+                             "postcode": "1034 AB", "language": "en"},
+                "children": [{"name": "Yara Haddad", "birth_date": baby}],
+                "home_library": "oba", "platform": "partner", "source": "consultatiebureau",
+                "proposition": "boekstart", "consents": [{"medium": "email", "purpose": "service"}],
+            },
+        )  # fmt: skip
+        assert family.status_code == 202, family.text
+        [child] = family.json()["children"]
 
-            decided = await n.decided_for([child])
-            [sent] = decided[child]
-            assert (sent.type, sent.data["recipient"], sent.data["medium"]) == ("sent", "guardian", "email")
-            [(_, recipients)] = smtp.envelopes
-            assert recipients == ["amira@example.nl"]
-            [mail] = smtp.received
-            assert mail["Subject"] == "Welcome to BoekStart in de OBA"
-            assert "Dear Amira Haddad, your child is welcome at OBA Openbare Bibliotheek Amsterdam." in (text_of(mail))
+        decided = await n.decided_for([child])
+        [sent] = decided[child]
+        assert (sent.type, sent.data["recipient"], sent.data["medium"]) == ("sent", "guardian", "email")
+        [(_, recipients)] = smtp.envelopes
+        assert recipients == ["amira@example.nl"]
+        [mail] = smtp.received
+        assert mail["Subject"] == "Welcome to BoekStart in de OBA"
+        assert "Dear Amira Haddad, your child is welcome at OBA Openbare Bibliotheek Amsterdam." in (text_of(mail))
 
 
 async def test_a_preview_that_would_show_an_empty_placeholder_fails_naming_it(

@@ -7,12 +7,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 
-from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
-from services.notifications.contacts import IdentityContacts
 from services.notifications.rules import in_holdout
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
@@ -22,6 +19,7 @@ from tests.integration.test_notifications_support import (
     SmtpSink,
     TestClock,
     Webhook,
+    beside_identity,
     campaign,
     member,
     notifications,
@@ -29,7 +27,7 @@ from tests.integration.test_notifications_support import (
     serving,
     text_of,
 )
-from tests.support import eventually, running
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -197,61 +195,52 @@ async def test_a_redelivered_trigger_and_the_same_friction_from_a_second_library
 
 
 async def test_a_message_for_a_minor_goes_to_the_guardian_s_address_from_the_real_identity_service(
-    settings: Settings, identity_settings: IdentitySettings, admin_key: str, make_key: MakeKey
+    identity_settings: IdentitySettings, admin_key: str, make_key: MakeKey
 ) -> None:
     ten_years_old = date(date.today().year - 10, 1, 1).isoformat()
-    identity = identity_app(identity_settings)
-    directory = IdentityContacts(
-        "http://identity", await make_key("service"), transport=httpx.ASGITransport(app=identity)
-    )
-    with SmtpSink() as smtp:
-        overrides = {"notifications_smtp_port": smtp.port}
-        async with (
-            running(identity, admin_key) as people,
-            notifications(notifications_settings(settings, **overrides), admin_key, contacts=directory) as n,
-        ):
-            await n.create(
-                campaign(
-                    name="Pas geactiveerd",
-                    trigger={"event_types": ["nl.bibliotheek.member.card_activated.v1"]},
-                    channels=["email"],
-                    messages={
-                        "email": {
-                            "nl": {
-                                "subject": "Welkom in {{ library.name }}",
-                                "body": "Beste {{ recipient.name }},{% if recipient.is_guardian %} de pas van uw "
-                                "kind is geactiveerd.{% endif %}",
-                            }
+    async with beside_identity(identity_settings, admin_key, await make_key("service")) as (n, people, smtp):
+        await n.create(
+            campaign(
+                name="Pas geactiveerd",
+                trigger={"event_types": ["nl.bibliotheek.member.card_activated.v1"]},
+                channels=["email"],
+                messages={
+                    "email": {
+                        "nl": {
+                            "subject": "Welkom in {{ library.name }}",
+                            "body": "Beste {{ recipient.name }},{% if recipient.is_guardian %} de pas van uw "
+                            "kind is geactiveerd.{% endif %}",
                         }
-                    },
-                )
+                    }
+                },
             )
-            person = {"postcode": "1034 AB", "home_library": "oba", "platform": "website"}
-            parent = await people.post(
-                "/v1/members",
-                json={**person, "name": "Ouder van Nynke", "email": "ouder@example.nl", "birth_date": "1985-02-01"},
-            )
-            child = await people.post(
-                "/v1/members",
-                json={**person, "name": "Nynke", "email": "nynke@example.nl", "birth_date": ten_years_old},
-            )
-            parent_id, child_id = parent.json()["member_id"], child.json()["member_id"]
-            guardian = await people.put(f"/v1/members/{child_id}/guardian", json={"guardian_id": parent_id})
-            assert guardian.status_code == 202, guardian.text
-            activated = await people.post(f"/v1/members/{child_id}/card-activation", json={"library": "oba"})
-            assert activated.status_code == 202, activated.text
+        )
+        person = {"postcode": "1034 AB", "home_library": "oba", "platform": "website"}
+        parent = await people.post(
+            "/v1/members",
+            json={**person, "name": "Ouder van Nynke", "email": "ouder@example.nl", "birth_date": "1985-02-01"},
+        )
+        child = await people.post(
+            "/v1/members",
+            json={**person, "name": "Nynke", "email": "nynke@example.nl", "birth_date": ten_years_old},
+        )
+        parent_id, child_id = parent.json()["member_id"], child.json()["member_id"]
+        guardian = await people.put(f"/v1/members/{child_id}/guardian", json={"guardian_id": parent_id})
+        assert guardian.status_code == 202, guardian.text
+        activated = await people.post(f"/v1/members/{child_id}/card-activation", json={"library": "oba"})
+        assert activated.status_code == 202, activated.text
 
-            decided = await n.decided_for([child_id])
-            [sent] = decided[child_id]
-            assert (sent.type, sent.data["recipient"], sent.data["medium"]) == ("sent", "guardian", "email")
-            [(_, recipients)] = smtp.envelopes
-            assert recipients == ["ouder@example.nl"]
-            [mail] = smtp.received
-            assert "Beste Ouder van Nynke, de pas van uw kind is geactiveerd." in text_of(mail)
-            # Neither address nor name stays behind in notifications' Redis.
-            stored = await n.everything()
-            for personal in ("ouder@example.nl", "nynke@example.nl", "Ouder van Nynke", "Nynke"):
-                assert personal not in stored
+        decided = await n.decided_for([child_id])
+        [sent] = decided[child_id]
+        assert (sent.type, sent.data["recipient"], sent.data["medium"]) == ("sent", "guardian", "email")
+        [(_, recipients)] = smtp.envelopes
+        assert recipients == ["ouder@example.nl"]
+        [mail] = smtp.received
+        assert "Beste Ouder van Nynke, de pas van uw kind is geactiveerd." in text_of(mail)
+        # Neither address nor name stays behind in notifications' Redis.
+        stored = await n.everything()
+        for personal in ("ouder@example.nl", "nynke@example.nl", "Ouder van Nynke", "Nynke"):
+            assert personal not in stored
 
 
 async def test_a_campaign_about_a_proposition_reaches_only_members_whose_library_offers_it(

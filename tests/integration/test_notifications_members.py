@@ -16,11 +16,8 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
-from services.notifications.contacts import IdentityContacts
 from services.notifications.links import sign
-from services.notifications.preferences import IdentityPreferences
 from shared.settings import Settings
 from shared.topics import MEMBERS
 from tests.integration.conftest import MakeKey
@@ -29,6 +26,7 @@ from tests.integration.test_notifications_support import (
     FakeContacts,
     Notifications,
     SmtpSink,
+    beside_identity,
     campaign,
     html_of,
     member,
@@ -36,7 +34,7 @@ from tests.integration.test_notifications_support import (
     notifications_settings,
     text_of,
 )
-from tests.support import eventually, header, read_to_end, running
+from tests.support import eventually, header, read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -89,20 +87,13 @@ class World:
 async def world(
     identity_settings: IdentitySettings, admin_key: str, make_key: MakeKey, **overrides: Any
 ) -> AsyncIterator[World]:
-    identity = identity_app(identity_settings)
     key = await make_key("service", "ingest")
-    to_identity = httpx.ASGITransport(app=identity)
-    with SmtpSink() as smtp:
-        values = {"notifications_smtp_port": smtp.port, "notifications_public_url": PUBLIC, **overrides}
-        async with (
-            running(identity, admin_key) as people,
-            notifications(
-                notifications_settings(identity_settings, **values), admin_key,
-                contacts=IdentityContacts("http://identity", key, transport=to_identity),
-                preferences=IdentityPreferences("http://identity", key, transport=to_identity),
-            ) as n,
-        ):  # fmt: skip
-            yield World(n, people, smtp)
+    async with beside_identity(identity_settings, admin_key, key, notifications_public_url=PUBLIC, **overrides) as (
+        n,
+        people,
+        smtp,
+    ):
+        yield World(n, people, smtp)
 
 
 def local(url: str) -> str:

@@ -25,9 +25,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from deploy import runtime
+from services.identity.app import create_app as identity_app
+from services.identity.settings import IdentitySettings
 from services.notifications.app import Stores, create_app
-from services.notifications.contacts import Contact, ContactDirectory
-from services.notifications.preferences import PreferenceChanges
+from services.notifications.contacts import Contact, ContactDirectory, IdentityContacts
+from services.notifications.preferences import IdentityPreferences, PreferenceChanges
 from services.notifications.settings import NotificationsSettings
 from shared.events import CloudEvent, EventData, to_kafka
 from shared.events.journey import FrictionDetected
@@ -346,3 +348,25 @@ async def notifications(
             yield Notifications(client, app, settings, clock, producer)
     finally:
         await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def beside_identity(
+    identity_settings: IdentitySettings, admin_key: str, service_key: str, **overrides: Any
+) -> AsyncIterator[tuple[Notifications, httpx.AsyncClient, SmtpSink]]:
+    """notifications beside the real identity service (in-process, asked with `service_key`: contacts and
+    preference changes), e-mail to a local SMTP sink; yields notifications, a client of identity (`admin_key`),
+    the sink."""
+    identity = identity_app(identity_settings)
+    to_identity = httpx.ASGITransport(app=identity)
+    with SmtpSink() as smtp:
+        values = {"notifications_smtp_port": smtp.port, **overrides}
+        async with (
+            running(identity, admin_key) as people,
+            notifications(
+                notifications_settings(identity_settings, **values), admin_key,
+                contacts=IdentityContacts("http://identity", service_key, transport=to_identity),
+                preferences=IdentityPreferences("http://identity", service_key, transport=to_identity),
+            ) as n,
+        ):  # fmt: skip
+            yield n, people, smtp
