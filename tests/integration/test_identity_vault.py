@@ -332,8 +332,19 @@ async def test_pseudonymous_topics_keep_events_35_days_also_a_topic_made_before_
     await kafka.start()
     try:
         # A topic made before retention was set: the broker's default (7 days here).
-        await kafka.alter_configs([resource(MEMBERS.name, {"retention.ms": str(7 * 86_400_000)})])
+        week = str(7 * 86_400_000)
+        await kafka.alter_configs([resource(MEMBERS.name, {"retention.ms": week})])
+
+        # The broker applies a configuration change shortly after answering it: each step waits until it shows.
+        async def week_shown() -> bool:
+            return (await retention(MEMBERS.name))[settings.topic(MEMBERS.name)] == week
+
+        async def week_replaced() -> bool:
+            return not await week_shown()
+
+        await eventually(week_shown)
         await ensure_topics(settings)
+        await eventually(week_replaced)
         days = {name: int(ms) / 86_400_000 for name, ms in (await retention(
             MEMBERS.name, USAGE.dead_letters, FRICTIONS.name, DELIVERIES.name, CAMPAIGNS.name
         )).items()}  # fmt: skip
