@@ -152,23 +152,43 @@ def _format_time(value: datetime) -> str:
 
 def kafka_headers(event: CloudEvent) -> list[tuple[str, bytes]]:
     """The event's attributes as the binary mode's record headers, as Kafka clients take them."""
+    return binary_headers(
+        event.id, event.source, event.type, event.time, event.subject, event.library, event.channel, event.platform
+    )
+
+
+_CONTENT_TYPE = ("content-type", _JSON_BYTES)
+_SPECVERSION = ("ce_specversion", b"1.0")
+
+
+def binary_headers(
+    event_id: str,
+    source: str,
+    event_type: str,
+    time: datetime,
+    subject: str | None,
+    library: str | None = None,
+    channel: str | None = None,
+    platform: str | None = None,
+) -> list[tuple[str, bytes]]:
+    """A CloudEvent's attributes as record headers, for producers that build records without the model first."""
     # Spelled out, not looped over the attribute names: this runs for every event published.
     headers = [
-        ("content-type", _JSON_BYTES),
-        ("ce_specversion", b"1.0"),
-        ("ce_id", event.id.encode()),
-        ("ce_source", event.source.encode()),
-        ("ce_type", event.type.encode()),
-        ("ce_time", _format_time(event.time).encode()),
+        _CONTENT_TYPE,
+        _SPECVERSION,
+        ("ce_id", event_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", event_type.encode()),
+        ("ce_time", _format_time(time).encode()),
     ]
-    if event.subject is not None:
-        headers.append(("ce_subject", event.subject.encode()))
-    if event.library is not None:
-        headers.append(("ce_library", event.library.encode()))
-    if event.channel is not None:
-        headers.append(("ce_channel", event.channel.encode()))
-    if event.platform is not None:
-        headers.append(("ce_platform", event.platform.encode()))
+    if subject is not None:
+        headers.append(("ce_subject", subject.encode()))
+    if library is not None:
+        headers.append(("ce_library", library.encode()))
+    if channel is not None:
+        headers.append(("ce_channel", channel.encode()))
+    if platform is not None:
+        headers.append(("ce_platform", platform.encode()))
     return headers
 
 
