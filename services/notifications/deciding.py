@@ -27,7 +27,7 @@ from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import BROADCAST, AudienceFacts, Campaign, TriggerEvent, triggered_by
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.decision_events import MessageEvent, decision_event, message_sent
-from services.notifications.decision_log import DecisionLog, DecisionWrite
+from services.notifications.decision_log import DecisionLog, DecisionWrite, marker_field
 from services.notifications.keys import tag
 from services.notifications.projection_store import ProjectionStore
 from services.notifications.rendering import Renderer
@@ -176,15 +176,15 @@ class Decider:
             member = members.setdefault(
                 trigger.member_id, _Member(state, states.get(guardian_id) if guardian_id else None)
             )
-            trigger_tag = tag(trigger.event_id)
+            marker = marker_field(trigger.event_id, trigger.friction_id)
             facts = facts_of(trigger, state, member.facts_guardian)
-            earlier = state.decided.get(trigger_tag)
-            if earlier is not None or trigger_tag in member.decided:
+            earlier = state.decided.get(marker)
+            if earlier is not None or marker in member.decided:
                 # Handled before (a redelivery, or a crash before the commit): the same events again, nothing else.
                 if earlier is not None:
                     events.extend(self._remembered(trigger, earlier, campaigns, facts))
                 continue
-            member.decided.add(trigger_tag)
+            member.decided.add(marker)
             with self._span(trigger, traceparents.get(trigger.event_id)) as context:
                 write = self._decide_one(trigger, campaigns, now, facts, member, offered)
             decided.append((trigger, campaigns, facts, write, context))
@@ -237,9 +237,7 @@ class Decider:
             write.inbox.append((delivery.member_id, message))
             write.counters.append((delivery.campaign_id, "sent"))
             if delivery.friction_id:
-                write.effects.append(
-                    (delivery.campaign_id, delivery.friction_id, ms(delivery.trigger_time), "messaged")
-                )
+                write.effects.append((delivery.campaign_id, "messaged"))
             # Remembered as delivered in the app (with its locale), so that a redelivery publishes it again.
             write.memory = replace(
                 write.memory,
@@ -279,7 +277,10 @@ class Decider:
         state = member.state
         sent = state.sent_since(window_start) + len(member.sent)
         outcomes: list[tuple[str, int, str]] = []
-        write = DecisionWrite(trigger.member_id, tag(trigger.event_id), DecisionMemory(now_ms, ()), facts.erased)
+        marker = marker_field(trigger.event_id, trigger.friction_id)
+        write = DecisionWrite(trigger.member_id, marker, DecisionMemory(now_ms, ()), facts.erased)
+        if trigger.friction_id:
+            write.detected_ms = ms(trigger.time)
         for campaign in campaigns:
             claim_tag = tag(campaign.id, trigger.key)
             claim = member.claims.get(claim_tag) or state.claims.get(claim_tag)
@@ -299,7 +300,7 @@ class Decider:
         # to recognise a member decided before; only its suppressions are remembered as such.
         write.remembered = trigger.type != BROADCAST or len(write.claims) < len(campaigns)
         ttl = now_ms - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
-        write.stale = [f"d{t}" for t, memory in state.decided.items() if memory.decided_ms < ttl]
+        write.stale = [name for name, memory in state.decided.items() if memory.decided_ms < ttl and not memory.lasting]
         return write
 
     def _take(
@@ -324,7 +325,7 @@ class Decider:
         if decision.outcome == "suppress":
             write.counters.append((campaign.id, f"suppressed:{decision.reason}"))
             if decision.reason == "holdout" and friction_id:
-                write.effects.append((campaign.id, friction_id, ms(trigger.time), "holdout"))
+                write.effects.append((campaign.id, "holdout"))
             return
         member.sent.append(now_ms)
         library = campaign.definition.library or facts.audience.library
@@ -336,8 +337,6 @@ class Decider:
             created_at=now, traceparent=telemetry.current_traceparent(),
         )  # fmt: skip
         write.deliveries.append((delivery, ms(decision.until) if decision.until else now_ms))
-        if friction_id:
-            write.frictions.append((friction_id, ms(trigger.time)))
         if decision.outcome == "defer":
             write.counters.append((campaign.id, "deferred"))
 

@@ -8,6 +8,7 @@ Keys (prefix `notifications:`):
   campaigns:revision            counter bumped by every campaign change (deciders reload their cache)
   results:<campaign>            hash: triggered, sent, failed, deferred, suppressed:<reason> → count
   effect:<campaign>             hash: `<group>:<day>:total`, `<group>:<day>:resolved:<days>` → count (results.py)
+  effect-campaigns              hash: campaign[:8] → campaign id, for the campaigns friction records name
   broadcast:<campaign>          hash: a broadcast's run: status, library, cursor, sent, looked_at
   due                           sorted set: `<member>|<message id>` → when (ms): deliveries to make, including
                                 quiet-hours deferrals and retries; a claimed one is leased (moved later)
@@ -30,10 +31,15 @@ Keys (prefix `notifications:`):
       d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL):
                                   "<ms>|<campaign[:8]>,<version>,<outcome>;…", the outcome `s` (queued),
                                   `i<locale>` (put in the inbox by deciding), `d<medium>`, `x<reason>`
+      f<friction tag>             a friction decided (its tag: 32 bits): the marker of a friction trigger and
+                                  the friction's effect in one: "<detected>|<decided>|<resolved>|<outcome>;…",
+                                  times in base-36 ms (decided and resolved after detected), the outcome
+                                  `<campaign[:8]>,<version>,<code>[,<group>]`, group `m` messaged or `h` holdout
+                                  once the friction is in that campaign's effect; kept while it is or may be
       i<message id>               an in-app inbox message (the id's 16 bytes in URL-safe base64):
                                   "<text tag>|<created ms>|<read>|<about member>"
-      f<friction tag>             a friction a campaign acted on: "<detected ms>|<day>|<resolved ms>"
-      e<friction tag><campaign>   … and the group the member is in for that campaign's effect (messaged, holdout)
+      (before friction records, a friction a campaign acted on was `f<friction tag, 40 bits>` "<detected
+      ms>|<day>|<resolved ms>" and `e<friction tag><campaign>` → group: still resolved and entered)
   delivery:{<member>}:<message id>  hash: d (the delivery, JSON), o (its events once it ended, until published)
   text:<tag>                    string: an in-app message's text, [campaign, title, body, locale, library] (JSON),
                                 shared by everyone who got it (it names nobody)
@@ -102,3 +108,7 @@ class Keys:
 
     def effect(self, campaign_id: str) -> str:
         return self("effect", campaign_id)
+
+    @property
+    def effect_campaigns(self) -> str:
+        return self("effect-campaigns")
