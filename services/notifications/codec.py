@@ -7,11 +7,15 @@ hundred bytes per member rather than a hash table of its own. Times are epoch mi
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, cast
+
+import msgspec
 
 from services.notifications.keys import tag
 from services.notifications.state import (
@@ -37,10 +41,16 @@ CAMPAIGN_PREFIX = 8  # a decided marker names campaigns by this many characters 
 FRICTION_TAG_BYTES = 4  # a friction's record is named by 32 bits of its id: unique among one member's frictions
 GROUPS: dict[str, str] = {"messaged": "m", "holdout": "h"}  # a friction's group in a campaign's effect
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def batch_json(value: Any) -> bytes:
+    """A batch's writes as one compact JSON argument (msgspec: a fifth of the json module's time)."""
+    return msgspec.json.encode(value)
 
 
 def consent_field(medium: str, purpose: str) -> str:
@@ -73,6 +83,7 @@ def unstamp(value: str) -> int | None:
     return int(value) if len(value) >= 12 else int(value, 36)
 
 
+@functools.lru_cache(maxsize=4096)  # a batch stamps its one "now" on every claim and inbox item
 def b36(number: int) -> str:
     """A number in base 36 (a time in milliseconds: 8 characters rather than 13); negative with a "-"."""
     if number < 0:
@@ -191,13 +202,12 @@ def text_tag(m: InboxMessage) -> str:
 
 def inbox_field(message_id: str) -> str:
     """A message id (a UUID: 36 characters) as its 16 bytes in URL-safe base64 (22): every inbox item is shorter."""
-    try:
-        parsed = uuid.UUID(message_id)
-    except ValueError:
+    # Only the canonical spelling (lower-case, hyphens where uuid writes them), so that the field gives back the
+    # very same id; checked without the UUID object (a broadcast page has a thousand).
+    if not _CANONICAL_UUID.fullmatch(message_id):
         return INBOX + message_id
-    if str(parsed) != message_id:  # only the canonical spelling, so that the field gives back the very same id
-        return INBOX + message_id
-    return INBOX + base64.urlsafe_b64encode(parsed.bytes).decode().rstrip("=")
+    raw = bytes.fromhex(message_id.replace("-", ""))
+    return INBOX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def message_id_of(field: str) -> str:

@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -73,6 +74,15 @@ def facts_of(trigger: TriggerEvent, state: MemberState, guardian: MemberState | 
     consents = guardian.record.consents if guardian is not None else record.consents
     guardian_id = profile.guardian_id or None
     return MemberFacts(state.member_id, audience, guardian_id, consents, record.erased, profile.language or "nl")
+
+
+class _Moment(NamedTuple):
+    """A batch's time, and what follows from it for every decision of the batch."""
+
+    now: datetime
+    now_ms: int
+    window_start_ms: int  # the frequency cap's window
+    ttl_ms: int  # decided markers older than this are dropped
 
 
 @dataclass
@@ -168,6 +178,7 @@ class Decider:
         states = states if states is not None else await self.states([t.member_id for t, _ in pending])
         offered = await self._offered(c for _, cs in pending for c in cs)
         members: dict[str, _Member] = {}
+        moment = self._moment(now)
         decided: list[tuple[TriggerEvent, Sequence[Campaign], MemberFacts, DecisionWrite, Context | None]] = []
         events: list[CloudEvent] = []
         for trigger, campaigns in pending:
@@ -186,7 +197,7 @@ class Decider:
                 continue
             member.decided.add(marker)
             with self._span(trigger, traceparents.get(trigger.event_id)) as context:
-                write = self._decide_one(trigger, campaigns, now, facts, member, offered)
+                write = self._decide_one(trigger, campaigns, moment, facts, member, offered, marker)
             decided.append((trigger, campaigns, facts, write, context))
         writes = [write for _, _, _, write, _ in decided]
         await self._deliver_in_app(writes, states, now)
@@ -263,21 +274,25 @@ class Decider:
         slugs = {c.definition.proposition for c in campaigns if c.definition.proposition}  # type: ignore[attr-defined]
         return {slug: await self._catalogue.offered_by(slug) for slug in sorted(slugs)}
 
+    def _moment(self, now: datetime) -> _Moment:
+        window = self._settings.notifications_frequency_window
+        ttl = self._settings.notifications_decision_ttl
+        return _Moment(now, ms(now), ms(now - window), ms(now) - int(ttl.total_seconds() * 1000))
+
     def _decide_one(
         self,
         trigger: TriggerEvent,
         campaigns: Sequence[Campaign],
-        now: datetime,
+        moment: _Moment,
         facts: MemberFacts,
         member: _Member,
         offered: dict[str, frozenset[str]],
+        marker: str,
     ) -> DecisionWrite:
-        now_ms = ms(now)
-        window_start = ms(now - self._settings.notifications_frequency_window)
+        now, now_ms = moment.now, moment.now_ms
         state = member.state
-        sent = state.sent_since(window_start) + len(member.sent)
+        sent = state.sent_since(moment.window_start_ms) + len(member.sent)
         outcomes: list[tuple[str, int, str]] = []
-        marker = marker_field(trigger.event_id, trigger.friction_id)
         write = DecisionWrite(trigger.member_id, marker, DecisionMemory(now_ms, ()), facts.erased)
         if trigger.friction_id:
             write.detected_ms = ms(trigger.time)
@@ -299,8 +314,9 @@ class Decider:
         # A broadcast is no Kafka record, so nothing redelivers it: its claim (sent, deferred or held out) is enough
         # to recognise a member decided before; only its suppressions are remembered as such.
         write.remembered = trigger.type != BROADCAST or len(write.claims) < len(campaigns)
-        ttl = now_ms - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
-        write.stale = [name for name, memory in state.decided.items() if memory.decided_ms < ttl and not memory.lasting]
+        write.stale = [
+            name for name, memory in state.decided.items() if memory.decided_ms < moment.ttl_ms and not memory.lasting
+        ]
         return write
 
     def _take(

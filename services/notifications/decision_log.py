@@ -269,7 +269,7 @@ class DecisionLog:
         counters = Counter(c for write in writes for c in write.counters)
         counted = [[self._k.results(campaign), counter, n] for (campaign, counter), n in counters.items()]
         inbox = self._inbox.writes([item for write in writes if not write.erased for item in write.inbox])
-        batch = codec.dumps({"h": hashes, "d": deliveries, "z": due, **inbox, "x": frictions, "c": counted})
+        batch = codec.batch_json({"h": hashes, "d": deliveries, "z": due, **inbox, "x": frictions, "c": counted})
         await self._write(keys=[self._k.due, self._k.effect_campaigns], args=[batch])
 
     async def release_cap(self, pipe: Pipeline, member_id: str, campaign_id: str, trigger_key: str) -> None:
