@@ -250,9 +250,9 @@ class Decider:
             if delivery.friction_id:
                 write.effects.append((delivery.campaign_id, "messaged"))
             # Remembered as delivered in the app (with its locale), so that a redelivery publishes it again.
-            write.memory = replace(
-                write.memory,
-                outcomes=tuple(
+            write.memory = DecisionMemory(
+                write.memory.decided_ms,
+                tuple(
                     (c, v, f"{IN_APP_SENT}{delivery.locale}" if c == delivery.campaign_id else code)
                     for c, v, code in write.memory.outcomes
                 ),

@@ -21,13 +21,16 @@ def decision_event(
 ) -> CloudEvent:
     """A `message.<kind>` event; its id is stable per (kind, message), so republishing it is harmless. A message
     sent carries the message id itself."""
-    return CloudEvent.create(
-        data,
+    # Built from values made here and a payload model validated already: constructed without validating the
+    # envelope again (a broadcast publishes a million of these).
+    return CloudEvent.model_construct(
         id=message_id if kind == "sent" else deterministic_id(kind, message_id),
-        subject=member_id,
         source=campaign_source(data.campaign_id),
-        library=library,
+        type=data.event_type,
         time=at,
+        subject=member_id,
+        library=library,
+        data=data.model_dump(mode="json"),
     )
 
 
