@@ -21,16 +21,13 @@ def decision_event(
 ) -> CloudEvent:
     """A `message.<kind>` event; its id is stable per (kind, message), so republishing it is harmless. A message
     sent carries the message id itself."""
-    # Built from values made here and a payload model validated already: constructed without validating the
-    # envelope again (a broadcast publishes a million of these).
-    return CloudEvent.model_construct(
+    return CloudEvent.create(
+        data,
         id=message_id if kind == "sent" else deterministic_id(kind, message_id),
-        source=campaign_source(data.campaign_id),
-        type=data.event_type,
-        time=at,
         subject=member_id,
+        source=campaign_source(data.campaign_id),
         library=library,
-        data=data.model_dump(mode="json"),
+        time=at,
     )
 
 
