@@ -89,7 +89,7 @@ class PopulationReach:
         population = await self._store.population()
         libraries = list((await self._libraries.libraries()).values())
         targets = await self._store.targets()
-        reached = await self._store.reached(months_before(clock, months))
+        reached = await self._store.reached(months_before(clock, months), clock)
         rows = reach_rows(population, reached, libraries, targets, self._min_cell)
         trend = trend_rows(
             population, await self._store.reached_by_quarter(quarter_windows(clock, months)), libraries, self._min_cell

@@ -21,7 +21,7 @@ from services.analytics.settings import AnalyticsSettings
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from shared.events import CloudEvent
-from shared.events.members import CardActivated, MemberSignedUp, Referred
+from shared.events.members import CardActivated, GuardianSet, LoginSucceeded, MemberSignedUp, Referred
 from shared.events.propositions import ActivityAttended, LoanBorrowed
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
@@ -203,6 +203,16 @@ def borrowed(child: str, days_ago: float) -> CloudEvent:
                              platform="ils", time=at(days_ago))  # fmt: skip
 
 
+def guardian_of(child: str, parent: str) -> CloudEvent:
+    return CloudEvent.create(GuardianSet(guardian_id=parent), subject=child, source="/identity/guardians",
+                             library="oba", channel="offline", platform="partner", time=at(1))  # fmt: skip
+
+
+def logged_in(member: str, days_ago: float) -> CloudEvent:
+    return CloudEvent.create(LoginSucceeded(login_platform="app"), subject=member, source="/identity/logins",
+                             library="oba", channel="online", platform="app", time=at(days_ago))  # fmt: skip
+
+
 def activated(child: str, days_ago: float) -> CloudEvent:
     return CloudEvent.create(CardActivated(branch="oosterdok"), subject=child, source="/libraries/oba/desk",
                              library="oba", channel="offline", platform="desk", time=at(days_ago))  # fmt: skip
@@ -211,13 +221,15 @@ def activated(child: str, days_ago: float) -> CloudEvent:
 async def test_the_boekstart_funnel_follows_partner_sign_ups_to_a_first_loan_and_years_of_borrowing(
     doors: Doors,
 ) -> None:
-    a, b, c, online, adult = (str(uuid.uuid4()) for _ in range(5))
+    a, b, c, online, adult, parent_a, parent_b = (str(uuid.uuid4()) for _ in range(7))
     events = [
-        # A: at the consultatiebureau 800 days ago, a first visit, a loan 30 days later, borrowing in years 1 and 2
-        *child_events(a, 800, "consultatiebureau"), activated(a, 790), borrowed(a, 770), borrowed(a, 500),
-        borrowed(a, 200),
-        # B: 400 days ago, a first loan only after 100 days (dropped), but borrowing in year 1
-        *child_events(b, 400, "consultatiebureau"), borrowed(b, 300),
+        # A: at the consultatiebureau 800 days ago, the parent's first login 10 days later, a loan 30 days after
+        # the sign-up, borrowing in years 1 and 2
+        *child_events(a, 800, "consultatiebureau"), guardian_of(a, parent_a), logged_in(parent_a, 790),
+        borrowed(a, 770), borrowed(a, 500), borrowed(a, 200),
+        # B: 400 days ago, a first loan only after 100 days (dropped), but borrowing in year 1; the child's own
+        # card activation is no visit of the parent's
+        *child_events(b, 400, "consultatiebureau"), guardian_of(b, parent_b), activated(b, 390), borrowed(b, 300),
         # C: at childcare 10 days ago: still inside the 60 days
         *child_events(c, 10, "kinderopvang"),
         # Not via a partner, and not a baby: not in the funnel
