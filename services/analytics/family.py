@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.analytics.facts import ERASED, MERGED, SIGNED_UP, short_type, stored_time
+from services.analytics.facts import ERASED, MERGED, SIGNED_UP, stored_time
 from services.analytics.store import AnalyticsStore, array_literal
 from shared.events import CloudEvent
+from shared.events.registry import TYPE_PREFIX
 
 GUARDIAN_SET = "member.guardian_set.v1"
+_READ = {TYPE_PREFIX + kind: kind for kind in (GUARDIAN_SET, SIGNED_UP, MERGED, ERASED)}
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,10 @@ def family_facts(events: Sequence[CloudEvent]) -> FamilyFacts:
     """Pure: the links, birth years, merges and erasures in a batch."""
     facts = FamilyFacts([], [], [])
     for event in events:
+        kind = _READ.get(event.type)  # most events are none of these: one look-up each
         member = event.subject
-        if member is None:
+        if kind is None or member is None:
             continue
-        kind = short_type(event)
         if kind == GUARDIAN_SET and event.data.get("guardian_id"):
             facts.links.append(GuardianLink(member, str(event.data["guardian_id"]), stored_time(event.time)))
         elif kind == SIGNED_UP and isinstance(event.data.get("birth_year"), int):
