@@ -172,8 +172,11 @@ async def test_reach_counts_each_child_in_the_band_of_their_age_on_the_reporting
     await analytics.handled(len(events))
     response = await analytics.client.get("/v1/reports/population-reach", headers=analytics.analyst)
     assert response.status_code == 200, response.text
-    rows = {(r["library"], r["age_band"]): r for r in response.json()["rows"]}
+    answer = response.json()
+    rows = {(r["library"], r["age_band"]): r for r in answer["rows"]}
     assert (rows[("oba", "0-3")]["reached"], rows[("oba", "0-3")]["share"]) == (2, 0.2)  # of 10
     assert (rows[("oba", "4-11")]["reached"], rows[("oba", "4-11")]["share"]) == (2, 0.1)  # of 20
     assert rows[("oba", "12-17")]["reached"] == 0
     assert rows[("*", "*")]["reached"] == 4  # the one now 18 counts nowhere
+    [now] = [r for r in answer["trend"] if r["library"] == "*"][-1:]
+    assert now["reached"] == 4  # the quarter so far, each child in their band at its end: the same
