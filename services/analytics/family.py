@@ -16,11 +16,11 @@ out. Writing is idempotent: the tables replace rows of the same key, and readers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from typing import NamedTuple, Protocol
 
-from services.analytics.facts import ERASED, MERGED, SIGNED_UP, stored_time
+from services.analytics.facts import ERASED, MERGED, SIGNED_UP
 from services.analytics.store import AnalyticsStore, array_literal
 from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
@@ -29,11 +29,56 @@ GUARDIAN_SET = "member.guardian_set.v1"
 _READ = {TYPE_PREFIX + kind: kind for kind in (GUARDIAN_SET, SIGNED_UP, MERGED, ERASED)}
 
 
+class MemberEvent(Protocol):
+    """What the family tables need of an event: its short type, member, time (epoch ms), and the survivor of a
+    merge, the guardian of a `guardian_set` and the birth year of a sign-up (None otherwise)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def member_id(self) -> str: ...
+    @property
+    def time(self) -> int: ...
+    @property
+    def survivor_id(self) -> str | None: ...
+    @property
+    def guardian_id(self) -> str | None: ...
+    @property
+    def birth_year(self) -> int | None: ...
+
+
+class MemberFact(NamedTuple):
+    type: str
+    member_id: str
+    time: int
+    survivor_id: str | None = None
+    guardian_id: str | None = None
+    birth_year: int | None = None
+
+
+def member_facts(events: Iterable[CloudEvent]) -> list[MemberFact]:
+    """The events the family tables read (guardian set, sign-up, merge, erasure), from decoded CloudEvents."""
+    found = []
+    for event in events:
+        kind = _READ.get(event.type)  # most events are none of these: one look-up each
+        if kind is None or event.subject is None:
+            continue
+        data = event.data
+        year = data.get("birth_year")
+        found.append(
+            MemberFact(
+                kind, event.subject, round(event.time.timestamp() * 1000), data.get("survivor_id"),
+                data.get("guardian_id"), year if isinstance(year, int) else None,
+            )
+        )  # fmt: skip
+    return found
+
+
 @dataclass(frozen=True)
 class GuardianLink:
     child_id: str
     guardian_id: str
-    since: datetime
+    since: int  # epoch ms
 
 
 @dataclass(frozen=True)
@@ -51,20 +96,17 @@ class FamilyFacts:
     changes: list[tuple[str, str, str | None]]  # (merged or erased, member id, survivor id or None)
 
 
-def family_facts(events: Sequence[CloudEvent]) -> FamilyFacts:
+def family_facts(events: Iterable[MemberEvent]) -> FamilyFacts:
     """Pure: the links, birth years, merges and erasures in a batch."""
     facts = FamilyFacts([], [], [])
     for event in events:
-        kind = _READ.get(event.type)  # most events are none of these: one look-up each
-        member = event.subject
-        if kind is None or member is None:
-            continue
-        if kind == GUARDIAN_SET and event.data.get("guardian_id"):
-            facts.links.append(GuardianLink(member, str(event.data["guardian_id"]), stored_time(event.time)))
-        elif kind == SIGNED_UP and isinstance(event.data.get("birth_year"), int):
-            facts.births.append(BirthYear(member, int(event.data["birth_year"])))
-        elif kind == MERGED:
-            facts.changes.append((MERGED, member, str(event.data["survivor_id"])))
+        kind, member = event.type, event.member_id
+        if kind == GUARDIAN_SET and event.guardian_id:
+            facts.links.append(GuardianLink(member, event.guardian_id, event.time))
+        elif kind == SIGNED_UP and event.birth_year is not None:
+            facts.births.append(BirthYear(member, event.birth_year))
+        elif kind == MERGED and event.survivor_id:
+            facts.changes.append((MERGED, member, event.survivor_id))
         elif kind == ERASED:
             facts.changes.append((ERASED, member, None))
     return facts
@@ -76,7 +118,7 @@ class Families:
     def __init__(self, store: AnalyticsStore) -> None:
         self._store = store
 
-    async def write(self, events: Sequence[CloudEvent]) -> None:
+    async def write(self, events: Iterable[MemberEvent]) -> None:
         """Store a batch's links and birth years, then apply its merges and erasures in order. Runs after the
         batch's events were stored and merged (the store's `merges` and `erasures` know this batch's too)."""
         facts = family_facts(events)
@@ -115,7 +157,7 @@ class Families:
                 {
                     "c": array_literal([child for child, _ in links]),
                     "g": array_literal([guardian for _, guardian in links]),
-                    "s": "[" + ",".join(str(round(since.timestamp() * 1000)) for since in links.values()) + "]",
+                    "s": "[" + ",".join(str(int(since)) for since in links.values()) + "]",
                 },
             )
         # A merged member's own year stays with their survivor only when the survivor has none (as `merge` does).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from services.analytics.family import BirthYear, GuardianLink, family_facts
+from services.analytics.family import BirthYear, GuardianLink, family_facts, member_facts
 from services.identity.domain import youth_birth_year
 from shared.events import CloudEvent
 from shared.events.members import GuardianSet, MemberErased, MemberMerged, MemberSignedUp
@@ -20,16 +20,21 @@ def event(data: object, subject: str) -> CloudEvent:
 
 def test_links_birth_years_merges_and_erasures_are_read_in_order() -> None:
     facts = family_facts(
-        [
-            event(GuardianSet(guardian_id="parent"), "baby"),
-            event(MemberSignedUp(age_band="0-3", home_library="oba", postcode_area="1034", birth_year=2025), "baby"),
-            event(MemberSignedUp(age_band="18-64", home_library="oba", postcode_area="1034"), "parent"),
-            event(MemberMerged(survivor_id="parent"), "parent-twin"),
-            event(MemberErased(), "baby"),
-        ]
+        member_facts(
+            [
+                event(GuardianSet(guardian_id="parent"), "baby"),
+                event(
+                    MemberSignedUp(age_band="0-3", home_library="oba", postcode_area="1034", birth_year=2025), "baby"
+                ),
+                event(MemberSignedUp(age_band="18-64", home_library="oba", postcode_area="1034"), "parent"),
+                event(MemberMerged(survivor_id="parent"), "parent-twin"),
+                event(MemberErased(), "baby"),
+                event(MemberSignedUp(age_band="0-3", home_library="oba", postcode_area="1034"), "unknown-year"),
+            ]
+        )
     )
-    assert facts.links == [GuardianLink("baby", "parent", AT)]
-    assert facts.births == [BirthYear("baby", 2025)]  # the adult has none
+    assert facts.links == [GuardianLink("baby", "parent", round(AT.timestamp() * 1000))]
+    assert facts.births == [BirthYear("baby", 2025)]  # the adult has none, nor a sign-up from before
     assert facts.changes == [("member.merged.v1", "parent-twin", "parent"), ("member.erased.v1", "baby", None)]
 
 
