@@ -20,13 +20,15 @@ Keys (prefix `notifications:`):
   library-members:<code>        set: members whose home library it is (broadcast audiences)
   alias:<old id>                string: the member a merged id now is
   erased:<id>                   string: "1", so a late trigger for an erased member sends nothing (no data)
-  m:{<member>}                  hash: everything of one member, one field per item, each within 64 bytes:
+  m:{<member>}                  hash: everything of one member, one field per item, each within 64 bytes; the
+                                times of claims, inbox items and friction records in base-36 milliseconds
+                                (`codec.stamp`; decimal ones written before are read too):
       p                           profile: "<age band>|<library>|<origin>|<language>"
       g                           guardian id
       c<medium><purpose>          consent, by initials (`cem`: e-mail, marketing): "1|<ms>" or "0|<ms>"
       r<slug>                     a proposition signed up through or taken part in
       w<member>                   a ward (a minor this member is the guardian of)
-      k<claim tag>                the once-per-(campaign, trigger) claim: "<expires ms>|<sent ms>"; the sent times
+      k<claim tag>                the once-per-(campaign, trigger) claim: "<expires>|<sent>"; the sent times
                                   within the window are the frequency cap's
       d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL):
                                   "<ms>|<campaign[:8]>,<version>,<outcome>;…", the outcome `s` (queued),
@@ -37,7 +39,7 @@ Keys (prefix `notifications:`):
                                   `<campaign[:8]>,<version>,<code>[,<group>]`, group `m` messaged or `h` holdout
                                   once the friction is in that campaign's effect; kept while it is or may be
       i<message id>               an in-app inbox message (the id's 16 bytes in URL-safe base64):
-                                  "<text tag>|<created ms>|<read>|<about member>"
+                                  "<text tag>|<created>|<read>|<about member>" (the text tag: 64 bits, base64)
       (before friction records, a friction a campaign acted on was `f<friction tag, 40 bits>` "<detected
       ms>|<day>|<resolved ms>" and `e<friction tag><campaign>` → group: still resolved and entered)
   delivery:{<member>}:<message id>  hash: d (the delivery, JSON), o (its events once it ended, until published)
