@@ -53,9 +53,10 @@ from shared.topics import FAILED_INGEST
 
 MAX_BODY = 64 * 1024
 REDACTED = "[removed: personal data]"
+# external_id: a member's account on a platform, which identity keeps only as a reference.
 PERSONAL_FIELDS = frozenset(
     {"name", "first_name", "last_name", "email", "phone", "birth_date", "date_of_birth", "postcode", "address",
-     "street", "house_number", "ip", "ip_address", "iban", "bsn"}
+     "street", "house_number", "ip", "ip_address", "iban", "bsn", "external_id"}
 )  # fmt: skip
 _NAMES_PERSONAL_FIELD = re.compile(rb'"(?:' + b"|".join(f.encode() for f in sorted(PERSONAL_FIELDS)) + rb')"\s*:')
 _MENTIONS_PERSONAL_DATA = re.compile(rb"(?i)@|\b(?:" + b"|".join(f.encode() for f in sorted(PERSONAL_FIELDS)) + rb")\b")
@@ -71,8 +72,8 @@ ENDPOINTS: dict[str, tuple[str, str | None]] = {
 }
 # Marks a route whose requests are items a platform posts (`item_route`), in its OpenAPI operation.
 ITEM_ROUTE = "x-refused-kept"
-# Refusals that are not about the item: the key (401), the size (413), the rate (429).
-NOT_ABOUT_THE_ITEM = frozenset({401, 413, 429})
+# Refusals that are not about the item: the key (401), the method (405), the size (413), the rate (429).
+NOT_ABOUT_THE_ITEM = frozenset({401, 405, 413, 429})
 REPLAY_PREFIX = "failed:"  # an Idempotency-Key of a replay: `failed:<kept id>`
 
 

@@ -122,75 +122,74 @@ async def test_a_single_loan_refused_before_or_in_the_route_is_kept_and_replayed
 
 
 async def test_identity_s_refused_commands_are_kept_without_personal_data_and_a_replay_after_the_fix_acts_once(
-    identity_settings: IdentitySettings, admin_key: str, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch,
+    identity_settings: IdentitySettings, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     settings = identity_settings
     key = await make_key("ingest", library="oba")
-    account = f"eb-{uuid.uuid4().hex[:8]}"
     async with serving(identity_app(settings), "identity", settings, monkeypatch) as url:
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}) as http:
-            member = await http.post("/v1/members", json={
-                "name": "Sanne de Vries", "email": f"sanne-{account}@example.nl", "birth_date": "1991-04-12",
-                "postcode": "1034 AB", "home_library": "oba", "platform": "website"})  # fmt: skip
-            assert member.status_code == 202, member.text
-            member_id = member.json()["member_id"]
+            started = await http.post("/v1/registrations", json={"home_library": "oba"})
+            assert started.status_code == 202, started.text
+            late = started.json()["registration_id"]  # the member id once the sign-up completes it
 
-            # The e-book platform reports a login before the account is linked (404), with its Idempotency-Key,
-            # and posts it again with the same key (the same item).
-            login = {"platform": "ebook", "external_id": account, "outcome": "succeeded"}
+            # The kiosk reports the card activation before the sign-up has arrived (404), with its Idempotency-Key,
+            # and posts it again with the same key (the same item); the consent arrives early too.
+            activation = {"library": "oba", "branch": "oosterdok", "platform": "kiosk"}
             for _ in range(2):
-                answer = await http.post("/v1/logins", json=login, headers={"Idempotency-Key": f"login-{account}"})
+                answer = await http.post(f"/v1/members/{late}/card-activation", json=activation,
+                                         headers={"Idempotency-Key": f"activation-{late}"})  # fmt: skip
                 assert answer.status_code == 404, answer.text
-            # A bus is not a platform that activates cards: refused by the schema.
-            kiosk = await http.post(
-                f"/v1/members/{member_id}/card-activation", json={"library": "oba", "platform": "bus"}
-            )
-            assert kiosk.status_code == 422, kiosk.text
-            nobody = await http.put(f"/v1/members/{uuid.uuid4()}/consents/email/marketing", json={"granted": True})
-            assert nobody.status_code == 404, nobody.text
-            sign_up = await http.post("/v1/members", json={"name": "Wilhelmina Jansen", "email": "wilhelmina@",
-                                      "birth_date": "1990-01-01", "postcode": "1011 AB",
-                                      "home_library": "oba"})  # fmt: skip
+            early = await http.put(f"/v1/members/{late}/consents/email/marketing", json={"granted": True})
+            assert early.status_code == 404, early.text
+            # A bus is not a platform that activates cards: refused by the schema, before the route.
+            bus = await http.post(f"/v1/members/{late}/card-activation", json={**activation, "platform": "bus"})
+            assert bus.status_code == 422, bus.text
+            login = {"platform": "ebook", "external_id": "eb-wilhelmina-1880", "outcome": "succeeded"}
+            assert (await http.post("/v1/logins", json=login)).status_code == 404  # no such account linked
+            person = {"name": "Wilhelmina Jansen", "email": "wilhelmina@example.nl", "birth_date": "1990-01-01",
+                      "postcode": "1011 AB", "home_library": "oba", "registration_id": late}  # fmt: skip
+            sign_up = await http.post("/v1/members", json={**person, "email": "wilhelmina@"})
             assert sign_up.status_code == 422, sign_up.text
             with no_key(http):
-                assert (await http.post("/v1/logins", json=login)).status_code == 401
+                assert (await http.post(f"/v1/members/{late}/card-activation", json=activation)).status_code == 401
 
             records = await kept(settings)
-            assert len(records) == 5
-            by_path = {(header(r, "failed_method"), header(r, "failed_endpoint")): r for r in records}
+            assert len(records) == 6
             assert {header(r, "failed_service") for r in records} == {"identity"}
-            logins = [r for r in records if header(r, "failed_endpoint") == "/v1/logins"]
-            assert len(logins) == 2 and logins[0].key == logins[1].key  # posted again: the same item
-            assert [header(r, "dlq_reason") for r in logins] == ["not_found", "not_found"]
-            assert json.loads(logins[0].value) == login
-            activation = by_path[("POST", f"/v1/members/{member_id}/card-activation")]
-            assert (header(activation, "dlq_reason"), "body.platform" in (header(activation, "dlq_error") or "")) == (
-                "invalid", True)  # fmt: skip
+            activations = [r for r in records if header(r, "dlq_reason") == "not_found" and b"oosterdok" in r.value]
+            assert len(activations) == 2 and activations[0].key == activations[1].key  # posted again: the same item
+            assert [json.loads(r.value) for r in activations] == [activation, activation]  # as posted
+            assert {header(r, "failed_endpoint") for r in activations} == {f"/v1/members/{late}/card-activation"}
             consent = next(r for r in records if header(r, "failed_method") == "PUT")
             assert (header(consent, "dlq_reason"), json.loads(consent.value)) == ("not_found", {"granted": True})
-            signed = by_path[("POST", "/v1/members")]
-            assert header(signed, "failed_redacted") == "true"
-            assert json.loads(signed.value)["name"] == json.loads(signed.value)["email"] == REDACTED
-            assert all(b"Wilhelmina" not in r.value and b"wilhelmina" not in r.value for r in records)
+            refused_bus = next(r for r in records if b'"bus"' in r.value)
+            assert "body.platform" in (header(refused_bus, "dlq_error") or "")
+            # What names a person is removed before keeping, and such an item is not replayed.
+            by_endpoint = {header(r, "failed_endpoint"): r for r in records}
+            assert json.loads(by_endpoint["/v1/logins"].value)["external_id"] == REDACTED
+            signed = json.loads(by_endpoint["/v1/members"].value)
+            assert signed["name"] == signed["email"] == signed["birth_date"] == signed["postcode"] == REDACTED
+            assert {header(by_endpoint[e], "failed_redacted") for e in ("/v1/logins", "/v1/members")} == {"true"}
+            assert all(b"ilhelmina" not in r.value and b"1011 AB" not in r.value for r in records)
 
-            # The fix: the desk links the e-book account.
-            linked = await http.post(f"/v1/members/{member_id}/accounts", json={"platform": "ebook",
-                                     "external_id": account})  # fmt: skip
-            assert linked.status_code == 202, linked.text
-        # Replayed, and (by mistake) again: both records of the login each time, and the consent (kept again).
-        for consents in (1, 2):
+            # The fix: the sign-up arrives, completing the registration.
+            signed_up = await http.post("/v1/members", json=person)
+            assert signed_up.status_code == 202, signed_up.text
+        for _ in range(2):  # replayed, and (by mistake) again
             replayed = await klantreis(capsys, "dead-letters", "replay", "--topic", FAILED_INGEST.name,
                                        "--reason", "not_found")  # fmt: skip
-            assert f"reposted {2 + consents} to identity: 2 accepted, {consents} refused again" in replayed
+            assert "reposted 3 to identity: 3 accepted, 0 refused again" in replayed
+            assert "1 left alone" in replayed  # the login, kept without its account
         invalid = await klantreis(
             capsys, "dead-letters", "replay", "--topic", FAILED_INGEST.name, "--reason", "invalid"
         )
         assert "reposted 1 to identity: 0 accepted, 1 refused again" in invalid and "1 left alone" in invalid
 
     members = await read_to_end(settings.kafka_bootstrap, settings.topic(MEMBERS.name))
-    succeeded = [r for r in members if header(r, "ce_type") == "nl.bibliotheek.member.login_succeeded.v1"]
-    assert [header(r, "ce_subject") for r in succeeded] == [member_id]  # the login, once
+    effects = [header(r, "ce_type") for r in members if header(r, "ce_subject") == late]
+    assert effects.count("nl.bibliotheek.member.card_activated.v1") == 1
+    assert effects.count("nl.bibliotheek.member.consent_changed.v1") == 1
 
 
 async def test_a_web_tracker_s_refused_events_are_replayed_with_a_publishable_key_s_limits_and_once(
