@@ -28,7 +28,8 @@ not replayed); its headers say why and where it came from:
 Personal data: posted events are pseudonymous, but a bad item may carry anything (a member's sign-up carries
 little else). Values of fields known to be personal (`PERSONAL_FIELDS`, at any depth) are replaced by `REDACTED`
 before the item is kept, and the topic keeps records for 7 days only (`shared.topics.FAILED_INGEST`); it is read
-by operators only. An item kept without its personal data is not replayed: it would post the placeholder as data.
+by operators only. An item kept without its personal data (a sign-up; a login or account link: `external_id`) is
+not replayed: it would post the placeholder as data.
 """
 
 from __future__ import annotations
