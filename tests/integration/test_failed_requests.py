@@ -68,7 +68,7 @@ def no_key(http: httpx.AsyncClient) -> Iterator[httpx.AsyncClient]:
         http.headers["Authorization"] = saved
 
 
-async def test_a_single_loan_refused_before_or_in_the_route_is_kept_and_replayed_once_through_the_batch(
+async def test_a_single_loan_or_registration_refused_before_or_in_the_route_is_kept_and_replayed_once(
     settings: Settings, admin_key: str, make_key: MakeKey, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
@@ -89,8 +89,14 @@ async def test_a_single_loan_refused_before_or_in_the_route_is_kept_and_replayed
             assert not_json.status_code == 422, not_json.text
             with no_key(http):  # no key: refused, and nothing kept for it
                 assert (await http.post("/v1/loans", json=loan(format="vinyl"))).status_code == 401
+            nowhere = "/v1/activities/oba.taalcafe.3f9a1c2e7d4b/registrations"  # no such activity
+            registration = await http.post(nowhere, json={"member_id": str(uuid.uuid4())})
+            assert registration.status_code == 404, registration.text
 
-            records = await kept(settings)
+            everything = await kept(settings)
+            [registered] = [r for r in everything if header(r, "failed_endpoint") == nowhere]
+            assert (header(registered, "dlq_reason"), header(registered, "failed_method")) == ("not_found", "POST")
+            records = [r for r in everything if r is not registered]
             assert len(records) == 4
             assert {header(r, "failed_endpoint") for r in records} == {"/v1/loans/batch"}
             assert {header(r, "dlq_reason") for r in records} == {"invalid"}
@@ -111,14 +117,16 @@ async def test_a_single_loan_refused_before_or_in_the_route_is_kept_and_replayed
             replayed = await klantreis(capsys, "dead-letters", "replay", "--topic", FAILED_INGEST.name,
                                        "--offset", position)  # fmt: skip
             assert "reposted 1 to propositions: 1 accepted, 0 refused again" in replayed
-        # The still wrong ones: refused again and kept again; the redacted one and the bytes are left alone.
+        # The early report again (no effect), the still wrong ones refused again and kept again; the redacted one
+        # and the bytes are left alone.
         rest = await klantreis(capsys, "dead-letters", "replay", "--topic", FAILED_INGEST.name, "--all")
-        assert "reposted 2 to propositions" in rest and "2 left alone" in rest
+        assert "reposted 3 to propositions: 1 accepted, 2 refused again" in rest and "2 left alone" in rest
 
     usage = await read_to_end(settings.kafka_bootstrap, settings.topic(USAGE.name))
     assert [header(r, "ce_library") for r in usage] == ["haarlem"]  # one loan published, once
     again = await kept(settings)
-    assert sorted(r.key.decode() for r in again) == sorted([*(r.key.decode() for r in records), bad_format["id"]])
+    twice = [bad_format["id"], registered.key.decode()]  # kept again under the same ids
+    assert sorted(r.key.decode() for r in again) == sorted([*(r.key.decode() for r in everything), *twice])
 
 
 async def test_identity_s_refused_commands_are_kept_without_personal_data_and_a_replay_after_the_fix_acts_once(
