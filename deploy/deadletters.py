@@ -17,8 +17,8 @@ Failed deliveries on `notifications.deliveries.v1.dlq` are not records of a topi
 
 Items the ingest endpoints refused are on `ingest.failed.v1` (`shared.failed_items`): `list` and `show` include
 them; `replay` posts them again to the service that refused them (events to `POST /v1/events`, loan reports to
-`POST /v1/loans/batch`, a batch per service, library, role and endpoint; any other item, such as a login or a
-consent, one by one to the route that refused it, with its kept id as the Idempotency-Key), through the same
+`POST /v1/loans/batch`, a batch per service, library, role and endpoint; any other item, such as a card activation
+or a consent, one by one to the route that refused it, with its kept id as the Idempotency-Key), through the same
 validation, under a short-lived key with the original caller's library scope and role (`ingest`, or a publishable
 key's limits for what a web tracker posted), revoked afterwards; its key id is the same for every replay of that
 library and role. Ids are claimed there: an item replayed twice is handled once. An item refused again is kept
@@ -286,7 +286,8 @@ async def _posted_in_batches(
 async def _posted_one_by_one(
     http: httpx.AsyncClient, settings: Settings, to: Destination, found: Sequence[DeadLetter], key: str
 ) -> AsyncIterator[Counter[tuple[str, str]]]:
-    """A command (a login, a consent…) to the route that refused it, its kept id as the Idempotency-Key."""
+    """A command (a card activation, a consent…) to the route that refused it, its kept id as the
+    Idempotency-Key."""
     url = str(getattr(settings, f"{to.service}_url"))
     for letter in found:
         answer = await http.request(
