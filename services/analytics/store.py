@@ -40,7 +40,8 @@ ACTIVITY = (
 # A member's row of `members` from one of their events (kept by a materialized view; rebuilt from every event when
 # the layout changes): the profile of a sign-up, the first sign-up, the latest activity, and the month of an activity
 # (`toRelativeMonthNum` in Amsterdam: retention counts members active per month without reading their events), and
-# the latest event of any kind (the reports' clock in `event` mode: the latest of 4 million, not of 21 million).
+# the latest event of any kind (the reports' clock in `event` mode: the latest of 4 million, not of 21 million), and
+# when the member's latest row was stored (`next_steps` is derived again for the members stored since it last was).
 MEMBER_OF_EVENT = f"""
     cityHash64(member_id) AS member_key, member_id,
     if(type = '{SIGNED_UP}' AND merged_from = '', home_library, NULL) AS home_library,
@@ -53,7 +54,8 @@ MEMBER_OF_EVENT = f"""
     if(type = '{SIGNED_UP}', toUnixTimestamp64Milli(time), 9223372036854775807) AS joined,
     if({ACTIVITY}, toUnixTimestamp64Milli(time), 0) AS last_active,
     if({ACTIVITY}, [toUInt16(toRelativeMonthNum(time, {ZONE}))], []) AS active_months,
-    toUnixTimestamp64Milli(time) AS last_event
+    toUnixTimestamp64Milli(time) AS last_event,
+    toUnixTimestamp64Milli(now64(3)) AS stored
 """
 
 # Every table with rows of a member: a merge moves them (events; the others follow), an erasure deletes them all.
@@ -100,20 +102,23 @@ SCHEMA = (
         joined SimpleAggregateFunction(min, Int64),
         last_active SimpleAggregateFunction(max, Int64),
         active_months SimpleAggregateFunction(groupUniqArrayArray, Array(UInt16)),
-        last_event SimpleAggregateFunction(max, Int64)
+        last_event SimpleAggregateFunction(max, Int64),
+        stored SimpleAggregateFunction(max, Int64)
     ) ENGINE = AggregatingMergeTree ORDER BY member_key
     """,
     # Stores made before members kept their active months (filled again: the layout is part of the fingerprint).
     "ALTER TABLE {db}.members ADD COLUMN IF NOT EXISTS active_months "
     "SimpleAggregateFunction(groupUniqArrayArray, Array(UInt16))",
     "ALTER TABLE {db}.members ADD COLUMN IF NOT EXISTS last_event SimpleAggregateFunction(max, Int64)",
+    "ALTER TABLE {db}.members ADD COLUMN IF NOT EXISTS stored SimpleAggregateFunction(max, Int64)",
     f"""
-    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.members_of_events_2 TO {{db}}.members AS
+    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.members_of_events_3 TO {{db}}.members AS
     SELECT {MEMBER_OF_EVENT} FROM {{db}}.events
     """,
-    # The view before members kept their active months (created again above under its new name; the members'
-    # columns are idempotent aggregates, so the moment both views write is harmless).
+    # The views before members kept their active months and when they were stored (created again above under a
+    # new name; the members' columns are idempotent aggregates, so the moment both views write is harmless).
     "DROP VIEW IF EXISTS {db}.members_of_events",
+    "DROP VIEW IF EXISTS {db}.members_of_events_2",
     """
     CREATE TABLE IF NOT EXISTS {db}.frictions (
         event_id String,
@@ -149,6 +154,17 @@ SCHEMA = (
     """,
     # Stores made before windows kept their closing day (derived again: the layout is part of their fingerprint).
     "ALTER TABLE {db}.windows ADD COLUMN IF NOT EXISTS day Date",
+    # Each member or usage event with the next three (type, milliseconds after the one before; '' where none), in
+    # the order paths start from: a path report reads only its event's rows. Derived again per member (the latest
+    # `version` wins: read with FINAL) for the members stored since `next_steps_done` (services/analytics/paths.py).
+    """
+    CREATE TABLE IF NOT EXISTS {db}.next_steps (
+        type LowCardinality(String), ms Int64 CODEC(Delta, LZ4), member_key UInt64, event_key UInt64,
+        type_1 LowCardinality(String), gap_1 Int64, type_2 LowCardinality(String), gap_2 Int64,
+        type_3 LowCardinality(String), gap_3 Int64, version UInt64
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY (type, ms, member_key, event_key)
+    """,
+    "CREATE TABLE IF NOT EXISTS {db}.next_steps_done (upto Int64) ENGINE = MergeTree ORDER BY upto",
     """
     CREATE TABLE IF NOT EXISTS {db}.catalogue (fingerprint String, at DateTime64(3, 'UTC') DEFAULT now64())
     ENGINE = MergeTree ORDER BY at
@@ -378,8 +394,7 @@ class AnalyticsStore:
                 f"(SELECT event_id FROM {self.db}.events WHERE member_key = cityHash64({{s:String}}))",
                 params,
             )
-            for table in MEMBER_TABLES:
-                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
+            self._delete_member(engine, member_id)
             self._forget_profiles(engine, [survivor_id])
 
         await self._run(work)
@@ -389,10 +404,16 @@ class AnalyticsStore:
 
         def work(engine: Engine) -> None:
             engine.command(f"INSERT INTO {self.db}.erasures VALUES ({{m:String}})", {"m": member_id})
-            for table in MEMBER_TABLES:
-                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", {"m": member_id})
+            self._delete_member(engine, member_id)
 
         await self._run(work)
+
+    def _delete_member(self, engine: Engine, member_id: str) -> None:
+        """Every row of the member (`next_steps` keeps only their key)."""
+        params = {"m": member_id}
+        for table in MEMBER_TABLES:
+            engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
+        engine.command(f"DELETE FROM {self.db}.next_steps WHERE member_key = cityHash64({{m:String}})", params)
 
     async def windows_for(self, fingerprint: str, derive_all: Sequence[tuple[str, Params]]) -> bool:
         """The derived tables (windows, frictions) for the rule catalogue in force: derived again from every event
