@@ -300,7 +300,12 @@ class AnalyticsStore:
         await self._run(lambda engine: None)
 
     async def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        """The rows of a query; `{db}` in the SQL is the store's database."""
+        """The rows of a query; `{db}` in the SQL is the store's database. On chDB reads run side by side (its
+        session is thread-safe; the dashboard asks its sections at once); the lock keeps writes one at a time."""
+        engine = await self._run(lambda e: e)
+        if isinstance(engine, Chdb):
+            chdb_rows: list[dict[str, Any]] = await asyncio.to_thread(engine.rows, sql.replace("{db}", self.db), params)
+            return chdb_rows
         result: list[dict[str, Any]] = await self._run(lambda e: e.rows(sql.replace("{db}", self.db), params))
         return result
 
