@@ -3,7 +3,7 @@
 `Chdb` runs ClickHouse's engine inside this process (PyPI `chdb`; data in a folder that one process at a time
 may open); `ClickHouseServer` talks to a server over HTTP (`clickhouse-connect`). Both do three things — run a
 statement, read rows, insert rows — and everything else (`AnalyticsStore`) is SQL they share. Calls block, so
-they run in a worker thread, one at a time per store.
+they run in a worker thread: writes one at a time per store, chDB's reads side by side (`readers`).
 
 Layout (docs/reports.md): `events` is a ReplacingMergeTree ordered by (member_key, time, event_id), member_key
 being a 64-bit hash of the member id: a member's events lie together (per-member aggregation streams) and an
@@ -25,6 +25,7 @@ import msgspec
 import pyarrow as pa
 
 from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, TIMES, Row
+from services.analytics.readers import Readers
 from services.analytics.settings import AnalyticsSettings
 
 Params = Mapping[str, str | int | float]
@@ -154,9 +155,8 @@ SCHEMA = (
     """,
     # Stores made before windows kept their closing day (derived again: the layout is part of their fingerprint).
     "ALTER TABLE {db}.windows ADD COLUMN IF NOT EXISTS day Date",
-    # Each member or usage event with the next three (type, milliseconds after the one before; '' where none), in
-    # the order paths start from: a path report reads only its event's rows. Derived again per member (the latest
-    # `version` wins: read with FINAL) for the members stored since `next_steps_done` (services/analytics/paths.py).
+    # Each member or usage event with the next three (type, ms after the one before; '' where none), in the order
+    # paths start from: a path report reads its event's rows only. Kept by services/analytics/paths.py.
     """
     CREATE TABLE IF NOT EXISTS {db}.next_steps (
         type LowCardinality(String), ms Int64 CODEC(Delta, LZ4), member_key UInt64, event_key UInt64,
@@ -226,6 +226,7 @@ class Chdb:
 
         path.mkdir(parents=True, exist_ok=True)
         self._session: Any = cast(Any, session).Session(str(path))
+        self.readers = Readers(path)  # reads side by side, each on a session of its own
 
     def command(self, sql: str, params: Params | None = None) -> None:
         self._session.query(sql, "Null", params=dict(params or {}))
@@ -238,7 +239,11 @@ class Chdb:
         columns = ", ".join(rows.column_names)
         self._session.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
 
+    def read(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        return json_rows(self.readers.query(sql, dict(params or {})))
+
     def close(self) -> None:
+        self.readers.close()
         self._session.close()
 
 
@@ -300,13 +305,12 @@ class AnalyticsStore:
         await self._run(lambda engine: None)
 
     async def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        """The rows of a query; `{db}` in the SQL is the store's database. On chDB reads run side by side (its
-        session is thread-safe; the dashboard asks its sections at once); the lock keeps writes one at a time."""
-        engine = await self._run(lambda e: e)
+        """The rows of a query; `{db}` in the SQL is the store's database. On chDB reads run side by side (the
+        dashboard asks its sections at once); the lock keeps writes one at a time."""
+        engine, sql = await self._run(lambda e: e), sql.replace("{db}", self.db)
         if isinstance(engine, Chdb):
-            chdb_rows: list[dict[str, Any]] = await asyncio.to_thread(engine.rows, sql.replace("{db}", self.db), params)
-            return chdb_rows
-        result: list[dict[str, Any]] = await self._run(lambda e: e.rows(sql.replace("{db}", self.db), params))
+            return await asyncio.to_thread(engine.read, sql, params)
+        result: list[dict[str, Any]] = await self._run(lambda e: e.rows(sql, params))
         return result
 
     async def command(self, sql: str, params: Params | None = None) -> None:
@@ -414,7 +418,6 @@ class AnalyticsStore:
         await self._run(work)
 
     def _delete_member(self, engine: Engine, member_id: str) -> None:
-        """Every row of the member (`next_steps` keeps only their key)."""
         params = {"m": member_id}
         for table in MEMBER_TABLES:
             engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
