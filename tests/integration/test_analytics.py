@@ -204,6 +204,11 @@ async def test_friction_rates_use_closed_windows_counted_from_the_events(network
     assert (desk["detected"], desk["starts"], desk["rate_per_1000_starts"]) == (5, 5, 1000.0)
 
 
+async def test_one_total_row_over_no_frictions_is_a_suppressed_row_not_an_error(network: Network) -> None:
+    [total] = await network.rows("analyst", "/v1/reports/frictions", by="", library="nowhere")
+    assert (total["detected"], total["starts"], total["suppressed"]) == (None, None, True)
+
+
 async def test_reports_come_as_csv(network: Network) -> None:
     response = await network.get("analyst", "/v1/reports/frictions", by="rule,library", format="csv")
     assert response.headers["content-type"].startswith("text/csv")
