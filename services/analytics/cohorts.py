@@ -14,7 +14,7 @@ from typing import Any
 
 from services.analytics.queries import Parameters, Statement
 from services.analytics.reports import Report, Row, local_date, ratio
-from services.analytics.store import ZONE
+from services.analytics.schema import ZONE
 
 NOTHING = "(none)"  # no next step within the time allowed
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
 from services.analytics.reports import FrictionQuery, FunnelQuery, Period
-from services.analytics.store import ZONE, array_literal
+from services.analytics.schema import ZONE
+from services.analytics.store import array_literal
 from services.journey.rules import AbsenceRule, RuleCatalogue
 
 Statement = tuple[str, dict[str, str | int | float]]
