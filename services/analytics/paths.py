@@ -25,8 +25,8 @@ async def next_steps_up_to_date(store: AnalyticsStore) -> int:
     [done] = await store.rows("SELECT max(upto) AS upto, count() AS n FROM {db}.next_steps_done")
     since = int(done["upto"]) - MARGIN_MS if int(done["n"]) else None
     [latest] = await store.rows(
-        "SELECT max(stored) AS latest, toUnixTimestamp64Milli(now64(3)) AS now, countIf(stored > {s:Int64}) AS changed "
-        "FROM {db}.members",
+        "SELECT max(stored) AS latest, toUnixTimestamp64Milli(now64(3)) AS now, "
+        "uniqIf(member_key, stored > {s:Int64}) AS changed FROM {db}.members",  # members: a row per insert till merged
         {"s": -1 if since is None else since},
     )
     if since is not None and int(latest["latest"]) <= int(done["upto"]):
