@@ -53,6 +53,7 @@ async def test_a_new_owner_sends_only_what_a_stopped_owner_had_not_sent(settings
             await producer.stop()
 
         async with instance(scaled) as app:
+
             async def owned() -> bool:
                 return 0 in app.state.detector.owned
 
