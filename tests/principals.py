@@ -48,8 +48,6 @@ AS_HARNESS: Final = (
     "tests/integration/test_identity_vault.py",
     "tests/integration/test_journey.py",
     "tests/integration/test_journey_scaling.py",
-    "tests/integration/test_reach_0_18.py",
-    "tests/integration/test_tracker_interest.py",
     # Failed signed in, not analysed yet: the journey tools (2 tests), the contract test of analytics and
     # notifications, one outage test.
     "tests/integration/test_journey_tools.py",
