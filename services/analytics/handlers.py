@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from faststream.kafka import KafkaRouter
 
 from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, fact_row, short_type
+from services.analytics.family import Families, member_facts
 from services.analytics.queries import Window, derive_frictions, derive_windows, derived
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
@@ -32,6 +33,7 @@ class FactWriter:
     def __init__(self, store: AnalyticsStore, windows: Sequence[Window]) -> None:
         self._store = store
         self._windows = list(windows)
+        self._families = Families(store)
         self.inserted = 0
         self.handled = 0
         self.batches = 0
@@ -58,6 +60,7 @@ class FactWriter:
                     await self._store.command(*statement)
             elif kind == ERASED:
                 await self._store.erase(event.subject)
+        await self._families.write(member_facts(r.event for r in batch))  # guardians, birth years: after merges
         self.handled += len(batch)
         self.batches += 1
         self.seconds += time.perf_counter() - started
