@@ -70,8 +70,12 @@ KAFKA_ACCESS: Final[Mapping[str, KafkaAccess]] = {
     "propositions": KafkaAccess(
         writes=(CATALOG, USAGE, AUDIT, FAILED_INGEST), consumes=(MEMBERS,), groups=("propositions",)
     ),
+    # journey reads its own derived topics back when a partition changes owner (handlers.py: what Kafka has already).
     "journey": KafkaAccess(
-        writes=(FRICTIONS, WINDOWS, FORWARDS), consumes=(MEMBERS, USAGE, FORWARDS), groups=("journey",)
+        writes=(FRICTIONS, WINDOWS, FORWARDS),
+        consumes=(MEMBERS, USAGE, FORWARDS),
+        reads=(FRICTIONS, WINDOWS, FORWARDS),
+        groups=("journey",),
     ),
     # notifications dead-letters a delivery it cannot make on its own topic's dead letters.
     "notifications": KafkaAccess(

@@ -40,10 +40,9 @@ SESSION_ENV: Final = "KLANTREIS_TEST_PRINCIPALS"
 
 # Test modules whose services still run as harness clients, with why (what is left to do: docs/security.md).
 AS_HARNESS: Final = (
-    # The browser tests' platform is one for the session; test_dashboard_pages.py feeds its history through
-    # journey's own publisher (member and usage events, which Kafka refuses journey).
+    # Input (member, usage events) published through journey's own publisher, which Kafka refuses journey as it
+    # should; the browser tests' platform is one for the session, and test_dashboard_pages.py feeds it that way.
     "tests/browser/",
-    # Input (member, usage events) published through a service's own publisher, refused to it as it should be.
     "tests/integration/test_journey.py",
     "tests/integration/test_journey_scaling.py",
     # Failed signed in, not analysed yet: the journey tools (2 tests), the contract test of analytics and
