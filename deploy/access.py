@@ -70,8 +70,12 @@ KAFKA_ACCESS: Final[Mapping[str, KafkaAccess]] = {
     "propositions": KafkaAccess(
         writes=(CATALOG, USAGE, AUDIT, FAILED_INGEST), consumes=(MEMBERS,), groups=("propositions",)
     ),
+    # journey reads its own derived topics back when a partition changes owner (handlers.py: what Kafka has already).
     "journey": KafkaAccess(
-        writes=(FRICTIONS, WINDOWS, FORWARDS), consumes=(MEMBERS, USAGE, FORWARDS), groups=("journey",)
+        writes=(FRICTIONS, WINDOWS, FORWARDS),
+        consumes=(MEMBERS, USAGE, FORWARDS),
+        reads=(FRICTIONS, WINDOWS, FORWARDS),
+        groups=("journey",),
     ),
     # notifications dead-letters a delivery it cannot make on its own topic's dead letters.
     "notifications": KafkaAccess(
@@ -133,13 +137,23 @@ def kafka_acls(principal: str, settings: Settings) -> list[Acl]:
     return sorted(acls)
 
 
-def redis_rules(service: str, password: str, settings: Settings) -> list[str]:
-    """``ACL SETUSER`` rules of a service: its own keys, the shared ones, every command but the dangerous ones
-    (scripts included: the stores' Lua scripts are checked against the same key patterns)."""
+def redis_key_patterns(service: str, settings: Settings) -> list[str]:
+    """The ``ACL SETUSER`` key patterns of a service on the platform ``settings`` name (its key prefix): its own
+    keys, the shared ones, the API keys read only."""
     own = [f"~{settings.key(service)}:*", *(f"~{settings.key(name)}:*" for name in SHARED_KEYS)]
     own += [f"~{settings.key(*parts)}:*" for parts in EXTRA_KEYS.get(service, ())]
-    read_only = [f"%R~{settings.key(name)}:*" for name in SHARED_KEYS_READ]
-    return ["reset", "on", f">{password}", *own, *read_only, "resetchannels", "+@all", "-@dangerous"]
+    return [*own, *(f"%R~{settings.key(name)}:*" for name in SHARED_KEYS_READ)]
+
+
+def redis_user_rules(password: str) -> list[str]:
+    """``ACL SETUSER`` rules of any service's user without its keys: signed in with ``password``, every command but
+    the dangerous ones (scripts included: the stores' Lua scripts are checked against the key patterns)."""
+    return ["reset", "on", f">{password}", "resetchannels", "+@all", "-@dangerous"]
+
+
+def redis_rules(service: str, password: str, settings: Settings) -> list[str]:
+    """``ACL SETUSER`` rules of a service: its user's rules and its key patterns."""
+    return [*redis_user_rules(password), *redis_key_patterns(service, settings)]
 
 
 async def grant_kafka(admin_settings: Settings, acls: Iterable[Acl]) -> None:

@@ -484,7 +484,11 @@ _PLAIN_LOGIN: Final = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 
 def _kafka_properties(
-    data_dir: Path, port: int, controller_port: int, super_user: tuple[str, str] | None = None
+    data_dir: Path,
+    port: int,
+    controller_port: int,
+    super_user: tuple[str, str] | None = None,
+    harness_port: int | None = None,
 ) -> str:
     # Single-node KRaft as in the team note kafka-without-docker.md. Java .properties: no comment on a value line.
     settings = {
@@ -521,6 +525,8 @@ def _kafka_properties(
     }
     if super_user is not None:
         settings.update(_sasl_properties(port, controller_port, *super_user))
+        if harness_port is not None:
+            settings.update(_harness_properties(settings, harness_port))
     lines = ["# Written by deploy/runtime.py on every start; edit the code, not this file."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
@@ -548,6 +554,18 @@ def _sasl_properties(port: int, controller_port: int, super_user: str, password:
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users": f"User:{super_user}",
         "allow.everyone.if.no.acl.found": "false",
+    }
+
+
+def _harness_properties(settings: Mapping[str, str], harness_port: int) -> dict[str, str]:
+    """A second listener, plaintext, whose clients (``User:ANONYMOUS``) are super users: for a test session's own
+    clients (producers feeding input, readers checking output, topic admin) beside services signed in as
+    themselves on the SASL listener. Never for a real deployment: anyone reaching the port may do anything."""
+    return {
+        "listeners": f"{settings['listeners']},HARNESS://{HOST}:{harness_port}",
+        "advertised.listeners": f"{settings['advertised.listeners']},HARNESS://{HOST}:{harness_port}",
+        "listener.security.protocol.map": f"{settings['listener.security.protocol.map']},HARNESS:PLAINTEXT",
+        "super.users": f"{settings['super.users']};User:ANONYMOUS",
     }
 
 
@@ -622,6 +640,13 @@ class KafkaNode(LocalServer):
     controller_port: int = 9093
     scram_users: Mapping[str, str] = field(default_factory=dict, repr=False)
     super_user: str = "admin"
+    # With scram_users: a plaintext listener on this port whose clients may do anything (a test session's harness).
+    harness_port: int | None = None
+
+    @property
+    def harness_bootstrap(self) -> str:
+        """``host:port`` of the harness listener (anonymous super users); the SASL one without it."""
+        return f"{HOST}:{self.harness_port}" if self.harness_port is not None and self.scram_users else self.bootstrap
 
     @property
     def bootstrap(self) -> str:
@@ -707,13 +732,16 @@ class KafkaNode(LocalServer):
         java = require_tool("java", JAVA_HINT)
         if not _kafka_jars_present():
             raise RuntimeProblem(f"the Kafka jars are missing in {KAFKA_LIB}: run `klantreis prepare`")
-        _check_ports_free("kafka", self.port, self.controller_port)
+        harness_port = self.harness_port if self.scram_users else None
+        _check_ports_free("kafka", self.port, self.controller_port, *([harness_port] if harness_port else []))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         super_user = (self.super_user, self.scram_users[self.super_user]) if self.scram_users else None
         # The file holds the super user's password when there is one: readable by its owner only.
         self.properties_path.touch(mode=0o600)
         self.properties_path.chmod(0o600)
-        self.properties_path.write_text(_kafka_properties(self.data_dir, self.port, self.controller_port, super_user))
+        self.properties_path.write_text(
+            _kafka_properties(self.data_dir, self.port, self.controller_port, super_user, harness_port)
+        )
         classpath = str(KAFKA_LIB / "*")
         self._format_storage(java, classpath)
         command = [

@@ -6,7 +6,10 @@ Where they come from, in this order:
    started (setting only one of them is an error).
 2. A Docker engine answers ``docker info``: testcontainers (Kafka in KRaft mode, Redis with an AOF).
 3. Otherwise: a local Kafka broker and redis-server (``deploy/runtime.py``) on free ports, with fresh data
-   directories under pytest's temporary directory, stopped when the session ends. Their logs stay there.
+   directories under pytest's temporary directory, stopped when the session ends. Their logs stay there. They run
+   with least privilege (``tests/principals.py``): every service app a test builds signs in as its own principal
+   under the ACLs of ``deploy/access.py``, while the tests' own clients use a harness listener and Redis's
+   default user, which may do anything.
 
 With pytest-xdist (``make test`` runs ``-n``) the controller starts them once and the workers share them.
 
@@ -28,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import runtime
+from deploy import access, runtime
+from tests import principals
 
 KAFKA_ENV = "KLANTREIS_TEST_KAFKA_BOOTSTRAP"
 REDIS_ENV = "KLANTREIS_TEST_REDIS_URL"
@@ -42,6 +46,8 @@ class _Infrastructure:
     redis_url: str
     source: str  # "env", "docker" or "local"
     stops: list[Callable[[], None]] = field(default_factory=list)
+    # What tells this process and the workers where the services sign in (tests/principals.py); none: plaintext.
+    environment: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
         errors: list[BaseException] = []
@@ -84,14 +90,15 @@ def _start_in_parallel(infra: _Infrastructure, start_kafka: Callable[[], str], s
 def _start_local(infra: _Infrastructure, base: Path) -> None:
     runtime.ensure_kafka_jars()
     runtime.ensure_redis_server()
-    kafka = runtime.KafkaNode(data_dir=base / "kafka", port=runtime.free_port(), controller_port=runtime.free_port())
+    credentials = access.new_credentials()
+    kafka = principals.session_kafka(base, credentials)
     redis = runtime.RedisNode(data_dir=base / "redis", port=runtime.free_port())
 
     def start_kafka() -> str:
         infra.stops.append(kafka.stop)
         kafka.start(detach=False)
         kafka.wait_ready(timeout=90)
-        return kafka.bootstrap
+        return kafka.harness_bootstrap
 
     def start_redis() -> str:
         infra.stops.append(redis.stop)
@@ -100,6 +107,7 @@ def _start_local(infra: _Infrastructure, base: Path) -> None:
         return redis.url
 
     _start_in_parallel(infra, start_kafka, start_redis)
+    infra.environment = principals.export(kafka, redis.url, credentials, base)
 
 
 def _start_docker(infra: _Infrastructure) -> None:
@@ -163,7 +171,16 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     infra = _start(Path(tempfile.mkdtemp(prefix="klantreis-tests-")))
     config.stash[_SHARED] = infra
-    os.environ[KAFKA_ENV], os.environ[REDIS_ENV] = infra.kafka_bootstrap, infra.redis_url
+    os.environ.update({KAFKA_ENV: infra.kafka_bootstrap, REDIS_ENV: infra.redis_url, **infra.environment})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before the test modules are imported: the services they build sign in as themselves (tests/principals.py).
+    Not in the xdist controller, which runs no test."""
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        principals.sign_in_services()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -179,9 +196,12 @@ def _infrastructure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Infra
         yield given
         return
     infra = _start(tmp_path_factory.mktemp("infrastructure"))
+    os.environ.update(infra.environment)
     try:
         yield infra
     finally:
+        for name in infra.environment:
+            os.environ.pop(name, None)
         infra.stop()
 
 

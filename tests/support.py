@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from shared.consumers import read_to_end
 
-__all__ = ["eventually", "header", "problem", "read_to_end", "read_topic", "running"]
+__all__ = ["eventually", "header", "problem", "publish_as_harness", "read_to_end", "read_topic", "running"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,20 @@ async def read_topic(
         return records
     finally:
         await consumer.stop()
+
+
+async def publish_as_harness(settings: Any, events: Sequence[Any]) -> None:
+    """Publish ``events`` (CloudEvents, e.g. input a service consumes) as the tests' own client, with ``settings``
+    naming the harness: a service's own publisher may write only its own topics (tests/principals.py)."""
+    from shared.service import ServiceParts
+
+    parts = ServiceParts.connect("test-input", settings)
+    await parts.broker.start()
+    try:
+        await parts.publisher.publish_many(events)
+    finally:
+        await parts.broker.stop()
+        await parts.redis.aclose()
 
 
 def problem(response: httpx.Response) -> tuple[int, str | None]:

@@ -1,5 +1,5 @@
 """The campaign pages for marketing staff: the list with status and results, an editor (trigger, audience,
-messages per channel and locale) with a live preview, activate / pause / archive, and the measured effect.
+messages per channel and locale) with a live preview, activate / pause / archive / restore, and the measured effect.
 
 Everything goes through `CampaignManagement` in-process, with the signed-in key as the caller: the same checks
 (templates, library scope, versions, status changes) and the same events as the API. The live preview of an
@@ -37,7 +37,7 @@ AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 MEDIA: tuple[Medium, ...] = get_args(Medium)
 LOCALES: tuple[Locale, ...] = get_args(Locale)
 STATUSES: tuple[Status, ...] = get_args(Status)
-CHANGES: tuple[Change, ...] = ("activate", "pause", "archive")
+CHANGES: tuple[Change, ...] = ("activate", "pause", "archive", "restore")
 SUBJECT_MEDIA = frozenset({"email"})
 TITLE_MEDIA = frozenset({"push", "in_app"})
 CHANNEL_SLOTS = 4

@@ -1,5 +1,6 @@
 """The campaign pages in a real browser: write a campaign with a live preview, save it, see the rendered text,
-activate it; template errors named at their field; a library's key sees its own library's campaigns only."""
+activate it; an archived one restored; template errors named at their field; a library's key sees its own library's
+campaigns only."""
 
 from __future__ import annotations
 
@@ -94,6 +95,28 @@ async def test_a_template_error_is_named_at_its_field_and_nothing_is_saved(seede
     async with seeded.client("notifications", key) as api:
         names = [c["name"] for c in (await api.get("/v1/campaigns")).json()["campaigns"]]
     assert "Met een tikfout" not in names
+
+
+async def test_an_archived_campaign_is_restored_paused_from_its_page(seeded: Platform, page: Page) -> None:
+    key = await seeded.key("marketing")
+    await sign_in(page, seeded.urls["notifications"], key)
+    await write_campaign(page, "Per ongeluk gearchiveerd", "Kom langs bij {{ library.name }}")
+    await page.get_by_role("button", name="Opslaan").click()
+    await expect(page.locator(".status")).to_have_text("concept")
+    campaign_id = page.url.rsplit("/", 1)[-1].split("?")[0]
+
+    await page.get_by_role("button", name="Archiveren").click()
+    await expect(page.get_by_role("status")).to_have_text("De campagne is gearchiveerd.")
+    await expect(page.get_by_role("button", name="Activeren")).to_have_count(0)  # archived: only a restore
+    await page.get_by_role("button", name="Herstellen").click()
+    await expect(page.get_by_role("status")).to_contain_text("De campagne is hersteld en gepauzeerd")
+    await expect(page.locator(".status")).to_have_text("gepauzeerd")
+    await expect(page.get_by_role("button", name="Herstellen")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Activeren")).to_have_count(1)  # sends again once activated
+
+    async with seeded.client("notifications", key) as api:
+        stored = (await api.get(f"/v1/campaigns/{campaign_id}")).json()
+    assert stored["status"] == "paused"
 
 
 async def test_a_library_key_manages_its_own_library_campaigns_only(seeded: Platform, page: Page) -> None:

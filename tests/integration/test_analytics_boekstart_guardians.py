@@ -31,7 +31,7 @@ from shared.events.members import (
 from shared.events.propositions import ActivityAttended
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import eventually, running
+from tests.support import eventually, publish_as_harness, running
 
 pytestmark = pytest.mark.integration
 
@@ -45,9 +45,10 @@ class Analytics:
     app: FastAPI
     analyst: dict[str, str]
     admin: dict[str, str]
+    harness: Settings  # the tests' own client publishes the input (the service may not: tests/principals.py)
 
     async def publish(self, events: list[CloudEvent]) -> None:
-        await self.app.state.parts.publisher.publish_many(events)
+        await publish_as_harness(self.harness, events)
 
     async def handled(self, at_least: int) -> None:
         """Wait until the fact writer handled this many records (a replay adds nothing to see otherwise)."""
@@ -73,7 +74,7 @@ async def analytics(
     app = analytics_app(values)
     async with running(app) as client:
         analyst = {"Authorization": f"Bearer {await make_key('analyst')}"}
-        yield Analytics(client, app, analyst, {"Authorization": f"Bearer {admin_key}"})
+        yield Analytics(client, app, analyst, {"Authorization": f"Bearer {admin_key}"}, settings)
 
 
 def event(data: EventData, member: str, days_ago: float) -> CloudEvent:

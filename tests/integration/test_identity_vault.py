@@ -34,11 +34,10 @@ from services.notifications.app import create_app as notifications_app
 from shared.auth import Keyring
 from shared.events import CloudEvent
 from shared.events.registry import TYPE_PREFIX
-from shared.kafka import EventPublisher
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, CAMPAIGNS, DELIVERIES, FRICTIONS, MEMBERS, USAGE, ensure_topics
-from tests.support import eventually, problem, read_to_end, running
+from tests.support import eventually, problem, publish_as_harness, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -262,11 +261,10 @@ async def test_erasing_a_member_only_kafka_knew_removes_their_journey_inbox_and_
     platform: dict[str, Any],
 ) -> None:
     member, settings = str(uuid.uuid4()), platform["settings"]
-    publisher: EventPublisher = platform["publisher"]
     store: AnalyticsStore = platform["store"]
     # A platform producing straight to Kafka: identity never hears of this member.
     profile = {"age_band": "18-64", "home_library": "oba", "postcode_area": "1034"}
-    await publisher.publish(event("member.signed_up.v1", member, datetime.now(UTC), **profile))
+    await publish_as_harness(settings, [event("member.signed_up.v1", member, datetime.now(UTC), **profile)])
 
     async def inbox() -> list[dict[str, Any]]:
         response = await platform["notifications"].get(f"/v1/members/{member}/inbox")

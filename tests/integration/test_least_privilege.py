@@ -2,8 +2,9 @@
 a Redis with ACL users (deploy/runtime.py), the rights of deploy/access.py, and the services signed in as
 themselves.
 
-These tests start their own Kafka and Redis (the session's are plaintext and shared); topics, groups and keys are
-still named by each test's prefix.
+Most of these tests start their own Kafka and Redis, configured as the local run's are (no harness listener, Redis's
+default user off); topics, groups and keys are still named by each test's prefix. The last one checks that the test
+session's own servers (tests/principals.py) hold the services the other tests build to the same rights.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from shared.events.propositions import LoanBorrowed
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import CAMPAIGNS, CATALOG, DELIVERIES, FRICTIONS, MEMBERS, USAGE, ensure_topics
+from tests import principals
 from tests.integration.test_walking_skeleton import SIGN_UP
 from tests.support import eventually, publish_seed_libraries, running
 
@@ -288,3 +290,77 @@ async def _producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
         yield producer
     finally:
         await producer.stop()
+
+
+# ------------------------------------------------------------------------------ the test session itself
+
+
+@pytest.fixture(scope="module")
+def session_servers(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """The test session's Kafka (harness address) and Redis when they run with least privilege (``make test``);
+    pointed at a plaintext development broker (``KLANTREIS_TEST_KAFKA_BOOTSTRAP``), servers of this module's own
+    started the way the session starts its own."""
+    current = principals.session()
+    if current is not None and current.harness_bootstrap == kafka_bootstrap:
+        yield kafka_bootstrap, redis_url
+        return
+    from tests.conftest import _Infrastructure, _start_local
+
+    infra = _Infrastructure(kafka_bootstrap="", redis_url="", source="local")
+    _start_local(infra, tmp_path_factory.mktemp("session"))
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in infra.environment.items():
+            environment.setenv(name, value)
+        try:
+            yield infra.kafka_bootstrap, infra.redis_url
+        finally:
+            infra.stop()
+
+
+async def test_in_the_test_session_a_service_is_refused_what_is_not_its_own_while_the_harness_sees_all(
+    session_servers: tuple[str, str], namespace: str
+) -> None:
+    """Services the tests build (``create_app(settings)``) sign in as themselves: journey may write its frictions
+    and its keys; Kafka refuses it the usage topic (the library platforms' and propositions') and Redis the keys of
+    notifications, while the tests' own clients on the harness address read and write everything."""
+    kafka_bootstrap, redis_url = session_servers
+    harness = JourneySettings(
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        topic_prefix=namespace,
+        group_prefix=namespace,
+        key_prefix=namespace,
+        partitions=2,
+        publish_timeout=60.0,
+    )
+    app = journey_app(harness)
+    async with running(app):
+        signed_in: Settings = app.state.parts.settings
+        assert (signed_in.kafka_username, signed_in.redis_username) == ("journey", "journey")
+        assert signed_in.kafka_bootstrap != kafka_bootstrap  # the SASL listener, not the harness
+        loan = CloudEvent.create(LoanBorrowed(item_id="b1", loan_id="l1"), subject="m1", source="/t", library="oba")
+        with pytest.raises(TopicAuthorizationFailedError):
+            await app.state.parts.publisher.publish(loan, deadline=30)
+        async with _producer(signed_in) as journey_producer:
+            await journey_producer.send_and_wait(harness.topic(FRICTIONS.name), b"{}", key=b"m1")
+            with pytest.raises(TopicAuthorizationFailedError):
+                await journey_producer.send_and_wait(harness.topic(CAMPAIGNS.name), b"{}", key=b"m1")
+
+        journey_redis = app.state.parts.redis
+        await journey_redis.set(harness.key("journey", "probe"), "1")
+        with pytest.raises(NoPermissionError):
+            await journey_redis.set(harness.key("notifications", "probe"), "1")
+        with pytest.raises(NoPermissionError):
+            await journey_redis.get(harness.key("identity", "member", "m1"))
+
+    # The harness: what journey wrote and was refused, seen and done by the tests' own clients.
+    async with _producer(harness) as producer:
+        await producer.send_and_wait(harness.topic(CAMPAIGNS.name), b"{}", key=b"m1")
+    redis = make_redis(harness)
+    try:
+        assert await redis.get(harness.key("journey", "probe")) == "1"
+        await redis.set(harness.key("notifications", "probe"), "1")
+    finally:
+        await redis.aclose()

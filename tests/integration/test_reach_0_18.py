@@ -26,7 +26,7 @@ from shared.events.members import CardActivated, GuardianSet, LoginSucceeded, Me
 from shared.events.propositions import ActivityAttended, LoanBorrowed
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import eventually, running
+from tests.support import eventually, publish_as_harness, running
 
 pytestmark = pytest.mark.integration
 
@@ -224,7 +224,7 @@ def activated(child: str, days_ago: float) -> CloudEvent:
 
 
 async def test_the_boekstart_funnel_follows_partner_sign_ups_to_a_first_loan_and_years_of_borrowing(
-    doors: Doors,
+    doors: Doors, settings: Settings
 ) -> None:
     a, b, c, online, adult, parent_a, parent_b = (str(uuid.uuid4()) for _ in range(7))
     events = [
@@ -241,7 +241,7 @@ async def test_the_boekstart_funnel_follows_partner_sign_ups_to_a_first_loan_and
         *child_events(online, 100, None), borrowed(online, 90),
         *child_events(adult, 100, "consultatiebureau", band="18-64"),
     ]  # fmt: skip
-    await doors.analytics_app.state.parts.publisher.publish_many(events)
+    await publish_as_harness(settings, events)
 
     async def all_in() -> dict[tuple[Any, ...], dict[str, Any]] | None:
         response = await doors.analytics.get("/v1/reports/boekstart-funnel", headers=doors.analyst)
@@ -272,7 +272,9 @@ async def test_the_boekstart_funnel_follows_partner_sign_ups_to_a_first_loan_and
 # ------------------------------------------------------------------------------------------- referrals
 
 
-async def test_a_desk_referral_is_followed_through_when_the_member_attends_within_30_days(doors: Doors) -> None:
+async def test_a_desk_referral_is_followed_through_when_the_member_attends_within_30_days(
+    doors: Doors, settings: Settings
+) -> None:
     async def member(**overrides: Any) -> str:
         response = await doors.identity.post(
             "/v1/members",
@@ -302,7 +304,7 @@ async def test_a_desk_referral_is_followed_through_when_the_member_attends_withi
         subject=went, source="/libraries/oba/desk", library="oba", channel="offline", platform="desk",
         time=datetime.now(UTC) + timedelta(seconds=1),
     )  # fmt: skip
-    await doors.analytics_app.state.parts.publisher.publish_many([old, attended])
+    await publish_as_harness(settings, [old, attended])
 
     async def counted() -> dict[tuple[Any, ...], dict[str, Any]] | None:
         response = await doors.analytics.get("/v1/reports/referrals", headers=doors.analyst)

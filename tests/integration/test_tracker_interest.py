@@ -19,10 +19,9 @@ from shared.events import CloudEvent
 from shared.events.client import PropositionViewed
 from shared.events.members import MemberSignedUp
 from shared.events.propositions import ActivityRegistered
-from shared.publishing import EventPublisher
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import eventually, header, read_to_end, running
+from tests.support import eventually, header, publish_as_harness, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +55,7 @@ async def test_a_member_who_viewed_boekstart_online_and_took_it_up_nowhere_in_14
 ) -> None:
     app = journey_app(journey_settings)
     async with running(app):
-        publisher: EventPublisher = app.state.parts.publisher
-        await publisher.publish_many([
+        await publish_as_harness(journey_settings, [
             signed_up("lost", 30), viewed("lost", 20),
             signed_up("took-up", 30), viewed("took-up", 20), registered("took-up", 18),
             viewed("anonymous-visitor", 20),
@@ -94,8 +92,7 @@ async def test_interest_against_take_up_per_proposition_and_library(
     analyst = {"Authorization": f"Bearer {await make_key('analyst')}"}
     haarlem_analyst = {"Authorization": f"Bearer {await make_key('analyst', library='haarlem')}"}
     async with running(service) as analytics:
-        publisher: EventPublisher = service.state.parts.publisher
-        await publisher.publish_many([
+        await publish_as_harness(settings, [
             viewed("took-up", 20), viewed("took-up", 19), registered("took-up", 15),  # within 14 days of the first
             viewed("too-late", 40), registered("too-late", 10),
             viewed("visitor", 20),
