@@ -2,7 +2,7 @@
 events in the embedded store (chDB), and ingest from Kafka end to end.
 
     .venv/bin/python bench/analytics.py [--members 4000000] [--events-per-member 5.25] [--rounds 5]
-        [--kafka-events 300000] [--ingest-timeout 1200]
+        [--kafka-events 300000] [--ingest-timeout 1200] [--ingest-only]
 
 Needs Redis (API keys and dashboard sessions): KLANTREIS_REDIS_URL when set, under key
 prefixes of its own, else a redis-server started on a free port. Needs Kafka for the end-to-end part:
@@ -370,7 +370,24 @@ def redis_server() -> Iterator[str]:
             redis.stop()
 
 
+async def ingest_only(args: argparse.Namespace) -> None:
+    """Only the end-to-end part (`--ingest-only`): its figure, without the store at scale."""
+    base = Path(tempfile.mkdtemp(prefix="klantreis-analytics-bench-"))
+    try:
+        with redis_server() as redis_url, kafka_broker() as bootstrap:
+            rate = await asyncio.wait_for(
+                ingest(bootstrap, redis_url, base / "ingest", args.kafka_events), args.ingest_timeout
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    print(f"store ingest events/s: {rate:.0f}")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.ingest_only:
+        await ingest_only(args)
+        return
     events = int(args.members * args.events_per_member)
     base = Path(tempfile.mkdtemp(prefix="klantreis-analytics-bench-"))
     try:
@@ -408,4 +425,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kafka-events", type=int, default=300_000, help="0: no ingest part")
     parser.add_argument("--ingest-timeout", type=float, default=1200, help="seconds the ingest part may take")
+    parser.add_argument("--ingest-only", action="store_true", help="only the end-to-end part (ingest from Kafka)")
     asyncio.run(main(parser.parse_args()))

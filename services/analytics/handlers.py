@@ -15,11 +15,12 @@ from collections.abc import Sequence
 
 from faststream.kafka import KafkaRouter
 
-from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, fact_row, short_type
+from services.analytics.decoding import decode_facts
+from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, Fact
 from services.analytics.queries import Window, derive_frictions, derive_windows, derived
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
-from shared.kafka import EventPublisher, Received, subscribe_batches
+from shared.kafka import EventPublisher, subscribe_batches
 from shared.topics import DELIVERIES, FRICTIONS, MEMBERS, USAGE
 
 log = logging.getLogger(__name__)
@@ -37,27 +38,22 @@ class FactWriter:
         self.batches = 0
         self.seconds = 0.0  # spent writing
 
-    async def write(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
+    async def write(self, batch: list[Fact], ends: dict[tuple[str, int], int]) -> None:
         started = time.perf_counter()
-        rows = [row for row in (fact_row(r.event) for r in batch) if row is not None]
-        self.inserted += await self._store.add(rows)
+        self.inserted += await self._store.add(batch)
         # The absence windows and frictions these events start: derived from what was stored (a redelivery derives
         # nothing new).
-        await self._store.command(*derive_windows(self._windows, sorted({r["member_id"] for r in rows})))
-        with_frictions = sorted({r["member_id"] for r in rows if r["type"] in (DETECTED, RESOLVED)})
+        await self._store.command(*derive_windows(self._windows, sorted({r.member_id for r in batch})))
+        with_frictions = sorted({r.member_id for r in batch if r.type in (DETECTED, RESOLVED)})
         if with_frictions:
             await self._store.command(*derive_frictions(with_frictions))
-        for received in batch:
-            event, kind = received.event, short_type(received.event)
-            if event.subject is None:
-                continue
-            if kind == MERGED:
-                survivor = str(event.data["survivor_id"])
-                await self._store.merge(event.subject, survivor)
-                for statement in derived(self._windows, [survivor]):
+        for row in batch:
+            if row.type == MERGED and row.survivor_id is not None:
+                await self._store.merge(row.member_id, row.survivor_id)
+                for statement in derived(self._windows, [row.survivor_id]):
                     await self._store.command(*statement)
-            elif kind == ERASED:
-                await self._store.erase(event.subject)
+            elif row.type == ERASED:
+                await self._store.erase(row.member_id)
         self.handled += len(batch)
         self.batches += 1
         self.seconds += time.perf_counter() - started
@@ -72,6 +68,7 @@ def analytics_router(writer: FactWriter, settings: AnalyticsSettings, publisher:
         topics=INPUTS,
         group=GROUP,
         handler=writer.write,
+        decode=decode_facts,
         max_records=settings.analytics_batch_size,
         description="Member, usage, friction and delivery events: one pseudonymous row each in the analytics store.",
     )

@@ -24,7 +24,7 @@ from typing import Any, Protocol, cast
 import msgspec
 import pyarrow as pa
 
-from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, TIMES, Row
+from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, TIMES, Fact
 from services.analytics.settings import AnalyticsSettings
 
 Params = Mapping[str, str | int | float]
@@ -175,15 +175,13 @@ def json_rows(lines: bytes) -> list[dict[str, Any]]:
     return [] if not body else cast(list[dict[str, Any]], msgspec.json.decode(b"[" + body.replace(b"\n", b",") + b"]"))
 
 
-def arrow_rows(rows: Sequence[Row]) -> pa.Table:
-    """Rows as one columnar Arrow table: both engines insert it without parsing text (20x faster than JSON).
-    Instants go in as epoch milliseconds (Arrow converting aware datetimes itself takes four times as long)."""
+def arrow_rows(rows: Sequence[Fact]) -> pa.Table:
+    """Rows as one columnar Arrow table: both engines insert it without parsing text (20x faster than JSON). The
+    rows are tuples: one `zip` makes the columns. Instants are epoch milliseconds."""
     columns: dict[str, pa.Array] = {}
-    for name in COLUMNS:
-        values = [r.get(name) for r in rows]
+    for name, values in zip(COLUMNS, zip(*rows, strict=True), strict=False):
         if name in TIMES:
-            ms = [None if v is None else round(v.timestamp() * 1000) for v in values]
-            columns[name] = pa.array(ms, type=pa.int64()).cast(_INSTANT)
+            columns[name] = pa.array(values, type=pa.int64()).cast(_INSTANT)
         else:
             columns[name] = pa.array(values, type=pa.float64() if name == "seconds" else pa.string())
     return pa.table(columns)
@@ -302,12 +300,12 @@ class AnalyticsStore:
 
     # ------------------------------------------------------------------------------------------- writing
 
-    async def add(self, rows: Sequence[Row]) -> int:
+    async def add(self, rows: Sequence[Fact]) -> int:
         """Insert the rows whose event ids are not stored yet, under the survivor's id when the member was merged,
         and none of erased members. One query to look up, one insert; returns the rows inserted."""
         if not rows:
             return 0
-        members = array_literal(sorted({r["member_id"] for r in rows}))
+        members = array_literal(sorted({r.member_id for r in rows}))
 
         def work(engine: Engine) -> int:
             known = engine.rows(
@@ -317,14 +315,13 @@ class AnalyticsStore:
             )
             survivors = {r["member_id"]: r["survivor_id"] for r in known if r["survivor_id"]}
             erased = {r["member_id"] for r in known if not r["survivor_id"]}
-            fresh: list[Row] = []
-            for row in rows:
-                if row["member_id"] in erased:
-                    continue
-                survivor = survivors.get(row["member_id"])
-                fresh.append(
-                    row if survivor is None else {**row, "member_id": survivor, "merged_from": row["member_id"]}
-                )
+            fresh = list(rows)
+            if known:
+                fresh = [
+                    row if row.member_id not in survivors
+                    else row._replace(member_id=survivors[row.member_id], merged_from=row.member_id)
+                    for row in rows if row.member_id not in erased
+                ]  # fmt: skip
             if not fresh:
                 return 0
             stored = {
@@ -333,15 +330,15 @@ class AnalyticsStore:
                     f"SELECT event_id FROM {self.db}.events WHERE member_key IN "
                     f"(SELECT cityHash64(arrayJoin({{m:Array(String)}}))) AND event_id IN {{e:Array(String)}}",
                     {
-                        "m": array_literal(sorted({r["member_id"] for r in fresh})),
-                        "e": array_literal([r["event_id"] for r in fresh]),
+                        "m": array_literal(sorted({r.member_id for r in fresh})),
+                        "e": array_literal([r.event_id for r in fresh]),
                     },
                 )
             }
-            new = list({r["event_id"]: r for r in fresh if r["event_id"] not in stored}.values())
+            new = list({r.event_id: r for r in fresh if r.event_id not in stored}.values())
             if new:
                 engine.insert(f"{self.db}.events", arrow_rows(new))
-                self._forget_profiles(engine, sorted({r["member_id"] for r in new if r["type"] == SIGNED_UP}))
+                self._forget_profiles(engine, sorted({r.member_id for r in new if r.type == SIGNED_UP}))
             return len(new)
 
         inserted: int = await self._run(work)
