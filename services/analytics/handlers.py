@@ -19,7 +19,7 @@ from services.analytics.decoding import decode_facts
 from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, Fact
 from services.analytics.queries import Window, derive_frictions, derive_windows, derived
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.store import AnalyticsStore
+from services.analytics.store import AnalyticsStore, keys
 from shared.kafka import EventPublisher, subscribe_batches
 from shared.topics import DELIVERIES, FRICTIONS, MEMBERS, USAGE
 
@@ -43,10 +43,11 @@ class FactWriter:
         self.inserted += await self._store.add(batch)
         # The absence windows and frictions these events start: derived from what was stored (a redelivery derives
         # nothing new).
-        await self._store.command(*derive_windows(self._windows, sorted({r.member_id for r in batch})))
-        with_frictions = sorted({r.member_id for r in batch if r.type in (DETECTED, RESOLVED)})
+        members = keys(member_id=list({r.member_id: None for r in batch}))
+        await self._store.command(*derive_windows(self._windows, in_batch=True), batch=members)
+        with_frictions = list({r.member_id: None for r in batch if r.type in (DETECTED, RESOLVED)})
         if with_frictions:
-            await self._store.command(*derive_frictions(with_frictions))
+            await self._store.command(*derive_frictions(in_batch=True), batch=keys(member_id=with_frictions))
         for row in batch:
             if row.type == MERGED and row.survivor_id is not None:
                 await self._store.merge(row.member_id, row.survivor_id)
