@@ -315,12 +315,15 @@ async def ingest(bootstrap: str, redis_url: str, data: Path, count: int) -> floa
         writer: FactWriter = app.state.writer
         async with app.router.lifespan_context(app):
             await waited(lambda: writer.handled > 0)
-            first_at, first = time.perf_counter(), writer.handled
+            first_at, first, used = time.perf_counter(), writer.handled, cpu_seconds()
             await waited(lambda: writer.handled >= count)
             rate = (writer.handled - first) / (time.perf_counter() - first_at)
+            used = cpu_seconds() - used
             print(f"consumed {writer.handled:,} events in {writer.batches:,} batches, inserted {writer.inserted:,}: "
                   f"{rate:,.0f} events/s; {writer.seconds:.1f} s of it in the handler (rows, look-ups, insert: "
-                  f"{writer.handled / writer.seconds:,.0f} events/s), the rest receiving and decoding")  # fmt: skip
+                  f"{writer.handled / writer.seconds:,.0f} events/s), the rest receiving and decoding; "
+                  f"cpu {used:.1f} s after the first batch ({(writer.handled - first) / used:,.0f} events per "
+                  f"cpu second), load {os.getloadavg()[0]:.1f}")  # fmt: skip
             return rate
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -71,6 +71,8 @@ def analytics_router(writer: FactWriter, settings: AnalyticsSettings, publisher:
         handler=writer.write,
         decode=decode_facts,
         max_records=settings.analytics_batch_size,
+        # A fetch brings up to this much of each partition: a batch of 20,000 records (about 10 MB) in one or two.
+        max_partition_fetch_bytes=8 * 1024 * 1024,
         description="Member, usage, friction and delivery events: one pseudonymous row each in the analytics store.",
     )
     return router
