@@ -17,9 +17,12 @@ Failed deliveries on `notifications.deliveries.v1.dlq` are not records of a topi
 
 Items the ingest endpoints refused are on `ingest.failed.v1` (`shared.failed_items`): `list` and `show` include
 them; `replay` posts them again to the service that refused them (events to `POST /v1/events`, loan reports to
-`POST /v1/loans/batch`; a batch per service, library and endpoint), through the same validation, under a
-short-lived ingest key with the original caller's library scope (revoked afterwards). Ids are claimed there: an
-item replayed twice is handled once. An item refused again is kept again, with its new reason.
+`POST /v1/loans/batch`, a batch per service, library, role and endpoint; any other item, such as a card activation
+or a consent, one by one to the route that refused it, with its kept id as the Idempotency-Key), through the same
+validation, under a short-lived key with the original caller's library scope and role (`ingest`, or a publishable
+key's limits for what a web tracker posted), revoked afterwards; its key id is the same for every replay of that
+library and role. Ids are claimed there: an item replayed twice is handled once. An item refused again is kept
+again, with its new reason. Items kept truncated, not as JSON, or without their personal data are not replayed.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -39,7 +43,7 @@ from deploy.progress import Progress
 from deploy.runtime import RuntimeProblem
 from shared.auth import Keyring
 from shared.consumers import read_to_end
-from shared.failed_items import ENDPOINTS, EVENTS_ENDPOINT
+from shared.failed_items import ENDPOINTS, EVENTS_ENDPOINT, LOANS_ENDPOINT, REPLAY_PREFIX, replay_key_id
 from shared.kafka import make_broker
 from shared.redis import make_redis
 from shared.settings import Settings
@@ -87,10 +91,11 @@ class DeadLetter:
 
     @property
     def replayable(self) -> bool:
-        """A consumed record (it has an original offset), or a refused item kept whole as a JSON object; not a
-        failed delivery."""
+        """A consumed record (it has an original offset), or a refused item kept whole as a JSON object with its
+        personal data; not a failed delivery."""
         if self.refused_by is not None:
-            return self.header("failed_truncated") is None and self.value.lstrip()[:1] == b"{"
+            whole = self.header("failed_truncated") is None and self.header("failed_redacted") is None
+            return whole and self.value.lstrip()[:1] == b"{"
         return self.original_topic is not None and self.header("dlq_offset") is not None
 
     def original_headers(self) -> dict[str, str]:
@@ -148,7 +153,8 @@ def counts(letters: Sequence[DeadLetter]) -> Counter[tuple[str, str]]:
 def describe(letter: DeadLetter, *, full: bool = False) -> list[str]:
     origin = letter.original_topic or "?"
     if letter.refused_by is not None:
-        origin = f"{letter.refused_by} POST /v1/events (library {letter.header('failed_library')})"
+        where = f"{letter.header('failed_method') or 'POST'} {letter.header('failed_endpoint') or EVENTS_ENDPOINT}"
+        origin = f"{letter.refused_by} {where} (library {letter.header('failed_library')})"
     if letter.header("dlq_partition") is not None:
         origin += f"[{letter.header('dlq_partition')}]@{letter.header('dlq_offset')}"
     lines = [
@@ -164,7 +170,8 @@ def describe(letter: DeadLetter, *, full: bool = False) -> list[str]:
         payload = payload[:PAYLOAD_SHOWN] + f"… ({len(letter.value)} bytes; --full shows all)"
     lines.append(f"  payload: {payload}")
     if not letter.replayable:
-        what = "a truncated or non-JSON item" if letter.refused_by else "a failed delivery, not a consumed record"
+        what = "an item truncated, not JSON or without its personal data" if letter.refused_by else (
+            "a failed delivery, not a consumed record")  # fmt: skip
         lines.append(f"  ({what}: not replayed)")
     return lines
 
@@ -193,18 +200,44 @@ async def replay(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[s
 REPOST_BATCH = 1000
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a group of refused items is posted again, and as whom."""
+
+    service: str
+    library: str
+    role: str
+    method: str
+    endpoint: str
+
+
+def destination(letter: DeadLetter) -> Destination:
+    assert letter.refused_by is not None
+    return Destination(
+        letter.refused_by,
+        letter.header("failed_library") or "*",
+        letter.header("failed_role") or "ingest",
+        letter.header("failed_method") or "POST",
+        letter.header("failed_endpoint") or EVENTS_ENDPOINT,
+    )
+
+
+def reposted_item(letter: DeadLetter) -> object:
+    """The item as a replay posts it: as kept, and a loan report without an id of its own gets the one it was kept
+    under, so that it is published once however often it is replayed."""
+    item = json.loads(letter.value)
+    if letter.header("failed_endpoint") == LOANS_ENDPOINT and isinstance(item, dict) and not item.get("id"):
+        item["id"] = (letter.key or b"").decode() or None
+    return item
+
+
 async def repost(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[tuple[str, str]]:
     """Post the replayable refused items again to the services that refused them; returns how many each service
     accepted and refused again: (service, "accepted" | "refused")."""
-    groups: dict[tuple[str, str, str], list[DeadLetter]] = {}
+    groups: dict[Destination, list[DeadLetter]] = {}
     for letter in letters:
         if letter.replayable and letter.refused_by is not None:
-            where = (
-                letter.refused_by,
-                letter.header("failed_library") or "*",
-                letter.header("failed_endpoint") or EVENTS_ENDPOINT,
-            )
-            groups.setdefault(where, []).append(letter)
+            groups.setdefault(destination(letter), []).append(letter)
     outcome: Counter[tuple[str, str]] = Counter()
     if not groups:
         return outcome
@@ -214,29 +247,59 @@ async def repost(settings: Settings, letters: Sequence[DeadLetter]) -> Counter[t
     try:
         async with httpx.AsyncClient(timeout=60.0) as http:
             with Progress(total, unit="items", what="reposting") as progress:
-                for (service, library, endpoint), found in groups.items():
-                    url = str(getattr(settings, f"{service}_url"))
-                    content_type, field = ENDPOINTS[endpoint]
-                    key = await keyring.create("dead-letters replay", ["ingest"], library)
+                for to, found in groups.items():
+                    # The same key id every time (`replay_key_id`), a new secret each run.
+                    key_id = replay_key_id(to.role, to.library)
+                    key = f"kr_{key_id}_{secrets.token_urlsafe(32)}"
+                    await keyring.store(key, "dead-letters replay", [to.role], to.library)
                     try:
-                        for start in range(0, len(found), REPOST_BATCH):
-                            items = [json.loads(d.value) for d in found[start : start + REPOST_BATCH]]
-                            answer = await http.post(
-                                f"{url}{endpoint}",
-                                content=json.dumps({field: items} if field else items).encode(),
-                                headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
-                            )
-                            if answer.status_code not in (202, 422):
-                                raise RuntimeProblem(f"{service} answered {answer.status_code}; run the replay again")
-                            body = answer.json()
-                            outcome[(service, "accepted")] += len(body.get("accepted", []))
-                            outcome[(service, "refused")] += len(body.get("rejected", []))
+                        answers = _posted_in_batches if to.endpoint in ENDPOINTS else _posted_one_by_one
+                        async for service_outcome in answers(http, settings, to, found, key):
+                            outcome.update(service_outcome)
                             progress.update(sum(outcome.values()))
                     finally:
-                        await keyring.revoke(key.split("_")[1])
+                        await keyring.revoke(key_id)
     finally:
         await redis.aclose()
     return outcome
+
+
+async def _posted_in_batches(
+    http: httpx.AsyncClient, settings: Settings, to: Destination, found: Sequence[DeadLetter], key: str
+) -> AsyncIterator[Counter[tuple[str, str]]]:
+    url = str(getattr(settings, f"{to.service}_url"))
+    content_type, field = ENDPOINTS[to.endpoint]
+    for start in range(0, len(found), REPOST_BATCH):
+        items = [reposted_item(d) for d in found[start : start + REPOST_BATCH]]
+        answer = await http.post(
+            f"{url}{to.endpoint}",
+            content=json.dumps({field: items} if field else items).encode(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": content_type},
+        )
+        if answer.status_code not in (202, 422):
+            raise RuntimeProblem(f"{to.service} answered {answer.status_code}; run the replay again")
+        body = answer.json()
+        yield Counter({(to.service, "accepted"): len(body.get("accepted", [])),
+                       (to.service, "refused"): len(body.get("rejected", []))})  # fmt: skip
+
+
+async def _posted_one_by_one(
+    http: httpx.AsyncClient, settings: Settings, to: Destination, found: Sequence[DeadLetter], key: str
+) -> AsyncIterator[Counter[tuple[str, str]]]:
+    """A command (a card activation, a consent…) to the route that refused it, its kept id as the
+    Idempotency-Key."""
+    url = str(getattr(settings, f"{to.service}_url"))
+    for letter in found:
+        answer = await http.request(
+            to.method,
+            f"{url}{to.endpoint}",
+            content=letter.value,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                     "Idempotency-Key": f"{REPLAY_PREFIX}{(letter.key or b'').decode()}"},
+        )  # fmt: skip
+        if answer.status_code >= 500 or "Retry-After" in answer.headers:
+            raise RuntimeProblem(f"{to.service} answered {answer.status_code}; run the replay again")
+        yield Counter({(to.service, "accepted" if answer.status_code < 400 else "refused"): 1})
 
 
 # ---------------------------------------------------------------------------------------------- the command

@@ -31,6 +31,9 @@ Role = Literal["ingest", "analyst", "marketing", "member-data", "operator", "adm
 ROLES: tuple[Role, ...] = get_args(Role)
 NETWORK = "*"
 KEY_PREFIX = "kr_"
+# A library website's key (services/identity/publishable.py): client events of visitors, for its library only. Not a
+# role keys are made with; the dead-letters replay of such a key's items posts under it (shared/failed_items.py).
+PUBLISHABLE = "publishable"
 
 
 @dataclass(frozen=True)

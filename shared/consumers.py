@@ -117,6 +117,40 @@ async def batches_to_end(
         await consumer.stop()
 
 
+async def event_ids_since(
+    bootstrap: str, topics: Sequence[str], since_ms: int, security: Mapping[str, Any] | None = None
+) -> set[str]:
+    """The ids (`ce_id` header: binary mode) of the records on `topics` timestamped at or after `since_ms`, up to
+    each partition's end at the call: what reached Kafka of events sent since then. For a producer that must not
+    send an event twice after an attempt whose outcome it does not know (a time-out, an owner that stopped)."""
+    assigned = await partitions_of(bootstrap, topics, security)
+    if not assigned:
+        return set()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, client_id="klantreis-reader",
+        **(security or {}),
+    )  # fmt: skip
+    await consumer.start()
+    try:
+        consumer.assign(assigned)
+        starts = await asyncio.wait_for(consumer.offsets_for_times(dict.fromkeys(assigned, since_ms)), OFFSETS_TIMEOUT)
+        ends = await end_offsets(consumer, assigned)
+        todo = {tp for tp, found in starts.items() if found is not None and found.offset < ends[tp]}
+        for tp in todo:
+            consumer.seek(tp, starts[tp].offset)
+        ids: set[str] = set()
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=READ_POLL_MS)
+            for tp, records in fetched.items():
+                ids.update(v.decode() for r in records if r.offset < ends[tp] for k, v in r.headers if k == "ce_id")
+            for tp in list(todo):
+                if await position(consumer, tp) >= ends[tp]:
+                    todo.discard(tp)
+        return ids
+    finally:
+        await consumer.stop()
+
+
 async def read_to_end(
     bootstrap: str, *topics: str, security: Mapping[str, Any] | None = None
 ) -> list[ConsumerRecord[bytes, bytes]]:

@@ -79,7 +79,13 @@ class IdempotentReplies:
     @staticmethod
     def _replay(raw: str | None, fingerprint: str) -> JSONResponse:
         if raw is None:
-            raise Problem(409, "Conflict", "a request with this Idempotency-Key just finished; retry it")
+            # A "post it again", like the one still in progress below: not a refused item (shared/failed_items.py).
+            raise Problem(
+                409,
+                "Conflict",
+                "a request with this Idempotency-Key just finished; retry it",
+                headers={"Retry-After": "1"},
+            )
         stored = json.loads(raw)
         if stored.get("fingerprint", stored.get("pending")) != fingerprint:
             raise Problem(

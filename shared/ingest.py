@@ -32,7 +32,7 @@ from shared.events import (
     typed_batch,
     whole_batch,
 )
-from shared.failed_items import FailedItems, Refused
+from shared.failed_items import FailedItems, Refused, posted_item
 from shared.problems import Problem
 from shared.schemas import BatchAnswer, example_of
 from shared.settings import Settings
@@ -174,7 +174,7 @@ def ingest_router(
             if failed is not None and 400 <= status < 500 and status != 413:  # not "try again" (503)
                 errors = refusal.errors if isinstance(refusal, InvalidEvent) else refusal.errors or [
                     FieldError("body", refusal.detail or refusal.title)]  # fmt: skip
-                await failed.keep(caller, content_type, [(_parsed_or_raw(raw), Refused(0, status, errors))])
+                await failed.keep(caller, content_type, [(posted_item(raw), Refused(0, status, errors))])
             raise
         if failed is not None and answer.rejected:
             await failed.keep(caller, content_type, answer.rejected)
@@ -262,13 +262,6 @@ def ingest_router(
 class _Answer:
     response: JSONResponse
     rejected: list[tuple[Any, Refused]]  # each refused item as posted, with why
-
-
-def _parsed_or_raw(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return raw
 
 
 def _id_of(item: Any) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -16,6 +16,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.availability import Availability
 from shared.events import FieldError, InvalidEvent
 
+# Called with every 4xx a request is answered with (status, field errors, headers) before it is answered: the
+# service keeps refused items there (`shared.failed_items.FailedItems.keep_request`).
+KeepRefused = Callable[[Request, int, Sequence[FieldError], Mapping[str, str] | None], Awaitable[None]]
 PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = "5"
 log = logging.getLogger(__name__)
@@ -74,10 +77,26 @@ def _request_errors(exc: RequestValidationError) -> list[FieldError]:
     return errors
 
 
-def install_problem_handlers(app: FastAPI) -> None:
+def install_problem_handlers(app: FastAPI, keep_refused: KeepRefused | None = None) -> None:
+    async def kept(
+        request: Request, status: int, errors: Sequence[FieldError], headers: Mapping[str, str] | None
+    ) -> JSONResponse | None:
+        """None once a refusal is kept (when it is an item's); else the answer to give instead: Kafka or Redis
+        away, 503 (the client posts again), as a route that keeps refused items itself answers."""
+        if keep_refused is None or status >= 500:
+            return None
+        try:
+            await keep_refused(request, status, errors, headers)
+        except KafkaError as exc:
+            return await _kafka(request, exc)
+        except RedisError as exc:
+            return await _redis(request, exc)
+        return None
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return problem_response(
+        about = exc.errors or [FieldError("body", exc.detail or exc.title)]
+        return await kept(request, exc.status, about, exc.headers) or problem_response(
             request, exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, **exc.extra
         )
 
@@ -85,16 +104,21 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _request_errors(exc)
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        return problem_response(request, 422, "Unprocessable Content", detail, errors=errors)
+        return await kept(request, 422, errors, None) or problem_response(
+            request, 422, "Unprocessable Content", detail, errors=errors
+        )
 
     @app.exception_handler(InvalidEvent)
     async def _invalid_event(request: Request, exc: InvalidEvent) -> JSONResponse:
-        return problem_response(request, 422, "Unprocessable Content", str(exc), errors=exc.errors)
+        return await kept(request, 422, exc.errors, None) or problem_response(
+            request, 422, "Unprocessable Content", str(exc), errors=exc.errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own answers keep their headers: a 405 says in Allow which methods the path takes.
-        return problem_response(
+        about = [FieldError("body", str(exc.detail or _title(exc.status_code)))]
+        return await kept(request, exc.status_code, about, exc.headers) or problem_response(
             request, exc.status_code, _title(exc.status_code), str(exc.detail or ""), headers=exc.headers
         )
 

@@ -27,6 +27,7 @@ from shared.availability import Availability
 from shared.contract import install_contract
 from shared.event_schemas import link_schemas, schemas_router
 from shared.events import EventData
+from shared.failed_items import FailedItems
 from shared.idempotency import IdempotentReplies
 from shared.kafka import make_broker
 from shared.logging import configure_logging
@@ -204,7 +205,7 @@ def build_app(
     telemetry.instrument_app(app, meter_provider=parts.metrics.provider)
     app.add_middleware(_BoundedPublishing, seconds=parts.settings.publish_timeout)
     app.state.availability = {dependency.name: dependency for dependency in parts.dependencies}
-    install_problem_handlers(app)
+    install_problem_handlers(app, FailedItems(parts.publisher, parts.name).keep_request)
     install_contract(app)
     app.include_router(health_router(parts))
 

@@ -1,6 +1,7 @@
 """The BoekStart funnel, per library and partner: babies (0-3) signed up via a partner (consultatiebureau,
-kinderopvang, school) → a first visit (the child's card activated, an activity attended, or a login) → a first loan
-for the child within 60 days of the sign-up → still borrowing at 1, 2 and 3 years (a loan in the year before that
+kinderopvang, school) → the guardian's first visit or login after the child's sign-up (the guardian's card
+activated, an activity attended, or a login: a baby does none of these itself) → a first loan for the child within
+60 days of the sign-up → still borrowing at 1, 2 and 3 years (a loan in the year before that
 anniversary).
 
 Right-censored like the other funnels: a child whose 60 days have not passed and who has not borrowed yet is
@@ -26,7 +27,7 @@ DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS
 SIGNED_UP = "member.signed_up.v1"
 BORROWED = "usage.loan_borrowed.v1"
-VISITS = ("member.card_activated.v1", "usage.activity_attended.v1", "member.login_succeeded.v1")
+VISITS = ("member.card_activated.v1", "usage.activity_attended.v1", "member.login_succeeded.v1")  # the guardian's
 FIGURES = (
     "signed_up",
     "visited",
@@ -43,33 +44,43 @@ FIGURES = (
 
 def funnel_sql(first_loan_days: int) -> tuple[str, dict[str, str | int | float]]:
     visits = "(" + ", ".join(f"'{v}'" for v in VISITS) + ")"
-    kinds = "(" + ", ".join(f"'{v}'" for v in (SIGNED_UP, BORROWED, *VISITS)) + ")"
     retention = ",\n".join(
         f"countIf(joined + {k} * {YEAR_MS} <= {{clock:Int64}}) AS due_{k}y, "
         f"countIf(joined + {k} * {YEAR_MS} <= {{clock:Int64}} AND arrayExists(t -> t > joined + {k - 1} * {YEAR_MS} "
         f"AND t <= joined + {k} * {YEAR_MS}, loans)) AS borrowing_{k}y"
         for k in (1, 2, 3)
     )
+    # A child's guardians' visits (family.py keeps the links; siblings share a guardian, so a visit counts for each
+    # child of theirs), read only for members who are someone's guardian.
+    guardian_visits = f"""
+        SELECT l.child_id AS child_id, arrayFlatten(groupArray(v.times)) AS times
+        FROM (SELECT DISTINCT child_id, guardian_id FROM {{db}}.guardians) AS l
+        INNER JOIN (SELECT member_id, groupArray(toUnixTimestamp64Milli(time)) AS times FROM {{db}}.events
+                    WHERE member_key IN (SELECT cityHash64(guardian_id) FROM {{db}}.guardians) AND type IN {visits}
+                    GROUP BY member_id) AS v
+          ON l.guardian_id = v.member_id
+        GROUP BY l.child_id
+    """
     sql = f"""
         SELECT library, partner, count() AS signed_up,
-               countIf(arrayExists(t -> t >= joined, visits)) AS visited,
+               countIf(arrayExists(t -> t >= joined, g.times)) AS visited,
                countIf(arrayExists(t -> t >= joined AND t <= joined + {{within:Int64}}, loans)) AS first_loan,
                countIf(NOT arrayExists(t -> t >= joined AND t <= joined + {{within:Int64}}, loans)
                        AND joined + {{within:Int64}} > {{clock:Int64}}) AS first_loan_pending,
                {retention}
         FROM (
-            SELECT member_key,
+            SELECT member_key, any(member_id) AS child_id,
                    argMinIf(home_library, time, type = '{SIGNED_UP}') AS library,
                    argMinIf(source, time, type = '{SIGNED_UP}') AS partner,
                    argMinIf(age_band, time, type = '{SIGNED_UP}') AS band,
                    minIf(toUnixTimestamp64Milli(time), type = '{SIGNED_UP}') AS joined,
-                   groupArrayIf(toUnixTimestamp64Milli(time), type IN {visits}) AS visits,
                    groupArrayIf(toUnixTimestamp64Milli(time), type = '{BORROWED}') AS loans
             FROM {{db}}.events
-            WHERE type IN {kinds}
+            WHERE type IN ('{SIGNED_UP}', '{BORROWED}')
             GROUP BY member_key
             HAVING countIf(type = '{SIGNED_UP}' AND merged_from = '') > 0
-        )
+        ) AS c
+        LEFT JOIN ({guardian_visits}) AS g ON c.child_id = g.child_id
         WHERE band = '0-3' AND partner IN {{partners:Array(String)}}
         GROUP BY library, partner
     """
@@ -116,11 +127,13 @@ def boekstart_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> 
 
     @router.get(
         "/v1/reports/boekstart-funnel",
-        summary="The BoekStart funnel per library and partner: partner sign-up, first visit, first loan within 60 "
-        "days, still borrowing at 1, 2 and 3 years",
-        description="Babies (0-3) signed up via a consultatiebureau, kinderopvang or school. Right-censored: "
-        "children still inside their 60 days are `first_loan_pending`; a year's retention counts only children "
-        "whose anniversary has passed. Rows of fewer than `min_cell` children are suppressed. See docs/soob.md.",
+        summary="The BoekStart funnel per library and partner: partner sign-up, the guardian's first visit or login, "
+        "first loan within 60 days, still borrowing at 1, 2 and 3 years",
+        description="Babies (0-3) signed up via a consultatiebureau, kinderopvang or school; `visited`: one of "
+        "their guardians activated a card, attended an activity or logged in after the child's sign-up. "
+        "Right-censored: children still inside their 60 days are `first_loan_pending`; a year's retention counts "
+        "only children whose anniversary has passed. Rows of fewer than `min_cell` children are suppressed. See "
+        "docs/soob.md.",
         responses=json_example({"first_loan_days": 60, "rows": funnel_rows([_EXAMPLE_CELL], 5)}),
     )
     async def funnel(caller: AnalystKey, first_loan_days: Annotated[int, Query(ge=1, le=365)] = 60) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from shared.events import CloudEvent, EventData
 from shared.events.journey import FrictionDetected, FrictionResolved
-from shared.events.members import ChannelSwitched, MemberMerged
+from shared.events.members import ChannelSwitched, GuardianSet, MemberMerged, MemberSignedUp
 from shared.events.registry import TYPE_PREFIX
 
 SIGNED_UP = "member.signed_up.v1"
@@ -63,8 +63,11 @@ class Fact(NamedTuple):
     due: int | None
     seconds: float | None
     merged_from: str
-    # Not stored: a merge's survivor, and where the record came from (the consume loop's).
+    # Not stored here: a merge's survivor, a guardian set's guardian and a young member's birth year (the family
+    # tables', `family.py`), and where the record came from (the consume loop's).
     survivor_id: str | None
+    guardian_id: str | None
+    birth_year: int | None
     topic: str
     partition: int
     offset: int
@@ -116,9 +119,13 @@ def fact(envelope: Envelope, data: EventData, topic: str = "", partition: int = 
     kept = {name: getattr(data, name) for name in copied} if copied else _NOTHING
     library, platform, pair = envelope.library, envelope.platform, kept.get("channel_pair")
     outcome: str | None = None
-    started = due = survivor = None
+    started = due = survivor = guardian = born = None
     seconds: float | None = None
-    if isinstance(data, ChannelSwitched):
+    if isinstance(data, MemberSignedUp):
+        born = data.birth_year
+    elif isinstance(data, GuardianSet):
+        guardian = data.guardian_id
+    elif isinstance(data, ChannelSwitched):
         pair = f"{data.from_channel}→{data.to_channel}"
     elif isinstance(data, FrictionDetected):
         # A friction's own attributes, as journey reports them (not the envelope's).
@@ -135,7 +142,7 @@ def fact(envelope: Envelope, data: EventData, topic: str = "", partition: int = 
         envelope.id, envelope.subject, kind, envelope.time, library, envelope.channel, platform,
         get("home_library"), get("age_band"), get("postcode_area"), get("source"), get("proposition"),
         get("to_channel"), get("rule"), pair, outcome, get("friction_id"), started, due, seconds, "",
-        survivor, topic, partition, offset, envelope.type,
+        survivor, guardian, born, topic, partition, offset, envelope.type,
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from faststream.kafka import KafkaRouter
 
 from services.analytics.decoding import decode_facts
 from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, Fact
+from services.analytics.family import Families
 from services.analytics.queries import Window, derive_frictions, derive_windows, derived
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore, keys
@@ -33,6 +34,7 @@ class FactWriter:
     def __init__(self, store: AnalyticsStore, windows: Sequence[Window]) -> None:
         self._store = store
         self._windows = list(windows)
+        self._families = Families(store)
         self.inserted = 0
         self.handled = 0
         self.batches = 0
@@ -55,6 +57,7 @@ class FactWriter:
                     await self._store.command(*statement)
             elif row.type == ERASED:
                 await self._store.erase(row.member_id)
+        await self._families.write(batch)  # guardians, birth years: after merges
         self.handled += len(batch)
         self.batches += 1
         self.seconds += time.perf_counter() - started

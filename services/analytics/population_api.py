@@ -89,7 +89,7 @@ class PopulationReach:
         population = await self._store.population()
         libraries = list((await self._libraries.libraries()).values())
         targets = await self._store.targets()
-        reached = await self._store.reached(months_before(clock, months))
+        reached = await self._store.reached(months_before(clock, months), clock)
         rows = reach_rows(population, reached, libraries, targets, self._min_cell)
         trend = trend_rows(
             population, await self._store.reached_by_quarter(quarter_windows(clock, months)), libraries, self._min_cell
@@ -185,9 +185,10 @@ def population_router(reach: PopulationReach, store: PopulationStore, libraries:
     @router.get(
         "/v1/reports/population-reach",
         summary="Active reach 0-18 against the population: per library and band, target, gap, first contact, trend",
-        description="Reached: members of the band active in the last `months` months living in the library's "
-        "postcode areas; children: the CBS population of those areas. A key of one library sees its library and "
-        "the network. Reached counts below `min_cell` are suppressed (null). See docs/soob.md.",
+        description="Reached: members active in the last `months` months living in the library's postcode areas, "
+        "in the band of their age on 1 January of the reporting day's year (as CBS counts); children: the CBS "
+        "population of those areas. A key of one library sees its library and the network. Reached counts below "
+        "`min_cell` are suppressed (null). See docs/soob.md.",
         responses=json_example(REACH_EXAMPLE),
     )
     async def report(caller: AnalystKey, months: Annotated[int, Query(ge=1, le=36)] = 12) -> dict[str, Any]:

@@ -26,6 +26,33 @@ SCHEMA = (
        at DateTime64(3, 'UTC') DEFAULT now64()) ENGINE = ReplacingMergeTree(at) ORDER BY library""",
 )
 _BANDS = "(" + ", ".join(f"'{band}'" for band in YOUTH_BANDS) + ")"
+_YEAR_MS = 31_557_600_000  # 365.25 days
+
+
+def band_on(at: str) -> str:
+    """SQL: the age band of a profile `p` (with its birth year `y`) on the moment `at` (epoch ms). With a birth year
+    (identity publishes it for members signed up under 18): their age on 1 January of that year, as CBS counts the
+    children the reach divides by. Without (members signed up before): the youngest they can be, the lowest age of
+    their band at sign-up plus the whole years since; a child signed up at 3 is counted 4-11 from 1 January after
+    their fourth birthday, or, without a year, four years after the sign-up at the latest."""
+    year = f"toYear(fromUnixTimestamp64Milli(toInt64({at})), 'Europe/Amsterdam')"
+    lowest = (
+        "multiIf(p.age_band = '0-3', 0, p.age_band = '4-11', 4, p.age_band = '12-17', 12, p.age_band = '18-64', 18, "
+    )
+    lowest += "p.age_band = '65+', 65, -1000)"  # -1000: no band known, never a child
+    age = (
+        f"if(y.birth_year > 0, greatest(0, {year} - y.birth_year - 1), "
+        f"{lowest} + intDiv(greatest(0, toInt64({at}) - p.joined), {_YEAR_MS}))"
+    )
+    return f"multiIf({age} <= 3, '0-3', {age} <= 11, '4-11', {age} <= 17, '12-17', {age} <= 64, '18-64', '65+')"
+
+
+def aged_profiles() -> str:
+    """SQL: the members' profiles (`p`) with their birth years (`y`, 0 when unknown)."""
+    return f"""({profiles()}) AS p
+               LEFT JOIN (SELECT cityHash64(member_id) AS member_key, max(birth_year) AS birth_year
+                          FROM {{db}}.birth_years GROUP BY member_id) AS y
+                 ON p.member_key = y.member_key"""
 
 
 class PopulationStore:
@@ -91,27 +118,29 @@ class PopulationStore:
 
     # ---------------------------------------------------------------------------------------- reached
 
-    async def reached(self, since_ms: int) -> Reached:
-        """Members of the youth bands active since `since_ms`, per postcode area, band and first contact."""
+    async def reached(self, since_ms: int, at_ms: int) -> Reached:
+        """Members active since `since_ms`, per postcode area, their band on `at_ms` (the reporting moment) and
+        first contact: a child signed up at 3 and now 5 counts in 4-11."""
         sql = f"""
-            SELECT p.postcode_area AS area, p.age_band AS band, p.source AS source, s.channel AS channel,
-                   count() AS reached
-            FROM ({profiles()}) AS p
+            SELECT p.postcode_area AS area, {band_on("{at:Int64}")} AS band, p.source AS source,
+                   s.channel AS channel, count() AS reached
+            FROM {aged_profiles()}
             LEFT JOIN (SELECT member_key, any(channel) AS channel FROM {{db}}.events
                        WHERE type = '{SIGNED_UP}' AND merged_from = '' GROUP BY member_key) AS s
               ON p.member_key = s.member_key
             WHERE p.age_band IN {_BANDS} AND p.postcode_area IS NOT NULL AND p.last_active >= {{since:Int64}}
+              AND band IN {_BANDS}
             GROUP BY area, band, source, channel
         """
         found = Reached()
-        for row in await self._store.rows(sql, {"since": since_ms}):
+        for row in await self._store.rows(sql, {"since": since_ms, "at": at_ms}):
             found.add(
                 str(row["area"]), str(row["band"]), first_contact(row["source"], row["channel"]), int(row["reached"])
             )
         return found
 
     async def reached_by_quarter(self, windows: Sequence[tuple[str, int, int]]) -> dict[str, Reached]:
-        """Per (quarter, start ms, end ms): members of the youth bands with any activity in (start, end]."""
+        """Per (quarter, start ms, end ms): members with any activity in (start, end], in their band at its end."""
         if not windows:
             return {}
         parameters = {
@@ -120,13 +149,13 @@ class PopulationStore:
             "ends": "[" + ",".join(str(int(end)) for _, _, end in windows) + "]",
         }
         sql = f"""
-            SELECT p.postcode_area AS area, p.age_band AS band, w.1 AS quarter, count() AS reached
-            FROM ({profiles()}) AS p
+            SELECT p.postcode_area AS area, {band_on("w.3")} AS band, w.1 AS quarter, count() AS reached
+            FROM {aged_profiles()}
             INNER JOIN (SELECT member_key, groupUniqArray(toUnixTimestamp(toStartOfHour(time)) * 1000) AS times
                         FROM {{db}}.events WHERE {ACTIVITY} GROUP BY member_key) AS a
               ON p.member_key = a.member_key
             ARRAY JOIN arrayZip({{labels:Array(String)}}, {{starts:Array(Int64)}}, {{ends:Array(Int64)}}) AS w
-            WHERE p.age_band IN {_BANDS} AND p.postcode_area IS NOT NULL
+            WHERE p.age_band IN {_BANDS} AND p.postcode_area IS NOT NULL AND band IN {_BANDS}
               AND arrayExists(t -> t > w.2 AND t <= w.3, a.times)
             GROUP BY area, band, quarter
         """

@@ -66,7 +66,7 @@ def profiles(among: str = "") -> str:
     narrowed = f" AND {among}" if among else ""
     return f"""
         SELECT member_key, coalesce(home_library, merged_home_library) AS home_library,
-               coalesce(age_band, merged_age_band) AS age_band, postcode_area, source, last_active
+               coalesce(age_band, merged_age_band) AS age_band, postcode_area, source, last_active, joined
         FROM {{db}}.members FINAL WHERE signed_up = 1{narrowed}
     """
 

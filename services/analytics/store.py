@@ -160,6 +160,15 @@ SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS {db}.erasures (member_id String) ENGINE = ReplacingMergeTree ORDER BY member_id
     """,
+    # Families (family.py): each child's guardians, the birth year of members signed up under 18.
+    """
+    CREATE TABLE IF NOT EXISTS {db}.guardians (child_id String, guardian_id String, since DateTime64(3, 'UTC'))
+    ENGINE = ReplacingMergeTree ORDER BY (child_id, guardian_id)
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {db}.birth_years (member_id String, birth_year UInt16)
+    ENGINE = ReplacingMergeTree ORDER BY member_id
+    """,
 )
 
 

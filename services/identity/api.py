@@ -28,6 +28,7 @@ from services.identity.schemas import (
 from services.identity.store import MemberStore
 from shared.auth import AUTH_RESPONSES, IngestKey, MemberDataKey
 from shared.events.types import Medium, Purpose
+from shared.failed_items import item_route
 from shared.idempotency import Ids, Write
 from shared.problems import Problem
 
@@ -42,6 +43,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         summary="Start a registration (publishes registration_started)",
         description="Its id becomes the member id when the sign-up completes it (`registration_id`); a registration "
         "not completed in time is a friction (registration abandoned).",
+        openapi_extra=item_route("ingest"),
     )
     async def start_registration(body: RegistrationStart, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
@@ -59,6 +61,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         "`duplicate_suspected` for members sharing the e-mail address or phone number). 202 means Kafka "
         "acknowledged the events.",
         responses={404: {"description": "registration_id unknown or completed already"}},
+        openapi_extra=item_route("ingest"),
     )
     async def sign_up(body: SignUp, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
@@ -129,6 +132,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         response_model=Accepted,
         summary="Activate the member's card at a branch",
         responses={404: {"description": "no such member"}},
+        openapi_extra=item_route("ingest"),
     )
     async def activate_card(
         member_id: str,
@@ -152,6 +156,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         description="Reports follow whether the member took part within 30 days (analytics "
         "`/v1/reports/referrals`). The library must be in the catalogue (422 naming the field).",
         responses={404: {"description": "no such member"}},
+        openapi_extra=item_route("ingest", "member-data"),
     )
     async def refer(
         member_id: str,
@@ -173,6 +178,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         response_model=Accepted,
         tags=["consent"],
         summary="Give or withdraw consent for a channel and purpose",
+        openapi_extra=item_route("ingest", "member-data"),
     )
     async def consent(
         member_id: str,
@@ -195,6 +201,7 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
         tags=["consent"],
         summary="Set the guardian of a minor (under 16): messages for the minor go to them",
         responses={404: {"description": "member or guardian unknown"}, 422: {"description": "not a minor"}},
+        openapi_extra=item_route("ingest", "member-data"),
     )
     async def guardian(
         member_id: str,

@@ -18,6 +18,7 @@ from services.identity.schemas import (
     Login,
 )
 from shared.auth import AUTH_RESPONSES, IngestKey
+from shared.failed_items import item_route
 from shared.idempotency import Ids, Write
 
 
@@ -37,6 +38,7 @@ def accounts_router(members: Members) -> APIRouter:
                 "member, or the member has another account on that platform"
             },
         },
+        openapi_extra=item_route("ingest", "member-data"),
     )
     async def link_account(
         member_id: str,
@@ -81,6 +83,7 @@ def accounts_router(members: Members) -> APIRouter:
         description="Publishes `login_succeeded` or `login_failed` (with the reason), and `channel_switched` when "
         "the member's previous touch was on another channel or platform.",
         responses={404: {"description": "no member has this account linked"}},
+        openapi_extra=item_route("ingest"),
     )
     async def login(body: Login, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:

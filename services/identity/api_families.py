@@ -12,6 +12,7 @@ from services.identity.members import Person
 from services.identity.routing import FrontOfficeKey, touch_at
 from services.identity.schemas import FamilyAccepted, FamilySignUp
 from shared.auth import AUTH_RESPONSES
+from shared.failed_items import item_route
 from shared.idempotency import Ids, Write
 
 
@@ -29,6 +30,7 @@ def families_router(families: Families) -> APIRouter:
         "`signed_up`, the guardian's `consent_changed`, and per child `guardian_set` then `signed_up`. 202 means "
         "Kafka acknowledged them all.",
         responses={404: {"description": "guardian_id unknown"}},
+        openapi_extra=item_route("ingest", "member-data"),
     )
     async def sign_up_family(body: FamilySignUp, caller: FrontOfficeKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:

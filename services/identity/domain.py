@@ -79,6 +79,12 @@ def is_adult(birth_date: date, today: date) -> bool:
     return years_old(birth_date, today) >= ADULT_AGE
 
 
+def youth_birth_year(birth_date: date, today: date) -> int | None:
+    """The birth year published for a member under 18 (analytics' reach 0-18 ages them by it); none for adults:
+    a year, never the date, and only where the KPI needs it."""
+    return birth_date.year if not is_adult(birth_date, today) else None
+
+
 def channel_switch(
     previous: tuple[str, str] | None, current: tuple[str, str]
 ) -> tuple[tuple[str, str], tuple[str, str]] | None:

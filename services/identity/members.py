@@ -177,13 +177,15 @@ class Members:
     def signed_up(
         self, member_id: str, record: MemberRecord, touch: Touch, proposition: str | None, event_id: str
     ) -> CloudEvent:
+        day = touch.time.astimezone(UTC).date()
         data = MemberSignedUp(
-            age_band=domain.member_age_band(record.birth_date, touch.time.astimezone(UTC).date()),
+            age_band=domain.member_age_band(record.birth_date, day),
             home_library=record.home_library,
             postcode_area=domain.postcode_area(record.postcode),
             source=record.source,
             proposition=proposition,
             language=record.language,
+            birth_year=domain.youth_birth_year(record.birth_date, day),
         )
         return self._event(data, member_id, touch, event_id)
 

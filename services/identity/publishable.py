@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import AUTH_RESPONSES, BEARER, NETWORK, AdminKey, Principal, require
+from shared.auth import AUTH_RESPONSES, BEARER, NETWORK, PUBLISHABLE, AdminKey, Principal, require
 from shared.events.types import LibraryCode
 from shared.libraries import LibraryDirectory
 from shared.problems import Problem, not_found
@@ -33,7 +33,7 @@ from shared.schemas import example_answer, example_body
 from shared.settings import Settings
 
 PREFIX = "pk_"
-ROLE = "publishable"  # a publishable key's principal holds this role alone
+ROLE = PUBLISHABLE  # a publishable key's principal holds this role alone
 INGEST_PATH = "/v1/events"
 _KEY = re.compile(r"^pk_([a-z][a-z0-9-]{1,39})_[A-Za-z0-9_-]{16,64}$")
 _MAX_AGE = "600"  # seconds a browser may keep a preflight's answer
@@ -104,8 +104,9 @@ class BrowserGate:
 
 def ingest_caller(gate: BrowserGate) -> Any:
     """The dependency of `POST /v1/events`: a publishable key (`?key=pk_…`) from one of its library's origins, or
-    else an API key with the ingest role."""
-    ingest_key = require("ingest")
+    else an API key with the ingest role, or one with a publishable key's role alone: what the dead-letters replay
+    posts a publishable key's refused items with (shared/failed_items.py), with the same limits and no origin."""
+    any_key = require()
 
     # BEARER: the OpenAPI declares the API key; a publishable key (`?key=`) is the browser's other way in.
     async def caller(
@@ -113,7 +114,10 @@ def ingest_caller(gate: BrowserGate) -> Any:
     ) -> Principal:
         key = request.query_params.get("key")
         if key is None:
-            return await ingest_key(request)
+            api_key = await any_key(request)
+            if not (api_key.has("ingest") or is_publishable(api_key)):
+                raise Problem(403, "Forbidden", "this key lacks the role ingest")
+            return api_key
         principal = await gate.keys.verify(key)
         if principal is None:
             raise Problem(401, "Unauthorized", "the publishable key is unknown or revoked")

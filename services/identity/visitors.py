@@ -14,6 +14,7 @@ from services.identity.store import MemberStore
 from shared.auth import AUTH_RESPONSES, forbid_other_library
 from shared.events.client import VisitorId
 from shared.events.types import MemberId
+from shared.failed_items import item_route
 from shared.problems import not_found
 from shared.schemas import example_body
 
@@ -34,6 +35,7 @@ def visitors_router(store: MemberStore) -> APIRouter:
         description="`visitor_id` is the tracker's first-party id (`v-<uuid>`, in the site's localStorage as "
         "`klantreis.visitor`). Later client events of the visitor are published as the member's.",
         responses={404: {"description": "no such member"}},
+        openapi_extra=item_route("ingest", "member-data"),
     )
     async def link(visitor_id: VisitorId, body: VisitorLink, caller: FrontOfficeKey) -> Response:
         standing = (await store.standings([body.member_id]))[body.member_id]

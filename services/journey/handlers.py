@@ -9,6 +9,7 @@ processed goes to the dead-letter topic.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import time
@@ -28,8 +29,9 @@ from services.journey.derived import forwarded, friction_detected, friction_reso
 from services.journey.partition import Applied, Partition
 from services.journey.rules import ImmediateRule, JourneyEvent, RuleCatalogue
 from services.journey.settings import JourneySettings
-from services.journey.store import Fenced, JourneyStore, PartitionWrite
+from services.journey.store import Fenced, JourneyStore, PartitionWrite, stored_at
 from shared import telemetry
+from shared.consumers import event_ids_since
 from shared.events import InvalidEvent
 from shared.events.registry import TYPE_PREFIX
 from shared.kafka import TRANSIENT_ERRORS, EventPublisher, dead_letters
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 
 INPUTS = (MEMBERS, USAGE, FORWARDS)
 BACKOFF_MAX = 5.0
+# A new owner waits this long after an earlier owner stored a batch before looking what of it reached Kafka.
+HANDOVER_GRACE_SECONDS = 3.0
+# Record timestamps come from the sending host's clock: look a little earlier than the batch was stored.
+CLOCK_MARGIN_MS = 2_000
 
 
 class Traces:
@@ -141,8 +147,8 @@ class FrictionDetector:
             since = time.monotonic()
             self.owned[number] = Owned(partition, epoch, dict(restored.offsets), dict.fromkeys(self._topics, since))
             for stored, records in restored.outbox:
-                # Derived events stored by an earlier owner that stopped before Kafka had them.
-                await self._publish(number, stored, records, Counter(), Counter())
+                # Derived events an earlier owner stored and may or may not have sent before it stopped.
+                await self._publish(number, stored, records, Counter(), Counter(), handed_over=True)
             for topic, offset in restored.offsets.items():
                 resume[TopicPartition(topic, number)] = offset + 1
             log.info("journey: partition %d restored (%d members, %d timers, epoch %d)", number,
@@ -288,11 +294,39 @@ class FrictionDetector:
                 await self._publish(number, change.outbox_field(), change.outbox, change.detected, change.resolved)
 
     async def _publish(
-        self, number: int, stored: str, records: list[Encoded], detected: Counter[str], resolved: Counter[str]
+        self,
+        number: int,
+        stored: str,
+        records: list[Encoded],
+        detected: Counter[str],
+        resolved: Counter[str],
+        *,
+        handed_over: bool = False,
     ) -> None:
+        """Send a stored batch's derived events, then forget them. Nothing is sent twice: after an attempt whose
+        outcome is unknown (a time-out; an earlier owner that stopped between sending and forgetting), only the
+        events Kafka does not have yet are sent, found by their ids among the records since the batch was stored."""
         contexts, spans = self._traces.take([r.event_id for r in records])
+        since = stored_at(stored)
+        unsure = handed_over
+        if handed_over and since is not None:
+            # An owner fenced off a moment ago may still be sending this very batch: give it time to land.
+            await asyncio.sleep(max(0.0, since / 1000 + HANDOVER_GRACE_SECONDS - time.time()))
+
+        async def send() -> None:
+            nonlocal unsure
+            pending = records
+            if unsure and since is not None:
+                sent = await event_ids_since(
+                    self._settings.kafka_bootstrap, sorted({self._settings.topic(r.topic) for r in records}),
+                    since - CLOCK_MARGIN_MS, self._settings.kafka_security(),
+                )  # fmt: skip
+                pending = [r for r in records if r.event_id not in sent]
+            unsure = True  # should this attempt fail, part of it may have reached Kafka all the same
+            await self._publisher.publish_encoded(pending, contexts=contexts)
+
         try:
-            await self._retrying(lambda: self._publisher.publish_encoded(records, contexts=contexts))
+            await self._retrying(send)
         finally:
             for span in spans:
                 span.end()

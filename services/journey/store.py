@@ -6,8 +6,8 @@ Keys (prefix `journey:`, `<p>` the partition number):
   state:<p>     hash: member id (as `state.ref` keeps ids: 16 bytes for a UUID) → MemberState as MessagePack
                 (services/journey/state.py)
   meta:<p>      hash: `o:<topic>` → last offset applied, `c:<topic>:<stream>` → the clock (ms, event time)
-  outbox:<p>    hash: a batch's first derived event id → the batch's derived events in their Kafka form (MessagePack,
-                services/journey/derived.py), stored with the state until Kafka has them
+  outbox:<p>    hash: `<ms stored>:<the batch's first derived event id>` → the batch's derived events in their Kafka
+                form (MessagePack, services/journey/derived.py), stored with the state until Kafka has them
   epoch:<p>     integer: raised by every new owner; a write carrying an older epoch is refused
 
 Why Redis and not a compacted changelog topic: a batch's state, offsets and derived events are stored in one
@@ -17,6 +17,7 @@ partition's state is read back with HSCAN in seconds without replaying a topic.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -63,10 +64,18 @@ class PartitionWrite:
     outbox: list[Encoded] = field(default_factory=list)
     detected: Counter[str] = field(default_factory=Counter)  # frictions by rule, for the metrics once published
     resolved: Counter[str] = field(default_factory=Counter)
+    stored_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def outbox_field(self) -> str:
-        """Where the batch's derived events are kept until Kafka has them: the first one's id (ids are unique)."""
-        return self.outbox[0].event_id
+        """Where the batch's derived events are kept until Kafka has them: when they were stored (what of them
+        reached Kafka is found by that time, see `stored_at`) and the first one's id (ids are unique)."""
+        return f"{self.stored_ms}:{self.outbox[0].event_id}"
+
+
+def stored_at(outbox_field: str) -> int | None:
+    """When an outbox entry was stored (ms), from its field; None for an entry of a version that did not say."""
+    stored, _, rest = outbox_field.partition(":")
+    return int(stored) if rest and stored.isdigit() else None
 
 
 @dataclass

@@ -227,8 +227,8 @@ class Decider:
         await self._renderer.begin([delivery for _, delivery, _ in at_once], campaigns_now=False)
         for write, delivery, due in at_once:
             rendered = await self._renderer.render(delivery, "in_app", None, "member")
-            if rendered is None:
-                continue  # the delivery loop fails it, with its dead letter
+            if not isinstance(rendered, dict):
+                continue  # the delivery loop fails or suppresses it
             write.deliveries.remove((delivery, due))
             message = InboxMessage(
                 message_id=delivery.message_id, campaign_id=delivery.campaign_id, title=rendered.get("title", ""),

@@ -40,7 +40,7 @@ from services.notifications.inbox_store import InboxStore
 from services.notifications.links import member_links, sign
 from services.notifications.mail import email_parts
 from services.notifications.projection_store import ProjectionStore
-from services.notifications.rendering import Renderer
+from services.notifications.rendering import EmptyPlaceholders, Renderer
 from services.notifications.rules import consented
 from services.notifications.senders import Attempt, EmailSender, Outgoing, WebhookSender
 from services.notifications.settings import NotificationsSettings
@@ -237,6 +237,8 @@ class Deliverer:
     ) -> Ending | None:
         endings = self._endings
         rendered = await self._renderer.render(delivery, medium, contact, recipient)
+        if isinstance(rendered, EmptyPlaceholders):
+            return endings.suppressed(delivery, "empty_placeholder")  # not a template error: said in the log
         if rendered is None:
             # Checked when the campaign was saved; a failure here is a bug, not something retrying fixes.
             return endings.failed(delivery, medium, "template failed", "render_failed")

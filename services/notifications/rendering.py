@@ -1,10 +1,17 @@
 """A delivery's message rendered for one medium: the campaign's version it was decided with, the catalogue's
-library and proposition, the recipient's name (never stored)."""
+library and proposition, the recipient's name (never stored).
+
+A message that would write out an empty value for this delivery (the opening hours of a library that gives none,
+a branch without a name, a recipient without a name) is not rendered: `EmptyPlaceholders` says which, the delivery
+is suppressed `empty_placeholder`, and the log names the campaign, the part and the placeholders (no member's
+data). The preview refuses the same (management.py); this catches what only a particular member meets."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from jinja2 import TemplateError
@@ -20,6 +27,22 @@ from services.notifications.templates import LibraryInfo
 from shared.events.notifications import Recipient
 from shared.events.types import Medium
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmptyPlaceholders:
+    """Why a message is not sent: its `part` (`email.nl.body`) would show these placeholders empty."""
+
+    part: str
+    placeholders: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.part} would show {', '.join(self.placeholders)} empty"
+
+
+Rendered = dict[str, str]  # body, sender, and subject or title where the medium has them
+
 
 class Renderer:
     def __init__(self, campaigns: CampaignStore, catalogue: CatalogueStore, settings: NotificationsSettings) -> None:
@@ -32,7 +55,7 @@ class Renderer:
         self._libraries: dict[str, LibraryInfo | None] = {}
         # Messages that name nobody (the in-app inbox) come out the same for every delivery alike: rendered once a
         # batch (a broadcast's page renders one message).
-        self._rendered: dict[tuple[object, ...], dict[str, str] | None] = {}
+        self._rendered: dict[tuple[object, ...], Rendered | EmptyPlaceholders | None] = {}
 
     async def begin(self, deliveries: Sequence[Delivery], *, campaigns_now: bool = True) -> None:
         """Read what the batch's deliveries share once, at the same time: their libraries and (unless the caller
@@ -63,8 +86,19 @@ class Renderer:
 
     async def render(
         self, delivery: Delivery, medium: Medium, contact: Contact | None, recipient: Recipient
-    ) -> dict[str, str] | None:
-        """body, sender, and subject or title where the medium has them; None when the template fails."""
+    ) -> Rendered | EmptyPlaceholders | None:
+        """The message; EmptyPlaceholders when it would show an empty value; None when the template fails."""
+        rendered = await self._render_alike(delivery, medium, contact, recipient)
+        if isinstance(rendered, EmptyPlaceholders):
+            log.warning(
+                "message %s of campaign %s (version %d, library %s) not sent: %s",
+                delivery.message_id, delivery.campaign_id, delivery.version, delivery.library or "-", rendered,
+            )  # fmt: skip
+        return rendered
+
+    async def _render_alike(
+        self, delivery: Delivery, medium: Medium, contact: Contact | None, recipient: Recipient
+    ) -> Rendered | EmptyPlaceholders | None:
         if contact is not None:
             return await self._render(delivery, medium, contact, recipient)
         definition = await self._definition(delivery)
@@ -82,7 +116,7 @@ class Renderer:
 
     async def _render(
         self, delivery: Delivery, medium: Medium, contact: Contact | None, recipient: Recipient
-    ) -> dict[str, str] | None:
+    ) -> Rendered | EmptyPlaceholders | None:
         definition = await self._definition(delivery)
         if definition is None:
             return None
@@ -107,6 +141,9 @@ class Renderer:
         try:
             context = templates.context(definition, medium, sample, app_link=self._settings.notifications_app_link)
             template = definition.message(medium, delivery.locale)
+            for part, source in templates.message_parts(template):
+                if empty := templates.unfilled(source, context):
+                    return EmptyPlaceholders(f"{medium}.{delivery.locale}.{part}", tuple(empty))
             rendered = {"body": templates.render(template.body, context), "sender": str(context["library"]["name"])}
             if template.subject:
                 rendered["subject"] = templates.one_line(templates.render(template.subject, context))

@@ -4,7 +4,8 @@ Templates see only the placeholders below, filled from the catalogue (library, b
 trigger and deep links; e-mail, SMS and push also see the recipient's name, which identity gives at send time
 and which is never stored (so the in-app inbox, which is stored, cannot use it). A template that does not parse,
 names an unknown placeholder or cannot render a sample is refused on save, naming the field; sending never
-meets a template error it could have known before.
+meets a template error it could have known before. A message that would write out an empty value (`unfilled`) is
+refused by the preview and not sent (rendering.py).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _placeholders(source: str) -> frozenset[str]:
 
 def placeholders(template: MessageTemplate) -> frozenset[str]:
     """The placeholders (`library`, `trigger`…) a message names: what its text can differ by."""
-    return frozenset().union(*(_placeholders(source) for _, source in _parts(template)))
+    return frozenset().union(*(_placeholders(source) for _, source in message_parts(template)))
 
 
 def one_line(text: str) -> str:
@@ -89,7 +90,15 @@ def one_line(text: str) -> str:
 def unfilled(source: str, values: Mapping[str, Any]) -> list[str]:
     """The placeholders the template writes out that have no value in `values` (an empty one, such as the
     opening hours of a library that gives none): a message never says "open: ." A placeholder only tested
-    (`{% if branch.name %}`, `branch.name or library.name`) or given a `default` is not written out empty."""
+    (`{% if branch.name %}`, `branch.name or library.name`) or given a `default` is not written out empty.
+    Checked at send time too: a template naming no empty value (the usual case) is not rendered for it."""
+    if not any(
+        value == ""
+        for root in _placeholders(source)
+        if isinstance(attributes := values.get(root), Mapping)
+        for value in attributes.values()
+    ):
+        return []
     written: list[str] = []
 
     class Unfilled(Undefined):
@@ -216,14 +225,14 @@ def check(definition: CampaignDefinition) -> list[FieldError]:
     for medium, by_locale in definition.messages.items():
         allowed = context(definition, medium, sample, app_link="https://example.org")
         for locale, template in by_locale.items():
-            for name, source in _parts(template):
+            for name, source in message_parts(template):
                 error = check_one(source, allowed)
                 if error is not None:
                     found.append(FieldError(f"messages.{medium}.{locale}.{name}", error))
     return found
 
 
-def _parts(template: MessageTemplate) -> list[tuple[str, str]]:
+def message_parts(template: MessageTemplate) -> list[tuple[str, str]]:
     parts = [("subject", template.subject), ("title", template.title), ("body", template.body)]
     return [(name, source) for name, source in parts if source is not None]
 

@@ -27,7 +27,7 @@ from shared.events.propositions import (
     LoanReserved,
     LoanReturned,
 )
-from shared.failed_items import LOANS_ENDPOINT, FailedItems, Refused
+from shared.failed_items import LOANS_ENDPOINT, FailedItems, Refused, item_route
 from shared.idempotency import Ids, Write
 from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
@@ -48,14 +48,14 @@ def usage_router(usage: Usage, failed: FailedItems) -> APIRouter:
         description="Publishes `loan_reserved`, `loan_borrowed` or `loan_returned` (usage topic, subject = "
         "member_id). A report with an `id` posted again is accepted and not published again.",
         responses={409: {"description": "a report with this id is being handled; post it again"}},
+        # A refused report (its schema included) is kept, and replayed through the batch route.
+        openapi_extra=item_route("ingest", replay=LOANS_ENDPOINT),
     )
     async def loan(body: LoanReport, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
             result = await usage.report([(0, body)], caller, ids)
             if result.rejected:
                 [rejection] = result.rejected
-                refused = Refused(0, rejection.status, rejection.errors)
-                await failed.keep(caller, "application/json", [(body.model_dump(mode="json"), refused)], LOANS_ENDPOINT)
                 errors = [FieldError(f"body.{e.field}", e.message) for e in rejection.errors]
                 raise Problem(
                     rejection.status,

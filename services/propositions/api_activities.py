@@ -29,6 +29,7 @@ from services.propositions.schemas import (
 )
 from shared.auth import AUTH_RESPONSES, IngestKey, MarketingKey
 from shared.events.types import IsoDateTime, LibraryCode, Slug
+from shared.failed_items import item_route
 from shared.idempotency import Ids, Write
 
 # -------------------------------------------------------------------------------------------- activities
@@ -107,6 +108,7 @@ def activities_router(activities: Activities) -> APIRouter:
             404: {"description": "no such activity"},
             409: {"description": "full, registered already, cancelled or over"},
         },
+        openapi_extra=item_route("ingest"),
     )
     async def register(
         activity_id: ActivityPath,
@@ -127,6 +129,7 @@ def activities_router(activities: Activities) -> APIRouter:
         summary="Record that a member attended a session, registered or walked in (ingest, the activity's library)",
         description="Publishes `activity_attended` with `walk_in` true when the member had not registered.",
         responses={404: {"description": "no such activity"}, 409: {"description": "recorded already, or cancelled"}},
+        openapi_extra=item_route("ingest"),
     )
     async def attend(
         activity_id: ActivityPath,

@@ -37,6 +37,13 @@ class MemberSignedUp(EventData):
     source: str | None = Field(default=None, max_length=80, description="e.g. consultatiebureau, a school")
     proposition: str | None = Field(default=None, max_length=80, description="e.g. boekstart")
     language: Language = Field(default="nl", description="the language the member reads messages in")
+    birth_year: int | None = Field(
+        default=None,
+        ge=1900,
+        le=2200,
+        description="only for a member under 18 at sign-up: the reach 0-18 counts children in the band of their age "
+        "on 1 January, as CBS counts them (a year, never the date)",
+    )
 
 
 @event("member.card_activated.v1", MEMBERS)

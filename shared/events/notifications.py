@@ -33,6 +33,9 @@ SuppressionReason = Literal[
     "stale",
     # The address bounced hard before (refused by the mail server, or reported by the provider).
     "undeliverable",
+    # The message would show an empty placeholder for this member (a library without opening hours, a recipient
+    # without a name): not sent; the log names the placeholder.
+    "empty_placeholder",
 ]
 Recipient = Literal["member", "guardian"]
 

@@ -1,9 +1,11 @@
 """The BoekStart welcome of a baby signed up at the consultatiebureau (identity's POST /v1/families) reaches the
 guardian, in the guardian's language, with the BoekStart offering of the child's library: real identity and
-notifications services, a real broker and Redis, an SMTP sink."""
+notifications services, a real broker and Redis, an SMTP sink. A message never shows an empty placeholder: the
+preview refuses it, and so does sending, for the one member it would be empty for."""
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 
 import pytest
@@ -12,8 +14,11 @@ from services.identity.settings import IdentitySettings
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.integration.test_notifications_support import (
+    FakeContacts,
+    SmtpSink,
     beside_identity,
     campaign,
+    member,
     notifications,
     notifications_settings,
     text_of,
@@ -125,3 +130,55 @@ async def test_a_campaign_naming_a_library_not_in_the_catalogue_is_refused_namin
         assert known.status_code == 201, known.text
         preview = await n.client.post(f"/v1/campaigns/{known.json()['id']}/preview", json={"library": "tilburg"})
         assert (preview.status_code, preview.json()["errors"][0]["field"]) == (422, "body.library")
+
+
+async def test_sending_refuses_a_message_that_would_show_an_empty_value_for_this_member(
+    settings: Settings, admin_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    contacts = FakeContacts()
+    with SmtpSink() as smtp, caplog.at_level(logging.WARNING, logger="services.notifications.rendering"):
+        values = notifications_settings(settings, notifications_smtp_port=smtp.port)
+        async with notifications(values, admin_key, contacts=contacts) as n:
+            await n.catalogue(
+                "library_changed", "library:oba", library="oba", name="OBA Amsterdam", website="https://www.oba.nl",
+                branches=[{"code": "oosterdok", "name": "OBA Oosterdok", "opening_hours": "ma-zo 08.00-22.00"}],
+            )  # fmt: skip
+            await n.catalogue(
+                "library_changed", "library:haarlem", library="haarlem", name="Bibliotheek Zuid-Kennemerland",
+                website="https://www.bibliotheekzuidkennemerland.nl", branches=[{"code": "centrum", "name": "Centrum"}],
+            )  # fmt: skip
+            await eventually(lambda: n.stores.catalogue.library("haarlem"))
+            campaign_id = await n.create(
+                campaign(
+                    channels=["email"],
+                    messages={
+                        "email": {
+                            "nl": {"subject": "Je pas wacht",
+                                   "body": "Beste {{ recipient.name }}, we zijn open {{ library.opening_hours }}."}
+                        }
+                    },
+                )
+            )  # fmt: skip
+            filled, nameless, hourless = member(), member(), member()
+            contacts.add(filled, "email", "sanne@example.nl", name="Sanne de Vries")
+            contacts.add(nameless, "email", "zonder-naam@example.nl", name="")
+            contacts.add(hourless, "email", "noor@example.nl", name="Noor Bakker")
+            await n.friction(filled)
+            await n.friction(nameless)
+            await n.friction(hourless, library="haarlem")
+
+            decided = await n.decided_for([filled, nameless, hourless])
+            results = await n.results(campaign_id)
+
+    assert [(d.type, d.data.get("reason")) for d in decided[filled]] == [("sent", None)]
+    assert [(d.type, d.data.get("reason")) for d in decided[nameless]] == [("suppressed", "empty_placeholder")]
+    assert [(d.type, d.data.get("reason")) for d in decided[hourless]] == [("suppressed", "empty_placeholder")]
+    assert (results["sent"], results["suppressed"]) == (1, {"empty_placeholder": 2})
+    [mail] = smtp.received
+    assert "Beste Sanne de Vries, we zijn open ma-zo 08.00-22.00." in text_of(mail)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("email.nl.body would show recipient.name empty" in line for line in logged)
+    assert any(
+        "library haarlem) not sent: email.nl.body would show library.opening_hours empty" in line for line in logged
+    )
+    assert not any("Noor" in line or "@example.nl" in line for line in logged)  # no member's data

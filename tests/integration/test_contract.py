@@ -96,7 +96,17 @@ def failures_of(app: FastAPI, client: httpx.AsyncClient, keys: list[str | None],
         status_code_conformance,
     )
 
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    def no_server_error_but_a_declared_503(ctx: Any, response: Any, case: Any) -> bool | None:
+        # A 503 is the promised answer while Kafka or Redis does not answer in time (on a busy machine it does
+        # happen); the other checks hold it to the document's status and problem body. Any other 5xx is a bug.
+        if response.status_code == 503:
+            return None
+        return not_a_server_error(ctx, response, case)
+
+    checks = [
+        no_server_error_but_a_declared_503, status_code_conformance, content_type_conformance,
+        response_schema_conformance,
+    ]  # fmt: skip
     schema = schemathesis.openapi.from_dict(app.openapi())
     found: list[str] = []
 
