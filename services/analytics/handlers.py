@@ -20,7 +20,8 @@ from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, Fact
 from services.analytics.family import Families
 from services.analytics.queries import Window, derive_frictions, derive_windows, derived
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.store import AnalyticsStore, keys
+from services.analytics.store import AnalyticsStore
+from services.analytics.tables import keys
 from shared.kafka import EventPublisher, subscribe_batches
 from shared.topics import DELIVERIES, FRICTIONS, MEMBERS, USAGE
 
