@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from shared.auth import Principal
+from shared.events.envelope import deterministic_id
 from shared.problems import Problem
 from shared.settings import Settings
 
@@ -40,7 +41,8 @@ class Ids:
     def new(self, purpose: str) -> str:
         if self._seed is None:
             return str(uuid.uuid4())
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"klantreis:idem:{self._seed}:{purpose}"))
+        # uuid5(NAMESPACE_URL, "klantreis:idem:<seed>:<purpose>"), computed without the UUID objects.
+        return deterministic_id(f"idem:{self._seed}:{purpose}")
 
 
 Operation = Callable[[Ids], Awaitable[tuple[int, Any]]]

@@ -13,6 +13,7 @@ from services.analytics.cohorts_api import cohorts_router
 from services.analytics.handlers import FactWriter, analytics_router
 from services.analytics.interest import interest_router
 from services.analytics.pages import pages_router
+from services.analytics.paths import next_steps_up_to_date
 from services.analytics.population_api import build as population_routers
 from services.analytics.queries import derived, fingerprint
 from services.analytics.reading import Reports, rules_in_force
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await store.open()
         await store.windows_for(fingerprint(reading.windows), derived(reading.windows))
+        await next_steps_up_to_date(store)  # a store made before `next_steps`: all of it, once
         with collecting_seldom():
             async with served(app):
                 yield

@@ -14,7 +14,7 @@ from typing import Any
 
 from services.analytics.queries import Parameters, Statement
 from services.analytics.reports import Report, Row, local_date, ratio
-from services.analytics.store import ZONE
+from services.analytics.schema import ZONE
 
 NOTHING = "(none)"  # no next step within the time allowed
 
@@ -119,43 +119,67 @@ class PathQuery:
     age_bands: frozenset[str] = frozenset()
 
 
-def path_counts(query: PathQuery, clock_ms: int) -> Statement:
-    """How often each sequence of next steps followed an occurrence of the event. Right-censored: occurrences
-    younger than `depth` times `within` by the clock are left out (their next steps may still come)."""
+STEPS = "NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.')"  # member and usage events
+DEPTH = 3  # next steps kept per event (`next_steps`): the deepest path asked
+
+
+def derive_next_steps(changed_after: int | None, part: int = 0, parts: int = 1) -> Statement:
+    """`next_steps` for every member or usage event of the members stored after `changed_after` (epoch ms; None:
+    all members), in `parts` slices of the members by key (this one `part`): a member's events in order (time, then
+    event id), each with the next `DEPTH` steps and the milliseconds between each and the one before. The rows
+    carry a version: ones derived again replace the earlier (the table is read with FINAL)."""
     p = Parameters()
-    event = p.add("String", query.event)
+    among = ["1"]
+    if changed_after is not None:
+        among.append(
+            f"member_key IN (SELECT member_key FROM {{db}}.members WHERE stored > {p.add('Int64', changed_after)})"
+        )
+    if parts > 1:
+        among.append(f"member_key % {p.add('UInt64', parts)} = {p.add('UInt64', part)}")
+    following, columns = [], []
+    for k in range(1, DEPTH + 1):
+        columns += [f"type_{k}", f"gap_{k}"]
+        inside = f"i + {k} <= length(e)"
+        following += [f"if({inside}, e[i + {k}].2, '')", f"if({inside}, e[i + {k}].1 - e[i + {k - 1}].1, 0)"]
+    sql = f"""
+        INSERT INTO {{db}}.next_steps (type, ms, member_key, event_key, {", ".join(columns)}, version)
+        SELECT e[i].2, e[i].1, member_key, cityHash64(e[i].3), {", ".join(following)},
+               toUnixTimestamp64Nano(now64(9))
+        FROM (
+            SELECT member_key,
+                   arraySort(x -> (x.1, x.3), groupArray((toUnixTimestamp64Milli(time), type, event_id))) AS e
+            FROM {{db}}.events WHERE {STEPS} AND {" AND ".join(among)}
+            GROUP BY member_key
+        )
+        ARRAY JOIN arrayEnumerate(e) AS i
+    """
+    return sql, p.values
+
+
+def path_counts(query: PathQuery, clock_ms: int) -> Statement:
+    """How often each sequence of next steps followed an occurrence of the event (from `next_steps`: only the
+    event's rows are read). Right-censored: occurrences younger than `depth` times `within` by the clock are left
+    out (their next steps may still come)."""
+    p = Parameters()
     within = p.add("Int64", int(query.within.total_seconds() * 1000))
     horizon = p.add("Int64", clock_ms - query.depth * int(query.within.total_seconds() * 1000))
-    among = f"member_key IN (SELECT member_key FROM {{db}}.events WHERE type = {event})"
-    if query.libraries or query.age_bands:
-        among += f" AND member_key IN (SELECT member_key FROM ({_members(p, query.libraries, query.age_bands)}))"
-    occurrence = [f"e[i].2 = {event}", f"e[i].1 <= {horizon}"]
+    filters = [f"type = {p.add('String', query.event)}", f"ms <= {horizon}"]
     if query.start is not None:
-        occurrence.append(
-            f"toDate(fromUnixTimestamp64Milli(e[i].1), {ZONE}) >= {p.add('Date', query.start.isoformat())}"
-        )
+        filters.append(f"toDate(fromUnixTimestamp64Milli(ms), {ZONE}) >= {p.add('Date', query.start.isoformat())}")
     if query.end is not None:
-        occurrence.append(f"toDate(fromUnixTimestamp64Milli(e[i].1), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
+        filters.append(f"toDate(fromUnixTimestamp64Milli(ms), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
+    if query.libraries or query.age_bands:
+        filters.append(f"member_key IN (SELECT member_key FROM ({_members(p, query.libraries, query.age_bands)}))")
     # Step k follows step k-1 (the occurrence for k = 1) within `within`; after a missing step, nothing.
     steps = []
     for k in range(1, query.depth + 1):
-        inside = " AND ".join(
-            f"i + {j} <= length(e) AND e[i + {j}].1 - e[i + {j - 1}].1 <= {within}" for j in range(1, k + 1)
-        )
-        steps.append(f"if({inside}, e[i + {k}].2, '{NOTHING}') AS step_{k}")
+        inside = " AND ".join(f"type_{j} != '' AND gap_{j} <= {within}" for j in range(1, k + 1))
+        steps.append(f"if({inside}, type_{k}, '{NOTHING}') AS step_{k}")
+    names = ", ".join(f"step_{k}" for k in range(1, query.depth + 1))
     sql = f"""
-        SELECT {", ".join(f"step_{k}" for k in range(1, query.depth + 1))}, count() AS occurrences
-        FROM (
-            SELECT e, i, {", ".join(steps)}
-            FROM (
-                SELECT arraySort(x -> (x.1, x.3), groupArray((toUnixTimestamp64Milli(time), type, event_id))) AS e
-                FROM {{db}}.events
-                WHERE {among} AND NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.')
-                GROUP BY member_key
-            )
-            ARRAY JOIN arrayFilter(i -> {" AND ".join(occurrence)}, arrayEnumerate(e)) AS i
-        )
-        GROUP BY {", ".join(f"step_{k}" for k in range(1, query.depth + 1))}
+        SELECT {names}, count() AS occurrences
+        FROM (SELECT {", ".join(steps)} FROM {{db}}.next_steps FINAL WHERE {" AND ".join(filters)})
+        GROUP BY {names}
     """
     return sql, p.values
 

@@ -11,6 +11,7 @@ tables in `dashboard_view`. docs/web.md describes what people see.
 (No `from __future__ import annotations`: FastAPI reads the routes' `Annotated` dependencies, defined locally.)
 """
 
+import asyncio
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -167,18 +168,27 @@ def pages_router(parts: ServiceParts, rules: Sequence[str]) -> APIRouter:
         failed: dict[str, str] = {}
         line = Timeline(today(), today(), "day", chosen=True)
         async with Reports(request, key_of(visitor)) as api:
-            for section in shown:
+
+            async def ask(section: Section) -> dict[str, Any] | ReportFailed:
+                nonlocal line
                 try:
                     if section.name == "over-time":
-                        answers[section.name], line = await api.over_time(filters)
-                    else:
-                        answers[section.name] = await api.answer(section, filters)
+                        answer, line = await api.over_time(filters)
+                        return answer
+                    return await api.answer(section, filters)
                 except ReportFailed as failure:
-                    if failure.status in (401, 403):
-                        raise Problem(failure.status, "Forbidden", str(failure)) from None
-                    # A 422 names the parameter: shown at the section, the rest of the dashboard still works.
-                    failed[section.name] = str(failure)
-                    answers[section.name] = {"rows": [], "min_cell": 0, "clock": None, "generated_at": None}
+                    return failure
+
+            # The sections are asked side by side (the store answers reads at once), shown in their order.
+            for section, asked in zip(shown, await asyncio.gather(*(ask(s) for s in shown)), strict=True):
+                if not isinstance(asked, ReportFailed):
+                    answers[section.name] = asked
+                    continue
+                if asked.status in (401, 403):
+                    raise Problem(asked.status, "Forbidden", str(asked)) from None
+                # A 422 names the parameter: shown at the section, the rest of the dashboard still works.
+                failed[section.name] = str(asked)
+                answers[section.name] = {"rows": [], "min_cell": 0, "clock": None, "generated_at": None}
         any_answer = next((a for a in answers.values() if a.get("clock")), {})
 
         view = View(t, filters, lambda **changed: _path(request, filters.form(**changed)))

@@ -8,6 +8,7 @@ from typing import Any
 
 from services.analytics import cohorts, queries, reports
 from services.analytics.cohorts import PathQuery, RetentionQuery
+from services.analytics.paths import next_steps_up_to_date
 from services.analytics.reports import Cell, FrictionQuery, FunnelQuery, Report
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
@@ -66,6 +67,7 @@ class Reports:
         return cohorts.retention_report(counted, query, clock_ms, self.min_cell)
 
     async def paths(self, query: PathQuery, clock_ms: int) -> Report:
+        await next_steps_up_to_date(self._store)
         counted = await self._store.rows(*cohorts.path_counts(query, clock_ms))
         return cohorts.paths_report(counted, query, self.min_cell)
 

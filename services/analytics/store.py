@@ -3,7 +3,7 @@
 `Chdb` runs ClickHouse's engine inside this process (PyPI `chdb`; data in a folder that one process at a time
 may open); `ClickHouseServer` talks to a server over HTTP (`clickhouse-connect`). Both do three things — run a
 statement, read rows, insert rows — and everything else (`AnalyticsStore`) is SQL they share. Calls block, so
-they run in a worker thread, one at a time per store.
+they run in a worker thread: writes one at a time per store, chDB's reads side by side (`readers`).
 
 Layout (docs/reports.md): `events` is a ReplacingMergeTree ordered by (member_key, time, event_id), member_key
 being a 64-bit hash of the member id: a member's events lie together (per-member aggregation streams) and an
@@ -24,153 +24,15 @@ from typing import Any, Protocol, cast
 import msgspec
 import pyarrow as pa
 
-from services.analytics.facts import COLUMNS, ERASED, MERGED, SIGNED_UP, Fact
+from services.analytics.facts import COLUMNS, SIGNED_UP, Fact
+from services.analytics.readers import Readers
+from services.analytics.schema import ACTIVITY as ACTIVITY  # population_store's
+from services.analytics.schema import MEMBER_OF_EVENT, MEMBER_TABLES, SCHEMA
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.tables import arrow_rows, external, keys
 
 Params = Mapping[str, str | int | float]
-ZONE = "'Europe/Amsterdam'"  # days and periods
 OF_MEMBER = "member_key = cityHash64({m:String}) AND member_id = {m:String}"
-# What counts as a member's activity (reach): any member or usage event except merges and erasures (and a visit
-# to the library's website: the web tracker's client events are interest, not use).
-ACTIVITY = (
-    "NOT startsWith(type, 'friction.') AND NOT startsWith(type, 'message.') AND NOT startsWith(type, 'client.') "
-    f"AND type NOT IN ('{MERGED}', '{ERASED}')"
-)
-
-# A member's row of `members` from one of their events (kept by a materialized view; rebuilt from every event when
-# the layout changes): the profile of a sign-up, the first sign-up, the latest activity, and the month of an activity
-# (`toRelativeMonthNum` in Amsterdam: retention counts members active per month without reading their events), and
-# the latest event of any kind (the reports' clock in `event` mode: the latest of 4 million, not of 21 million).
-MEMBER_OF_EVENT = f"""
-    cityHash64(member_id) AS member_key, member_id,
-    if(type = '{SIGNED_UP}' AND merged_from = '', home_library, NULL) AS home_library,
-    if(type = '{SIGNED_UP}' AND merged_from = '', age_band, NULL) AS age_band,
-    if(type = '{SIGNED_UP}' AND merged_from = '', postcode_area, NULL) AS postcode_area,
-    if(type = '{SIGNED_UP}' AND merged_from = '', source, NULL) AS source,
-    if(type = '{SIGNED_UP}' AND merged_from != '', home_library, NULL) AS merged_home_library,
-    if(type = '{SIGNED_UP}' AND merged_from != '', age_band, NULL) AS merged_age_band,
-    toUInt8(type = '{SIGNED_UP}') AS signed_up,
-    if(type = '{SIGNED_UP}', toUnixTimestamp64Milli(time), 9223372036854775807) AS joined,
-    if({ACTIVITY}, toUnixTimestamp64Milli(time), 0) AS last_active,
-    if({ACTIVITY}, [toUInt16(toRelativeMonthNum(time, {ZONE}))], []) AS active_months,
-    toUnixTimestamp64Milli(time) AS last_event
-"""
-
-# Every table with rows of a member: a merge moves them (events; the others follow), an erasure deletes them all.
-MEMBER_TABLES = ("events", "members", "frictions", "windows")
-
-SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS {db}.events (
-        event_id String,
-        member_id String,
-        member_key UInt64 MATERIALIZED cityHash64(member_id),
-        type LowCardinality(String),
-        time DateTime64(3, 'UTC'),
-        library LowCardinality(Nullable(String)),
-        channel LowCardinality(Nullable(String)),
-        platform LowCardinality(Nullable(String)),
-        home_library LowCardinality(Nullable(String)),
-        age_band LowCardinality(Nullable(String)),
-        postcode_area LowCardinality(Nullable(String)),
-        source LowCardinality(Nullable(String)),
-        proposition LowCardinality(Nullable(String)),
-        to_channel LowCardinality(Nullable(String)),
-        rule LowCardinality(Nullable(String)),
-        channel_pair LowCardinality(Nullable(String)),
-        outcome LowCardinality(Nullable(String)),
-        friction_id Nullable(String),
-        started Nullable(DateTime64(3, 'UTC')),
-        due Nullable(DateTime64(3, 'UTC')),
-        seconds Nullable(Float64),
-        merged_from String DEFAULT ''
-    ) ENGINE = ReplacingMergeTree ORDER BY (member_key, time, event_id)
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS {db}.members (
-        member_key UInt64,
-        member_id SimpleAggregateFunction(any, String),
-        home_library SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
-        age_band SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
-        postcode_area SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
-        source SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
-        merged_home_library SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
-        merged_age_band SimpleAggregateFunction(anyLast, LowCardinality(Nullable(String))),
-        signed_up SimpleAggregateFunction(max, UInt8),
-        joined SimpleAggregateFunction(min, Int64),
-        last_active SimpleAggregateFunction(max, Int64),
-        active_months SimpleAggregateFunction(groupUniqArrayArray, Array(UInt16)),
-        last_event SimpleAggregateFunction(max, Int64)
-    ) ENGINE = AggregatingMergeTree ORDER BY member_key
-    """,
-    # Stores made before members kept their active months (filled again: the layout is part of the fingerprint).
-    "ALTER TABLE {db}.members ADD COLUMN IF NOT EXISTS active_months "
-    "SimpleAggregateFunction(groupUniqArrayArray, Array(UInt16))",
-    "ALTER TABLE {db}.members ADD COLUMN IF NOT EXISTS last_event SimpleAggregateFunction(max, Int64)",
-    f"""
-    CREATE MATERIALIZED VIEW IF NOT EXISTS {{db}}.members_of_events_2 TO {{db}}.members AS
-    SELECT {MEMBER_OF_EVENT} FROM {{db}}.events
-    """,
-    # The view before members kept their active months (created again above under its new name; the members'
-    # columns are idempotent aggregates, so the moment both views write is harmless).
-    "DROP VIEW IF EXISTS {db}.members_of_events",
-    """
-    CREATE TABLE IF NOT EXISTS {db}.frictions (
-        event_id String,
-        member_key UInt64,
-        member_id String,
-        rule LowCardinality(Nullable(String)),
-        library LowCardinality(Nullable(String)),
-        channel_pair LowCardinality(Nullable(String)),
-        platform LowCardinality(Nullable(String)),
-        age_band LowCardinality(Nullable(String)),
-        day Nullable(Date),
-        detected UInt8,
-        seconds Nullable(Float64)
-    ) ENGINE = ReplacingMergeTree ORDER BY (member_key, event_id)
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS {db}.windows (
-        event_id String,
-        member_key UInt64,
-        member_id String,
-        rule LowCardinality(String),
-        due Int64,
-        library LowCardinality(Nullable(String)),
-        channel_pair LowCardinality(Nullable(String)),
-        platform LowCardinality(Nullable(String)),
-        signed_up UInt8,
-        home_library LowCardinality(Nullable(String)),
-        age_band LowCardinality(Nullable(String)),
-        postcode_area LowCardinality(Nullable(String)),
-        source LowCardinality(Nullable(String)),
-        day Date
-    ) ENGINE = ReplacingMergeTree ORDER BY (member_key, rule, event_id)
-    """,
-    # Stores made before windows kept their closing day (derived again: the layout is part of their fingerprint).
-    "ALTER TABLE {db}.windows ADD COLUMN IF NOT EXISTS day Date",
-    """
-    CREATE TABLE IF NOT EXISTS {db}.catalogue (fingerprint String, at DateTime64(3, 'UTC') DEFAULT now64())
-    ENGINE = MergeTree ORDER BY at
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS {db}.merges (member_id String, survivor_id String)
-    ENGINE = ReplacingMergeTree ORDER BY member_id
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS {db}.erasures (member_id String) ENGINE = ReplacingMergeTree ORDER BY member_id
-    """,
-    # Families (family.py): each child's guardians, the birth year of members signed up under 18.
-    """
-    CREATE TABLE IF NOT EXISTS {db}.guardians (child_id String, guardian_id String, since DateTime64(3, 'UTC'))
-    ENGINE = ReplacingMergeTree ORDER BY (child_id, guardian_id)
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS {db}.birth_years (member_id String, birth_year UInt16)
-    ENGINE = ReplacingMergeTree ORDER BY member_id
-    """,
-)
 
 
 def array_literal(values: Sequence[str]) -> str:
@@ -204,6 +66,7 @@ class Chdb:
 
         path.mkdir(parents=True, exist_ok=True)
         self._session: Any = cast(Any, session).Session(str(path))
+        self.readers = Readers(path)  # reads side by side, each on a session of its own
 
     def command(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> None:
         self._query(sql, "Null", params, batch)
@@ -220,7 +83,11 @@ class Chdb:
         columns = ", ".join(rows.column_names)
         self._session.query(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(rows)")
 
+    def read(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        return json_rows(self.readers.query(sql, dict(params or {})))
+
     def close(self) -> None:
+        self.readers.close()
         self._session.close()
 
 
@@ -288,8 +155,12 @@ class AnalyticsStore:
         await self._run(lambda engine: None)
 
     async def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        """The rows of a query; `{db}` in the SQL is the store's database."""
-        result: list[dict[str, Any]] = await self._run(lambda e: e.rows(sql.replace("{db}", self.db), params))
+        """The rows of a query; `{db}` in the SQL is the store's database. On chDB reads run side by side (the
+        dashboard asks its sections at once); the lock keeps writes one at a time."""
+        engine, sql = await self._run(lambda e: e), sql.replace("{db}", self.db)
+        if isinstance(engine, Chdb):
+            return await asyncio.to_thread(engine.read, sql, params)
+        result: list[dict[str, Any]] = await self._run(lambda e: e.rows(sql, params))
         return result
 
     async def command(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> None:
@@ -389,8 +260,7 @@ class AnalyticsStore:
                 f"(SELECT event_id FROM {self.db}.events WHERE member_key = cityHash64({{s:String}}))",
                 params,
             )
-            for table in MEMBER_TABLES:
-                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
+            self._delete_member(engine, member_id)
             self._forget_profiles(engine, [survivor_id])
 
         await self._run(work)
@@ -400,10 +270,15 @@ class AnalyticsStore:
 
         def work(engine: Engine) -> None:
             engine.command(f"INSERT INTO {self.db}.erasures VALUES ({{m:String}})", {"m": member_id})
-            for table in MEMBER_TABLES:
-                engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", {"m": member_id})
+            self._delete_member(engine, member_id)
 
         await self._run(work)
+
+    def _delete_member(self, engine: Engine, member_id: str) -> None:
+        params = {"m": member_id}
+        for table in MEMBER_TABLES:
+            engine.command(f"DELETE FROM {self.db}.{table} WHERE {OF_MEMBER}", params)
+        engine.command(f"DELETE FROM {self.db}.next_steps WHERE member_key = cityHash64({{m:String}})", params)
 
     async def windows_for(self, fingerprint: str, derive_all: Sequence[tuple[str, Params]]) -> bool:
         """The derived tables (windows, frictions) for the rule catalogue in force: derived again from every event

@@ -19,9 +19,9 @@ from fastapi import APIRouter
 
 from services.identity.publishable import is_publishable
 from services.identity.store import IngestedChanges, MemberStore, Standing
-from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
+from services.identity.touches import SOURCE, Touch, conflict, member_record, switch_data
 from shared.auth import Principal
-from shared.events import CloudEvent, FieldError
+from shared.events import FieldError, binary_headers, kafka_value
 from shared.events.client import CLIENT_TYPES, VISITOR
 from shared.events.members import (
     CardActivated,
@@ -37,7 +37,7 @@ from shared.ingest import EventClaims, Item
 from shared.ingest import ingest_router as shared_ingest_router
 from shared.libraries import LibraryDirectory, unknown_library
 from shared.problems import Problem, not_found
-from shared.publishing import EventPublisher
+from shared.publishing import Encoded, EventPublisher
 from shared.topics import MEMBERS
 
 INGESTIBLE = {
@@ -66,9 +66,9 @@ EXAMPLE_EVENT = {
 
 @dataclass
 class Plan:
-    """What a batch publishes and stores, and which of its items (by index) it refuses and why."""
+    """What a batch publishes (in its Kafka form), stores, and which of its items (by index) it refuses and why."""
 
-    events: list[CloudEvent] = field(default_factory=list)
+    events: list[Encoded] = field(default_factory=list)
     changes: IngestedChanges = field(default_factory=IngestedChanges)
     refused: dict[int, Problem] = field(default_factory=dict)
 
@@ -81,21 +81,26 @@ def plan(
     result = Plan()
     # Where each member was last, as the items before have left it.
     last: dict[str, tuple[str, str] | None] = {}
+    publishable = is_publishable(caller)
     for item in items:
         event, data = item.event, item.data
         assert event.subject is not None  # checked by the shared route
         standing = standings[event.subject]
         platform = event.platform or "website"
         try:
-            if is_publishable(caller) and not VISITOR.match(event.subject):
+            if publishable and not VISITOR.match(event.subject):
                 raise Problem(422, "Unprocessable Content", "subject: a browser posts as a visitor (v-<uuid>)",
                               errors=[FieldError("subject", "a browser posts as a visitor (v-<uuid>)")])  # fmt: skip
             if event.type in CLIENT_TYPES:
                 # A visitor's own id, or the member's once linked: published as posted, always online.
                 subject = standing.member_id if standing.home_library is not None else event.subject
-                result.events.append(event.model_copy(update={"subject": subject, "channel": "online"}))
+                headers = binary_headers(event.id, event.source, event.type, event.time, subject, event.library,
+                                         "online", event.platform)  # fmt: skip
+                result.events.append(
+                    Encoded(data.topic, event.id, event.type, subject.encode(), kafka_value(event), headers)
+                )
                 continue
-            if is_publishable(caller):
+            if publishable:
                 raise Problem(403, "Forbidden", "a publishable key posts only client events",
                               errors=[FieldError("type", "a publishable key posts only client events")])  # fmt: skip
             named = _library_named(item)
@@ -107,7 +112,7 @@ def plan(
                 if standing.member_id == event.subject and standing.home_library is not None:
                     raise conflict("a member with this id exists already")
                 touch = Touch(data.home_library, platform, event.utc_time, event.source)
-                result.events.append(member_event(data, event.subject, touch, event.id))
+                result.events.append(member_record(data, event.subject, touch, event.id))
                 result.changes.registrations[event.subject] = {
                     "home_library": data.home_library,
                     "started_at": touch.time.isoformat(),
@@ -118,12 +123,12 @@ def plan(
             member_id = standing.member_id
             previous = last.get(member_id, standing.last_touch)
             fields = result.changes.members.setdefault(member_id, {})
-            if isinstance(data, ConsentChanged | LanguageChanged):
+            if isinstance(data, (ConsentChanged, LanguageChanged)):
                 if not caller.covers(standing.home_library):
                     raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
                 where = previous[1] if previous else "website"
                 touch = Touch(standing.home_library, where, event.utc_time, f"{SOURCE}/consents")
-                result.events.append(member_event(data, member_id, touch, event.id))
+                result.events.append(member_record(data, member_id, touch, event.id))
                 if isinstance(data, LanguageChanged):
                     fields["language"] = data.language
                     continue
@@ -137,12 +142,15 @@ def plan(
                 if not caller.covers(standing.home_library):
                     raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
                 touch = Touch(standing.home_library, data.login_platform, event.utc_time, event.source)
-            switched = channel_switched(previous, member_id, touch, Ids(f"event:{event.id}"))
+            switched = switch_data(previous, touch)
             if switched is not None:
-                result.events.append(switched)
-            result.events.append(member_event(data, member_id, touch, event.id))
-            last[member_id] = (touch.channel, touch.platform)
-            fields.update(last_channel=touch.channel, last_platform=touch.platform)
+                switched_id = Ids(f"event:{event.id}").new("channel_switched")
+                result.events.append(member_record(switched, member_id, touch, switched_id))
+            result.events.append(member_record(data, member_id, touch, event.id))
+            channel = touch.channel
+            last[member_id] = (channel, touch.platform)
+            fields["last_channel"] = channel
+            fields["last_platform"] = touch.platform
             if isinstance(data, CardActivated):
                 fields["card_activated_at"] = touch.time.isoformat()
         except Problem as refusal:
@@ -171,7 +179,7 @@ class PostedMemberEvents:
         named = (_library_named(item) for item in items)
         unknown = frozenset(await self._libraries.unknown(n[1] for n in named if n is not None))
         outcome = plan(items, standings, caller, unknown)
-        await self._publisher.publish_many(outcome.events)
+        await self._publisher.publish_encoded(outcome.events)
         await self._store.apply(outcome.changes)
         return outcome.refused
 

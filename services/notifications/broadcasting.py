@@ -20,6 +20,7 @@ from datetime import datetime
 from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import BROADCAST, Campaign, TriggerEvent, in_audience
 from services.notifications.deciding import Decider, facts_of
+from services.notifications.decision_log import marker_field
 from services.notifications.keys import stop_if_cancelled, tag
 from services.notifications.projection_store import ProjectionStore
 from services.notifications.settings import NotificationsSettings
@@ -114,6 +115,7 @@ class Broadcaster:
     async def _page(self, campaign: Campaign, members: list[str], send_at: datetime, library: str) -> None:
         """One page of the audience, decided as one batch. A broadcast counts the members of its audience only."""
         event_id = deterministic_id("broadcast", campaign.id)
+        decided = marker_field(event_id, None)
         states = await self._decider.states(members)
         pending = []
         for member_id in members:
@@ -123,7 +125,7 @@ class Broadcaster:
             facts = facts_of(trigger, state, states.get(guardian_id) if guardian_id else None)
             if facts.erased or not in_audience(campaign.definition, facts.audience):
                 continue
-            if tag(event_id) in state.decided or tag(campaign.id, trigger.key) in state.claims:
+            if decided in state.decided or tag(campaign.id, trigger.key) in state.claims:
                 continue  # decided before (a resumed run, or a member the scan returned twice)
             pending.append((trigger, [campaign]))
         if pending:

@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -27,7 +28,7 @@ from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import BROADCAST, AudienceFacts, Campaign, TriggerEvent, triggered_by
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.decision_events import MessageEvent, decision_event, message_sent
-from services.notifications.decision_log import DecisionLog, DecisionWrite
+from services.notifications.decision_log import DecisionLog, DecisionWrite, marker_field
 from services.notifications.keys import tag
 from services.notifications.projection_store import ProjectionStore
 from services.notifications.rendering import Renderer
@@ -73,6 +74,15 @@ def facts_of(trigger: TriggerEvent, state: MemberState, guardian: MemberState | 
     consents = guardian.record.consents if guardian is not None else record.consents
     guardian_id = profile.guardian_id or None
     return MemberFacts(state.member_id, audience, guardian_id, consents, record.erased, profile.language or "nl")
+
+
+class _Moment(NamedTuple):
+    """A batch's time, and what follows from it for every decision of the batch."""
+
+    now: datetime
+    now_ms: int
+    window_start_ms: int  # the frequency cap's window
+    ttl_ms: int  # decided markers older than this are dropped
 
 
 @dataclass
@@ -168,6 +178,7 @@ class Decider:
         states = states if states is not None else await self.states([t.member_id for t, _ in pending])
         offered = await self._offered(c for _, cs in pending for c in cs)
         members: dict[str, _Member] = {}
+        moment = self._moment(now)
         decided: list[tuple[TriggerEvent, Sequence[Campaign], MemberFacts, DecisionWrite, Context | None]] = []
         events: list[CloudEvent] = []
         for trigger, campaigns in pending:
@@ -176,17 +187,17 @@ class Decider:
             member = members.setdefault(
                 trigger.member_id, _Member(state, states.get(guardian_id) if guardian_id else None)
             )
-            trigger_tag = tag(trigger.event_id)
+            marker = marker_field(trigger.event_id, trigger.friction_id)
             facts = facts_of(trigger, state, member.facts_guardian)
-            earlier = state.decided.get(trigger_tag)
-            if earlier is not None or trigger_tag in member.decided:
+            earlier = state.decided.get(marker)
+            if earlier is not None or marker in member.decided:
                 # Handled before (a redelivery, or a crash before the commit): the same events again, nothing else.
                 if earlier is not None:
                     events.extend(self._remembered(trigger, earlier, campaigns, facts))
                 continue
-            member.decided.add(trigger_tag)
+            member.decided.add(marker)
             with self._span(trigger, traceparents.get(trigger.event_id)) as context:
-                write = self._decide_one(trigger, campaigns, now, facts, member, offered)
+                write = self._decide_one(trigger, campaigns, moment, facts, member, offered, marker)
             decided.append((trigger, campaigns, facts, write, context))
         writes = [write for _, _, _, write, _ in decided]
         await self._deliver_in_app(writes, states, now)
@@ -237,13 +248,11 @@ class Decider:
             write.inbox.append((delivery.member_id, message))
             write.counters.append((delivery.campaign_id, "sent"))
             if delivery.friction_id:
-                write.effects.append(
-                    (delivery.campaign_id, delivery.friction_id, ms(delivery.trigger_time), "messaged")
-                )
+                write.effects.append((delivery.campaign_id, "messaged"))
             # Remembered as delivered in the app (with its locale), so that a redelivery publishes it again.
-            write.memory = replace(
-                write.memory,
-                outcomes=tuple(
+            write.memory = DecisionMemory(
+                write.memory.decided_ms,
+                tuple(
                     (c, v, f"{IN_APP_SENT}{delivery.locale}" if c == delivery.campaign_id else code)
                     for c, v, code in write.memory.outcomes
                 ),
@@ -265,21 +274,28 @@ class Decider:
         slugs = {c.definition.proposition for c in campaigns if c.definition.proposition}  # type: ignore[attr-defined]
         return {slug: await self._catalogue.offered_by(slug) for slug in sorted(slugs)}
 
+    def _moment(self, now: datetime) -> _Moment:
+        window = self._settings.notifications_frequency_window
+        ttl = self._settings.notifications_decision_ttl
+        return _Moment(now, ms(now), ms(now - window), ms(now) - int(ttl.total_seconds() * 1000))
+
     def _decide_one(
         self,
         trigger: TriggerEvent,
         campaigns: Sequence[Campaign],
-        now: datetime,
+        moment: _Moment,
         facts: MemberFacts,
         member: _Member,
         offered: dict[str, frozenset[str]],
+        marker: str,
     ) -> DecisionWrite:
-        now_ms = ms(now)
-        window_start = ms(now - self._settings.notifications_frequency_window)
+        now, now_ms = moment.now, moment.now_ms
         state = member.state
-        sent = state.sent_since(window_start) + len(member.sent)
+        sent = state.sent_since(moment.window_start_ms) + len(member.sent)
         outcomes: list[tuple[str, int, str]] = []
-        write = DecisionWrite(trigger.member_id, tag(trigger.event_id), DecisionMemory(now_ms, ()), facts.erased)
+        write = DecisionWrite(trigger.member_id, marker, DecisionMemory(now_ms, ()), facts.erased)
+        if trigger.friction_id:
+            write.detected_ms = ms(trigger.time)
         for campaign in campaigns:
             claim_tag = tag(campaign.id, trigger.key)
             claim = member.claims.get(claim_tag) or state.claims.get(claim_tag)
@@ -298,8 +314,9 @@ class Decider:
         # A broadcast is no Kafka record, so nothing redelivers it: its claim (sent, deferred or held out) is enough
         # to recognise a member decided before; only its suppressions are remembered as such.
         write.remembered = trigger.type != BROADCAST or len(write.claims) < len(campaigns)
-        ttl = now_ms - int(self._settings.notifications_decision_ttl.total_seconds() * 1000)
-        write.stale = [f"d{t}" for t, memory in state.decided.items() if memory.decided_ms < ttl]
+        write.stale = [
+            name for name, memory in state.decided.items() if memory.decided_ms < moment.ttl_ms and not memory.lasting
+        ]
         return write
 
     def _take(
@@ -324,7 +341,7 @@ class Decider:
         if decision.outcome == "suppress":
             write.counters.append((campaign.id, f"suppressed:{decision.reason}"))
             if decision.reason == "holdout" and friction_id:
-                write.effects.append((campaign.id, friction_id, ms(trigger.time), "holdout"))
+                write.effects.append((campaign.id, "holdout"))
             return
         member.sent.append(now_ms)
         library = campaign.definition.library or facts.audience.library
@@ -336,8 +353,6 @@ class Decider:
             created_at=now, traceparent=telemetry.current_traceparent(),
         )  # fmt: skip
         write.deliveries.append((delivery, ms(decision.until) if decision.until else now_ms))
-        if friction_id:
-            write.frictions.append((friction_id, ms(trigger.time)))
         if decision.outcome == "defer":
             write.counters.append((campaign.id, "deferred"))
 

@@ -8,6 +8,7 @@ Keys (prefix `notifications:`):
   campaigns:revision            counter bumped by every campaign change (deciders reload their cache)
   results:<campaign>            hash: triggered, sent, failed, deferred, suppressed:<reason> → count
   effect:<campaign>             hash: `<group>:<day>:total`, `<group>:<day>:resolved:<days>` → count (results.py)
+  effect-campaigns              hash: campaign[:8] → campaign id, for the campaigns friction records name
   broadcast:<campaign>          hash: a broadcast's run: status, library, cursor, sent, looked_at
   due                           sorted set: `<member>|<message id>` → when (ms): deliveries to make, including
                                 quiet-hours deferrals and retries; a claimed one is leased (moved later)
@@ -19,21 +20,28 @@ Keys (prefix `notifications:`):
   library-members:<code>        set: members whose home library it is (broadcast audiences)
   alias:<old id>                string: the member a merged id now is
   erased:<id>                   string: "1", so a late trigger for an erased member sends nothing (no data)
-  m:{<member>}                  hash: everything of one member, one field per item, each within 64 bytes:
+  m:{<member>}                  hash: everything of one member, one field per item, each within 64 bytes; the
+                                times of claims, inbox items and friction records in base-36 milliseconds
+                                (`codec.stamp`; decimal ones written before are read too):
       p                           profile: "<age band>|<library>|<origin>|<language>"
       g                           guardian id
       c<medium><purpose>          consent, by initials (`cem`: e-mail, marketing): "1|<ms>" or "0|<ms>"
       r<slug>                     a proposition signed up through or taken part in
       w<member>                   a ward (a minor this member is the guardian of)
-      k<claim tag>                the once-per-(campaign, trigger) claim: "<expires ms>|<sent ms>"; the sent times
+      k<claim tag>                the once-per-(campaign, trigger) claim: "<expires>|<sent>"; the sent times
                                   within the window are the frequency cap's
       d<trigger tag>              a trigger decided (for redeliveries; dropped after the decision TTL):
                                   "<ms>|<campaign[:8]>,<version>,<outcome>;…", the outcome `s` (queued),
                                   `i<locale>` (put in the inbox by deciding), `d<medium>`, `x<reason>`
+      f<friction tag>             a friction decided (its tag: 32 bits): the marker of a friction trigger and
+                                  the friction's effect in one: "<detected>|<decided>|<resolved>|<outcome>;…",
+                                  times in base-36 ms (decided and resolved after detected), the outcome
+                                  `<campaign[:8]>,<version>,<code>[,<group>]`, group `m` messaged or `h` holdout
+                                  once the friction is in that campaign's effect; kept while it is or may be
       i<message id>               an in-app inbox message (the id's 16 bytes in URL-safe base64):
-                                  "<text tag>|<created ms>|<read>|<about member>"
-      f<friction tag>             a friction a campaign acted on: "<detected ms>|<day>|<resolved ms>"
-      e<friction tag><campaign>   … and the group the member is in for that campaign's effect (messaged, holdout)
+                                  "<text tag>|<created>|<read>|<about member>" (the text tag: 64 bits, base64)
+      (before friction records, a friction a campaign acted on was `f<friction tag, 40 bits>` "<detected
+      ms>|<day>|<resolved ms>" and `e<friction tag><campaign>` → group: still resolved and entered)
   delivery:{<member>}:<message id>  hash: d (the delivery, JSON), o (its events once it ended, until published)
   text:<tag>                    string: an in-app message's text, [campaign, title, body, locale, library] (JSON),
                                 shared by everyone who got it (it names nobody)
@@ -102,3 +110,7 @@ class Keys:
 
     def effect(self, campaign_id: str) -> str:
         return self("effect", campaign_id)
+
+    @property
+    def effect_campaigns(self) -> str:
+        return self("effect-campaigns")

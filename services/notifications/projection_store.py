@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+from msgspec import msgpack
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
@@ -55,15 +56,16 @@ class Projected:
 
 
 # Members' states in one command: per member the survivor's id when it was merged, else whether it was erased and
-# its hash. KEYS: per member its alias, erased and hash keys.
+# its hash. ARGV: the alias, erased and member keys' prefixes, the member ids (msgpack, one argument: packing three
+# key arguments per member took a tenth of a broadcast's CPU time); the keys are built here, as one Redis allows.
 _STATES = """
 local found = {}
-for i = 1, #KEYS, 3 do
-  local survivor = redis.call('GET', KEYS[i])
+for i, id in ipairs(cmsgpack.unpack(ARGV[4])) do
+  local survivor = redis.call('GET', ARGV[1] .. id)
   if survivor then
-    found[#found + 1] = {survivor}
+    found[i] = {survivor}
   else
-    found[#found + 1] = {'', redis.call('EXISTS', KEYS[i + 1]), redis.call('HGETALL', KEYS[i + 2])}
+    found[i] = {'', redis.call('EXISTS', ARGV[2] .. id), redis.call('HGETALL', ARGV[3] .. '{' .. id .. '}')}
   end
 end
 return found
@@ -137,8 +139,8 @@ class ProjectionStore:
         unique = list(dict.fromkeys(member_ids))
         if not unique:
             return {}
-        keys = [key for m in unique for key in (self._k.alias(m), self._k.erased(m), self._k.member(m))]
-        found = cast(list[list[Any]], await self._states(keys=keys))
+        prefixes = [self._k.alias(""), self._k.erased(""), self._k("m", "")]
+        found = cast(list[list[Any]], await self._states(args=[*prefixes, msgpack.encode(unique)]))
         read: dict[str, tuple[str | None, MemberState | None]] = {}
         for member_id, answer in zip(unique, found, strict=True):
             if answer[0]:

@@ -99,6 +99,8 @@ class DecisionMemory:
 
     decided_ms: int
     outcomes: tuple[tuple[str, int, str], ...]  # (campaign id or its first 8 characters, version, code)
+    # A friction's record that holds (or may still get) a campaign's effect: kept after the decision TTL.
+    lasting: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,7 @@ class MemberState:
     member_id: str
     record: MemberRecord
     claims: dict[str, Claim] = field(default_factory=dict)  # by claim tag
-    decided: dict[str, DecisionMemory] = field(default_factory=dict)  # by trigger tag
+    decided: dict[str, DecisionMemory] = field(default_factory=dict)  # by its field (`codec.marker_field`)
 
     def sent_since(self, since_ms: int) -> int:
         return sum(1 for c in self.claims.values() if c.sent_ms is not None and c.sent_ms >= since_ms)

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from services.analytics.app import create_app
 from services.analytics.handlers import FactWriter
+from services.analytics.paths import next_steps_up_to_date
 from services.analytics.queries import derived, fingerprint
 from services.analytics.reading import Reports
 from services.analytics.settings import AnalyticsSettings
@@ -203,6 +204,11 @@ async def test_friction_rates_use_closed_windows_counted_from_the_events(network
     assert (desk["detected"], desk["starts"], desk["rate_per_1000_starts"]) == (5, 5, 1000.0)
 
 
+async def test_one_total_row_over_no_frictions_is_a_suppressed_row_not_an_error(network: Network) -> None:
+    [total] = await network.rows("analyst", "/v1/reports/frictions", by="", library="nowhere")
+    assert (total["detected"], total["starts"], total["suppressed"]) == (None, None, True)
+
+
 async def test_reports_come_as_csv(network: Network) -> None:
     response = await network.get("analyst", "/v1/reports/frictions", by="rule,library", format="csv")
     assert response.headers["content-type"].startswith("text/csv")
@@ -343,6 +349,50 @@ async def test_a_resolution_read_before_its_detection_counts_once_the_detection_
     await network.publish([detected(m, rule, due - timedelta(minutes=15), due, "leiden") for m in members])
     [row] = await network.rows("analyst", "/v1/reports/frictions", **query)
     assert (row["detected"], row["resolved"], row["median_seconds_to_resolve"]) == (5, 5, 7200.0)
+
+
+async def test_paths_follow_late_events_replays_and_erasure(network: Network) -> None:
+    members, at = [f"delft-{i}" for i in range(5)], NOW - 50 * DAY
+
+    def login(kind: str, member: str, at: datetime, **data: Any) -> CloudEvent:
+        return event(kind, member, at, channel="online", platform="ebook", login_platform="ebook", **data)
+
+    failed = [login("member.login_failed.v1", m, at, reason="bad_credentials") for m in members]
+    succeeded = [login("member.login_succeeded.v1", m, at + timedelta(hours=1)) for m in members]
+    await network.publish([*(signed_up(m, NOW - 60 * DAY, library="delft") for m in members), *failed, *succeeded])
+    query = {"event": "member.login_failed.v1", "library": "delft", "depth": 2, "within": "P1D"}
+
+    async def paths() -> list[tuple[str, int | None]]:
+        return [(r["path"], r["occurrences"]) for r in await network.rows("analyst", "/v1/reports/paths", **query)]
+
+    assert await paths() == [("member.login_succeeded.v1 → (none)", 5)]
+    # Read late: a second failure between the two, a loan after them. The paths are as if read in order.
+    late = [login("member.login_failed.v1", m, at + timedelta(minutes=30), reason="locked") for m in members]
+    late += [borrowed(m, at + timedelta(hours=2)) for m in members]
+    await network.publish(late)
+    expected = [
+        ("member.login_failed.v1 → member.login_succeeded.v1", 5),
+        ("member.login_succeeded.v1 → usage.loan_borrowed.v1", 5),
+    ]
+    assert await paths() == expected
+    await network.publish([*failed, *late])  # replayed: nothing counts twice
+    assert await paths() == expected
+    await network.publish([event("member.erased.v1", members[0], NOW)])
+    assert await paths() == [(path, None) for path, _ in expected]  # four members left: suppressed
+    left = "SELECT count() AS n FROM {db}.next_steps WHERE member_key = cityHash64('delft-0')"
+    assert await network.store.rows(left) == [{"n": 0}]
+
+
+async def test_a_store_made_before_next_steps_gets_them_at_start(network: Network) -> None:
+    query = {"event": "member.signed_up.v1", "depth": 1, "within": "P30D"}
+    before = await network.rows("analyst", "/v1/reports/paths", **query)
+    assert sum(r["occurrences"] or 0 for r in before) > 20
+    for table in ("next_steps", "next_steps_done"):
+        await network.store.command(f"TRUNCATE TABLE {{db}}.{table}")
+    assert await next_steps_up_to_date(network.store) > 20  # what the service does at start: every member
+    assert await network.store.rows("SELECT count() > 0 AS some FROM {db}.next_steps") == [{"some": 1}]
+    assert await network.rows("analyst", "/v1/reports/paths", **query) == before
+    assert await next_steps_up_to_date(network.store) == 0  # nothing stored since: nothing derived
 
 
 async def test_a_store_of_the_previous_layout_gets_its_members_active_months_at_start(network: Network) -> None:

@@ -851,14 +851,15 @@ async def test_an_event_posted_twice_at_the_same_moment_is_published_once_and_th
     headers = {"Content-Type": STRUCTURED}
     # The first attempt held while it publishes, so that the retry surely comes while it is in flight.
     publisher = identity.app.state.parts.publisher
-    publish_many, publishing, go_on = publisher.publish_many, asyncio.Event(), asyncio.Event()
+    publish_encoded, publishing, go_on = publisher.publish_encoded, asyncio.Event(), asyncio.Event()
 
-    async def held(events: Any, **options: Any) -> None:
-        publishing.set()
-        await go_on.wait()
-        await publish_many(events, **options)
+    async def held(records: Any, **options: Any) -> None:
+        if not publishing.is_set():  # the first attempt's events; what comes after (the refusal kept) goes on
+            publishing.set()
+            await go_on.wait()
+        await publish_encoded(records, **options)
 
-    monkeypatch.setattr(publisher, "publish_many", held)
+    monkeypatch.setattr(publisher, "publish_encoded", held)
 
     # A platform retrying while its first attempt is still in flight.
     first = asyncio.create_task(identity.client.post("/v1/events", content=json.dumps(event), headers=headers))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from services.notifications import codec
 from services.notifications.rules import message_id
-from services.notifications.state import InboxMessage
+from services.notifications.state import DecisionMemory, InboxMessage
 
 
 def test_an_inbox_field_names_its_message_in_22_characters_and_gives_back_the_same_id() -> None:
@@ -28,3 +28,23 @@ def test_an_inbox_item_refers_to_its_text_and_reads_back_as_the_message() -> Non
     )  # fmt: skip
     value = codec.inbox_value(message)
     assert codec.inbox_message(message.message_id, value, codec.text_value(message)) == message
+
+
+def test_a_friction_record_is_the_trigger_s_marker_and_holds_its_effect_in_one_short_field() -> None:
+    detected = 1_765_000_000_000
+    memory = DecisionMemory(detected + 1_500, (("3f2b8c1e-7d4a-4e9b-a1c2-5d6e7f809a1b", 2, "inl"),))
+    value = codec.friction_value(detected, memory, {"3f2b8c1e-7d4a-4e9b-a1c2-5d6e7f809a1b": "m"})
+    field = codec.marker_field("event", "friction")
+
+    assert len(field) + len(value) <= 40  # within a broadcast member's allocation class and a bit (docs: State)
+    remembered = codec.member_state("m", {field: value}, False).decided[field]
+    assert remembered == DecisionMemory(detected + 1_500, (("3f2b8c1e", 2, "inl"),), lasting=True)
+
+
+def test_a_friction_only_suppressed_is_forgotten_after_the_ttl_one_that_may_still_be_messaged_is_not() -> None:
+    suppressed = DecisionMemory(1_000, (("c", 1, "xno_consent"),))
+    queued = DecisionMemory(1_000, (("c", 1, "s"),))
+    for memory, lasting in ((suppressed, False), (queued, True)):
+        field = codec.marker_field("event", "friction")
+        state = codec.member_state("m", {field: codec.friction_value(0, memory, {})}, False)
+        assert state.decided[field].lasting is lasting

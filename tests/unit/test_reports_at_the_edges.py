@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from services.analytics.cohorts import (
     PathQuery,
     RetentionQuery,
+    derive_next_steps,
     path_counts,
     paths_report,
     retention_counts,
@@ -262,7 +263,7 @@ def test_a_path_query_asks_for_each_step_within_its_time_and_leaves_out_occurren
     sql, params = path_counts(query, clock)
     assert sorted(params.values(), key=str) == sorted(["member.login_failed.v1", 3_600_000, clock - 3 * 3_600_000],
                                                       key=str)  # fmt: skip
-    assert "step_3" in sql and "step_4" not in sql and "e[i + 3].2" in sql
+    assert "step_3" in sql and "step_4" not in sql and "type_3 != '' AND gap_3 <=" in sql and "next_steps FINAL" in sql
     assert "member.login_failed.v1" not in sql and "home_library" not in sql
     narrowed, narrowed_params = path_counts(
         PathQuery(event="x", depth=1, start=date(2026, 3, 1), end=date(2026, 3, 31), libraries=frozenset({"oba"}),
@@ -369,5 +370,14 @@ def test_a_path_query_narrowed_by_age_band_only_still_asks_for_those_members() -
     sql, params = path_counts(PathQuery(event="x", depth=1, age_bands=frozenset({"0-3"})), 10 * 86_400_000)
     assert "['0-3']" in params.values() and "coalesce(age_band, merged_age_band) IN" in sql
     one_step, _ = path_counts(PathQuery(event="x", depth=1), 10 * 86_400_000)
-    assert "e[i + 1].2, '(none)') AS step_1" in one_step and "e[i + 1].1 - e[i + 0].1" in one_step
-    assert "e[i + 2]" not in one_step
+    assert "type_1, '(none)') AS step_1" in one_step and "gap_1 <= {p" in one_step
+    assert "type_2" not in one_step and "member_key IN" not in one_step
+
+
+def test_next_steps_are_derived_for_the_members_stored_since_in_slices_or_for_everyone() -> None:
+    every, none = derive_next_steps(None)
+    assert none == {} and "stored >" not in every and "%" not in every
+    assert "e[i + 3].1 - e[i + 2].1" in every and "arraySort(x -> (x.1, x.3)" in every  # in order: time, event id
+    since, params = derive_next_steps(1_000, part=1, parts=4)
+    assert "members WHERE stored > {p0:Int64}" in since and "member_key % {p1:UInt64} = {p2:UInt64}" in since
+    assert params == {"p0": 1_000, "p1": 4, "p2": 1}
