@@ -4,6 +4,7 @@ member's events)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from operator import attrgetter
 
 from services.journey.state import MemberState, Seen
@@ -22,6 +23,8 @@ def forget_unwaited(state: MemberState, before: int, only: tuple[int, str] | Non
     earliest expected event after its start."""
     if not state.seen:
         return
+    if only is None and min([s.t for s in state.seen]) >= before and _under_cap(state.seen):
+        return  # all still within the lateness (nearly always, once per batch): nothing to forget
     by_key: dict[tuple[int, str], list[Seen]] = {}
     kept: list[Seen] = []
     if only is None:
@@ -47,6 +50,10 @@ def forget_unwaited(state: MemberState, before: int, only: tuple[int, str] | Non
             keep.add(id(seen[-1]))
         kept += [s for s in seen if id(s) in keep][:SEEN_CAP]
     state.seen = kept
+
+
+def _under_cap(seen: list[Seen]) -> bool:
+    return len(seen) <= SEEN_CAP or max(Counter([(s.rule, s.corr) for s in seen]).values()) <= SEEN_CAP
 
 
 def forget_inactive(state: MemberState, before: int) -> None:

@@ -7,6 +7,7 @@ position, defaults at the end left out), so a member who signed up and got throu
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import msgspec
@@ -102,6 +103,7 @@ class Timer(NamedTuple):
     stream: str = ""
 
 
+@lru_cache(maxsize=1024)  # an event is kept by several rules in a row, and fired timers name recent ones
 def ref(event_id: str) -> bytes:
     """An id as a state keeps it: a UUID (what the platform's producers give events, and derived ids are) in its 16
     bytes, any other id as UTF-8 (marked when it is 16 bytes long too; 0xFF never occurs in UTF-8). Millions of

@@ -3,7 +3,7 @@ bytes, and an entry a window still needs must never go)."""
 
 from __future__ import annotations
 
-from services.journey.pruning import forget_inactive, forget_unwaited
+from services.journey.pruning import SEEN_CAP, forget_inactive, forget_unwaited
 from services.journey.state import Activity, MemberState, Seen, Start
 
 
@@ -25,6 +25,17 @@ def test_expected_events_all_within_the_lateness_are_kept_once_each() -> None:
     state = MemberState(seen=[seen(20), seen(30)])
     forget_unwaited(state, 20)
     assert times(state) == [(1, "", 20), (1, "", 30)]
+
+
+def test_however_recent_one_window_keeps_no_more_than_the_cap() -> None:
+    # All within the lateness (pruning has nothing to forget by time), but one correlation has run past the cap.
+    state = MemberState(seen=[seen(t, 1, "a") for t in range(100, 100 + SEEN_CAP + 3)] + [seen(500, 2)])
+    forget_unwaited(state, 50)
+    assert times(state) == [(1, "a", t) for t in range(100, 100 + SEEN_CAP)] + [(2, "", 500)]
+    recent = [seen(t, 1, "b") for t in range(300, 300 + SEEN_CAP)]
+    untouched = MemberState(seen=list(recent))
+    forget_unwaited(untouched, 50)
+    assert untouched.seen == recent
 
 
 def test_a_pending_window_keeps_the_earliest_two_at_or_after_its_start_and_the_latest() -> None:
