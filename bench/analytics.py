@@ -2,7 +2,7 @@
 events in the embedded store (chDB), and ingest from Kafka end to end.
 
     .venv/bin/python bench/analytics.py [--members 4000000] [--events-per-member 5.25] [--rounds 5]
-        [--kafka-events 300000] [--ingest-timeout 1200]
+        [--kafka-events 300000] [--ingest-timeout 1200] [--ingest-only]
 
 Needs Redis (API keys and dashboard sessions): KLANTREIS_REDIS_URL when set, under key
 prefixes of its own, else a redis-server started on a free port. Needs Kafka for the end-to-end part:
@@ -320,12 +320,15 @@ async def ingest(bootstrap: str, redis_url: str, data: Path, count: int) -> floa
         writer: FactWriter = app.state.writer
         async with app.router.lifespan_context(app):
             await waited(lambda: writer.handled > 0)
-            first_at, first = time.perf_counter(), writer.handled
+            first_at, first, used = time.perf_counter(), writer.handled, cpu_seconds()
             await waited(lambda: writer.handled >= count)
             rate = (writer.handled - first) / (time.perf_counter() - first_at)
+            used = cpu_seconds() - used
             print(f"consumed {writer.handled:,} events in {writer.batches:,} batches, inserted {writer.inserted:,}: "
                   f"{rate:,.0f} events/s; {writer.seconds:.1f} s of it in the handler (rows, look-ups, insert: "
-                  f"{writer.handled / writer.seconds:,.0f} events/s), the rest receiving and decoding")  # fmt: skip
+                  f"{writer.handled / writer.seconds:,.0f} events/s), the rest receiving and decoding; "
+                  f"cpu {used:.1f} s after the first batch ({(writer.handled - first) / used:,.0f} events per "
+                  f"cpu second), load {os.getloadavg()[0]:.1f}")  # fmt: skip
             return rate
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -375,7 +378,24 @@ def redis_server() -> Iterator[str]:
             redis.stop()
 
 
+async def ingest_only(args: argparse.Namespace) -> None:
+    """Only the end-to-end part (`--ingest-only`): its figure, without the store at scale."""
+    base = Path(tempfile.mkdtemp(prefix="klantreis-analytics-bench-"))
+    try:
+        with redis_server() as redis_url, kafka_broker() as bootstrap:
+            rate = await asyncio.wait_for(
+                ingest(bootstrap, redis_url, base / "ingest", args.kafka_events), args.ingest_timeout
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    print(f"store ingest events/s: {rate:.0f}")
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.ingest_only:
+        await ingest_only(args)
+        return
     events = int(args.members * args.events_per_member)
     base = Path(tempfile.mkdtemp(prefix="klantreis-analytics-bench-"))
     try:
@@ -413,4 +433,5 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kafka-events", type=int, default=300_000, help="0: no ingest part")
     parser.add_argument("--ingest-timeout", type=float, default=1200, help="seconds the ingest part may take")
+    parser.add_argument("--ingest-only", action="store_true", help="only the end-to-end part (ingest from Kafka)")
     asyncio.run(main(parser.parse_args()))

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar
 
 from aiokafka.errors import (
     CommitFailedError,
@@ -100,11 +100,33 @@ class Received:
     # The W3C trace context the record carries, when its trace is sampled: for work that continues it later.
     traceparent: str | None = None
 
+    @property
+    def event_type(self) -> str:
+        return self.event.type
 
+
+class Consumed(Protocol):
+    """What the consume loop needs of a decoded record: where it came from and its type (for the metrics)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def event_type(self) -> str: ...
+
+
+C = TypeVar("C", bound=Consumed)
 Handler = Callable[[CloudEvent, EventData], Awaitable[None]]
 # The handler gets the decoded records and the last offset of every partition in the batch, dead letters included,
 # so that it can record how far it got even when the last records of a partition were dead-lettered.
-BatchHandler = Callable[[list[Received], dict[tuple[str, int], int]], Awaitable[None]]
+BatchHandler = Callable[[list[C], dict[tuple[str, int], int]], Awaitable[None]]
+# A batch subscriber's own decoding of the records of wanted types (the raw aiokafka records, in order): for each,
+# what its handler takes, an InvalidEvent (dead-lettered with its reason) or None (skipped). Without one, records
+# are decoded into `Received` (a CloudEvent and its validated payload).
+BatchDecoder = Callable[[Sequence[Any]], Sequence[C | InvalidEvent | None]]
 DeadLetter = Callable[[Any, str, str], Awaitable[None]]
 
 
@@ -152,7 +174,7 @@ def subscribe(
         for received in batch:
             await handler(received.event, received.data)
 
-    loop = _ConsumeLoop(settings, publisher, settings.group(group), [topic], each, types)
+    loop = _ConsumeLoop(settings, publisher, settings.group(group), [topic], each, types, None)
     subscriber = router.subscriber(
         settings.topic(topic.name), **_consumer_settings(loop.group_id), title=f"{group}:{topic.name}",
         description=description,
@@ -169,21 +191,27 @@ def subscribe_batches(
     *,
     topics: Sequence[Topic],
     group: str,
-    handler: BatchHandler,
+    handler: BatchHandler[C],
     max_records: int = 500,
     description: str | None = None,
     types: Collection[str] | None = None,
+    decode: BatchDecoder[C] | None = None,
+    max_partition_fetch_bytes: int = 1024 * 1024,
 ) -> Any:
     """Consume `topics` in batches (one Redis round trip and one commit per batch, not per event), with the one
     consume loop (`_ConsumeLoop`). Returns the subscriber (its `.consumer` is the aiokafka consumer once started).
+    `decode`: the subscriber's own decoding (`BatchDecoder`), else `Received`; `max_partition_fetch_bytes`:
+    aiokafka's, larger for large batches (a fetch brings at most this much of each partition).
     """
-    loop = _ConsumeLoop(settings, publisher, settings.group(group), topics, handler, types)
+    loop = _ConsumeLoop(settings, publisher, settings.group(group), topics, handler, types, decode)
     subscriber = router.subscriber(
         *(settings.topic(t.name) for t in topics),
         batch=True,
         max_records=max_records,
         batch_timeout_ms=200,
         **_consumer_settings(loop.group_id),
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
+        decoder=_bodies_undecoded,
         title=f"{group}:{'+'.join(t.name for t in topics)}",
         description=description,
     )
@@ -191,6 +219,13 @@ def subscribe_batches(
     publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap, settings.kafka_security())
     subscriber(loop.consume)
     return subscriber
+
+
+async def _bodies_undecoded(message: Any) -> Any:
+    """FastStream's decoding of a batch for the handler's argument: none. The consume loop reads the raw records
+    (`message.raw_message`); FastStream's own would parse every record again into a message with its own uuid4 and
+    JSON-decode its body (as much CPU as analytics' whole decoding)."""
+    return message.body
 
 
 def _consumer_settings(group_id: str) -> dict[str, Any]:
@@ -204,10 +239,11 @@ def _consumer_settings(group_id: str) -> dict[str, Any]:
     }
 
 
-class _ConsumeLoop:
+class _ConsumeLoop(Generic[C]):
     """The one way a record is consumed, by single and batch subscribers alike.
 
-    Records whose `ce_type` header is not one of `types` (when given) are skipped undecoded; a filtered consumer
+    Records whose `ce_type` header is not one of `types` (when given) are skipped undecoded (before a subscriber's
+    own decoder sees them); a filtered consumer
     skips a record without that header that does not decode either (the topic's reader of every type
     dead-letters it). Undecodable records go to the dead-letter topic and the rest of the batch is handled. A
     transient failure retries the batch with backoff; a batch that fails for good is handled again one record at
@@ -222,14 +258,16 @@ class _ConsumeLoop:
         publisher: EventPublisher,
         group_id: str,
         topics: Sequence[Topic],
-        handler: BatchHandler,
+        handler: BatchHandler[C],
         types: Collection[str] | None,
+        decode: BatchDecoder[C] | None,
     ) -> None:
         self.group_id = group_id
         self._topics = "+".join(settings.topic(t.name) for t in topics)  # the handler time's label
         self._settings = settings
         self._handler = handler
         self._wanted = frozenset(t.encode() for t in types) if types is not None else None
+        self._decode: Any = decode or self._received
         self._metrics = publisher.metrics
         self._dead_letter = dead_letters(publisher, group_id)
 
@@ -248,13 +286,16 @@ class _ConsumeLoop:
         await _commit(message)
 
     async def _handle(self, records: Sequence[Any]) -> None:
-        batch: list[Received] = []
+        batch: list[C] = []
         ends: dict[tuple[str, int], int] = {}
         for record in records:
             ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
-            received = await self._decoded(record)
-            if received is not None:
-                batch.append(received)
+        declared = [r for r in records if self._declared_wanted(r)]
+        for record, decoded in zip(declared, self._decode(declared), strict=True):
+            if isinstance(decoded, InvalidEvent):
+                await self._dead_letter(record, "invalid_event", str(decoded))
+            elif decoded is not None:
+                batch.append(decoded)
         started = time.perf_counter()
         failure = await self._attempt(batch, ends)
         if failure is None:
@@ -275,11 +316,18 @@ class _ConsumeLoop:
                 )
         await self._attempt([], ends)
 
-    async def _decoded(self, record: Any) -> Received | None:
-        """The record decoded; None for one this consumer skips or dead-lettered."""
+    def _declared_wanted(self, record: Any) -> bool:
+        """False for a record whose `ce_type` header names a type this consumer does not want."""
+        if self._wanted is None:
+            return True
         declared = dict(record.headers or ()).get("ce_type")
-        if self._wanted is not None and declared is not None and declared not in self._wanted:
-            return None
+        return declared is None or declared in self._wanted
+
+    def _received(self, records: Sequence[Any]) -> list[Received | InvalidEvent | None]:
+        """The default decoding: each record into a CloudEvent and its validated payload."""
+        return [self._one_received(record) for record in records]
+
+    def _one_received(self, record: Any) -> Received | InvalidEvent | None:
         try:
             event = from_kafka(record.value, record.headers)
             if self._wanted is not None and event.type.encode() not in self._wanted:
@@ -289,12 +337,11 @@ class _ConsumeLoop:
                 sampled_traceparent(record.headers),
             )  # fmt: skip
         except InvalidEvent as exc:
-            if self._wanted is not None and declared is None:
+            if self._wanted is not None and dict(record.headers or ()).get("ce_type") is None:
                 return None
-            await self._dead_letter(record, "invalid_event", str(exc))
-            return None
+            return exc
 
-    async def _attempt(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> BaseException | None:
+    async def _attempt(self, batch: list[C], ends: dict[tuple[str, int], int]) -> BaseException | None:
         retries = self._settings.handler_retries
         for retry in range(retries + 1):
             try:
@@ -309,7 +356,7 @@ class _ConsumeLoop:
                 return exc
         return None
 
-    def _count(self, handled: Sequence[Received]) -> None:
+    def _count(self, handled: Sequence[C]) -> None:
         for topic, types in _types_by_topic(handled).items():
             self._metrics.consumed(topic, types)
 
@@ -341,8 +388,8 @@ def _no_sleep_on_empty_polls(subscriber: Any, max_records: int) -> None:
     subscriber.get_msg = get_msg
 
 
-def _types_by_topic(handled: Sequence[Received]) -> dict[str, Counter[str]]:
+def _types_by_topic(handled: Sequence[Consumed]) -> dict[str, Counter[str]]:
     counts: dict[str, Counter[str]] = {}
     for received in handled:
-        counts.setdefault(received.topic, Counter())[received.event.type] += 1
+        counts.setdefault(received.topic, Counter())[received.event_type] += 1
     return counts

@@ -15,12 +15,14 @@ from collections.abc import Sequence
 
 from faststream.kafka import KafkaRouter
 
-from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, fact_row, short_type
-from services.analytics.family import Families, member_facts
+from services.analytics.decoding import decode_facts
+from services.analytics.facts import DETECTED, ERASED, MERGED, RESOLVED, Fact
+from services.analytics.family import Families
 from services.analytics.queries import Window, derive_frictions, derive_windows, derived
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
-from shared.kafka import EventPublisher, Received, subscribe_batches
+from services.analytics.tables import keys
+from shared.kafka import EventPublisher, subscribe_batches
 from shared.topics import DELIVERIES, FRICTIONS, MEMBERS, USAGE
 
 log = logging.getLogger(__name__)
@@ -39,28 +41,24 @@ class FactWriter:
         self.batches = 0
         self.seconds = 0.0  # spent writing
 
-    async def write(self, batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
+    async def write(self, batch: list[Fact], ends: dict[tuple[str, int], int]) -> None:
         started = time.perf_counter()
-        rows = [row for row in (fact_row(r.event) for r in batch) if row is not None]
-        self.inserted += await self._store.add(rows)
+        self.inserted += await self._store.add(batch)
         # The absence windows and frictions these events start: derived from what was stored (a redelivery derives
         # nothing new).
-        await self._store.command(*derive_windows(self._windows, sorted({r["member_id"] for r in rows})))
-        with_frictions = sorted({r["member_id"] for r in rows if r["type"] in (DETECTED, RESOLVED)})
+        members = keys(member_id=list({r.member_id: None for r in batch}))
+        await self._store.command(*derive_windows(self._windows, in_batch=True), batch=members)
+        with_frictions = list({r.member_id: None for r in batch if r.type in (DETECTED, RESOLVED)})
         if with_frictions:
-            await self._store.command(*derive_frictions(with_frictions))
-        for received in batch:
-            event, kind = received.event, short_type(received.event)
-            if event.subject is None:
-                continue
-            if kind == MERGED:
-                survivor = str(event.data["survivor_id"])
-                await self._store.merge(event.subject, survivor)
-                for statement in derived(self._windows, [survivor]):
+            await self._store.command(*derive_frictions(in_batch=True), batch=keys(member_id=with_frictions))
+        for row in batch:
+            if row.type == MERGED and row.survivor_id is not None:
+                await self._store.merge(row.member_id, row.survivor_id)
+                for statement in derived(self._windows, [row.survivor_id]):
                     await self._store.command(*statement)
-            elif kind == ERASED:
-                await self._store.erase(event.subject)
-        await self._families.write(member_facts(r.event for r in batch))  # guardians, birth years: after merges
+            elif row.type == ERASED:
+                await self._store.erase(row.member_id)
+        await self._families.write(batch)  # guardians, birth years: after merges
         self.handled += len(batch)
         self.batches += 1
         self.seconds += time.perf_counter() - started
@@ -75,7 +73,10 @@ def analytics_router(writer: FactWriter, settings: AnalyticsSettings, publisher:
         topics=INPUTS,
         group=GROUP,
         handler=writer.write,
+        decode=decode_facts,
         max_records=settings.analytics_batch_size,
+        # A fetch brings up to this much of each partition: a batch of 20,000 records (about 10 MB) in one or two.
+        max_partition_fetch_bytes=8 * 1024 * 1024,
         description="Member, usage, friction and delivery events: one pseudonymous row each in the analytics store.",
     )
     return router

@@ -127,7 +127,19 @@ def fingerprint(windows: Sequence[Window]) -> str:
     return hashlib.sha256(repr((LAYOUT, list(windows))).encode()).hexdigest()[:16]
 
 
-def derive_windows(windows: Sequence[Window], members: Sequence[str] | None = None) -> Statement:
+# The members of a batch being stored: the table the store passes along as `{batch}` (a `member_id` column).
+IN_BATCH = "member_key IN (SELECT cityHash64(member_id) FROM {batch})"
+
+
+def _members(members: Sequence[str] | None, in_batch: bool, p: Parameters) -> str:
+    if in_batch:
+        return IN_BATCH
+    return "1" if members is None else f"member_key IN (SELECT cityHash64(arrayJoin({p.strings(members)})))"
+
+
+def derive_windows(
+    windows: Sequence[Window], members: Sequence[str] | None = None, *, in_batch: bool = False
+) -> Statement:
     """Store the absence windows the events start (`windows`): for the events of `members` (a batch just stored,
     or a member merged into another), or for every event (a new rule catalogue). Windows stored already are not
     stored again, so this can run any number of times.
@@ -139,9 +151,7 @@ def derive_windows(windows: Sequence[Window], members: Sequence[str] | None = No
     p = Parameters()
     if not windows:
         return "SELECT 1 WHERE 0", {}
-    narrowed = "1"
-    if members is not None:
-        narrowed = f"member_key IN (SELECT cityHash64(arrayJoin({p.strings(members)})))"
+    narrowed = _members(members, in_batch, p)
     starts = " UNION ALL ".join(
         f"SELECT event_id, member_key, member_id, {_text(w.rule)} AS rule, "
         f"toUnixTimestamp64Milli(time) + {w.within_ms} AS due, library, "
@@ -166,13 +176,13 @@ def derive_windows(windows: Sequence[Window], members: Sequence[str] | None = No
     return sql, p.values
 
 
-def derive_frictions(members: Sequence[str] | None = None) -> Statement:
+def derive_frictions(members: Sequence[str] | None = None, *, in_batch: bool = False) -> Statement:
     """Store a row per friction detected or resolved (for the events of `members`, or all), each with the
     detection's attributes and Amsterdam day (the due time), a resolution also with its seconds: reports count
     them in one pass, without joining resolutions to detections. A resolution whose detection is not stored yet
     waits for it (derived with the batch that brings it). Rows stored already are not stored again."""
     p = Parameters()
-    narrowed = "1" if members is None else f"member_key IN (SELECT cityHash64(arrayJoin({p.strings(members)})))"
+    narrowed = _members(members, in_batch, p)
     sql = f"""
         INSERT INTO {{db}}.frictions (event_id, member_key, member_id, rule, library, channel_pair, platform,
                                       age_band, day, detected, seconds)

@@ -24,11 +24,12 @@ from typing import Any, Protocol, cast
 import msgspec
 import pyarrow as pa
 
-from services.analytics.facts import COLUMNS, SIGNED_UP, TIMES, Row
+from services.analytics.facts import COLUMNS, SIGNED_UP, Fact
 from services.analytics.readers import Readers
 from services.analytics.schema import ACTIVITY as ACTIVITY  # population_store's
 from services.analytics.schema import MEMBER_OF_EVENT, MEMBER_TABLES, SCHEMA
 from services.analytics.settings import AnalyticsSettings
+from services.analytics.tables import arrow_rows, external, keys
 
 Params = Mapping[str, str | int | float]
 OF_MEMBER = "member_key = cityHash64({m:String}) AND member_id = {m:String}"
@@ -46,28 +47,12 @@ def json_rows(lines: bytes) -> list[dict[str, Any]]:
     return [] if not body else cast(list[dict[str, Any]], msgspec.json.decode(b"[" + body.replace(b"\n", b",") + b"]"))
 
 
-def arrow_rows(rows: Sequence[Row]) -> pa.Table:
-    """Rows as one columnar Arrow table: both engines insert it without parsing text (20x faster than JSON).
-    Instants go in as epoch milliseconds (Arrow converting aware datetimes itself takes four times as long)."""
-    columns: dict[str, pa.Array] = {}
-    for name in COLUMNS:
-        values = [r.get(name) for r in rows]
-        if name in TIMES:
-            ms = [None if v is None else round(v.timestamp() * 1000) for v in values]
-            columns[name] = pa.array(ms, type=pa.int64()).cast(_INSTANT)
-        else:
-            columns[name] = pa.array(values, type=pa.float64() if name == "seconds" else pa.string())
-    return pa.table(columns)
-
-
-_INSTANT = pa.timestamp("ms", tz="UTC")
-
-
 class Engine(Protocol):
-    """What a ClickHouse engine does for the store; blocking calls."""
+    """What a ClickHouse engine does for the store; blocking calls. `batch`: a table of text columns the
+    statement reads as `{batch}`."""
 
-    def command(self, sql: str, params: Params | None = None) -> None: ...
-    def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]: ...
+    def command(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> None: ...
+    def rows(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> list[dict[str, Any]]: ...
     def insert(self, table: str, rows: pa.Table) -> None: ...
     def close(self) -> None: ...
 
@@ -83,11 +68,15 @@ class Chdb:
         self._session: Any = cast(Any, session).Session(str(path))
         self.readers = Readers(path)  # reads side by side, each on a session of its own
 
-    def command(self, sql: str, params: Params | None = None) -> None:
-        self._session.query(sql, "Null", params=dict(params or {}))
+    def command(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> None:
+        self._query(sql, "Null", params, batch)
 
-    def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        return json_rows(self._session.query(sql, "JSONEachRow", params=dict(params or {})).bytes())
+    def rows(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> list[dict[str, Any]]:
+        return json_rows(self._query(sql, "JSONEachRow", params, batch).bytes())
+
+    def _query(self, sql: str, fmt: str, params: Params | None, batch: pa.Table | None) -> Any:
+        # `Python(batch)` reads the Arrow table of this frame's variable `batch` in place.
+        return self._session.query(sql.replace("{batch}", "Python(batch)"), fmt, params=dict(params or {}))
 
     def insert(self, table: str, rows: pa.Table) -> None:
         # chDB reads the Arrow table in place (`Python(name)` names a variable of this frame): no text to parse.
@@ -114,11 +103,17 @@ class ClickHouseServer:
             password=settings.analytics_clickhouse_password.get_secret_value(),
         )
 
-    def command(self, sql: str, params: Params | None = None) -> None:
-        self._client.command(sql, parameters=dict(params or {}))
+    def command(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> None:
+        self._client.command(
+            sql.replace("{batch}", "batch"), parameters=dict(params or {}), external_data=external(batch)
+        )
 
-    def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        return json_rows(self._client.raw_query(sql, parameters=dict(params or {}), fmt="JSONEachRow"))
+    def rows(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> list[dict[str, Any]]:
+        sql = sql.replace("{batch}", "batch")
+        answer = self._client.raw_query(
+            sql, parameters=dict(params or {}), fmt="JSONEachRow", external_data=external(batch)
+        )
+        return json_rows(answer)
 
     def insert(self, table: str, rows: pa.Table) -> None:
         self._client.insert_arrow(table, rows)
@@ -168,8 +163,9 @@ class AnalyticsStore:
         result: list[dict[str, Any]] = await self._run(lambda e: e.rows(sql, params))
         return result
 
-    async def command(self, sql: str, params: Params | None = None) -> None:
-        await self._run(lambda e: e.command(sql.replace("{db}", self.db), params))
+    async def command(self, sql: str, params: Params | None = None, batch: pa.Table | None = None) -> None:
+        """Run a statement; `batch`: a table of text columns (`keys`) it reads as `{batch}`."""
+        await self._run(lambda e: e.command(sql.replace("{db}", self.db), params, batch))
 
     async def close(self) -> None:
         def close() -> None:
@@ -182,46 +178,45 @@ class AnalyticsStore:
 
     # ------------------------------------------------------------------------------------------- writing
 
-    async def add(self, rows: Sequence[Row]) -> int:
+    async def add(self, rows: Sequence[Fact]) -> int:
         """Insert the rows whose event ids are not stored yet, under the survivor's id when the member was merged,
-        and none of erased members. One query to look up, one insert; returns the rows inserted."""
+        and none of erased members. Two look-ups (merged or erased members, stored ids) and one insert, the batch's
+        ids passed as a table (`keys`); returns the rows inserted."""
         if not rows:
             return 0
-        members = array_literal(sorted({r["member_id"] for r in rows}))
 
         def work(engine: Engine) -> int:
+            members = keys(member_id=list({r.member_id: None for r in rows}))
             known = engine.rows(
-                f"SELECT member_id, survivor_id FROM {self.db}.merges FINAL WHERE member_id IN {{m:Array(String)}} "
-                f"UNION ALL SELECT member_id, '' FROM {self.db}.erasures WHERE member_id IN {{m:Array(String)}}",
-                {"m": members},
+                f"SELECT member_id, survivor_id FROM {self.db}.merges FINAL "
+                f"WHERE member_id IN (SELECT member_id FROM {{batch}}) UNION ALL SELECT member_id, '' "
+                f"FROM {self.db}.erasures WHERE member_id IN (SELECT member_id FROM {{batch}})",
+                batch=members,
             )
-            survivors = {r["member_id"]: r["survivor_id"] for r in known if r["survivor_id"]}
-            erased = {r["member_id"] for r in known if not r["survivor_id"]}
-            fresh: list[Row] = []
-            for row in rows:
-                if row["member_id"] in erased:
-                    continue
-                survivor = survivors.get(row["member_id"])
-                fresh.append(
-                    row if survivor is None else {**row, "member_id": survivor, "merged_from": row["member_id"]}
-                )
+            fresh = list(rows)
+            if known:
+                survivors = {r["member_id"]: r["survivor_id"] for r in known if r["survivor_id"]}
+                erased = {r["member_id"] for r in known if not r["survivor_id"]}
+                fresh = [
+                    row if row.member_id not in survivors
+                    else row._replace(member_id=survivors[row.member_id], merged_from=row.member_id)
+                    for row in rows if row.member_id not in erased
+                ]  # fmt: skip
             if not fresh:
                 return 0
+            batch = keys(member_id=[r.member_id for r in fresh], event_id=[r.event_id for r in fresh])
             stored = {
                 r["event_id"]
                 for r in engine.rows(
                     f"SELECT event_id FROM {self.db}.events WHERE member_key IN "
-                    f"(SELECT cityHash64(arrayJoin({{m:Array(String)}}))) AND event_id IN {{e:Array(String)}}",
-                    {
-                        "m": array_literal(sorted({r["member_id"] for r in fresh})),
-                        "e": array_literal([r["event_id"] for r in fresh]),
-                    },
+                    f"(SELECT cityHash64(member_id) FROM {{batch}}) AND event_id IN (SELECT event_id FROM {{batch}})",
+                    batch=batch,
                 )
             }
-            new = list({r["event_id"]: r for r in fresh if r["event_id"] not in stored}.values())
+            new = list({r.event_id: r for r in fresh if r.event_id not in stored}.values())
             if new:
                 engine.insert(f"{self.db}.events", arrow_rows(new))
-                self._forget_profiles(engine, sorted({r["member_id"] for r in new if r["type"] == SIGNED_UP}))
+                self._forget_profiles(engine, list({r.member_id: None for r in new if r.type == SIGNED_UP}))
             return len(new)
 
         inserted: int = await self._run(work)
@@ -233,9 +228,16 @@ class AnalyticsStore:
         follows derives them again with the profile as it is now. Usually there are none: one look-up."""
         if not members:
             return
-        among = "member_key IN (SELECT cityHash64(arrayJoin({m:Array(String)}))) AND member_id IN {m:Array(String)}"
-        params = {"m": array_literal(members)}
-        if engine.rows(f"SELECT 1 AS x FROM {self.db}.windows WHERE {among} AND signed_up = 0 LIMIT 1", params):
+        stale = engine.rows(
+            f"SELECT DISTINCT member_id FROM {self.db}.windows WHERE member_key IN "
+            f"(SELECT cityHash64(member_id) FROM {{batch}}) AND member_id IN (SELECT member_id FROM {{batch}}) "
+            "AND signed_up = 0",
+            batch=keys(member_id=members),
+        )
+        if stale:
+            # The deletion names the members in the text: chDB's DELETE cannot read a Python table (it crashes).
+            among = "member_key IN (SELECT cityHash64(arrayJoin({m:Array(String)}))) AND member_id IN {m:Array(String)}"
+            params = {"m": array_literal([r["member_id"] for r in stale])}
             engine.command(f"DELETE FROM {self.db}.windows WHERE {among} AND signed_up = 0", params)
 
     async def merge(self, member_id: str, survivor_id: str) -> None:

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import msgspec
 from pydantic import TypeAdapter, ValidationError
 
 from shared.events.envelope import CloudEvent, EventData, FieldError, InvalidEvent, field_errors
@@ -82,6 +83,27 @@ def _all_valid(type_name: str, payloads: list[dict[str, Any]]) -> list[EventData
         return _list_of(model).validate_python(payloads)
     except ValidationError:
         return None
+
+
+def payloads_of(type_name: str, values: Sequence[bytes]) -> list[EventData] | None:
+    """Record bodies (JSON) of one type validated in one call, as one JSON array; None when the type is unknown or
+    one of them is not exactly one valid payload (then each on its own, `typed_data`, says which and why)."""
+    model = _REGISTRY.get(type_name)
+    if model is None:
+        return None
+    joined = b"[" + b",".join(values) + b"]"
+    try:
+        # Each element of the array must be exactly one body: malformed bodies could otherwise join into
+        # well-formed elements that belong to other records.
+        elements = _ELEMENTS.decode(joined)
+        if len(elements) != len(values) or any(bytes(e) != v for e, v in zip(elements, values, strict=True)):
+            return None
+        return _list_of(model).validate_json(joined)
+    except (ValidationError, msgspec.DecodeError):
+        return None
+
+
+_ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 @functools.cache

@@ -12,7 +12,6 @@ import pytest
 
 from services.analytics import queries
 from services.analytics.cohorts import PathQuery, RetentionQuery, paths_report, retention_report
-from services.analytics.facts import COLUMNS, fact_row
 from services.analytics.reading import timeline_view
 from services.analytics.reports import (
     BadParameter,
@@ -35,7 +34,6 @@ from services.analytics.reports import (
     with_previous,
 )
 from services.journey.rules import load_rules, parse_rules
-from shared.events import CloudEvent
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -44,46 +42,6 @@ SIGNED_UP, ACTIVATED, BORROWED = "member.signed_up.v1", "member.card_activated.v
 
 def ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
-
-
-def ev(kind: str, **data: Any) -> CloudEvent:
-    return CloudEvent(id="e1", source="/t", type=f"nl.bibliotheek.{kind}", time=T0, subject="m1", library="oba",
-                      channel="online", platform="website", data=data)  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------------ rows
-
-
-def test_a_sign_up_row_keeps_the_profile_and_nothing_personal() -> None:
-    row = fact_row(ev(SIGNED_UP, age_band="0-3", home_library="oba", postcode_area="1034", source="consultatiebureau",
-                      language="nl", email="a@b.nl"))  # fmt: skip
-    assert row is not None and set(row) == set(COLUMNS)
-    assert (row["member_id"], row["type"], row["age_band"], row["postcode_area"]) == ("m1", SIGNED_UP, "0-3", "1034")
-    assert (row["home_library"], row["source"], row["channel"]) == ("oba", "consultatiebureau", "online")
-    assert "a@b.nl" not in row.values()
-    assert row["time"] == T0
-
-
-def test_friction_rows_carry_their_own_attributes_and_a_resolution_its_seconds() -> None:
-    detected = fact_row(ev("friction.detected.v1", friction_id="f1", rule="r", library="haarlem", platform="app",
-                           channel_pair="online→offline", age_band="4-11", start_event_id="s",
-                           started_at=(T0 - DAY).isoformat(), due_at=T0.isoformat()))  # fmt: skip
-    assert detected is not None
-    assert (detected["library"], detected["platform"], detected["rule"], detected["outcome"]) == (
-        "haarlem", "app", "r", "detected",
-    )  # fmt: skip
-    assert (detected["started"], detected["due"]) == (T0 - DAY, T0)
-    resolved = fact_row(ev("friction.resolved.v1", friction_id="f1", rule="r", seconds_to_resolve=60.5))
-    assert resolved is not None and (resolved["friction_id"], resolved["seconds"]) == ("f1", 60.5)
-
-
-def test_a_switch_row_has_its_channel_pair_an_item_id_is_not_kept_and_an_event_without_member_has_no_row() -> None:
-    switch = fact_row(ev("member.channel_switched.v1", from_channel="offline", from_platform="desk",
-                         to_channel="online", to_platform="app"))  # fmt: skip
-    assert switch is not None and (switch["channel_pair"], switch["to_channel"]) == ("offline→online", "online")
-    loan = fact_row(ev(BORROWED, item_id="isbn-123", loan_id="l1"))
-    assert loan is not None and "isbn-123" not in loan.values()
-    assert fact_row(ev(SIGNED_UP).model_copy(update={"subject": None})) is None
 
 
 # ------------------------------------------------------------------------------------------------ SQL
