@@ -10,9 +10,9 @@ from aiokafka.partitioner import DefaultPartitioner
 from shared.consumers import read_to_end
 from shared.events import CloudEvent, from_kafka
 from shared.events.members import ConsentChanged, LoginFailed
-from shared.service import ServiceParts
 from shared.settings import Settings
 from shared.topics import MEMBERS, ensure_topics
+from tests.support import publish_as_harness
 
 
 async def test_a_batch_lands_whole_each_member_s_events_in_order_on_the_partition_kafka_picks_for_the_member(
@@ -29,13 +29,7 @@ async def test_a_batch_lands_whole_each_member_s_events_in_order_on_the_partitio
                           library="oba", channel="offline", platform="kiosk", time=datetime.now(UTC))
         for i in range(800)
     ]  # fmt: skip
-    parts = ServiceParts.connect("publishing-test", settings)
-    await parts.broker.start()
-    try:
-        await parts.publisher.publish_many(events)
-    finally:
-        await parts.broker.stop()
-        await parts.redis.aclose()
+    await publish_as_harness(settings, events)  # a service's publisher, as the tests' own client
 
     records = await read_to_end(settings.kafka_bootstrap, settings.topic(MEMBERS.name))
     assert sorted((from_kafka(r.value, r.headers) for r in records), key=lambda e: e.id) == sorted(
