@@ -38,28 +38,6 @@ from shared.settings import Settings
 SESSION_ENV: Final = "KLANTREIS_TEST_PRINCIPALS"
 
 
-# Test modules whose services still run as harness clients, with why (what is left to do: docs/security.md).
-AS_HARNESS: Final = (
-    # Input (member, usage events) published through journey's own publisher, which Kafka refuses journey as it
-    # should; the browser tests' platform is one for the session, and test_dashboard_pages.py feeds it that way.
-    "tests/browser/",
-    "tests/integration/test_journey.py",
-    "tests/integration/test_journey_scaling.py",
-    # Failed signed in, not analysed yet: the journey tools (2 tests), the contract test of analytics and
-    # notifications, one outage test.
-    "tests/integration/test_journey_tools.py",
-    "tests/integration/test_contract.py",
-    "tests/integration/test_ingest_outage.py",
-    # /readyz asked right after start: on a loaded machine the first SASL sign-in outlasts the 1 s Kafka probe.
-    "tests/integration/test_walking_skeleton.py",
-)
-
-
-def _test_runs_as_harness() -> bool:
-    """Whether the running test (or fixture) is one of AS_HARNESS's modules."""
-    return os.environ.get("PYTEST_CURRENT_TEST", "").startswith(AS_HARNESS)
-
-
 @dataclass(frozen=True)
 class SessionPrincipals:
     """Where the session's services sign in and with which passwords (read from the environment)."""
@@ -217,7 +195,7 @@ def _signing_in(service: str, create_app: Callable[..., Any]) -> Callable[..., A
     @functools.wraps(create_app)
     def signed_in_create_app(settings: Settings | None = None, *args: Any, **kwargs: Any) -> Any:
         current = session()
-        if settings is not None and current is not None and not _test_runs_as_harness():
+        if settings is not None and current is not None:
             settings = current.signed_in(service, settings)
         return create_app(settings, *args, **kwargs)
 

@@ -64,18 +64,25 @@ async def read_topic(
         await consumer.stop()
 
 
-async def publish_as_harness(settings: Any, events: Sequence[Any]) -> None:
-    """Publish ``events`` (CloudEvents, e.g. input a service consumes) as the tests' own client, with ``settings``
-    naming the harness: a service's own publisher may write only its own topics (tests/principals.py)."""
+@contextlib.asynccontextmanager
+async def harness_publisher(settings: Any) -> AsyncIterator[Any]:
+    """A publisher of the tests' own client, with ``settings`` naming the harness: for input a service consumes,
+    which a service's own publisher may not write (each service writes only its own topics; tests/principals.py)."""
     from shared.service import ServiceParts
 
     parts = ServiceParts.connect("test-input", settings)
     await parts.broker.start()
     try:
-        await parts.publisher.publish_many(events)
+        yield parts.publisher
     finally:
         await parts.broker.stop()
         await parts.redis.aclose()
+
+
+async def publish_as_harness(settings: Any, events: Sequence[Any]) -> None:
+    """Publish ``events`` (CloudEvents) once as the tests' own client (see `harness_publisher`)."""
+    async with harness_publisher(settings) as publisher:
+        await publisher.publish_many(events)
 
 
 def problem(response: httpx.Response) -> tuple[int, str | None]:

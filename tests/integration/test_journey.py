@@ -27,7 +27,7 @@ from shared.events.registry import TYPE_PREFIX
 from shared.kafka import EventPublisher
 from shared.redis import make_redis
 from shared.settings import Settings
-from tests.support import eventually, header, read_to_end, running
+from tests.support import eventually, harness_publisher, header, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +36,12 @@ pytestmark = pytest.mark.integration
 class Live:
     app: FastAPI
     settings: JourneySettings
+    publisher: EventPublisher  # the tests' own: journey may not write the topics it consumes
 
     @property
     def detector(self) -> FrictionDetector:
         detector: FrictionDetector = self.app.state.detector
         return detector
-
-    @property
-    def publisher(self) -> EventPublisher:
-        publisher: EventPublisher = self.app.state.parts.publisher
-        return publisher
 
     async def frictions(self) -> list[dict[str, Any]]:
         records = await read_to_end(self.settings.kafka_bootstrap, self.settings.topic("journey.frictions.v1"))
@@ -86,8 +82,8 @@ def journey_settings(settings: Settings, **overrides: Any) -> JourneySettings:
 async def live(settings: Settings) -> AsyncIterator[Live]:
     live_settings = journey_settings(settings)
     app = create_app(live_settings)
-    async with running(app):
-        yield Live(app, live_settings)
+    async with running(app), harness_publisher(live_settings) as publisher:
+        yield Live(app, live_settings, publisher)
 
 
 def event(kind: str, member: str, at: datetime, **attributes: Any) -> CloudEvent:
@@ -134,8 +130,8 @@ async def replay(
     )
     live_settings = journey_settings(isolated, journey_batch_size=batch_size)
     app = create_app(live_settings)
-    async with running(app):
-        live = Live(app, live_settings)
+    async with running(app), harness_publisher(live_settings) as publisher:
+        live = Live(app, live_settings, publisher)
         await load(enumerate(events), live.publisher)
         await live.settle()
         return {f["id"] for f in await live.frictions()}
@@ -253,8 +249,8 @@ async def test_an_older_history_loaded_into_a_running_service_gives_the_friction
     fresh.feed(history)
     expected = {(f.member_id, f.start_event_id) for f in fresh.finish(now).detected}
     app = create_app(live_settings)
-    async with running(app):
-        live = Live(app, live_settings)
+    async with running(app), harness_publisher(live_settings) as publisher:
+        live = Live(app, live_settings, publisher)
         # The platform is live: today's sign-ups, one of them activated.
         await live.publisher.publish_many([
             signed_up("today-1", now - timedelta(minutes=5)), signed_up("today-2", now - timedelta(minutes=4)),

@@ -21,7 +21,7 @@ from services.journey.settings import JourneySettings
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, ensure_topics
 from tests.integration.test_journey import journey_settings
-from tests.support import eventually, header, read_to_end
+from tests.support import eventually, harness_publisher, header, read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,8 @@ async def test_instances_share_the_partitions_and_detect_exactly_what_one_would(
     await ensure_topics(scaled, ALL_TOPICS)
     async with contextlib.AsyncExitStack() as stack:
         apps = [await stack.enter_async_context(instance(scaled)) for _ in range(count)]
-        await load(enumerate(NETWORK.events), apps[0].state.parts.publisher)
+        publisher = await stack.enter_async_context(harness_publisher(scaled))
+        await load(enumerate(NETWORK.events), publisher)
         await eventually(lambda: all_settled(apps), within=180, every=0.5)
         owners = [set(d.owned) for d in detectors(apps)]
         consumers = [d.consumer.consumer for d in detectors(apps)]
@@ -99,8 +100,7 @@ async def test_instances_share_the_partitions_and_detect_exactly_what_one_would(
 async def test_an_instance_coming_and_going_under_load_changes_no_friction(scaled: JourneySettings) -> None:
     await ensure_topics(scaled, ALL_TOPICS)
     chunks = [NETWORK.events[i : i + 1500] for i in range(0, len(NETWORK.events), 1500)]
-    async with instance(scaled) as steady:
-        publisher = steady.state.parts.publisher
+    async with instance(scaled) as steady, harness_publisher(scaled) as publisher:
 
         async def feed() -> None:
             for chunk in chunks:

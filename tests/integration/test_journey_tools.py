@@ -27,7 +27,7 @@ from shared.events import CloudEvent, to_structured
 from shared.events.registry import TYPE_PREFIX
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import eventually, header, publish_seed_libraries, read_to_end, running
+from tests.support import eventually, header, publish_as_harness, publish_seed_libraries, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ async def test_the_journey_status_says_how_far_each_input_partition_got_to_opera
     journey = JourneySettings(**settings.model_dump(), journey_idle_seconds=0.2)
     app = journey_app(journey)
     async with running(app) as client:
-        await app.state.parts.publisher.publish_many(events)
+        await publish_as_harness(journey, events)
 
         async def settled() -> dict[str, Any] | None:
             response = await client.get("/v1/status", headers={"Authorization": f"Bearer {await make_key('analyst')}"})
