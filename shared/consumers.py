@@ -83,11 +83,12 @@ async def partitions_of(
 
 
 async def batches_to_end(
-    bootstrap: str, *topics: str, security: Mapping[str, Any] | None = None
+    bootstrap: str, *topics: str, security: Mapping[str, Any] | None = None, since_ms: int | None = None
 ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
-    """The records of `topics` as they stand now, from the start of every partition up to its end offset at the
-    call, in fetched batches (in offset order within a partition). No consumer group: nothing is committed and no
-    running consumer is disturbed; records produced meanwhile are left out."""
+    """The records of `topics` as they stand now, from the start of every partition (or, with `since_ms`, from its
+    first record timestamped at or after then) up to its end offset at the call, in fetched batches (in offset order
+    within a partition). No consumer group: nothing is committed and no running consumer is disturbed; records
+    produced meanwhile are left out."""
     assigned = await partitions_of(bootstrap, topics, security)
     if not assigned:
         return
@@ -101,9 +102,20 @@ async def batches_to_end(
     await consumer.start()
     try:
         consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await end_offsets(consumer, assigned)
-        todo = {tp for tp, end in ends.items() if end > 0}
+        if since_ms is None:
+            # Positions first: asked before them, the fetcher would start at the end (a group-less consumer's reset).
+            await consumer.seek_to_beginning(*assigned)
+            ends = await end_offsets(consumer, assigned)
+            todo = {tp for tp, end in ends.items() if end > 0}
+        else:
+            ends = await end_offsets(consumer, assigned)
+            found = await asyncio.wait_for(
+                consumer.offsets_for_times(dict.fromkeys(assigned, since_ms)), OFFSETS_TIMEOUT
+            )
+            starts = {tp: at.offset for tp, at in found.items() if at is not None and at.offset < ends[tp]}
+            for tp, offset in starts.items():
+                consumer.seek(tp, offset)
+            todo = set(starts)
         while todo:
             fetched = await consumer.getmany(*todo, timeout_ms=READ_POLL_MS)
             batch = [r for tp, records in fetched.items() for r in records if r.offset < ends[tp]]
@@ -123,32 +135,13 @@ async def event_ids_since(
     """The ids (`ce_id` header: binary mode) of the records on `topics` timestamped at or after `since_ms`, up to
     each partition's end at the call: what reached Kafka of events sent since then. For a producer that must not
     send an event twice after an attempt whose outcome it does not know (a time-out, an owner that stopped)."""
-    assigned = await partitions_of(bootstrap, topics, security)
-    if not assigned:
-        return set()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, client_id="klantreis-reader",
-        **(security or {}),
-    )  # fmt: skip
-    await consumer.start()
-    try:
-        consumer.assign(assigned)
-        starts = await asyncio.wait_for(consumer.offsets_for_times(dict.fromkeys(assigned, since_ms)), OFFSETS_TIMEOUT)
-        ends = await end_offsets(consumer, assigned)
-        todo = {tp for tp, found in starts.items() if found is not None and found.offset < ends[tp]}
-        for tp in todo:
-            consumer.seek(tp, starts[tp].offset)
-        ids: set[str] = set()
-        while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=READ_POLL_MS)
-            for tp, records in fetched.items():
-                ids.update(v.decode() for r in records if r.offset < ends[tp] for k, v in r.headers if k == "ce_id")
-            for tp in list(todo):
-                if await position(consumer, tp) >= ends[tp]:
-                    todo.discard(tp)
-        return ids
-    finally:
-        await consumer.stop()
+    return {
+        value.decode()
+        async for batch in batches_to_end(bootstrap, *topics, security=security, since_ms=since_ms)
+        for record in batch
+        for name, value in record.headers
+        if name == "ce_id"
+    }
 
 
 async def read_to_end(
