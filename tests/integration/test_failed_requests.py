@@ -29,7 +29,7 @@ from tests.integration.conftest import MakeKey
 from tests.integration.test_failed_items import klantreis, loan
 from tests.integration.test_propositions_catalogue import HAARLEM, OBA
 from tests.integration.test_tracker_ingest import OBA_SITE, PAGE_VIEWED, client_event, from_browser
-from tests.support import header, read_to_end
+from tests.support import header, problem, read_to_end
 
 pytestmark = pytest.mark.integration
 
@@ -88,10 +88,11 @@ async def test_a_single_loan_or_registration_refused_before_or_in_the_route_is_k
                                        headers={"Content-Type": "application/json"})  # fmt: skip
             assert not_json.status_code == 422, not_json.text
             with no_key(http):  # no key: refused, and nothing kept for it
-                assert (await http.post("/v1/loans", json=loan(format="vinyl"))).status_code == 401
+                refused = await http.post("/v1/loans", json=loan(format="vinyl"))
+                assert problem(refused) == (401, "send an API key: Authorization: Bearer <key>")
             nowhere = "/v1/activities/oba.taalcafe.3f9a1c2e7d4b/registrations"  # no such activity
             registration = await http.post(nowhere, json={"member_id": str(uuid.uuid4())})
-            assert registration.status_code == 404, registration.text
+            assert problem(registration) == (404, "activity does not exist")
 
             everything = await kept(settings)
             [registered] = [r for r in everything if header(r, "failed_endpoint") == nowhere]
@@ -147,20 +148,22 @@ async def test_identity_s_refused_commands_are_kept_without_personal_data_and_a_
             for _ in range(2):
                 answer = await http.post(f"/v1/members/{late}/card-activation", json=activation,
                                          headers={"Idempotency-Key": f"activation-{late}"})  # fmt: skip
-                assert answer.status_code == 404, answer.text
+                assert problem(answer) == (404, "member does not exist")
             early = await http.put(f"/v1/members/{late}/consents/email/marketing", json={"granted": True})
-            assert early.status_code == 404, early.text
+            assert problem(early) == (404, "member does not exist")
             # A bus is not a platform that activates cards: refused by the schema, before the route.
             bus = await http.post(f"/v1/members/{late}/card-activation", json={**activation, "platform": "bus"})
             assert bus.status_code == 422, bus.text
             login = {"platform": "ebook", "external_id": "eb-wilhelmina-1880", "outcome": "succeeded"}
-            assert (await http.post("/v1/logins", json=login)).status_code == 404  # no such account linked
+            unlinked = await http.post("/v1/logins", json=login)
+            assert problem(unlinked) == (404, "no member has this account on ebook linked")
             person = {"name": "Wilhelmina Jansen", "email": "wilhelmina@example.nl", "birth_date": "1990-01-01",
                       "postcode": "1011 AB", "home_library": "oba", "registration_id": late}  # fmt: skip
             sign_up = await http.post("/v1/members", json={**person, "email": "wilhelmina@"})
             assert sign_up.status_code == 422, sign_up.text
             with no_key(http):
-                assert (await http.post(f"/v1/members/{late}/card-activation", json=activation)).status_code == 401
+                refused = await http.post(f"/v1/members/{late}/card-activation", json=activation)
+                assert problem(refused) == (401, "send an API key: Authorization: Bearer <key>")
 
             records = await kept(settings)
             assert len(records) == 6

@@ -278,7 +278,7 @@ async def test_a_key_of_another_library_may_not_read_the_member(identity: Identi
     response = await identity.client.get(
         f"/v1/members/{member}", headers=await identity.key("member-data", library="haarlem")
     )
-    assert response.status_code == 403
+    assert problem(response) == (403, "this key is scoped to library 'haarlem'")
     assert "Sanne" not in response.text
 
 
@@ -557,7 +557,7 @@ async def test_an_analyst_key_may_not_ask_where_to_reach_a_member(identity: Iden
     response = await identity.client.get(
         f"/internal/v1/members/{member}/contact", params={"medium": "email"}, headers=await identity.key("analyst")
     )
-    assert response.status_code == 403
+    assert problem(response) == (403, "this key lacks the role service")
 
 
 async def test_messages_for_an_adult_go_to_the_member_themselves(identity: Identity) -> None:
@@ -700,7 +700,7 @@ async def test_confirming_or_dismissing_an_unknown_suspicion_is_a_404(identity: 
         "/v1/duplicates/no-such-suspicion/confirm", json={"survivor_id": member, "confirmed_by": "desk"}
     )
     dismiss = await identity.client.post("/v1/duplicates/no-such-suspicion/dismiss")
-    assert (confirm.status_code, dismiss.status_code) == (404, 404)
+    assert [problem(confirm), problem(dismiss)] == [(404, "duplicate suspicion does not exist")] * 2
 
 
 # -------------------------------------------------------------------------------------------------- erasure
@@ -726,7 +726,7 @@ async def test_a_member_identity_never_knew_is_erased_by_a_network_wide_key_only
     # A member known only from events a platform produced straight to Kafka: identity cannot tell their library.
     one_library = await identity.key("member-data", library="oba")
     refused = await identity.client.delete("/v1/members/only-kafka-knew-me", headers=one_library)
-    assert refused.status_code == 403
+    assert problem(refused) == (403, "this key is scoped to library 'oba'")
 
     erased = await identity.client.delete("/v1/members/only-kafka-knew-me")
 
@@ -946,5 +946,5 @@ async def test_every_endpoint_refuses_a_request_without_a_key(
     identity: Identity, method: str, path: str, body: Any
 ) -> None:
     response = await identity.client.request(method, path, json=body, headers={"Authorization": ""})
-    assert response.status_code == 401
+    assert problem(response) == (401, "send an API key: Authorization: Bearer <key>")
     assert response.headers["www-authenticate"] == "Bearer"

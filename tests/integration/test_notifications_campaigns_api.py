@@ -304,7 +304,7 @@ async def test_a_library_key_manages_its_own_library_s_campaigns_and_no_others(
     assert refused.status_code == 403
     assert "network-wide key" in refused.json()["detail"]
     foreign = await service.client.post("/v1/campaigns", json=campaign(library="haarlem"), headers=oba)
-    assert foreign.status_code == 403
+    assert problem(foreign) == (403, "this key is scoped to library 'oba'")
     own = await service.client.post("/v1/campaigns", json=campaign(library="oba"), headers=oba)
     assert own.status_code == 201, own.text
     reaching_out = campaign(library="oba", audience={"libraries": ["haarlem"]})
@@ -312,10 +312,17 @@ async def test_a_library_key_manages_its_own_library_s_campaigns_and_no_others(
         "body.audience.libraries"
     ]
 
-    assert (await service.client.post(f"/v1/campaigns/{network_campaign}/activate", headers=oba)).status_code == 403
+    activated = await service.client.post(f"/v1/campaigns/{network_campaign}/activate", headers=oba)
+    assert problem(activated) == (
+        403,
+        "this key is scoped to library 'oba': campaigns of the whole network need a network-wide key",
+    )
     assert (await service.client.get(f"/v1/campaigns/{network_campaign}", headers=oba)).status_code == 200
     haarlem = {"Authorization": f"Bearer {await make_key('marketing', library='haarlem')}"}
-    assert (await service.client.get(f"/v1/campaigns/{own.json()['id']}", headers=haarlem)).status_code == 403
+    assert problem(await service.client.get(f"/v1/campaigns/{own.json()['id']}", headers=haarlem)) == (
+        403,
+        "this key is scoped to library 'haarlem'",
+    )
     listed = (await service.client.get("/v1/campaigns", headers=haarlem)).json()["campaigns"]
     assert own.json()["id"] not in [c["id"] for c in listed]
 
@@ -324,8 +331,10 @@ async def test_keys_without_the_marketing_role_and_requests_without_a_key_are_re
     service: Notifications, make_key: MakeKey
 ) -> None:
     analyst = {"Authorization": f"Bearer {await make_key('analyst')}"}
-    assert (await service.client.post("/v1/campaigns", json=campaign(), headers=analyst)).status_code == 403
-    assert (await service.client.get("/v1/campaigns", headers={"Authorization": ""})).status_code == 401
+    refused = await service.client.post("/v1/campaigns", json=campaign(), headers=analyst)
+    assert problem(refused) == (403, "this key lacks the role marketing")
+    without = await service.client.get("/v1/campaigns", headers={"Authorization": ""})
+    assert problem(without) == (401, "send an API key: Authorization: Bearer <key>")
 
 
 @pytest.mark.parametrize(

@@ -202,11 +202,17 @@ async def test_the_inbox_marks_messages_read_and_unread_for_the_apps(
         unknown = await n.client.put(f"/v1/members/{m}/inbox/nothing", json={"read": True})
         assert problem(unknown) == (404, "message does not exist")
         haarlem = {"Authorization": f"Bearer {await make_key('member-data', library='haarlem')}"}
-        assert (await n.client.put(path, json={"read": True}, headers=haarlem)).status_code == 403
+        assert problem(await n.client.put(path, json={"read": True}, headers=haarlem)) == (
+            403,
+            "this key is scoped to library 'haarlem'",
+        )
         bad = await n.client.put(path, json={"read": "maybe"})
         assert (bad.status_code, [e["field"] for e in bad.json()["errors"]]) == (422, ["body.read"])
         marketing = {"Authorization": f"Bearer {await make_key('marketing')}"}
-        assert (await n.client.get(f"/v1/members/{m}/inbox", headers=marketing)).status_code == 403
+        assert problem(await n.client.get(f"/v1/members/{m}/inbox", headers=marketing)) == (
+            403,
+            "this key lacks the role member-data or service",
+        )
 
 
 async def test_a_broadcast_reaches_its_audience_at_its_time_and_a_minor_s_message_goes_to_the_guardian_s_inbox(

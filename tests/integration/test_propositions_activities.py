@@ -152,7 +152,7 @@ async def test_haarlem_s_marketing_cannot_schedule_at_the_oba(propositions: Prop
     response = await propositions.client.post(
         "/v1/activities", json=session(), headers=await propositions.key("marketing", library="haarlem")
     )
-    assert response.status_code == 403
+    assert problem(response) == (403, "this key is scoped to library 'haarlem'")
 
 
 async def test_an_unknown_session_is_a_404(propositions: Propositions) -> None:
@@ -244,7 +244,7 @@ async def test_haarlem_s_ingest_key_cannot_register_members_for_an_oba_session(p
         json={"member_id": member()},
         headers=await propositions.key("ingest", library="haarlem"),
     )
-    assert response.status_code == 403
+    assert problem(response) == (403, "this key is scoped to library 'haarlem'")
 
 
 async def test_a_marketing_key_cannot_register_members(propositions: Propositions) -> None:
@@ -254,7 +254,7 @@ async def test_a_marketing_key_cannot_register_members(propositions: Proposition
         json={"member_id": member()},
         headers=await propositions.key("marketing"),
     )
-    assert response.status_code == 403
+    assert problem(response) == (403, "this key lacks the role ingest")
 
 
 async def test_registering_for_an_unknown_session_is_a_404(propositions: Propositions) -> None:
@@ -338,7 +338,8 @@ async def test_attendance_at_an_unknown_session_is_a_404_and_from_another_librar
         json={"member_id": member()},
         headers=await propositions.key("ingest", library="haarlem"),
     )
-    assert (unknown.status_code, other.status_code) == (404, 403)
+    assert problem(unknown) == (404, "activity does not exist")
+    assert problem(other) == (403, "this key is scoped to library 'haarlem'")
 
 
 async def test_attendance_on_an_unknown_channel_is_refused_naming_it(propositions: Propositions) -> None:

@@ -17,7 +17,7 @@ from shared.events import BATCH, STRUCTURED, from_kafka
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.integration.test_propositions_catalogue import Propositions, fields, short_type
-from tests.support import header, read_topic, running
+from tests.support import header, problem, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -153,7 +153,8 @@ async def test_haarlem_s_ingest_key_cannot_report_an_oba_loan_and_marketing_cann
         "/v1/loans", json=loan(), headers=await propositions.key("ingest", library="haarlem")
     )
     marketing = await propositions.client.post("/v1/loans", json=loan(), headers=await propositions.key("marketing"))
-    assert (haarlem.status_code, marketing.status_code) == (403, 403)
+    assert problem(haarlem) == (403, "body.library: this key is scoped to library 'haarlem'")
+    assert problem(marketing) == (403, "this key lacks the role ingest")
     assert fields(haarlem) == ["body.library"]
 
 
@@ -320,5 +321,6 @@ async def test_a_single_loan_event_of_another_library_is_a_403_and_a_malformed_o
     scoped = await propositions.client.post("/v1/events", content=json.dumps(haarlem), headers=headers)
     invalid = await propositions.client.post("/v1/events", content=json.dumps(malformed), headers=headers)
 
-    assert (scoped.status_code, invalid.status_code) == (403, 422)
+    assert problem(scoped) == (403, "this key is scoped to library 'oba'")
+    assert invalid.status_code == 422
     assert fields(invalid) == ["data.loan_id"]

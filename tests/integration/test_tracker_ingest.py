@@ -139,7 +139,7 @@ async def test_a_post_from_a_foreign_origin_publishes_nothing(identity: httpx.As
     event = client_event()
     # A beacon needs no preflight: the ingest itself refuses the origin.
     response = await identity.post(f"/v1/events?key={key}", content=json.dumps([event]), headers=from_browser(FOREIGN))
-    assert response.status_code == 403
+    assert problem(response) == (403, "this page's origin is not a website of the key's library")
     assert "access-control-allow-origin" not in response.headers
     no_origin = await identity.post(f"/v1/events?key={key}", content=json.dumps([event]), headers={"Authorization": ""})
     assert no_origin.status_code == 403
@@ -185,7 +185,7 @@ async def test_after_login_the_site_s_server_links_the_visitor_and_its_events_be
     rotterdam_site = {"Authorization": f"Bearer {await make_key('ingest', library='rotterdam')}"}
     link = {"member_id": member}
     refused = await identity.put(f"/v1/visitors/{visitor}/member", json=link, headers=rotterdam_site)
-    assert refused.status_code == 403  # another library's server cannot link oba's member
+    assert problem(refused) == (403, "this key is scoped to library 'rotterdam'")  # cannot link oba's member
     not_a_visitor = await identity.put(f"/v1/visitors/{uuid.uuid4()}/member", json=link)
     assert not_a_visitor.status_code == 422
     oba_site = {"Authorization": f"Bearer {await make_key('ingest', library='oba')}"}
@@ -208,10 +208,10 @@ async def test_an_unknown_or_revoked_publishable_key_is_refused(identity: httpx.
     unknown = await identity.post(
         "/v1/events?key=pk_oba_notakeyofanyoneatallxx", content=body, headers=from_browser(OBA_SITE)
     )
-    assert unknown.status_code == 401
+    assert problem(unknown) == (401, "the publishable key is unknown or revoked")
     assert (await identity.delete(f"/v1/publishable-keys/{key}")).status_code == 204
     revoked = await identity.post(f"/v1/events?key={key}", content=body, headers=from_browser(OBA_SITE))
-    assert revoked.status_code == 401
+    assert problem(revoked) == (401, "the publishable key is unknown or revoked")
 
 
 async def test_only_an_admin_of_the_library_makes_its_publishable_keys(
@@ -220,9 +220,10 @@ async def test_only_an_admin_of_the_library_makes_its_publishable_keys(
     oba_admin = {"Authorization": f"Bearer {await make_key('admin', library='oba')}"}
     assert (await identity.post("/v1/publishable-keys", json={"library": "oba"}, headers=oba_admin)).status_code == 201
     other = await identity.post("/v1/publishable-keys", json={"library": "rotterdam"}, headers=oba_admin)
-    assert other.status_code == 403
+    assert problem(other) == (403, "this key is scoped to library 'oba'")
     marketing = {"Authorization": f"Bearer {await make_key('marketing', library='oba')}"}
-    assert (await identity.post("/v1/publishable-keys", json={"library": "oba"}, headers=marketing)).status_code == 403
+    refused = await identity.post("/v1/publishable-keys", json={"library": "oba"}, headers=marketing)
+    assert problem(refused) == (403, "this key lacks the role admin")
     unknown = await identity.post("/v1/publishable-keys", json={"library": "atlantis"})
     assert unknown.status_code == 422
     assert [e["field"] for e in unknown.json()["errors"]] == ["library"]
