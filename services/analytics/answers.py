@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
@@ -23,7 +24,7 @@ from services.analytics.settings import AnalyticsSettings
 from shared.auth import AUTH_RESPONSES, NETWORK, Principal
 from shared.events import FieldError
 from shared.events.registry import TYPE_PREFIX, event_types
-from shared.events.types import IsoDate
+from shared.events.types import AGE_BANDS, IsoDate
 from shared.problems import Problem
 from shared.topics import MEMBERS, USAGE
 
@@ -233,6 +234,15 @@ def bad(parameter: str, message: str) -> Problem:
     return Problem(422, "Unprocessable Content", f"{field}: {message}", errors=[FieldError(field, message)])
 
 
+@contextmanager
+def checked() -> Iterator[None]:
+    """Parameters parsed inside are answered, when one is bad, with the 422 naming it (`bad`)."""
+    try:
+        yield
+    except BadParameter as exc:
+        raise bad(exc.parameter, exc.message) from None
+
+
 def libraries_of(caller: Principal, raw: str | None) -> frozenset[str]:
     """The libraries a report covers: those asked for, within the key's scope (403 naming `library` beyond it)."""
     asked = reports.parse_list("library", raw)
@@ -246,6 +256,48 @@ def libraries_of(caller: Principal, raw: str | None) -> frozenset[str]:
         message = f"this key is scoped to library {caller.library!r}; it cannot read {', '.join(beyond)}"
         raise Problem(403, "Forbidden", message, errors=[FieldError("query.library", message)])
     return frozenset({caller.library})
+
+
+def readable_rows(rows: list[dict[str, Any]], caller: Principal) -> list[dict[str, Any]]:
+    """The rows of the libraries the key may read: all for a key of the whole network, else its library's own."""
+    return [r for r in rows if caller.covers(r["library"])]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The days and the members a report counts (funnel, retention, paths), as its query and its answer take them."""
+
+    preset: Preset | None
+    start: date | None
+    end: date | None
+    libraries: frozenset[str]
+    age_bands: frozenset[str]
+
+    def query(self) -> dict[str, Any]:
+        """The fields every report's query has for them."""
+        return {"start": self.start, "end": self.end, "libraries": self.libraries, "age_bands": self.age_bands}
+
+    def days(self) -> dict[str, Any]:
+        """The days as the answer's `parameters` show them."""
+        return {"from": day(self.start), "to": day(self.end), "preset": self.preset}
+
+    def members(self) -> dict[str, Any]:
+        """The members as the answer's `parameters` show them."""
+        return {"library": sorted(self.libraries), "age_band": sorted(self.age_bands)}
+
+
+def scope_of(
+    caller: Principal,
+    preset: Preset | None,
+    start: date | None,
+    end: date | None,
+    library: str | None,
+    age_band: str | None,
+) -> Scope:
+    """The report's days (`date_range`) and members (`libraries_of`, age bands), checked in that order."""
+    first, last = date_range(preset, start, end)
+    libraries = libraries_of(caller, library)
+    return Scope(preset, first, last, libraries, frozenset(reports.parse_list("age_band", age_band, AGE_BANDS)))
 
 
 def journey_types() -> list[str]:

@@ -32,11 +32,10 @@ from services.analytics.answers import (
     ToDay,
     Within,
     answers,
-    bad,
-    date_range,
-    day,
+    checked,
     journey_types,
     libraries_of,
+    scope_of,
 )
 from services.analytics.reading import Reports
 from services.analytics.reports import BadParameter, FrictionQuery, FunnelQuery, Period, Report, Split
@@ -83,21 +82,16 @@ def reports_router(reading: Reports, settings: AnalyticsSettings) -> APIRouter:
         age_band: AgeBands = None,
         format: FormatChoice = None,
     ) -> Response:
-        try:
-            start, end = date_range(preset, from_, to)
-            if compare is not None and (start is None or end is None or period is not None):
+        with checked():
+            scope = scope_of(caller, preset, from_, to, library, age_band)
+            if compare is not None and (scope.start is None or scope.end is None or period is not None):
                 raise BadParameter("compare", "needs a closed date range (from and to, or a preset) and no period")
             query = FrictionQuery(
                 by=reports.parse_dimensions(by),
                 period=period,
-                start=start,
-                end=end,
-                libraries=libraries_of(caller, library),
                 rules=frozenset(reports.parse_list("rule", rule)),
-                age_bands=frozenset(reports.parse_list("age_band", age_band, AGE_BANDS)),
+                **scope.query(),
             )
-        except BadParameter as exc:
-            raise bad(exc.parameter, exc.message) from None
 
         async def make(clock: int) -> Report:
             current = await reading.frictions(query, clock)
@@ -111,9 +105,7 @@ def reports_router(reading: Reports, settings: AnalyticsSettings) -> APIRouter:
         parameters = {
             "by": list(query.by),
             "period": period,
-            "from": day(query.start),
-            "to": day(query.end),
-            "preset": preset,
+            **scope.days(),
             "compare": compare,
             "library": sorted(query.libraries),
             "rule": sorted(query.rules),
@@ -149,21 +141,13 @@ def reports_router(reading: Reports, settings: AnalyticsSettings) -> APIRouter:
         age_band: AgeBands = None,
         format: FormatChoice = None,
     ) -> Response:
-        try:
+        with checked():
             if within <= timedelta(0) or within > timedelta(days=3660):
                 raise BadParameter("within", "give a duration between PT1S and P3660D")
-            start, end = date_range(preset, from_, to)
+            scope = scope_of(caller, preset, from_, to, library, age_band)
             query = FunnelQuery(
-                steps=reports.parse_steps(steps, journey_types()),
-                within=within,
-                by=by,
-                start=start,
-                end=end,
-                libraries=libraries_of(caller, library),
-                age_bands=frozenset(reports.parse_list("age_band", age_band, AGE_BANDS)),
+                steps=reports.parse_steps(steps, journey_types()), within=within, by=by, **scope.query()
             )
-        except BadParameter as exc:
-            raise bad(exc.parameter, exc.message) from None
 
         async def make(clock: int) -> Report:
             return await reading.funnel(query, clock)
@@ -173,11 +157,8 @@ def reports_router(reading: Reports, settings: AnalyticsSettings) -> APIRouter:
             "steps": list(query.steps),
             "by": by,
             "within": reports.iso_duration(within),
-            "from": day(query.start),
-            "to": day(query.end),
-            "preset": preset,
-            "library": sorted(query.libraries),
-            "age_band": sorted(query.age_bands),
+            **scope.days(),
+            **scope.members(),
         }
         return answer(request, "funnel", parameters, computed, format)
 
@@ -203,13 +184,11 @@ def reports_router(reading: Reports, settings: AnalyticsSettings) -> APIRouter:
         library: Libraries = None,
         format: FormatChoice = None,
     ) -> Response:
-        try:
+        with checked():
             bands = reports.parse_list("age_bands", age_bands, AGE_BANDS)
             if not bands:
                 raise BadParameter("age_bands", "give at least one age band")
             libraries = libraries_of(caller, library)
-        except BadParameter as exc:
-            raise bad(exc.parameter, exc.message) from None
 
         async def make(clock: int) -> Report:
             return await reading.reach(bands, months, libraries, clock)

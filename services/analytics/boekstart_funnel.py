@@ -17,11 +17,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from services.analytics.answers import json_example
+from services.analytics.answers import json_example, readable_rows
 from services.analytics.population import ALL, PARTNERS
 from services.analytics.reading import Reports
 from services.analytics.store import AnalyticsStore, array_literal
-from shared.auth import AUTH_RESPONSES, NETWORK, AnalystKey, Principal
+from shared.auth import AUTH_RESPONSES, AnalystKey
 
 DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS
@@ -140,12 +140,6 @@ def boekstart_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> 
         sql, parameters = funnel_sql(first_loan_days)
         counted = await store.rows(sql, {**parameters, "clock": await reports.clock_ms()})
         rows = funnel_rows(counted, min_cell)
-        return {"first_loan_days": first_loan_days, "rows": _scoped(rows, caller)}
+        return {"first_loan_days": first_loan_days, "rows": readable_rows(rows, caller)}
 
     return router
-
-
-def _scoped(rows: list[dict[str, Any]], caller: Principal) -> list[dict[str, Any]]:
-    if caller.library == NETWORK:
-        return rows
-    return [r for r in rows if r["library"] == caller.library]

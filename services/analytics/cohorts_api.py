@@ -18,19 +18,16 @@ from services.analytics.answers import (
     PresetChoice,
     ToDay,
     answers,
-    bad,
-    date_range,
-    day,
+    checked,
     example,
     journey_types,
-    libraries_of,
+    scope_of,
 )
 from services.analytics.cohorts import PathQuery, RetentionQuery
 from services.analytics.reading import Reports
 from services.analytics.reports import BadParameter, Report
 from services.analytics.settings import AnalyticsSettings
 from shared.auth import AnalystKey
-from shared.events.types import AGE_BANDS
 
 RETENTION_EXAMPLE = example(
     "retention",
@@ -78,24 +75,15 @@ def cohorts_router(reading: Reports, settings: AnalyticsSettings) -> APIRouter:
         age_band: AgeBands = None,
         format: FormatChoice = None,
     ) -> Response:
-        try:
-            start, end = date_range(preset, from_, to)
-            query = RetentionQuery(
-                start=start,
-                end=end,
-                months=months,
-                libraries=libraries_of(caller, library),
-                age_bands=frozenset(reports.parse_list("age_band", age_band, AGE_BANDS)),
-            )
-        except BadParameter as exc:
-            raise bad(exc.parameter, exc.message) from None
+        with checked():
+            scope = scope_of(caller, preset, from_, to, library, age_band)
+        query = RetentionQuery(months=months, **scope.query())
 
         async def make(clock: int) -> Report:
             return await reading.retention(query, clock)
 
         computed = await answering.run(("retention", query), make)
-        parameters = {"from": day(query.start), "to": day(query.end), "preset": preset, "months": months,
-                      "library": sorted(query.libraries), "age_band": sorted(query.age_bands)}  # fmt: skip
+        parameters = {**scope.days(), "months": months, **scope.members()}
         return answering.answer(request, "retention", parameters, computed, format)
 
     @router.get(
@@ -132,32 +120,20 @@ def cohorts_router(reading: Reports, settings: AnalyticsSettings) -> APIRouter:
         age_band: AgeBands = None,
         format: FormatChoice = None,
     ) -> Response:
-        try:
+        with checked():
             if event not in journey_types():
                 raise BadParameter("event", f"unknown event type {event} (short names, e.g. member.login_failed.v1)")
             if within <= timedelta(0) or within > timedelta(days=366):
                 raise BadParameter("within", "give a duration between PT1S and P366D")
-            start, end = date_range(preset, from_, to)
-            query = PathQuery(
-                event=event,
-                depth=depth,
-                within=within,
-                start=start,
-                end=end,
-                limit=limit,
-                libraries=libraries_of(caller, library),
-                age_bands=frozenset(reports.parse_list("age_band", age_band, AGE_BANDS)),
-            )
-        except BadParameter as exc:
-            raise bad(exc.parameter, exc.message) from None
+            scope = scope_of(caller, preset, from_, to, library, age_band)
+        query = PathQuery(event=event, depth=depth, within=within, limit=limit, **scope.query())
 
         async def make(clock: int) -> Report:
             return await reading.paths(query, clock)
 
         computed = await answering.run(("paths", query), make)
-        parameters = {"event": event, "depth": depth, "within": reports.iso_duration(within), "from": day(query.start),
-                      "to": day(query.end), "preset": preset, "limit": limit, "library": sorted(query.libraries),
-                      "age_band": sorted(query.age_bands)}  # fmt: skip
+        parameters = {"event": event, "depth": depth, "within": reports.iso_duration(within), **scope.days(),
+                      "limit": limit, **scope.members()}  # fmt: skip
         return answering.answer(request, "paths", parameters, computed, format)
 
     return router

@@ -13,15 +13,14 @@ Rows with fewer than `min_cell` viewers are suppressed (figures null), as every 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
-from services.analytics.answers import json_example
 from services.analytics.reading import Reports
-from services.analytics.referrals import outcome_report, outcome_rows
+from services.analytics.referrals import outcome_route, outcome_rows
 from services.analytics.store import AnalyticsStore
-from shared.auth import AUTH_RESPONSES, AnalystKey
+from shared.auth import AUTH_RESPONSES
 
 VIEWED = "client.proposition_viewed.v1"
 TAKE_UP = ("member.signed_up.v1", "usage.activity_registered.v1")
@@ -56,31 +55,19 @@ def interest_rows(counted: Sequence[dict[str, Any]], min_cell: int) -> list[dict
 
 def interest_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> APIRouter:
     router = APIRouter(tags=["reports"], responses=AUTH_RESPONSES)
-
-    @router.get(
+    outcome_route(
+        router,
         "/v1/reports/interest",
+        (store, reports, min_cell),
+        sql=SQL,
+        rows_of=interest_rows,
+        within_days=14,
+        example={"library": "oba", "proposition": "boekstart", "viewers": 40, "took_up": 12, "pending": 8},
+        name="interest",
         summary="Online interest (proposition views on the library's website) versus take-up, per proposition and "
         "library",
         description="Took up: the viewer signed up for the proposition or registered for one of its activities "
         "within `within_days` of the first view. Right-censored: viewers still inside their window are `pending`. "
         "See docs/tracker.md.",
-        responses=json_example(
-            {
-                "within_days": 14,
-                "rows": interest_rows(
-                    [{"library": "oba", "proposition": "boekstart", "viewers": 40, "took_up": 12, "pending": 8}], 5
-                ),
-            }
-        ),
     )
-    async def interest(caller: AnalystKey, within_days: Annotated[int, Query(ge=1, le=365)] = 14) -> dict[str, Any]:
-        return await outcome_report(
-            store,
-            reports,
-            SQL,
-            lambda counted: interest_rows(counted, min_cell),
-            within_days=within_days,
-            caller=caller,
-        )
-
     return router

@@ -13,18 +13,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from services.analytics.answers import json_example
+from services.analytics.answers import json_example, readable_rows
 from services.analytics.population import ALL
 from services.analytics.reading import Reports
 from services.analytics.reports import ratio
 from services.analytics.store import AnalyticsStore
-from shared.auth import AUTH_RESPONSES, NETWORK, AnalystKey, Principal
+from shared.auth import AUTH_RESPONSES, AnalystKey
 
 DAY_MS = 86_400_000
 REFERRED = "member.referred.v1"
 ATTENDED = "usage.activity_attended.v1"
 FIGURES = ("referred", "followed", "pending")
-Rows = Callable[[Sequence[dict[str, Any]]], list[dict[str, Any]]]
+Rows = Callable[[Sequence[dict[str, Any]], int], list[dict[str, Any]]]
 
 SQL = f"""
     SELECT ref.2 AS library, ref.3 AS proposition, count() AS referred,
@@ -75,16 +75,31 @@ def outcome_rows(
     return rows
 
 
-async def outcome_report(
-    store: AnalyticsStore, reports: Reports, sql: str, rows_of: Rows, *, within_days: int, caller: Principal
-) -> dict[str, Any]:
-    """Run `sql` (parameters `within` and the store's `clock`, in ms) and make its rows with `rows_of`; a library's
-    key sees its own library's rows."""
-    clock = await reports.clock_ms()
-    rows = rows_of(await store.rows(sql, {"within": within_days * DAY_MS, "clock": clock}))
-    if caller.library != NETWORK:
-        rows = [r for r in rows if r["library"] == caller.library]
-    return {"within_days": within_days, "rows": rows}
+def outcome_route(
+    router: APIRouter,
+    path: str,
+    read: tuple[AnalyticsStore, Reports, int],
+    *,
+    sql: str,
+    rows_of: Rows,
+    within_days: int,
+    example: dict[str, Any],
+    name: str,
+    summary: str,
+    description: str,
+) -> None:
+    """Declare on `router` the report `name` at `path`: `sql` run with parameters `within` (`within_days`, the
+    default) and the store's `clock` (ms), made rows by `rows_of(counted, min_cell)`; a library's key sees its own
+    library's rows. `example`: one counted row, for the OpenAPI example."""
+    store, reports, min_cell = read
+    default = within_days
+    shown = json_example({"within_days": default, "rows": rows_of([example], 5)})
+
+    @router.get(path, name=name, summary=summary, description=description, responses=shown)
+    async def report(caller: AnalystKey, within_days: Annotated[int, Query(ge=1, le=365)] = default) -> dict[str, Any]:
+        clock = await reports.clock_ms()
+        counted = await store.rows(sql, {"within": within_days * DAY_MS, "clock": clock})
+        return {"within_days": within_days, "rows": readable_rows(rows_of(counted, min_cell), caller)}
 
 
 def referral_rows(counted: Sequence[dict[str, Any]], min_cell: int) -> list[dict[str, Any]]:
@@ -94,29 +109,17 @@ def referral_rows(counted: Sequence[dict[str, Any]], min_cell: int) -> list[dict
 
 def referrals_router(store: AnalyticsStore, reports: Reports, min_cell: int) -> APIRouter:
     router = APIRouter(tags=["reach 0-18"], responses=AUTH_RESPONSES)
-
-    @router.get(
+    outcome_route(
+        router,
         "/v1/reports/referrals",
+        (store, reports, min_cell),
+        sql=SQL,
+        rows_of=referral_rows,
+        within_days=30,
+        example={"library": "oba", "proposition": "taalcafe", "referred": 25, "followed": 14, "pending": 3},
+        name="referrals",
         summary="Front-office referrals and their follow-through per library and proposition",
         description="Followed: the member attended an activity of the proposition within `within_days` of the "
         "referral. Right-censored: referrals still inside their window are `pending`. See docs/soob.md.",
-        responses=json_example(
-            {
-                "within_days": 30,
-                "rows": referral_rows(
-                    [{"library": "oba", "proposition": "taalcafe", "referred": 25, "followed": 14, "pending": 3}], 5
-                ),
-            }
-        ),
     )
-    async def referrals(caller: AnalystKey, within_days: Annotated[int, Query(ge=1, le=365)] = 30) -> dict[str, Any]:
-        return await outcome_report(
-            store,
-            reports,
-            SQL,
-            lambda counted: referral_rows(counted, min_cell),
-            within_days=within_days,
-            caller=caller,
-        )
-
     return router
