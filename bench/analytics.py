@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from bench._common import reports_app
 from deploy import runtime
 from services.analytics.app import create_app
 from services.analytics.handlers import FactWriter
@@ -176,11 +177,7 @@ def timed(name: str, seconds: float) -> str:
 
 
 async def at_scale(redis_url: str, data: Path, members: int, events: int, rounds: int) -> dict[str, Any]:
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    settings = AnalyticsSettings(
-        redis_url=redis_url, key_prefix=prefix, topic_prefix=prefix, analytics_path=data, analytics_cache_seconds=0
-    )
-    app = create_app(settings)  # the routes need no Kafka: the lifespan (consumers) is not started
+    settings, app = reports_app(redis_url, data)
     store: AnalyticsStore = app.state.store
     reading: Reports = app.state.reports
     results: dict[str, Any] = {}
@@ -248,7 +245,7 @@ async def at_scale(redis_url: str, data: Path, members: int, events: int, rounds
             print(timed("dashboard first load", results["dashboard first load s"]), flush=True)
     finally:
         await store.close()
-        keys = [k async for k in redis.scan_iter(match=prefix + "*", count=1000)]
+        keys = [k async for k in redis.scan_iter(match=settings.key_prefix + "*", count=1000)]
         if keys:
             await redis.delete(*keys)
         await redis.aclose()

@@ -28,13 +28,12 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import api_key, namespaced
 from deploy import runtime
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
-from shared.auth import Keyring
 from shared.events import BATCH
 from shared.failed_items import FailedItems
-from shared.redis import make_redis
 from shared.topics import ensure_topics
 from tests.support import publish_seed_libraries
 
@@ -61,14 +60,10 @@ async def post(client: httpx.AsyncClient, count: int) -> float:
 
 
 async def bench(kafka: str, redis_url: str, items: int, rounds: int) -> None:
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    settings = IdentitySettings(kafka_bootstrap=kafka, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix,
-                                key_prefix=prefix, publish_timeout=60.0)  # fmt: skip
+    settings = namespaced(IdentitySettings, kafka_bootstrap=kafka, redis_url=redis_url, publish_timeout=60.0)
     await ensure_topics(settings)
     await publish_seed_libraries(settings)
-    redis = make_redis(settings)
-    key = await Keyring(redis, settings).create("bench", ["ingest"], "oba")
-    await redis.aclose()
+    key = await api_key(settings, ["ingest"], "oba")
     keep = FailedItems.keep
 
     async def nothing(self: FailedItems, *args: Any, **kwargs: Any) -> None:

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import httpx
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import api_key, create_topics, namespaced
 from bench.propositions_usage_batch import loans
 from deploy import runtime
 from services.identity.app import create_app as identity_app
@@ -48,7 +48,6 @@ from services.identity.records import MemberRecord
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from services.propositions.app import create_app as propositions_app
-from shared.auth import Keyring
 from shared.consumers import read_to_end
 from shared.events import BATCH, CloudEvent
 from shared.events.members import CardActivated, ConsentChanged, LoginFailed, LoginSucceeded
@@ -169,31 +168,12 @@ class Published:
         return sorted(records, key=lambda r: order.get(dict(r.headers).get("ce_id", b"").decode(), len(order)))
 
 
-async def create_topics(kafka: str, *names: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
-    finally:
-        await admin.close()
-
-
 async def bench(kafka: str, redis_url: str, events: int, loan_count: int, rounds: int) -> None:
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    settings = IdentitySettings(
-        kafka_bootstrap=kafka,
-        redis_url=redis_url,
-        topic_prefix=prefix,
-        group_prefix=prefix,
-        key_prefix=prefix,
-        partitions=PARTITIONS,
-    )
-    redis = make_redis(settings)
-    key = await Keyring(redis, settings).create("bench", ["admin"])
-    await redis.aclose()
+    settings = namespaced(IdentitySettings, kafka_bootstrap=kafka, redis_url=redis_url, partitions=PARTITIONS)
+    key = await api_key(settings, ["admin"])
     await seed_members(settings)
-    raw_topic = f"{prefix}baseline.raw"
-    await create_topics(kafka, raw_topic)
+    raw_topic = settings.topic("baseline.raw")
+    await create_topics(kafka, PARTITIONS, raw_topic)
     headers = {"Authorization": f"Bearer {key}"}
 
     library = {"name": "OBA", "postcode_areas": ["1000-1109"], "branches": [{"code": "oosterdok", "name": "Oosterdok"}]}

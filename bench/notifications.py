@@ -42,6 +42,7 @@ from fastapi import FastAPI
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import api_key, namespaced
 from deploy import runtime
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
@@ -51,7 +52,6 @@ from services.notifications.app import Stores, create_app
 from services.notifications.keys import Keys
 from services.notifications.settings import NotificationsSettings
 from services.notifications.state import Profile
-from shared.auth import Keyring
 from shared.events import CloudEvent, to_kafka
 from shared.events.journey import FrictionDetected
 from shared.events.propositions import LibraryChanged
@@ -346,19 +346,14 @@ async def clean(settings: Settings) -> None:
 
 
 async def bench(kafka: str, redis_url: str, args: argparse.Namespace) -> None:
-    prefix = f"bn{uuid.uuid4().hex[:6]}."
-    base = Settings(
-        kafka_bootstrap=kafka, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix, key_prefix=prefix
-    )
+    base = namespaced(Settings, "bn", kafka_bootstrap=kafka, redis_url=redis_url)
     settings = NotificationsSettings(
         **base.model_dump(),
         notifications_delivery_batch=500,
         notifications_broadcast_tick_seconds=0.5,
     )
     await ensure_topics(settings)
-    redis = make_redis(settings)
-    key = await Keyring(redis, settings).create("bench", ["admin"])
-    await redis.aclose()
+    key = await api_key(settings, ["admin"])
     try:
         rate, per_cpu_second = await decisions_per_second(settings, key, args.decisions)
         print(

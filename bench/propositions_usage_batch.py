@@ -27,18 +27,16 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import api_key, create_topics, namespaced
 from deploy import runtime
 from services.propositions.app import create_app
 from services.propositions.usage import parse_loans
-from shared.auth import Keyring
 from shared.events import CloudEvent, KafkaRecord, to_kafka
 from shared.ingest import EventClaims
 from shared.kafka import PRODUCER_SETTINGS
-from shared.redis import make_redis
 from shared.service import ServiceParts
 from shared.settings import Settings
 
@@ -137,25 +135,10 @@ async def claims_round(claims: EventClaims, count: int) -> float:
 
 
 async def bench(kafka: str, redis_url: str, count: int, rounds: int) -> None:
-    prefix = f"bench{uuid.uuid4().hex[:6]}."
-    settings = Settings(
-        kafka_bootstrap=kafka,
-        redis_url=redis_url,
-        topic_prefix=prefix,
-        group_prefix=prefix,
-        key_prefix=prefix,
-        partitions=PARTITIONS,
-    )
-    redis = make_redis(settings)
-    key = await Keyring(redis, settings).create("bench", ["admin"])
-    await redis.aclose()
-    baseline_topic = f"{prefix}baseline.usage"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(baseline_topic, PARTITIONS, 1)])
-    finally:
-        await admin.close()
+    settings = namespaced(Settings, kafka_bootstrap=kafka, redis_url=redis_url, partitions=PARTITIONS)
+    key = await api_key(settings, ["admin"])
+    baseline_topic = settings.topic("baseline.usage")
+    await create_topics(kafka, PARTITIONS, baseline_topic)
 
     async with (
         runtime.serving(create_app(settings)) as url,

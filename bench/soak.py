@@ -33,7 +33,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import namespaced
 from deploy import runtime
 from deploy.platform import child_services
 from services.journey.offline.simulator import simulate
@@ -151,10 +151,7 @@ async def produce(settings: Settings, rate: int, seconds: float, sent: list[int]
 
 
 async def soak(kafka: str, redis_url: str, minutes: int, rate: int) -> None:
-    prefix = f"soak{uuid.uuid4().hex[:6]}."
-    settings = Settings(
-        kafka_bootstrap=kafka, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix, key_prefix=prefix
-    )
+    settings = namespaced(Settings, "soak", kafka_bootstrap=kafka, redis_url=redis_url)
     await ensure_topics(settings, ALL_TOPICS)
     environment = {
         "OTEL_TRACES_EXPORTER": os.environ.get("OTEL_TRACES_EXPORTER", "none"),
@@ -171,7 +168,7 @@ async def soak(kafka: str, redis_url: str, minutes: int, rate: int) -> None:
         child_services(SERVICES, environment, Path(logs)) as children,
     ):
         services = [Service(c.name, c.url, c.pid) for c in children.values()]
-        print(f"{minutes} min at {rate:,} events/s; broker {kafka}, Redis {redis_url}, prefix {prefix}")
+        print(f"{minutes} min at {rate:,} events/s; broker {kafka}, Redis {redis_url}, prefix {settings.topic_prefix}")
         print(f"{'min':>3} {'service':<13} {'rss MiB':>8} {'lag':>8} {'p99 ms':>8} {'sent/s':>8}", flush=True)
         sent = [0]
         producing = asyncio.create_task(produce(settings, rate, minutes * 60, sent))

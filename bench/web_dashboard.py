@@ -17,29 +17,23 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import reports_app
 from bench.analytics import generate_sql, median, redis_server, signed_in
-from services.analytics.app import create_app
 from services.analytics.dashboard import SECTIONS, dashboard_filters, with_period
 from services.analytics.queries import derived, fingerprint
-from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
 from shared.auth import Keyring
 from shared.redis import make_redis
 
 
 async def measure(redis_url: str, data: Path, members: int, events: int, rounds: int) -> dict[str, float]:
-    prefix = f"benchweb{uuid.uuid4().hex[:6]}."
-    settings = AnalyticsSettings(
-        redis_url=redis_url, key_prefix=prefix, topic_prefix=prefix, analytics_path=data, analytics_cache_seconds=0
-    )
-    app = create_app(settings)  # the routes need no Kafka: the lifespan (consumers) is not started
+    settings, app = reports_app(redis_url, data, "benchweb")
     store: AnalyticsStore = app.state.store
     redis = make_redis(settings)
     timings: dict[str, float] = {}
@@ -77,7 +71,7 @@ async def measure(redis_url: str, data: Path, members: int, events: int, rounds:
             timings["page"] = await median(rounds, store, page)
     finally:
         await store.close()
-        keys = [k async for k in redis.scan_iter(match=prefix + "*", count=1000)]
+        keys = [k async for k in redis.scan_iter(match=settings.key_prefix + "*", count=1000)]
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
