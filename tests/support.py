@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from fastapi import FastAPI
 
 from shared.consumers import read_to_end
+
+if TYPE_CHECKING:
+    from deploy.runtime import RedisNode
 
 __all__ = ["eventually", "header", "problem", "publish_as_harness", "read_to_end", "read_topic", "running"]
 
@@ -83,6 +87,22 @@ async def publish_as_harness(settings: Any, events: Sequence[Any]) -> None:
     """Publish ``events`` (CloudEvents) once as the tests' own client (see `harness_publisher`)."""
     async with harness_publisher(settings) as publisher:
         await publisher.publish_many(events)
+
+
+@contextlib.contextmanager
+def own_redis(data_dir: Path) -> Iterator[RedisNode]:
+    """A redis-server of the test's own (`deploy.runtime.RedisNode`, as deployed) with its data in `data_dir`,
+    ready, and stopped at the end."""
+    from deploy import runtime
+
+    runtime.ensure_redis_server()
+    node = runtime.RedisNode(data_dir=data_dir, port=runtime.free_port())
+    node.start(detach=False)
+    try:
+        node.wait_ready()
+        yield node
+    finally:
+        node.stop()
 
 
 def problem(response: httpx.Response) -> tuple[int, str | None]:

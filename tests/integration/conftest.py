@@ -16,8 +16,8 @@ from shared.settings import Settings
 from tests.support import publish_seed_libraries
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
+def namespaced_settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
+    """Settings on these servers, in this test's namespace (topics, consumer groups, Redis keys)."""
     return Settings(
         kafka_bootstrap=kafka_bootstrap,
         redis_url=redis_url,
@@ -30,6 +30,11 @@ def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
         # (test_ingest_outage.py) are about the deadline, and set their own.
         publish_timeout=60.0,
     )
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, redis_url: str, namespace: str) -> Settings:
+    return namespaced_settings(kafka_bootstrap, redis_url, namespace)
 
 
 @pytest.fixture(scope="session")

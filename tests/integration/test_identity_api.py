@@ -151,8 +151,8 @@ class Identity:
         return [r for r in before if subject(r) == member_id]
 
 
-@pytest.fixture
-async def identity(
+@pytest.fixture(name="identity")
+async def identity_fixture(
     identity_settings: IdentitySettings, settings: Settings, admin_key: str, make_key: MakeKey
 ) -> AsyncIterator[Identity]:
     app = create_app(identity_settings)

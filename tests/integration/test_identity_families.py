@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 
-from services.identity.app import create_app
-from services.identity.settings import IdentitySettings
 from shared.events import CloudEvent
 from shared.events.propositions import LibraryChanged
 from shared.settings import Settings
-from tests.integration.conftest import MakeKey
-from tests.integration.test_identity_api import ADULT, Identity, short_type, subject
-from tests.support import header, problem, running
+from tests.integration.test_identity_api import (
+    ADULT,
+    Identity,
+    identity_fixture,  # noqa: F401  (the fixture `identity`)
+    short_type,
+    subject,
+)
+from tests.support import header, problem
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +28,6 @@ TODAY = datetime.now(UTC).date()
 BABY = date(TODAY.year - 1, 1, 15).isoformat()
 TODDLER = date(TODAY.year - 3, 6, 1).isoformat()
 SIXTEEN = date(TODAY.year - 16, 1, 1).isoformat()
-
-
-@pytest.fixture
-async def identity(
-    identity_settings: IdentitySettings, settings: Settings, admin_key: str, make_key: MakeKey
-) -> AsyncIterator[Identity]:
-    app = create_app(identity_settings)
-    async with running(app, admin_key) as client:
-        yield Identity(client, settings, make_key, app)
 
 
 def guardian(**overrides: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from shared.events.registry import TYPE_PREFIX
 from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import ALL_TOPICS, CAMPAIGNS, DELIVERIES, FRICTIONS, MEMBERS, USAGE, ensure_topics
-from tests.support import eventually, problem, publish_as_harness, read_to_end, running
+from tests.support import eventually, own_redis, problem, publish_as_harness, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +60,8 @@ TRACES = (
 @pytest.fixture(scope="module")
 def redis_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[runtime.RedisNode]:
     """A redis-server with `appendonly yes` and its data folder in a temporary directory."""
-    runtime.ensure_redis_server()
-    node = runtime.RedisNode(data_dir=tmp_path_factory.mktemp("redis-aof"), port=runtime.free_port())
-    node.start(detach=False)
-    try:
-        node.wait_ready()
+    with own_redis(tmp_path_factory.mktemp("redis-aof")) as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from shared.settings import Settings
 from tests.integration.test_propositions_catalogue import OBA
 from tests.integration.test_propositions_usage import loan
 from tests.support import eventually, header, publish_seed_libraries, read_topic, running
+from tests.support import own_redis as redis_of_its_own
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +57,8 @@ def own_kafka(tmp_path: Path) -> Iterator[runtime.KafkaNode]:
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[runtime.RedisNode]:
-    runtime.ensure_redis_server()
-    node = runtime.RedisNode(data_dir=tmp_path / "redis", port=runtime.free_port())
-    node.start(detach=False)
-    try:
-        node.wait_ready()
+    with redis_of_its_own(tmp_path / "redis") as node:
         yield node
-    finally:
-        node.stop()
 
 
 async def admin_key(settings: Settings) -> str:

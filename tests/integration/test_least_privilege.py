@@ -40,6 +40,7 @@ from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import CAMPAIGNS, CATALOG, DELIVERIES, FRICTIONS, MEMBERS, USAGE, ensure_topics
 from tests import principals
+from tests.integration.conftest import namespaced_settings
 from tests.integration.test_walking_skeleton import SIGN_UP
 from tests.support import eventually, publish_seed_libraries, running
 
@@ -81,16 +82,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
 async def platform(secured: Secured, namespace: str) -> Settings:
     """This test's platform on the secured servers, its topics created and every principal's rights given, as
     admin; returned without credentials (`signed_in` adds a principal's)."""
-    settings = Settings(
-        kafka_bootstrap=secured.kafka.bootstrap,
-        redis_url=secured.redis.url,
-        topic_prefix=namespace,
-        group_prefix=namespace,
-        key_prefix=namespace,
-        partitions=2,
-        handler_retry_backoff_seconds=0.05,
-        publish_timeout=60.0,
-    )
+    settings = namespaced_settings(secured.kafka.bootstrap, secured.redis.url, namespace)
     admin = access.signed_in(settings, ADMIN, secured.credentials)
     await ensure_topics(admin)
     await access.grant(admin, secured.credentials, settings)

@@ -3,31 +3,18 @@ real broker and Redis."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.identity.app import create_app as identity_app
-from services.identity.settings import IdentitySettings
-from services.journey.app import create_app as journey_app
-from services.journey.settings import JourneySettings
-from services.notifications.app import create_app as notifications_app
 from shared.settings import Settings
-from tests.support import eventually, running
+from tests.integration.test_walking_skeleton import Platform, platform_fixture  # noqa: F401  (the fixture `platform`)
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
-SIGN_UP = {
-    "name": "Sanne de Vries",
-    "email": "sanne@example.nl",
-    "birth_date": "1991-04-12",
-    "postcode": "1034 AB",
-    "home_library": "oba",
-    "platform": "website",
-}
 SIGNED_UP = "nl.bibliotheek.member.signed_up.v1"
 DETECTED = "nl.bibliotheek.friction.detected.v1"
 SENT = "nl.bibliotheek.message.sent.v1"
@@ -59,49 +46,24 @@ async def scrape(client: httpx.AsyncClient) -> Scrape:
     return Scrape(samples)
 
 
-@dataclass
-class Services:
-    identity: httpx.AsyncClient
-    journey: httpx.AsyncClient
-    notifications: httpx.AsyncClient
-
-
-@pytest.fixture
-async def services(
-    settings: Settings, identity_settings: IdentitySettings, journey_settings: JourneySettings, admin_key: str
-) -> AsyncIterator[Services]:
-    async with (
-        running(identity_app(identity_settings), admin_key) as identity,
-        running(journey_app(journey_settings)) as journey,
-        running(notifications_app(settings), admin_key) as notifications,
-    ):
-        yield Services(identity, journey, notifications)
-
-
 async def test_each_service_s_metrics_move_as_a_sign_up_becomes_a_friction_and_a_message(
-    services: Services, settings: Settings
+    platform: Platform, settings: Settings
 ) -> None:
     members, frictions, deliveries = (
         settings.topic(t) for t in ("identity.members.v1", "journey.frictions.v1", "notifications.deliveries.v1")
     )
-    before = [await scrape(c) for c in (services.identity, services.journey, services.notifications)]
+    before = [await scrape(c) for c in (platform.identity, platform.journey, platform.notifications)]
 
-    response = await services.identity.post("/v1/members", json=SIGN_UP)
-    assert response.status_code == 202
-    member = response.json()["member_id"]
-
-    async def inbox() -> list[object]:
-        return list((await services.notifications.get(f"/v1/members/{member}/inbox")).json()["messages"])
-
-    await eventually(inbox)
+    member = await platform.sign_up()
+    await eventually(lambda: platform.inbox(member))
 
     async def settled() -> Scrape | None:
         # The inbox write comes just before message.sent is acknowledged and counted.
-        found = await scrape(services.notifications)
+        found = await scrape(platform.notifications)
         return found if found.value("klantreis_messages_total", outcome="sent") >= 1 else None
 
     notifications = await eventually(settled)
-    identity, journey = await scrape(services.identity), await scrape(services.journey)
+    identity, journey = await scrape(platform.identity), await scrape(platform.journey)
 
     produced = "klantreis_events_produced_total"
     assert identity.value(produced, topic=members, type=SIGNED_UP) == 1 + before[0].value(

@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.notifications.app import create_app
 from services.notifications.rules import in_holdout
 from services.notifications.state import Profile
 from shared.events import CloudEvent, to_kafka
@@ -21,14 +20,13 @@ from tests.integration.test_notifications_support import (
     NOON,
     RULE,
     TYPE_PREFIX,
-    FakeContacts,
-    Notifications,
     TestClock,
     campaign,
     member,
+    notifications,
     notifications_settings,
 )
-from tests.support import eventually, running
+from tests.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +46,8 @@ async def test_a_consent_withdrawn_a_second_before_the_friction_means_no_message
     again, the friction is decided only once the members projection has applied the withdrawal."""
     configured = notifications_settings(settings)
     await ensure_topics(configured)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        app = create_app(configured, clock=TestClock(), contacts=FakeContacts())
-        async with running(app, admin_key) as client:
-            n = Notifications(client, app, configured, TestClock(), producer)
-            campaign_id = await n.create(campaign())
-    finally:
-        await producer.stop()
+    async with notifications(configured, admin_key) as n:
+        campaign_id = await n.create(campaign())
     withdrew, kept = member(), member()
     friction_time = NOON
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
@@ -98,16 +89,8 @@ async def test_a_consent_withdrawn_a_second_before_the_friction_means_no_message
     finally:
         await producer.stop()
 
-    clock = TestClock()
-    app = create_app(configured, clock=clock, contacts=FakeContacts())
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        async with running(app, admin_key) as client:
-            n = Notifications(client, app, configured, clock, producer)
-            decided = await n.decided_for([withdrew, kept], within=60)
-    finally:
-        await producer.stop()
+    async with notifications(configured, admin_key) as n:
+        decided = await n.decided_for([withdrew, kept], within=60)
     assert [(d.type, d.data.get("reason")) for d in decided[withdrew]] == [("suppressed", "no_consent")]
     assert [d.type for d in decided[kept]] == ["sent"]
     assert decided[withdrew][0].data["campaign_id"] == campaign_id
@@ -124,59 +107,52 @@ async def test_a_broadcast_paused_halfway_and_resumed_messages_every_member_of_i
         notifications_frequency_cap=1, notifications_quiet_media=["in_app"],
     )  # fmt: skip
     clock = TestClock()
-    app = create_app(configured, clock=clock, contacts=FakeContacts())
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        async with running(app, admin_key) as client:
-            n = Notifications(client, app, configured, clock, producer)
-            segment = [member() for _ in range(300)]
-            projections = n.stores.projections
-            pipe = projections.batch()
-            for m in segment:
-                projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
-            await projections.apply(pipe)
-            # Three members had their one message of the week already: the cap holds the broadcast back.
-            capped = segment[:3]
-            await n.create(campaign())
-            for m in capped:
-                await n.friction(m)
-            await n.decided_for(capped)
+    async with notifications(configured, admin_key, clock=clock) as n:
+        segment = [member() for _ in range(300)]
+        projections = n.stores.projections
+        pipe = projections.batch()
+        for m in segment:
+            projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
+        await projections.apply(pipe)
+        # Three members had their one message of the week already: the cap holds the broadcast back.
+        capped = segment[:3]
+        await n.create(campaign())
+        for m in capped:
+            await n.friction(m)
+        await n.decided_for(capped)
 
-            send_at = NOON + timedelta(hours=9, minutes=30)  # 21:30 in Amsterdam
-            campaign_id = await n.create(
-                {
-                    "name": "BoekStart-week", "kind": "broadcast", "purpose": "service", "holdout_percent": 10,
-                    "audience": {"libraries": ["oba"], "age_bands": ["0-3"]},
-                    "schedule": {"send_at": send_at.isoformat()},
-                    "channels": ["in_app"],
-                    "messages": {"in_app": {"nl": {"title": "BoekStart-week", "body": "Voorlezen!"}}},
-                }
-            )  # fmt: skip
-            clock.jump_to(send_at + timedelta(minutes=1))
-            broadcaster = app.state.broadcaster
-            run = asyncio.create_task(broadcaster.broadcast_due())
+        send_at = NOON + timedelta(hours=9, minutes=30)  # 21:30 in Amsterdam
+        campaign_id = await n.create(
+            {
+                "name": "BoekStart-week", "kind": "broadcast", "purpose": "service", "holdout_percent": 10,
+                "audience": {"libraries": ["oba"], "age_bands": ["0-3"]},
+                "schedule": {"send_at": send_at.isoformat()},
+                "channels": ["in_app"],
+                "messages": {"in_app": {"nl": {"title": "BoekStart-week", "body": "Voorlezen!"}}},
+            }
+        )  # fmt: skip
+        clock.jump_to(send_at + timedelta(minutes=1))
+        broadcaster = n.app.state.broadcaster
+        run = asyncio.create_task(broadcaster.broadcast_due())
 
-            async def halfway() -> bool:
-                state = await n.stores.campaigns.broadcast_state(campaign_id)
-                return int(state.get("looked_at", "0")) >= 60
+        async def halfway() -> bool:
+            state = await n.stores.campaigns.broadcast_state(campaign_id)
+            return int(state.get("looked_at", "0")) >= 60
 
-            await eventually(halfway, every=0.005)
-            assert (await client.post(f"/v1/campaigns/{campaign_id}/pause")).status_code == 200
-            await run
-            paused = await n.stores.campaigns.broadcast_state(campaign_id)
-            assert paused["status"] == "paused"
-            assert 60 <= int(paused["looked_at"]) < len(segment)
+        await eventually(halfway, every=0.005)
+        assert (await n.client.post(f"/v1/campaigns/{campaign_id}/pause")).status_code == 200
+        await run
+        paused = await n.stores.campaigns.broadcast_state(campaign_id)
+        assert paused["status"] == "paused"
+        assert 60 <= int(paused["looked_at"]) < len(segment)
 
-            assert (await client.post(f"/v1/campaigns/{campaign_id}/activate")).status_code == 200
-            await broadcaster.broadcast_due()
-            assert (await n.stores.campaigns.broadcast_state(campaign_id))["status"] == "done"
-            clock.jump_to(NOON + timedelta(hours=20, minutes=1))  # 08:01 the next morning
+        assert (await n.client.post(f"/v1/campaigns/{campaign_id}/activate")).status_code == 200
+        await broadcaster.broadcast_due()
+        assert (await n.stores.campaigns.broadcast_state(campaign_id))["status"] == "done"
+        clock.jump_to(NOON + timedelta(hours=20, minutes=1))  # 08:01 the next morning
 
-            decided = await n.decided_for(segment, within=60)
-            results = await n.results(campaign_id)
-    finally:
-        await producer.stop()
+        decided = await n.decided_for(segment, within=60)
+        results = await n.results(campaign_id)
     final = {
         m: [(d.type, d.data.get("reason")) for d in ds if d.data["campaign_id"] == campaign_id and d.type != "deferred"]
         for m, ds in decided.items()

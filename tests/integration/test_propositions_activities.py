@@ -6,30 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.propositions.app import create_app
 from shared.events import BATCH, STRUCTURED, CloudEvent, to_kafka
 from shared.events.members import MemberErased
-from shared.settings import Settings
-from tests.integration.conftest import MakeKey
 from tests.integration.test_propositions_catalogue import Propositions, fields, latest, short_type, soon
-from tests.support import eventually, header, problem, read_topic, running
+from tests.integration.test_propositions_usage import cloud_event, stocked_propositions  # noqa: F401  (`propositions`)
+from tests.support import eventually, header, problem, read_topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def propositions(settings: Settings, admin_key: str, make_key: MakeKey) -> AsyncIterator[Propositions]:
-    async with running(create_app(settings), admin_key) as client:
-        service = Propositions(client, settings, make_key)
-        await service.basics()
-        yield service
 
 
 def session(**overrides: Any) -> dict[str, Any]:
@@ -70,19 +58,10 @@ async def usage_of(propositions: Propositions, member_id: str, count: int = 1) -
 
 
 def posted(kind: str, member_id: str, activity_id: str, **attributes: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "/libraries/oba/kiosk",
-        "type": f"nl.bibliotheek.usage.{kind}.v1",
-        "time": datetime.now(UTC).isoformat(),
-        "subject": member_id,
-        "library": "oba",
-        "channel": "offline",
-        "platform": "kiosk",
-        "data": {"activity_id": activity_id, "proposition": "taalcafe"},
-        **attributes,
-    }
+    """A usage event of a taalcafé session, posted by oba's kiosk."""
+    at_the_kiosk = {"source": "/libraries/oba/kiosk", "channel": "offline", "platform": "kiosk"}
+    data = {"activity_id": activity_id, "proposition": "taalcafe"}
+    return {**cloud_event(kind, member_id, data, **at_the_kiosk), **attributes}
 
 
 # ----------------------------------------------------------------------------------------------- schedule

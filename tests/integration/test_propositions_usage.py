@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 USAGE = "propositions.usage.v1"
 
 
-@pytest.fixture
-async def propositions(settings: Settings, admin_key: str, make_key: MakeKey) -> AsyncIterator[Propositions]:
+@pytest.fixture(name="propositions")
+async def stocked_propositions(settings: Settings, admin_key: str, make_key: MakeKey) -> AsyncIterator[Propositions]:
+    """The service with the catalogue's basics in it (`Propositions.basics`)."""
     async with running(create_app(settings), admin_key) as client:
         service = Propositions(client, settings, make_key)
         await service.basics()

@@ -48,7 +48,7 @@ from shared.settings import Settings
 from shared.topics import FRICTIONS, MEMBERS
 from tests.integration.conftest import MakeKey
 from tests.integration.test_notifications_support import SmtpSink, TestClock, notifications_settings
-from tests.support import eventually, publish_seed_libraries, read_to_end, running
+from tests.support import eventually, own_redis, publish_seed_libraries, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -330,13 +330,8 @@ def zipkin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZipkinNode]:
 @pytest.fixture
 def fresh_redis(tmp_path: Path) -> Iterator[RedisNode]:
     """A Redis server of this test's own: none of the platform's scripts are cached in it yet, as after a start."""
-    node = RedisNode(data_dir=tmp_path / "redis", port=free_port())
-    node.start(detach=False)
-    try:
-        node.wait_ready()
+    with own_redis(tmp_path / "redis") as node:
         yield node
-    finally:
-        node.stop()
 
 
 ZipkinSpan = dict[str, Any]

@@ -36,6 +36,7 @@ SIGN_UP = {
 @dataclass
 class Platform:
     identity: httpx.AsyncClient
+    journey: httpx.AsyncClient
     notifications: httpx.AsyncClient
     settings: Settings
 
@@ -63,16 +64,16 @@ def _friction(record: Any) -> dict[str, Any]:
     return {"type": header(record, "ce_type"), "member": header(record, "ce_subject"), **json.loads(record.value)}
 
 
-@pytest.fixture
-async def platform(
+@pytest.fixture(name="platform")
+async def platform_fixture(
     settings: Settings, identity_settings: IdentitySettings, journey_settings: JourneySettings, admin_key: str
 ) -> AsyncIterator[Platform]:
     async with (
         running(identity_app(identity_settings), admin_key) as identity,
-        running(journey_app(journey_settings)),
+        running(journey_app(journey_settings)) as journey,
         running(notifications_app(settings), admin_key) as notifications,
     ):
-        yield Platform(identity, notifications, settings)
+        yield Platform(identity, journey, notifications, settings)
 
 
 async def test_an_online_sign_up_not_activated_in_time_becomes_a_friction_and_an_inbox_message(
