@@ -46,6 +46,17 @@ async def create_topics(kafka: str, partitions: int, *names: str) -> None:
         await admin.close()
 
 
+async def remove_keys(settings: Settings) -> None:
+    """The run's Redis keys (under its prefix) removed from a Redis it may share."""
+    redis = make_redis(settings)
+    try:
+        keys = [k async for k in redis.scan_iter(match=settings.key_prefix + "*", count=1000)]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+
+
 def reports_app(redis_url: str, data: Path, tag: str = "bench") -> tuple[AnalyticsSettings, FastAPI]:
     """analytics' app over the store in `data`, its report cache off. Its routes need no Kafka: the lifespan (the
     consumers) is not started."""

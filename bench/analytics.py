@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench._common import reports_app
+from bench._common import remove_keys, reports_app
 from deploy import runtime
 from services.analytics.app import create_app
 from services.analytics.handlers import FactWriter
@@ -245,10 +245,8 @@ async def at_scale(redis_url: str, data: Path, members: int, events: int, rounds
             print(timed("dashboard first load", results["dashboard first load s"]), flush=True)
     finally:
         await store.close()
-        keys = [k async for k in redis.scan_iter(match=settings.key_prefix + "*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
         await redis.aclose()
+        await remove_keys(settings)
     return results
 
 

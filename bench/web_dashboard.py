@@ -23,19 +23,16 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import reports_app
+from bench._common import api_key, remove_keys, reports_app
 from bench.analytics import generate_sql, median, redis_server, signed_in
 from services.analytics.dashboard import SECTIONS, dashboard_filters, with_period
 from services.analytics.queries import derived, fingerprint
 from services.analytics.store import AnalyticsStore
-from shared.auth import Keyring
-from shared.redis import make_redis
 
 
 async def measure(redis_url: str, data: Path, members: int, events: int, rounds: int) -> dict[str, float]:
     settings, app = reports_app(redis_url, data, "benchweb")
     store: AnalyticsStore = app.state.store
-    redis = make_redis(settings)
     timings: dict[str, float] = {}
     try:
         started = time.perf_counter()
@@ -49,7 +46,7 @@ async def measure(redis_url: str, data: Path, members: int, events: int, rounds:
                 break
             await asyncio.sleep(1)
         print(f"{members:,} members, {events:,} events loaded in {time.perf_counter() - started:.0f} s", flush=True)
-        key = await Keyring(redis, settings).create("bench", ["analyst"])
+        key = await api_key(settings, ["analyst"])
         headers = {"Authorization": f"Bearer {key}"}
         filters = dashboard_filters({}, [], None)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b", timeout=600) as c:
@@ -71,10 +68,7 @@ async def measure(redis_url: str, data: Path, members: int, events: int, rounds:
             timings["page"] = await median(rounds, store, page)
     finally:
         await store.close()
-        keys = [k async for k in redis.scan_iter(match=settings.key_prefix + "*", count=1000)]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
+        await remove_keys(settings)
     return timings
 
 

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import functools
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,6 +19,8 @@ from fastapi import FastAPI
 from shared.consumers import read_to_end
 
 if TYPE_CHECKING:
+    import pytest
+
     from deploy.runtime import RedisNode
 
 __all__ = ["eventually", "header", "problem", "publish_as_harness", "read_to_end", "read_topic", "running"]
@@ -89,6 +93,18 @@ async def publish_as_harness(settings: Any, events: Sequence[Any]) -> None:
         await publisher.publish_many(events)
 
 
+async def klantreis(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The `klantreis` command, as an operator runs it (in a thread: it runs its own event loop); its output,
+    once it exited 0."""
+    from deploy.cli import main
+
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, list(argv))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    return out
+
+
 @contextlib.contextmanager
 def own_redis(data_dir: Path) -> Iterator[RedisNode]:
     """A redis-server of the test's own (`deploy.runtime.RedisNode`, as deployed) with its data in `data_dir`,
@@ -103,6 +119,26 @@ def own_redis(data_dir: Path) -> Iterator[RedisNode]:
         yield node
     finally:
         node.stop()
+
+
+def posted_event(
+    type_: str, subject: str | None, data: dict[str, Any] | None = None, **attributes: Any
+) -> dict[str, Any]:
+    """A structured CloudEvent as a platform posts it (JSON): a new id, now, from oba's kiosk unless `attributes`
+    say otherwise."""
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "/libraries/oba/kiosk",
+        "type": type_,
+        "time": datetime.now(UTC).isoformat(),
+        "subject": subject,
+        "library": "oba",
+        "channel": "offline",
+        "platform": "kiosk",
+        "data": data or {},
+        **attributes,
+    }
 
 
 def problem(response: httpx.Response) -> tuple[int, str | None]:

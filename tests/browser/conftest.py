@@ -35,6 +35,7 @@ from services.journey.settings import JourneySettings
 from services.notifications.app import create_app as notifications_app
 from services.notifications.settings import NotificationsSettings
 from services.propositions.app import create_app as propositions_app
+from services.propositions.seed import load_seed
 from shared.auth import NETWORK, Keyring
 from shared.redis import make_redis
 from shared.settings import Settings
@@ -129,6 +130,15 @@ async def platform(
         stack.enter_context(analytics_process(values, tmp_path_factory.mktemp("analytics") / "data"))
         yield Platform(settings, urls, Keyring(redis, settings), apps)
     await redis.aclose()
+
+
+@pytest.fixture(scope="module")
+async def seeded(platform: Platform) -> Platform:
+    """The catalogue loaded: notifications learns the libraries' names from the catalogue topic."""
+    admin = await platform.key("admin")
+    async with platform.client("propositions", admin) as client:
+        await load_seed(client)
+    return platform
 
 
 @pytest.fixture(scope="session")

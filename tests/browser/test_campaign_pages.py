@@ -9,21 +9,11 @@ import re
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from services.propositions.seed import load_seed
 from tests.browser.conftest import PHONE, Platform, horizontal_overflow, screenshot, sign_in, unlabelled_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 OBA = "OBA Openbare Bibliotheek Amsterdam"
-
-
-@pytest.fixture(scope="module")
-async def seeded(platform: Platform) -> Platform:
-    """The catalogue loaded: notifications learns the libraries' names from the catalogue topic."""
-    admin = await platform.key("admin")
-    async with platform.client("propositions", admin) as client:
-        await load_seed(client)
-    return platform
 
 
 async def write_campaign(page: Page, name: str, body: str) -> None:

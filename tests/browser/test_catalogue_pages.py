@@ -6,18 +6,9 @@ from __future__ import annotations
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from services.propositions.seed import load_seed
 from tests.browser.conftest import PHONE, Platform, horizontal_overflow, screenshot, sign_in, unlabelled_fields
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
-
-
-@pytest.fixture(scope="module")
-async def seeded(platform: Platform) -> Platform:
-    admin = await platform.key("admin")
-    async with platform.client("propositions", admin) as client:
-        await load_seed(client)
-    return platform
 
 
 async def test_a_parent_in_1034_finds_boekstart_at_the_oba_by_postcode_area(seeded: Platform, page: Page) -> None:

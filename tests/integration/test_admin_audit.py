@@ -4,12 +4,10 @@ operator reads the trail with `klantreis audit`."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
-from deploy.cli import main
 from services.propositions.app import create_app as propositions_app
 from shared.audit import AuditEntry, read_trail
 from shared.libraries import LibraryDirectory
@@ -19,7 +17,7 @@ from shared.topics import AUDIT
 from tests.integration.conftest import MakeKey
 from tests.integration.test_notifications_support import Notifications, campaign, notifications, notifications_settings
 from tests.integration.test_propositions_catalogue import BOEKSTART
-from tests.support import problem, read_to_end, running
+from tests.support import klantreis, problem, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -148,11 +146,3 @@ async def test_keys_made_and_revoked_at_the_command_line_are_on_the_trail_that_k
     assert "key.create" in lines[0] and "key.revoke" in lines[1]
     assert all(f"key:{made}" in line and "command line via cli" in line for line in lines)
     assert created.strip().encode() not in await audit_bytes(settings)
-
-
-async def klantreis(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    capsys.readouterr()
-    code = await asyncio.to_thread(main, list(argv))
-    out = capsys.readouterr().out
-    assert code == 0, out
-    return out

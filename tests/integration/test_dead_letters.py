@@ -3,7 +3,6 @@ after the fix to their original topic, where a consumer handles them once howeve
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaRouter
 
-from deploy.cli import main
 from services.notifications.app import create_app as notifications_app
 from shared.events import CloudEvent, EventData, to_kafka
 from shared.events.journey import FrictionDetected
@@ -23,7 +21,7 @@ from shared.kafka import subscribe
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 from shared.topics import FRICTIONS, ensure_topics
-from tests.support import eventually, header, read_to_end, read_topic, running
+from tests.support import eventually, header, klantreis, read_to_end, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -50,15 +48,6 @@ async def publish(settings: Settings, event: CloudEvent, *, extra_headers: dict[
         await producer.send_and_wait(topic, record.value, key=record.key, headers=headers)
     finally:
         await producer.stop()
-
-
-async def klantreis(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    """The `klantreis` command, as an operator runs it (in a thread: it runs its own event loop)."""
-    capsys.readouterr()
-    code = await asyncio.to_thread(main, list(argv))
-    out = capsys.readouterr().out
-    assert code == 0, out
-    return out
 
 
 @pytest.fixture

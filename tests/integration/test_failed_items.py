@@ -5,7 +5,6 @@ is replayed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -15,7 +14,6 @@ import httpx
 import pytest
 
 from deploy import runtime
-from deploy.cli import main
 from services.identity.app import create_app as identity_app
 from services.identity.settings import IdentitySettings
 from services.propositions.app import create_app as propositions_app
@@ -25,7 +23,7 @@ from shared.settings import Settings
 from shared.topics import FAILED_INGEST, MEMBERS
 from tests.integration.conftest import MakeKey
 from tests.integration.test_propositions_catalogue import HAARLEM, OBA
-from tests.support import header, read_to_end, read_topic
+from tests.support import header, klantreis, posted_event, read_to_end, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +31,7 @@ TYPE_PREFIX = "nl.bibliotheek.member."
 
 
 def posted(kind: str, subject: str | None, **data: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0", "id": str(uuid.uuid4()), "source": "/libraries/oba/kiosk",
-        "type": f"{TYPE_PREFIX}{kind}.v1", "time": datetime.now(UTC).isoformat(), "subject": subject,
-        "library": "oba", "channel": "offline", "platform": "kiosk", "data": data,
-    }  # fmt: skip
-
-
-async def klantreis(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
-    capsys.readouterr()
-    code = await asyncio.to_thread(main, list(argv))
-    out = capsys.readouterr().out
-    assert code == 0, out
-    return out
+    return posted_event(f"{TYPE_PREFIX}{kind}.v1", subject, data)
 
 
 async def test_refused_items_are_kept_with_their_reason_and_a_replay_after_the_fix_has_its_effect_once(

@@ -26,10 +26,10 @@ from shared.redis import make_redis
 from shared.settings import Settings
 from shared.topics import FAILED_INGEST, MEMBERS, USAGE
 from tests.integration.conftest import MakeKey
-from tests.integration.test_failed_items import klantreis, loan
+from tests.integration.test_failed_items import loan
 from tests.integration.test_propositions_catalogue import HAARLEM, OBA
 from tests.integration.test_tracker_ingest import OBA_SITE, PAGE_VIEWED, client_event, from_browser
-from tests.support import header, problem, read_to_end
+from tests.support import header, klantreis, problem, read_to_end
 
 pytestmark = pytest.mark.integration
 

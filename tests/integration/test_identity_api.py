@@ -20,7 +20,7 @@ from services.identity.settings import IdentitySettings
 from shared.events import BATCH, STRUCTURED
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import header, problem, read_topic, running
+from tests.support import header, posted_event, problem, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -51,19 +51,7 @@ def fields(response: httpx.Response) -> list[str]:
 
 def cloud_event(kind: str, member_id: str | None, **attributes: Any) -> dict[str, Any]:
     """A structured CloudEvent of identity's, as a kiosk at the OBA would post it."""
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "/libraries/oba/kiosk",
-        "type": f"{TYPE_PREFIX}{kind}.v1",
-        "time": datetime.now(UTC).isoformat(),
-        "subject": member_id,
-        "library": "oba",
-        "channel": "offline",
-        "platform": "kiosk",
-        "data": {},
-        **attributes,
-    }
+    return posted_event(f"{TYPE_PREFIX}{kind}.v1", member_id, **attributes)
 
 
 @dataclass

@@ -12,7 +12,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from shared.redis import make_redis
 from shared.settings import Settings
 from tests.integration.test_propositions_catalogue import OBA
 from tests.integration.test_propositions_usage import loan
-from tests.support import eventually, header, publish_seed_libraries, read_topic, running
+from tests.support import eventually, header, posted_event, publish_seed_libraries, read_topic, running
 from tests.support import own_redis as redis_of_its_own
 
 pytestmark = pytest.mark.integration
@@ -81,18 +80,7 @@ def person() -> dict[str, Any]:
 
 
 def card_activation(member_id: str) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "/libraries/oba/kiosk",
-        "type": "nl.bibliotheek.member.card_activated.v1",
-        "time": datetime.now(UTC).isoformat(),
-        "subject": member_id,
-        "library": "oba",
-        "channel": "offline",
-        "platform": "kiosk",
-        "data": {"branch": "oosterdok"},
-    }
+    return posted_event("nl.bibliotheek.member.card_activated.v1", member_id, {"branch": "oosterdok"})
 
 
 async def timed(request: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:

@@ -318,15 +318,7 @@ async def test_in_the_test_session_a_service_is_refused_what_is_not_its_own_whil
     and its keys; Kafka refuses it the usage topic (the library platforms' and propositions') and Redis the keys of
     notifications, while the tests' own clients on the harness address read and write everything."""
     kafka_bootstrap, redis_url = session_servers
-    harness = JourneySettings(
-        kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
-        topic_prefix=namespace,
-        group_prefix=namespace,
-        key_prefix=namespace,
-        partitions=2,
-        publish_timeout=60.0,
-    )
+    harness = JourneySettings(**namespaced_settings(kafka_bootstrap, redis_url, namespace).model_dump())
     app = journey_app(harness)
     async with running(app):
         signed_in: Settings = app.state.parts.settings

@@ -17,7 +17,7 @@ from shared.events import BATCH, STRUCTURED, from_kafka
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
 from tests.integration.test_propositions_catalogue import Propositions, fields, short_type
-from tests.support import header, problem, read_topic, running
+from tests.support import header, posted_event, problem, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +54,9 @@ def loan(event: str = "borrowed", **overrides: Any) -> dict[str, Any]:
 
 
 def cloud_event(kind: str, member_id: str, data: dict[str, Any], **attributes: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "/libraries/oba/ebook",
-        "type": f"nl.bibliotheek.usage.{kind}.v1",
-        "time": datetime.now(UTC).isoformat(),
-        "subject": member_id,
-        "library": "oba",
-        "channel": "online",
-        "platform": "ebook",
-        "data": data,
-        **attributes,
-    }
+    """A usage event as oba's e-book platform posts it."""
+    on_the_ebook_platform = {"source": "/libraries/oba/ebook", "channel": "online", "platform": "ebook"}
+    return posted_event(f"nl.bibliotheek.usage.{kind}.v1", member_id, data, **{**on_the_ebook_platform, **attributes})
 
 
 async def published(propositions: Propositions, *event_ids: str) -> dict[str, Any]:

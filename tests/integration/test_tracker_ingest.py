@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ from services.identity.app import create_app
 from services.identity.settings import IdentitySettings
 from shared.settings import Settings
 from tests.integration.conftest import MakeKey
-from tests.support import header, problem, read_topic, running
+from tests.support import header, posted_event, problem, read_topic, running
 
 pytestmark = pytest.mark.integration
 
@@ -47,19 +46,11 @@ def visitor_id() -> str:
 
 def client_event(kind: str = PAGE_VIEWED, *, library: str = "oba", visitor: str = "", **data: Any) -> dict[str, Any]:
     """A client event as the tracker sends it."""
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": f"/libraries/{library}/website",
-        "type": kind,
-        "time": datetime.now(UTC).isoformat(),
-        "subject": visitor or visitor_id(),
-        "datacontenttype": "application/json",
-        "library": library,
-        "channel": "online",
-        "platform": "website",
-        "data": data or {"path": "/boekstart"},
-    }
+    on_the_website = {"source": f"/libraries/{library}/website", "library": library, "channel": "online"}
+    return posted_event(
+        kind, visitor or visitor_id(), data or {"path": "/boekstart"}, **on_the_website, platform="website",
+        datacontenttype="application/json",
+    )  # fmt: skip
 
 
 def from_browser(origin: str, **headers: str) -> dict[str, str]:
