@@ -11,7 +11,6 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.notifications.rules import in_holdout
-from services.notifications.state import Profile
 from shared.events import CloudEvent, to_kafka
 from shared.events.journey import FrictionDetected
 from shared.settings import Settings
@@ -108,12 +107,7 @@ async def test_a_broadcast_paused_halfway_and_resumed_messages_every_member_of_i
     )  # fmt: skip
     clock = TestClock()
     async with notifications(configured, admin_key, clock=clock) as n:
-        segment = [member() for _ in range(300)]
-        projections = n.stores.projections
-        pipe = projections.batch()
-        for m in segment:
-            projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
-        await projections.apply(pipe)
+        segment = await n.babies(300)
         # Three members had their one message of the week already: the cap holds the broadcast back.
         capped = segment[:3]
         await n.create(campaign())

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from services.notifications.rules import message_id
-from services.notifications.state import Profile
 from shared.events import CloudEvent, deterministic_id
 from shared.events.journey import FrictionDetected
 from shared.settings import Settings
@@ -102,12 +101,7 @@ async def test_a_broadcast_whose_process_died_before_kafka_took_a_page_publishes
         settings, notifications_broadcast_page=5, notifications_broadcast_tick_seconds=3600
     )
     async with notifications(configured, admin_key) as n:
-        segment = [member() for _ in range(20)]
-        projections = n.stores.projections
-        pipe = projections.batch()
-        for m in segment:
-            projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
-        await projections.apply(pipe)
+        segment = await n.babies(20)
         campaign_id = await n.create(
             campaign(
                 name="BoekStart-week", kind="broadcast", trigger=None, audience={"libraries": ["oba"]},

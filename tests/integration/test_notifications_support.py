@@ -31,6 +31,7 @@ from services.notifications.app import Stores, create_app
 from services.notifications.contacts import Contact, ContactDirectory, IdentityContacts
 from services.notifications.preferences import IdentityPreferences, PreferenceChanges
 from services.notifications.settings import NotificationsSettings
+from services.notifications.state import Profile
 from shared.events import CloudEvent, EventData, to_kafka
 from shared.events.journey import FrictionDetected
 from shared.settings import Settings
@@ -186,6 +187,17 @@ class Notifications:
     def stores(self) -> Stores:
         stores: Stores = self.app.state.stores
         return stores
+
+    async def babies(self, count: int) -> list[str]:
+        """`count` new members aged 0-3 at the OBA (signed up online, Dutch), put straight into the members
+        projection: a broadcast's segment without their events."""
+        segment = [member() for _ in range(count)]
+        projections = self.stores.projections
+        pipe = projections.batch()
+        for m in segment:
+            projections.signed_up(pipe, m, Profile("0-3", "oba", "online", "nl"), None)
+        await projections.apply(pipe)
+        return segment
 
     async def everything(self) -> str:
         """Every key and value notifications holds in this test's Redis namespace, as one text."""
