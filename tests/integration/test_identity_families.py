@@ -16,6 +16,7 @@ from shared.settings import Settings
 from tests.integration.test_identity_api import (
     ADULT,
     Identity,
+    cloud_event,
     identity_fixture,  # noqa: F401  (the fixture `identity`)
     short_type,
     subject,
@@ -161,18 +162,7 @@ async def test_library_codes_not_in_the_catalogue_are_refused_naming_the_field(i
     activated = await identity.client.post(f"/v1/members/{member}/card-activation", json={"library": "tilburg"})
     assert (activated.status_code, problem_fields(activated)) == (422, ["body.library"])
 
-    posted = {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "/libraries/tilburg/kiosk",
-        "type": "nl.bibliotheek.member.card_activated.v1",
-        "time": datetime.now(UTC).isoformat(),
-        "subject": member,
-        "library": "tilburg",
-        "channel": "offline",
-        "platform": "kiosk",
-        "data": {},
-    }
+    posted = cloud_event("card_activated", member, source="/libraries/tilburg/kiosk", library="tilburg")
     batch = await identity.client.post(
         "/v1/events", content=json.dumps([posted]), headers={"Content-Type": "application/cloudevents-batch+json"}
     )
