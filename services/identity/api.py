@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from services.identity.members import Members, Person
+from services.identity.records import Recipient
 from services.identity.routing import FrontOfficeKey, ServiceKey, touch_at
 from services.identity.schemas import (
     Accepted,
@@ -230,14 +231,14 @@ def contact_router(members: Members) -> APIRouter:
         responses={404: {"description": "unknown or erased"}, 409: {"description": "no address for this medium"}},
     )
     async def contact(member_id: str, caller: ServiceKey, medium: Medium) -> Contact:
-        return Contact.model_validate(await members.contact(member_id, medium, caller))
+        return _contact(await members.contact(member_id, medium, caller))
 
     @router.post("/contacts", summary="Where to deliver a batch of messages now (service role)")
     async def contacts(body: ContactsWanted, caller: ServiceKey) -> Contacts:
         found: list[Contact | None] = []
         for wanted in body.wanted:
             try:
-                found.append(Contact.model_validate(await members.contact(wanted.member_id, wanted.medium, caller)))
+                found.append(_contact(await members.contact(wanted.member_id, wanted.medium, caller)))
             except Problem as problem:
                 if problem.status not in (404, 409):
                     raise
@@ -245,3 +246,7 @@ def contact_router(members: Members) -> APIRouter:
         return Contacts(contacts=found)
 
     return router
+
+
+def _contact(recipient: Recipient) -> Contact:
+    return Contact.model_validate(recipient, from_attributes=True)

@@ -39,13 +39,13 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
     async def pending(caller: MemberDataKey) -> list[Suspicion]:
         return [
             Suspicion(
-                id=s["id"],
-                member_id=s["member_id"],
-                other_member_id=s["other_member_id"],
-                library=s["library"],
-                other_library=s["other_library"],
-                matched_on=s["matched_on"].split(","),
-                created_at=s["created_at"],
+                id=s.id,
+                member_id=s.member_id,
+                other_member_id=s.other_member_id,
+                library=s.library,
+                other_library=s.other_library,
+                matched_on=list(s.matched_on),
+                created_at=s.created_at,
             )
             for s in await duplicates.suspicions(caller)
         ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from services.identity.accounts import Accounts
 from services.identity.api import contact_router, members_router
 from services.identity.api_accounts import accounts_router
 from services.identity.api_duplicates import duplicates_router
@@ -45,7 +46,7 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
         api=[
             members_router(members, store),
             families_router(Families(members, store, parts.publisher, libraries)),
-            accounts_router(members),
+            accounts_router(Accounts(members, store, parts.publisher, settings)),
             duplicates_router(members.duplicates),
             ingest_router(
                 store, parts.publisher, EventClaims(parts.redis, settings, "identity"), libraries, ingest_caller(gate)

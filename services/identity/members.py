@@ -13,21 +13,16 @@ from datetime import UTC, date, datetime
 
 from services.identity import domain
 from services.identity.duplicates import Duplicates
-from services.identity.records import MemberRecord
+from services.identity.records import MemberRecord, Recipient, Registration
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
 from shared.auth import Principal, forbid_other_library
 from shared.events import CloudEvent
 from shared.events.members import (
-    AccountLinked,
-    AccountUnlinked,
     CardActivated,
     ConsentChanged,
     GuardianSet,
-    LoginFailed,
-    LoginFailure,
-    LoginSucceeded,
     MemberErased,
     MemberSignedUp,
     Referred,
@@ -101,9 +96,6 @@ class Members:
                 found.append((member_id, record))
         return found
 
-    def _account_index(self, platform: str, external_id: str) -> str:
-        return domain.keyed_hash(self._hmac_key, f"account:{platform}", external_id.strip())
-
     def minor(self, born: date) -> bool:
         """Under the age from which a member manages their own consent (16, the Dutch GDPR age)."""
         return domain.is_minor(born, datetime.now(UTC).date(), self._settings.identity_minor_below_age)
@@ -114,7 +106,7 @@ class Members:
         return domain.is_adult(born, datetime.now(UTC).date())
 
     @staticmethod
-    def _touch_events(member_id: str, record: MemberRecord, touch: Touch, ids: Ids) -> list[CloudEvent]:
+    def touch_events(member_id: str, record: MemberRecord, touch: Touch, ids: Ids) -> list[CloudEvent]:
         """A channel_switched when this touch is on another channel or platform than the member's last one.
 
         The touch is stored (`_touched`) only once Kafka acknowledged: a retry after a 503 finds the same last touch
@@ -148,9 +140,7 @@ class Members:
             touch,
             event_id or ids.new("event"),
         )
-        await self._store.start_registration(
-            registration_id, {"home_library": touch.library, "started_at": touch.time.isoformat()}
-        )
+        await self._store.start_registration(registration_id, Registration(touch.library, touch.time))
         await self._publisher.publish(event)
         return registration_id
 
@@ -253,94 +243,9 @@ class Members:
         if record is None:
             raise not_found("member")
         event = self._event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
-        switched = self._touch_events(resolved, record, touch, ids)
+        switched = self.touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
         await self._store.touched(resolved, touch.channel, touch.platform, card_activated_at=touch.time)
-        return resolved, event.id
-
-    # -------------------------------------------------------------------------------------- accounts
-
-    async def link_account(
-        self, member_id: str, platform: str, external_id: str, caller: Principal, ids: Ids
-    ) -> tuple[str, str]:
-        resolved, record = await self.member(member_id, caller)
-        index = self._account_index(platform, external_id)
-        linked = (await self._store.accounts(resolved)).get(platform)
-        if linked is not None and linked["index"] != index:
-            raise conflict(f"the member already has another account on {platform} linked; unlink it first")
-        owner = await self._store.claim_account(index, resolved)
-        if owner != resolved:
-            raise conflict(f"this account on {platform} belongs to another member")
-        if linked is not None:
-            return resolved, linked["ref"]  # linked already: nothing new to say
-        ref = ids.new("account")
-        touch = Touch(record.home_library, platform, datetime.now(UTC), f"{SOURCE}/accounts")
-        event = self._event(
-            AccountLinked(account_platform=platform, account_ref=ref), resolved, touch, ids.new("event")
-        )
-        await self._store.set_account(resolved, platform, ref, index)
-        try:
-            await self._publisher.publish(event)
-        except Exception:
-            await self._store.remove_account(resolved, platform)
-            await self._store.release_account(index, resolved)
-            raise
-        return resolved, ref
-
-    async def unlink_account(self, member_id: str, platform: str, caller: Principal, ids: Ids) -> str:
-        resolved, record = await self.member(member_id, caller)
-        linked = (await self._store.accounts(resolved)).get(platform)
-        if linked is None:
-            raise Problem(404, "Not Found", f"the member has no account on {platform} linked")
-        touch = Touch(record.home_library, platform, datetime.now(UTC), f"{SOURCE}/accounts")
-        event = self._event(
-            AccountUnlinked(account_platform=platform, account_ref=linked["ref"]), resolved, touch, ids.new("event")
-        )
-        await self._publisher.publish(event)
-        await self._store.remove_account(resolved, platform)
-        await self._store.release_account(linked["index"], resolved)
-        return event.id
-
-    async def record_login(
-        self,
-        platform: str,
-        external_id: str,
-        outcome: str,
-        reason: LoginFailure | None,
-        at: datetime,
-        caller: Principal,
-        ids: Ids,
-    ) -> tuple[str, str]:
-        """A platform's login outcome by external account: login_succeeded or login_failed, and a channel switch."""
-        owner = await self._store.account_owner(self._account_index(platform, external_id))
-        if owner is None:
-            raise Problem(404, "Not Found", f"no member has this account on {platform} linked")
-        return await self.login(owner, platform, outcome, reason, at, caller, ids)
-
-    async def login(
-        self,
-        member_id: str,
-        platform: str,
-        outcome: str,
-        reason: LoginFailure | None,
-        at: datetime,
-        caller: Principal,
-        ids: Ids,
-        event_id: str | None = None,
-        source: str | None = None,
-    ) -> tuple[str, str]:
-        resolved, record = await self.member(member_id, caller)
-        touch = Touch(record.home_library, platform, at, source or f"/platforms/{platform}")
-        data = (
-            LoginSucceeded(login_platform=platform)
-            if outcome == "succeeded"
-            else LoginFailed(login_platform=platform, reason=reason or "other")
-        )
-        event = self._event(data, resolved, touch, event_id or ids.new("event"))
-        # A failed login is a touch too: the first attempt on a new platform is where a switch starts.
-        switched = self._touch_events(resolved, record, touch, ids)
-        await self._publisher.publish_many([*switched, event])
-        await self._store.touched(resolved, touch.channel, touch.platform)
         return resolved, event.id
 
     # ------------------------------------------------------------------------------ consent, guardian
@@ -355,7 +260,7 @@ class Members:
         await self._libraries.require({"body.library": where})
         touch = Touch(where, platform, datetime.now(UTC), f"{SOURCE}/referrals")
         event = self._event(Referred(proposition=proposition), resolved, touch, ids.new("event"))
-        switched = self._touch_events(resolved, record, touch, ids)
+        switched = self.touch_events(resolved, record, touch, ids)
         await self._publisher.publish_many([*switched, event])
         await self._store.touched(resolved, touch.channel, touch.platform)
         return resolved, event.id
@@ -423,7 +328,7 @@ class Members:
 
     # ---------------------------------------------------------------------------------------- contact
 
-    async def contact(self, member_id: str, medium: Medium, caller: Principal) -> dict[str, str]:
+    async def contact(self, member_id: str, medium: Medium, caller: Principal) -> Recipient:
         """Where to send a message now: the member's address, or their guardian's when they are a minor."""
         resolved, record = await self.member(member_id, caller)
         recipient, target, target_id = "member", record, resolved
@@ -438,15 +343,9 @@ class Members:
             address = target.phone or ""
         elif medium == "push":
             app = (await self._store.accounts(target_id)).get("app")
-            address = app["ref"] if app else ""
+            address = app.ref if app else ""
         else:
             address = resolved
         if not address:
             raise conflict(f"no {medium} address for this member")
-        return {
-            "member_id": resolved,
-            "medium": medium,
-            "recipient": recipient,
-            "address": address,
-            "name": target.name,
-        }
+        return Recipient(resolved, medium, recipient, address, target.name)
