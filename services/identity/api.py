@@ -1,6 +1,7 @@
-"""identity's HTTP API for members: registration, sign-up, the member's data, card activation, consent, guardian,
-erasure; and where to deliver a message (service role). Thin routes over `Members`; every write takes an
-Idempotency-Key. Accounts, duplicates and families have route modules of their own (api_*.py)."""
+"""identity's HTTP API for members: registration, sign-up, the member's data, card activation, erasure; what the
+front office does for a member (referral, consent, guardian); and where to deliver a message (service role). Thin
+routes over `Members`; every write takes an Idempotency-Key. Accounts, duplicates and families have route modules
+of their own (api_*.py)."""
 
 from __future__ import annotations
 
@@ -147,6 +148,14 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
             return 202, {"member_id": resolved, "event_id": event_id}
 
         return await write(caller, body, run)
+
+    return router
+
+
+def front_office_router(members: Members) -> APIRouter:
+    """What staff at the desk (or a desk system) do for a member they have found: refer them onward, record their
+    consent, name a minor's guardian."""
+    router = APIRouter(prefix="/v1", tags=["members"], responses=AUTH_RESPONSES)
 
     @router.post(
         "/members/{member_id}/referrals",
