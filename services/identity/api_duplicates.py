@@ -87,10 +87,14 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
         status_code=200,
         tags=["duplicates"],
         summary="Not the same person: close the suspicion without merging",
+        response_model=dict[str, str],
         responses={200: {"content": {"application/json": {"example": {"id": "s-1", "status": "dismissed"}}}}},
     )
-    async def dismiss(suspicion_id: str, caller: FrontOfficeKey) -> dict[str, str]:
-        await duplicates.dismiss(suspicion_id, caller)
-        return {"id": suspicion_id, "status": "dismissed"}
+    async def dismiss(suspicion_id: str, caller: FrontOfficeKey, write: Write) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            await duplicates.dismiss(suspicion_id, caller)
+            return 200, {"id": suspicion_id, "status": "dismissed"}
+
+        return await write(caller, None, run)
 
     return router
