@@ -37,18 +37,7 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
         responses={200: {"content": {"application/json": {"example": [SUSPICION]}}}},
     )
     async def pending(caller: MemberDataKey) -> list[Suspicion]:
-        return [
-            Suspicion(
-                id=s.id,
-                member_id=s.member_id,
-                other_member_id=s.other_member_id,
-                library=s.library,
-                other_library=s.other_library,
-                matched_on=list(s.matched_on),
-                created_at=s.created_at,
-            )
-            for s in await duplicates.suspicions(caller)
-        ]
+        return [Suspicion.model_validate(s, from_attributes=True) for s in await duplicates.suspicions(caller)]
 
     @router.post(
         "/duplicates/{suspicion_id}/confirm",
