@@ -26,6 +26,7 @@ from services.notifications.campaigns import (
     problems,
 )
 from services.notifications.catalogue_store import CatalogueStore
+from services.notifications.rendering import render_message
 from services.notifications.settings import NotificationsSettings
 from shared.audit import AdminAudit
 from shared.auth import NETWORK, Principal, forbid_other_library
@@ -269,30 +270,22 @@ class CampaignManagement:
                         f"messages.{medium}.{locale}.{part}",
                         f"{', '.join(names)}: no value for {library_code or 'the network'}",
                     )
-                    for part, source in (
-                        ("subject", template.subject),
-                        ("title", template.title),
-                        ("body", template.body),
-                    )
-                    if source and (names := templates.unfilled(source, context))
+                    for part, names in templates.unfilled_parts(template, context)
                 ]
                 if empty:
                     detail = "the message would show an empty placeholder; fill it in the catalogue or leave it out"
                     raise Problem(
                         422, "Unprocessable Content", f"{detail}: " + "; ".join(e.message for e in empty), errors=empty
                     )
+                message = render_message(template, context)
                 rendered.append(
                     {
                         "medium": medium,
                         "locale": locale,
-                        "sender": context["library"]["name"],
-                        "subject": templates.one_line(templates.render(template.subject, context))
-                        if template.subject
-                        else None,
-                        "title": templates.one_line(templates.render(template.title, context))
-                        if template.title
-                        else None,
-                        "body": templates.render(template.body, context),
+                        "sender": message.sender,
+                        "subject": message.subject,
+                        "title": message.title,
+                        "body": message.body,
                     }
                 )
         return {
