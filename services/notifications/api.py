@@ -22,6 +22,7 @@ from services.notifications.schemas import (
     CampaignList,
     CampaignVersions,
     CampaignView,
+    Effect,
     InboxMessage,
     InboxView,
     Preview,
@@ -169,8 +170,20 @@ def campaigns_router(management: CampaignManagement) -> APIRouter:
         campaign_id: str,
         caller: MarketingKey,
         within_days: int | None = Query(default=None, ge=1, le=365, description="N; default from settings"),
-    ) -> dict[str, Any]:
-        return await management.results(campaign_id, within_days, caller)
+    ) -> Results:
+        found = await management.results(campaign_id, within_days, caller)
+        counted = found.counts
+        return Results(
+            campaign_id=found.campaign_id,
+            triggered=counted.triggered,
+            sent=counted.sent,
+            suppressed=counted.suppressed,
+            failed=counted.failed,
+            deferred=counted.deferred,
+            waiting=counted.waiting,
+            effect=Effect.model_validate(found.effect, from_attributes=True),
+            warnings=found.warnings,
+        )
 
     return router
 

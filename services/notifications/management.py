@@ -296,29 +296,9 @@ class CampaignManagement:
             "warnings": await self.warnings(campaign),
         }
 
-    async def results(self, campaign_id: str, within_days: int | None, caller: Principal) -> dict[str, Any]:
+    async def results(self, campaign_id: str, within_days: int | None, caller: Principal) -> results.CampaignResults:
         campaign = await self.campaign(campaign_id, caller)
         days = within_days or self._settings.notifications_effect_days
         counted = results.counts(await self._store.results(campaign_id))
         measured = results.effect(await self._store.effect(campaign_id), self._clock(), days)
-        return {
-            "campaign_id": campaign.id,
-            "triggered": counted.triggered,
-            "sent": counted.sent,
-            "suppressed": counted.suppressed,
-            "failed": counted.failed,
-            "deferred": counted.deferred,
-            "waiting": counted.waiting,
-            "effect": {
-                "within_days": measured.within_days,
-                "messaged": _group(measured.messaged),
-                "holdout": _group(measured.holdout),
-                "difference": measured.difference,
-                "too_recent": measured.too_recent,
-            },
-            "warnings": await self.warnings(campaign),
-        }
-
-
-def _group(group: results.GroupEffect) -> dict[str, Any]:
-    return {"frictions": group.frictions, "resolved": group.resolved, "share": group.share}
+        return results.CampaignResults(campaign.id, counted, measured, await self.warnings(campaign))

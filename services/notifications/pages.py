@@ -389,14 +389,14 @@ def pages_router(parts: ServiceParts, settings: NotificationsSettings, managemen
         preview = await management.preview(campaign_id, PreviewSample(library=sample), caller(visitor))
         results = await management.results(campaign_id, None, caller(visitor))
         versions = await management.versions(campaign_id, caller(visitor))
-        effect = results["effect"]
+        effect = results.effect
         effect_chart = bar_chart(
             [
-                Bar(visitor.t("results.messaged"), effect["messaged"]["share"]),
-                Bar(visitor.t("results.holdout"), effect["holdout"]["share"]),
+                Bar(visitor.t("results.messaged"), effect.messaged.share),
+                Bar(visitor.t("results.holdout"), effect.holdout.share),
             ],
             chart_id="chart-effect",
-            title=visitor.t("results.effect", days=effect["within_days"]),
+            title=visitor.t("results.effect", days=effect.within_days),
             shown=lambda share: visitor.t.percent(share),
             empty="",
             maximum=1.0,
