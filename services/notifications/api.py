@@ -172,18 +172,9 @@ def campaigns_router(management: CampaignManagement) -> APIRouter:
         within_days: int | None = Query(default=None, ge=1, le=365, description="N; default from settings"),
     ) -> Results:
         found = await management.results(campaign_id, within_days, caller)
-        counted = found.counts
-        return Results(
-            campaign_id=found.campaign_id,
-            triggered=counted.triggered,
-            sent=counted.sent,
-            suppressed=counted.suppressed,
-            failed=counted.failed,
-            deferred=counted.deferred,
-            waiting=counted.waiting,
-            effect=Effect.model_validate(found.effect, from_attributes=True),
-            warnings=found.warnings,
-        )
+        counted, effect = found.counts, Effect.model_validate(found.effect, from_attributes=True)
+        figures = {**asdict(counted), "waiting": counted.waiting, "effect": effect, "warnings": found.warnings}
+        return Results(campaign_id=found.campaign_id, **figures)
 
     return router
 
