@@ -11,7 +11,7 @@ from services.identity.members import Members
 from services.identity.records import LinkedAccount
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
-from services.identity.touches import SOURCE, Touch, conflict, member_event
+from services.identity.touches import SOURCE, Touch, conflict, member_event, switch_events
 from shared.auth import Principal
 from shared.events.members import AccountLinked, AccountUnlinked, LoginFailed, LoginFailure, LoginSucceeded
 from shared.idempotency import Ids
@@ -109,7 +109,7 @@ class Accounts:
         )
         event = member_event(data, resolved, touch, event_id or ids.new("event"))
         # A failed login is a touch too: the first attempt on a new platform is where a switch starts.
-        switched = self._members.touch_events(resolved, record, touch, ids)
+        switched = switch_events(record.last_touch, resolved, touch, ids)
         await self._publisher.publish_many([*switched, event])
         await self._store.touched(resolved, touch.channel, touch.platform)
         return resolved, event.id

@@ -16,7 +16,7 @@ from services.identity.duplicates import Duplicates
 from services.identity.records import MemberRecord, Recipient, Registration
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
-from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
+from services.identity.touches import SOURCE, Touch, conflict, member_event, switch_events
 from shared.auth import Principal, forbid_other_library
 from shared.events import CloudEvent
 from shared.events.members import (
@@ -105,17 +105,6 @@ class Members:
         """Of age (18): who may be a guardian."""
         return domain.is_adult(born, datetime.now(UTC).date())
 
-    @staticmethod
-    def touch_events(member_id: str, record: MemberRecord, touch: Touch, ids: Ids) -> list[CloudEvent]:
-        """A channel_switched when this touch is on another channel or platform than the member's last one.
-
-        The touch is stored (`_touched`) only once Kafka acknowledged: a retry after a 503 finds the same last touch
-        and publishes the same switch again."""
-        switched = channel_switched(record.last_touch, member_id, touch, ids)
-        return [switched] if switched is not None else []
-
-    _event = staticmethod(member_event)
-
     # ---------------------------------------------------------------------------------- registration
 
     async def start_registration(
@@ -134,7 +123,7 @@ class Members:
         attribute_member(registration_id)
         if await self._store.get(registration_id) is not None:
             raise conflict("a member with this id exists already")
-        event = self._event(
+        event = member_event(
             RegistrationStarted(home_library=touch.library, source=source),
             registration_id,
             touch,
@@ -177,7 +166,7 @@ class Members:
             language=record.language,
             birth_year=domain.youth_birth_year(record.birth_date, day),
         )
-        return self._event(data, member_id, touch, event_id)
+        return member_event(data, member_id, touch, event_id)
 
     async def sign_up(
         self,
@@ -242,8 +231,8 @@ class Members:
         record = await self._store.get(resolved)
         if record is None:
             raise not_found("member")
-        event = self._event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
-        switched = self.touch_events(resolved, record, touch, ids)
+        event = member_event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
+        switched = switch_events(record.last_touch, resolved, touch, ids)
         await self._publisher.publish_many([*switched, event])
         await self._store.touched(resolved, touch.channel, touch.platform, card_activated_at=touch.time)
         return resolved, event.id
@@ -259,8 +248,8 @@ class Members:
         forbid_other_library(caller, where)
         await self._libraries.require({"body.library": where})
         touch = Touch(where, platform, datetime.now(UTC), f"{SOURCE}/referrals")
-        event = self._event(Referred(proposition=proposition), resolved, touch, ids.new("event"))
-        switched = self.touch_events(resolved, record, touch, ids)
+        event = member_event(Referred(proposition=proposition), resolved, touch, ids.new("event"))
+        switched = switch_events(record.last_touch, resolved, touch, ids)
         await self._publisher.publish_many([*switched, event])
         await self._store.touched(resolved, touch.channel, touch.platform)
         return resolved, event.id
@@ -283,7 +272,7 @@ class Members:
             at or datetime.now(UTC),
             f"{SOURCE}/consents",
         )
-        event = self._event(
+        event = member_event(
             ConsentChanged(medium=medium, purpose=purpose, granted=granted),
             resolved,
             touch,
@@ -304,7 +293,7 @@ class Members:
         if guardian == resolved or not self.adult(guardian_record.birth_date):
             raise Problem(422, "Unprocessable Content", "a guardian is an adult other than the member")
         touch = Touch(record.home_library, "desk", datetime.now(UTC), f"{SOURCE}/guardians")
-        event = self._event(GuardianSet(guardian_id=guardian), resolved, touch, ids.new("event"))
+        event = member_event(GuardianSet(guardian_id=guardian), resolved, touch, ids.new("event"))
         await self._publisher.publish(event)
         await self._store.set_guardian(resolved, guardian, record.guardian_id)
         return event.id
