@@ -26,7 +26,7 @@ class Accounts:
         self._members = members
         self._store = store
         self._publisher = publisher
-        self._hmac_key = settings.identity_hmac_key.get_secret_value().encode()
+        self._hmac_key = settings.hmac_key()
 
     def _account_index(self, platform: str, external_id: str) -> str:
         return domain.keyed_hash(self._hmac_key, f"account:{platform}", external_id.strip())

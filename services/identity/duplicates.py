@@ -27,7 +27,7 @@ class Duplicates:
         self._store = store
         self._publisher = publisher
         self._settings = settings
-        self._hmac_key = settings.identity_hmac_key.get_secret_value().encode()
+        self._hmac_key = settings.hmac_key()
 
     def hashes(self, record: MemberRecord | None) -> dict[str, str]:
         """Keyed hashes of the member's e-mail address and phone number, by kind (none for a child without, or

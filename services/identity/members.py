@@ -64,7 +64,7 @@ class Members:
         self._publisher = publisher
         self._settings = settings
         self._libraries = libraries
-        self._hmac_key = settings.identity_hmac_key.get_secret_value().encode()
+        self._hmac_key = settings.hmac_key()
         self.duplicates = Duplicates(store, publisher, settings)
 
     # --------------------------------------------------------------------------------------- lookups
