@@ -34,7 +34,7 @@ class Problem(Exception):
         detail: str | None = None,
         *,
         errors: list[FieldError] | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> None:
         super().__init__(detail or title)
@@ -48,24 +48,15 @@ def not_found(what: str) -> Problem:
     return Problem(404, "Not Found", f"{what} does not exist")
 
 
-def problem_response(
-    request: Request,
-    status: int,
-    title: str,
-    detail: str | None = None,
-    *,
-    errors: list[FieldError] | None = None,
-    headers: Mapping[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": problem.title, "status": problem.status}
+    if problem.detail:
+        body["detail"] = problem.detail
     body["instance"] = request.url.path
-    if errors:
-        body["errors"] = [e.as_dict() for e in errors]
-    body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    if problem.errors:
+        body["errors"] = [e.as_dict() for e in problem.errors]
+    body.update(problem.extra)
+    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
 
 
 def _request_errors(exc: RequestValidationError) -> list[FieldError]:
@@ -96,22 +87,20 @@ def install_problem_handlers(app: FastAPI, keep_refused: KeepRefused | None = No
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         about = exc.errors or [FieldError("body", exc.detail or exc.title)]
-        return await kept(request, exc.status, about, exc.headers) or problem_response(
-            request, exc.status, exc.title, exc.detail, errors=exc.errors, headers=exc.headers, **exc.extra
-        )
+        return await kept(request, exc.status, about, exc.headers) or problem_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _request_errors(exc)
         detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
         return await kept(request, 422, errors, None) or problem_response(
-            request, 422, "Unprocessable Content", detail, errors=errors
+            request, Problem(422, "Unprocessable Content", detail, errors=errors)
         )
 
     @app.exception_handler(InvalidEvent)
     async def _invalid_event(request: Request, exc: InvalidEvent) -> JSONResponse:
         return await kept(request, 422, exc.errors, None) or problem_response(
-            request, 422, "Unprocessable Content", str(exc), errors=exc.errors
+            request, Problem(422, "Unprocessable Content", str(exc), errors=exc.errors)
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -119,7 +108,7 @@ def install_problem_handlers(app: FastAPI, keep_refused: KeepRefused | None = No
         # Starlette's own answers keep their headers: a 405 says in Allow which methods the path takes.
         about = [FieldError("body", str(exc.detail or _title(exc.status_code)))]
         return await kept(request, exc.status_code, about, exc.headers) or problem_response(
-            request, exc.status_code, _title(exc.status_code), str(exc.detail or ""), headers=exc.headers
+            request, Problem(exc.status_code, _title(exc.status_code), str(exc.detail or ""), headers=exc.headers)
         )
 
     @app.exception_handler(KafkaError)
@@ -127,23 +116,25 @@ def install_problem_handlers(app: FastAPI, keep_refused: KeepRefused | None = No
         _unavailable(request, "kafka", exc)
         return problem_response(
             request,
-            503,
-            "Service Unavailable",
-            "the event log did not acknowledge in time, so nothing is accepted: retry later with the same "
-            "Idempotency-Key or event ids (a retry has one effect, whether or not this attempt reaches the log)",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
+            Problem(
+                503,
+                "Service Unavailable",
+                "the event log did not acknowledge in time, so nothing is accepted: retry later with the same "
+                "Idempotency-Key or event ids (a retry has one effect, whether or not this attempt reaches the log)",
+                headers={"Retry-After": RETRY_AFTER_SECONDS},
+            ),
         )
 
     @app.exception_handler(RedisError)
     async def _redis(request: Request, exc: RedisError) -> JSONResponse:
         _unavailable(request, "redis", exc)
-        return problem_response(
-            request,
+        unavailable = Problem(
             503,
             "Service Unavailable",
             "state store unavailable, retry later",
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
+        return problem_response(request, unavailable)
 
 
 def _unavailable(request: Request, dependency: str, exc: Exception) -> None:

@@ -1,6 +1,7 @@
-"""identity's HTTP API for members: registration, sign-up, the member's data, card activation, consent, guardian,
-erasure; and where to deliver a message (service role). Thin routes over `Members`; every write takes an
-Idempotency-Key. Accounts, duplicates and families have route modules of their own (api_*.py)."""
+"""identity's HTTP API for members: registration, sign-up, the member's data, card activation, erasure; what the
+front office does for a member (referral, consent, guardian); and where to deliver a message (service role). Thin
+routes over `Members`; every write takes an Idempotency-Key. Accounts, duplicates and families have route modules
+of their own (api_*.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from services.identity.members import Members, Person
+from services.identity.records import Recipient
 from services.identity.routing import FrontOfficeKey, ServiceKey, touch_at
 from services.identity.schemas import (
     Accepted,
@@ -147,6 +149,14 @@ def members_router(members: Members, store: MemberStore) -> APIRouter:
 
         return await write(caller, body, run)
 
+    return router
+
+
+def front_office_router(members: Members) -> APIRouter:
+    """What staff at the desk (or a desk system) do for a member they have found: refer them onward, record their
+    consent, name a minor's guardian."""
+    router = APIRouter(prefix="/v1", tags=["members"], responses=AUTH_RESPONSES)
+
     @router.post(
         "/members/{member_id}/referrals",
         status_code=202,
@@ -230,14 +240,14 @@ def contact_router(members: Members) -> APIRouter:
         responses={404: {"description": "unknown or erased"}, 409: {"description": "no address for this medium"}},
     )
     async def contact(member_id: str, caller: ServiceKey, medium: Medium) -> Contact:
-        return Contact.model_validate(await members.contact(member_id, medium, caller))
+        return _contact(await members.contact(member_id, medium, caller))
 
     @router.post("/contacts", summary="Where to deliver a batch of messages now (service role)")
     async def contacts(body: ContactsWanted, caller: ServiceKey) -> Contacts:
         found: list[Contact | None] = []
         for wanted in body.wanted:
             try:
-                found.append(Contact.model_validate(await members.contact(wanted.member_id, wanted.medium, caller)))
+                found.append(_contact(await members.contact(wanted.member_id, wanted.medium, caller)))
             except Problem as problem:
                 if problem.status not in (404, 409):
                     raise
@@ -245,3 +255,7 @@ def contact_router(members: Members) -> APIRouter:
         return Contacts(contacts=found)
 
     return router
+
+
+def _contact(recipient: Recipient) -> Contact:
+    return Contact.model_validate(recipient, from_attributes=True)

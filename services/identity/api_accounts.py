@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from services.identity.members import Members
+from services.identity.accounts import Accounts
 from services.identity.routing import FrontOfficeKey
 from services.identity.schemas import (
     Accepted,
@@ -22,7 +22,7 @@ from shared.failed_items import item_route
 from shared.idempotency import Ids, Write
 
 
-def accounts_router(members: Members) -> APIRouter:
+def accounts_router(accounts: Accounts) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["accounts"], responses=AUTH_RESPONSES)
 
     @router.post(
@@ -47,7 +47,7 @@ def accounts_router(members: Members) -> APIRouter:
         write: Write,
     ) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            resolved, ref = await members.link_account(member_id, body.platform, body.external_id, caller, ids)
+            resolved, ref = await accounts.link_account(member_id, body.platform, body.external_id, caller, ids)
             return 202, {"member_id": resolved, "platform": body.platform, "account_ref": ref}
 
         return await write(caller, body, run)
@@ -69,7 +69,7 @@ def accounts_router(members: Members) -> APIRouter:
         async def run(ids: Ids) -> tuple[int, Any]:
             return 202, {
                 "member_id": member_id,
-                "event_id": await members.unlink_account(member_id, platform, caller, ids),
+                "event_id": await accounts.unlink_account(member_id, platform, caller, ids),
             }
 
         return await write(caller, None, run)
@@ -87,7 +87,7 @@ def accounts_router(members: Members) -> APIRouter:
     )
     async def login(body: Login, caller: IngestKey, write: Write) -> JSONResponse:
         async def run(ids: Ids) -> tuple[int, Any]:
-            member_id, event_id = await members.record_login(
+            member_id, event_id = await accounts.record_login(
                 body.platform, body.external_id, body.outcome, body.reason, body.time or datetime.now(UTC), caller, ids
             )
             return 202, {"member_id": member_id, "event_id": event_id}

@@ -37,18 +37,7 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
         responses={200: {"content": {"application/json": {"example": [SUSPICION]}}}},
     )
     async def pending(caller: MemberDataKey) -> list[Suspicion]:
-        return [
-            Suspicion(
-                id=s["id"],
-                member_id=s["member_id"],
-                other_member_id=s["other_member_id"],
-                library=s["library"],
-                other_library=s["other_library"],
-                matched_on=s["matched_on"].split(","),
-                created_at=s["created_at"],
-            )
-            for s in await duplicates.suspicions(caller)
-        ]
+        return [Suspicion.model_validate(s, from_attributes=True) for s in await duplicates.suspicions(caller)]
 
     @router.post(
         "/duplicates/{suspicion_id}/confirm",
@@ -87,10 +76,14 @@ def duplicates_router(duplicates: Duplicates) -> APIRouter:
         status_code=200,
         tags=["duplicates"],
         summary="Not the same person: close the suspicion without merging",
+        response_model=dict[str, str],
         responses={200: {"content": {"application/json": {"example": {"id": "s-1", "status": "dismissed"}}}}},
     )
-    async def dismiss(suspicion_id: str, caller: FrontOfficeKey) -> dict[str, str]:
-        await duplicates.dismiss(suspicion_id, caller)
-        return {"id": suspicion_id, "status": "dismissed"}
+    async def dismiss(suspicion_id: str, caller: FrontOfficeKey, write: Write) -> JSONResponse:
+        async def run(ids: Ids) -> tuple[int, Any]:
+            await duplicates.dismiss(suspicion_id, caller)
+            return 200, {"id": suspicion_id, "status": "dismissed"}
+
+        return await write(caller, None, run)
 
     return router

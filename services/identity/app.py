@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.identity.api import contact_router, members_router
+from services.identity.accounts import Accounts
+from services.identity.api import contact_router, front_office_router, members_router
 from services.identity.api_accounts import accounts_router
 from services.identity.api_duplicates import duplicates_router
 from services.identity.api_families import families_router
@@ -44,8 +45,9 @@ def create_app(settings: IdentitySettings | None = None, *, parts: ServiceParts 
         "guardians, duplicates, merge and erasure. The only holder of personal data; its events are pseudonymous.",
         api=[
             members_router(members, store),
+            front_office_router(members),
             families_router(Families(members, store, parts.publisher, libraries)),
-            accounts_router(members),
+            accounts_router(Accounts(members, store, parts.publisher, settings)),
             duplicates_router(members.duplicates),
             ingest_router(
                 store, parts.publisher, EventClaims(parts.redis, settings, "identity"), libraries, ingest_caller(gate)

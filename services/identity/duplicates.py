@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.identity import domain
-from services.identity.records import MemberRecord
+from services.identity.records import MemberRecord, Suspicion
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
 from services.identity.touches import SOURCE, Touch, conflict, member_event
@@ -27,7 +27,7 @@ class Duplicates:
         self._store = store
         self._publisher = publisher
         self._settings = settings
-        self._hmac_key = settings.identity_hmac_key.get_secret_value().encode()
+        self._hmac_key = settings.hmac_key()
 
     def hashes(self, record: MemberRecord | None) -> dict[str, str]:
         """Keyed hashes of the member's e-mail address and phone number, by kind (none for a child without, or
@@ -55,22 +55,11 @@ class Duplicates:
             if other_record is None or other in (record.guardian_id,) or other_record.guardian_id == member_id:
                 continue
             suspicion_id = deterministic_id("duplicate", *sorted((member_id, other)))
-            added = await self._store.add_suspicion(
-                suspicion_id,
-                {
-                    "id": suspicion_id,
-                    "member_id": member_id,
-                    "other_member_id": other,
-                    "library": record.home_library,
-                    "other_library": other_record.home_library,
-                    "matched_on": ",".join(matched_on),
-                    "status": "pending",
-                    "created_at": touch.time.isoformat(),
-                },
-            )
-            if added:
+            suspicion = Suspicion(suspicion_id, member_id, other, record.home_library, other_record.home_library,
+                                  tuple(matched_on), "pending", touch.time.isoformat())  # fmt: skip
+            if await self._store.add_suspicion(suspicion):
                 queued.append(suspicion_id)
-            elif (await self._store.suspicion(suspicion_id) or {}).get("member_id") != member_id:
+            elif getattr(await self._store.suspicion(suspicion_id), "member_id", None) != member_id:
                 continue  # the other member's simultaneous sign-up queued it and publishes it
             # else: queued by this very sign-up before a crash; published again under the same event id
             data = DuplicateSuspected(
@@ -79,21 +68,17 @@ class Duplicates:
             events.append(member_event(data, member_id, touch, deterministic_id("duplicate_suspected", suspicion_id)))
         return events
 
-    async def suspicions(self, caller: Principal) -> list[dict[str, str]]:
-        return [
-            s
-            for s in await self._store.pending_suspicions()
-            if caller.covers(s["library"]) or caller.covers(s["other_library"])
-        ]
+    async def suspicions(self, caller: Principal) -> list[Suspicion]:
+        return [s for s in await self._store.pending_suspicions() if _covers(caller, s)]
 
-    async def _suspicion(self, suspicion_id: str, caller: Principal) -> dict[str, str]:
+    async def _suspicion(self, suspicion_id: str, caller: Principal) -> Suspicion:
         suspicion = await self._store.suspicion(suspicion_id)
         if suspicion is None:
             raise not_found("duplicate suspicion")
-        if not (caller.covers(suspicion["library"]) or caller.covers(suspicion["other_library"])):
+        if not _covers(caller, suspicion):
             raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
-        if suspicion["status"] != "pending":
-            raise conflict(f"this suspicion is {suspicion['status']} already")
+        if suspicion.status != "pending":
+            raise conflict(f"this suspicion is {suspicion.status} already")
         return suspicion
 
     async def dismiss(self, suspicion_id: str, caller: Principal) -> None:
@@ -103,7 +88,7 @@ class Duplicates:
     async def confirm(self, suspicion_id: str, survivor_id: str, confirmed_by: str, caller: Principal, ids: Ids) -> str:
         """The duplicate is confirmed (at the desk or by the member): merge the other record into the survivor."""
         suspicion = await self._suspicion(suspicion_id, caller)
-        pair = {suspicion["member_id"], suspicion["other_member_id"]}
+        pair = {suspicion.member_id, suspicion.other_member_id}
         if survivor_id not in pair:
             raise Problem(422, "Unprocessable Content", "the survivor must be one of the two suspected members")
         merged_id = (pair - {survivor_id}).pop()
@@ -129,3 +114,8 @@ class Duplicates:
         await self._publisher.publish(event)
         await self._store.merge(merged_id, survivor_id, self.hashes(merged).values())
         return merged_id
+
+
+def _covers(caller: Principal, suspicion: Suspicion) -> bool:
+    """Staff of either member's library see the suspicion."""
+    return caller.covers(suspicion.library) or caller.covers(suspicion.other_library)

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from services.identity.publishable import is_publishable
+from services.identity.records import MemberChange, Registration
 from services.identity.store import IngestedChanges, MemberStore, Standing
 from services.identity.touches import SOURCE, Touch, conflict, member_record, switch_data
 from shared.auth import Principal
@@ -113,16 +114,12 @@ def plan(
                     raise conflict("a member with this id exists already")
                 touch = Touch(data.home_library, platform, event.utc_time, event.source)
                 result.events.append(member_record(data, event.subject, touch, event.id))
-                result.changes.registrations[event.subject] = {
-                    "home_library": data.home_library,
-                    "started_at": touch.time.isoformat(),
-                }
+                result.changes.registrations[event.subject] = Registration(data.home_library, touch.time)
                 continue
             if standing.home_library is None:
                 raise not_found("member")
             member_id = standing.member_id
             previous = last.get(member_id, standing.last_touch)
-            fields = result.changes.members.setdefault(member_id, {})
             if isinstance(data, (ConsentChanged, LanguageChanged)):
                 if not caller.covers(standing.home_library):
                     raise Problem(403, "Forbidden", f"this key is scoped to library {caller.library!r}")
@@ -130,7 +127,7 @@ def plan(
                 touch = Touch(standing.home_library, where, event.utc_time, f"{SOURCE}/consents")
                 result.events.append(member_record(data, member_id, touch, event.id))
                 if isinstance(data, LanguageChanged):
-                    fields["language"] = data.language
+                    _change(result.changes, member_id, MemberChange(language=data.language))
                     continue
                 consents = result.changes.consents.setdefault(member_id, {})
                 consents[f"{data.medium}:{data.purpose}"] = data.granted
@@ -147,16 +144,18 @@ def plan(
                 switched_id = Ids(f"event:{event.id}").new("channel_switched")
                 result.events.append(member_record(switched, member_id, touch, switched_id))
             result.events.append(member_record(data, member_id, touch, event.id))
-            channel = touch.channel
-            last[member_id] = (channel, touch.platform)
-            fields["last_channel"] = channel
-            fields["last_platform"] = touch.platform
-            if isinstance(data, CardActivated):
-                fields["card_activated_at"] = touch.time.isoformat()
+            last[member_id] = (touch.channel, touch.platform)
+            activated = touch.time if isinstance(data, CardActivated) else None
+            _change(result.changes, member_id, MemberChange(touch.channel, touch.platform, activated))
         except Problem as refusal:
             result.refused[item.index] = refusal
-    result.changes.members = {m: fields for m, fields in result.changes.members.items() if fields}
     return result
+
+
+def _change(changes: IngestedChanges, member_id: str, change: MemberChange) -> None:
+    """Fold a change of the member's record into what the batch changes so far."""
+    earlier = changes.members.get(member_id)
+    changes.members[member_id] = change if earlier is None else earlier.then(change)
 
 
 def _library_named(item: Item) -> tuple[str, str] | None:

@@ -1,4 +1,5 @@
-"""The stored form of a `MemberRecord` (a Redis hash of strings), used by `MemberStore` alone. Pure.
+"""The stored forms of identity's typed state (records.py): a `MemberRecord` (a Redis hash of strings), and the
+linked accounts, registrations, suspicions and changes kept beside it. Used by `MemberStore` alone. Pure.
 
 The personal fields (name, e-mail, phone, birth date, postcode) are kept only sealed, as one JSON value in
 `sealed`, under the member's own key, kept wrapped in `key` (services/identity/vault.py). The other fields are
@@ -13,7 +14,7 @@ import json
 from datetime import date, datetime
 from typing import cast
 
-from services.identity.records import MemberRecord
+from services.identity.records import LinkedAccount, MemberChange, MemberRecord, Registration, Suspicion
 from services.identity.vault import Vault
 from shared.events.types import Language
 
@@ -107,3 +108,56 @@ def rewrapping(vault: Vault, member_id: str, fields: dict[str, str]) -> str | No
     if wrapped is None or vault.wrapped_by_current(wrapped):
         return None
     return vault.rewrap(member_id, wrapped)
+
+
+def change_fields(change: MemberChange) -> dict[str, str]:
+    fields = {
+        "last_channel": change.last_channel,
+        "last_platform": change.last_platform,
+        "card_activated_at": change.card_activated_at.isoformat() if change.card_activated_at else None,
+        "language": change.language,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def registration_fields(registration: Registration) -> dict[str, str]:
+    return {"home_library": registration.home_library, "started_at": registration.started_at.isoformat()}
+
+
+def suspicion_fields(suspicion: Suspicion) -> dict[str, str]:
+    return {
+        "id": suspicion.id,
+        "member_id": suspicion.member_id,
+        "other_member_id": suspicion.other_member_id,
+        "library": suspicion.library,
+        "other_library": suspicion.other_library,
+        "matched_on": ",".join(suspicion.matched_on),
+        "status": suspicion.status,
+        "created_at": suspicion.created_at,
+    }
+
+
+def suspicion(fields: dict[str, str]) -> Suspicion:
+    """A suspicion as stored; one whose queueing was cut short (its id alone) reads with empty fields."""
+    return Suspicion(
+        id=fields["id"],
+        member_id=fields.get("member_id", ""),
+        other_member_id=fields.get("other_member_id", ""),
+        library=fields.get("library", ""),
+        other_library=fields.get("other_library", ""),
+        matched_on=tuple(kind for kind in fields.get("matched_on", "").split(",") if kind),
+        status=fields.get("status", ""),
+        created_at=fields.get("created_at", ""),
+    )
+
+
+def registration(fields: dict[str, str]) -> Registration:
+    return Registration(fields["home_library"], datetime.fromisoformat(fields["started_at"]))
+
+
+def account_value(account: LinkedAccount) -> str:
+    return json.dumps({"ref": account.ref, "index": account.index})
+
+
+def account(value: str) -> LinkedAccount:
+    return LinkedAccount(**json.loads(value))

@@ -13,21 +13,16 @@ from datetime import UTC, date, datetime
 
 from services.identity import domain
 from services.identity.duplicates import Duplicates
-from services.identity.records import MemberRecord
+from services.identity.records import MemberRecord, Recipient, Registration
 from services.identity.settings import IdentitySettings
 from services.identity.store import MemberStore
-from services.identity.touches import SOURCE, Touch, channel_switched, conflict, member_event
+from services.identity.touches import SOURCE, Touch, conflict, member_event, switch_events
 from shared.auth import Principal, forbid_other_library
 from shared.events import CloudEvent
 from shared.events.members import (
-    AccountLinked,
-    AccountUnlinked,
     CardActivated,
     ConsentChanged,
     GuardianSet,
-    LoginFailed,
-    LoginFailure,
-    LoginSucceeded,
     MemberErased,
     MemberSignedUp,
     Referred,
@@ -69,7 +64,7 @@ class Members:
         self._publisher = publisher
         self._settings = settings
         self._libraries = libraries
-        self._hmac_key = settings.identity_hmac_key.get_secret_value().encode()
+        self._hmac_key = settings.hmac_key()
         self.duplicates = Duplicates(store, publisher, settings)
 
     # --------------------------------------------------------------------------------------- lookups
@@ -101,9 +96,6 @@ class Members:
                 found.append((member_id, record))
         return found
 
-    def _account_index(self, platform: str, external_id: str) -> str:
-        return domain.keyed_hash(self._hmac_key, f"account:{platform}", external_id.strip())
-
     def minor(self, born: date) -> bool:
         """Under the age from which a member manages their own consent (16, the Dutch GDPR age)."""
         return domain.is_minor(born, datetime.now(UTC).date(), self._settings.identity_minor_below_age)
@@ -112,17 +104,6 @@ class Members:
     def adult(born: date) -> bool:
         """Of age (18): who may be a guardian."""
         return domain.is_adult(born, datetime.now(UTC).date())
-
-    @staticmethod
-    def _touch_events(member_id: str, record: MemberRecord, touch: Touch, ids: Ids) -> list[CloudEvent]:
-        """A channel_switched when this touch is on another channel or platform than the member's last one.
-
-        The touch is stored (`_touched`) only once Kafka acknowledged: a retry after a 503 finds the same last touch
-        and publishes the same switch again."""
-        switched = channel_switched(record.last_touch, member_id, touch, ids)
-        return [switched] if switched is not None else []
-
-    _event = staticmethod(member_event)
 
     # ---------------------------------------------------------------------------------- registration
 
@@ -142,15 +123,13 @@ class Members:
         attribute_member(registration_id)
         if await self._store.get(registration_id) is not None:
             raise conflict("a member with this id exists already")
-        event = self._event(
+        event = member_event(
             RegistrationStarted(home_library=touch.library, source=source),
             registration_id,
             touch,
             event_id or ids.new("event"),
         )
-        await self._store.start_registration(
-            registration_id, {"home_library": touch.library, "started_at": touch.time.isoformat()}
-        )
+        await self._store.start_registration(registration_id, Registration(touch.library, touch.time))
         await self._publisher.publish(event)
         return registration_id
 
@@ -187,7 +166,7 @@ class Members:
             language=record.language,
             birth_year=domain.youth_birth_year(record.birth_date, day),
         )
-        return self._event(data, member_id, touch, event_id)
+        return member_event(data, member_id, touch, event_id)
 
     async def sign_up(
         self,
@@ -252,95 +231,10 @@ class Members:
         record = await self._store.get(resolved)
         if record is None:
             raise not_found("member")
-        event = self._event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
-        switched = self._touch_events(resolved, record, touch, ids)
+        event = member_event(CardActivated(branch=branch), resolved, touch, event_id or ids.new("event"))
+        switched = switch_events(record.last_touch, resolved, touch, ids)
         await self._publisher.publish_many([*switched, event])
         await self._store.touched(resolved, touch.channel, touch.platform, card_activated_at=touch.time)
-        return resolved, event.id
-
-    # -------------------------------------------------------------------------------------- accounts
-
-    async def link_account(
-        self, member_id: str, platform: str, external_id: str, caller: Principal, ids: Ids
-    ) -> tuple[str, str]:
-        resolved, record = await self.member(member_id, caller)
-        index = self._account_index(platform, external_id)
-        linked = (await self._store.accounts(resolved)).get(platform)
-        if linked is not None and linked["index"] != index:
-            raise conflict(f"the member already has another account on {platform} linked; unlink it first")
-        owner = await self._store.claim_account(index, resolved)
-        if owner != resolved:
-            raise conflict(f"this account on {platform} belongs to another member")
-        if linked is not None:
-            return resolved, linked["ref"]  # linked already: nothing new to say
-        ref = ids.new("account")
-        touch = Touch(record.home_library, platform, datetime.now(UTC), f"{SOURCE}/accounts")
-        event = self._event(
-            AccountLinked(account_platform=platform, account_ref=ref), resolved, touch, ids.new("event")
-        )
-        await self._store.set_account(resolved, platform, ref, index)
-        try:
-            await self._publisher.publish(event)
-        except Exception:
-            await self._store.remove_account(resolved, platform)
-            await self._store.release_account(index, resolved)
-            raise
-        return resolved, ref
-
-    async def unlink_account(self, member_id: str, platform: str, caller: Principal, ids: Ids) -> str:
-        resolved, record = await self.member(member_id, caller)
-        linked = (await self._store.accounts(resolved)).get(platform)
-        if linked is None:
-            raise Problem(404, "Not Found", f"the member has no account on {platform} linked")
-        touch = Touch(record.home_library, platform, datetime.now(UTC), f"{SOURCE}/accounts")
-        event = self._event(
-            AccountUnlinked(account_platform=platform, account_ref=linked["ref"]), resolved, touch, ids.new("event")
-        )
-        await self._publisher.publish(event)
-        await self._store.remove_account(resolved, platform)
-        await self._store.release_account(linked["index"], resolved)
-        return event.id
-
-    async def record_login(
-        self,
-        platform: str,
-        external_id: str,
-        outcome: str,
-        reason: LoginFailure | None,
-        at: datetime,
-        caller: Principal,
-        ids: Ids,
-    ) -> tuple[str, str]:
-        """A platform's login outcome by external account: login_succeeded or login_failed, and a channel switch."""
-        owner = await self._store.account_owner(self._account_index(platform, external_id))
-        if owner is None:
-            raise Problem(404, "Not Found", f"no member has this account on {platform} linked")
-        return await self.login(owner, platform, outcome, reason, at, caller, ids)
-
-    async def login(
-        self,
-        member_id: str,
-        platform: str,
-        outcome: str,
-        reason: LoginFailure | None,
-        at: datetime,
-        caller: Principal,
-        ids: Ids,
-        event_id: str | None = None,
-        source: str | None = None,
-    ) -> tuple[str, str]:
-        resolved, record = await self.member(member_id, caller)
-        touch = Touch(record.home_library, platform, at, source or f"/platforms/{platform}")
-        data = (
-            LoginSucceeded(login_platform=platform)
-            if outcome == "succeeded"
-            else LoginFailed(login_platform=platform, reason=reason or "other")
-        )
-        event = self._event(data, resolved, touch, event_id or ids.new("event"))
-        # A failed login is a touch too: the first attempt on a new platform is where a switch starts.
-        switched = self._touch_events(resolved, record, touch, ids)
-        await self._publisher.publish_many([*switched, event])
-        await self._store.touched(resolved, touch.channel, touch.platform)
         return resolved, event.id
 
     # ------------------------------------------------------------------------------ consent, guardian
@@ -354,8 +248,8 @@ class Members:
         forbid_other_library(caller, where)
         await self._libraries.require({"body.library": where})
         touch = Touch(where, platform, datetime.now(UTC), f"{SOURCE}/referrals")
-        event = self._event(Referred(proposition=proposition), resolved, touch, ids.new("event"))
-        switched = self._touch_events(resolved, record, touch, ids)
+        event = member_event(Referred(proposition=proposition), resolved, touch, ids.new("event"))
+        switched = switch_events(record.last_touch, resolved, touch, ids)
         await self._publisher.publish_many([*switched, event])
         await self._store.touched(resolved, touch.channel, touch.platform)
         return resolved, event.id
@@ -378,7 +272,7 @@ class Members:
             at or datetime.now(UTC),
             f"{SOURCE}/consents",
         )
-        event = self._event(
+        event = member_event(
             ConsentChanged(medium=medium, purpose=purpose, granted=granted),
             resolved,
             touch,
@@ -399,7 +293,7 @@ class Members:
         if guardian == resolved or not self.adult(guardian_record.birth_date):
             raise Problem(422, "Unprocessable Content", "a guardian is an adult other than the member")
         touch = Touch(record.home_library, "desk", datetime.now(UTC), f"{SOURCE}/guardians")
-        event = self._event(GuardianSet(guardian_id=guardian), resolved, touch, ids.new("event"))
+        event = member_event(GuardianSet(guardian_id=guardian), resolved, touch, ids.new("event"))
         await self._publisher.publish(event)
         await self._store.set_guardian(resolved, guardian, record.guardian_id)
         return event.id
@@ -423,7 +317,7 @@ class Members:
 
     # ---------------------------------------------------------------------------------------- contact
 
-    async def contact(self, member_id: str, medium: Medium, caller: Principal) -> dict[str, str]:
+    async def contact(self, member_id: str, medium: Medium, caller: Principal) -> Recipient:
         """Where to send a message now: the member's address, or their guardian's when they are a minor."""
         resolved, record = await self.member(member_id, caller)
         recipient, target, target_id = "member", record, resolved
@@ -438,15 +332,9 @@ class Members:
             address = target.phone or ""
         elif medium == "push":
             app = (await self._store.accounts(target_id)).get("app")
-            address = app["ref"] if app else ""
+            address = app.ref if app else ""
         else:
             address = resolved
         if not address:
             raise conflict(f"no {medium} address for this member")
-        return {
-            "member_id": resolved,
-            "medium": medium,
-            "recipient": recipient,
-            "address": address,
-            "name": target.name,
-        }
+        return Recipient(resolved, medium, recipient, address, target.name)

@@ -42,6 +42,10 @@ class IdentitySettings(Settings):
             raise ValueError("set KLANTREIS_IDENTITY_MASTER_KEYS: the development key is refused in production")
         return self
 
+    def hmac_key(self) -> bytes:
+        """The key of the keyed hashes that find members by e-mail address, phone number or platform account."""
+        return self.identity_hmac_key.get_secret_value().encode()
+
     def master_keys(self) -> MasterKeys:
         """The configured master keys; outside production the development key unwraps too (never wraps), so members
         sealed before `klantreis run` made a key of its own stay readable until `klantreis vault upgrade`."""

@@ -30,7 +30,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from services.identity import member_form
-from services.identity.records import MemberRecord
+from services.identity.records import LinkedAccount, MemberChange, MemberRecord, Registration, Suspicion
 from services.identity.settings import IdentitySettings
 from services.identity.vault import Vault
 
@@ -112,9 +112,9 @@ class Standing:
 class IngestedChanges:
     """What handling a batch of posted events changes, written at once after Kafka acknowledged its events."""
 
-    members: dict[str, dict[str, str]] = field(default_factory=dict)
+    members: dict[str, MemberChange] = field(default_factory=dict)
     consents: dict[str, dict[str, bool]] = field(default_factory=dict)  # member → "<medium>:<purpose>" → granted
-    registrations: dict[str, dict[str, str]] = field(default_factory=dict)
+    registrations: dict[str, Registration] = field(default_factory=dict)
 
 
 class MemberStore:
@@ -165,9 +165,7 @@ class MemberStore:
         self, member_id: str, channel: str, platform: str, card_activated_at: datetime | None = None
     ) -> None:
         """Where the member was last (and when their card was activated, if that was the touch)."""
-        fields = {"last_channel": channel, "last_platform": platform}
-        if card_activated_at is not None:
-            fields["card_activated_at"] = card_activated_at.isoformat()
+        fields = member_form.change_fields(MemberChange(channel, platform, card_activated_at))
         await self._redis.hset(self._member(member_id), mapping=cast(Any, fields))
 
     async def resolve(self, member_id: str) -> str:
@@ -200,12 +198,16 @@ class MemberStore:
         def put(key: str, fields: dict[str, str], ttl: int = 0) -> None:
             writes.append((key, ttl, [part for field_and_value in fields.items() for part in field_and_value]))
 
-        for member_id, fields in changes.members.items():
-            put(self._member(member_id), fields)
+        for member_id, change in changes.members.items():
+            put(self._member(member_id), member_form.change_fields(change))
         for member_id, consents in changes.consents.items():
             put(self._consent(member_id), {k: "granted" if v else "withdrawn" for k, v in consents.items()})
-        for registration_id, fields in changes.registrations.items():
-            put(self._k("registration", registration_id), fields, REGISTRATION_TTL_SECONDS)
+        for registration_id, registration in changes.registrations.items():
+            put(
+                self._k("registration", registration_id),
+                member_form.registration_fields(registration),
+                REGISTRATION_TTL_SECONDS,
+            )
         if writes:
             await self._set_fields(args=[json.dumps(writes, ensure_ascii=False)])
 
@@ -258,17 +260,19 @@ class MemberStore:
 
     # --------------------------------------------------------------------------------- registrations
 
-    async def start_registration(self, registration_id: str, fields: dict[str, str]) -> None:
+    async def start_registration(self, registration_id: str, registration: Registration) -> None:
         key = self._k("registration", registration_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=cast(Any, fields))
+            pipe.hset(key, mapping=cast(Any, member_form.registration_fields(registration)))
             pipe.expire(key, REGISTRATION_TTL_SECONDS)
             await pipe.execute()
 
-    async def registration(self, registration_id: str) -> dict[str, str] | None:
+    async def registration(self, registration_id: str) -> Registration | None:
         key = self._k("registration", registration_id)
         found = cast(dict[str, str], await self._redis.hgetall(key))
-        return found or None
+        if not found:
+            return None
+        return member_form.registration(found)
 
     # -------------------------------------------------------------------------------------- accounts
 
@@ -285,13 +289,13 @@ class MemberStore:
         owner = await self._redis.get(self._k("account", index))
         return _s(owner) if owner is not None else None
 
-    async def accounts(self, member_id: str) -> dict[str, dict[str, str]]:
+    async def accounts(self, member_id: str) -> dict[str, LinkedAccount]:
+        """The member's linked accounts by platform."""
         raw = cast(dict[str, str], await self._redis.hgetall(self._accounts(member_id)))
-        return {platform: json.loads(value) for platform, value in raw.items()}
+        return {platform: member_form.account(value) for platform, value in raw.items()}
 
-    async def set_account(self, member_id: str, platform: str, ref: str, index: str) -> None:
-        value = json.dumps({"ref": ref, "index": index})
-        await self._redis.hset(self._accounts(member_id), platform, value)
+    async def set_account(self, member_id: str, platform: str, account: LinkedAccount) -> None:
+        await self._redis.hset(self._accounts(member_id), platform, member_form.account_value(account))
 
     async def remove_account(self, member_id: str, platform: str) -> None:
         await self._redis.hdel(self._accounts(member_id), platform)
@@ -318,14 +322,14 @@ class MemberStore:
 
     # ------------------------------------------------------------------------------------ duplicates
 
-    async def add_suspicion(self, suspicion_id: str, fields: dict[str, str]) -> bool:
+    async def add_suspicion(self, suspicion: Suspicion) -> bool:
         """Queue a suspicion once: False when this pair is already queued (by this or a simultaneous sign-up)."""
-        key = self._k("suspicion", suspicion_id)
-        if not await self._redis.hsetnx(key, "id", suspicion_id):
+        key = self._k("suspicion", suspicion.id)
+        if not await self._redis.hsetnx(key, "id", suspicion.id):
             return False
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=cast(Any, fields))
-            pipe.sadd(self._k("suspicions", "pending"), suspicion_id)
+            pipe.hset(key, mapping=cast(Any, member_form.suspicion_fields(suspicion)))
+            pipe.sadd(self._k("suspicions", "pending"), suspicion.id)
             await pipe.execute()
         return True
 
@@ -338,17 +342,17 @@ class MemberStore:
                 pipe.srem(self._k("suspicions", "pending"), *ids)
                 await pipe.execute()
 
-    async def suspicion(self, suspicion_id: str) -> dict[str, str] | None:
+    async def suspicion(self, suspicion_id: str) -> Suspicion | None:
         found = cast(dict[str, str], await self._redis.hgetall(self._k("suspicion", suspicion_id)))
-        return found or None
+        return member_form.suspicion(found) if found else None
 
-    async def pending_suspicions(self) -> list[dict[str, str]]:
+    async def pending_suspicions(self) -> list[Suspicion]:
         ids = sorted(cast(set[str], await self._redis.smembers(self._k("suspicions", "pending"))))
         async with self._redis.pipeline(transaction=False) as pipe:
             for suspicion_id in ids:
                 pipe.hgetall(self._k("suspicion", suspicion_id))
             found = cast(list[dict[str, str]], await pipe.execute())
-        return [s for s in found if s]
+        return [member_form.suspicion(s) for s in found if s]
 
     async def close_suspicion(self, suspicion_id: str, status: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -357,11 +361,7 @@ class MemberStore:
             await pipe.execute()
 
     async def _suspicions_of(self, member_id: str) -> list[str]:
-        return [
-            s["id"]
-            for s in await self.pending_suspicions()
-            if member_id in (s.get("member_id"), s.get("other_member_id"))
-        ]
+        return [s.id for s in await self.pending_suspicions() if s.names(member_id)]
 
     async def link_visitor(self, visitor_id: str, member_id: str) -> None:
         """The web tracker's visitor is this member from now on (an alias: merges move it, erasure removes it)."""
@@ -385,10 +385,10 @@ class MemberStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             for platform, account in merged_accounts.items():
                 if platform in survivor_accounts:
-                    pipe.delete(self._k("account", account["index"]))  # the survivor keeps its own account
+                    pipe.delete(self._k("account", account.index))  # the survivor keeps its own account
                 else:
-                    pipe.set(self._k("account", account["index"]), survivor_id)
-                    pipe.hset(self._accounts(survivor_id), platform, json.dumps(account))
+                    pipe.set(self._k("account", account.index), survivor_id)
+                    pipe.hset(self._accounts(survivor_id), platform, member_form.account_value(account))
             for ward in wards:
                 pipe.hset(self._member(ward), "guardian_id", survivor_id)
                 pipe.sadd(self._wards(survivor_id), ward)
@@ -417,7 +417,7 @@ class MemberStore:
         aliases = cast(set[str], await self._redis.smembers(self._aliases(member_id)))
         async with self._redis.pipeline(transaction=True) as pipe:
             for account in accounts.values():
-                pipe.delete(self._k("account", account["index"]))
+                pipe.delete(self._k("account", account.index))
             for digest in dup_hashes:
                 pipe.srem(self._k("dup", digest), member_id)
             for suspicion_id in suspicions:

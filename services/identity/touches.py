@@ -73,3 +73,12 @@ def channel_switched(previous: tuple[str, str] | None, member_id: str, touch: To
     """The channel_switched of a touch on another channel or platform than the member's `previous` one."""
     data = switch_data(previous, touch)
     return None if data is None else member_event(data, member_id, touch, ids.new("channel_switched"))
+
+
+def switch_events(previous: tuple[str, str] | None, member_id: str, touch: Touch, ids: Ids) -> list[CloudEvent]:
+    """`channel_switched` as a list: what an operation publishes before the touch's own event.
+
+    The operation stores the touch (`MemberStore.touched`) only once Kafka acknowledged: a retry after a 503 finds
+    the same last touch and publishes the same switch again."""
+    switched = channel_switched(previous, member_id, touch, ids)
+    return [switched] if switched is not None else []

@@ -22,6 +22,7 @@ from services.notifications.schemas import (
     CampaignList,
     CampaignVersions,
     CampaignView,
+    Effect,
     InboxMessage,
     InboxView,
     Preview,
@@ -169,8 +170,11 @@ def campaigns_router(management: CampaignManagement) -> APIRouter:
         campaign_id: str,
         caller: MarketingKey,
         within_days: int | None = Query(default=None, ge=1, le=365, description="N; default from settings"),
-    ) -> dict[str, Any]:
-        return await management.results(campaign_id, within_days, caller)
+    ) -> Results:
+        found = await management.results(campaign_id, within_days, caller)
+        counted, effect = found.counts, Effect.model_validate(found.effect, from_attributes=True)
+        figures = {**asdict(counted), "waiting": counted.waiting, "effect": effect, "warnings": found.warnings}
+        return Results(campaign_id=found.campaign_id, **figures)
 
     return router
 

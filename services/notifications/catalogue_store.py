@@ -4,6 +4,7 @@ branches and opening hours."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -11,6 +12,15 @@ from redis.asyncio import Redis
 from services.notifications.keys import Keys
 from services.notifications.templates import LibraryInfo, PropositionInfo
 from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Offering:
+    """A library's offering of a proposition, as far as messages need it."""
+
+    local_name: str | None
+    branches: list[str]
+    url: str | None
 
 
 class CatalogueStore:
@@ -22,12 +32,13 @@ class CatalogueStore:
         fields = {"name_nl": name_nl, "name_en": name_en, "retired": "1" if retired else "0"}
         await self._redis.hset(self._k("catalog", "proposition", slug), mapping=cast(Any, fields))
 
-    async def set_offering(self, proposition: str, library: str, offering: dict[str, Any] | None) -> None:
+    async def set_offering(self, proposition: str, library: str, offering: Offering | None) -> None:
+        """What the library offers of the proposition; None: not offered (any more)."""
         key = self._k("catalog", "offers", proposition)
         if offering is None:
             await self._redis.hdel(key, library)
         else:
-            await self._redis.hset(key, library, json.dumps(offering))
+            await self._redis.hset(key, library, json.dumps(asdict(offering)))
 
     async def set_library(
         self, code: str, name: str, website: str, branches: dict[str, str], branch_hours: dict[str, str]

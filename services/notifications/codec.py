@@ -20,15 +20,18 @@ import msgspec
 from services.notifications.keys import tag
 from services.notifications.state import (
     Claim,
+    DeadLetter,
     DecisionMemory,
     Delivery,
     InboxMessage,
     MemberRecord,
     MemberState,
+    Outbox,
     Profile,
     from_ms,
     ms,
 )
+from shared.events import from_structured, to_structured
 from shared.events.types import Medium
 
 PROFILE, GUARDIAN, CONSENT, PROPOSITION, WARD, CLAIM, DECIDED, INBOX, FRICTION, EFFECT = "pgcrwkdife"
@@ -238,3 +241,20 @@ def inbox_message(message_id: str, value: str, text: str) -> InboxMessage:
 def with_read(value: str, read: bool) -> str:
     text, created, _, about = value.split("|")
     return f"{text}|{created}|{int(read)}|{about}"
+
+
+def outbox_value(outbox: Outbox) -> str:
+    """The events of a delivery's ending as structured CloudEvents, and its dead letter as `{"dead_letter": …}`."""
+    return dumps(
+        [
+            {"dead_letter": {"value": item.value, "headers": item.headers}}
+            if isinstance(item, DeadLetter)
+            else to_structured(item)
+            for item in outbox
+        ]
+    )
+
+
+def outbox(value: str) -> Outbox:
+    items = cast(list[dict[str, Any]], json.loads(value))
+    return [DeadLetter(**item["dead_letter"]) if "dead_letter" in item else from_structured(item) for item in items]

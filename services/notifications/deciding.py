@@ -31,10 +31,10 @@ from services.notifications.decision_events import MessageEvent, decision_event,
 from services.notifications.decision_log import DecisionLog, DecisionWrite, marker_field
 from services.notifications.keys import tag
 from services.notifications.projection_store import ProjectionStore
-from services.notifications.rendering import Renderer
+from services.notifications.rendering import Rendered, Renderer
 from services.notifications.rules import Circumstances, Decision, MemberFacts, Policy, decide, message_id, quiet_until
 from services.notifications.settings import NotificationsSettings
-from services.notifications.state import Claim, DecisionMemory, Delivery, InboxMessage, MemberState, ms
+from services.notifications.state import Claim, DecisionMemory, Delivery, MemberState, ms
 from shared import telemetry
 from shared.events import CloudEvent
 from shared.events.notifications import MessageDeferred, MessageSuppressed, SuppressionReason
@@ -238,14 +238,10 @@ class Decider:
         await self._renderer.begin([delivery for _, delivery, _ in at_once], campaigns_now=False)
         for write, delivery, due in at_once:
             rendered = await self._renderer.render(delivery, "in_app", None, "member")
-            if not isinstance(rendered, dict):
+            if not isinstance(rendered, Rendered):
                 continue  # the delivery loop fails or suppresses it
             write.deliveries.remove((delivery, due))
-            message = InboxMessage(
-                message_id=delivery.message_id, campaign_id=delivery.campaign_id, title=rendered.get("title", ""),
-                body=rendered["body"], locale=delivery.locale, library=delivery.library, created_at=now,
-            )  # fmt: skip
-            write.inbox.append((delivery.member_id, message))
+            write.inbox.append((delivery.member_id, rendered.in_inbox(delivery, now)))
             write.counters.append((delivery.campaign_id, "sent"))
             if delivery.friction_id:
                 write.effects.append((delivery.campaign_id, "messaged"))

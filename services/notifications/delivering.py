@@ -44,7 +44,7 @@ from services.notifications.rendering import EmptyPlaceholders, Renderer
 from services.notifications.rules import consented
 from services.notifications.senders import Attempt, EmailSender, Outgoing, WebhookSender
 from services.notifications.settings import NotificationsSettings
-from services.notifications.state import Delivery, InboxMessage, MemberState
+from services.notifications.state import Delivery, MemberState
 from shared import telemetry
 from shared.events.notifications import Recipient
 from shared.events.types import Medium
@@ -244,11 +244,8 @@ class Deliverer:
             return endings.failed(delivery, medium, "template failed", "render_failed")
         if medium == "in_app":
             owner = guardian if recipient == "guardian" and guardian else delivery.member_id
-            message = InboxMessage(
-                message_id=delivery.message_id, campaign_id=delivery.campaign_id, title=rendered.get("title", ""),
-                body=rendered["body"], locale=delivery.locale, library=delivery.library, created_at=self._clock(),
-                about_member_id=delivery.member_id if owner != delivery.member_id else None,
-            )  # fmt: skip
+            about = delivery.member_id if owner != delivery.member_id else None
+            message = rendered.in_inbox(delivery, self._clock(), about)
             return endings.sent(delivery, medium, recipient, inbox=(owner, message))
         assert contact is not None
         holder = guardian if recipient == "guardian" and guardian else delivery.member_id
@@ -256,10 +253,10 @@ class Deliverer:
             message_id=delivery.message_id,
             medium=medium,
             address=contact.address,
-            sender_name=rendered["sender"],
-            subject=rendered.get("subject", ""),
-            title=rendered.get("title", ""),
-            body=rendered["body"],
+            sender_name=rendered.sender,
+            subject=rendered.subject or "",
+            title=rendered.title or "",
+            body=rendered.body,
             link=self._settings.notifications_app_link,
         )
         if medium == "email":

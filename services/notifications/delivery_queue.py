@@ -8,18 +8,17 @@ than delivering again.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from services.notifications import codec
 from services.notifications.keys import Keys
-from services.notifications.state import Delivery, from_ms, ms
+from services.notifications.state import Delivery, Outbox, from_ms, ms
 from shared.settings import Settings
 
 _CLAIM_DUE = """
@@ -81,7 +80,7 @@ class DeliveryQueue:
         score = await self._redis.zscore(self._k.due, f"{member_id}|{message_id}")
         return None if score is None else from_ms(int(score))
 
-    async def deliveries(self, entries: Sequence[Entry]) -> list[tuple[Delivery | None, list[dict[str, Any]] | None]]:
+    async def deliveries(self, entries: Sequence[Entry]) -> list[tuple[Delivery | None, Outbox | None]]:
         """Each delivery, and the events of its ending when it ended but they may not have been published yet."""
         if not entries:
             return []
@@ -90,7 +89,7 @@ class DeliveryQueue:
         return [
             (
                 codec.delivery(message_id, raw["d"]) if raw.get("d") else None,
-                cast(list[dict[str, Any]], json.loads(raw["o"])) if raw.get("o") else None,
+                codec.outbox(raw["o"]) if raw.get("o") else None,
             )
             for (_, message_id), raw in zip(entries, found, strict=True)
         ]
@@ -106,7 +105,7 @@ class DeliveryQueue:
     async def ended(
         self,
         pipe: Pipeline,
-        ended: Sequence[tuple[Delivery, list[dict[str, Any]]]],
+        ended: Sequence[tuple[Delivery, Outbox]],
         inbox: Mapping[str, list[list[str]]],
         counters: Sequence[tuple[str, str]],
     ) -> None:
@@ -114,7 +113,7 @@ class DeliveryQueue:
         in-app messages they put in inboxes (`InboxStore.writes`), and their counts: one command."""
         batch = {
             "e": [
-                [self._k.delivery(d.member_id, d.message_id), codec.delivery_value(d), codec.dumps(outbox)]
+                [self._k.delivery(d.member_id, d.message_id), codec.delivery_value(d), codec.outbox_value(outbox)]
                 for d, outbox in ended
             ],
             "t": inbox.get("t", []),

@@ -23,8 +23,8 @@ from services.notifications.decision_log import DecisionLog
 from services.notifications.delivery_queue import DeliveryQueue
 from services.notifications.inbox_store import InboxStore
 from services.notifications.settings import NotificationsSettings
-from services.notifications.state import Delivery, DeliveryStatus, InboxMessage, ms
-from shared.events import from_structured, to_structured
+from services.notifications.state import DeadLetter, Delivery, DeliveryStatus, InboxMessage, Outbox, ms
+from shared.events import CloudEvent
 from shared.events.notifications import MessageFailed, MessageSuppressed, Recipient, SuppressionReason
 from shared.events.types import Medium
 from shared.kafka import EventPublisher
@@ -40,7 +40,7 @@ DELIVERY_GROUP = "notifications.deliveries"
 @dataclass(frozen=True)
 class Ending:
     delivery: Delivery  # with its final status
-    outbox: list[dict[str, Any]]  # structured events, and {"dead_letter": …}
+    outbox: Outbox
     counter: str
     release_cap: bool  # a message that did not go out does not count toward the member's cap
     messaged_friction: bool = False
@@ -68,11 +68,10 @@ class Endings:
         self._settings = settings
         self._clock = clock
 
-    def _event(self, delivery: Delivery, data: MessageEvent, kind: str) -> dict[str, Any]:
-        event = decision_event(data, delivery.message_id, kind, delivery.member_id, delivery.library, self._clock())
-        return to_structured(event)
+    def _event(self, delivery: Delivery, data: MessageEvent, kind: str) -> CloudEvent:
+        return decision_event(data, delivery.message_id, kind, delivery.member_id, delivery.library, self._clock())
 
-    def _ending(self, delivery: Delivery, status: DeliveryStatus, outbox: list[dict[str, Any]], counter: str,
+    def _ending(self, delivery: Delivery, status: DeliveryStatus, outbox: Outbox, counter: str,
                 **more: Any) -> Ending:  # fmt: skip
         return Ending(replace(delivery, status=status), outbox, counter, **more, context=otel_context.get_current())
 
@@ -84,8 +83,7 @@ class Endings:
             member_id=delivery.member_id, medium=medium, trigger_event_id=delivery.trigger_event_id,
             locale=delivery.locale, recipient=recipient, library=delivery.library, at=self._clock(),
         )  # fmt: skip
-        outbox = [to_structured(event)]
-        return self._ending(delivery, "sent", outbox, "sent", release_cap=False,
+        return self._ending(delivery, "sent", [event], "sent", release_cap=False,
                             messaged_friction=delivery.friction_id is not None, inbox=inbox)  # fmt: skip
 
     def suppressed(self, delivery: Delivery, reason: SuppressionReason) -> Ending:
@@ -96,8 +94,13 @@ class Endings:
             message_id=delivery.message_id,
             campaign_version=delivery.version,
         )
-        outbox = [self._event(delivery, data, "suppressed")]
-        return self._ending(delivery, "suppressed", outbox, f"suppressed:{reason}", release_cap=True)
+        return self._ending(
+            delivery,
+            "suppressed",
+            [self._event(delivery, data, "suppressed")],
+            f"suppressed:{reason}",
+            release_cap=True,
+        )
 
     async def retry_or_fail(self, delivery: Delivery, medium: Medium, error: str) -> Ending | None:
         attempts = delivery.attempts + 1
@@ -121,8 +124,8 @@ class Endings:
             attempts=max(1, attempts),
             campaign_version=delivery.version,
         )
-        dead_letter = {
-            "value": {
+        dead_letter = DeadLetter(
+            value={
                 "message_id": delivery.message_id,
                 "campaign_id": delivery.campaign_id,
                 "campaign_version": delivery.version,
@@ -131,7 +134,7 @@ class Endings:
                 "trigger_event_id": delivery.trigger_event_id,
                 "attempts": max(1, attempts),
             },
-            "headers": {
+            headers={
                 "content-type": "application/json",
                 **dead_letter_headers(
                     reason,
@@ -141,9 +144,9 @@ class Endings:
                     at=self._clock(),
                 ),
             },
-        }
+        )
         log.warning("delivery %s by %s failed for good: %s (%s)", delivery.message_id, medium, reason, error)
-        outbox = [self._event(delivery, data, "failed"), {"dead_letter": dead_letter}]
+        outbox: Outbox = [self._event(delivery, data, "failed"), dead_letter]
         return self._ending(delivery, "failed", outbox, "failed", release_cap=True)
 
     async def write(self, endings: Sequence[Ending | None]) -> None:
@@ -170,24 +173,23 @@ class Endings:
                     )
             await pipe.execute()
         self._publisher.metrics.messages([e.counter for e in done])
-        contexts = {str(item["id"]): e.context for e in done if e.context for item in e.outbox if "id" in item}
+        contexts = {i.id: e.context for e in done if e.context for i in e.outbox if isinstance(i, CloudEvent)}
         await self.publish([(e.delivery, e.outbox) for e in done], contexts)
 
     async def publish(
-        self, ended: Sequence[tuple[Delivery, list[dict[str, Any]]]], contexts: dict[str, Context] | None = None
+        self, ended: Sequence[tuple[Delivery, Outbox]], contexts: dict[str, Context] | None = None
     ) -> None:
         events = []
         for delivery, outbox in ended:
             for item in outbox:
-                if "dead_letter" not in item:
-                    events.append(from_structured(item))
+                if isinstance(item, CloudEvent):
+                    events.append(item)
                     continue
-                letter = item["dead_letter"]
                 await self._publisher.publish_dead_letter(
                     topic=self._settings.topic(DELIVERIES.dead_letters),
                     key=delivery.member_id.encode(),
-                    value=json.dumps(letter["value"]).encode(),
-                    headers=letter["headers"],
+                    value=json.dumps(item.value).encode(),
+                    headers=item.headers,
                 )
         if events:
             await self._publisher.publish_many(events, contexts=contexts)

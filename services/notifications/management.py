@@ -26,6 +26,7 @@ from services.notifications.campaigns import (
     problems,
 )
 from services.notifications.catalogue_store import CatalogueStore
+from services.notifications.rendering import render_message
 from services.notifications.settings import NotificationsSettings
 from shared.audit import AdminAudit
 from shared.auth import NETWORK, Principal, forbid_other_library
@@ -269,30 +270,22 @@ class CampaignManagement:
                         f"messages.{medium}.{locale}.{part}",
                         f"{', '.join(names)}: no value for {library_code or 'the network'}",
                     )
-                    for part, source in (
-                        ("subject", template.subject),
-                        ("title", template.title),
-                        ("body", template.body),
-                    )
-                    if source and (names := templates.unfilled(source, context))
+                    for part, names in templates.unfilled_parts(template, context)
                 ]
                 if empty:
                     detail = "the message would show an empty placeholder; fill it in the catalogue or leave it out"
                     raise Problem(
                         422, "Unprocessable Content", f"{detail}: " + "; ".join(e.message for e in empty), errors=empty
                     )
+                message = render_message(template, context)
                 rendered.append(
                     {
                         "medium": medium,
                         "locale": locale,
-                        "sender": context["library"]["name"],
-                        "subject": templates.one_line(templates.render(template.subject, context))
-                        if template.subject
-                        else None,
-                        "title": templates.one_line(templates.render(template.title, context))
-                        if template.title
-                        else None,
-                        "body": templates.render(template.body, context),
+                        "sender": message.sender,
+                        "subject": message.subject,
+                        "title": message.title,
+                        "body": message.body,
                     }
                 )
         return {
@@ -303,29 +296,9 @@ class CampaignManagement:
             "warnings": await self.warnings(campaign),
         }
 
-    async def results(self, campaign_id: str, within_days: int | None, caller: Principal) -> dict[str, Any]:
+    async def results(self, campaign_id: str, within_days: int | None, caller: Principal) -> results.CampaignResults:
         campaign = await self.campaign(campaign_id, caller)
         days = within_days or self._settings.notifications_effect_days
         counted = results.counts(await self._store.results(campaign_id))
         measured = results.effect(await self._store.effect(campaign_id), self._clock(), days)
-        return {
-            "campaign_id": campaign.id,
-            "triggered": counted.triggered,
-            "sent": counted.sent,
-            "suppressed": counted.suppressed,
-            "failed": counted.failed,
-            "deferred": counted.deferred,
-            "waiting": counted.waiting,
-            "effect": {
-                "within_days": measured.within_days,
-                "messaged": _group(measured.messaged),
-                "holdout": _group(measured.holdout),
-                "difference": measured.difference,
-                "too_recent": measured.too_recent,
-            },
-            "warnings": await self.warnings(campaign),
-        }
-
-
-def _group(group: results.GroupEffect) -> dict[str, Any]:
-    return {"frictions": group.frictions, "resolved": group.resolved, "share": group.share}
+        return results.CampaignResults(campaign.id, counted, measured, await self.warnings(campaign))

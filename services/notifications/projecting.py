@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from tenacity import wait_fixed
 
-from services.notifications.catalogue_store import CatalogueStore
+from services.notifications.catalogue_store import CatalogueStore, Offering
 from services.notifications.deciding import Decider
 from services.notifications.decision_log import DecisionLog
 from services.notifications.projection_store import ProjectionStore
@@ -207,7 +207,7 @@ class Projector:
             retired = kind == "proposition_retired"
             await self._catalogue.set_proposition(d["slug"], d.get("name_nl", ""), d.get("name_en", ""), retired)
         elif kind == "offering_changed":
-            offering = {"local_name": d.get("local_name"), "branches": d.get("branches") or [], "url": d.get("url")}
+            offering = Offering(d.get("local_name"), d.get("branches") or [], d.get("url"))
             active = d.get("active", True) is not False
             await self._catalogue.set_offering(d["proposition"], d["library"], offering if active else None)
         elif kind == "library_changed":

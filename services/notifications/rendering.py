@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from datetime import datetime
+from typing import Any, cast
 
 from jinja2 import TemplateError
 
 from services.notifications import templates
 from services.notifications.campaign_store import CampaignStore
-from services.notifications.campaigns import Campaign, CampaignDefinition
+from services.notifications.campaigns import Campaign, CampaignDefinition, MessageTemplate
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.contacts import Contact
 from services.notifications.settings import NotificationsSettings
-from services.notifications.state import Delivery
+from services.notifications.state import Delivery, InboxMessage
 from services.notifications.templates import LibraryInfo
 from shared.events.notifications import Recipient
 from shared.events.types import Medium
@@ -41,7 +42,32 @@ class EmptyPlaceholders:
         return f"{self.part} would show {', '.join(self.placeholders)} empty"
 
 
-Rendered = dict[str, str]  # body, sender, and subject or title where the medium has them
+@dataclass(frozen=True)
+class Rendered:
+    """A message rendered for one medium: its body, the sender's name, and a subject or title where the medium has
+    them."""
+
+    body: str
+    sender: str
+    subject: str | None = None
+    title: str | None = None
+
+    def in_inbox(self, delivery: Delivery, created_at: datetime, about_member_id: str | None = None) -> InboxMessage:
+        """The message as it goes into an in-app inbox."""
+        return InboxMessage(
+            message_id=delivery.message_id, campaign_id=delivery.campaign_id, title=self.title or "", body=self.body,
+            locale=delivery.locale, library=delivery.library, created_at=created_at, about_member_id=about_member_id,
+        )  # fmt: skip
+
+
+def render_message(template: MessageTemplate, context: Mapping[str, Any]) -> Rendered:
+    """The message written out with the placeholders' values (`templates.context`); raises jinja2.TemplateError."""
+    return Rendered(
+        body=templates.render(template.body, context),
+        sender=str(context["library"]["name"]),
+        subject=templates.one_line(templates.render(template.subject, context)) if template.subject else None,
+        title=templates.one_line(templates.render(template.title, context)) if template.title else None,
+    )
 
 
 class Renderer:
@@ -141,14 +167,9 @@ class Renderer:
         try:
             context = templates.context(definition, medium, sample, app_link=self._settings.notifications_app_link)
             template = definition.message(medium, delivery.locale)
-            for part, source in templates.message_parts(template):
-                if empty := templates.unfilled(source, context):
-                    return EmptyPlaceholders(f"{medium}.{delivery.locale}.{part}", tuple(empty))
-            rendered = {"body": templates.render(template.body, context), "sender": str(context["library"]["name"])}
-            if template.subject:
-                rendered["subject"] = templates.one_line(templates.render(template.subject, context))
-            if template.title:
-                rendered["title"] = templates.one_line(templates.render(template.title, context))
+            if empty := templates.unfilled_parts(template, context):
+                part, names = empty[0]
+                return EmptyPlaceholders(f"{medium}.{delivery.locale}.{part}", tuple(names))
+            return render_message(template, context)
         except TemplateError:
             return None
-        return rendered

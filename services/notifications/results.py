@@ -112,3 +112,13 @@ def effect(buckets: Mapping[str, str], now: datetime, within_days: int) -> Effec
         holdout=GroupEffect(totals["holdout"], resolved["holdout"]),
         too_recent=too_recent,
     )
+
+
+@dataclass(frozen=True)
+class CampaignResults:
+    """A campaign's figures: what its decisions and deliveries came to, and its measured effect."""
+
+    campaign_id: str
+    counts: Counts
+    effect: Effect
+    warnings: list[str]

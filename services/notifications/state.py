@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
+from shared.events import CloudEvent
 from shared.events.types import Medium, Purpose
 
 DeliveryStatus = Literal["pending", "sent", "suppressed", "failed"]
@@ -114,3 +115,15 @@ class MemberState:
 
     def sent_since(self, since_ms: int) -> int:
         return sum(1 for c in self.claims.values() if c.sent_ms is not None and c.sent_ms >= since_ms)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A delivery that failed for good, as it goes to the deliveries' dead-letter topic: its JSON value and its
+    `dlq_*` headers."""
+
+    value: dict[str, Any]
+    headers: dict[str, str]
+
+
+Outbox = list[CloudEvent | DeadLetter]  # what a delivery's ending publishes, in order

@@ -237,6 +237,12 @@ def message_parts(template: MessageTemplate) -> list[tuple[str, str]]:
     return [(name, source) for name, source in parts if source is not None]
 
 
+def unfilled_parts(template: MessageTemplate, values: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """Each part of the message (subject, title, body) that would write out an empty value, with those
+    placeholders (`unfilled`)."""
+    return [(part, names) for part, source in message_parts(template) if (names := unfilled(source, values))]
+
+
 def check_one(source: str, allowed: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Why this template cannot be used with these placeholders, or None."""
     try:

@@ -31,6 +31,16 @@ from shared.problems import not_found
 SOURCE = "/propositions/activities"
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+# Why the store refused to take a place, by its outcome.
+_REGISTRATION_REFUSED = {
+    "already": "the member is registered for this activity already",
+    "full": "the activity is full",
+    "cancelled": "the activity is cancelled",
+}
+_ATTENDANCE_REFUSED = {
+    "already": "the member's attendance is recorded already",
+    "cancelled": "the activity is cancelled",
+}
 
 
 @dataclass(frozen=True)
@@ -179,56 +189,42 @@ class Activities:
 
     async def register(self, part: TakingPart, caller: Principal, ids: Ids) -> str:
         """Register a member while there is a place: 409 when full, registered already, cancelled or over."""
-        taken = await self.take_registration(part, caller, ids)
+        taken = await self.take(part, caller, ids, attending=False)
         await self.publish_taken([taken])
         return taken.event.id
 
     async def attend(self, part: TakingPart, caller: Principal, ids: Ids) -> tuple[str, bool]:
         """Record that a member attended (registered or walked in); returns the event id and whether a walk-in."""
-        taken = await self.take_attendance(part, caller, ids)
+        taken = await self.take(part, caller, ids, attending=True)
         await self.publish_taken([taken])
         return taken.event.id, taken.walk_in
 
-    async def take_registration(self, part: TakingPart, caller: Principal, ids: Ids) -> Taken:
-        """A place taken for the member, with its event, not yet published (`publish_taken`)."""
-        activity_id, member_id = part.activity_id, part.member_id
+    async def take(self, part: TakingPart, caller: Principal, ids: Ids, *, attending: bool) -> Taken:
+        """A place taken for the member (registering), or their attendance recorded (registered or a walk-in),
+        with its event, not yet published (`publish_taken`)."""
         activity = await self._session_for(part, caller)
-        refusal = domain.registration_refusal(activity, part.touch.time)
+        if attending:
+            refusal = domain.attendance_refusal(activity, part.touch.time, datetime.now(UTC))
+        else:
+            refusal = domain.registration_refusal(activity, part.touch.time)
         if refusal is not None:
             raise conflict(refusal)
-        outcome = await self._store.register(activity_id, member_id)
+        store = self._store.attend if attending else self._store.register
+        outcome = await store(part.activity_id, part.member_id)
         if outcome == "unknown":
             raise not_found("activity")
-        if outcome != "registered":
-            raise conflict(
-                {
-                    "already": "the member is registered for this activity already",
-                    "full": "the activity is full",
-                    "cancelled": "the activity is cancelled",
-                }[outcome]
-            )
-        data = ActivityRegistered(activity_id=activity_id, proposition=activity.data.proposition)
-        event = self._usage_event(data, activity, part, ids)
-        return Taken(event, activity_id, member_id, attended=False, walk_in=False)
-
-    async def take_attendance(self, part: TakingPart, caller: Principal, ids: Ids) -> Taken:
-        """An attendance recorded (registered or a walk-in), with its event, not yet published (`publish_taken`)."""
-        activity_id, member_id = part.activity_id, part.member_id
-        activity = await self._session_for(part, caller)
-        refusal = domain.attendance_refusal(activity, part.touch.time, datetime.now(UTC))
-        if refusal is not None:
-            raise conflict(refusal)
-        outcome = await self._store.attend(activity_id, member_id)
-        if outcome == "unknown":
-            raise not_found("activity")
-        if outcome == "already":
-            raise conflict("the member's attendance is recorded already")
-        if outcome == "cancelled":
-            raise conflict("the activity is cancelled")
+        refused = (_ATTENDANCE_REFUSED if attending else _REGISTRATION_REFUSED).get(outcome)
+        if refused is not None:
+            raise conflict(refused)
         walk_in = outcome == "walk_in"
-        data = ActivityAttended(activity_id=activity_id, proposition=activity.data.proposition, walk_in=walk_in)
+        proposition = activity.data.proposition
+        data: EventData = (
+            ActivityAttended(activity_id=part.activity_id, proposition=proposition, walk_in=walk_in)
+            if attending
+            else ActivityRegistered(activity_id=part.activity_id, proposition=proposition)
+        )
         event = self._usage_event(data, activity, part, ids)
-        return Taken(event, activity_id, member_id, attended=True, walk_in=walk_in)
+        return Taken(event, part.activity_id, part.member_id, attended=attending, walk_in=walk_in)
 
     async def publish_taken(self, taken: Sequence[Taken], *, along: Sequence[CloudEvent] = ()) -> None:
         """Publish what was taken (and `along` with it) in one round of acks; not acknowledged means not taken: the

@@ -134,9 +134,7 @@ def ingest_router(usage: Usage, activities: Activities, claims: EventClaims, fai
         touch = Touch(platform, event.channel or domain.channel_of(platform), event.utc_time, event.source)
         ids = Ids(f"event:{event.id}")
         part = TakingPart(data.activity_id, event.subject, touch, data.proposition, event.id)
-        if isinstance(data, ActivityRegistered):
-            return await activities.take_registration(part, caller, ids)
-        return await activities.take_attendance(part, caller, ids)
+        return await activities.take(part, caller, ids, attending=isinstance(data, ActivityAttended))
 
     router = shared_ingest_router(
         service="propositions",

@@ -1,4 +1,5 @@
-"""propositions' routes for the catalogue: propositions, library organisations, offerings. Every write takes an
+"""propositions' routes for the catalogue, a router for each of its parts: propositions, library organisations,
+offerings. Every write takes an
 Idempotency-Key; reads need any valid key."""
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def catalogue_router(catalogue: Catalogue) -> APIRouter:
+def propositions_router(catalogue: Catalogue) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["catalogue"], responses=AUTH_RESPONSES)
 
     @router.get("/propositions", summary="The network's propositions, by theme, target group, channel or programme")
@@ -114,6 +115,12 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
             return (await catalogue.retire_proposition(slug, caller, ids)).reply(slug=slug)
 
         return await write(caller, None, run)
+
+    return router
+
+
+def libraries_router(catalogue: Catalogue) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["catalogue"], responses=AUTH_RESPONSES)
 
     @router.get("/libraries", tags=["libraries"], summary="Library organisations, or the one serving a postcode area")
     async def libraries(
@@ -179,6 +186,12 @@ def catalogue_router(catalogue: Catalogue) -> APIRouter:
             return (await catalogue.retire_library(library, caller, ids)).reply(library=library)
 
         return await write(caller, None, run)
+
+    return router
+
+
+def offerings_router(catalogue: Catalogue) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["catalogue"], responses=AUTH_RESPONSES)
 
     @router.get(
         "/offerings",

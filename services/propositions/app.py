@@ -8,7 +8,7 @@ from faststream.kafka import KafkaRouter
 from services.propositions.activities import Activities
 from services.propositions.api import ingest_router, usage_router
 from services.propositions.api_activities import activities_router
-from services.propositions.api_catalogue import catalogue_router
+from services.propositions.api_catalogue import libraries_router, offerings_router, propositions_router
 from services.propositions.catalogue import Catalogue
 from services.propositions.pages import pages_router
 from services.propositions.store import PropositionsStore
@@ -51,7 +51,9 @@ def create_app(settings: Settings | None = None, *, parts: ServiceParts | None =
         description="The network's catalogue of propositions, which library offers what (the formula model), "
         "activities with registration and attendance, and loans reported by ILS, kiosks and the e-book platform.",
         api=[
-            catalogue_router(catalogue),
+            propositions_router(catalogue),
+            libraries_router(catalogue),
+            offerings_router(catalogue),
             activities_router(activities),
             usage_router(usage, failed),
             ingest_router(usage, activities, claims, failed),

@@ -24,6 +24,7 @@ from shared.events.propositions import (
     Branch,
     OfferChannel,
     OfferingId,
+    PropositionDescription,
     TargetGroup,
     Theme,
 )
@@ -42,7 +43,7 @@ Cursor = Annotated[str | None, Query(max_length=300, description="`next_cursor` 
 # ------------------------------------------------------------------------------------------------ models
 
 
-class PropositionBody(BaseModel):
+class PropositionBody(PropositionDescription):
     model_config = example_body(
         name_nl="BoekStart",
         name_en="BookStart",
@@ -53,15 +54,6 @@ class PropositionBody(BaseModel):
         channels="both",
         programme="Kunst van Lezen",
     )
-
-    name_nl: Name = Field(min_length=1, max_length=120)
-    name_en: Name = Field(min_length=1, max_length=120)
-    description_nl: str = Field(default="", max_length=2000)
-    description_en: str = Field(default="", max_length=2000)
-    theme: Theme
-    target_groups: list[TargetGroup] = Field(min_length=1)
-    channels: OfferChannel = Field(description="online, offline or both")
-    programme: str | None = Field(default=None, max_length=120, description="the national programme it belongs to")
 
 
 class PropositionView(BaseModel):

@@ -52,18 +52,26 @@ AreaRange = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]{3}(-[1-9][0-9
 # ------------------------------------------------------------------------------------------ catalogue
 
 
-class PropositionState(EventData):
-    """A canonical proposition of the network, the same in every library."""
+class PropositionDescription(BaseModel):
+    """What a proposition is, in both languages: the body of propositions' `PUT /v1/propositions/{slug}` and, with
+    its slug, the catalogue's record of it (one set of field rules for both)."""
 
-    slug: Slug
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     name_nl: Name = Field(min_length=1, max_length=120)
     name_en: Name = Field(min_length=1, max_length=120)
     description_nl: str = Field(default="", max_length=2000)
     description_en: str = Field(default="", max_length=2000)
     theme: Theme
     target_groups: list[TargetGroup] = Field(min_length=1)
-    channels: OfferChannel
+    channels: OfferChannel = Field(description="online, offline or both")
     programme: str | None = Field(default=None, max_length=120, description="the national programme, if any")
+
+
+class PropositionState(EventData, PropositionDescription):
+    """A canonical proposition of the network, the same in every library."""
+
+    slug: Slug
 
 
 @event("catalog.proposition_published.v1", CATALOG)

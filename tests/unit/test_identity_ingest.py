@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from services.identity.ingest import Plan, plan
+from services.identity.records import MemberChange
 from services.identity.store import Standing
 from services.identity.touches import Touch, member_event, member_record
 from shared.auth import NETWORK, Principal
@@ -55,11 +56,9 @@ def test_a_login_after_a_card_activation_in_one_batch_switches_from_where_the_ac
     first, second = published(result)[0].data, published(result)[2].data
     assert (first["from_platform"], first["to_platform"]) == ("website", "kiosk")
     assert (second["from_platform"], second["to_platform"]) == ("kiosk", "app")
-    assert result.changes.members[SANNE] == {
-        "last_channel": "online",
-        "last_platform": "app",
-        "card_activated_at": AT.isoformat(),
-    }
+    assert result.changes.members[SANNE] == MemberChange(
+        last_channel="online", last_platform="app", card_activated_at=AT
+    )
     assert result.refused == {}
 
 
@@ -124,7 +123,7 @@ def test_a_registration_under_the_id_of_an_existing_member_is_a_conflict() -> No
 
     assert result.refused[0].status == 409
     assert [e.subject for e in published(result)] == ["new-registration"]
-    assert result.changes.registrations["new-registration"]["home_library"] == "oba"
+    assert result.changes.registrations["new-registration"].home_library == "oba"
 
 
 def test_a_record_built_straight_is_the_record_of_the_event_model() -> None:

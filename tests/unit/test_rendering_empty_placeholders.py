@@ -14,7 +14,7 @@ from services.notifications.campaign_store import CampaignStore
 from services.notifications.campaigns import Campaign, CampaignDefinition
 from services.notifications.catalogue_store import CatalogueStore
 from services.notifications.contacts import Contact
-from services.notifications.rendering import EmptyPlaceholders, Renderer
+from services.notifications.rendering import EmptyPlaceholders, Rendered, Renderer
 from services.notifications.settings import NotificationsSettings
 from services.notifications.state import Delivery
 from services.notifications.templates import LibraryInfo, PropositionInfo
@@ -73,8 +73,8 @@ def delivery(library: str) -> Delivery:
 
 async def test_a_message_with_every_value_renders() -> None:
     rendered = await renderer().render(delivery("oba"), "email", Contact("member", "s@example.nl", "Sanne"), "member")
-    assert isinstance(rendered, dict)
-    assert rendered["body"] == "Beste Sanne, we zijn open ma-zo 10-22."
+    assert isinstance(rendered, Rendered)
+    assert rendered.body == "Beste Sanne, we zijn open ma-zo 10-22."
 
 
 async def test_a_library_without_opening_hours_is_not_rendered_and_the_log_names_the_placeholder(

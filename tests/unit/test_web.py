@@ -12,8 +12,8 @@ import pytest
 
 from services.analytics.pages import FUNNEL_STEPS, SECTIONS, dashboard_filters, duration
 from services.journey.rules import load_rules
+from services.notifications.campaign_form import definition_data, field_of, form_values, read_definition
 from services.notifications.campaigns import Locale, Status
-from services.notifications.pages import definition_data, field_of, form_values, read_definition
 from services.propositions.pages import CHANNELS, TARGET_GROUPS, THEMES, catalogue_filters
 from shared.events.types import AGE_BANDS, Medium
 from shared.web.charts import Bar, Series, bar_chart, funnel_chart, line_chart
@@ -284,6 +284,6 @@ def test_a_filter_line_without_equals_is_named_before_anything_else() -> None:
     ],
 )
 def test_an_error_path_finds_its_form_field(path: str, field: str) -> None:
-    from services.notifications.pages import editor_fields
+    from services.notifications.campaign_form import editor_fields
 
     assert field_of(path, editor_fields()) == field
