@@ -294,17 +294,17 @@ async def broadcast(settings: NotificationsSettings, key: str, count: int) -> tu
         shown = time.perf_counter()
         decided_in = 0.0
         while True:
-            state = await stores.campaigns.broadcast_state(campaign_id)
+            progress = await stores.campaigns.broadcast_progress(campaign_id)
             counted = await results(client, campaign_id)
             ended = counted["sent"] + sum(counted["suppressed"].values()) + counted["failed"]
-            if state.get("status") == "done" and not decided_in:
+            if progress.status == "done" and not decided_in:
                 decided_in = time.perf_counter() - started
             if decided_in and ended >= counted["triggered"]:
                 break
             if time.perf_counter() - shown > 15:
                 shown = time.perf_counter()
                 print(
-                    f"  broadcast: {int(state.get('looked_at', 0)):,} members looked at, {counted['sent']:,} sent, "
+                    f"  broadcast: {progress.looked_at:,} members looked at, {counted['sent']:,} sent, "
                     f"{sum(counted['suppressed'].values()):,} suppressed ({time.perf_counter() - started:.0f} s)"
                 )
             await asyncio.sleep(0.5)

@@ -24,6 +24,7 @@ from services.notifications.decision_log import marker_field
 from services.notifications.keys import stop_if_cancelled, tag
 from services.notifications.projection_store import ProjectionStore
 from services.notifications.settings import NotificationsSettings
+from services.notifications.state import BroadcastProgress, BroadcastStatus
 from shared.events import deterministic_id
 
 log = logging.getLogger(__name__)
@@ -60,19 +61,17 @@ class Broadcaster:
             send_at = campaign.definition.schedule.send_at
             if campaign.definition.kind != "broadcast" or send_at is None or send_at > now:
                 continue
-            state = await self._campaigns.broadcast_state(campaign.id)
-            if state.get("status") == "done":
+            progress = await self._campaigns.broadcast_progress(campaign.id)
+            if progress.status == "done":
                 continue
-            await self._broadcast(campaign, state, send_at)
+            await self._broadcast(campaign, progress, send_at)
             ran += 1
         return ran
 
-    async def _broadcast(self, campaign: Campaign, state: dict[str, str], send_at: datetime) -> None:
+    async def _broadcast(self, campaign: Campaign, progress: BroadcastProgress, send_at: datetime) -> None:
         libraries = campaign.definition.audience_libraries or await self._projections.libraries()
-        position = state.get("library", "")
-        cursor = int(state.get("cursor", "0"))
-        looked_at = int(state.get("looked_at", "0"))
-        started = state.get("started_at") or self._clock().isoformat()
+        position, cursor, looked_at = progress.library, progress.cursor, progress.looked_at
+        started = progress.started_at or self._clock().isoformat()
         for library in sorted(libraries):
             if library < position:
                 continue
@@ -92,8 +91,8 @@ class Broadcaster:
                 stop_if_cancelled()
                 if cursor == 0:
                     break
-        await self._campaigns.save_broadcast_state(
-            campaign.id, {"status": "done", "looked_at": str(looked_at), "finished_at": self._clock().isoformat()}
+        await self._campaigns.save_broadcast_progress(
+            campaign.id, BroadcastProgress("done", looked_at=looked_at, finished_at=self._clock().isoformat())
         )
         log.info("broadcast %s done: %d members looked at", campaign.id, looked_at)
 
@@ -102,15 +101,11 @@ class Broadcaster:
         return current is not None and current.status == "active"
 
     async def _save(
-        self, campaign_id: str, status: str, library: str, cursor: int, looked_at: int, started: str
+        self, campaign_id: str, status: BroadcastStatus, library: str, cursor: int, looked_at: int, started: str
     ) -> None:
-        await self._campaigns.save_broadcast_state(
-            campaign_id,
-            {
-                "status": status, "library": library, "cursor": str(cursor), "looked_at": str(looked_at),
-                "started_at": started, "updated_at": self._clock().isoformat(),
-            },
-        )  # fmt: skip
+        await self._campaigns.save_broadcast_progress(
+            campaign_id, BroadcastProgress(status, library, cursor, looked_at, started, self._clock().isoformat())
+        )
 
     async def _page(self, campaign: Campaign, members: list[str], send_at: datetime, library: str) -> None:
         """One page of the audience, decided as one batch. A broadcast counts the members of its audience only."""

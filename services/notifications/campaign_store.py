@@ -13,7 +13,7 @@ from redis.asyncio.client import Pipeline
 
 from services.notifications.campaigns import BUILT_IN, Campaign, CampaignDefinition, Status
 from services.notifications.keys import Keys
-from services.notifications.state import ms
+from services.notifications.state import BroadcastProgress, BroadcastStatus, ms
 from shared.settings import Settings
 
 DRAFT_ID = "draft-preview"
@@ -167,11 +167,20 @@ class CampaignStore:
 
     # ------------------------------------------------------------------------------------ broadcasts
 
-    async def broadcast_state(self, campaign_id: str) -> dict[str, str]:
-        return cast(dict[str, str], await self._redis.hgetall(self._k("broadcast", campaign_id)))
+    async def broadcast_progress(self, campaign_id: str) -> BroadcastProgress:
+        stored = cast(dict[str, str], await self._redis.hgetall(self._k("broadcast", campaign_id)))
+        return BroadcastProgress(
+            status=cast(BroadcastStatus, stored.get("status", "")), library=stored.get("library", ""),
+            cursor=int(stored.get("cursor", "0")), looked_at=int(stored.get("looked_at", "0")),
+            started_at=stored.get("started_at", ""), updated_at=stored.get("updated_at", ""),
+            finished_at=stored.get("finished_at", ""),
+        )  # fmt: skip
 
-    async def save_broadcast_state(self, campaign_id: str, state: dict[str, str]) -> None:
-        await self._redis.hset(self._k("broadcast", campaign_id), mapping=cast(Any, state))
+    async def save_broadcast_progress(self, campaign_id: str, progress: BroadcastProgress) -> None:
+        # One hash per broadcast, its fields as text; empty ones are not written (a finished broadcast keeps where
+        # it last was, which tells an operator where it ended).
+        stored = {name: str(value) for name, value in vars(progress).items() if value != ""}
+        await self._redis.hset(self._k("broadcast", campaign_id), mapping=cast(Any, stored))
 
 
 class DraftStore(CampaignStore):

@@ -13,6 +13,7 @@ from shared.events import CloudEvent
 from shared.events.types import Medium, Purpose
 
 DeliveryStatus = Literal["pending", "sent", "suppressed", "failed"]
+BroadcastStatus = Literal["", "running", "paused", "done"]
 
 
 def ms(at: datetime) -> int:
@@ -124,6 +125,20 @@ class DeadLetter:
 
     value: dict[str, Any]
     headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class BroadcastProgress:
+    """How far a broadcast has come: where it resumes (library, and the SSCAN cursor in it) after a pause or a
+    restart, and how many members it has looked at. A broadcast not started yet has status ""."""
+
+    status: BroadcastStatus = ""
+    library: str = ""
+    cursor: int = 0
+    looked_at: int = 0
+    started_at: str = ""  # ISO times, as the operator reads them in Redis
+    updated_at: str = ""
+    finished_at: str = ""
 
 
 Outbox = list[CloudEvent | DeadLetter]  # what a delivery's ending publishes, in order

@@ -130,19 +130,18 @@ async def test_a_broadcast_paused_halfway_and_resumed_messages_every_member_of_i
         run = asyncio.create_task(broadcaster.broadcast_due())
 
         async def halfway() -> bool:
-            state = await n.stores.campaigns.broadcast_state(campaign_id)
-            return int(state.get("looked_at", "0")) >= 60
+            return (await n.stores.campaigns.broadcast_progress(campaign_id)).looked_at >= 60
 
         await eventually(halfway, every=0.005)
         assert (await n.client.post(f"/v1/campaigns/{campaign_id}/pause")).status_code == 200
         await run
-        paused = await n.stores.campaigns.broadcast_state(campaign_id)
-        assert paused["status"] == "paused"
-        assert 60 <= int(paused["looked_at"]) < len(segment)
+        paused = await n.stores.campaigns.broadcast_progress(campaign_id)
+        assert paused.status == "paused"
+        assert 60 <= paused.looked_at < len(segment)
 
         assert (await n.client.post(f"/v1/campaigns/{campaign_id}/activate")).status_code == 200
         await broadcaster.broadcast_due()
-        assert (await n.stores.campaigns.broadcast_state(campaign_id))["status"] == "done"
+        assert (await n.stores.campaigns.broadcast_progress(campaign_id)).status == "done"
         clock.jump_to(NOON + timedelta(hours=20, minutes=1))  # 08:01 the next morning
 
         decided = await n.decided_for(segment, within=60)

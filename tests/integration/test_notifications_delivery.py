@@ -257,7 +257,7 @@ async def test_a_broadcast_reaches_its_audience_at_its_time_and_a_minor_s_messag
         assert await n.inbox(adult) == [] and await n.inbox(elsewhere) == []
 
         async def done() -> bool:
-            return (await n.stores.campaigns.broadcast_state(campaign_id)).get("status") == "done"
+            return (await n.stores.campaigns.broadcast_progress(campaign_id)).status == "done"
 
         await eventually(done)
         results = await n.results(campaign_id)

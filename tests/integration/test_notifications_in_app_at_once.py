@@ -127,7 +127,7 @@ async def test_a_broadcast_whose_process_died_before_kafka_took_a_page_publishes
         await n.app.state.broadcaster.broadcast_due()  # resumed, as a restart would
 
         decided = await n.decided_for(segment)
-        assert (await n.stores.campaigns.broadcast_state(campaign_id))["status"] == "done"
+        assert (await n.stores.campaigns.broadcast_progress(campaign_id)).status == "done"
         for m in segment:
             assert {(d.type, d.id) for d in decided[m]} == {
                 ("sent", message_id(campaign_id, m, deterministic_id("broadcast", campaign_id)))
