@@ -50,6 +50,8 @@ BACKOFF_MAX = 5.0
 HANDOVER_GRACE_SECONDS = 3.0
 # Record timestamps come from the sending host's clock: look a little earlier than the batch was stored.
 CLOCK_MARGIN_MS = 2_000
+# A batch's derived events go out in batches this large (the producer's are 16 KB: one per partition per round trip).
+PUBLISH_BATCH_BYTES = 256 * 1024
 
 
 _paused = 0  # batches of this process's detectors in hand (tests and benchmarks run several in one process)
@@ -372,7 +374,7 @@ class FrictionDetector:
                 )  # fmt: skip
                 pending = [r for r in records if r.event_id not in sent]
             unsure = True  # should this attempt fail, part of it may have reached Kafka all the same
-            await self._publisher.publish_encoded(pending, contexts=contexts)
+            await self._publisher.publish_encoded(pending, contexts=contexts, batch_bytes=PUBLISH_BATCH_BYTES)
 
         try:
             await self._retrying(send)
