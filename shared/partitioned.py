@@ -5,6 +5,12 @@ partition p of every input topic (`CoPartitionedAssignor`; the topics must have 
 checked at start), so a member's events from every topic meet in one place. The owner of the state is told when
 partitions arrive (restore, and where to resume) and leave (store and let go), always between two batches: a
 rebalance waits for the batch in hand. Empty polls do not sleep: a record is handled as soon as it arrives.
+
+Pipelined, one batch deep: an owner's `process` may decide a batch and return the storing of its effects (an
+awaitable) instead of storing them itself. That write runs while the next batch is fetched and decided; it is
+awaited before the next batch's write starts (writes stay in order), and only then are its batch's offsets
+committed (explicit offsets, never the consumer's position, which is already past the next batch). A rebalance
+and a stop wait for the write in flight before partitions are let go.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -68,11 +74,12 @@ class PartitionOwner(Protocol):
     async def revoked(self, partitions: list[int]) -> None:
         """Store what the partitions hold and forget them."""
 
-    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Apply a batch and store its effects (waiting for Redis or Kafka, however long)."""
+    async def process(self, batch: dict[TopicPartition, list[Any]]) -> Awaitable[None] | None:
+        """Apply a batch; store its effects (waiting for Redis or Kafka, however long), or return what stores them,
+        to be run while the next batch is decided (what it writes must be taken from the state before returning)."""
 
-    async def idle(self) -> None:
-        """Nothing arrived: time may still decide something (timers by the wall clock)."""
+    async def idle(self) -> Awaitable[None] | None:
+        """Nothing arrived: time may still decide something (timers by the wall clock). Returns as `process`."""
 
 
 class TopicsNotCoPartitioned(RuntimeError):
@@ -102,6 +109,8 @@ class PartitionedConsumer:
         self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
         self.owned: set[int] = set()
+        # The write of the batch decided last, still running, and the offsets to commit once it is done.
+        self._writing: tuple[asyncio.Future[None], dict[TopicPartition, int]] | None = None
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -137,10 +146,15 @@ class PartitionedConsumer:
                 async with self._lock:
                     batch = {tp: records for tp, records in batch.items() if tp.partition in self.owned}
                     if batch:
-                        await self._owner.process(batch)
-                        await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                        effect = await self._owner.process(batch)
                     else:
-                        await self._owner.idle()
+                        effect = await self._owner.idle()
+                    await self._written()
+                    offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                    if effect is not None:
+                        self._writing = (asyncio.ensure_future(effect), offsets)
+                    elif offsets:
+                        await self._commit(offsets)
         finally:
             await self._leave(consumer)
 
@@ -158,6 +172,22 @@ class PartitionedConsumer:
                 f"{self.group_id} needs the same number of partitions on every input topic, found {counts}"
             )
 
+    def writing(self) -> bool:
+        """Whether a batch's effects are still being stored (its offsets are committed after the next batch)."""
+        return self._writing is not None and not self._writing[0].done()
+
+    async def _written(self) -> None:
+        """Wait for the write in flight, then commit its batch's offsets."""
+        if self._writing is None:
+            return
+        write, offsets = self._writing
+        try:
+            await write
+        finally:
+            self._writing = None
+        if offsets:
+            await self._commit(offsets)
+
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         # The state store holds the truth (offsets are stored with the state); the commit is for lag and tools.
         assert self.consumer is not None
@@ -174,10 +204,13 @@ class PartitionedConsumer:
         try:
             async with asyncio.timeout(STOP_SECONDS):
                 async with self._lock:
+                    await self._written()
                     owned, self.owned = sorted(self.owned), set()
                     if owned:
                         await self._owner.revoked(owned)
         except TimeoutError:
+            if self._writing is not None:
+                self._writing[0].cancel()
             log.warning("%s: state not stored within %.0f s at stop; the next owner resumes from the store",
                         self.group_id, STOP_SECONDS)  # fmt: skip
         try:
@@ -189,6 +222,7 @@ class PartitionedConsumer:
     # Called by the listener, on the consumer's coordination task, between batches (the lock).
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
+            await self._written()
             numbers = sorted({tp.partition for tp in revoked} & self.owned)
             if numbers:
                 await self._owner.revoked(numbers)

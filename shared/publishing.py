@@ -129,8 +129,11 @@ class EventPublisher:
         *,
         contexts: Mapping[str, Context] | None = None,
         deadline: float | None = None,
+        batch_bytes: int | None = None,
     ) -> None:
-        """`publish_many` for events already in their Kafka form."""
+        """`publish_many` for events already in their Kafka form. `batch_bytes`: batches of this size instead of the
+        producer's, for a caller that sends thousands at once (each partition gets one batch per produce request,
+        one request at a time: larger batches, fewer round trips and less work for the broker)."""
         if not records:
             return
         limit = deadline if deadline is not None else _deadline.get()
@@ -150,11 +153,11 @@ class EventPublisher:
                         direct.append((topic, record, route))
                     else:
                         # The direct ones before it first: each partition gets the events in the order given.
-                        await _send_batched(_producer(self._broker), direct, acks)
+                        await _send_batched(_producer(self._broker), direct, acks, batch_bytes)
                         direct = []
                         acks.append(await self._through_faststream(record, topic, context))
                     produced.append((topic, record.event_type))
-                await _send_batched(_producer(self._broker), direct, acks)
+                await _send_batched(_producer(self._broker), direct, acks, batch_bytes)
                 # One by one: most are acknowledged by the time the first is (a cancelled wait for one leaves its
                 # record in the producer, which sends it all the same).
                 for ack in acks:
@@ -217,6 +220,7 @@ async def _send_batched(
     producer: AIOKafkaProducer,
     records: Sequence[tuple[str, Encoded, list[tuple[str, bytes]]]],
     acks: list[asyncio.Future[Any]],
+    batch_bytes: int | None = None,
 ) -> None:
     """Hand `records` (topic, record, extra headers) to the producer as whole batches, one or more per partition;
     the futures of their acks go to `acks` as they are handed over.
@@ -257,7 +261,7 @@ async def _send_batched(
                     if builder is not None:
                         hand_over(place, builder)
                         await asyncio.sleep(0)  # lets it go
-                    builder = filling[place] = producer.create_batch()
+                    builder = filling[place] = _new_batch(producer, batch_bytes)
                     if not _appended(builder, *record):
                         raise MessageSizeTooLargeError(f"event {encoded_event.event_id} does not fit in a batch")
             for place, builder in filling.items():
@@ -279,6 +283,16 @@ async def _hand_over_in_order(
     while (builder := await builders.get()) is not None:
         builder.close()  # complete: sent without lingering
         acks.append(await producer.send_batch(builder, topic, partition=partition))
+
+
+def _new_batch(producer: AIOKafkaProducer, batch_bytes: int | None) -> BatchBuilder:
+    """An empty batch of the producer's size, or of `batch_bytes` (aiokafka's `create_batch` has no size)."""
+    if batch_bytes is None:
+        return producer.create_batch()
+    return BatchBuilder(
+        batch_bytes, producer._message_accumulator._compression_type, is_transactional=False,
+        key_serializer=producer._key_serializer, value_serializer=producer._value_serializer,
+    )  # fmt: skip
 
 
 def _appended(builder: BatchBuilder, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> bool:

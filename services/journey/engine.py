@@ -68,11 +68,20 @@ class Engine:
 
     # ----------------------------------------------------------------------------------------------- apply
 
-    def apply(self, state: MemberState, event: JourneyEvent, stream: str = "", clock: int | None = None) -> Outcome:
-        """Record one of the member's events; effects that do not wait for a timer happen now. What the state no
-        longer needs is forgotten by `prune`, once per batch (and when a window's timer fires), or here by the
-        partition's `clock` when many of the member's events come in one batch."""
-        out = Outcome()
+    def apply(
+        self,
+        state: MemberState,
+        event: JourneyEvent,
+        stream: str = "",
+        clock: int | None = None,
+        out: Outcome | None = None,
+    ) -> Outcome:
+        """Record one of the member's events; effects that do not wait for a timer happen now (added to `out`,
+        when given: a partition collects a whole batch's in one). What the state no longer needs is forgotten by
+        `prune`, once per batch (and when a window's timer fires), or here by the partition's `clock` when many of
+        the member's events come in one batch."""
+        if out is None:
+            out = Outcome()
         if event.kind == SIGNED_UP:
             state.profile = Profile(event.data.get("age_band"), event.data.get("home_library"))
         seen = len(state.seen)
@@ -198,10 +207,11 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------------ fire
 
-    def fire(self, state: MemberState, timer: Timer, clock: int) -> Outcome:
+    def fire(self, state: MemberState, timer: Timer, clock: int, out: Outcome | None = None) -> Outcome:
         """Decide a timer whose due time (plus lateness) the clock has passed. A timer whose state is gone
-        (fired before, erased, or superseded) decides nothing."""
-        out = Outcome()
+        (fired before, erased, or superseded) decides nothing. `out` as for `apply`."""
+        if out is None:
+            out = Outcome()
         if timer.kind == "f":
             if state.seen and not state.starts:
                 state.seen = [s for s in state.seen if s.t >= clock - self.lateness]

@@ -16,7 +16,7 @@ import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from services.journey.derived import forwarded, friction_detected, friction_reso
 from services.journey.partition import Applied, Partition
 from services.journey.rules import ImmediateRule, JourneyEvent, RuleCatalogue
 from services.journey.settings import JourneySettings
-from services.journey.store import Fenced, JourneyStore, PartitionWrite, stored_at
+from services.journey.store import Fenced, JourneyStore, PartitionWrite, PreparedWrite, stored_at
 from shared import telemetry
 from shared.consumers import event_ids_since
 from shared.events import InvalidEvent
@@ -50,6 +50,8 @@ BACKOFF_MAX = 5.0
 HANDOVER_GRACE_SECONDS = 3.0
 # Record timestamps come from the sending host's clock: look a little earlier than the batch was stored.
 CLOCK_MARGIN_MS = 2_000
+# A batch's derived events go out in batches this large (the producer's are 16 KB: one per partition per round trip).
+PUBLISH_BATCH_BYTES = 256 * 1024
 
 
 _paused = 0  # batches of this process's detectors in hand (tests and benchmarks run several in one process)
@@ -135,6 +137,7 @@ class Owned:
     offsets: dict[str, int]  # physical topic → last offset applied
     last_record: dict[str, float]  # physical topic → monotonic time its last record was consumed
     backfill_since: float | None = None  # monotonic time a history began to load
+    clocks_written: dict[str, int] | None = None  # the clocks last handed to the store
 
 
 class FrictionDetector:
@@ -187,11 +190,11 @@ class FrictionDetector:
 
     # ------------------------------------------------------------------------------------------ batches
 
-    async def process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def process(self, batch: dict[TopicPartition, list[Any]]) -> Awaitable[None] | None:
         with _collector_paused():
-            await self._process(batch)
+            return await self._process(batch)
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> Awaitable[None] | None:
         started = time.perf_counter()
         by_partition: dict[int, list[tuple[TopicPartition, list[Any]]]] = {}
         for tp, records in batch.items():
@@ -201,8 +204,9 @@ class FrictionDetector:
             owned = self.owned.get(number)
             if owned is not None:
                 writes[number] = await self._apply(owned, inputs)
-        await self._store_and_publish(writes)
+                await asyncio.sleep(0)  # the previous batch's write, in flight, goes on meanwhile
         self._publisher.metrics.handled(self.group_id, "+".join(self._topics), time.perf_counter() - started)
+        return self._store_and_publish(writes)
 
     async def _apply(self, owned: Owned, inputs: list[tuple[TopicPartition, list[Any]]]) -> PartitionWrite:
         partition, offsets = owned.partition, owned.offsets
@@ -282,12 +286,12 @@ class FrictionDetector:
         change.outbox += [window_closed(w) for w in outcome.closed]
         change.outbox += [forwarded(f.survivor, f.event) for f in applied.forwards]
 
-    async def idle(self) -> None:
+    async def idle(self) -> Awaitable[None] | None:
         """Nothing arrived: quiet topics follow the wall clock (live operation), and timers may be due by it."""
         with _collector_paused():
-            await self._idle()
+            return self._idle()
 
-    async def _idle(self) -> None:
+    def _idle(self) -> Awaitable[None] | None:
         writes = {}
         for number, owned in self.owned.items():
             self._mark_quiet(owned)
@@ -297,13 +301,14 @@ class FrictionDetector:
                     owned.partition.end_backfill()
                 change = PartitionWrite()
                 self._collect(owned.partition, change)
-                writes[number] = change
-        await self._store_and_publish(writes)
+                if change.states or change.erased or change.outbox or change.clocks != owned.clocks_written:
+                    writes[number] = change  # else nothing to store (a replay's quiet topics keep their clocks)
+        return self._store_and_publish(writes) if writes else None
 
     def settled(self) -> bool:
         """Every record of the owned partitions applied, quiet, and no timer due: nothing left to decide until
         new events arrive or the clock moves on."""
-        if not self.owned or self.consumer.consumer is None:
+        if not self.owned or self.consumer.consumer is None or self.consumer.writing():
             return False
         for owned in self.owned.values():
             self._mark_quiet(owned)
@@ -313,19 +318,31 @@ class FrictionDetector:
 
     # ------------------------------------------------------------------------------------- store, publish
 
-    async def _store_and_publish(self, writes: dict[int, PartitionWrite]) -> None:
+    def _store_and_publish(self, writes: dict[int, PartitionWrite]) -> Awaitable[None] | None:
+        """What stores and then publishes the batch's effects, partition by partition side by side. The states are
+        encoded now: the next batch changes them while this is under way."""
+        prepared = []
         for number, change in writes.items():
             owned = self.owned.get(number)
-            if owned is None:
-                continue
-            try:
-                await self._retrying(lambda o=owned, c=change: self._store.write(o.partition.number, o.epoch, c))  # type: ignore[misc]
-            except Fenced:
-                log.warning("journey: partition %d has a newer owner; letting it go", number)
-                self.owned.pop(number, None)
-                continue
-            if change.outbox:
-                await self._publish(number, change.outbox_field(), change.outbox, change.detected, change.resolved)
+            if owned is not None:
+                prepared.append((number, self._store.prepared(number, owned.epoch, change), change))
+                owned.clocks_written = change.clocks
+        return self._store_and_publish_all(prepared) if prepared else None
+
+    async def _store_and_publish_all(self, prepared: list[tuple[int, PreparedWrite, PartitionWrite]]) -> None:
+        await asyncio.gather(*(self._store_and_publish_one(*p) for p in prepared))
+
+    async def _store_and_publish_one(self, number: int, write: PreparedWrite, change: PartitionWrite) -> None:
+        if number not in self.owned:
+            return  # let go meanwhile (fenced by a newer owner)
+        try:
+            await self._retrying(lambda: self._store.send(write))
+        except Fenced:
+            log.warning("journey: partition %d has a newer owner; letting it go", number)
+            self.owned.pop(number, None)
+            return
+        if change.outbox:
+            await self._publish(number, change.outbox_field(), change.outbox, change.detected, change.resolved)
 
     async def _publish(
         self,
@@ -357,7 +374,7 @@ class FrictionDetector:
                 )  # fmt: skip
                 pending = [r for r in records if r.event_id not in sent]
             unsure = True  # should this attempt fail, part of it may have reached Kafka all the same
-            await self._publisher.publish_encoded(pending, contexts=contexts)
+            await self._publisher.publish_encoded(pending, contexts=contexts, batch_bytes=PUBLISH_BATCH_BYTES)
 
         try:
             await self._retrying(send)

@@ -64,6 +64,7 @@ class Partition:
         self._clock_cache: dict[str, int] = {}
         self._backfilling = False
         self.result = Applied()
+        self._out = self._collecting()
 
     # ---------------------------------------------------------------------------------------------- state
 
@@ -79,6 +80,7 @@ class Partition:
         """What happened since the last take (to store and publish). Before a changed state is stored, what no
         window can need any more is forgotten (it costs bytes per member)."""
         result, self.result = self.result, Applied()
+        self._out = self._collecting()
         clock = self._forget_before() + self.engine.lateness
         members = self.members
         for member in result.changed:
@@ -87,9 +89,14 @@ class Partition:
                 self.engine.prune(state, clock)
         return result
 
+    def _collecting(self) -> Outcome:
+        """What the engine adds to: the result's frictions and windows, and new timers (into the heaps at once)."""
+        total = self.result.outcome
+        return Outcome([], total.detected, total.resolved, total.closed)
+
     def timers_due(self, stream: str, until: int) -> bool:
         heap = self._timers.get(stream)
-        return heap is not None and bool(heap) and heap[0].due < until
+        return heap is not None and bool(heap) and heap[0][0] < until  # [0]: its due time
 
     def timers_of(self, member: str) -> list[Timer]:
         """The member's timers that would still decide something."""
@@ -223,7 +230,8 @@ class Partition:
             return
         if state is None:
             state = self.members[member] = MemberState()
-        self._take(self.engine.apply(state, event, stream, self._forget_before() + self.engine.lateness))
+        self.engine.apply(state, event, stream, self._forget_before() + self.engine.lateness, self._out)
+        self._new_timers()
         self.result.changed.add(member)
         self.result.erased.discard(member)
         if event.kind == MERGED:
@@ -242,18 +250,21 @@ class Partition:
 
     def _fire(self, stream: str, until: int) -> None:
         heap = self._timers.get(stream)
-        while heap and heap[0].due < until:
+        if not heap or heap[0][0] >= until:  # [0]: its due time
+            return
+        members, changed, out, clock = self.members, self.result.changed, self._out, until + self.engine.lateness
+        while heap and heap[0][0] < until:
             timer = heapq.heappop(heap)
-            state = self.members.get(timer.member)
+            state = members.get(timer.member)
             if state is None:
                 continue  # erased meanwhile
-            self._take(self.engine.fire(state, timer, until + self.engine.lateness))
-            self.result.changed.add(timer.member)
+            self.engine.fire(state, timer, clock, out)
+            if out.timers:
+                self._new_timers()
+            changed.add(timer.member)
 
-    def _take(self, outcome: Outcome) -> None:
-        for timer in outcome.timers:
+    def _new_timers(self) -> None:
+        timers = self._out.timers
+        for timer in timers:
             heapq.heappush(self._timers.setdefault(timer.stream, []), timer)
-        total = self.result.outcome
-        total.detected += outcome.detected
-        total.resolved += outcome.resolved
-        total.closed += outcome.closed
+        timers.clear()

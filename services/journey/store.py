@@ -78,6 +78,13 @@ def stored_at(outbox_field: str) -> int | None:
     return int(stored) if rest and stored.isdigit() else None
 
 
+@dataclass(frozen=True)
+class PreparedWrite:
+    partition: int
+    keys: list[str]
+    args: list[Any]
+
+
 @dataclass
 class Restored:
     members: list[tuple[str, MemberState]]
@@ -131,19 +138,26 @@ class JourneyStore:
 
     async def write(self, partition: int, epoch: int, change: PartitionWrite) -> None:
         """The batch's state, offsets, clocks and derived events in one atomic, fenced step."""
+        await self.send(self.prepared(partition, epoch, change))
+
+    def prepared(self, partition: int, epoch: int, change: PartitionWrite) -> PreparedWrite:
+        """The write as it will be sent, states encoded now (the same bytes however often it is retried)."""
         states = [(ref(m), encode(s)) for m, s in change.states.items()]
         erased = [ref(m) for m in sorted(change.erased - change.states.keys())]
         meta: list[tuple[str, int]] = [(f"o:{t}", o) for t, o in change.offsets.items()]
         meta += [(f"c:{k}", c) for k, c in change.clocks.items()]
         outbox = [(change.outbox_field(), to_outbox(change.outbox))] if change.outbox else []
-        keys = [self._k(n, partition) for n in ("epoch", "state", "meta", "outbox")]
         args: list[Any] = [epoch]
         for group in (states, erased, meta, outbox):
             args.append(len(group))
             for item in group:
                 args += item if isinstance(item, tuple) else [item]
-        if not await self._write(keys=keys, args=args):
-            raise Fenced(f"partition {partition} has a newer owner")
+        return PreparedWrite(partition, [self._k(n, partition) for n in ("epoch", "state", "meta", "outbox")], args)
+
+    async def send(self, write: PreparedWrite) -> None:
+        """Raises Fenced when a newer owner holds the partition."""
+        if not await self._write(keys=write.keys, args=write.args):
+            raise Fenced(f"partition {write.partition} has a newer owner")
 
     async def forget_outbox(self, partition: int, stored: str) -> None:
         await self._redis.hdel(self._k("outbox", partition), stored)
