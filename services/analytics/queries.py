@@ -153,14 +153,19 @@ def derive_windows(
     if not windows:
         return "SELECT 1 WHERE 0", {}
     narrowed = _members(members, in_batch, p)
-    starts = " UNION ALL ".join(
-        f"SELECT event_id, member_key, member_id, {_text(w.rule)} AS rule, "
-        f"toUnixTimestamp64Milli(time) + {w.within_ms} AS due, library, "
-        f"{_text(w.channel_pair) if w.channel_pair else 'channel_pair'} AS channel_pair, platform, "
-        f"toUInt8(type = '{SIGNED_UP}') AS signed_up, {', '.join(PROFILE_COLUMNS)} "
-        f"FROM {{db}}.events WHERE {w.condition} AND {narrowed}"
+    # The events read once (not once per rule), each a row per window it starts: rule, length, pair (NULL: its own).
+    started = ", ".join(
+        f"if({w.condition}, [CAST(({_text(w.rule)}, {w.within_ms}, "
+        f"{_text(w.channel_pair) if w.channel_pair else 'NULL'}), 'Tuple(String, Int64, Nullable(String))')], [])"
         for w in windows
     )
+    starts = f"""
+        SELECT event_id, member_key, member_id, w.1 AS rule, toUnixTimestamp64Milli(time) + w.2 AS due, library,
+               if(isNull(w.3), channel_pair, w.3) AS channel_pair, platform, toUInt8(type = '{SIGNED_UP}') AS signed_up,
+               {", ".join(PROFILE_COLUMNS)}
+        FROM (SELECT *, member_key, arrayJoin(arrayConcat({started})) AS w FROM {{db}}.events
+              WHERE {narrowed} AND ({" OR ".join(f"({w.condition})" for w in windows)}))
+    """
     stored = f"SELECT event_id, rule FROM {{db}}.windows WHERE {narrowed}"
     profile = ", ".join(f"if(s.signed_up = 1, s.{name}, p.{name})" for name in PROFILE_COLUMNS)
     sql = f"""
@@ -245,8 +250,7 @@ Asked = tuple[Grouping, int]  # a grouping and the clock that closes its windows
 # sets use that its set is not grouped by, the first the highest. `one`, a constant, is the empty grouping's key:
 # over no rows it gives no row (`rows_of` makes the total row) (not in every set: one key is grouped faster than two).
 SET_KEYS = ("one", "rule", "library", "channel_pair", "platform", "age_band", "per_day", "per_week", "per_month")
-_FIRST_DAY = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
-_PERIODS: tuple[Period, ...] = ("day", "week", "month")
+_FIRST_DAY: dict[Period, str] = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
 
 
 def _set_keys(grouping: Grouping) -> tuple[str, ...]:
@@ -260,37 +264,34 @@ def _used(sets: Sequence[Grouping]) -> list[str]:
 
 
 def friction_counts(filters: FrictionQuery, asked: Sequence[Asked], windows: Sequence[Window]) -> Statement:
-    """Per group (and period) of each grouping asked (with the clock that closes its windows): frictions detected,
-    those of absence rules (`windowed`), resolved, the median seconds to resolve, and closed windows
-    (`starts_<n>`, n: the clock's place among the distinct clocks asked, in order). The filters are `filters`'
-    (its own grouping is not used). `rows_of` picks one grouping's rows out of the answer."""
+    """Per group (and period) of each grouping asked (with the clock that closes its windows), with `filters`'
+    filters: frictions detected, those of absence rules (`windowed`), resolved, the median seconds to resolve,
+    closed windows (`starts_<n>`: of the nth distinct clock). `rows_of` picks one grouping's rows out."""
     p = Parameters()
     absence = p.strings([w.rule for w in windows])
     clocks = list(dict.fromkeys(clock for _, clock in asked))
     sets = list(dict.fromkeys(grouping for grouping, _ in asked))
     used = _used(sets)
-    periods = [period for period in _PERIODS if f"per_{period}" in used]
+    periods = [period for period in _FIRST_DAY if f"per_{period}" in used]
     filter_list = ["1"]
-    if filters.start is not None:
-        filter_list.append(f"day >= {p.add('Date', filters.start.isoformat())}")
-    if filters.end is not None:
-        filter_list.append(f"day <= {p.add('Date', filters.end.isoformat())}")
+    for bound, compared in ((filters.start, ">="), (filters.end, "<=")):
+        if bound is not None:
+            filter_list.append(f"day {compared} {p.add('Date', bound.isoformat())}")
     for column, values in (("library", filters.libraries), ("rule", filters.rules), ("age_band", filters.age_bands)):
         if values:
             filter_list.append(f"{column} IN {p.strings(list(values))}")
     closed_by = [p.add("Int64", clock) for clock in clocks]
     columns = ["*", "toUInt8(1) AS one", *(f"{_FIRST_DAY[period]} AS per_{period}" for period in periods)]
-    grouping_sets = ", ".join(f"({', '.join(_set_keys(g))})" for g in sets)
-    # Each table grouped on its own first, then the groups added up: a fifth less work than grouping their union.
-    # A key a set is not grouped by is NULL in both tables' rows (`group_by_use_nulls`; else each its own default).
+    # Each table grouped on its own, then the groups added up (a fifth less work than grouping their union); a key
+    # a set is not grouped by is NULL in both tables' rows (`group_by_use_nulls`; else each its own default).
     grouped = f"""SELECT grouping({", ".join(used)}) AS g, {", ".join(used)}"""
+    grouping_sets = ", ".join(f"({', '.join(_set_keys(g))})" for g in sets)
     where = f"WHERE {' AND '.join(filter_list)} GROUP BY GROUPING SETS ({grouping_sets})"
-    starts = [f"sum(s{n}) AS starts_{n}" for n in range(len(clocks))]
     sql = f"""
         SELECT g, {", ".join(k for k in used if not k.startswith("per_"))},
                {"".join(f"{period_sql(period, f'per_{period}')} AS period_{period}, " for period in periods)}
                sum(d) AS detected, sum(w) AS windowed, sum(r) AS resolved, any(m) AS median_seconds, sum(f) AS rows,
-               {", ".join(starts)}
+               {", ".join(f"sum(s{n}) AS starts_{n}" for n in range(len(clocks)))}
         FROM (
             {grouped}, sum(detected) AS d, sumIf(detected, rule IN {absence}) AS w, count(seconds) AS r,
                    quantileExactInclusive(0.5)(seconds) AS m, count() AS f,
