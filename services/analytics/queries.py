@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
-from services.analytics.reports import FrictionQuery, FunnelQuery, Period
+from services.analytics.reports import FrictionQuery, FunnelQuery, Period, Row
 from services.analytics.schema import ZONE
 from services.analytics.store import array_literal
 from services.journey.rules import AbsenceRule, RuleCatalogue
@@ -152,14 +153,19 @@ def derive_windows(
     if not windows:
         return "SELECT 1 WHERE 0", {}
     narrowed = _members(members, in_batch, p)
-    starts = " UNION ALL ".join(
-        f"SELECT event_id, member_key, member_id, {_text(w.rule)} AS rule, "
-        f"toUnixTimestamp64Milli(time) + {w.within_ms} AS due, library, "
-        f"{_text(w.channel_pair) if w.channel_pair else 'channel_pair'} AS channel_pair, platform, "
-        f"toUInt8(type = '{SIGNED_UP}') AS signed_up, {', '.join(PROFILE_COLUMNS)} "
-        f"FROM {{db}}.events WHERE {w.condition} AND {narrowed}"
+    # The events read once (not once per rule), each a row per window it starts: rule, length, pair (NULL: its own).
+    started = ", ".join(
+        f"if({w.condition}, [CAST(({_text(w.rule)}, {w.within_ms}, "
+        f"{_text(w.channel_pair) if w.channel_pair else 'NULL'}), 'Tuple(String, Int64, Nullable(String))')], [])"
         for w in windows
     )
+    starts = f"""
+        SELECT event_id, member_key, member_id, w.1 AS rule, toUnixTimestamp64Milli(time) + w.2 AS due, library,
+               if(isNull(w.3), channel_pair, w.3) AS channel_pair, platform, toUInt8(type = '{SIGNED_UP}') AS signed_up,
+               {", ".join(PROFILE_COLUMNS)}
+        FROM (SELECT *, member_key, arrayJoin(arrayConcat({started})) AS w FROM {{db}}.events
+              WHERE {narrowed} AND ({" OR ".join(f"({w.condition})" for w in windows)}))
+    """
     stored = f"SELECT event_id, rule FROM {{db}}.windows WHERE {narrowed}"
     profile = ", ".join(f"if(s.signed_up = 1, s.{name}, p.{name})" for name in PROFILE_COLUMNS)
     sql = f"""
@@ -206,17 +212,17 @@ def derived(windows: Sequence[Window], members: Sequence[str] | None = None) -> 
     return [derive_windows(windows, members), derive_frictions(members)]
 
 
-def closed_windows(windows: Sequence[Window], closed_by_ms: int, p: Parameters) -> str:
-    """Every absence window whose due time is at or before `closed_by_ms`, met or not (right-censored), with
-    the attributes journey counts it by: the start's library (else the home library), the rule's channel pair
-    (else the switch's), the start's platform, the member's age band; and the Amsterdam day it closed. All kept
-    on the window (`derive_windows`): no join."""
-    closed_by = p.add("Int64", closed_by_ms)
+def closed_windows(windows: Sequence[Window], closed_by: Sequence[str], p: Parameters) -> str:
+    """Every absence window whose due time is at or before one of the clocks `closed_by` (placeholders), met or
+    not (right-censored), with the attributes journey counts it by: the start's library (else the home library),
+    the rule's channel pair (else the switch's), the start's platform, the member's age band; the Amsterdam day it
+    closed and its due time. All kept on the window (`derive_windows`): no join."""
     admitted = "".join(f" AND (rule != {_text(w.rule)} OR ({_profile_filter(w)}))" for w in windows if w.member)
+    latest = closed_by[0] if len(closed_by) == 1 else f"greatest({', '.join(closed_by)})"
     return f"""
-        SELECT rule, library, channel_pair, platform, age_band, day
+        SELECT rule, library, channel_pair, platform, age_band, day, due
         FROM {{db}}.windows
-        WHERE due <= {closed_by} AND rule IN {p.strings([w.rule for w in windows])}{admitted}
+        WHERE due <= {latest} AND rule IN {p.strings([w.rule for w in windows])}{admitted}
     """
 
 
@@ -236,38 +242,89 @@ def period_sql(period: Period, day: str = "day") -> str:
     return f"formatDateTime({day}, '%Y-%m')"
 
 
-def friction_counts(query: FrictionQuery, windows: Sequence[Window], closed_by_ms: int) -> Statement:
-    """Per group (and period): frictions detected, those of absence rules (`windowed`), resolved, the median
-    seconds to resolve, and closed windows (`starts`). Grouped by the period's first day, named after."""
+# A friction report's grouping: its dimensions and period. Reports asked at about the same time with the same
+# filters (the dashboard's sections) are counted in one pass over the tables, one grouping set each.
+Grouping = tuple[tuple[str, ...], Period | None]
+Asked = tuple[Grouping, int]  # a grouping and the clock that closes its windows
+# What a grouping set may group by; a row's `g` (`grouping()`, as standard SQL) has a bit set for each of those the
+# sets use that its set is not grouped by, the first the highest. `one`, a constant, is the empty grouping's key:
+# over no rows it gives no row (`rows_of` makes the total row) (not in every set: one key is grouped faster than two).
+SET_KEYS = ("one", "rule", "library", "channel_pair", "platform", "age_band", "per_day", "per_week", "per_month")
+_FIRST_DAY: dict[Period, str] = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
+
+
+def _set_keys(grouping: Grouping) -> tuple[str, ...]:
+    by, period = grouping
+    return (*by, *((f"per_{period}",) if period else ())) or ("one",)
+
+
+def _used(sets: Sequence[Grouping]) -> list[str]:
+    """The keys the grouping sets use, in `SET_KEYS` order: what `g` has a bit for."""
+    return [k for k in SET_KEYS if any(k in _set_keys(g) for g in sets)]
+
+
+def friction_counts(filters: FrictionQuery, asked: Sequence[Asked], windows: Sequence[Window]) -> Statement:
+    """Per group (and period) of each grouping asked (with the clock that closes its windows), with `filters`'
+    filters: frictions detected, those of absence rules (`windowed`), resolved, the median seconds to resolve,
+    closed windows (`starts_<n>`: of the nth distinct clock). `rows_of` picks one grouping's rows out."""
     p = Parameters()
     absence = p.strings([w.rule for w in windows])
-    period_start = {"day": "day", "week": "toMonday(day)", "month": "toStartOfMonth(day)"}
-    keys = [*query.by, *([f"{period_sql(query.period, 'first_day')} AS period"] if query.period else [])]
-    filters = ["1"]
-    if query.start is not None:
-        filters.append(f"day >= {p.add('Date', query.start.isoformat())}")
-    if query.end is not None:
-        filters.append(f"day <= {p.add('Date', query.end.isoformat())}")
-    for column, values in (("library", query.libraries), ("rule", query.rules), ("age_band", query.age_bands)):
+    clocks = list(dict.fromkeys(clock for _, clock in asked))
+    sets = list(dict.fromkeys(grouping for grouping, _ in asked))
+    used = _used(sets)
+    periods = [period for period in _FIRST_DAY if f"per_{period}" in used]
+    filter_list = ["1"]
+    for bound, compared in ((filters.start, ">="), (filters.end, "<=")):
+        if bound is not None:
+            filter_list.append(f"day {compared} {p.add('Date', bound.isoformat())}")
+    for column, values in (("library", filters.libraries), ("rule", filters.rules), ("age_band", filters.age_bands)):
         if values:
-            filters.append(f"{column} IN {p.strings(list(values))}")
-    # Each table grouped on its own first, then the groups added up: a fifth less work than grouping their union.
-    inner = [*query.by, *([f"{period_start[query.period]} AS first_day"] if query.period else [])] or ["1 AS one"]
-    grouped = f"WHERE {' AND '.join(filters)} GROUP BY {', '.join(name.split(' AS ')[-1] for name in inner)}"
+            filter_list.append(f"{column} IN {p.strings(list(values))}")
+    closed_by = [p.add("Int64", clock) for clock in clocks]
+    columns = ["*", "toUInt8(1) AS one", *(f"{_FIRST_DAY[period]} AS per_{period}" for period in periods)]
+    # Each table grouped on its own, then the groups added up (a fifth less work than grouping their union); a key
+    # a set is not grouped by is NULL in both tables' rows (`group_by_use_nulls`; else each its own default).
+    grouped = f"""SELECT grouping({", ".join(used)}) AS g, {", ".join(used)}"""
+    grouping_sets = ", ".join(f"({', '.join(_set_keys(g))})" for g in sets)
+    where = f"WHERE {' AND '.join(filter_list)} GROUP BY GROUPING SETS ({grouping_sets})"
     sql = f"""
-        SELECT {", ".join(keys) or "1 AS all"},
-               sum(d) AS detected, sum(w) AS windowed, sum(r) AS resolved, any(m) AS median_seconds, sum(s) AS starts
+        SELECT g, {", ".join(k for k in used if not k.startswith("per_"))},
+               {"".join(f"{period_sql(period, f'per_{period}')} AS period_{period}, " for period in periods)}
+               sum(d) AS detected, sum(w) AS windowed, sum(r) AS resolved, any(m) AS median_seconds, sum(f) AS rows,
+               {", ".join(f"sum(s{n}) AS starts_{n}" for n in range(len(clocks)))}
         FROM (
-            SELECT {", ".join(inner)}, sum(detected) AS d, sumIf(detected, rule IN {absence}) AS w, count(seconds) AS r,
-                   quantileExactInclusive(0.5)(seconds) AS m, 0 AS s
-            FROM {{db}}.frictions {grouped}
+            {grouped}, sum(detected) AS d, sumIf(detected, rule IN {absence}) AS w, count(seconds) AS r,
+                   quantileExactInclusive(0.5)(seconds) AS m, count() AS f,
+                   {", ".join(f"0 AS s{n}" for n in range(len(clocks)))}
+            FROM (SELECT {", ".join(columns)} FROM {{db}}.frictions) {where}
             UNION ALL
-            SELECT {", ".join(inner)}, 0, 0, 0, NULL, count()
-            FROM ({closed_windows(windows, closed_by_ms, p)}) {grouped}
+            {grouped}, 0, 0, 0, NULL, 0, {", ".join(f"countIf(due <= {c})" for c in closed_by)}
+            FROM (SELECT {", ".join(columns)} FROM ({closed_windows(windows, closed_by, p)})) {where}
         )
-        GROUP BY {", ".join([*query.by, *(["first_day"] if query.period else [])]) or "all"}
+        GROUP BY g, {", ".join(used)}
+        SETTINGS group_by_use_nulls = 1
     """
     return sql, p.values
+
+
+def rows_of(counted: Sequence[Mapping[str, Any]], asked: Sequence[Asked], which: int) -> list[Row]:
+    """The rows of `asked[which]` in the answer of `friction_counts(..., asked, ...)`, as `reports.friction_report`
+    takes them: the grouping's dimensions, `period`, the figures and its clock's closed windows as `starts`."""
+    (by, period), clock = asked[which]
+    used, keys = _used(list(dict.fromkeys(g for g, _ in asked))), _set_keys((by, period))
+    mask = sum(1 << (len(used) - 1 - n) for n, key in enumerate(used) if key not in keys)
+    at = list(dict.fromkeys(c for _, c in asked)).index(clock)
+    rows = []
+    for cell in counted:
+        # A group of windows closed by a later clock only is not a group at this one.
+        if cell["g"] == mask and (cell["rows"] or cell[f"starts_{at}"]):
+            row = {k: cell[k] for k in by} | ({"period": cell[f"period_{period}"]} if period else {})
+            row |= {k: cell[k] for k in ("detected", "windowed", "resolved", "median_seconds")}
+            row["starts"] = cell[f"starts_{at}"]
+            rows.append(row)
+    if not rows and keys == ("one",):  # one total row, also over no rows
+        rows.append({"detected": 0, "windowed": 0, "resolved": 0, "median_seconds": None, "starts": 0})
+    return rows
 
 
 def members_by_library(libraries: frozenset[str], age_bands: frozenset[str]) -> Statement:
@@ -310,12 +367,13 @@ def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
         f"{split} AS split",
         *(profile if profiled else []),
         f"countIf(type = {step[0]}) AS entered",
-        *(f"arraySort(groupArrayIf({ms}, type = {step[k]})) AS times_{k + 1}" for k in range(1, len(steps))),
+        *(f"groupArrayIf({ms}, type = {step[k]}) AS times_{k + 1}" for k in range(1, len(steps))),
     ]
-    # Step k is reached at `at_k` (0: not reached); each builds on the one before.
+    # Step k is reached at `at_k` (0: not reached); each builds on the one before. The first occurrence at or after
+    # the previous step is the least such time: no sorting of each member's times.
     chain = ["toUInt8(1) AS ok_1"]
     for k in range(2, len(steps) + 1):
-        found = f"arrayFirst(x -> x >= at_{k - 1}, times_{k})"
+        found = f"arrayMin(arrayFilter(x -> x >= at_{k - 1}, times_{k}))"
         chain.append(f"if(ok_{k - 1} AND {found} > 0 AND {found} - at_{k - 1} <= {within}, {found}, 0) AS at_{k}")
         chain.append(f"toUInt8(at_{k} > 0) AS ok_{k}")
     figures = []

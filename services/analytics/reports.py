@@ -214,22 +214,23 @@ def friction_report(
         columns += MEMBER_FIGURES
     columns += ("suppressed",)
     rows = []
-    for cell in sorted(counted, key=lambda c: _sort_key(c[k] for k in keys)):
-        detected, windows = int(cell["detected"]), int(cell["starts"])
+    hidden = dict.fromkeys(FRICTION_FIGURES)
+    # A report by rule, library and week has tens of thousands of rows: this loop is kept to plain operations.
+    for cell in _sorted_by(counted, keys):
+        detected, windows, resolved = int(cell["detected"]), int(cell["starts"]), int(cell["resolved"])
         starts = windows or None
         suppressed = detected < min_cell or (starts is not None and starts < min_cell)
-        median = cell.get("median_seconds")
         row: Row = {k: cell[k] for k in keys}
-        row |= {
-            "detected": detected,
-            "resolved": int(cell["resolved"]),
-            "starts": starts,
-            "rate_per_1000_starts": ratio(int(cell["windowed"]), starts, 1000, 2),
-            "resolution_rate": ratio(int(cell["resolved"]), detected, 1, 4),
-            "median_seconds_to_resolve": None if median is None or not cell["resolved"] else round(median, 1),
-        }
         if suppressed:
-            row |= dict.fromkeys(FRICTION_FIGURES)
+            row.update(hidden)
+        else:
+            median = cell.get("median_seconds")
+            row["detected"] = detected
+            row["resolved"] = resolved
+            row["starts"] = starts
+            row["rate_per_1000_starts"] = round(int(cell["windowed"]) * 1000 / windows, 2) if windows else None
+            row["resolution_rate"] = round(resolved / detected, 4) if detected else None
+            row["median_seconds_to_resolve"] = None if median is None or not resolved else round(median, 1)
         if with_members:
             assert members_by_library is not None
             members: int | None = members_by_library.get(row["library"], 0)
@@ -395,6 +396,17 @@ def _csv_value(value: Any) -> str:
 
 def ratio(part: int, whole: int | None, scale: int, digits: int) -> float | None:
     return None if not whole else round(part * scale / whole, digits)
+
+
+def _sorted_by(cells: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[Mapping[str, Any]]:
+    """Cells in `_sort_key` order of their `keys`: each column's few distinct values ranked once, then the cells
+    sorted by their ranks (tens of thousands of cells, a handful of values per column)."""
+    cells = list(cells)
+    ranks = []
+    for k in keys:
+        distinct = sorted({c[k] for c in cells}, key=lambda v: _sort_key((v,)))
+        ranks.append((k, {v: n for n, v in enumerate(distinct)}))
+    return sorted(cells, key=lambda c: [rank[c[k]] for k, rank in ranks])
 
 
 def _sort_key(key: Iterable[Any]) -> tuple[tuple[bool, str], ...]:

@@ -4,6 +4,7 @@ censoring, scope, roles — and redelivery, replays, merges and erasures are che
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -23,6 +24,7 @@ from services.analytics.handlers import FactWriter
 from services.analytics.paths import next_steps_up_to_date
 from services.analytics.queries import derived, fingerprint
 from services.analytics.reading import Reports
+from services.analytics.reports import FrictionQuery
 from services.analytics.settings import AnalyticsSettings
 from services.analytics.store import AnalyticsStore
 from shared.auth import Keyring
@@ -206,6 +208,22 @@ async def test_friction_rates_use_closed_windows_counted_from_the_events(network
 async def test_one_total_row_over_no_frictions_is_a_suppressed_row_not_an_error(network: Network) -> None:
     [total] = await network.rows("analyst", "/v1/reports/frictions", by="", library="nowhere")
     assert (total["detected"], total["starts"], total["suppressed"]) == (None, None, True)
+
+
+async def test_friction_reports_asked_at_once_each_get_the_rows_they_get_alone(network: Network) -> None:
+    # The dashboard asks its friction sections at once: counted in one pass, each with its own grouping and clock.
+    reading: Reports = network.app.state.reports
+    clock = await reading.clock_ms()
+    asked = [
+        (FrictionQuery(by=("rule",), period="month"), clock),
+        (FrictionQuery(by=("rule", "library")), clock - 30 * 86_400_000),  # oba's windows (due 26 days ago) open
+        (FrictionQuery(by=("channel_pair", "platform"), period="week"), clock),
+        (FrictionQuery(by=()), clock),
+    ]
+    alone = [(await reading.frictions(query, at)).rows for query, at in asked]
+    together = await asyncio.gather(*(reading.frictions(query, at) for query, at in asked))
+    assert [report.rows for report in together] == alone
+    assert alone[0] and alone[1] != (await reading.frictions(asked[1][0], clock)).rows
 
 
 async def test_reports_come_as_csv(network: Network) -> None:

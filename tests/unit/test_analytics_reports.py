@@ -70,7 +70,8 @@ rules:
 
 def test_report_values_travel_as_typed_parameters_never_in_the_sql() -> None:
     query = FrictionQuery(by=("rule", "library"), period="week", libraries=frozenset({"zz'yy"}))
-    sql, params = queries.friction_counts(query, queries.windows_of(load_rules()), ms(T0))
+    asked = [((query.by, query.period), ms(T0))]
+    sql, params = queries.friction_counts(query, asked, queries.windows_of(load_rules()))
     assert "zz" not in sql and "['zz\\'yy']" in params.values()
     assert "toISOWeek" in sql and "library IN {p1:Array(String)}" in sql
     steps = ("usage.loan_reserved.v1", ACTIVATED, BORROWED)
