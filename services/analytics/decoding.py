@@ -1,106 +1,134 @@
-"""Kafka records to rows, fast and in batches (`shared.kafka`'s decoder hook): only what a row keeps is read and
-validated. The envelope attributes it keeps (id, time, subject, library, channel, platform) are validated with the
-CloudEvent model's own constraints, all records of a batch in one call; the payloads with their type's model, all
-records of one type in one call (`payloads_of`). Anything unusual — structured mode, a missing attribute, a value
-that does not validate — goes the reference way (`shared.events.from_kafka`, `typed_data`), which either accepts it
-or names the field, as every other consumer does; the consume loop dead-letters it with that reason.
+"""Kafka records to rows, fast and in batches (`shared.kafka`'s decoder hook): only what a row keeps is read, and
+only records laid out exactly as the platform writes them are read the fast way. Their headers are read by
+position (`_LAYOUTS`); what a batch's records share — content type, spec version, source, type, library, channel,
+platform — is checked once per distinct value (`_shared`), with the CloudEvent model's own constraints; id, time and
+subject, which differ per record, with exact checks equivalent to the model's (`_checked`). The payloads are
+validated with their type's model, all records of one type in one call (`payloads_of`). Anything unusual — another
+layout, structured mode, a value that does not pass — goes the reference way (`shared.events.from_kafka`,
+`typed_data`), which either accepts it or names the field, as every other consumer does; the consume loop
+dead-letters it with that reason. The fast way only accepts what the reference way accepts, with the same values
+(tests/unit/test_analytics_decoding.py holds the two equal).
 
 An event about no member (no subject) has no row: it is skipped.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from services.analytics.facts import Envelope, Fact, envelope_of, epoch_ms, fact
+from services.analytics.facts import Fact, envelope_of, epoch_ms, fact, row_maker
 from shared.events import CloudEvent, InvalidEvent, from_kafka, typed_data
-from shared.events.registry import payloads_of
+from shared.events.registry import event_types, payloads_of
 
 Decoded = Fact | InvalidEvent | None
 
+# The header names of a record as the platform writes it (`shared.events.binary_headers`), in its order: a layout
+# is one of these exactly, each name once; the value is where library, channel and platform are (None: absent).
+_FIRST = ("content-type", "ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject")
+_PLACES = ("ce_library", "ce_channel", "ce_platform")
+_LAYOUTS: dict[tuple[str, ...], tuple[int | None, ...]] = {}
+for _mask in range(8):
+    _present = [name for bit, name in enumerate(_PLACES) if _mask >> bit & 1]
+    _LAYOUTS[(*_FIRST, *_present)] = tuple(
+        len(_FIRST) + _present.index(name) if name in _present else None for name in _PLACES
+    )
+# The CloudEvent model's constraints (`shared.events.types`), spelled for Python's re: `\Z`, as the model's `$` (Rust
+# regex) matches only at the very end.
+_LIBRARY = re.compile(r"[a-z][a-z0-9-]{1,39}\Z")
+_PLATFORM = re.compile(r"[a-z][a-z0-9-]{1,31}\Z")
+_CHANNELS = frozenset({"online", "offline"})
+# The times the platform writes (RFC 3339 with an offset); others, naive ones included, go the reference way.
+_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
+                   r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\Z")  # fmt: skip
 
-def _checked(name: str, annotation: Any = None) -> Any:
-    """The CloudEvent attribute's type with its constraints (one schema for both ways of decoding)."""
-    field = CloudEvent.model_fields[name]
-    kind = annotation or field.annotation
-    return Annotated[(kind, *field.metadata)] if field.metadata else kind
-
-
-# The attributes a row keeps, as (id, time, subject, library, channel, platform); the subject is required here.
-_KEPT = (_checked("id"), _checked("time"), _checked("subject", str), *map(_checked, ("library", "channel", "platform")))
-_ENVELOPES: TypeAdapter[list[tuple[Any, ...]]] = TypeAdapter(list[tuple[_KEPT]])  # type: ignore[valid-type]
-_REQUIRED = ("ce_id", "ce_type", "ce_time", "ce_subject")
-_OPTIONAL = ("ce_library", "ce_channel", "ce_platform")
+# What records share, checked: (type, library, channel, platform), or None when it is not all valid.
+Shared = tuple[str, str | None, str | None, str | None] | None
+_SHARED: dict[tuple[Any, ...], Shared] = {}
 
 
 def decode_facts(records: Sequence[Any]) -> list[Decoded]:
     """Each record's row, an InvalidEvent (for the dead-letter topic) or None (no member), in the batch's order."""
     results: list[Decoded] = [None] * len(records)
-    usual: list[int] = []
-    attributes: list[tuple[str | None, ...]] = []
-    types: list[str] = []
+    by_type: dict[str, list[tuple[int, tuple[Any, ...]]]] = {}
     for at, record in enumerate(records):
-        headers = dict(record.headers)
-        if (
-            not record.value
-            or headers.get("content-type") != b"application/json"
-            or headers.get("ce_specversion") != b"1.0"
-        ):
-            results[at] = _reference(record)
-            continue
-        try:
-            raw_id, kind, raw_time, subject = (headers[name].decode() for name in _REQUIRED)
-            attributes.append((raw_id, raw_time, subject, *(_text(headers.get(name)) for name in _OPTIONAL)))
-        except (KeyError, UnicodeDecodeError):
-            results[at] = _reference(record)
-            continue
-        usual.append(at)
-        types.append(kind)
-    envelopes = _envelopes(attributes)
-    by_type: dict[str, list[tuple[int, Envelope]]] = {}
-    for at, kind, checked in zip(usual, types, envelopes, strict=True):
+        checked = _checked(record)
         if checked is None:
-            results[at] = _reference(records[at])
+            results[at] = _reference(record)
         else:
-            by_type.setdefault(kind, []).append((at, Envelope(checked[0], checked[2], kind, epoch_ms(checked[1]),
-                                                              checked[3], checked[4], checked[5])))  # fmt: skip
+            by_type.setdefault(checked[0], []).append((at, checked))
+    kinds = event_types()
     for kind, members in by_type.items():
         payloads = payloads_of(kind, [records[at].value for at, _ in members])
         if payloads is None:  # one of them is bad: each the reference way, so the good ones go on
             for at, _ in members:
                 results[at] = _reference(records[at])
             continue
-        for (at, envelope), data in zip(members, payloads, strict=True):
+        make = row_maker(kind, kinds[kind])
+        for (at, (_, event_id, time, subject, library, channel, platform)), data in zip(members, payloads, strict=True):
             record = records[at]
-            results[at] = fact(envelope, data, record.topic, record.partition, record.offset)
+            results[at] = make(event_id, subject, time, library, channel, platform, data, record.topic,
+                               record.partition, record.offset)  # fmt: skip
     return results
 
 
-def _text(raw: bytes | None) -> str | None:
-    return None if raw is None else raw.decode()
-
-
-def _envelopes(attributes: list[tuple[str | None, ...]]) -> list[tuple[Any, ...] | None]:
-    """The attributes validated, all in one call when all are valid (the usual case), else one by one."""
+def _checked(record: Any) -> tuple[Any, ...] | None:
+    """(type, id, time, subject, library, channel, platform) of a record of the platform's layout whose attributes
+    are all valid; None for any other (the reference way says what is wrong, if anything)."""
+    if not record.value:
+        return None
     try:
-        return list(_ENVELOPES.validate_python(attributes))
-    except ValidationError:
-        pass
-    checked: list[tuple[Any, ...] | None] = []
-    for one in attributes:
-        try:
-            checked.append(_ENVELOPES.validate_python([one])[0])
-        except ValidationError:
-            checked.append(None)
-    return checked
+        names, values = zip(*record.headers, strict=True)
+    except ValueError:  # no headers, or not pairs
+        return None
+    places = _LAYOUTS.get(names)
+    if places is None:
+        return None
+    key = (names, values[0], values[1], values[3], values[4], values[7:])
+    try:
+        shared = _SHARED[key]
+    except KeyError:
+        shared = _shared(values, places)
+        if len(_SHARED) > 4096:  # only a bound: a batch's records share a few dozen at most
+            _SHARED.clear()
+        _SHARED[key] = shared
+    if shared is None:
+        return None
+    try:
+        event_id, time, subject = values[2].decode(), values[5].decode(), values[6].decode()
+    except (UnicodeDecodeError, AttributeError):
+        return None
+    if not (0 < len(event_id) <= 200 and 0 < len(subject) <= 200 and _TIME.match(time)):
+        return None
+    try:
+        instant = epoch_ms(datetime.fromisoformat(time))
+    except ValueError:  # a day that does not exist (31 April)
+        return None
+    return shared[0], event_id, instant, subject, *shared[1:]
+
+
+def _shared(values: tuple[Any, ...], places: tuple[int | None, ...]) -> Shared:
+    if values[0] != b"application/json" or values[1] != b"1.0":
+        return None
+    try:
+        source, kind = values[3].decode(), values[4].decode()
+        library, channel, platform = (None if at is None else values[at].decode() for at in places)
+    except (UnicodeDecodeError, AttributeError):
+        return None
+    if not 0 < len(source) <= 500 or kind not in event_types():
+        return None
+    if library is not None and not _LIBRARY.match(library):
+        return None
+    if (channel is not None and channel not in _CHANNELS) or (platform is not None and not _PLATFORM.match(platform)):
+        return None
+    return kind, library, channel, platform
 
 
 def _reference(record: Any) -> Decoded:
     try:
-        event = from_kafka(record.value, record.headers)
+        event: CloudEvent = from_kafka(record.value, record.headers)
         data = typed_data(event)
     except InvalidEvent as invalid:
         return invalid
