@@ -44,9 +44,10 @@ _CHANNELS = frozenset({"online", "offline"})
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
                    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\Z")  # fmt: skip
 
-# What records share, checked: (type, library, channel, platform), or None when it is not all valid.
-Shared = tuple[str, str | None, str | None, str | None] | None
+# What records share, checked: (type, library, channel, platform), or () when it is not all valid.
+Shared = tuple[str, str | None, str | None, str | None] | tuple[()]
 _SHARED: dict[tuple[Any, ...], Shared] = {}
+_PER_RECORD = ("ce_id", "ce_time", "ce_subject")
 
 
 def decode_facts(records: Sequence[Any]) -> list[Decoded]:
@@ -77,27 +78,24 @@ def decode_facts(records: Sequence[Any]) -> list[Decoded]:
 def _checked(record: Any) -> tuple[Any, ...] | None:
     """(type, id, time, subject, library, channel, platform) of a record of the platform's layout whose attributes
     are all valid; None for any other (the reference way says what is wrong, if anything)."""
-    if not record.value:
-        return None
+    headers = record.headers
     try:
-        names, values = zip(*record.headers, strict=True)
-    except ValueError:  # no headers, or not pairs
+        # By position, without a dict or a list of names per record: id, time and subject differ per record; the
+        # other headers, names and values, are what records share (`_SHARED`'s key).
+        (id_name, raw_id), (time_name, raw_time), (subject_name, raw_subject) = headers[2], headers[5], headers[6]
+        key = (headers[0], headers[1], headers[3], headers[4], headers[7:])
+        shared = _SHARED.get(key)
+    except (IndexError, KeyError, TypeError, ValueError):  # fewer headers, not pairs, not a sequence
         return None
-    places = _LAYOUTS.get(names)
-    if places is None:
-        return None
-    key = (names, values[0], values[1], values[3], values[4], values[7:])
-    try:
-        shared = _SHARED[key]
-    except KeyError:
-        shared = _shared(values, places)
+    if shared is None:
+        shared = _shared(headers)
         if len(_SHARED) > 4096:  # only a bound: a batch's records share a few dozen at most
             _SHARED.clear()
         _SHARED[key] = shared
-    if shared is None:
+    if not shared or not record.value or (id_name, time_name, subject_name) != _PER_RECORD:
         return None
     try:
-        event_id, time, subject = values[2].decode(), values[5].decode(), values[6].decode()
+        event_id, time, subject = raw_id.decode(), raw_time.decode(), raw_subject.decode()
     except (UnicodeDecodeError, AttributeError):
         return None
     if not (0 < len(event_id) <= 200 and 0 < len(subject) <= 200 and _TIME.match(time)):
@@ -109,20 +107,25 @@ def _checked(record: Any) -> tuple[Any, ...] | None:
     return shared[0], event_id, instant, subject, *shared[1:]
 
 
-def _shared(values: tuple[Any, ...], places: tuple[int | None, ...]) -> Shared:
-    if values[0] != b"application/json" or values[1] != b"1.0":
-        return None
+def _shared(headers: Sequence[tuple[str, Any]]) -> Shared:
+    try:
+        names, values = zip(*headers, strict=True)
+    except (TypeError, ValueError):  # not all pairs
+        return ()
+    places = _LAYOUTS.get(names)
+    if places is None or values[0] != b"application/json" or values[1] != b"1.0":
+        return ()
     try:
         source, kind = values[3].decode(), values[4].decode()
         library, channel, platform = (None if at is None else values[at].decode() for at in places)
     except (UnicodeDecodeError, AttributeError):
-        return None
+        return ()
     if not 0 < len(source) <= 500 or kind not in event_types():
-        return None
+        return ()
     if library is not None and not _LIBRARY.match(library):
-        return None
+        return ()
     if (channel is not None and channel not in _CHANNELS) or (platform is not None and not _PLATFORM.match(platform)):
-        return None
+        return ()
     return kind, library, channel, platform
 
 
