@@ -83,13 +83,13 @@ class Engine:
         state: MemberState,
         event: JourneyEvent,
         stream: str = "",
-        clock: int | None = None,
+        clock: Callable[[], int] | None = None,
         out: Outcome | None = None,
     ) -> Outcome:
         """Record one of the member's events; effects that do not wait for a timer happen now (added to `out`,
         when given: a partition collects a whole batch's in one). What the state no longer needs is forgotten by
-        `prune`, once per batch (and when a window's timer fires), or here by the partition's `clock` when many of
-        the member's events come in one batch."""
+        `prune`, once per batch (and when a window's timer fires), or here by the partition's `clock` (asked only
+        then) when many of the member's events come in one batch."""
         if out is None:
             out = Outcome()
         if event.kind == SIGNED_UP:
@@ -102,7 +102,7 @@ class Engine:
             # on its way on another topic), then this timer forgets it, even if the member is never heard of again.
             out.timers.append(_forget_timer(event.subject, event.t, stream))
         if clock is not None and (len(state.seen) > GROWN or len(state.activity) > GROWN):
-            self.prune(state, clock)
+            self.prune(state, clock())
         return out
 
     def prune(self, state: MemberState, clock: int) -> None:
