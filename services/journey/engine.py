@@ -128,8 +128,8 @@ class Engine:
         self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome,
         expect: Conditions | None, start: Conditions | None,
     ) -> None:  # fmt: skip
-        expected = expect is not None and (not expect or meets(event, expect))
-        starts = start is not None and (not start or meets(event, start)) and self._may_apply(rule, state)
+        expected = expect is not None and meets(event, expect)
+        starts = start is not None and meets(event, start) and self._may_apply(rule, state)
         if not (expected or starts):
             return
         kept = ref(event.id)  # only for an event the rule uses: this runs for every event of the rule's types
@@ -158,8 +158,8 @@ class Engine:
         match: Conditions | None, resets: Conditions | None,
     ) -> None:  # fmt: skip
         corr = _corr(event, rule.same_fields)
-        matched = match is not None and (not match or meets(event, match)) and self._may_apply(rule, state)
-        reset = resets is not None and (not resets or meets(event, resets))
+        matched = match is not None and meets(event, match) and self._may_apply(rule, state)
+        reset = resets is not None and meets(event, resets)
         if not (matched or reset):
             return
         burst = next((b for b in state.bursts if b.rule == rule.code and b.corr == corr), None)
@@ -183,7 +183,7 @@ class Engine:
         activity: Conditions | None, _: None,
     ) -> None:  # fmt: skip
         """Each activity waits for the next one; the latest activity's wait is the one armed."""
-        if activity is None or (activity and not meets(event, activity)) or not self._may_apply(rule, state):
+        if activity is None or not meets(event, activity) or not self._may_apply(rule, state):
             return
         _resolve_open(state, rule, "", event, out)
         acts = [a for a in state.activity if a.rule == rule.code]
@@ -210,9 +210,9 @@ class Engine:
         self, state: MemberState, rule: ImmediateRule, event: JourneyEvent, _: str, out: Outcome,
         match: Conditions | None, resolve: Conditions | None,
     ) -> None:  # fmt: skip
-        if resolve is not None and (not resolve or meets(event, resolve)):
+        if resolve is not None and meets(event, resolve):
             _resolve_open(state, rule, None, event, out)
-        if match is not None and (not match or meets(event, match)) and self._may_apply(rule, state):
+        if match is not None and meets(event, match) and self._may_apply(rule, state):
             friction_id = deterministic_id("friction", rule.id, event.subject, event.id)
             if any(o.friction_id == ref(friction_id) for o in state.open):
                 return
