@@ -9,8 +9,10 @@ the same ids, which consumers recognise.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
+from pydantic import BaseModel
 
 from services.journey import outcomes
 from services.journey.rules import JourneyEvent
@@ -47,37 +49,15 @@ def iso(ms: int) -> str:
 _SOURCES: dict[str, bytes] = {}
 
 
-# The payloads as structs in the models' field order: encoded as the JSON objects they are, the unset (None) fields
-# left out, without a dict built and filtered per event. tests/unit/test_journey_events.py holds the bytes.
-class _Detected(msgspec.Struct, omit_defaults=True):
-    friction_id: str
-    rule: str
-    start_event_id: str
-    started_at: str
-    due_at: str
-    library: str | None = None
-    channel_pair: str | None = None
-    platform: str | None = None
-    age_band: str | None = None
+def _payload(model: type[BaseModel]) -> type[msgspec.Struct]:
+    """The model's payload as a struct with its fields in its order, encoded as the JSON object the model reads, the
+    unset (None) fields left out, without a dict built and filtered per event (tests/unit/test_journey_events.py
+    holds the bytes). Values are given already in their JSON form (times as `iso` writes them)."""
+    fields = [(name, Any) if f.is_required() else (name, Any, None) for name, f in model.model_fields.items()]
+    return msgspec.defstruct(f"_{model.__name__}", fields, omit_defaults=True)
 
 
-class _Resolved(msgspec.Struct):
-    friction_id: str
-    rule: str
-    resolved_by_event_id: str
-    resolved_at: str
-    seconds_to_resolve: float
-
-
-class _Closed(msgspec.Struct, omit_defaults=True):
-    rule: str
-    start_event_id: str
-    due_at: str
-    met: bool
-    library: str | None = None
-    channel_pair: str | None = None
-    platform: str | None = None
-    age_band: str | None = None
+_Detected, _Resolved, _Closed = (_payload(m) for m in (FrictionDetected, FrictionResolved, WindowClosed))
 
 
 def _record(
@@ -104,21 +84,24 @@ def _record(
 def friction_detected(f: outcomes.Friction) -> Encoded:
     # event time, not processing time: a replay gives the same event
     due = iso(f.due_ms)
-    data = _Detected(f.friction_id, f.rule, f.start_event_id, iso(f.started_ms), due, f.library, f.channel_pair,
-                     f.platform, f.age_band)  # fmt: skip
+    data = _Detected(friction_id=f.friction_id, rule=f.rule, start_event_id=f.start_event_id,
+                     started_at=iso(f.started_ms), due_at=due, library=f.library, channel_pair=f.channel_pair,
+                     platform=f.platform, age_band=f.age_band)  # fmt: skip
     return _record(FRICTIONS.name, _DETECTED, f.friction_id, f.rule, f.member_id, f.library, due, _JSON.encode(data))
 
 
 def friction_resolved(r: outcomes.Resolution) -> Encoded:
     at = iso(r.at_ms)
-    data = _Resolved(r.friction_id, r.rule, r.event_id, at, max(0.0, (r.at_ms - r.due_ms) / 1000))
+    data = _Resolved(friction_id=r.friction_id, rule=r.rule, resolved_by_event_id=r.event_id, resolved_at=at,
+                     seconds_to_resolve=max(0.0, (r.at_ms - r.due_ms) / 1000))  # fmt: skip
     return _record(FRICTIONS.name, _RESOLVED, deterministic_id("resolved", r.friction_id), r.rule, r.member_id,
                    r.library, at, _JSON.encode(data))  # fmt: skip
 
 
 def window_closed(w: outcomes.ClosedWindow) -> Encoded:
     due = iso(w.due_ms)
-    data = _Closed(w.rule, w.start_event_id, due, w.met, w.library, w.channel_pair, w.platform, w.age_band)
+    data = _Closed(rule=w.rule, start_event_id=w.start_event_id, due_at=due, met=w.met, library=w.library,
+                   channel_pair=w.channel_pair, platform=w.platform, age_band=w.age_band)  # fmt: skip
     return _record(WINDOWS.name, _CLOSED, deterministic_id("closed", w.rule, w.member_id, w.start_event_id), w.rule,
                    w.member_id, w.library, due, _JSON.encode(data))  # fmt: skip
 
