@@ -102,23 +102,24 @@ def _envelope(at: int, headers: Sequence[tuple[str, bytes]], kinds: frozenset[st
         moment = datetime.fromisoformat(raw_time.decode())
         if moment.tzinfo is None:
             raise _Unusual
+        channel, platform, library = found.get("ce_channel"), found.get("ce_platform"), found.get("ce_library")
         return _Envelope(
             at,
             kind,
             raw_id.decode(),
             int(moment.timestamp() * 1000),
             subject.decode(),
-            _text(found.get("ce_channel")),
-            _text(found.get("ce_platform")),
-            _text(found.get("ce_library")),
+            channel.decode() if channel else None,  # an empty header is no value, as for the reference decoder
+            platform.decode() if platform else None,
+            library.decode() if library else None,
         )
     except (ValueError, UnicodeDecodeError):
         raise _Unusual from None
 
 
 def _event(envelope: _Envelope, data: dict[str, Any]) -> JourneyEvent:
-    e = envelope
-    return JourneyEvent(e.id, e.kind, e.t, e.subject, e.channel, e.platform, e.library, data)
+    _, kind, event_id, t, subject, channel, platform, library = envelope
+    return JourneyEvent(event_id, kind, t, subject, channel, platform, library, data)
 
 
 def _one(envelope: _Envelope, record: Record, kinds: frozenset[str]) -> Decoded:
@@ -127,10 +128,6 @@ def _one(envelope: _Envelope, record: Record, kinds: frozenset[str]) -> Decoded:
     except (ValidationError, ValueError):
         return _reference_or_invalid(record, kinds)
     return _event(envelope, payload.__dict__)
-
-
-def _text(raw: bytes | None) -> str | None:
-    return raw.decode() if raw else None
 
 
 def _reference_or_invalid(record: Record, kinds: frozenset[str]) -> Decoded:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+from pydantic import BaseModel
 
 from services.journey import outcomes
 from services.journey.rules import JourneyEvent
@@ -25,7 +26,8 @@ SOURCE = "/journey"
 FORWARD_SOURCE = "/journey/forwards"
 _JSON = msgspec.json.Encoder()
 _CONSTANT = [("content-type", b"application/json"), ("ce_specversion", b"1.0")]
-_DETECTED, _RESOLVED, _CLOSED = (t.event_type.encode() for t in (FrictionDetected, FrictionResolved, WindowClosed))
+_DETECTED, _RESOLVED, _CLOSED = (t.event_type for t in (FrictionDetected, FrictionResolved, WindowClosed))
+_TYPES = {t: t.encode() for t in (_DETECTED, _RESOLVED, _CLOSED)}
 
 
 _DAYS: dict[int, str] = {}
@@ -47,64 +49,61 @@ def iso(ms: int) -> str:
 _SOURCES: dict[str, bytes] = {}
 
 
+def _payload(model: type[BaseModel]) -> type[msgspec.Struct]:
+    """The model's payload as a struct with its fields in its order, encoded as the JSON object the model reads, the
+    unset (None) fields left out, without a dict built and filtered per event (tests/unit/test_journey_events.py
+    holds the bytes). Values are given already in their JSON form (times as `iso` writes them)."""
+    fields = [(name, Any) if f.is_required() else (name, Any, None) for name, f in model.model_fields.items()]
+    return msgspec.defstruct(f"_{model.__name__}", fields, omit_defaults=True)
+
+
+_Detected, _Resolved, _Closed = (_payload(m) for m in (FrictionDetected, FrictionResolved, WindowClosed))
+
+
 def _record(
-    topic: str, event_type: bytes, event_id: str, rule: str, subject: str, library: str | None, at: str, data: Any
+    topic: str, event_type: str, event_id: str, rule: str, subject: str, library: str | None, at: str, value: bytes
 ) -> Encoded:
     """`at`: the event time, as `iso` writes it (the data's own time field, usually: formatted once)."""
     source = _SOURCES.get(rule)
     if source is None:
         source = _SOURCES[rule] = f"{SOURCE}/rules/{rule}".encode()
+    key = subject.encode()
     headers = [
         *_CONSTANT,
         ("ce_id", event_id.encode()),
         ("ce_source", source),
-        ("ce_type", event_type),
+        ("ce_type", _TYPES[event_type]),
         ("ce_time", at.encode()),
-        ("ce_subject", subject.encode()),
+        ("ce_subject", key),
     ]
     if library is not None:
         headers.append(("ce_library", library.encode()))
-    value = _JSON.encode({k: v for k, v in data.items() if v is not None})
-    return Encoded(topic, event_id, event_type.decode(), subject.encode(), value, headers)
+    return Encoded(topic, event_id, event_type, key, value, headers)
 
 
-def friction_detected(friction: outcomes.Friction) -> Encoded:
+def friction_detected(f: outcomes.Friction) -> Encoded:
     # event time, not processing time: a replay gives the same event
-    due = iso(friction.due_ms)
-    return _record(
-        FRICTIONS.name, _DETECTED, friction.friction_id, friction.rule, friction.member_id, friction.library, due,
-        {
-            "friction_id": friction.friction_id, "rule": friction.rule, "start_event_id": friction.start_event_id,
-            "started_at": iso(friction.started_ms), "due_at": due, "library": friction.library,
-            "channel_pair": friction.channel_pair, "platform": friction.platform, "age_band": friction.age_band,
-        },
-    )  # fmt: skip
+    due = iso(f.due_ms)
+    data = _Detected(friction_id=f.friction_id, rule=f.rule, start_event_id=f.start_event_id,
+                     started_at=iso(f.started_ms), due_at=due, library=f.library, channel_pair=f.channel_pair,
+                     platform=f.platform, age_band=f.age_band)  # fmt: skip
+    return _record(FRICTIONS.name, _DETECTED, f.friction_id, f.rule, f.member_id, f.library, due, _JSON.encode(data))
 
 
-def friction_resolved(resolution: outcomes.Resolution) -> Encoded:
-    at = iso(resolution.at_ms)
-    return _record(
-        FRICTIONS.name, _RESOLVED, deterministic_id("resolved", resolution.friction_id), resolution.rule,
-        resolution.member_id, resolution.library, at,
-        {
-            "friction_id": resolution.friction_id, "rule": resolution.rule,
-            "resolved_by_event_id": resolution.event_id, "resolved_at": at,
-            "seconds_to_resolve": max(0.0, (resolution.at_ms - resolution.due_ms) / 1000),
-        },
-    )  # fmt: skip
+def friction_resolved(r: outcomes.Resolution) -> Encoded:
+    at = iso(r.at_ms)
+    data = _Resolved(friction_id=r.friction_id, rule=r.rule, resolved_by_event_id=r.event_id, resolved_at=at,
+                     seconds_to_resolve=max(0.0, (r.at_ms - r.due_ms) / 1000))  # fmt: skip
+    return _record(FRICTIONS.name, _RESOLVED, deterministic_id("resolved", r.friction_id), r.rule, r.member_id,
+                   r.library, at, _JSON.encode(data))  # fmt: skip
 
 
-def window_closed(window: outcomes.ClosedWindow) -> Encoded:
-    due = iso(window.due_ms)
-    return _record(
-        WINDOWS.name, _CLOSED, deterministic_id("closed", window.rule, window.member_id, window.start_event_id),
-        window.rule, window.member_id, window.library, due,
-        {
-            "rule": window.rule, "start_event_id": window.start_event_id, "due_at": due,
-            "met": window.met, "library": window.library, "channel_pair": window.channel_pair,
-            "platform": window.platform, "age_band": window.age_band,
-        },
-    )  # fmt: skip
+def window_closed(w: outcomes.ClosedWindow) -> Encoded:
+    due = iso(w.due_ms)
+    data = _Closed(rule=w.rule, start_event_id=w.start_event_id, due_at=due, met=w.met, library=w.library,
+                   channel_pair=w.channel_pair, platform=w.platform, age_band=w.age_band)  # fmt: skip
+    return _record(WINDOWS.name, _CLOSED, deterministic_id("closed", w.rule, w.member_id, w.start_event_id), w.rule,
+                   w.member_id, w.library, due, _JSON.encode(data))  # fmt: skip
 
 
 def forwarded(survivor: str, event: JourneyEvent) -> Encoded:

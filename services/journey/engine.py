@@ -14,7 +14,16 @@ from typing import Any
 
 from services.journey.outcomes import ClosedWindow, Friction, Outcome, Resolution
 from services.journey.pruning import forget_inactive, forget_unwaited
-from services.journey.rules import AbsenceRule, ImmediateRule, InactivityRule, JourneyEvent, Rule, ThresholdRule
+from services.journey.rules import (
+    AbsenceRule,
+    Conditions,
+    ImmediateRule,
+    InactivityRule,
+    JourneyEvent,
+    Rule,
+    ThresholdRule,
+    meets,
+)
 from services.journey.state import (
     Activity,
     Burst,
@@ -53,16 +62,17 @@ class Engine:
         if len(self._by_code) < len(self.rules):
             raise ValueError("two rule ids share a code (services/journey/rules.py rule code): rename one of them")
         self._windows = {r.code: _ms(r.within.total_seconds()) for r in self.rules}
-        # Per event type, the rules that look at it with their handler: an event no rule looks at costs a
-        # dictionary lookup, and a rule's kind is not asked again per event.
+        # Per event type, the rules that look at it with their handler and what such an event must have to start
+        # or meet what (None: an event of this type never does): an event no rule looks at costs a dictionary
+        # lookup, and neither a rule's kind nor the types it looks at are asked again per event.
         handlers: dict[type, Callable[..., None]] = {
             AbsenceRule: self._absence, ThresholdRule: self._threshold, InactivityRule: self._inactivity,
             ImmediateRule: self._immediate,
         }  # fmt: skip
-        by_kind: dict[str, list[tuple[Callable[..., None], Any]]] = {}
+        by_kind: dict[str, list[tuple[Callable[..., None], Any, Conditions | None, Conditions | None]]] = {}
         for rule in self.rules:
             for kind in rule.kinds():
-                by_kind.setdefault(kind, []).append((handlers[type(rule)], rule))
+                by_kind.setdefault(kind, []).append((handlers[type(rule)], rule, *rule.conditions(kind)))
         self._by_kind = {kind: tuple(rules) for kind, rules in by_kind.items()}
         self.kinds = frozenset(self._by_kind) | {SIGNED_UP, MERGED, ERASED}
 
@@ -73,26 +83,26 @@ class Engine:
         state: MemberState,
         event: JourneyEvent,
         stream: str = "",
-        clock: int | None = None,
+        clock: Callable[[], int] | None = None,
         out: Outcome | None = None,
     ) -> Outcome:
         """Record one of the member's events; effects that do not wait for a timer happen now (added to `out`,
         when given: a partition collects a whole batch's in one). What the state no longer needs is forgotten by
-        `prune`, once per batch (and when a window's timer fires), or here by the partition's `clock` when many of
-        the member's events come in one batch."""
+        `prune`, once per batch (and when a window's timer fires), or here by the partition's `clock` (asked only
+        then) when many of the member's events come in one batch."""
         if out is None:
             out = Outcome()
         if event.kind == SIGNED_UP:
             state.profile = Profile(event.data.get("age_band"), event.data.get("home_library"))
         seen = len(state.seen)
-        for handler, rule in self._by_kind.get(event.kind, ()):
-            handler(state, rule, event, stream, out)
+        for handler, rule, first, second in self._by_kind.get(event.kind, ()):
+            handler(state, rule, event, stream, out, first, second)
         if len(state.seen) > seen and not state.starts:
             # No window waits for it: kept only until the clock has passed it by the lateness (a start may still be
             # on its way on another topic), then this timer forgets it, even if the member is never heard of again.
             out.timers.append(_forget_timer(event.subject, event.t, stream))
         if clock is not None and (len(state.seen) > GROWN or len(state.activity) > GROWN):
-            self.prune(state, clock)
+            self.prune(state, clock())
         return out
 
     def prune(self, state: MemberState, clock: int) -> None:
@@ -114,9 +124,12 @@ class Engine:
         (events from another topic can come first). The filter is decided again when the timer fires."""
         return not rule.member or state.profile is None or _admits(rule, state.profile)
 
-    def _absence(self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome) -> None:
-        expected = rule.expect.matches(event)
-        starts = rule.start.matches(event) and self._may_apply(rule, state)
+    def _absence(
+        self, state: MemberState, rule: AbsenceRule, event: JourneyEvent, stream: str, out: Outcome,
+        expect: Conditions | None, start: Conditions | None,
+    ) -> None:  # fmt: skip
+        expected = expect is not None and meets(event, expect)
+        starts = start is not None and meets(event, start) and self._may_apply(rule, state)
         if not (expected or starts):
             return
         kept = ref(event.id)  # only for an event the rule uses: this runs for every event of the rule's types
@@ -136,16 +149,17 @@ class Engine:
             pair = rule.channel_pair
             if pair is None and event.data.get("from_channel") and event.data.get("to_channel"):
                 pair = f"{event.data['from_channel']}→{event.data['to_channel']}"
-            start = Start(rule.code, corr, event.t, kept, event.library, event.platform, pair, stream)
-            state.starts.append(start)
-            out.timers.append(_absence_timer(start, event.subject, self._windows[rule.code]))
+            opened = Start(rule.code, corr, event.t, kept, event.library, event.platform, pair, stream)
+            state.starts.append(opened)
+            out.timers.append(_absence_timer(opened, event.subject, self._windows[rule.code]))
 
     def _threshold(
-        self, state: MemberState, rule: ThresholdRule, event: JourneyEvent, stream: str, out: Outcome
-    ) -> None:
+        self, state: MemberState, rule: ThresholdRule, event: JourneyEvent, stream: str, out: Outcome,
+        match: Conditions | None, resets: Conditions | None,
+    ) -> None:  # fmt: skip
         corr = _corr(event, rule.same_fields)
-        matched = rule.match.matches(event) and self._may_apply(rule, state)
-        reset = rule.reset is not None and rule.reset.matches(event)
+        matched = match is not None and meets(event, match) and self._may_apply(rule, state)
+        reset = resets is not None and meets(event, resets)
         if not (matched or reset):
             return
         burst = next((b for b in state.bursts if b.rule == rule.code and b.corr == corr), None)
@@ -165,10 +179,11 @@ class Engine:
             _resolve_open(state, rule, corr, event, out)
 
     def _inactivity(
-        self, state: MemberState, rule: InactivityRule, event: JourneyEvent, stream: str, out: Outcome
-    ) -> None:
+        self, state: MemberState, rule: InactivityRule, event: JourneyEvent, stream: str, out: Outcome,
+        activity: Conditions | None, _: None,
+    ) -> None:  # fmt: skip
         """Each activity waits for the next one; the latest activity's wait is the one armed."""
-        if not (rule.activity.matches(event) and self._may_apply(rule, state)):
+        if activity is None or not meets(event, activity) or not self._may_apply(rule, state):
             return
         _resolve_open(state, rule, "", event, out)
         acts = [a for a in state.activity if a.rule == rule.code]
@@ -181,9 +196,8 @@ class Engine:
         later = [a for a in acts if a.t > event.t]
         armed = not later or min(a.t for a in later) > event.t + window + self.lateness
         kept = ref(event.id)
-        activity = Activity(rule.code, event.t, kept, armed, stream)
         previous = state.activity[-1] if state.activity else None
-        state.activity.append(activity)
+        state.activity.append(Activity(rule.code, event.t, kept, armed, stream))
         if previous is not None and (previous.rule, previous.t) > (rule.code, event.t):
             state.activity.sort(key=lambda a: (a.rule, a.t))
         if armed:
@@ -192,10 +206,13 @@ class Engine:
             if a.armed and a.t < event.t and event.t <= a.t + window + self.lateness:
                 a.armed = False  # met by this activity
 
-    def _immediate(self, state: MemberState, rule: ImmediateRule, event: JourneyEvent, _: str, out: Outcome) -> None:
-        if rule.resolve is not None and rule.resolve.matches(event):
+    def _immediate(
+        self, state: MemberState, rule: ImmediateRule, event: JourneyEvent, _: str, out: Outcome,
+        match: Conditions | None, resolve: Conditions | None,
+    ) -> None:  # fmt: skip
+        if resolve is not None and meets(event, resolve):
             _resolve_open(state, rule, None, event, out)
-        if rule.match.matches(event) and self._may_apply(rule, state):
+        if match is not None and meets(event, match) and self._may_apply(rule, state):
             friction_id = deterministic_id("friction", rule.id, event.subject, event.id)
             if any(o.friction_id == ref(friction_id) for o in state.open):
                 return

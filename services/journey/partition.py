@@ -81,7 +81,7 @@ class Partition:
         window can need any more is forgotten (it costs bytes per member)."""
         result, self.result = self.result, Applied()
         self._out = self._collecting()
-        clock = self._forget_before() + self.engine.lateness
+        clock = self._pruning_clock()
         members = self.members
         for member in result.changed:
             state = members.get(member)
@@ -161,6 +161,9 @@ class Partition:
             holding.append(seen[topic])
         return min(holding) if holding else max(seen.values(), default=NEVER)
 
+    def _pruning_clock(self) -> int:
+        return self._forget_before() + self.engine.lateness
+
     def _forget_before(self) -> int:
         """Expected events older than this can be forgotten: every stream's clock (a history's lags) has passed them
         by the lateness."""
@@ -230,8 +233,9 @@ class Partition:
             return
         if state is None:
             state = self.members[member] = MemberState()
-        self.engine.apply(state, event, stream, self._forget_before() + self.engine.lateness, self._out)
-        self._new_timers()
+        self.engine.apply(state, event, stream, self._pruning_clock, self._out)
+        if self._out.timers:
+            self._new_timers()
         self.result.changed.add(member)
         self.result.erased.discard(member)
         if event.kind == MERGED:

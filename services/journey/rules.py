@@ -30,6 +30,8 @@ CATALOGUE = Path(__file__).with_name("rules.yaml")
 Scalar = str | int | float | bool
 # The sign-up fields a rule's `member:` filter may name (services/journey/state.py Profile keeps these).
 PROFILE_FIELDS = ("age_band", "home_library")
+# What an event matching a type must have: per field, the values (as text) that match.
+Conditions = tuple[tuple[str, frozenset[str]], ...]
 
 
 class JourneyEvent(NamedTuple):
@@ -98,20 +100,27 @@ class EventMatch(BaseModel):
         return frozenset(self.type)
 
     @cached_property
-    def _allowed(self) -> tuple[tuple[str, frozenset[str]], ...]:
+    def _allowed(self) -> Conditions:
         return tuple(
             (name, frozenset(str(a) for a in (wanted if isinstance(wanted, list) else [wanted])))
             for name, wanted in self.where.items()
         )
 
     def matches(self, event: JourneyEvent) -> bool:
-        if event.kind not in self.kinds:
+        conditions = self.conditions(event.kind)
+        return conditions is not None and meets(event, conditions)
+
+    def conditions(self, kind: str) -> Conditions | None:
+        """What an event of this type must have to match (nothing: every one matches); None: no event of it."""
+        return self._allowed if kind in self.kinds else None
+
+
+def meets(event: JourneyEvent, conditions: Conditions) -> bool:
+    for name, allowed in conditions:
+        value = event.field(name)
+        if value is None or str(value) not in allowed:
             return False
-        for name, allowed in self._allowed:
-            value = event.field(name)
-            if value is None or str(value) not in allowed:
-                return False
-        return True
+    return True
 
 
 class _Rule(BaseModel):
@@ -156,6 +165,10 @@ class _Rule(BaseModel):
         """Every event type the rule looks at."""
         return frozenset()
 
+    def conditions(self, kind: str) -> tuple[Conditions | None, Conditions | None]:
+        """What an event of type `kind` must have for the engine's handler of the rule (None: never)."""
+        return None, None
+
 
 class AbsenceRule(_Rule):
     kind: Literal["absence"]
@@ -171,6 +184,10 @@ class AbsenceRule(_Rule):
 
     def kinds(self) -> frozenset[str]:
         return self.start.kinds | self.expect.kinds
+
+    def conditions(self, kind: str) -> tuple[Conditions | None, Conditions | None]:
+        """To be expected, to start a window."""
+        return self.expect.conditions(kind), self.start.conditions(kind)
 
     @cached_property
     def start_fields(self) -> tuple[str, ...]:
@@ -192,6 +209,10 @@ class ThresholdRule(_Rule):
     def kinds(self) -> frozenset[str]:
         return self.match.kinds | (self.reset.kinds if self.reset else frozenset())
 
+    def conditions(self, kind: str) -> tuple[Conditions | None, Conditions | None]:
+        """To count, to reset."""
+        return self.match.conditions(kind), self.reset.conditions(kind) if self.reset else None
+
     @cached_property
     def same_fields(self) -> tuple[str, ...]:
         return tuple(self.same)
@@ -204,6 +225,10 @@ class InactivityRule(_Rule):
     def kinds(self) -> frozenset[str]:
         return self.activity.kinds
 
+    def conditions(self, kind: str) -> tuple[Conditions | None, Conditions | None]:
+        """To be activity."""
+        return self.activity.conditions(kind), None
+
 
 class ImmediateRule(_Rule):
     kind: Literal["immediate"]
@@ -214,6 +239,10 @@ class ImmediateRule(_Rule):
 
     def kinds(self) -> frozenset[str]:
         return self.match.kinds | (self.resolve.kinds if self.resolve else frozenset())
+
+    def conditions(self, kind: str) -> tuple[Conditions | None, Conditions | None]:
+        """To raise, to resolve."""
+        return self.match.conditions(kind), self.resolve.conditions(kind) if self.resolve else None
 
 
 Rule = Annotated[AbsenceRule | ThresholdRule | InactivityRule | ImmediateRule, Field(discriminator="kind")]

@@ -65,6 +65,34 @@ def test_a_friction_is_keyed_and_routed_by_its_member() -> None:
     assert (record.topic, record.key, record.event_id) == ("journey.frictions.v1", b"m-1", "f-1")
 
 
+def test_derived_payloads_keep_their_bytes_field_order_and_unset_fields_left_out() -> None:
+    # Downstream readers and stored outboxes see exactly these bytes (built without a model or a dict per event).
+    bare = outcomes.Friction("f-2", "youth-inactive", "m-2", "e-2", T0, T0 + 1, None, None, None, None)
+    resolution = outcomes.Resolution("f-3", "repeated-login-failures", "m-3", None, T0, "x", T0 - 5)
+    window = outcomes.ClosedWindow("viewed-online-not-taken-up", "m-9", "e-3", T0, False, "oba", None, "app", "0-3")
+    assert friction_detected(FRICTION).value == (
+        b'{"friction_id":"f-1","rule":"online-signup-not-activated","start_event_id":"e-1",'
+        b'"started_at":"2025-06-15T15:06:40.123000Z","due_at":"2025-06-29T15:06:40.123000Z","library":"oba",'
+        b'"channel_pair":"online\xe2\x86\x92offline","platform":"website","age_band":"18-64"}'
+    )
+    assert friction_detected(bare).value == (
+        b'{"friction_id":"f-2","rule":"youth-inactive","start_event_id":"e-2",'
+        b'"started_at":"2025-06-15T15:06:40.123000Z","due_at":"2025-06-15T15:06:40.124000Z"}'
+    )
+    assert friction_resolved(resolution).value == (
+        b'{"friction_id":"f-3","rule":"repeated-login-failures","resolved_by_event_id":"x",'
+        b'"resolved_at":"2025-06-15T15:06:40.118000Z","seconds_to_resolve":0.0}'
+    )
+    assert window_closed(window).value == (
+        b'{"rule":"viewed-online-not-taken-up","start_event_id":"e-3","due_at":"2025-06-15T15:06:40.123000Z",'
+        b'"met":false,"library":"oba","platform":"app","age_band":"0-3"}'
+    )
+    assert (window_closed(window).event_type, dict(window_closed(window).headers)["ce_type"]) == (
+        WindowClosed.event_type,
+        WindowClosed.event_type.encode(),
+    )
+
+
 @pytest.mark.parametrize("ms", [0, 1, 999, T0, 1_750_000_000_000, 4_102_444_800_123])
 def test_event_times_are_written_as_isoformat_writes_them(ms: int) -> None:
     assert iso(ms) == datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")

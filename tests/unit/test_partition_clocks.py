@@ -252,3 +252,14 @@ def test_the_members_whose_state_changed_are_told_so_they_can_be_stored() -> Non
     partition.feed("t", sign_up(T0 + 17 * DAY, "a"))  # the same id signs up again after its erasure
     applied = partition.take()
     assert ("a" in applied.changed, "a" in applied.erased) == (True, False)
+
+
+def test_a_batch_of_many_events_of_one_member_keeps_the_state_small_as_it_goes() -> None:
+    # A window waits (the activation) while a batch brings 30 loans an hour apart, which no window waits for: each
+    # event's work stays small because the partition's clock forgets them before the batch is taken.
+    partition = Partition(Engine(RULES, 0), 0, {"members"})
+    partition.feed("members", sign_up())
+    for hour in range(1, 31):
+        partition.feed("members", event("usage.loan_borrowed.v1", T0 + hour * 3_600_000, item_id=f"i{hour}"))
+    state = partition.members["m"]
+    assert 0 < len(state.seen) <= 13 and len(state.starts) == 1
