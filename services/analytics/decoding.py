@@ -17,11 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
+
+from annotated_types import MaxLen
+from pydantic import StringConstraints
 
 from services.analytics.facts import Fact, envelope_of, epoch_ms, fact, row_maker
 from shared.events import CloudEvent, InvalidEvent, from_kafka, typed_data
 from shared.events.registry import event_types, payloads_of
+from shared.events.types import Channel, LibraryCode, Platform
 
 Decoded = Fact | InvalidEvent | None
 
@@ -35,11 +39,25 @@ for _mask in range(8):
     _LAYOUTS[(*_FIRST, *_present)] = tuple(
         len(_FIRST) + _present.index(name) if name in _present else None for name in _PLACES
     )
-# The CloudEvent model's constraints (`shared.events.types`), spelled for Python's re: `\Z`, as the model's `$` (Rust
-# regex) matches only at the very end.
-_LIBRARY = re.compile(r"[a-z][a-z0-9-]{1,39}\Z")
-_PLATFORM = re.compile(r"[a-z][a-z0-9-]{1,31}\Z")
-_CHANNELS = frozenset({"online", "offline"})
+
+
+def _pattern(kind: Any) -> re.Pattern[str]:
+    """A constrained string type's pattern (`shared.events.types`) for Python's re: `\\Z` for the model's `$` (Rust
+    regex), which matches only at the very end."""
+    [constraints] = [c for c in get_args(kind)[1:] if isinstance(c, StringConstraints)]
+    return re.compile(str(constraints.pattern).removesuffix("$") + r"\Z")
+
+
+def _max_length(attribute: str) -> int:
+    """The CloudEvent model's longest value of a text attribute (its minimum is 1 for each one read here)."""
+    return next(c.max_length for c in CloudEvent.model_fields[attribute].metadata if isinstance(c, MaxLen))
+
+
+# The CloudEvent model's own constraints, read from it, not written again.
+_LIBRARY = _pattern(LibraryCode)
+_PLATFORM = _pattern(Platform)
+_CHANNELS = frozenset(get_args(Channel))
+_ID_LENGTH, _SUBJECT_LENGTH, _SOURCE_LENGTH = map(_max_length, ("id", "subject", "source"))
 # The times the platform writes (RFC 3339 with an offset); others, naive ones included, go the reference way.
 _TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?"
                    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\Z")  # fmt: skip
@@ -98,7 +116,7 @@ def _checked(record: Any) -> tuple[Any, ...] | None:
         event_id, time, subject = raw_id.decode(), raw_time.decode(), raw_subject.decode()
     except (UnicodeDecodeError, AttributeError):
         return None
-    if not (0 < len(event_id) <= 200 and 0 < len(subject) <= 200 and _TIME.match(time)):
+    if not (0 < len(event_id) <= _ID_LENGTH and 0 < len(subject) <= _SUBJECT_LENGTH and _TIME.match(time)):
         return None
     try:
         instant = epoch_ms(datetime.fromisoformat(time))
@@ -120,7 +138,7 @@ def _shared(headers: Sequence[tuple[str, Any]]) -> Shared:
         library, channel, platform = (None if at is None else values[at].decode() for at in places)
     except (UnicodeDecodeError, AttributeError):
         return ()
-    if not 0 < len(source) <= 500 or kind not in event_types():
+    if not 0 < len(source) <= _SOURCE_LENGTH or kind not in event_types():
         return ()
     if library is not None and not _LIBRARY.match(library):
         return ()
