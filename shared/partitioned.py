@@ -5,6 +5,7 @@ partition p of every input topic (`CoPartitionedAssignor`; the topics must have 
 checked at start), so a member's events from every topic meet in one place. The owner of the state is told when
 partitions arrive (restore, and where to resume) and leave (store and let go), always between two batches: a
 rebalance waits for the batch in hand. Empty polls do not sleep: a record is handled as soon as it arrives.
+Python's cyclic garbage collector is paused from a fetch until its batch is decided (`collector_paused`).
 
 Pipelined, one batch deep: an owner's `process` may decide a batch and return the storing of its effects (an
 awaitable) instead of storing them itself. That write runs while the next batch is fetched and decided; it is
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import gc
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -32,6 +35,30 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 STOP_SECONDS = 4.0  # a graceful stop finishes within 5 s, always
+
+_paused = 0  # consumers of this process with a batch in hand (tests and benchmarks run several in one process)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection from a fetch until its batch is decided. A batch allocates hundreds of
+    thousands of objects that live until it is stored (records and their headers, events, derived records), so
+    without this they set off full collections, each walking the state of every member the partitions hold: a
+    quarter of journey's CPU in the batch, and as much again in the fetch (bench/journey_throughput.py). Nearly
+    all of it is freed by reference counting when the batch ends; the collector runs again from then on, so
+    cycles (a traceback, a task) are still collected, a batch later."""
+    global _paused
+    if _paused == 0 and not gc.isenabled():
+        yield  # someone else turned it off: leave it so
+        return
+    _paused += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _paused -= 1
+        if _paused == 0:
+            gc.enable()
 
 
 class CoPartitionedAssignor(AbstractPartitionAssignor):  # type: ignore[misc]
@@ -137,26 +164,29 @@ class PartitionedConsumer:
             await self._check_partition_counts(consumer)
             consumer.subscribe(self.topics, listener=_Listener(self))
             while not self._stopping.is_set():
-                try:
-                    batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
-                except KafkaError as exc:
-                    log.warning("%s: fetch failed (%s); trying again", self.group_id, type(exc).__name__)
-                    await asyncio.sleep(0.5)
-                    continue
-                async with self._lock:
-                    batch = {tp: records for tp, records in batch.items() if tp.partition in self.owned}
-                    if batch:
-                        effect = await self._owner.process(batch)
-                    else:
-                        effect = await self._owner.idle()
-                    await self._written()
-                    offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
-                    if effect is not None:
-                        self._writing = (asyncio.ensure_future(effect), offsets)
-                    elif offsets:
-                        await self._commit(offsets)
+                with collector_paused():
+                    # A batch's records are gone once `_step` returns, before the collector runs again.
+                    await self._step(consumer)
         finally:
             await self._leave(consumer)
+
+    async def _step(self, consumer: AIOKafkaConsumer) -> None:
+        """Fetch a batch, have it decided, and start storing its effects once the previous batch's are stored."""
+        try:
+            batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
+        except KafkaError as exc:
+            log.warning("%s: fetch failed (%s); trying again", self.group_id, type(exc).__name__)
+            await asyncio.sleep(0.5)
+            return
+        async with self._lock:
+            batch = {tp: records for tp, records in batch.items() if tp.partition in self.owned}
+            effect = await self._owner.process(batch) if batch else await self._owner.idle()
+            await self._written()
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            if effect is not None:
+                self._writing = (asyncio.ensure_future(effect), offsets)
+            elif offsets:
+                await self._commit(offsets)
 
     async def _check_partition_counts(self, consumer: AIOKafkaConsumer) -> None:
         counts = {}

@@ -4,7 +4,8 @@
 
 Builds the journey service (no HTTP) with the settings given as JSON, says `{"ready": true}`, starts when a line
 arrives on its standard input (so that every instance joins the group at once), then writes a line of JSON every
-50 ms: `{"applied": <records applied>, "settled": <bool>}`. Stops when its standard input closes.
+50 ms: `{"applied": <records applied>, "done": <of them stored and published>, "settled": <bool>}`. Stops when its
+standard input closes. Its start-up heap is frozen out of the garbage collector's passes, as `serve()` does.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import sys
 from services.journey.app import create_app
 from services.journey.handlers import FrictionDetector
 from services.journey.settings import JourneySettings
+from shared.service import freeze_startup_heap
 
 
 async def run(settings: JourneySettings) -> None:
     app = create_app(settings)
+    freeze_startup_heap()
     print(json.dumps({"ready": True}), flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     stop = asyncio.Event()
@@ -29,7 +32,8 @@ async def run(settings: JourneySettings) -> None:
     async with app.router.lifespan_context(app):
         detector: FrictionDetector = app.state.detector
         while not stop.is_set():
-            print(json.dumps({"applied": detector.applied, "settled": detector.settled()}), flush=True)
+            progress = {"applied": detector.applied, "done": detector.done, "settled": detector.settled()}
+            print(json.dumps(progress), flush=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.05)
 

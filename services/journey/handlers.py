@@ -10,13 +10,11 @@ processed goes to the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import heapq
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,30 +50,6 @@ HANDOVER_GRACE_SECONDS = 3.0
 CLOCK_MARGIN_MS = 2_000
 # A batch's derived events go out in batches this large (the producer's are 16 KB: one per partition per round trip).
 PUBLISH_BATCH_BYTES = 256 * 1024
-
-
-_paused = 0  # batches of this process's detectors in hand (tests and benchmarks run several in one process)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a batch is in hand. A batch allocates hundreds of thousands of objects
-    that live until it is stored (records, events, derived records), so without this they set off full collections,
-    each walking every member's state: a quarter of journey's CPU (bench/journey_throughput.py). Nearly all of it is
-    freed by reference counting when the batch ends; the collector runs again from then on, so cycles (a traceback,
-    a task) are still collected, a batch later."""
-    global _paused
-    if _paused == 0 and not gc.isenabled():
-        yield  # someone else turned it off: leave it so
-        return
-    _paused += 1
-    gc.disable()
-    try:
-        yield
-    finally:
-        _paused -= 1
-        if _paused == 0:
-            gc.enable()
 
 
 class Traces:
@@ -155,6 +129,7 @@ class FrictionDetector:
         self._dead_letter = dead_letters(publisher, self.group_id)
         self.owned: dict[int, Owned] = {}
         self.applied = 0  # events applied by this process (for benchmarks and operators)
+        self.done = 0  # of them, those whose batch's effects are stored and published
         self.consumer = PartitionedConsumer(
             settings, topics=self._topics, group_id=self.group_id, owner=self,
             max_records=settings.journey_batch_size, client_id="klantreis-journey",
@@ -191,10 +166,6 @@ class FrictionDetector:
     # ------------------------------------------------------------------------------------------ batches
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> Awaitable[None] | None:
-        with _collector_paused():
-            return await self._process(batch)
-
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> Awaitable[None] | None:
         started = time.perf_counter()
         by_partition: dict[int, list[tuple[TopicPartition, list[Any]]]] = {}
         for tp, records in batch.items():
@@ -218,6 +189,7 @@ class FrictionDetector:
             decoded: list[tuple[int, int, str, JourneyEvent]] = []
             fresh = [r for r in records if r.offset > done]  # others were applied before a crash or a rebalance
             self.applied += len(fresh)
+            change.records += len(fresh)
             for record, found in zip(fresh, decode_batch(fresh, self._engine.kinds), strict=True):
                 if isinstance(found, InvalidEvent):
                     await self._dead_letter(record, "invalid_event", str(found))
@@ -288,10 +260,6 @@ class FrictionDetector:
 
     async def idle(self) -> Awaitable[None] | None:
         """Nothing arrived: quiet topics follow the wall clock (live operation), and timers may be due by it."""
-        with _collector_paused():
-            return self._idle()
-
-    def _idle(self) -> Awaitable[None] | None:
         writes = {}
         for number, owned in self.owned.items():
             self._mark_quiet(owned)
@@ -343,6 +311,7 @@ class FrictionDetector:
             return
         if change.outbox:
             await self._publish(number, change.outbox_field(), change.outbox, change.detected, change.resolved)
+        self.done += change.records
 
     async def _publish(
         self,

@@ -65,6 +65,7 @@ class PartitionWrite:
     detected: Counter[str] = field(default_factory=Counter)  # frictions by rule, for the metrics once published
     resolved: Counter[str] = field(default_factory=Counter)
     stored_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    records: int = 0  # the batch's records of this partition (applied), for the count of records done
 
     def outbox_field(self) -> str:
         """Where the batch's derived events are kept until Kafka has them: when they were stored (what of them
