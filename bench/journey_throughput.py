@@ -1,7 +1,7 @@
 """How fast the journey service applies a simulated history, next to raw aiokafka and a Quix Streams peer of the
 online-sign-up rule, all in one run on one broker, and how much Redis a member costs.
 
-    .venv/bin/python bench/journey_throughput.py [--members 20000] [--partitions 3] [--batch 5000]
+    .venv/bin/python bench/journey_throughput.py [--members 20000] [--partitions 3] [--batch 20000]
 
 Uses the Kafka and Redis named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_URL when both are set (under a
 topic, group and key prefix of its own); otherwise starts a Kafka broker and a redis-server on free ports
@@ -287,7 +287,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--members", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=5000, help="journey consumer batch (KLANTREIS_JOURNEY_BATCH_SIZE)")
+    batch = JourneySettings.model_fields["journey_batch_size"].default
+    parser.add_argument("--batch", type=int, default=batch, help="journey's batch (KLANTREIS_JOURNEY_BATCH_SIZE)")
     args = parser.parse_args()
     with runtime.local_infrastructure() as (kafka, redis_url):
         asyncio.run(bench(kafka, redis_url, args.members, args.partitions, args.batch))

@@ -164,13 +164,16 @@ class PartitionedConsumer:
             await self._check_partition_counts(consumer)
             consumer.subscribe(self.topics, listener=_Listener(self))
             while not self._stopping.is_set():
-                with collector_paused():
-                    # A batch's records are gone once `_step` returns, before the collector runs again.
-                    await self._step(consumer)
+                await self._step(consumer)
         finally:
             await self._leave(consumer)
 
     async def _step(self, consumer: AIOKafkaConsumer) -> None:
+        with collector_paused():
+            # The batch's records are gone once `_take` returns, before the collector runs again.
+            await self._take(consumer)
+
+    async def _take(self, consumer: AIOKafkaConsumer) -> None:
         """Fetch a batch, have it decided, and start storing its effects once the previous batch's are stored."""
         try:
             batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_records)
