@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
-from services.analytics.reports import FrictionQuery, FunnelQuery, Period, Row
+from services.analytics.reports import FrictionQuery, Period, Row
 from services.analytics.schema import ZONE
 from services.analytics.store import array_literal
 from services.journey.rules import AbsenceRule, RuleCatalogue
@@ -118,8 +118,9 @@ def windows_of(catalogue: RuleCatalogue) -> list[Window]:
     return windows
 
 
-# The derived tables' layout (windows, frictions): changed when what they keep changes, so they are derived again.
-LAYOUT = 4
+# The derived tables' layout (windows, frictions, members): changed when what they keep changes, so they are derived
+# again (5: members keep their steps).
+LAYOUT = 5
 
 
 def fingerprint(windows: Sequence[Window]) -> str:
@@ -337,73 +338,6 @@ def members_by_library(libraries: frozenset[str], age_bands: frozenset[str]) -> 
         filters.append(f"age_band IN {p.strings(list(age_bands))}")
     sql = f"""SELECT home_library AS library, count() AS members FROM ({profiles()})
               WHERE {" AND ".join(filters)} GROUP BY home_library"""
-    return sql, p.values
-
-
-# ------------------------------------------------------------------------------------------------ funnel
-
-
-def funnel_counts(query: FunnelQuery, clock_ms: int) -> Statement:
-    """Members through the steps per split value. A member enters with the first occurrence of the first step;
-    each next step counts at its first occurrence at or after the previous one, within `within`; one not reached
-    is in progress while the previous step is younger than `within` by the clock, else dropped."""
-    p = Parameters()
-    steps = query.steps
-    within = p.add("Int64", int(query.within.total_seconds() * 1000))
-    clock = p.add("Int64", clock_ms)
-    ms = "toUnixTimestamp64Milli(time)"
-    # The profile (from the sign-up) only when the funnel is narrowed by it: per member it costs.
-    profiled = bool(query.libraries or query.age_bands)
-    types = p.strings(sorted({*steps, *([SIGNED_UP] if profiled else [])}))
-    own_latest = "(merged_from = '', time)"
-    step = [p.add("String", s) for s in steps]
-    split = "NULL" if query.by is None else f"argMinIf({query.by}, time, type = {step[0]})"
-    profile = [
-        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
-        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
-    ]
-    per_member = [
-        f"minIf({ms}, type = {step[0]}) AS at_1",
-        f"{split} AS split",
-        *(profile if profiled else []),
-        f"countIf(type = {step[0]}) AS entered",
-        *(f"groupArrayIf({ms}, type = {step[k]}) AS times_{k + 1}" for k in range(1, len(steps))),
-    ]
-    # Step k is reached at `at_k` (0: not reached); each builds on the one before. The first occurrence at or after
-    # the previous step is the least such time: no sorting of each member's times.
-    chain = ["toUInt8(1) AS ok_1"]
-    for k in range(2, len(steps) + 1):
-        found = f"arrayMin(arrayFilter(x -> x >= at_{k - 1}, times_{k}))"
-        chain.append(f"if(ok_{k - 1} AND {found} > 0 AND {found} - at_{k - 1} <= {within}, {found}, 0) AS at_{k}")
-        chain.append(f"toUInt8(at_{k} > 0) AS ok_{k}")
-    figures = []
-    for k in range(1, len(steps) + 1):
-        before = "1" if k == 1 else f"ok_{k - 1}"
-        young = "0" if k == 1 else f"{clock} - at_{k - 1} < {within}"
-        figures += [
-            f"countIf({before}) AS entered_{k}",
-            f"countIf(ok_{k}) AS reached_{k}",
-            f"countIf({before} AND NOT ok_{k} AND NOT ({young})) AS dropped_{k}",
-            f"countIf({before} AND NOT ok_{k} AND ({young})) AS in_progress_{k}",
-        ]
-    filters = ["entered > 0"]
-    if query.start is not None:
-        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) >= {p.add('Date', query.start.isoformat())}")
-    if query.end is not None:
-        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
-    if query.libraries:
-        filters.append(f"home IN {p.strings(list(query.libraries))}")
-    if query.age_bands:
-        filters.append(f"band IN {p.strings(list(query.age_bands))}")
-    sql = f"""
-        SELECT split, {", ".join(figures)}
-        FROM (
-            SELECT split, at_1, {", ".join(chain)}
-            FROM (SELECT {", ".join(per_member)} FROM {{db}}.events WHERE type IN {types} GROUP BY member_key)
-            WHERE {" AND ".join(filters)}
-        )
-        GROUP BY split
-    """
     return sql, p.values
 
 

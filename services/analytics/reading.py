@@ -10,6 +10,7 @@ from typing import Any
 
 from services.analytics import cohorts, queries, reports
 from services.analytics.cohorts import PathQuery, RetentionQuery
+from services.analytics.funnel import funnel_counts
 from services.analytics.paths import next_steps_up_to_date
 from services.analytics.reports import Cell, FrictionQuery, FunnelQuery, Report, Row
 from services.analytics.settings import AnalyticsSettings
@@ -100,7 +101,7 @@ class Reports:
         return reports.friction_report(counted, query, min_cell=self.min_cell, members_by_library=members)
 
     async def funnel(self, query: FunnelQuery, clock_ms: int) -> Report:
-        counted = await self._store.rows(*queries.funnel_counts(query, clock_ms))
+        counted = await self._store.rows(*funnel_counts(query, clock_ms))
         return reports.funnel_report(counted, query, self.min_cell)
 
     async def reach(self, bands: Sequence[str], months: int, libraries: frozenset[str], clock_ms: int) -> Report:

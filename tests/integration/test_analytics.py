@@ -20,16 +20,19 @@ import pytest
 from fastapi import FastAPI
 
 from services.analytics.app import create_app
+from services.analytics.facts import SIGNED_UP
+from services.analytics.funnel import funnel_counts
 from services.analytics.handlers import FactWriter
 from services.analytics.paths import next_steps_up_to_date
-from services.analytics.queries import derived, fingerprint
+from services.analytics.queries import Parameters, Statement, derived, fingerprint
 from services.analytics.reading import Reports
-from services.analytics.reports import FrictionQuery
+from services.analytics.reports import FrictionQuery, FunnelQuery
+from services.analytics.schema import ZONE, step_code
 from services.analytics.settings import AnalyticsSettings
-from services.analytics.store import AnalyticsStore
+from services.analytics.store import AnalyticsStore, array_literal
 from shared.auth import Keyring
 from shared.events import CloudEvent
-from shared.events.registry import TYPE_PREFIX
+from shared.events.registry import TYPE_PREFIX, event_types
 from shared.redis import make_redis
 from tests.support import eventually, problem, publish_as_harness, running
 
@@ -184,6 +187,72 @@ async def network(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest
         network = Network(app, keys, 0, settings)
         await network.publish(the_network())
         yield network
+
+
+# ------------------------------------------------------------------------------------ the funnel's steps
+
+
+def funnel_from_events(query: FunnelQuery, clock_ms: int) -> Statement:
+    """The funnel as it was counted before members kept their steps (session 5's SQL): grouping every step event
+    by member. The reference the funnel over `members.steps` must equal."""
+    p = Parameters()
+    steps = query.steps
+    within = p.add("Int64", int(query.within.total_seconds() * 1000))
+    clock = p.add("Int64", clock_ms)
+    ms = "toUnixTimestamp64Milli(time)"
+    # The profile (from the sign-up) only when the funnel is narrowed by it: per member it costs.
+    profiled = bool(query.libraries or query.age_bands)
+    types = p.strings(sorted({*steps, *([SIGNED_UP] if profiled else [])}))
+    own_latest = "(merged_from = '', time)"
+    step = [p.add("String", s) for s in steps]
+    split = "NULL" if query.by is None else f"argMinIf({query.by}, time, type = {step[0]})"
+    profile = [
+        f"argMaxIf(home_library, {own_latest}, type = '{SIGNED_UP}') AS home",
+        f"argMaxIf(age_band, {own_latest}, type = '{SIGNED_UP}') AS band",
+    ]
+    per_member = [
+        f"minIf({ms}, type = {step[0]}) AS at_1",
+        f"{split} AS split",
+        *(profile if profiled else []),
+        f"countIf(type = {step[0]}) AS entered",
+        *(f"groupArrayIf({ms}, type = {step[k]}) AS times_{k + 1}" for k in range(1, len(steps))),
+    ]
+    # Step k is reached at `at_k` (0: not reached); each builds on the one before. The first occurrence at or after
+    # the previous step is the least such time: no sorting of each member's times.
+    chain = ["toUInt8(1) AS ok_1"]
+    for k in range(2, len(steps) + 1):
+        found = f"arrayMin(arrayFilter(x -> x >= at_{k - 1}, times_{k}))"
+        chain.append(f"if(ok_{k - 1} AND {found} > 0 AND {found} - at_{k - 1} <= {within}, {found}, 0) AS at_{k}")
+        chain.append(f"toUInt8(at_{k} > 0) AS ok_{k}")
+    figures = []
+    for k in range(1, len(steps) + 1):
+        before = "1" if k == 1 else f"ok_{k - 1}"
+        young = "0" if k == 1 else f"{clock} - at_{k - 1} < {within}"
+        figures += [
+            f"countIf({before}) AS entered_{k}",
+            f"countIf(ok_{k}) AS reached_{k}",
+            f"countIf({before} AND NOT ok_{k} AND NOT ({young})) AS dropped_{k}",
+            f"countIf({before} AND NOT ok_{k} AND ({young})) AS in_progress_{k}",
+        ]
+    filters = ["entered > 0"]
+    if query.start is not None:
+        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) >= {p.add('Date', query.start.isoformat())}")
+    if query.end is not None:
+        filters.append(f"toDate(fromUnixTimestamp64Milli(at_1), {ZONE}) <= {p.add('Date', query.end.isoformat())}")
+    if query.libraries:
+        filters.append(f"home IN {p.strings(list(query.libraries))}")
+    if query.age_bands:
+        filters.append(f"band IN {p.strings(list(query.age_bands))}")
+    sql = f"""
+        SELECT split, {", ".join(figures)}
+        FROM (
+            SELECT split, at_1, {", ".join(chain)}
+            FROM (SELECT {", ".join(per_member)} FROM {{db}}.events WHERE type IN {types} GROUP BY member_key)
+            WHERE {" AND ".join(filters)}
+        )
+        GROUP BY split
+    """
+    return sql, p.values
 
 
 def by(rows: list[dict[str, Any]], *keys: str) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -400,6 +469,96 @@ async def test_paths_follow_late_events_replays_and_erasure(network: Network) ->
     assert await network.store.rows(left) == [{"n": 0}]
 
 
+# Funnels the steps' table must count as the events did: a split each way, windows short and long, dates, a profile,
+# steps that are not the journey's order, a type twice (the same event may be both steps).
+STEPS = tuple(FUNNEL.split(","))
+FUNNELS = [
+    FunnelQuery(steps=STEPS, by="channel"),
+    FunnelQuery(steps=STEPS, by="platform", within=timedelta(days=3)),
+    FunnelQuery(steps=STEPS, within=timedelta(days=3660)),
+    FunnelQuery(steps=STEPS, by="channel", start=(NOW - 45 * DAY).date(), end=(NOW - 30 * DAY).date()),
+    FunnelQuery(steps=STEPS, by="platform", libraries=frozenset({"oba", "gouda"}), age_bands=frozenset({"18-64"})),
+    FunnelQuery(steps=("member.card_activated.v1", "usage.loan_borrowed.v1"), within=timedelta(hours=80)),
+    FunnelQuery(steps=("usage.loan_reserved.v1", "member.signed_up.v1", "usage.loan_borrowed.v1"), by="channel"),
+    FunnelQuery(
+        steps=("member.login_failed.v1", "member.login_failed.v1", "member.login_succeeded.v1"),
+        within=timedelta(minutes=45),
+    ),
+]
+
+
+FAILED = {"reason": "bad_credentials"}
+
+
+async def funnels_of_both(network: Network) -> list[list[dict[str, Any]]]:
+    """Each of `FUNNELS` from the members' steps, asserted equal to it counted from the events."""
+    clock, counted = int(NOW.timestamp() * 1000), []
+    for query in FUNNELS:
+        steps = sorted(await network.store.rows(*funnel_counts(query, clock)), key=lambda r: str(r["split"]))
+        events = sorted(await network.store.rows(*funnel_from_events(query, clock)), key=lambda r: str(r["split"]))
+        assert steps == events, query
+        counted.append(steps)
+    return counted
+
+
+async def test_the_funnel_from_members_steps_is_the_funnel_of_the_events(network: Network) -> None:
+    # After the tests above (merges, an erasure, replays, late events, windows read before sign-ups), and members
+    # whose steps are out of the journey's usual order: a reservation before the sign-up, two failed logins.
+    members, at = [f"edam-{i}" for i in range(5)], NOW - 3 * DAY
+    await network.publish([
+        *(event("usage.loan_reserved.v1", m, at, library="edam", item_id="i", reservation_id=m) for m in members),
+        *(signed_up(m, at + timedelta(hours=1), library="edam") for m in members),
+        *(event(kind, m, at + timedelta(minutes=minutes), library="edam", channel="online", platform="app",
+                login_platform="app", **data)
+          for m in members for kind, minutes, data in (("member.login_failed.v1", 70, FAILED),
+                                                       ("member.login_failed.v1", 80, FAILED),
+                                                       ("member.login_succeeded.v1", 100, {}))),
+        *(borrowed(m, at + DAY) for m in members),
+    ])  # fmt: skip
+    counted = await funnels_of_both(network)
+    assert all(sum(int(r["reached_2"]) for r in rows) > 0 for rows in counted)  # every funnel counts someone
+
+
+async def test_members_steps_follow_late_events_duplicates_merges_and_erasure(network: Network) -> None:
+    members, at = [f"gouda-{i}" for i in range(6)], NOW - 20 * DAY
+    later = [event("member.card_activated.v1", m, at + DAY, library="gouda", channel="online") for m in members]
+    later += [borrowed(m, at + 3 * DAY) for m in members]
+    await network.publish(later)  # read before the sign-ups: the topics run side by side
+    await network.publish([signed_up(m, at, library="gouda") for m in members])
+    query, clock = FunnelQuery(steps=STEPS, by="channel", libraries=frozenset({"gouda"})), int(NOW.timestamp() * 1000)
+
+    async def reached() -> dict[str | None, list[int]]:
+        await funnels_of_both(network)  # and every other funnel still as the events count it
+        rows = await network.store.rows(*funnel_counts(query, clock))
+        return {r["split"]: [int(r[f"reached_{k}"]) for k in (1, 2, 3)] for r in rows}
+
+    assert await reached() == {"online": [6, 6, 6]}
+    await network.publish([*later, *(signed_up(m, at, library="gouda") for m in members)])  # delivered again
+    assert await reached() == {"online": [6, 6, 6]}
+    # A member who signed up earlier at the desk is merged into gouda-5: the survivor's first sign-up is the desk's.
+    await network.publish([signed_up("gouda-desk", at - 10 * DAY, library="gouda", online=False)])
+    await network.publish([event("member.merged.v1", "gouda-desk", at - 9 * DAY, survivor_id="gouda-5")])
+    assert await reached() == {"online": [5, 5, 5], "offline": [1, 1, 1]}
+    await network.publish([event("member.erased.v1", "gouda-0", NOW)])
+    assert await reached() == {"online": [4, 4, 4], "offline": [1, 1, 1]}
+    for member in ("gouda-desk", "gouda-0"):  # no row of the merged or the erased member: steps or anything else
+        left = f"SELECT count() AS n FROM {{db}}.members WHERE member_key = cityHash64('{member}')"
+        assert await network.store.rows(left) == [{"n": 0}], member
+    # The survivor's steps: each of its member and usage events once (its own and the merged member's).
+    steps = "SELECT length(steps) AS n FROM {db}.members FINAL WHERE member_key = cityHash64('gouda-5')"
+    events = (
+        "SELECT count() AS n FROM {db}.events WHERE member_key = cityHash64('gouda-5') "
+        "AND (type LIKE 'member.%' OR type LIKE 'usage.%')"
+    )
+    assert await network.store.rows(steps) == await network.store.rows(events) != [{"n": 0}]
+
+
+async def test_every_event_type_has_a_step_code_of_its_own(network: Network) -> None:
+    kinds = [kind.removeprefix(TYPE_PREFIX) for kind in event_types()]
+    sql = f"SELECT uniqExact({step_code('kind')}) AS n FROM (SELECT arrayJoin({{kinds:Array(String)}}) AS kind)"
+    assert await network.store.rows(sql, {"kinds": array_literal(kinds)}) == [{"n": len(kinds)}]
+
+
 async def test_a_store_made_before_next_steps_gets_them_at_start(network: Network) -> None:
     query = {"event": "member.signed_up.v1", "depth": 1, "within": "P30D"}
     before = await network.rows("analyst", "/v1/reports/paths", **query)
@@ -412,16 +571,23 @@ async def test_a_store_made_before_next_steps_gets_them_at_start(network: Networ
     assert await next_steps_up_to_date(network.store) == 0  # nothing stored since: nothing derived
 
 
-async def test_a_store_of_the_previous_layout_gets_its_members_active_months_at_start(network: Network) -> None:
+async def test_a_store_of_the_previous_layout_gets_its_members_active_months_and_steps_at_start(
+    network: Network,
+) -> None:
     # Last in this module: it rebuilds the derived tables of the shared store.
     before = await network.rows("analyst", "/v1/reports/retention", months=24)
-    assert any(r["active"] for r in before)
-    # As a store made before members kept their active months: the column empty, another layout's fingerprint.
+    funnel = await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel")
+    assert any(r["active"] for r in before) and any(r["reached"] for r in funnel)
+    # As a store made before members kept their active months and steps: the columns empty, another layout's
+    # fingerprint.
     await network.store.command(
-        "ALTER TABLE {db}.members UPDATE active_months = [] WHERE 1 SETTINGS mutations_sync = 1"
+        "ALTER TABLE {db}.members UPDATE active_months = [], steps = [] WHERE 1 SETTINGS mutations_sync = 1"
     )
-    await network.store.command("INSERT INTO {db}.catalogue (fingerprint) VALUES ('layout-3')")
+    await network.store.command("INSERT INTO {db}.catalogue (fingerprint) VALUES ('layout-4')")
     assert not any(r["active"] for r in await network.rows("analyst", "/v1/reports/retention", months=24))
+    assert await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel") == []
     reading: Reports = network.app.state.reports
     assert await network.store.windows_for(fingerprint(reading.windows), derived(reading.windows))
     assert await network.rows("analyst", "/v1/reports/retention", months=24) == before
+    assert await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel") == funnel
+    await funnels_of_both(network)

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from services.analytics import queries
+from services.analytics.answers import journey_types
 from services.analytics.cohorts import PathQuery, RetentionQuery, paths_report, retention_report
+from services.analytics.funnel import funnel_counts
 from services.analytics.reading import timeline_view
 from services.analytics.reports import (
     BadParameter,
@@ -33,7 +35,9 @@ from services.analytics.reports import (
     to_csv,
     with_previous,
 )
+from services.analytics.schema import STEP_TYPES
 from services.journey.rules import load_rules, parse_rules
+from shared.events.registry import TYPE_PREFIX, event_types
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -75,9 +79,14 @@ def test_report_values_travel_as_typed_parameters_never_in_the_sql() -> None:
     assert "zz" not in sql and "['zz\\'yy']" in params.values()
     assert "toISOWeek" in sql and "library IN {p1:Array(String)}" in sql
     steps = ("usage.loan_reserved.v1", ACTIVATED, BORROWED)
-    funnel_sql, funnel_params = queries.funnel_counts(FunnelQuery(steps=steps), ms(T0))
+    funnel_sql, funnel_params = funnel_counts(FunnelQuery(steps=steps), ms(T0))
     assert not any(step in funnel_sql for step in steps)
     assert set(steps) <= set(funnel_params.values()) and "in_progress_3" in funnel_sql
+
+
+def test_members_keep_as_steps_exactly_the_event_types_a_funnel_may_have_as_steps() -> None:
+    kinds = [kind.removeprefix(TYPE_PREFIX) for kind in event_types()]
+    assert {kind for kind in kinds if kind.startswith(STEP_TYPES)} == set(journey_types())
 
 
 # -------------------------------------------------------------------------------------------- frictions
