@@ -215,6 +215,7 @@ def subscribe_batches(
         batch_timeout_ms=200,
         **_consumer_settings(loop.group_id),
         max_partition_fetch_bytes=max_partition_fetch_bytes,
+        parser=ahead.parse,
         decoder=_bodies_undecoded,
         listener=ahead,
         title=f"{group}:{'+'.join(t.name for t in topics)}",
@@ -287,7 +288,8 @@ class _ConsumeLoop(Generic[C]):
             await self._consume_one(message)
             return
         records = message.raw_message
-        consumer = message.consumer
+        consumer = self._ahead.consumer
+        assert consumer is not None  # the poll handed out these records
         async with self._ahead.handling(consumer) as current:
             if not current:
                 return  # fetched before a rebalance: read again from the committed offsets
@@ -415,6 +417,6 @@ async def _commit(message: KafkaMessage) -> None:
 
 def _types_by_topic(handled: Sequence[Consumed]) -> dict[str, Counter[str]]:
     counts: dict[str, Counter[str]] = {}
-    for received in handled:
-        counts.setdefault(received.topic, Counter())[received.event_type] += 1
+    for (topic, kind), count in Counter([(r.topic, r.event_type) for r in handled]).items():
+        counts.setdefault(topic, Counter())[kind] = count
     return counts
