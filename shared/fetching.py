@@ -59,7 +59,13 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
         revocations = self._revocations
         fetched = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
         records = tuple(record for batch in fetched.values() for record in batch)
-        return records, self._prepare(records) if prepare and records else None, revocations
+        prepared = None
+        if prepare and records:
+            try:
+                prepared = self._prepare(records)
+            except Exception:  # the handling of the batch meets it again and goes the failure's way (rewinds)
+                prepared = None
+        return records, prepared, revocations
 
     async def parse(self, records: Records) -> KafkaMessage:
         """FastStream's message for a batch (the subscriber's `parser`): the records as they are, and for the batch
