@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -36,7 +36,7 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
     """The poll (`get_msg`) and the rebalance listener of one batch subscriber; `prepare` is the CPU part of
     handling a batch (decoding), done ahead of the handler."""
 
-    def __init__(self, group_id: str, max_records: int, prepare: Callable[[Records], P]) -> None:
+    def __init__(self, group_id: str, max_records: int, prepare: Callable[[Records], Awaitable[P]]) -> None:
         self._group_id = group_id
         self._max_records = max_records
         self._prepare = prepare
@@ -62,7 +62,7 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
         prepared = None
         if prepare and records:
             try:
-                prepared = self._prepare(records)
+                prepared = await self._prepare(records)
             except Exception:  # the handling of the batch meets it again and goes the failure's way (rewinds)
                 prepared = None
         return records, prepared, revocations

@@ -129,6 +129,7 @@ BatchHandler = Callable[[list[C], dict[tuple[str, int], int]], Awaitable[None]]
 # are decoded into `Received` (a CloudEvent and its validated payload).
 BatchDecoder = Callable[[Sequence[Any]], Sequence[C | InvalidEvent | None]]
 DeadLetter = Callable[[Any, str, str], Awaitable[None]]
+_DECODING_STEP = 2000  # records decoded ahead between two turns of the event loop (about 10 ms)
 # A batch's records of wanted types and their decoding (what the handler takes, InvalidEvent or None for each).
 _Prepared = tuple[list[Any], Sequence[C | InvalidEvent | None]]
 
@@ -280,7 +281,7 @@ class _ConsumeLoop(Generic[C]):
 
     def fetch_ahead(self, max_records: int) -> FetchAhead[_Prepared[C]]:
         """Batches fetched and decoded while the handler of the one before runs (`shared.fetching`)."""
-        self._ahead = FetchAhead(self.group_id, max_records, self._prepare)
+        self._ahead = FetchAhead(self.group_id, max_records, self._prepare_in_steps)
         return self._ahead
 
     async def consume(self, message: KafkaMessage) -> None:
@@ -323,6 +324,16 @@ class _ConsumeLoop(Generic[C]):
         """The CPU part of handling `records`: the records of wanted types, and their decoding."""
         declared = [r for r in records if self._declared_wanted(r)]
         return declared, self._decode(declared)
+
+    async def _prepare_in_steps(self, records: Sequence[Any]) -> _Prepared[C]:
+        """`_prepare`, a few thousand records at a time, letting the handler in flight go on between them: its next
+        statement waits for the event loop, and a whole batch's decoding holds it for a tenth of a second or more."""
+        declared = [r for r in records if self._declared_wanted(r)]
+        decoded: list[C | InvalidEvent | None] = []
+        for start in range(0, len(declared), _DECODING_STEP):
+            await asyncio.sleep(0)
+            decoded.extend(self._decode(declared[start : start + _DECODING_STEP]))
+        return declared, decoded
 
     async def _handle(self, records: Sequence[Any], prepared: _Prepared[C] | None = None) -> dict[tuple[str, int], int]:
         """Handle `records`; returns the last offset of each of their partitions (all handled or dead-lettered)."""
