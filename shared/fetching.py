@@ -46,21 +46,28 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
         # The batch last handed out: its records, what was prepared of them and the revocations before its fetch.
         self._out: tuple[Records, P | None, int] = ((), None, 0)
         self.consumer: AIOKafkaConsumer | None = None
+        self._fetched_ahead: Records = ()  # what the fetch ahead took, until the poll hands it out
 
     async def get_msg(self, consumer: AIOKafkaConsumer) -> Records:
         """The next batch: the one fetched ahead, else a poll that waits for records up to 200 ms and returns as
         soon as one arrives (FastStream's own sleeps `batch_timeout_ms` after an empty poll: a latency floor)."""
         self.consumer = consumer
         ahead, self._ahead = self._ahead, None
-        self._out = await ahead if ahead is not None else await self._fetch(consumer, prepare=False)
+        self._out = await ahead if ahead is not None else await self._fetch(consumer, ahead=False)
+        self._fetched_ahead = ()
         return self._out[0]
 
-    async def _fetch(self, consumer: AIOKafkaConsumer, *, prepare: bool) -> tuple[Records, P | None, int]:
-        revocations = self._revocations
-        fetched = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
-        records = tuple(record for batch in fetched.values() for record in batch)
+    async def _fetch(self, consumer: AIOKafkaConsumer, *, ahead: bool) -> tuple[Records, P | None, int]:
+        """A poll; ahead of the handler, polls until records arrive, and prepares them."""
+        while True:
+            revocations = self._revocations
+            fetched = await consumer.getmany(timeout_ms=200, max_records=self._max_records)
+            records = tuple(record for batch in fetched.values() for record in batch)
+            if records or not ahead:
+                break
         prepared = None
-        if prepare and records:
+        if ahead:
+            self._fetched_ahead = records  # the consumer's position is past them from now on
             try:
                 prepared = await self._prepare(records)
             except Exception:  # the handling of the batch meets it again and goes the failure's way (rewinds)
@@ -101,7 +108,7 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
             if not current:
                 await _read_again(consumer, self._out[0])
             elif self._ahead is None:
-                self._ahead = asyncio.ensure_future(self._fetch(consumer, prepare=True))
+                self._ahead = asyncio.ensure_future(self._fetch(consumer, ahead=True))
                 # A stop may leave it unawaited (the consumer stopped under it): its failure is no news then.
                 self._ahead.add_done_callback(_seen)
             yield current
@@ -109,13 +116,10 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
     async def rewind(self, consumer: AIOKafkaConsumer, records: Records) -> None:
         """Read `records` again (their handler could not finish): the batch fetched ahead is dropped and every
         partition of both is sought back to its earliest record."""
-        ahead, self._ahead = self._ahead, None
-        later: Records = ()
-        if ahead is not None:
-            try:
-                later = (await ahead)[0]
-            except Exception:  # a failed fetch moved no position
-                later = ()
+        if self._ahead is not None:
+            self._ahead.cancel()  # it may be waiting for records that do not come
+            self._ahead = None
+        later, self._fetched_ahead = self._fetched_ahead, ()
         earliest: dict[TopicPartition, int] = {}
         for record in (*later, *records):
             tp = TopicPartition(record.topic, record.partition)
