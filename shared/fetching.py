@@ -1,9 +1,9 @@
 """A batch subscriber's poll, one batch ahead of its handler (`shared.kafka.subscribe_batches`).
 
 While batch N's handler runs (its store's work mostly waits on other threads or the network), batch N+1 is fetched
-and decoded; it is handed to the consume loop when N's handler returned and N's offsets were committed. One
-handler at a time, batches in order. Offsets are committed explicitly, per batch, never the consumer's position
-(which is already past the batch fetched ahead).
+(polling until records arrive) and decoded; it is handed to the consume loop when N's handler returned and N's
+offsets were committed. One handler at a time, batches in order. Offsets are committed explicitly, per batch,
+never the consumer's position (which is already past the batch fetched ahead).
 
 A rebalance waits for the handler in flight and its commit before the partitions are let go (the listener holds
 the same lock as the handler); a batch whose fetch began before the revocation is then dropped, not handled, and
@@ -15,7 +15,6 @@ ahead.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
@@ -26,8 +25,6 @@ from faststream.kafka.message import KafkaAckableMessage, KafkaMessage
 
 from shared.telemetry import expected_retry, sampled_traceparent
 
-log = logging.getLogger(__name__)
-
 P = TypeVar("P")  # what the consume loop makes of a batch's records ahead of time (its decoding)
 Records = tuple[Any, ...]
 
@@ -36,8 +33,7 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
     """The poll (`get_msg`) and the rebalance listener of one batch subscriber; `prepare` is the CPU part of
     handling a batch (decoding), done ahead of the handler."""
 
-    def __init__(self, group_id: str, max_records: int, prepare: Callable[[Records], Awaitable[P]]) -> None:
-        self._group_id = group_id
+    def __init__(self, max_records: int, prepare: Callable[[Records], Awaitable[P]]) -> None:
         self._max_records = max_records
         self._prepare = prepare
         self._handling = asyncio.Lock()  # a batch's handler and its commit; a revocation waits for it

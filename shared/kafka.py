@@ -281,7 +281,7 @@ class _ConsumeLoop(Generic[C]):
 
     def fetch_ahead(self, max_records: int) -> FetchAhead[_Prepared[C]]:
         """Batches fetched and decoded while the handler of the one before runs (`shared.fetching`)."""
-        self._ahead = FetchAhead(self.group_id, max_records, self._prepare_in_steps)
+        self._ahead = FetchAhead(max_records, self._prepare_in_steps)
         return self._ahead
 
     async def consume(self, message: KafkaMessage) -> None:
