@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, typed_data
+from shared.fetching import FetchAhead, commit, positions
 from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
 from shared.publishing import EventPublisher, PublishTimeout, dead_letter_headers, publish_deadline
@@ -128,6 +129,9 @@ BatchHandler = Callable[[list[C], dict[tuple[str, int], int]], Awaitable[None]]
 # are decoded into `Received` (a CloudEvent and its validated payload).
 BatchDecoder = Callable[[Sequence[Any]], Sequence[C | InvalidEvent | None]]
 DeadLetter = Callable[[Any, str, str], Awaitable[None]]
+_DECODING_STEP = 2000  # records decoded ahead between two turns of the event loop (about 10 ms)
+# A batch's records of wanted types and their decoding (what the handler takes, InvalidEvent or None for each).
+_Prepared = tuple[list[Any], Sequence[C | InvalidEvent | None]]
 
 
 def dead_letters(publisher: EventPublisher, group_id: str) -> DeadLetter:
@@ -204,6 +208,7 @@ def subscribe_batches(
     aiokafka's, larger for large batches (a fetch brings at most this much of each partition).
     """
     loop = _ConsumeLoop(settings, publisher, settings.group(group), topics, handler, types, decode)
+    ahead = loop.fetch_ahead(max_records)
     subscriber = router.subscriber(
         *(settings.topic(t.name) for t in topics),
         batch=True,
@@ -211,11 +216,13 @@ def subscribe_batches(
         batch_timeout_ms=200,
         **_consumer_settings(loop.group_id),
         max_partition_fetch_bytes=max_partition_fetch_bytes,
+        parser=ahead.parse,
         decoder=_bodies_undecoded,
+        listener=ahead,
         title=f"{group}:{'+'.join(t.name for t in topics)}",
         description=description,
     )
-    _no_sleep_on_empty_polls(subscriber, max_records)
+    subscriber.get_msg = ahead.get_msg
     publisher.metrics.watch(loop.group_id, subscriber, settings.kafka_bootstrap, settings.kafka_security())
     subscriber(loop.consume)
     return subscriber
@@ -270,28 +277,70 @@ class _ConsumeLoop(Generic[C]):
         self._decode: Any = decode or self._received
         self._metrics = publisher.metrics
         self._dead_letter = dead_letters(publisher, group_id)
+        self._ahead: FetchAhead[_Prepared[C]] | None = None
+
+    def fetch_ahead(self, max_records: int) -> FetchAhead[_Prepared[C]]:
+        """Batches fetched and decoded while the handler of the one before runs (`shared.fetching`)."""
+        self._ahead = FetchAhead(max_records, self._prepare_in_steps)
+        return self._ahead
 
     async def consume(self, message: KafkaMessage) -> None:
-        records = message.raw_message if isinstance(message.raw_message, tuple) else (message.raw_message,)
+        if self._ahead is None:
+            await self._consume_one(message)
+            return
+        records = message.raw_message
+        consumer = self._ahead.consumer
+        assert consumer is not None  # the poll handed out these records
+        async with self._ahead.handling(consumer) as current:
+            if not current:
+                return  # fetched before a rebalance: read again from the committed offsets
+            try:
+                ends = await self._handle(records, self._ahead.prepared(records))
+            except Exception:
+                self._cannot_handle()
+                await asyncio.sleep(self._settings.handler_retry_backoff_seconds * 10)
+                await self._ahead.rewind(consumer, records)
+                return
+            # Commit only now (this batch's records, not the consumer's position, which is past the next batch).
+            await commit(consumer, ends)
+
+    async def _consume_one(self, message: KafkaMessage) -> None:
         try:
-            await self._handle(records)
+            await self._handle((message.raw_message,))
         except Exception:
-            # Not even the dead letter could be written (Kafka away?): rewind to these records rather than let the
-            # next commit skip them, and slow the retry loop down.
-            log.exception("cannot handle or dead-letter records of %s; retrying them", self.group_id)
+            self._cannot_handle()
             await asyncio.sleep(self._settings.handler_retry_backoff_seconds * 10)
             await message.nack()
             return
         # Commit only now: the effects (and the dead letters) are stored.
         await _commit(message)
 
-    async def _handle(self, records: Sequence[Any]) -> None:
-        batch: list[C] = []
-        ends: dict[tuple[str, int], int] = {}
-        for record in records:
-            ends[(record.topic, record.partition)] = max(record.offset, ends.get((record.topic, record.partition), -1))
+    def _cannot_handle(self) -> None:
+        # Not even the dead letter could be written (Kafka away?): rewind to these records rather than let the
+        # next commit skip them, and slow the retry loop down.
+        log.exception("cannot handle or dead-letter records of %s; retrying them", self.group_id)
+
+    def _prepare(self, records: Sequence[Any]) -> _Prepared[C]:
+        """The CPU part of handling `records`: the records of wanted types, and their decoding."""
         declared = [r for r in records if self._declared_wanted(r)]
-        for record, decoded in zip(declared, self._decode(declared), strict=True):
+        return declared, self._decode(declared)
+
+    async def _prepare_in_steps(self, records: Sequence[Any]) -> _Prepared[C]:
+        """`_prepare`, a few thousand records at a time, letting the handler in flight go on between them: its next
+        statement waits for the event loop, and a whole batch's decoding holds it for a tenth of a second or more."""
+        declared = [r for r in records if self._declared_wanted(r)]
+        decoded: list[C | InvalidEvent | None] = []
+        for start in range(0, len(declared), _DECODING_STEP):
+            await asyncio.sleep(0)
+            decoded.extend(self._decode(declared[start : start + _DECODING_STEP]))
+        return declared, decoded
+
+    async def _handle(self, records: Sequence[Any], prepared: _Prepared[C] | None = None) -> dict[tuple[str, int], int]:
+        """Handle `records`; returns the last offset of each of their partitions (all handled or dead-lettered)."""
+        batch: list[C] = []
+        ends = positions(records)
+        declared, decoded_all = prepared if prepared is not None else self._prepare(records)
+        for record, decoded in zip(declared, decoded_all, strict=True):
             if isinstance(decoded, InvalidEvent):
                 await self._dead_letter(record, "invalid_event", str(decoded))
             elif decoded is not None:
@@ -301,7 +350,7 @@ class _ConsumeLoop(Generic[C]):
         if failure is None:
             self._metrics.handled(self.group_id, self._topics, time.perf_counter() - started)
             self._count(batch)
-            return
+            return ends
         by_position = {(r.topic, r.partition, r.offset): r for r in records}
         for received in batch:
             if len(batch) > 1:
@@ -315,6 +364,7 @@ class _ConsumeLoop(Generic[C]):
                     f"{type(failure).__name__}: {failure}",
                 )
         await self._attempt([], ends)
+        return ends
 
     def _declared_wanted(self, record: Any) -> bool:
         """False for a record whose `ce_type` header names a type this consumer does not want."""
@@ -376,20 +426,8 @@ async def _commit(message: KafkaMessage) -> None:
         expected_retry("rebalance: the partition moved before the commit; its new owner handles it again", exc, 1)
 
 
-def _no_sleep_on_empty_polls(subscriber: Any, max_records: int) -> None:
-    """FastStream's batch subscriber sleeps `batch_timeout_ms` after a poll that found nothing, so a record that
-    arrives then waits up to 200 ms (a latency floor for every friction and message). Here a poll waits for records
-    up to that long and returns as soon as one arrives; an empty poll is simply polled again."""
-
-    async def get_msg(consumer: Any) -> tuple[Any, ...]:
-        fetched = await consumer.getmany(timeout_ms=200, max_records=max_records)
-        return tuple(record for records in fetched.values() for record in records)
-
-    subscriber.get_msg = get_msg
-
-
 def _types_by_topic(handled: Sequence[Consumed]) -> dict[str, Counter[str]]:
     counts: dict[str, Counter[str]] = {}
-    for received in handled:
-        counts.setdefault(received.topic, Counter())[received.event_type] += 1
+    for (topic, kind), count in Counter([(r.topic, r.event_type) for r in handled]).items():
+        counts.setdefault(topic, Counter())[kind] = count
     return counts

@@ -48,7 +48,7 @@ class _Consumed(KafkaTelemetrySettingsProvider):
 
 
 class _ConsumedInBatches(BatchKafkaTelemetrySettingsProvider):
-    # A batch holds many members' records: its span has no member id; it links to every record's span.
+    # A batch holds many members' records: its span has no member id; it links to every sampled record's span.
     def get_publish_attrs_from_cmd(self, cmd: Any) -> dict[str, Any]:
         return readable(super().get_publish_attrs_from_cmd(cmd), cmd.destination)
 

@@ -1,6 +1,7 @@
 """Kafka records to rows, fast and in batches (`shared.kafka`'s decoder hook): only what a row keeps is read, and
 only records laid out exactly as the platform writes them are read the fast way. Their headers are read by
-position (`_LAYOUTS`); what a batch's records share — content type, spec version, source, type, library, channel,
+position (`_LAYOUTS`; headers after them that the reference way does not read either, a trace context, are left
+aside); what a batch's records share — content type, spec version, source, type, library, channel,
 platform — is checked once per distinct value (`_shared`), with the CloudEvent model's own constraints; id, time and
 subject, which differ per record, with exact checks equivalent to the model's (`_checked`). The payloads are
 validated with their type's model, all records of one type in one call (`payloads_of`). Anything unusual — another
@@ -98,15 +99,20 @@ def _checked(record: Any) -> tuple[Any, ...] | None:
     are all valid; None for any other (the reference way says what is wrong, if anything)."""
     headers = record.headers
     try:
+        # Headers after the event's own that are no attribute (a trace context: `traceparent`, `correlation_id`):
+        # every record published in a request's span has them, and the reference way ignores them too.
+        end = len(headers)
+        while end > len(_FIRST) and not _read_by_reference(headers[end - 1][0]):
+            end -= 1
         # By position, without a dict or a list of names per record: id, time and subject differ per record; the
         # other headers, names and values, are what records share (`_SHARED`'s key).
         (id_name, raw_id), (time_name, raw_time), (subject_name, raw_subject) = headers[2], headers[5], headers[6]
-        key = (headers[0], headers[1], headers[3], headers[4], headers[7:])
+        key = (headers[0], headers[1], headers[3], headers[4], headers[7:end])
         shared = _SHARED.get(key)
     except (IndexError, KeyError, TypeError, ValueError):  # fewer headers, not pairs, not a sequence
         return None
     if shared is None:
-        shared = _shared(headers)
+        shared = _shared(headers[:end])
         if len(_SHARED) > 4096:  # only a bound: a batch's records share a few dozen at most
             _SHARED.clear()
         _SHARED[key] = shared
@@ -123,6 +129,11 @@ def _checked(record: Any) -> tuple[Any, ...] | None:
     except ValueError:  # a day that does not exist (31 April)
         return None
     return shared[0], event_id, instant, subject, *shared[1:]
+
+
+def _read_by_reference(name: str) -> bool:
+    """Whether the reference way reads a header of this name (`from_kafka`: the `ce_` ones and the content type)."""
+    return name.startswith("ce_") or name.lower() == "content-type"
 
 
 def _shared(headers: Sequence[tuple[str, Any]]) -> Shared:

@@ -41,7 +41,7 @@ from shared.auth import Keyring
 from shared.events import CloudEvent, EventData
 from shared.events.journey import FrictionResolved
 from shared.events.members import MemberErased
-from shared.kafka import subscribe
+from shared.kafka import Received, subscribe, subscribe_batches
 from shared.redis import make_redis
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
@@ -302,6 +302,52 @@ async def test_a_handler_retried_after_a_transient_failure_is_not_red_and_a_dead
     # A dead letter is a failure for someone to look at: red.
     assert dead.status.status_code == StatusCode.ERROR
     assert dead.status.description == "dead-lettered: handler_error"
+
+
+async def test_a_batch_consumer_s_span_links_to_the_span_of_every_sampled_record_it_took(
+    spans: InMemorySpanExporter, settings: Settings
+) -> None:
+    parts = ServiceParts.connect("batches", settings)
+    router = KafkaRouter()
+    taken: list[str] = []
+
+    async def take(batch: list[Received], ends: dict[tuple[str, int], int]) -> None:
+        taken.extend(r.event.id for r in batch)
+
+    subscribe_batches(router, settings, parts.publisher, topics=[MEMBERS], group="batches", handler=take)
+    app = build_app(parts, title="batches", description="reads members in batches", kafka=router)
+    events = [
+        CloudEvent.create(MemberErased(), id=str(uuid.uuid4()), subject=str(uuid.uuid4()), source="/identity",
+                          library="oba")
+        for _ in range(3)
+    ]  # fmt: skip
+    async with running(app):
+        spans.clear()
+        with telemetry.tracer().start_as_current_span("test publishes") as cause:
+            await parts.publisher.publish_many(events)
+        await eventually(lambda: asyncio.sleep(0, result=len(taken) == 3))
+        await eventually(lambda: asyncio.sleep(0, result=_batch_spans(spans, settings)))
+
+    found = list(spans.get_finished_spans())
+    index = by_id(found)
+    published = {s.context.span_id for s in found if s.kind == SpanKind.PRODUCER}
+    # Every record was published in the test's (sampled) trace: the batch's trace starts with a span that links to
+    # each record's span, and the batch's processing hangs under it.
+    starts = _batch_spans(spans, settings)
+    linked = [link.context for span in starts for link in span.links]
+    assert {c.trace_id for c in linked} == {cause.get_span_context().trace_id}
+    assert len({c.span_id for c in linked}) == 3
+    assert {c.span_id for c in linked} <= published
+    processing = f"{settings.topic(MEMBERS.name)} process"
+    processed = [s for s in found if s.name == processing and s.kind == SpanKind.CONSUMER]
+    assert {parent.context.span_id for s in processed if (parent := parent_of(s, index))} == {
+        s.context.span_id for s in starts
+    }
+
+
+def _batch_spans(spans: InMemorySpanExporter, settings: Settings) -> list[ReadableSpan]:
+    name = f"{settings.topic(MEMBERS.name)} create"
+    return [s for s in spans.get_finished_spans() if s.name == name and s.kind == SpanKind.CONSUMER and s.links]
 
 
 def resolved(cause: CloudEvent, kind: str) -> CloudEvent:
