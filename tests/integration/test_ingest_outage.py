@@ -106,6 +106,11 @@ def outage_lines(caplog: pytest.LogCaptureFixture, level: int, dependency: str) 
     ]
 
 
+def outage_seconds(line: str) -> float:
+    """How long an outage lasted, from its 'reachable again after N s' line."""
+    return float(line.split(" after ")[1].split(" s ")[0])
+
+
 @pytest.fixture
 async def identity_on_own_kafka(
     own_kafka: runtime.KafkaNode, settings: Settings
@@ -136,6 +141,7 @@ async def test_kafka_away_during_sign_ups_answers_503_promptly_and_each_retry_ha
     caplog.clear()  # the outage counted below is the one this test makes
 
     await asyncio.to_thread(own_kafka.stop)
+    stopped = time.monotonic()
 
     keys = [str(uuid.uuid4()) for _ in range(3)]
     people = [person() for _ in keys]
@@ -153,6 +159,7 @@ async def test_kafka_away_during_sign_ups_answers_503_promptly_and_each_retry_ha
     # One line for the outage, not one per request.
     assert len(outage_lines(caplog, logging.ERROR, "kafka")) == 1
 
+    down = time.monotonic() - stopped
     await asyncio.to_thread(own_kafka.start, detach=False)
     await asyncio.to_thread(own_kafka.wait_ready, 90)
 
@@ -168,7 +175,10 @@ async def test_kafka_away_during_sign_ups_answers_503_promptly_and_each_retry_ha
     assert response.status_code == 202, response.text
     assert response.json() == {"accepted": [e["id"] for e in batch], "rejected": []}
     await eventually(lambda: readiness(client), within=30)
-    assert len(outage_lines(caplog, logging.WARNING, "kafka")) == 1
+    # The outage made here is reported over once (a broker just started may refuse a call or two more on a busy
+    # machine: a second, short outage of its own, reported apart).
+    recovered = outage_lines(caplog, logging.WARNING, "kafka")
+    assert len([line for line in recovered if outage_seconds(line) >= down / 2]) == 1, recovered
 
     # The same key again is the same answer, and nothing new.
     for key, body in zip(keys, people, strict=True):
