@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
 from shared.consumers import read_to_end
@@ -201,3 +202,23 @@ def _seed_libraries() -> tuple[Any, ...]:
         LibraryChanged(library=library.code, **library.model_dump(mode="json", exclude={"code", "offerings"}))
         for library in read_seed().libraries
     )
+
+
+async def committed_and_ends(bootstrap: str, group: str, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """A group's committed offset (0 where it never committed) and the end offset of every partition of `topic`:
+    what `kafka-consumer-groups --describe` shows."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await reader.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+        committed = await admin.list_consumer_group_offsets(group, partitions=partitions)
+        ends = await reader.end_offsets(partitions)
+    finally:
+        await reader.stop()
+        await admin.close()
+    return {tp.partition: max(0, committed[tp].offset) for tp in partitions}, {
+        tp.partition: ends[tp] for tp in partitions
+    }

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaRouter
 
@@ -25,7 +25,7 @@ from shared.kafka import Received, subscribe_batches
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 from shared.topics import FRICTIONS
-from tests.support import eventually, header, read_to_end, running
+from tests.support import committed_and_ends, eventually, header, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -75,24 +75,9 @@ async def instance(settings: Settings, ledger: Ledger, name: str) -> AsyncIterat
         yield parts, subscriber
 
 
-async def committed_and_ends(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
-    """The group's committed offset (0 where none) and the end offset of every partition of the topic."""
-    topic = settings.topic(FRICTIONS.name)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    await admin.start()
-    await reader.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-        committed = await admin.list_consumer_group_offsets(settings.group(GROUP), partitions=partitions)
-        ends = await reader.end_offsets(partitions)
-    finally:
-        await reader.stop()
-        await admin.close()
-    return {tp.partition: max(0, committed[tp].offset) for tp in partitions}, {
-        tp.partition: ends[tp] for tp in partitions
-    }
+async def ledger_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    """The ledger group's committed offset and the end offset of every partition of the frictions topic."""
+    return await committed_and_ends(settings.kafka_bootstrap, settings.group(GROUP), settings.topic(FRICTIONS.name))
 
 
 async def fetched(subscriber: Any) -> int:
@@ -114,7 +99,7 @@ async def rebalancing(settings: Settings) -> bool:
 
 
 async def all_committed(settings: Settings) -> bool:
-    committed, ends = await committed_and_ends(settings)
+    committed, ends = await ledger_offsets(settings)
     return committed == ends
 
 
@@ -130,7 +115,7 @@ async def test_records_arriving_while_a_slow_handler_runs_are_fetched_ahead_and_
         # The next batch is fetched (and decoded) while the first one's handler is still running …
         await eventually(lambda: _more_than(fetched(subscriber), len(ledger.held)))
         # … but nothing is committed before that handler returned, though the consumer's position is past it.
-        committed, _ = await committed_and_ends(settings)
+        committed, _ = await ledger_offsets(settings)
         assert sum(committed.values()) == 0
         ledger.release.set()
         await eventually(lambda: asyncio.sleep(0, result=len(ledger.handled) >= 16))
@@ -185,7 +170,7 @@ async def test_a_stop_while_a_handler_runs_waits_for_it_and_the_next_start_goes_
         # The stop begins while the handler is held; the handler is released a moment later.
         asyncio.get_running_loop().call_later(1.0, ledger.release.set)
     assert ledger.handled[: len(ledger.held)] == ledger.held
-    committed, _ = await committed_and_ends(settings)
+    committed, _ = await ledger_offsets(settings)
     assert sum(committed.values()) == len(ledger.handled)  # committed: what was handled, not what was fetched
 
     async with instance(settings, ledger, "started again"):

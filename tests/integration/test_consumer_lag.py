@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaRouter
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,7 +22,7 @@ from shared.kafka import Received, subscribe, subscribe_batches
 from shared.service import ServiceParts, build_app
 from shared.settings import Settings
 from shared.topics import FRICTIONS
-from tests.support import eventually, header, read_to_end, running
+from tests.support import committed_and_ends, eventually, header, read_to_end, running
 
 pytestmark = pytest.mark.integration
 
@@ -106,20 +105,9 @@ def binary(event: CloudEvent) -> tuple[bytes, list[tuple[str, bytes]]]:
 async def broker_lag(settings: Settings, group: str) -> int:
     """The group's lag on the frictions topic as `kafka-consumer-groups --describe` computes it: end offset minus
     committed offset (the whole partition where the group never committed), summed over the partitions."""
-    topic = settings.topic(FRICTIONS.name)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
-    await admin.start()
-    await reader.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-        committed = await admin.list_consumer_group_offsets(settings.group(group), partitions=partitions)
-        ends = await reader.end_offsets(partitions)
-    finally:
-        await reader.stop()
-        await admin.close()
-    return sum(ends[tp] - max(0, committed[tp].offset) for tp in partitions)
+    committed, ends = await committed_and_ends(settings.kafka_bootstrap, settings.group(group),
+                                               settings.topic(FRICTIONS.name))  # fmt: skip
+    return sum(end - committed[partition] for partition, end in ends.items())
 
 
 async def metrics_lag(client: httpx.AsyncClient | None, settings: Settings, group: str) -> int:
