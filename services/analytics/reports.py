@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from operator import itemgetter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -402,11 +403,13 @@ def _sorted_by(cells: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[
     """Cells in `_sort_key` order of their `keys`: each column's few distinct values ranked once, then the cells
     sorted by their ranks (tens of thousands of cells, a handful of values per column)."""
     cells = list(cells)
-    ranks = []
+    ranked = []  # per key, each cell's rank, a column at a time (the loops in C: a tenth of a key function's time)
     for k in keys:
-        distinct = sorted({c[k] for c in cells}, key=lambda v: _sort_key((v,)))
-        ranks.append((k, {v: n for n, v in enumerate(distinct)}))
-    return sorted(cells, key=lambda c: [rank[c[k]] for k, rank in ranks])
+        values = list(map(itemgetter(k), cells))
+        distinct = sorted(set(values), key=lambda v: _sort_key((v,)))
+        ranked.append(list(map({v: n for n, v in enumerate(distinct)}.__getitem__, values)))
+    order = sorted(range(len(cells)), key=list(zip(*ranked)).__getitem__) if ranked else range(len(cells))
+    return [cells[n] for n in order]
 
 
 def _sort_key(key: Iterable[Any]) -> tuple[tuple[bool, str], ...]:
