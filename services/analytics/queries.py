@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from operator import itemgetter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
@@ -322,7 +322,7 @@ def rows_of(counted: Sequence[Mapping[str, Any]], asked: Sequence[Asked], which:
     # Tens of thousands of rows (by rule, library and week): each made in one call, its values picked by one getter.
     picked = itemgetter(*by, *((f"period_{period}",) if period else ()), *figures, starts)
     # A group of windows closed by a later clock only is not a group at this one.
-    rows = [dict(zip(names, picked(c))) for c in counted if c["g"] == mask and (c["rows"] or c[starts])]
+    rows = [dict(zip(names, picked(c), strict=True)) for c in counted if c["g"] == mask and (c["rows"] or c[starts])]
     if not rows and keys == ("one",):  # one total row, also over no rows
         rows.append({"detected": 0, "windowed": 0, "resolved": 0, "median_seconds": None, "starts": 0})
     return rows
