@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from services.analytics.facts import DETECTED, RESOLVED, SIGNED_UP
@@ -315,14 +316,13 @@ def rows_of(counted: Sequence[Mapping[str, Any]], asked: Sequence[Asked], which:
     used, keys = _used(list(dict.fromkeys(g for g, _ in asked))), _set_keys((by, period))
     mask = sum(1 << (len(used) - 1 - n) for n, key in enumerate(used) if key not in keys)
     at = list(dict.fromkeys(c for _, c in asked)).index(clock)
-    rows = []
-    for cell in counted:
-        # A group of windows closed by a later clock only is not a group at this one.
-        if cell["g"] == mask and (cell["rows"] or cell[f"starts_{at}"]):
-            row = {k: cell[k] for k in by} | ({"period": cell[f"period_{period}"]} if period else {})
-            row |= {k: cell[k] for k in ("detected", "windowed", "resolved", "median_seconds")}
-            row["starts"] = cell[f"starts_{at}"]
-            rows.append(row)
+    figures = ("detected", "windowed", "resolved", "median_seconds")
+    names = (*by, *(("period",) if period else ()), *figures, "starts")
+    starts = f"starts_{at}"
+    # Tens of thousands of rows (by rule, library and week): each made in one call, its values picked by one getter.
+    picked = itemgetter(*by, *((f"period_{period}",) if period else ()), *figures, starts)
+    # A group of windows closed by a later clock only is not a group at this one.
+    rows = [dict(zip(names, picked(c), strict=True)) for c in counted if c["g"] == mask and (c["rows"] or c[starts])]
     if not rows and keys == ("one",):  # one total row, also over no rows
         rows.append({"detected": 0, "windowed": 0, "resolved": 0, "median_seconds": None, "starts": 0})
     return rows

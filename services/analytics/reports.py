@@ -12,6 +12,7 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from operator import itemgetter
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -400,13 +401,18 @@ def ratio(part: int, whole: int | None, scale: int, digits: int) -> float | None
 
 def _sorted_by(cells: Iterable[Mapping[str, Any]], keys: Sequence[str]) -> list[Mapping[str, Any]]:
     """Cells in `_sort_key` order of their `keys`: each column's few distinct values ranked once, then the cells
-    sorted by their ranks (tens of thousands of cells, a handful of values per column)."""
+    sorted by their ranks (tens of thousands of cells, a handful of values per column). The ranks are made a
+    column at a time, the loops in C: a key function per cell took a quarter of a second."""
     cells = list(cells)
-    ranks = []
+    if not keys:
+        return cells
+    ranked = []
     for k in keys:
-        distinct = sorted({c[k] for c in cells}, key=lambda v: _sort_key((v,)))
-        ranks.append((k, {v: n for n, v in enumerate(distinct)}))
-    return sorted(cells, key=lambda c: [rank[c[k]] for k, rank in ranks])
+        values = list(map(itemgetter(k), cells))
+        distinct = sorted(set(values), key=lambda v: _sort_key((v,)))
+        ranked.append(map({v: n for n, v in enumerate(distinct)}.__getitem__, values))
+    order = sorted(range(len(cells)), key=list(zip(*ranked, strict=True)).__getitem__)
+    return [cells[n] for n in order]
 
 
 def _sort_key(key: Iterable[Any]) -> tuple[tuple[bool, str], ...]:

@@ -20,6 +20,7 @@ from services.analytics.cohorts import (
     retention_counts,
     retention_report,
 )
+from services.analytics.queries import Asked, rows_of
 from services.analytics.reports import (
     ALL,
     BadParameter,
@@ -339,6 +340,35 @@ def test_rows_of_an_unknown_value_come_after_the_known_ones_and_a_total_last() -
     reach = reach_report({("oba", "0-3"): (9, 1), (None, "0-3"): (8, 1)}, ("0-3",), min_cell=MIN).rows
     assert [(r["library"], r["age_band"]) for r in reach] == [("oba", "0-3"), ("oba", ALL), (None, "0-3"),
                                                               (None, ALL), (ALL, "0-3"), (ALL, ALL)]  # fmt: skip
+
+
+def test_rows_by_rule_library_and_week_are_ordered_by_rule_then_library_then_week() -> None:
+    cells = [("b", "oba", "2026-W02"), ("a", None, "2026-W01"), ("b", "delft", "2026-W03"), ("a", "oba", "2026-W02"),
+             ("b", "oba", "2026-W01"), ("a", "oba", "2025-W52")]  # fmt: skip
+    rows = [counted(rule=rule, library=library, period=week) for rule, library, week in cells]
+    report = friction_report(rows, FrictionQuery(by=("rule", "library"), period="week"), min_cell=MIN)
+    assert [(r["rule"], r["library"], r["period"]) for r in report.rows] == [
+        ("a", "oba", "2025-W52"), ("a", "oba", "2026-W02"), ("a", None, "2026-W01"),
+        ("b", "delft", "2026-W03"), ("b", "oba", "2026-W01"), ("b", "oba", "2026-W02"),
+    ]  # fmt: skip
+
+
+def test_friction_counts_asked_together_give_each_grouping_its_rows_and_its_clock_s_windows() -> None:
+    # The dashboard's sections, asked together with two clocks.
+    asked: list[Asked] = [((("rule",), None), 100), ((("library",), "week"), 200)]
+    figures = {"windowed": 0, "resolved": 0, "median_seconds": None}
+    by_rule, by_library_week = 0b011, 0b100  # `grouping()`: a bit for each key of the sets its set is not grouped by
+    counted = [
+        {"g": by_rule, "rule": "a", "library": None, "period_week": None, "detected": 6, **figures, "rows": 6,
+         "starts_0": 50, "starts_1": 70},
+        {"g": by_rule, "rule": "b", "library": None, "period_week": None, "detected": 0, **figures, "rows": 0,
+         "starts_0": 0, "starts_1": 9},  # windows closed by the later clock only
+        {"g": by_library_week, "rule": None, "library": "oba", "period_week": "2026-W01", "detected": 0, **figures,
+         "rows": 0, "starts_0": 0, "starts_1": 3},
+    ]  # fmt: skip
+    assert rows_of(counted, asked, 0) == [{"rule": "a", "detected": 6, **figures, "starts": 50}]
+    expected = {"library": "oba", "period": "2026-W01", "detected": 0, **figures, "starts": 3}
+    assert rows_of(counted, asked, 1) == [expected]
 
 
 def test_a_library_with_no_members_known_shows_no_member_count_even_without_suppression() -> None:
