@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from faststream.kafka.message import KafkaAckableMessage, KafkaMessage
 
-from shared.telemetry import expected_retry, sampled_traceparent
+from shared.telemetry import expected_retry, sampled
 
 P = TypeVar("P")  # what the consume loop makes of a batch's records ahead of time (its decoding)
 Records = tuple[Any, ...]
@@ -76,16 +76,15 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
         own parsing makes a dict of every record's headers, and its telemetry reads baggage from each of them: as
         much CPU as decoding the batch, for links to spans that were mostly never recorded."""
         first, last = records[0], records[-1]
-        sampled = [
+        links = [
             {"traceparent": traceparent, "correlation_id": traceparent}
             for record in records
-            if (value := dict(record.headers).get("traceparent")) is not None
-            and (traceparent := sampled_traceparent((("traceparent", value),)))
+            if (value := dict(record.headers).get("traceparent")) is not None and (traceparent := sampled(value))
         ]
         return KafkaAckableMessage(
             body=[record.value or b"" for record in records],
             headers={},
-            batch_headers=sampled,
+            batch_headers=links,
             message_id=f"{first.offset}-{last.offset}-{first.timestamp}",
             raw_message=records,
             consumer=self.consumer,

@@ -326,12 +326,21 @@ def sampled_traceparent(headers: Sequence[tuple[str, bytes]] | None) -> str | No
     """The `traceparent` of a Kafka record's headers when its trace is sampled (flags bit 0), else None."""
     for name, value in headers or ():
         if name == "traceparent":
-            text = value.decode("ascii", "replace")
-            parts = text.split("-")
-            if len(parts) == 4 and len(parts[3]) == 2 and int(parts[3], 16) & 1:
-                return text
-            return None
+            return sampled(value)
     return None
+
+
+def sampled(traceparent: bytes) -> str | None:
+    """A `traceparent` header's value as text when its trace is sampled (flags bit 0); None when it is not, or is
+    not a traceparent at all (a producer's garbage must not stop a consumer)."""
+    text = traceparent.decode("ascii", "replace")
+    parts = text.split("-")
+    if len(parts) != 4 or len(parts[3]) != 2:
+        return None
+    try:
+        return text if int(parts[3], 16) & 1 else None
+    except ValueError:
+        return None
 
 
 def context_from(traceparent: str | None) -> Context | None:

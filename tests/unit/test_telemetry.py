@@ -76,6 +76,7 @@ def test_only_a_sampled_trace_context_is_kept_with_work_that_continues_later() -
     assert telemetry.sampled_traceparent([("ce_id", b"x"), ("traceparent", SAMPLED.encode())]) == SAMPLED
     assert telemetry.sampled_traceparent([("traceparent", NOT_SAMPLED.encode())]) is None
     assert telemetry.sampled_traceparent([("traceparent", b"garbage")]) is None
+    assert telemetry.sampled_traceparent([("traceparent", b"00-trace-span-zz")]) is None  # flags not hex
     assert telemetry.sampled_traceparent(None) is None
 
 
