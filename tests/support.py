@@ -16,7 +16,12 @@ import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from shared import telemetry
 from shared.consumers import read_to_end
 
 if TYPE_CHECKING:
@@ -27,6 +32,21 @@ if TYPE_CHECKING:
 __all__ = ["eventually", "header", "problem", "publish_as_harness", "read_to_end", "read_topic", "running"]
 
 T = TypeVar("T")
+
+
+def spans_kept_in(exporter: InMemorySpanExporter) -> InMemorySpanExporter:
+    """Every span this process finishes from now on, also in `exporter` (filtered as the services export theirs).
+
+    A process has one tracer provider, set once (OpenTelemetry ignores a second): the one of the SDK already
+    installed by an earlier test module gets the exporter added, else one is installed as the services configure
+    theirs. A module that set a provider of its own would see no span when another module came first."""
+    processor = SimpleSpanProcessor(exporter)
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.add_span_processor(telemetry.SpanFilter(processor))
+    else:
+        trace.set_tracer_provider(telemetry.tracer_provider("klantreis-tests", [processor]))
+    return exporter
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -61,6 +62,17 @@ class Platform:
     def client(self, service: str, key: str) -> httpx.AsyncClient:
         """The service's HTTP API, as any client would call it."""
         return httpx.AsyncClient(base_url=self.urls[service], headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+@contextlib.contextmanager
+def explained(step: str) -> Iterator[None]:
+    """A failure of `step` named with where it happened, on the one line a test run's summary shows for each of the
+    tests the session fixture serves (a bare `AssertionError` from a library says nothing there)."""
+    try:
+        yield
+    except Exception as failure:
+        where = traceback.extract_tb(failure.__traceback__)[-1]
+        raise RuntimeError(f"{step}: {failure!r} at {where.filename}:{where.lineno} ({where.line})") from failure
 
 
 @contextlib.contextmanager
@@ -123,11 +135,12 @@ async def platform(
         "notifications": notifications_app(NotificationsSettings(**values, notifications_delivery_tick_seconds=0.1)),
     }
     redis = make_redis(settings)
-    await Keyring(redis, settings).store(settings.service_key, "notifications", ["service", "ingest"])
     async with contextlib.AsyncExitStack() as stack:
-        for service in SERVICES:
-            await stack.enter_async_context(serving(apps[service], port=ports[service], lifespan="on"))
-        stack.enter_context(analytics_process(values, tmp_path_factory.mktemp("analytics") / "data"))
+        with explained("the browser tests' platform did not start"):
+            await Keyring(redis, settings).store(settings.service_key, "notifications", ["service", "ingest"])
+            for service in SERVICES:
+                await stack.enter_async_context(serving(apps[service], port=ports[service], lifespan="on"))
+            stack.enter_context(analytics_process(values, tmp_path_factory.mktemp("analytics") / "data"))
         yield Platform(settings, urls, Keyring(redis, settings), apps)
     await redis.aclose()
 
@@ -150,8 +163,10 @@ def chromium() -> Path:
 
 @pytest.fixture(scope="session")
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True)
+    async with contextlib.AsyncExitStack() as stack:
+        with explained("chromium did not launch"):
+            playwright = await stack.enter_async_context(async_playwright())
+            launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True)
         yield launched
         await launched.close()
 

@@ -10,9 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
@@ -22,7 +19,7 @@ from services.identity.settings import IdentitySettings
 from shared.redis import make_redis
 from shared.topics import ALL_TOPICS
 from tests.integration.conftest import MakeKey
-from tests.support import problem, read_to_end, running
+from tests.support import problem, read_to_end, running, spans_kept_in
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +51,7 @@ def personal_values(settings: IdentitySettings) -> list[str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def traces() -> InMemorySpanExporter:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(TRACES))
-    trace.set_tracer_provider(provider)
-    return TRACES
+    return spans_kept_in(TRACES)
 
 
 @pytest.fixture

@@ -22,10 +22,8 @@ from typing import Any
 import httpx
 import pytest
 from faststream.kafka import KafkaRouter
-from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_http_instrumentation
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -48,7 +46,7 @@ from shared.settings import Settings
 from shared.topics import FRICTIONS, MEMBERS
 from tests.integration.conftest import MakeKey
 from tests.integration.test_notifications_support import SmtpSink, TestClock, notifications_settings
-from tests.support import eventually, own_redis, publish_seed_libraries, read_to_end, running
+from tests.support import eventually, own_redis, publish_seed_libraries, read_to_end, running, spans_kept_in
 
 pytestmark = pytest.mark.integration
 
@@ -74,15 +72,8 @@ SPANS = InMemorySpanExporter()
 
 @pytest.fixture(scope="module")
 def spans() -> InMemorySpanExporter:
-    """Finished spans in memory: on the process's provider if a provider of the SDK is installed already (there
-    is one per process), else on one configured as the services configure theirs."""
-    processor = SimpleSpanProcessor(SPANS)
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.add_span_processor(telemetry.SpanFilter(processor))
-    else:
-        trace.set_tracer_provider(telemetry.tracer_provider("klantreis-tests", [processor]))
-    return SPANS
+    """Finished spans in memory (on the process's one provider)."""
+    return spans_kept_in(SPANS)
 
 
 @pytest.fixture
