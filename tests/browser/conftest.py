@@ -164,11 +164,25 @@ def chromium() -> Path:
 @pytest.fixture(scope="session")
 async def browser(chromium: Path) -> AsyncIterator[Browser]:
     async with contextlib.AsyncExitStack() as stack:
-        with explained("chromium did not launch"):
-            playwright = await stack.enter_async_context(async_playwright())
-            launched = await playwright.chromium.launch(executable_path=str(chromium), headless=True)
+        launched = await _launched(stack, chromium)
         yield launched
         await launched.close()
+
+
+async def _launched(stack: contextlib.AsyncExitStack, chromium: Path) -> Browser:
+    """Playwright's driver and the browser, started once more if the first start fails: every browser test of the
+    worker depends on this one start (a busy machine's slow start is no reason to fail them all)."""
+    try:
+        return await _launch(stack, chromium)
+    except RuntimeError:
+        sys.stderr.write(f"chromium did not launch, trying once more:\n{traceback.format_exc()}")
+    return await _launch(stack, chromium)
+
+
+async def _launch(stack: contextlib.AsyncExitStack, chromium: Path) -> Browser:
+    with explained("chromium did not launch"):
+        playwright = await stack.enter_async_context(async_playwright())
+        return await playwright.chromium.launch(executable_path=str(chromium), headless=True)
 
 
 @pytest.fixture
