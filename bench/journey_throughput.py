@@ -1,11 +1,15 @@
 """How fast the journey service applies a simulated history, next to raw aiokafka and a Quix Streams peer of the
 online-sign-up rule, all in one run on one broker, and how much Redis a member costs.
 
-    .venv/bin/python bench/journey_throughput.py [--members 20000] [--partitions 3] [--batch 20000]
+    .venv/bin/python bench/journey_throughput.py [--members 20000] [--partitions 3] [--batch 20000] [--rounds 3]
 
 Uses the Kafka and Redis named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_URL when both are set (under a
 topic, group and key prefix of its own); otherwise starts a Kafka broker and a redis-server on free ports
 (deploy/runtime.py, as the tests do) and stops them at the end.
+
+Every run is repeated `--rounds` times, round after round, and each figure is the median of its rounds (each
+round's seconds are printed beside it): the machine is shared, and a spell of load in one run would otherwise decide
+a ratio.
 
 A simulated network (services/journey/offline/simulator.py) is produced twice: its member events alone under one prefix
 (the one-rule comparison: the peer and journey read the same topic, the same events), and the whole network under
@@ -34,8 +38,10 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from statistics import median
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -49,7 +55,7 @@ from services.journey.handlers import FrictionDetector
 from services.journey.offline.history import load
 from services.journey.offline.simulator import simulate
 from services.journey.settings import JourneySettings
-from shared.consumers import read_to_end
+from shared.consumers import end_offsets, read_to_end
 from shared.events import CloudEvent, from_kafka, typed_data
 from shared.redis import make_redis
 from shared.service import ServiceParts, freeze_startup_heap
@@ -130,8 +136,29 @@ class Timed(NamedTuple):
     settled: float  # to every window the input left open decided, once the topics were quiet
 
 
+def median_timed(timings: list[Timed]) -> Timed:
+    return Timed(median(t.seconds for t in timings), median(t.settled for t in timings))
+
+
+@dataclass
+class Rounds:
+    """Each run's figures, a round at a time."""
+
+    raw: list[float]
+    decoded: list[float]
+    peer: list[float]
+    one: list[Timed]
+    all: list[Timed]
+    scaled_one: list[Timed]
+    scaled_two: list[Timed]
+    redis: list[int]
+
+
 async def journey_run(settings: JourneySettings, events: int) -> tuple[Timed, set[tuple[str, str, str]]]:
-    """How long journey takes to apply every record (stored, published) and to settle; the frictions."""
+    """How long journey takes to apply every record (stored, published) and to settle; the frictions it published
+    (an earlier round's, on the same topic, are left out)."""
+    frictions = settings.topic(FRICTIONS.name)
+    earlier = await topic_ends(settings.kafka_bootstrap, frictions, settings.partitions)
     app = create_app(settings)
     context = app.router.lifespan_context(app)
     await context.__aenter__()
@@ -148,13 +175,26 @@ async def journey_run(settings: JourneySettings, events: int) -> tuple[Timed, se
         timed = Timed(done, time.perf_counter() - started)
     finally:
         await context.__aexit__(None, None, None)
-    records = await read_to_end(settings.kafka_bootstrap, settings.topic(FRICTIONS.name))
+    records = await read_to_end(settings.kafka_bootstrap, frictions)
     found = set()
     for record in records:
+        if record.offset < earlier[record.partition]:
+            continue
         event = from_kafka(record.value, record.headers)
         if event.type.endswith("friction.detected.v1"):
             found.add((str(event.data["rule"]), event.subject or "", str(event.data["start_event_id"])))
     return timed, found
+
+
+async def topic_ends(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's end offset (the next record's) of `topic` now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        ends = await end_offsets(consumer, [TopicPartition(topic, p) for p in range(partitions)])
+    finally:
+        await consumer.stop()
+    return {tp.partition: end for tp, end in ends.items()}
 
 
 async def journey_processes(settings: JourneySettings, events: int, instances: int) -> Timed:
@@ -200,6 +240,11 @@ async def journey_processes(settings: JourneySettings, events: int, instances: i
             follower.cancel()
 
 
+def fresh(settings: JourneySettings, prefix: str) -> JourneySettings:
+    """The same topics read by a group and into state of its own: a run from the start into an empty store."""
+    return settings.model_copy(update={"group_prefix": prefix, "key_prefix": prefix})
+
+
 async def redis_used(redis_url: str) -> int:
     redis = make_redis(JourneySettings(redis_url=redis_url))
     try:
@@ -208,7 +253,7 @@ async def redis_used(redis_url: str) -> int:
         await redis.aclose()
 
 
-async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch: int) -> None:
+async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch: int, rounds: int) -> None:
     print(f"simulating {members:,} members …", flush=True)
     network = simulate(members, seed=7)
     member_events = [e for e in network.events if typed_data(e).topic == MEMBERS.name]
@@ -223,63 +268,79 @@ async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch
     freeze_startup_heap()
 
     topics = [everything.topic(MEMBERS.name), everything.topic(USAGE.name)]
-    raw_count, raw_seconds = await raw_consume(kafka, topics, partitions, decode=False)
-    decoded_count, decoded_seconds = await raw_consume(kafka, topics, partitions, decode=True)
-    assert raw_count == decoded_count == len(network.events), (raw_count, decoded_count)
-
-    with tempfile.TemporaryDirectory() as state_dir:
-        peer = await run_peer(kafka, one.topic(MEMBERS.name), f"bench{run}peer", state_dir, len(member_events),
-                              int(lateness.total_seconds() * 1000))  # fmt: skip
-
-    with tempfile.TemporaryDirectory() as rules_dir:
-        rules = Path(rules_dir) / "one-rule.yaml"
-        await asyncio.to_thread(rules.write_text, ONE_RULE)
-        one_rule = one.model_copy(update={"journey_rules_file": rules})
-        one_timed, one_found = await journey_run(one_rule, len(member_events))
-
-    before = await redis_used(redis_url)
-    all_timed, all_found = await journey_run(everything, len(network.events))
-    after = await redis_used(redis_url)
-
-    # Scaling out: the network on 4 partitions, one process and then two of one group (separate state and groups).
     four = settings_for(kafka, redis_url, f"bench{run}c.", 4, batch)
     await produce(four, network.events)
-    scaled = {}
-    for instances in (1, 2):
-        prefix = f"bench{run}c{instances}."
-        alone = four.model_copy(update={"group_prefix": prefix, "key_prefix": prefix})
-        scaled[instances] = await journey_processes(alone, len(network.events), instances)
-
     truth = {(p.rule, p.member_id, p.start_event_id) for p in network.truth}
     signup_truth = {(m, s) for r, m, s in truth if r == SIGNUP_RULE}
-    signup_journey = {(m, s) for _, m, s in one_found}
-    equal = signup_journey == peer.frictions == signup_truth and all_found == truth
+    # Every run `rounds` times, the rounds one after another (each with all runs in turn), so a spell of load on
+    # this shared machine slows a round, not one side of a ratio; each figure is the median of its rounds.
+    found = Rounds(raw=[], decoded=[], peer=[], one=[], all=[], scaled_one=[], scaled_two=[], redis=[])
+    equal = True
+    for round_ in range(1, rounds + 1):
+        print(f"round {round_} of {rounds} …", flush=True)
+        raw_count, raw_seconds = await raw_consume(kafka, topics, partitions, decode=False)
+        decoded_count, decoded_seconds = await raw_consume(kafka, topics, partitions, decode=True)
+        assert raw_count == decoded_count == len(network.events), (raw_count, decoded_count)
+        found.raw.append(raw_seconds)
+        found.decoded.append(decoded_seconds)
+
+        with tempfile.TemporaryDirectory() as state_dir:
+            peer = await run_peer(kafka, one.topic(MEMBERS.name), f"bench{run}peer{round_}", state_dir,
+                                  len(member_events), int(lateness.total_seconds() * 1000))  # fmt: skip
+        found.peer.append(peer.seconds)
+
+        with tempfile.TemporaryDirectory() as rules_dir:
+            rules = Path(rules_dir) / "one-rule.yaml"
+            await asyncio.to_thread(rules.write_text, ONE_RULE)
+            one_rule = fresh(one, f"bench{run}a{round_}.").model_copy(update={"journey_rules_file": rules})
+            one_timed, one_found = await journey_run(one_rule, len(member_events))
+        found.one.append(one_timed)
+
+        before = await redis_used(redis_url)
+        all_timed, all_found = await journey_run(fresh(everything, f"bench{run}b{round_}."), len(network.events))
+        after = await redis_used(redis_url)
+        found.all.append(all_timed)
+        found.redis.append(max(0, after - before) // members)
+
+        # Scaling out: the network on 4 partitions, one process and then two of one group.
+        found.scaled_one.append(await journey_processes(fresh(four, f"bench{run}c1{round_}."), len(network.events), 1))
+        found.scaled_two.append(await journey_processes(fresh(four, f"bench{run}c2{round_}."), len(network.events), 2))
+
+        signup_journey = {(m, s) for _, m, s in one_found}
+        equal = equal and signup_journey == peer.frictions == signup_truth and all_found == truth
 
     events = len(network.events)
+    raw_seconds, decoded_seconds, peer_seconds = map(median, (found.raw, found.decoded, found.peer))
+    one_timed, all_timed, scaled_one, scaled_two = map(median_timed, (found.one, found.all, found.scaled_one,
+                                                                      found.scaled_two))  # fmt: skip
     print()
     print(f"{members:,} members, {events:,} events ({len(member_events):,} member events), {partitions} partitions")
-    print(f"broker {kafka}, Redis {redis_url}")
-    print(f"{'':<66} {'events/s':>10} {'seconds':>8} {'settled':>8}")
-    rows: list[tuple[str, int, float | Timed]] = [
-        ("baseline: raw aiokafka consumer, the network's records", events, raw_seconds),
-        ("raw aiokafka + decoding each CloudEvent (binding, pydantic)", events, decoded_seconds),
-        ("peer: Quix Streams, online-sign-up rule, member events", len(member_events), peer.seconds),
-        ("journey: online-sign-up rule only, the same member events", len(member_events), one_timed),
-        ("journey: all ten rules, the network (stored, published)", events, all_timed),
-        ("journey: all rules, 4 partitions, one process", events, scaled[1]),
-        ("journey: all rules, 4 partitions, two processes of one group", events, scaled[2]),
+    print(f"broker {kafka}, Redis {redis_url}; each figure the median of {rounds} rounds")
+    print(f"{'':<66} {'events/s':>10} {'seconds':>8} {'settled':>8}  rounds (s)")
+    rows: list[tuple[str, int, list[float] | list[Timed]]] = [
+        ("baseline: raw aiokafka consumer, the network's records", events, found.raw),
+        ("raw aiokafka + decoding each CloudEvent (binding, pydantic)", events, found.decoded),
+        ("peer: Quix Streams, online-sign-up rule, member events", len(member_events), found.peer),
+        ("journey: online-sign-up rule only, the same member events", len(member_events), found.one),
+        ("journey: all ten rules, the network (stored, published)", events, found.all),
+        ("journey: all rules, 4 partitions, one process", events, found.scaled_one),
+        ("journey: all rules, 4 partitions, two processes of one group", events, found.scaled_two),
     ]
-    for name, count, timed in rows:
-        seconds, settled = (timed.seconds, f"{timed.settled:>8.2f}") if isinstance(timed, Timed) else (timed, "")
-        print(f"{name:<66} {count / seconds:>10,.0f} {seconds:>8.2f} {settled}")
-    peer_rate = len(member_events) / peer.seconds
+    for name, count, timings in rows:
+        each = [t.seconds if isinstance(t, Timed) else t for t in timings]
+        seconds = median(each)
+        settled = [t.settled for t in timings if isinstance(t, Timed)]
+        shown = f"{median(settled):>8.2f}" if settled else f"{'':>8}"
+        print(f"{name:<66} {count / seconds:>10,.0f} {seconds:>8.2f} {shown}  {' '.join(f'{x:.2f}' for x in each)}")
+    peer_rate = len(member_events) / peer_seconds
     print(f"frictions: journey one rule {len(signup_journey):,}, peer {len(peer.frictions):,}, "
-          f"truth {len(signup_truth):,}; all rules {len(all_found):,}, truth {len(truth):,}")  # fmt: skip
-    print(f"ratio two instances/one (4 partitions): {scaled[1].seconds / scaled[2].seconds:.2f}")
+          f"truth {len(signup_truth):,}; all rules {len(all_found):,}, truth {len(truth):,} (the last round; "
+          f"every round compared)")  # fmt: skip
+    print(f"ratio two instances/one (4 partitions): {scaled_one.seconds / scaled_two.seconds:.2f}")
     print(f"ratio journey(one rule)/peer: {len(member_events) / one_timed.seconds / peer_rate:.2f}")
     print(f"ratio journey(all rules)/peer: {events / all_timed.seconds / peer_rate:.2f}")
     print(f"ratio journey/raw+decode: {decoded_seconds / all_timed.seconds:.2f}")
-    print(f"redis bytes per member: {max(0, after - before) // members}")
+    print(f"redis bytes per member: {int(median(found.redis))}")
     print(f"frictions equal to peer and truth: {'yes' if equal else 'no'}")
 
 
@@ -289,9 +350,12 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=3)
     batch = JourneySettings.model_fields["journey_batch_size"].default
     parser.add_argument("--batch", type=int, default=batch, help="journey's batch (KLANTREIS_JOURNEY_BATCH_SIZE)")
+    parser.add_argument("--rounds", type=int, default=3, help="each run this many times; the medians are shown")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     with runtime.local_infrastructure() as (kafka, redis_url):
-        asyncio.run(bench(kafka, redis_url, args.members, args.partitions, args.batch))
+        asyncio.run(bench(kafka, redis_url, args.members, args.partitions, args.batch, args.rounds))
 
 
 if __name__ == "__main__":
