@@ -1,18 +1,21 @@
 """What the benches share: a namespace of the run's own on a shared broker and Redis, an API key, plain topics,
-analytics' app without its consumers."""
+analytics' app without its consumers, and the raw consumer every consuming bench is measured against."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from fastapi import FastAPI
 
 from services.analytics.app import create_app as analytics_app
 from services.analytics.settings import AnalyticsSettings
 from shared.auth import NETWORK, Keyring
+from shared.events import from_kafka, typed_data
 from shared.redis import make_redis
 from shared.settings import Settings
 
@@ -62,3 +65,29 @@ def reports_app(redis_url: str, data: Path, tag: str = "bench") -> tuple[Analyti
     consumers) is not started."""
     settings = namespaced(AnalyticsSettings, tag, redis_url=redis_url, analytics_path=data, analytics_cache_seconds=0)
     return settings, analytics_app(settings)
+
+
+async def raw_consume(bootstrap: str, topics: list[str], partitions: int, decode: bool) -> tuple[int, float]:
+    """Every record of `topics` up to their end offsets; (records, seconds from the first fetch)."""
+    assigned = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        todo = {tp for tp, end in ends.items() if end > 0}
+        count, started = 0, 0.0
+        while todo:
+            fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
+            started = started or time.perf_counter()
+            for tp, records in fetched.items():
+                for record in records:
+                    if decode:
+                        typed_data(from_kafka(record.value, record.headers))
+                count += len(records)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+        return count, time.perf_counter() - started
+    finally:
+        await consumer.stop()

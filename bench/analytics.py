@@ -2,7 +2,7 @@
 events in the embedded store (chDB), and ingest from Kafka end to end.
 
     .venv/bin/python bench/analytics.py [--members 4000000] [--events-per-member 5.25] [--rounds 5]
-        [--kafka-events 300000] [--ingest-timeout 1200] [--ingest-only]
+        [--kafka-events 300000] [--ingest-rounds 3] [--ingest-timeout 1200] [--ingest-only]
 
 Needs Redis (API keys and dashboard sessions): KLANTREIS_REDIS_URL when set, under key
 prefixes of its own, else a redis-server started on a free port. Needs Kafka for the end-to-end part:
@@ -17,8 +17,10 @@ started on free ports; topics under a unique prefix, deleted at the end.
    `--rounds` runs, each run cold: the store's mark and uncompressed caches dropped before it (the operating
    system's page cache is not: the machine is shared).
 3. The dashboard's first load: `GET /pages/dashboard` signed in, every report it shows computed (cache off, cold).
-4. Ingest: `--kafka-events` member and usage events published to the shared broker, then consumed by the analytics
-   service into a fresh store (one batch, one insert): events/s between the first and the last batch.
+4. Ingest: `--kafka-events` member and usage events published to the shared broker, then consumed
+   `--ingest-rounds` times, each round by a raw aiokafka consumer (the baseline: records fetched, nothing decoded)
+   and by the analytics service into a fresh store: events/s between its first and its last batch, the median of
+   the rounds, and its ratio to the raw consumer's median.
 The Redis-scan reports this replaced were the baseline of the first runs (docs/reports.md has those ratios);
 they were retired with the move, together with the journey state they scanned.
 """
@@ -50,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench._common import remove_keys, reports_app
+from bench._common import raw_consume, remove_keys, reports_app
 from deploy import runtime
 from services.analytics.app import create_app
 from services.analytics.handlers import FactWriter
@@ -298,9 +300,10 @@ async def waited(done: Callable[[], bool]) -> None:
         await asyncio.sleep(0.01)
 
 
-async def ingest(bootstrap: str, redis_url: str, data: Path, count: int) -> float:
-    """Events published first, then consumed by the analytics service: events/s from the first batch handled to
-    the last (the consumer group's joining is not counted)."""
+async def ingest(bootstrap: str, redis_url: str, data: Path, count: int, rounds: int) -> float:
+    """Events published once, then consumed `rounds` times, each round by a raw aiokafka consumer (the baseline) and
+    by the analytics service into a fresh store (a consumer group and keys of its own): events/s from the first
+    batch handled to the last (the group's joining is not counted). Returns the median of the rounds."""
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     settings = AnalyticsSettings(
         kafka_bootstrap=bootstrap, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix,
@@ -309,22 +312,25 @@ async def ingest(bootstrap: str, redis_url: str, data: Path, count: int) -> floa
     try:
         await ensure_topics(settings)
         started = time.perf_counter()
-        await publish(settings, synthetic_events(count))
+        events = synthetic_events(count)
+        topics = sorted({settings.topic(typed_data(event).topic) for event in events})
+        await publish(settings, events)
         print(f"published {count:,} events in {time.perf_counter() - started:.1f} s", flush=True)
-        app = create_app(settings)
-        writer: FactWriter = app.state.writer
-        async with app.router.lifespan_context(app):
-            await waited(lambda: writer.handled > 0)
-            first_at, first, used = time.perf_counter(), writer.handled, cpu_seconds()
-            await waited(lambda: writer.handled >= count)
-            rate = (writer.handled - first) / (time.perf_counter() - first_at)
-            used = cpu_seconds() - used
-            print(f"consumed {writer.handled:,} events in {writer.batches:,} batches, inserted {writer.inserted:,}: "
-                  f"{rate:,.0f} events/s; {writer.seconds:.1f} s of it in the handler (rows, look-ups, insert: "
-                  f"{writer.handled / writer.seconds:,.0f} events/s), the rest receiving and decoding; "
-                  f"cpu {used:.1f} s after the first batch ({(writer.handled - first) / used:,.0f} events per "
-                  f"cpu second), load {os.getloadavg()[0]:.1f}")  # fmt: skip
-            return rate
+        raw_rates, rates = [], []
+        for round_ in range(1, rounds + 1):
+            read, seconds = await raw_consume(bootstrap, topics, settings.partitions, decode=False)
+            raw_rates.append(read / seconds)
+            own = f"{prefix}r{round_}."
+            fresh = settings.model_copy(
+                update={"group_prefix": own, "key_prefix": own, "analytics_path": data / f"round{round_}"}
+            )
+            rates.append(await ingest_round(fresh, count))
+            print(f"  round {round_}: raw aiokafka consumer {raw_rates[-1]:,.0f} events/s", flush=True)
+            shutil.rmtree(data / f"round{round_}", ignore_errors=True)
+        rate, raw = statistics.median(rates), statistics.median(raw_rates)
+        print(f"ingest, the median of {rounds} rounds: {rate:,.0f} events/s; a raw aiokafka consumer of the same "
+              f"records {raw:,.0f} events/s (ratio ingest/raw consume: {rate / raw:.2f})")  # fmt: skip
+        return rate
     finally:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
@@ -332,6 +338,24 @@ async def ingest(bootstrap: str, redis_url: str, data: Path, count: int) -> floa
             await admin.delete_topics([t for t in await admin.list_topics() if t.startswith(prefix)])
         finally:
             await admin.close()
+
+
+async def ingest_round(settings: AnalyticsSettings, count: int) -> float:
+    """The analytics service consuming the published events into its store: events/s after its first batch."""
+    app = create_app(settings)
+    writer: FactWriter = app.state.writer
+    async with app.router.lifespan_context(app):
+        await waited(lambda: writer.handled > 0)
+        first_at, first, used = time.perf_counter(), writer.handled, cpu_seconds()
+        await waited(lambda: writer.handled >= count)
+        rate = (writer.handled - first) / (time.perf_counter() - first_at)
+        used = cpu_seconds() - used
+        print(f"consumed {writer.handled:,} events in {writer.batches:,} batches, inserted {writer.inserted:,}: "
+              f"{rate:,.0f} events/s; {writer.seconds:.1f} s of it in the handler (rows, look-ups, insert: "
+              f"{writer.handled / writer.seconds:,.0f} events/s), the rest receiving and decoding; "
+              f"cpu {used:.1f} s after the first batch ({(writer.handled - first) / used:,.0f} events per "
+              f"cpu second), load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        return rate
 
 
 @contextlib.contextmanager
@@ -379,7 +403,8 @@ async def ingest_only(args: argparse.Namespace) -> None:
     try:
         with redis_server() as redis_url, kafka_broker() as bootstrap:
             rate = await asyncio.wait_for(
-                ingest(bootstrap, redis_url, base / "ingest", args.kafka_events), args.ingest_timeout
+                ingest(bootstrap, redis_url, base / "ingest", args.kafka_events, args.ingest_rounds),
+                args.ingest_timeout,
             )
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -403,7 +428,8 @@ async def main(args: argparse.Namespace) -> None:
                 try:
                     with kafka_broker() as bootstrap:
                         rate = await asyncio.wait_for(
-                            ingest(bootstrap, redis_url, base / "ingest", args.kafka_events), args.ingest_timeout
+                            ingest(bootstrap, redis_url, base / "ingest", args.kafka_events, args.ingest_rounds),
+                            args.ingest_timeout,
                         )
                 except Exception as failure:  # the figures at scale are still worth printing
                     rate = f"not measured ({type(failure).__name__}: {str(failure)[:200]})"
@@ -429,4 +455,5 @@ if __name__ == "__main__":
     parser.add_argument("--kafka-events", type=int, default=300_000, help="0: no ingest part")
     parser.add_argument("--ingest-timeout", type=float, default=1200, help="seconds the ingest part may take")
     parser.add_argument("--ingest-only", action="store_true", help="only the end-to-end part (ingest from Kafka)")
+    parser.add_argument("--ingest-rounds", type=int, default=3, help="consumes of the published events; the median")
     asyncio.run(main(parser.parse_args()))

@@ -48,6 +48,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._common import raw_consume
 from bench.peers.quix_signup import PeerRun
 from deploy import runtime
 from services.journey.app import create_app
@@ -89,32 +90,6 @@ async def produce(settings: JourneySettings, events: list[CloudEvent]) -> None:
         await parts.broker.stop()
         await parts.redis.aclose()
     print(f"produced {loaded.produced:,} events in {loaded.seconds:.1f} s under {settings.topic_prefix}", flush=True)
-
-
-async def raw_consume(bootstrap: str, topics: list[str], partitions: int, decode: bool) -> tuple[int, float]:
-    """Every record of `topics` up to their end offsets; (records, seconds from the first fetch)."""
-    assigned = [TopicPartition(t, p) for t in topics for p in range(partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        consumer.assign(assigned)
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        todo = {tp for tp, end in ends.items() if end > 0}
-        count, started = 0, 0.0
-        while todo:
-            fetched = await consumer.getmany(*todo, timeout_ms=500, max_records=5000)
-            started = started or time.perf_counter()
-            for tp, records in fetched.items():
-                for record in records:
-                    if decode:
-                        typed_data(from_kafka(record.value, record.headers))
-                count += len(records)
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    todo.discard(tp)
-        return count, time.perf_counter() - started
-    finally:
-        await consumer.stop()
 
 
 ROOT = str(Path(__file__).resolve().parent.parent)

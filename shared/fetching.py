@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from faststream.kafka.message import KafkaAckableMessage, KafkaMessage
 
-from shared.telemetry import expected_retry, sampled
+from shared.telemetry import expected_retry, sampled_traceparent
 
 P = TypeVar("P")  # what the consume loop makes of a batch's records ahead of time (its decoding)
 Records = tuple[Any, ...]
@@ -79,7 +79,7 @@ class FetchAhead(ConsumerRebalanceListener, Generic[P]):  # type: ignore[misc]
         links = [
             {"traceparent": traceparent, "correlation_id": traceparent}
             for record in records
-            if (value := dict(record.headers).get("traceparent")) is not None and (traceparent := sampled(value))
+            if (traceparent := sampled_traceparent(record.headers)) is not None
         ]
         return KafkaAckableMessage(
             body=[record.value or b"" for record in records],

@@ -324,10 +324,8 @@ def current_traceparent() -> str | None:
 
 def sampled_traceparent(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
     """The `traceparent` of a Kafka record's headers when its trace is sampled (flags bit 0), else None."""
-    for name, value in headers or ():
-        if name == "traceparent":
-            return sampled(value)
-    return None
+    value = dict(headers or ()).get("traceparent")  # a dict made in C: faster than a loop over ten headers
+    return None if value is None else sampled(value)
 
 
 def sampled(traceparent: bytes) -> str | None:
