@@ -40,9 +40,12 @@ def test_two_consumers_in_one_process_turn_it_on_only_when_both_batches_are_done
 
 def test_a_collector_someone_else_turned_off_stays_off() -> None:
     gc.disable()
-    with collector_paused():
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
         assert not gc.isenabled()
-    assert not gc.isenabled()
+    finally:
+        gc.enable()  # the tests after this one in the worker run with the collector on, as they expect
 
 
 class _Record:
