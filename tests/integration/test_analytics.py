@@ -5,6 +5,7 @@ censoring, scope, roles — and redelivery, replays, merges and erasures are che
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import uuid
@@ -162,16 +163,15 @@ class Network:
         return rows
 
 
-@pytest.fixture(scope="module")
-async def network(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
-    Network
-]:  # fmt: skip
+@contextlib.asynccontextmanager
+async def started(kafka_bootstrap: str, redis_url: str, path: Path, database: str) -> AsyncIterator[Network]:
+    """The analytics service with topics, keys and a database of its own, the scripted network read into it. (chDB
+    holds one data folder per process: the two stores of this module are two databases in one.)"""
     prefix = f"t{uuid.uuid4().hex[:8]}."
-    path: Path = tmp_path_factory.mktemp("analytics")
     settings = AnalyticsSettings(
         kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topic_prefix=prefix, group_prefix=prefix,
         key_prefix=prefix, partitions=2, handler_retry_backoff_seconds=0.05, analytics_path=path,
-        analytics_cache_seconds=0, analytics_allowed_lateness=timedelta(0),
+        analytics_cache_seconds=0, analytics_allowed_lateness=timedelta(0), analytics_database=database,
     )  # fmt: skip
     redis = make_redis(settings)
     keyring = Keyring(redis, settings)
@@ -186,6 +186,27 @@ async def network(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest
     async with running(app):
         network = Network(app, keys, 0, settings)
         await network.publish(the_network())
+        yield network
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("analytics")
+
+
+@pytest.fixture(scope="module")
+async def network(kafka_bootstrap: str, redis_url: str, store_path: Path) -> AsyncIterator[Network]:
+    """The scripted network and nothing else (a replay of it aside, which changes nothing): the tests' exact
+    figures hold in any order."""
+    async with started(kafka_bootstrap, redis_url, store_path, "klantreis") as network:
+        yield network
+
+
+@pytest.fixture(scope="module")
+async def growing(kafka_bootstrap: str, redis_url: str, store_path: Path) -> AsyncIterator[Network]:
+    """The scripted network in a store of its own, for the tests that add members of their own libraries to it (or
+    rebuild its derived tables): what they add never reaches the network-wide figures the other tests check."""
+    async with started(kafka_bootstrap, redis_url, store_path, "growing") as network:
         yield network
 
 
@@ -400,7 +421,7 @@ async def test_frictions_compared_with_the_previous_period_and_date_presets(netw
 
 
 async def test_a_window_read_before_its_member_s_sign_up_counts_by_the_profile_and_erasure_empties_derived_rows(
-    network: Network,
+    growing: Network,
 ) -> None:
     # Reservations (their windows close after 7 days) read before the members' sign-ups: topics run side by side.
     members = [f"zaandam-teen-{i}" for i in range(5)]
@@ -409,35 +430,35 @@ async def test_a_window_read_before_its_member_s_sign_up_counts_by_the_profile_a
               item_id="i", reservation_id=f"r-{m}")
         for m in members
     ]  # fmt: skip
-    await network.publish(reserved)
+    await growing.publish(reserved)
     teens = [signed_up(m, NOW - 60 * DAY, library="zaandam", online=False, age_band="12-17") for m in members]
     frictions = [detected(m, "reservation-not-collected", NOW - 30 * DAY, NOW - 23 * DAY, "zaandam", age_band="12-17")
                  for m in members]  # fmt: skip
-    await network.publish([*teens, *frictions])
+    await growing.publish([*teens, *frictions])
     query = {"by": "age_band", "library": "zaandam", "rule": "reservation-not-collected"}
-    rows = by(await network.rows("analyst", "/v1/reports/frictions", **query), "age_band")
+    rows = by(await growing.rows("analyst", "/v1/reports/frictions", **query), "age_band")
     assert (rows[("12-17",)]["detected"], rows[("12-17",)]["starts"]) == (5, 5)
     assert list(rows) == [("12-17",)]  # no window counted without the band
-    await network.publish([event("member.erased.v1", members[0], NOW)])
+    await growing.publish([event("member.erased.v1", members[0], NOW)])
     for table in ("windows", "frictions"):
-        left = await network.store.rows(f"SELECT count() AS n FROM {{db}}.{table} WHERE member_id = '{members[0]}'")
+        left = await growing.store.rows(f"SELECT count() AS n FROM {{db}}.{table} WHERE member_id = '{members[0]}'")
         assert left == [{"n": 0}], table
-    rows = by(await network.rows("analyst", "/v1/reports/frictions", **query), "age_band")
+    rows = by(await growing.rows("analyst", "/v1/reports/frictions", **query), "age_band")
     assert rows[("12-17",)]["suppressed"] is True  # four frictions and windows left: fewer than five
 
 
-async def test_a_resolution_read_before_its_detection_counts_once_the_detection_is_stored(network: Network) -> None:
+async def test_a_resolution_read_before_its_detection_counts_once_the_detection_is_stored(growing: Network) -> None:
     members, rule = [f"leiden-{i}" for i in range(5)], "repeated-login-failures"
     due = NOW - 3 * DAY
-    await network.publish([resolved(m, rule, due, due + timedelta(hours=2)) for m in members])
+    await growing.publish([resolved(m, rule, due, due + timedelta(hours=2)) for m in members])
     query = {"by": "rule,library", "library": "leiden"}
-    assert await network.rows("analyst", "/v1/reports/frictions", **query) == []  # nothing to resolve yet
-    await network.publish([detected(m, rule, due - timedelta(minutes=15), due, "leiden") for m in members])
-    [row] = await network.rows("analyst", "/v1/reports/frictions", **query)
+    assert await growing.rows("analyst", "/v1/reports/frictions", **query) == []  # nothing to resolve yet
+    await growing.publish([detected(m, rule, due - timedelta(minutes=15), due, "leiden") for m in members])
+    [row] = await growing.rows("analyst", "/v1/reports/frictions", **query)
     assert (row["detected"], row["resolved"], row["median_seconds_to_resolve"]) == (5, 5, 7200.0)
 
 
-async def test_paths_follow_late_events_replays_and_erasure(network: Network) -> None:
+async def test_paths_follow_late_events_replays_and_erasure(growing: Network) -> None:
     members, at = [f"delft-{i}" for i in range(5)], NOW - 50 * DAY
 
     def login(kind: str, member: str, at: datetime, **data: Any) -> CloudEvent:
@@ -445,28 +466,28 @@ async def test_paths_follow_late_events_replays_and_erasure(network: Network) ->
 
     failed = [login("member.login_failed.v1", m, at, reason="bad_credentials") for m in members]
     succeeded = [login("member.login_succeeded.v1", m, at + timedelta(hours=1)) for m in members]
-    await network.publish([*(signed_up(m, NOW - 60 * DAY, library="delft") for m in members), *failed, *succeeded])
+    await growing.publish([*(signed_up(m, NOW - 60 * DAY, library="delft") for m in members), *failed, *succeeded])
     query = {"event": "member.login_failed.v1", "library": "delft", "depth": 2, "within": "P1D"}
 
     async def paths() -> list[tuple[str, int | None]]:
-        return [(r["path"], r["occurrences"]) for r in await network.rows("analyst", "/v1/reports/paths", **query)]
+        return [(r["path"], r["occurrences"]) for r in await growing.rows("analyst", "/v1/reports/paths", **query)]
 
     assert await paths() == [("member.login_succeeded.v1 → (none)", 5)]
     # Read late: a second failure between the two, a loan after them. The paths are as if read in order.
     late = [login("member.login_failed.v1", m, at + timedelta(minutes=30), reason="locked") for m in members]
     late += [borrowed(m, at + timedelta(hours=2)) for m in members]
-    await network.publish(late)
+    await growing.publish(late)
     expected = [
         ("member.login_failed.v1 → member.login_succeeded.v1", 5),
         ("member.login_succeeded.v1 → usage.loan_borrowed.v1", 5),
     ]
     assert await paths() == expected
-    await network.publish([*failed, *late])  # replayed: nothing counts twice
+    await growing.publish([*failed, *late])  # replayed: nothing counts twice
     assert await paths() == expected
-    await network.publish([event("member.erased.v1", members[0], NOW)])
+    await growing.publish([event("member.erased.v1", members[0], NOW)])
     assert await paths() == [(path, None) for path, _ in expected]  # four members left: suppressed
     left = "SELECT count() AS n FROM {db}.next_steps WHERE member_key = cityHash64('delft-0')"
-    assert await network.store.rows(left) == [{"n": 0}]
+    assert await growing.store.rows(left) == [{"n": 0}]
 
 
 # Funnels the steps' table must count as the events did: a split each way, windows short and long, dates, a profile,
@@ -501,11 +522,12 @@ async def funnels_of_both(network: Network) -> list[list[dict[str, Any]]]:
     return counted
 
 
-async def test_the_funnel_from_members_steps_is_the_funnel_of_the_events(network: Network) -> None:
-    # After the tests above (merges, an erasure, replays, late events, windows read before sign-ups), and members
-    # whose steps are out of the journey's usual order: a reservation before the sign-up, two failed logins.
+async def test_the_funnel_from_members_steps_is_the_funnel_of_the_events(growing: Network) -> None:
+    # With what the other tests of the growing store add (merges, erasures, replays, late events, windows read
+    # before sign-ups), and members whose steps are out of the journey's usual order: a reservation before the
+    # sign-up, two failed logins.
     members, at = [f"edam-{i}" for i in range(5)], NOW - 3 * DAY
-    await network.publish([
+    await growing.publish([
         *(event("usage.loan_reserved.v1", m, at, library="edam", item_id="i", reservation_id=m) for m in members),
         *(signed_up(m, at + timedelta(hours=1), library="edam") for m in members),
         *(event(kind, m, at + timedelta(minutes=minutes), library="edam", channel="online", platform="app",
@@ -515,42 +537,42 @@ async def test_the_funnel_from_members_steps_is_the_funnel_of_the_events(network
                                                        ("member.login_succeeded.v1", 100, {}))),
         *(borrowed(m, at + DAY) for m in members),
     ])  # fmt: skip
-    counted = await funnels_of_both(network)
+    counted = await funnels_of_both(growing)
     assert all(sum(int(r["reached_2"]) for r in rows) > 0 for rows in counted)  # every funnel counts someone
 
 
-async def test_members_steps_follow_late_events_duplicates_merges_and_erasure(network: Network) -> None:
+async def test_members_steps_follow_late_events_duplicates_merges_and_erasure(growing: Network) -> None:
     members, at = [f"gouda-{i}" for i in range(6)], NOW - 20 * DAY
     later = [event("member.card_activated.v1", m, at + DAY, library="gouda", channel="online") for m in members]
     later += [borrowed(m, at + 3 * DAY) for m in members]
-    await network.publish(later)  # read before the sign-ups: the topics run side by side
-    await network.publish([signed_up(m, at, library="gouda") for m in members])
+    await growing.publish(later)  # read before the sign-ups: the topics run side by side
+    await growing.publish([signed_up(m, at, library="gouda") for m in members])
     query, clock = FunnelQuery(steps=STEPS, by="channel", libraries=frozenset({"gouda"})), int(NOW.timestamp() * 1000)
 
     async def reached() -> dict[str | None, list[int]]:
-        await funnels_of_both(network)  # and every other funnel still as the events count it
-        rows = await network.store.rows(*funnel_counts(query, clock))
+        await funnels_of_both(growing)  # and every other funnel still as the events count it
+        rows = await growing.store.rows(*funnel_counts(query, clock))
         return {r["split"]: [int(r[f"reached_{k}"]) for k in (1, 2, 3)] for r in rows}
 
     assert await reached() == {"online": [6, 6, 6]}
-    await network.publish([*later, *(signed_up(m, at, library="gouda") for m in members)])  # delivered again
+    await growing.publish([*later, *(signed_up(m, at, library="gouda") for m in members)])  # delivered again
     assert await reached() == {"online": [6, 6, 6]}
     # A member who signed up earlier at the desk is merged into gouda-5: the survivor's first sign-up is the desk's.
-    await network.publish([signed_up("gouda-desk", at - 10 * DAY, library="gouda", online=False)])
-    await network.publish([event("member.merged.v1", "gouda-desk", at - 9 * DAY, survivor_id="gouda-5")])
+    await growing.publish([signed_up("gouda-desk", at - 10 * DAY, library="gouda", online=False)])
+    await growing.publish([event("member.merged.v1", "gouda-desk", at - 9 * DAY, survivor_id="gouda-5")])
     assert await reached() == {"online": [5, 5, 5], "offline": [1, 1, 1]}
-    await network.publish([event("member.erased.v1", "gouda-0", NOW)])
+    await growing.publish([event("member.erased.v1", "gouda-0", NOW)])
     assert await reached() == {"online": [4, 4, 4], "offline": [1, 1, 1]}
     for member in ("gouda-desk", "gouda-0"):  # no row of the merged or the erased member: steps or anything else
         left = f"SELECT count() AS n FROM {{db}}.members WHERE member_key = cityHash64('{member}')"
-        assert await network.store.rows(left) == [{"n": 0}], member
+        assert await growing.store.rows(left) == [{"n": 0}], member
     # The survivor's steps: each of its member and usage events once (its own and the merged member's).
     steps = "SELECT length(steps) AS n FROM {db}.members FINAL WHERE member_key = cityHash64('gouda-5')"
     events = (
         "SELECT count() AS n FROM {db}.events WHERE member_key = cityHash64('gouda-5') "
         "AND (type LIKE 'member.%' OR type LIKE 'usage.%')"
     )
-    assert await network.store.rows(steps) == await network.store.rows(events) != [{"n": 0}]
+    assert await growing.store.rows(steps) == await growing.store.rows(events) != [{"n": 0}]
 
 
 async def test_every_event_type_has_a_step_code_of_its_own(network: Network) -> None:
@@ -559,35 +581,35 @@ async def test_every_event_type_has_a_step_code_of_its_own(network: Network) -> 
     assert await network.store.rows(sql, {"kinds": array_literal(kinds)}) == [{"n": len(kinds)}]
 
 
-async def test_a_store_made_before_next_steps_gets_them_at_start(network: Network) -> None:
+async def test_a_store_made_before_next_steps_gets_them_at_start(growing: Network) -> None:
     query = {"event": "member.signed_up.v1", "depth": 1, "within": "P30D"}
-    before = await network.rows("analyst", "/v1/reports/paths", **query)
+    before = await growing.rows("analyst", "/v1/reports/paths", **query)
     assert sum(r["occurrences"] or 0 for r in before) > 20
     for table in ("next_steps", "next_steps_done"):
-        await network.store.command(f"TRUNCATE TABLE {{db}}.{table}")
-    assert await next_steps_up_to_date(network.store) > 20  # what the service does at start: every member
-    assert await network.store.rows("SELECT count() > 0 AS some FROM {db}.next_steps") == [{"some": 1}]
-    assert await network.rows("analyst", "/v1/reports/paths", **query) == before
-    assert await next_steps_up_to_date(network.store) == 0  # nothing stored since: nothing derived
+        await growing.store.command(f"TRUNCATE TABLE {{db}}.{table}")
+    assert await next_steps_up_to_date(growing.store) > 20  # what the service does at start: every member
+    assert await growing.store.rows("SELECT count() > 0 AS some FROM {db}.next_steps") == [{"some": 1}]
+    assert await growing.rows("analyst", "/v1/reports/paths", **query) == before
+    assert await next_steps_up_to_date(growing.store) == 0  # nothing stored since: nothing derived
 
 
 async def test_a_store_of_the_previous_layout_gets_its_members_active_months_and_steps_at_start(
-    network: Network,
+    growing: Network,
 ) -> None:
-    # Last in this module: it rebuilds the derived tables of the shared store.
-    before = await network.rows("analyst", "/v1/reports/retention", months=24)
-    funnel = await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel")
+    # It empties and then rebuilds the derived tables of its store: the store of the tests that change theirs.
+    before = await growing.rows("analyst", "/v1/reports/retention", months=24)
+    funnel = await growing.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel")
     assert any(r["active"] for r in before) and any(r["reached"] for r in funnel)
     # As a store made before members kept their active months and steps: the columns empty, another layout's
     # fingerprint.
-    await network.store.command(
+    await growing.store.command(
         "ALTER TABLE {db}.members UPDATE active_months = [], steps = [] WHERE 1 SETTINGS mutations_sync = 1"
     )
-    await network.store.command("INSERT INTO {db}.catalogue (fingerprint) VALUES ('layout-4')")
-    assert not any(r["active"] for r in await network.rows("analyst", "/v1/reports/retention", months=24))
-    assert await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel") == []
-    reading: Reports = network.app.state.reports
-    assert await network.store.windows_for(fingerprint(reading.windows), derived(reading.windows))
-    assert await network.rows("analyst", "/v1/reports/retention", months=24) == before
-    assert await network.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel") == funnel
-    await funnels_of_both(network)
+    await growing.store.command("INSERT INTO {db}.catalogue (fingerprint) VALUES ('layout-4')")
+    assert not any(r["active"] for r in await growing.rows("analyst", "/v1/reports/retention", months=24))
+    assert await growing.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel") == []
+    reading: Reports = growing.app.state.reports
+    assert await growing.store.windows_for(fingerprint(reading.windows), derived(reading.windows))
+    assert await growing.rows("analyst", "/v1/reports/retention", months=24) == before
+    assert await growing.rows("analyst", "/v1/reports/funnel", steps=FUNNEL, by="channel") == funnel
+    await funnels_of_both(growing)
