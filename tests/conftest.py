@@ -159,6 +159,18 @@ def _given_by_environment() -> _Infrastructure | None:
 _SHARED = pytest.StashKey[_Infrastructure]()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse-order", action="store_true",
+        help="run the tests last to first: a test that passes only after (or before) another one fails",
+    )  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse-order"):
+        items.reverse()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (``-n N``) the controller starts Kafka and Redis once for all workers.
