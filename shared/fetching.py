@@ -15,8 +15,8 @@ ahead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -148,13 +148,20 @@ def _seen(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-async def commit(consumer: AIOKafkaConsumer, ends: dict[tuple[str, int], int]) -> None:
-    """Commit past the last record of every partition in `ends`. A rebalance that moved a partition meanwhile is
-    expected, not a failure: its new owner handles the uncommitted records again (effects are idempotent)."""
+@contextmanager
+def rebalance_tolerated() -> Iterator[None]:
+    """Around a commit: a rebalance that moved a partition meanwhile is expected, not a failure; its new owner
+    handles the uncommitted records again (effects are idempotent by event id)."""
     try:
-        await consumer.commit({TopicPartition(topic, partition): end + 1 for (topic, partition), end in ends.items()})
+        yield
     except (CommitFailedError, IllegalStateError) as exc:
         expected_retry("rebalance: the partition moved before the commit; its new owner handles it again", exc, 1)
+
+
+async def commit(consumer: AIOKafkaConsumer, ends: dict[tuple[str, int], int]) -> None:
+    """Commit past the last record of every partition in `ends` (`rebalance_tolerated`)."""
+    with rebalance_tolerated():
+        await consumer.commit({TopicPartition(topic, partition): end + 1 for (topic, partition), end in ends.items()})
 
 
 def positions(records: Sequence[Any]) -> dict[tuple[str, int], int]:

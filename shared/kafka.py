@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, Protocol, TypedDict, TypeVar
 
 from aiokafka.errors import (
-    CommitFailedError,
     KafkaConnectionError,
     KafkaTimeoutError,
     NodeNotReadyError,
@@ -31,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.events import CloudEvent, EventData, InvalidEvent, from_kafka, typed_data
-from shared.fetching import FetchAhead, commit, positions
+from shared.fetching import FetchAhead, commit, positions, rebalance_tolerated
 from shared.kafka_spans import kafka_telemetry
 from shared.metrics import ServiceMetrics
 from shared.publishing import EventPublisher, PublishTimeout, dead_letter_headers, publish_deadline
@@ -322,13 +321,13 @@ class _ConsumeLoop(Generic[C]):
 
     def _prepare(self, records: Sequence[Any]) -> _Prepared[C]:
         """The CPU part of handling `records`: the records of wanted types, and their decoding."""
-        declared = [r for r in records if self._declared_wanted(r)]
+        declared = self._of_wanted_types(records)
         return declared, self._decode(declared)
 
     async def _prepare_in_steps(self, records: Sequence[Any]) -> _Prepared[C]:
         """`_prepare`, a few thousand records at a time, letting the handler in flight go on between them: its next
         statement waits for the event loop, and a whole batch's decoding holds it for a tenth of a second or more."""
-        declared = [r for r in records if self._declared_wanted(r)]
+        declared = self._of_wanted_types(records)
         decoded: list[C | InvalidEvent | None] = []
         for start in range(0, len(declared), _DECODING_STEP):
             await asyncio.sleep(0)
@@ -365,6 +364,9 @@ class _ConsumeLoop(Generic[C]):
                 )
         await self._attempt([], ends)
         return ends
+
+    def _of_wanted_types(self, records: Sequence[Any]) -> list[Any]:
+        return [r for r in records if self._declared_wanted(r)]
 
     def _declared_wanted(self, record: Any) -> bool:
         """False for a record whose `ce_type` header names a type this consumer does not want."""
@@ -418,12 +420,9 @@ def _reason(failure: BaseException) -> str:
 
 
 async def _commit(message: KafkaMessage) -> None:
-    """Commit the offsets; a rebalance that moved the partition meanwhile is expected, not a failure: its new
-    owner handles the uncommitted records again (effects are idempotent by event id)."""
-    try:
+    """Commit the offsets (`rebalance_tolerated`)."""
+    with rebalance_tolerated():
         await message.ack()
-    except CommitFailedError as exc:
-        expected_retry("rebalance: the partition moved before the commit; its new owner handles it again", exc, 1)
 
 
 def _types_by_topic(handled: Sequence[Consumed]) -> dict[str, Counter[str]]:
