@@ -98,6 +98,16 @@ async def rebalancing(settings: Settings) -> bool:
     return any(group[2] == "PreparingRebalance" for response in responses for group in response.groups)
 
 
+async def held_while_the_next_is_fetched(
+    parts: ServiceParts, subscriber: Any, ledger: Ledger, first: list[CloudEvent], later: list[CloudEvent]
+) -> None:
+    """`first` published and its batch held in the handler; then `later` published and fetched ahead meanwhile."""
+    await parts.publisher.publish_many(first)
+    await eventually(lambda: asyncio.sleep(0, result=ledger.holding.is_set()))
+    await parts.publisher.publish_many(later)
+    await eventually(lambda: _more_than(fetched(subscriber), len(ledger.held)))
+
+
 async def all_committed(settings: Settings) -> bool:
     committed, ends = await ledger_offsets(settings)
     return committed == ends
@@ -109,11 +119,8 @@ async def test_records_arriving_while_a_slow_handler_runs_are_fetched_ahead_and_
     ledger = Ledger()
     first, later = [friction() for _ in range(4)], [friction() for _ in range(12)]
     async with instance(settings, ledger, "ahead") as (parts, subscriber):
-        await parts.publisher.publish_many(first)
-        await eventually(lambda: asyncio.sleep(0, result=ledger.holding.is_set()))
-        await parts.publisher.publish_many(later)
         # The next batch is fetched (and decoded) while the first one's handler is still running …
-        await eventually(lambda: _more_than(fetched(subscriber), len(ledger.held)))
+        await held_while_the_next_is_fetched(parts, subscriber, ledger, first, later)
         # … but nothing is committed before that handler returned, though the consumer's position is past it.
         committed, _ = await ledger_offsets(settings)
         assert sum(committed.values()) == 0
@@ -136,10 +143,7 @@ async def test_a_rebalance_while_a_handler_runs_waits_for_it_and_loses_and_doubl
             await leave.wait()
 
     async with instance(settings, ledger, "one") as (parts, subscriber):
-        await parts.publisher.publish_many(first)
-        await eventually(lambda: asyncio.sleep(0, result=ledger.holding.is_set()))
-        await parts.publisher.publish_many(later)
-        await eventually(lambda: _more_than(fetched(subscriber), len(ledger.held)))
+        await held_while_the_next_is_fetched(parts, subscriber, ledger, first, later)
         # A second instance joins: the first one's partitions are revoked while its handler is held; the revocation
         # waits for it (and its commit), and the batch fetched ahead is read again by whoever owns its partition next.
         second = asyncio.create_task(second_instance())
@@ -163,10 +167,7 @@ async def test_a_stop_while_a_handler_runs_waits_for_it_and_the_next_start_goes_
     ledger = Ledger()
     first, later = [friction() for _ in range(4)], [friction() for _ in range(12)]
     async with instance(settings, ledger, "stopping") as (parts, subscriber):
-        await parts.publisher.publish_many(first)
-        await eventually(lambda: asyncio.sleep(0, result=ledger.holding.is_set()))
-        await parts.publisher.publish_many(later)
-        await eventually(lambda: _more_than(fetched(subscriber), len(ledger.held)))
+        await held_while_the_next_is_fetched(parts, subscriber, ledger, first, later)
         # The stop begins while the handler is held; the handler is released a moment later.
         asyncio.get_running_loop().call_later(1.0, ledger.release.set)
     assert ledger.handled[: len(ledger.held)] == ledger.held
