@@ -323,15 +323,12 @@ def current_traceparent() -> str | None:
 
 
 def sampled_traceparent(headers: Sequence[tuple[str, bytes]] | None) -> str | None:
-    """The `traceparent` of a Kafka record's headers when its trace is sampled (flags bit 0), else None."""
+    """The `traceparent` of a Kafka record's headers when its trace is sampled (flags bit 0); None when it is not,
+    or is missing, or is not a traceparent at all (a producer's garbage must not stop a consumer)."""
     value = dict(headers or ()).get("traceparent")  # a dict made in C: faster than a loop over ten headers
-    return None if value is None else sampled(value)
-
-
-def sampled(traceparent: bytes) -> str | None:
-    """A `traceparent` header's value as text when its trace is sampled (flags bit 0); None when it is not, or is
-    not a traceparent at all (a producer's garbage must not stop a consumer)."""
-    text = traceparent.decode("ascii", "replace")
+    if value is None:
+        return None
+    text = value.decode("ascii", "replace")
     parts = text.split("-")
     if len(parts) != 4 or len(parts[3]) != 2:
         return None
