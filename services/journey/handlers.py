@@ -255,7 +255,8 @@ class FrictionDetector:
             change.outbox.append(record)
             change.resolved[resolution.rule] += 1
             self._traces.continued(record.event_id, resolution.event_id)
-        change.outbox += [window_closed(w) for w in outcome.closed]
+        if self._settings.journey_publish_windows:
+            change.outbox += [window_closed(w) for w in outcome.closed]
         change.outbox += [forwarded(f.survivor, f.event) for f in applied.forwards]
 
     async def idle(self) -> Awaitable[None] | None:

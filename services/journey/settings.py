@@ -27,3 +27,8 @@ class JourneySettings(Settings):
     # encoded and written once per batch however many of their events it holds (bench/journey_throughput.py: 20,000
     # against 5,000 took a fifth less time; a batch of 20,000 is decided in about a second).
     journey_batch_size: int = Field(default=20_000, ge=1)
+    # Publish every closed absence window (met or not) as `window.closed` on journey.windows.v1. Off: the platform's
+    # read side (analytics) derives the windows, the friction rates' denominators, from the events itself, and
+    # nothing of the platform reads the topic; building, storing and sending one record per closed window took a
+    # quarter of journey's time (docs/journey.md, eighth round). On for a consumer outside the platform that does.
+    journey_publish_windows: bool = False

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -161,6 +162,24 @@ async def test_a_late_card_activation_resolves_the_friction_with_the_time_it_too
     resolved = await eventually(lambda: _friction_of(live, "late-member", "resolved"))
     assert resolved["friction_id"] == friction["friction_id"]
     assert 5.9 * 86400 < resolved["seconds_to_resolve"] < 6.1 * 86400
+
+
+async def test_closed_windows_are_published_only_when_asked_for(settings: Settings) -> None:
+    """window.closed is off by default (the read side derives the windows from the events); a setting turns it on."""
+    start = datetime.now(UTC) - timedelta(days=20)
+    for member, publish_windows in (("uncounted-member", False), ("counted-member", True)):
+        live_settings = journey_settings(settings, journey_publish_windows=publish_windows)
+        app = create_app(live_settings)
+        async with running(app), harness_publisher(live_settings) as publisher:
+            live = Live(app, live_settings, publisher)
+            await publisher.publish(signed_up(member, start))
+            friction = await eventually(partial(_friction_of, live, member, "detected"))
+            assert friction["rule"] == "online-signup-not-activated"
+            await live.settle()
+
+    closed = await read_to_end(settings.kafka_bootstrap, settings.topic("journey.windows.v1"))
+    windows = [(header(r, "ce_subject"), json.loads(r.value)) for r in closed]
+    assert [(m, w["rule"], w["met"]) for m, w in windows] == [("counted-member", "online-signup-not-activated", False)]
 
 
 async def _friction_of(live: Live, member: str, kind: str) -> dict[str, Any] | None:
