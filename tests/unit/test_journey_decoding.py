@@ -77,3 +77,25 @@ def test_a_record_in_another_binding_is_read_the_reference_way() -> None:
     missing_time = Record(missing_time.value, [(n, v) for n, v in missing_time.headers if n != "ce_time"])
     decoded = decode_batch([missing_time], KINDS)
     assert isinstance(decoded[0], InvalidEvent) and decoded[0].errors[0].field == "ce_time"
+
+
+def test_a_record_with_a_trace_context_reads_as_without_one() -> None:
+    traced = record(LOGIN)
+    traced = Record(traced.value, [*traced.headers, ("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")])
+    assert decode_batch([traced], KINDS) == [reference(LOGIN)]
+
+
+def test_an_attribute_the_reference_way_refuses_is_refused_the_fast_way_too() -> None:
+    bad_library = record(LOGIN)
+    bad_library = Record(
+        bad_library.value, [(n, b"Not A Library" if n == "ce_library" else v) for n, v in bad_library.headers]
+    )
+    decoded = decode_batch([bad_library, record(ACTIVATED)], KINDS)
+    assert isinstance(decoded[0], InvalidEvent) and "library" in decoded[0].errors[0].field
+    assert decoded[1] == reference(ACTIVATED)
+
+
+def test_an_unusual_record_of_a_type_no_rule_looks_at_is_skipped_as_well() -> None:
+    unread = record(event("member.consent_changed.v1", "m1"))
+    unread = Record(unread.value, [(n, v) for n, v in unread.headers if n != "ce_time"])
+    assert decode_batch([unread], KINDS) == [None]
