@@ -13,20 +13,25 @@ a ratio.
 
 A simulated network (services/journey/offline/simulator.py) is produced twice: its member events alone under one prefix
 (the one-rule comparison: the peer and journey read the same topic, the same events), and the whole network under
-another. Each run is timed from its first record to its last applied (start-up and group join left out); for
-journey, to its last record applied with its batch's effects stored in Redis and published to Kafka (acknowledged),
-the point the peer's clock stops at (its last record processed, before its state store's checkpoint). journey
-then waits until its topics are quiet (`journey_idle_seconds`, 0.5 s here) to decide the windows still open at the
-end of the input, which the peer does after its clock stopped: printed apart ("settled"), not in the ratios. What
-this process holds before the runs (the simulated network) is frozen out of the garbage collector's passes, as
-`serve()` freezes a service's start-up heap in production (`shared.service.freeze_startup_heap`): for the
-baselines and journey alike.
+another. The baselines run in the bench's own process, with what it holds before the runs (the simulated network)
+frozen out of the garbage collector's passes, as `serve()` freezes a service's start-up heap in production
+(`shared.service.freeze_startup_heap`). The peer and every journey run are each in a process of their own,
+exactly as a service runs in production: the peer as `python -m bench.peers.quix_signup`, journey as `python -m
+bench.peers.journey_instance` (the service built by `create_app` with the run's settings, its start-up heap frozen
+as `serve()` does), one process for the one-rule and all-rules runs, one and then two of one group for the
+scale-out. Each run is timed from its first record to its last applied (start-up and group join left out), by the
+clock of the process that runs it; for journey, to its last record applied with its batch's effects stored in
+Redis and published to Kafka (acknowledged), the point the peer's clock stops at (its last record processed,
+before its state store's checkpoint). journey then waits until its topics are quiet (`journey_idle_seconds`, 0.5 s
+here) to decide the windows still open at the end of the input, which the peer does after its clock stopped:
+printed apart ("settled"), not in the ratios.
 - baseline: an AIOKafkaConsumer reading every record of the network's input topics (no decoding);
 - the same consumer decoding each record as other consumers do (CloudEvents binding and the type's pydantic model);
 - the peer: bench/peers/quix_signup.py, the online-sign-up rule in Quix Streams (RocksDB state), member events;
 - journey with that one rule over the same member events, and journey with all ten rules over the network.
 Frictions are compared between journey, the peer and the simulator's truth. Redis per member: the growth of
-used_memory over every journey key, divided by the members.
+used_memory over the all-rules run (every journey key its process wrote, read once it stopped), divided by the
+members.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ import asyncio
 import json
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,14 +49,13 @@ from statistics import median
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import raw_consume
 from bench.peers.quix_signup import PeerRun
 from deploy import runtime
-from services.journey.app import create_app
-from services.journey.handlers import FrictionDetector
 from services.journey.offline.history import load
 from services.journey.offline.simulator import simulate
 from services.journey.settings import JourneySettings
@@ -130,26 +133,11 @@ class Rounds:
 
 
 async def journey_run(settings: JourneySettings, events: int) -> tuple[Timed, set[tuple[str, str, str]]]:
-    """How long journey takes to apply every record (stored, published) and to settle; the frictions it published
-    (an earlier round's, on the same topic, are left out)."""
+    """How long one journey process takes to apply every record (stored, published) and to settle; the frictions it
+    published (an earlier round's, on the same topic, are left out)."""
     frictions = settings.topic(FRICTIONS.name)
     earlier = await topic_ends(settings.kafka_bootstrap, frictions, settings.partitions)
-    app = create_app(settings)
-    context = app.router.lifespan_context(app)
-    await context.__aenter__()
-    try:
-        detector: FrictionDetector = app.state.detector
-        while detector.applied == 0:  # noqa: ASYNC110 (polling what the service exposes)
-            await asyncio.sleep(0.002)
-        started = time.perf_counter()
-        while detector.done < events:  # noqa: ASYNC110
-            await asyncio.sleep(0.002)
-        done = time.perf_counter() - started
-        while not detector.settled():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-        timed = Timed(done, time.perf_counter() - started)
-    finally:
-        await context.__aexit__(None, None, None)
+    timed = await journey_processes(settings, events, 1)
     records = await read_to_end(settings.kafka_bootstrap, frictions)
     found = set()
     for record in records:
@@ -173,14 +161,19 @@ async def topic_ends(bootstrap: str, topic: str, partitions: int) -> dict[int, i
 
 
 async def journey_processes(settings: JourneySettings, events: int, instances: int) -> Timed:
-    """How long `instances` journey processes of one group (bench/peers/journey_instance.py) take to apply every
-    record (stored, published) and to settle, from the first applied record; all started at once."""
-    command = [sys.executable, "-m", "bench.peers.journey_instance", settings.model_dump_json()]
+    """How long `instances` journey processes of one group (bench/peers/journey_instance.py, each the service as it
+    runs in production) take to apply every record (stored, published) and to settle, from the first record any of
+    them applied; all started at once. Timed by the stamps the processes put on their progress (polled every 2 ms),
+    not by when their reports arrive here. Returns once every process has stopped (its Redis writes done)."""
+    # The secrets left out: model_dump_json masks them, and a command line is no place for them; the process reads
+    # them from the environment it inherits, as these settings did.
+    secrets = {name for name, value in settings if isinstance(value, SecretStr)}
+    command = [sys.executable, "-m", "bench.peers.journey_instance", settings.model_dump_json(exclude=secrets)]
     pipe = asyncio.subprocess.PIPE
     children = [
         await asyncio.create_subprocess_exec(*command, cwd=ROOT, stdin=pipe, stdout=pipe) for _ in range(instances)
     ]
-    status: list[dict[str, Any]] = [{"applied": 0, "done": 0, "settled": False} for _ in children]
+    status: list[dict[str, Any]] = [{"done": 0, "settled": False} for _ in children]
     followers: list[asyncio.Task[None]] = []
 
     async def follow(index: int, child: asyncio.subprocess.Process) -> None:
@@ -188,23 +181,31 @@ async def journey_processes(settings: JourneySettings, events: int, instances: i
         async for line in child.stdout:
             status[index] = json.loads(line)
 
+    def alive() -> bool:
+        for follower in followers:
+            if follower.done():
+                follower.result()  # a report it could not read
+                raise RuntimeError("a journey process stopped before its run was over")
+        return True
+
     try:
         for child in children:  # built and waiting: now all join the group at once
             assert child.stdout is not None
-            json.loads(await child.stdout.readline())
+            if not (ready := await child.stdout.readline()):
+                raise RuntimeError("a journey process stopped before it was ready")
+            json.loads(ready)
         for child in children:
             assert child.stdin is not None
             child.stdin.write(b"go\n")
         followers += [asyncio.create_task(follow(i, c)) for i, c in enumerate(children)]
-        while sum(s["applied"] for s in status) == 0:  # noqa: ASYNC110 (polling what the children report)
+        while alive() and sum(s["done"] for s in status) < events:  # noqa: ASYNC110 (polling what the children report)
             await asyncio.sleep(0.005)
-        started = time.perf_counter()
-        while sum(s["done"] for s in status) < events:  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-        done = time.perf_counter() - started
-        while not all(s["settled"] for s in status):  # noqa: ASYNC110
+        while alive() and not all(s["settled"] for s in status):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        return Timed(done, time.perf_counter() - started)
+        started = min(s["first_applied"] for s in status if s["first_applied"] is not None)
+        done = max(s["done_at"] for s in status if s["done_at"] is not None)
+        settled = max(s["settled_at"] for s in status)
+        return Timed(done - started, settled - started)
     finally:
         for child in children:
             if child.stdin is not None:
@@ -238,8 +239,8 @@ async def bench(kafka: str, redis_url: str, members: int, partitions: int, batch
     everything = settings_for(kafka, redis_url, f"bench{run}b.", partitions, batch)
     await produce(one, member_events)
     await produce(everything, network.events)
-    # Every run below with what this process holds by now (the network) out of the collector's full passes, as
-    # serve() leaves a service's start-up heap out of them: the baselines and journey alike.
+    # The baselines below run here, with what this process holds by now (the network) out of the collector's full
+    # passes, as serve() leaves a service's start-up heap out of them; the peer and journey in processes of their own.
     freeze_startup_heap()
 
     topics = [everything.topic(MEMBERS.name), everything.topic(USAGE.name)]
