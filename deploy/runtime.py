@@ -489,6 +489,7 @@ def _kafka_properties(
     controller_port: int,
     super_user: tuple[str, str] | None = None,
     harness_port: int | None = None,
+    initial_rebalance_delay_ms: int = 0,
 ) -> str:
     # Single-node KRaft as in the team note kafka-without-docker.md. Java .properties: no comment on a value line.
     settings = {
@@ -511,7 +512,7 @@ def _kafka_properties(
         "transaction.state.log.num.partitions": "1",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
+        "group.initial.rebalance.delay.ms": str(initial_rebalance_delay_ms),
         "group.min.session.timeout.ms": "1000",
         "num.network.threads": "2",
         "num.io.threads": "2",
@@ -642,6 +643,9 @@ class KafkaNode(LocalServer):
     super_user: str = "admin"
     # With scram_users: a plaintext listener on this port whose clients may do anything (a test session's harness).
     harness_port: int | None = None
+    # How long a new consumer group waits for more members before its first assignment: none for tests (a group
+    # of one joins at once); Kafka's default, 3 s, for benchmarks (`local_infrastructure`).
+    initial_rebalance_delay_ms: int = 0
 
     @property
     def harness_bootstrap(self) -> str:
@@ -740,7 +744,14 @@ class KafkaNode(LocalServer):
         self.properties_path.touch(mode=0o600)
         self.properties_path.chmod(0o600)
         self.properties_path.write_text(
-            _kafka_properties(self.data_dir, self.port, self.controller_port, super_user, harness_port)
+            _kafka_properties(
+                self.data_dir,
+                self.port,
+                self.controller_port,
+                super_user,
+                harness_port,
+                self.initial_rebalance_delay_ms,
+            )
         )
         classpath = str(KAFKA_LIB / "*")
         self._format_storage(java, classpath)
@@ -968,12 +979,18 @@ async def serving(
         await task
 
 
+KAFKA_DEFAULT_INITIAL_REBALANCE_DELAY_MS = 3000
+
+
 @contextlib.contextmanager
 def local_infrastructure() -> Iterator[tuple[str, str]]:
     """Kafka and Redis for a benchmark run: ``(bootstrap, redis_url)``.
 
     The ones named by KLANTREIS_KAFKA_BOOTSTRAP and KLANTREIS_REDIS_URL when both are set; otherwise a broker and
-    a redis-server on free ports with data in a temporary directory, stopped (and the data removed) on exit.
+    a redis-server on free ports with data in a temporary directory, stopped (and the data removed) on exit. The
+    broker waits 3 s for a new group's members before its first assignment, as Kafka does by default: instances
+    started together share the partitions from their first record, rather than a first one taking every partition
+    and handing half back at once (a scale-out figure otherwise measures that race).
     """
     kafka_env, redis_env = os.environ.get("KLANTREIS_KAFKA_BOOTSTRAP"), os.environ.get("KLANTREIS_REDIS_URL")
     if kafka_env and redis_env:
@@ -983,7 +1000,10 @@ def local_infrastructure() -> Iterator[tuple[str, str]]:
     ensure_kafka_jars()
     ensure_redis_server()
     with tempfile.TemporaryDirectory(prefix="klantreis-bench-") as base:
-        kafka = KafkaNode(data_dir=Path(base) / "kafka", port=free_port(), controller_port=free_port())
+        kafka = KafkaNode(
+            data_dir=Path(base) / "kafka", port=free_port(), controller_port=free_port(),
+            initial_rebalance_delay_ms=KAFKA_DEFAULT_INITIAL_REBALANCE_DELAY_MS,
+        )  # fmt: skip
         redis = RedisNode(data_dir=Path(base) / "redis", port=free_port())
         try:
             print("starting Kafka and Redis on free ports …", flush=True)
