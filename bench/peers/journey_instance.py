@@ -7,11 +7,12 @@ Builds the journey service (no HTTP) with the settings given as JSON (`JourneySe
 left out, such as the secrets, are read from the `KLANTREIS_*` environment as a service reads them), says
 `{"ready": true}`, starts when a line arrives on its standard input (so that every instance joins the group at
 once), then looks at its progress every 2 ms and writes a line of JSON whenever it changed: `{"applied": <records
-applied>, "done": <of them stored and published>, "settled": <bool>, "first_applied": <when applied was first seen
-above 0>, "done_at": <when done last grew>, "settled_at": <when settled last became true>}`, the times this
-process's `time.monotonic()` (system-wide on Linux: comparable between processes), `null` until they happened. The
-benchmark times a run by these stamps, not by when the lines reach it. Stops when its standard input closes. Its
-start-up heap is frozen out of the garbage collector's passes, as `serve()` does.
+applied>, "done": <of them stored and published>, "settled": <bool>, "first_applied": <when its first batch came
+in>, "done_at": <when done last grew>, "settled_at": <when settled last became true>}`, the times this process's
+`time.monotonic()` (system-wide on Linux: comparable between processes), `null` until they happened. The first is
+the service's own stamp (`FrictionDetector.first_batch_at`), taken before that batch is applied: this loop runs only
+between batches. The benchmark times a run by these stamps, not by when the lines reach it. Stops when its standard
+input closes. Its start-up heap is frozen out of the garbage collector's passes, as `serve()` does.
 """
 
 from __future__ import annotations
@@ -37,15 +38,13 @@ async def run(settings: JourneySettings) -> None:
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.readline() else None)
     async with app.router.lifespan_context(app):
         detector: FrictionDetector = app.state.detector
-        first_applied: float | None = None
         done_at: float | None = None
         settled_at: float | None = None
         last: tuple[int, int, bool] | None = None
         while not stop.is_set():
             now = time.monotonic()
             applied, done, settled = detector.applied, detector.done, detector.settled()
-            if first_applied is None and applied > 0:
-                first_applied = now
+            first_applied = detector.first_batch_at
             if last is None or done != last[1]:
                 done_at = now if done > 0 else None
             if not settled:

@@ -129,6 +129,7 @@ class FrictionDetector:
         self._dead_letter = dead_letters(publisher, self.group_id)
         self.owned: dict[int, Owned] = {}
         self.applied = 0  # events applied by this process (for benchmarks and operators)
+        self.first_batch_at: float | None = None  # time.monotonic() when the first batch came in (for benchmarks)
         self.done = 0  # of them, those whose batch's effects are stored and published
         self.consumer = PartitionedConsumer(
             settings, topics=self._topics, group_id=self.group_id, owner=self,
@@ -167,6 +168,8 @@ class FrictionDetector:
 
     async def process(self, batch: dict[TopicPartition, list[Any]]) -> Awaitable[None] | None:
         started = time.perf_counter()
+        if self.first_batch_at is None:
+            self.first_batch_at = time.monotonic()
         by_partition: dict[int, list[tuple[TopicPartition, list[Any]]]] = {}
         for tp, records in batch.items():
             by_partition.setdefault(tp.partition, []).append((tp, records))
