@@ -53,9 +53,12 @@ def _ms(duration_seconds: float) -> int:
 
 
 class Engine:
-    def __init__(self, rules: Sequence[Rule], lateness_ms: int = 0) -> None:
+    def __init__(self, rules: Sequence[Rule], lateness_ms: int = 0, *, closed_windows: bool = True) -> None:
         self.rules = list(rules)
         self.lateness = lateness_ms
+        # Whether a closed absence window is told (`Outcome.closed`): back-tests count them; the service only when it
+        # publishes them (one for nearly every second event, each a value of nine fields to build).
+        self.closed_windows = closed_windows
         self.by_id = {r.id: r for r in self.rules}
         # States and timers name rules by code (a few bytes per member instead of the id, for millions of members).
         self._by_code = {r.code: r for r in self.rules}
@@ -259,19 +262,20 @@ class Engine:
         met = any(s.t <= timer.due + self.lateness for s in after)
         library = start.library or profile.home_library
         pair = start.pair or rule.channel_pair
-        out.closed.append(
-            ClosedWindow(
-                rule.id,
-                timer.member,
-                full_id(start.event_id),
-                timer.due,
-                met,
-                library,
-                pair,
-                start.platform,
-                profile.age_band,
+        if self.closed_windows:
+            out.closed.append(
+                ClosedWindow(
+                    rule.id,
+                    timer.member,
+                    full_id(start.event_id),
+                    timer.due,
+                    met,
+                    library,
+                    pair,
+                    start.platform,
+                    profile.age_band,
+                )
             )
-        )
         if not met:
             start_event_id = full_id(start.event_id)
             friction_id = deterministic_id("friction", rule.id, timer.member, start_event_id)

@@ -120,7 +120,11 @@ class FrictionDetector:
     def __init__(
         self, catalogue: RuleCatalogue, store: JourneyStore, publisher: EventPublisher, settings: JourneySettings
     ) -> None:
-        self._engine = engine.Engine(catalogue.rules, int(settings.journey_allowed_lateness.total_seconds() * 1000))
+        self._engine = engine.Engine(
+            catalogue.rules,
+            int(settings.journey_allowed_lateness.total_seconds() * 1000),
+            closed_windows=settings.journey_publish_windows,
+        )
         self._store = store
         self._publisher = publisher
         self._settings = settings
@@ -258,8 +262,7 @@ class FrictionDetector:
             change.outbox.append(record)
             change.resolved[resolution.rule] += 1
             self._traces.continued(record.event_id, resolution.event_id)
-        if self._settings.journey_publish_windows:
-            change.outbox += [window_closed(w) for w in outcome.closed]
+        change.outbox += [window_closed(w) for w in outcome.closed]  # none unless published (the engine's setting)
         change.outbox += [forwarded(f.survivor, f.event) for f in applied.forwards]
 
     async def idle(self) -> Awaitable[None] | None:

@@ -65,6 +65,19 @@ def test_activation_within_the_window_means_no_friction_and_a_met_start() -> Non
     assert closed.met is True
 
 
+def test_an_engine_that_tells_no_closed_windows_decides_the_same_frictions() -> None:
+    events = [signed_up("m"), signed_up("n"), ev("member.card_activated.v1", "n", timedelta(days=3), channel="offline")]
+    told = run(*events)
+    untold = Partition(Engine(RULES.rules, closed_windows=False))
+    for event in events:
+        untold.feed("history", JourneyEvent.of(event))
+    untold.advance(2**62)
+    result = untold.take().outcome
+    assert told.result.closed and not result.closed
+    assert {(f.rule, f.member_id) for f in result.detected} == {(f.rule, f.member_id) for f in told.result.detected}
+    assert ("online-signup-not-activated", "m") in {(f.rule, f.member_id) for f in result.detected}
+
+
 def test_a_late_activation_resolves_the_friction_with_the_time_it_took() -> None:
     journeys = run(signed_up("m"), ev("member.card_activated.v1", "m", timedelta(days=20), channel="offline"),
                    ev("member.login_succeeded.v1", "m", timedelta(days=40), channel="online", platform="app",
