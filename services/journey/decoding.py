@@ -89,23 +89,12 @@ class _Unusual(Exception):
 def _envelope(at: int, headers: Sequence[tuple[str, bytes]], kinds: frozenset[str]) -> _Envelope | None:
     found = attributes(headers)
     if found is None:
-        if _type_not_read(headers, kinds):
-            return None  # as a filtered consumer skips a type it does not read, whatever else the record has
         raise _Unusual
     kind = found.type.removeprefix(TYPE_PREFIX)
     if kind not in kinds:
         return None
     return _Envelope(at, kind, found.id, int(found.time.timestamp() * 1000), found.subject, found.channel,
                      found.platform, found.library)  # fmt: skip
-
-
-def _type_not_read(headers: Sequence[tuple[str, bytes]], kinds: frozenset[str]) -> bool:
-    """Whether the record's `ce_type` header names a type no rule looks at (a record read the reference way)."""
-    try:
-        raw_type = dict(headers).get("ce_type")
-        return raw_type is not None and raw_type.decode().removeprefix(TYPE_PREFIX) not in kinds
-    except (TypeError, ValueError):  # not pairs; not UTF-8
-        return False
 
 
 def _event(envelope: _Envelope, data: dict[str, Any]) -> JourneyEvent:

@@ -93,9 +93,3 @@ def test_an_attribute_the_reference_way_refuses_is_refused_the_fast_way_too() ->
     decoded = decode_batch([bad_library, record(ACTIVATED)], KINDS)
     assert isinstance(decoded[0], InvalidEvent) and "library" in decoded[0].errors[0].field
     assert decoded[1] == reference(ACTIVATED)
-
-
-def test_an_unusual_record_of_a_type_no_rule_looks_at_is_skipped_as_well() -> None:
-    unread = record(event("member.consent_changed.v1", "m1"))
-    unread = Record(unread.value, [(n, v) for n, v in unread.headers if n != "ce_time"])
-    assert decode_batch([unread], KINDS) == [None]
