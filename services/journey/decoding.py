@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.journey.rules import JourneyEvent
 from shared.events import FieldError, InvalidEvent, from_kafka, typed_data
-from shared.events.fast_read import attributes
+from shared.events.fast_read import Attributes, attributes
 from shared.events.registry import TYPE_PREFIX, event_types
 
 # Per event type (without the prefix), a validator of a JSON array of its payloads.
@@ -39,31 +39,20 @@ class Record(NamedTuple):
 Decoded = JourneyEvent | InvalidEvent | None  # None: no rule looks at its type
 
 
-class _Envelope(NamedTuple):
-    at: int  # this record's position in the batch
-    kind: str
-    id: str
-    t: int
-    subject: str
-    channel: str | None
-    platform: str | None
-    library: str | None
-
-
 def decode_batch(records: Sequence[Record], kinds: frozenset[str]) -> list[Decoded]:
     """Each record as the rules see it, an InvalidEvent (for the dead-letter topic) or None, in the batch's order."""
     results: list[Decoded] = [None] * len(records)
-    by_kind: dict[str, list[_Envelope]] = {}
+    by_kind: dict[str, list[tuple[int, Attributes]]] = {}  # (the record's position in the batch, its attributes)
     for at, record in enumerate(records):
-        try:
-            envelope = _envelope(at, record.headers, kinds)
-        except _Unusual:
+        found = attributes(record.headers)
+        if found is None:  # not the platform's layout, or a value it refuses: the reference decoder decides
             results[at] = _reference_or_invalid(record, kinds)
             continue
-        if envelope is not None:
-            by_kind.setdefault(envelope.kind, []).append(envelope)
-    for kind, envelopes in by_kind.items():
-        values = [records[e.at].value or b"{}" for e in envelopes]
+        kind = found.type.removeprefix(TYPE_PREFIX)
+        if kind in kinds:
+            by_kind.setdefault(kind, []).append((at, found))
+    for kind, found_of_kind in by_kind.items():
+        values = [records[at].value or b"{}" for at, _ in found_of_kind]
         joined = b"[" + b",".join(values) + b"]"
         try:
             # Each element of the joined array must be exactly one record's value: malformed values could otherwise
@@ -74,40 +63,25 @@ def decode_batch(records: Sequence[Record], kinds: frozenset[str]) -> list[Decod
             payloads = _BATCHES[kind].validate_json(joined)
         except (ValidationError, ValueError):
             # One of them is bad: each on its own, so the good ones go on and the bad one is named.
-            for envelope in envelopes:
-                results[envelope.at] = _one(envelope, records[envelope.at], kinds)
+            for at, found in found_of_kind:
+                results[at] = _one(kind, found, records[at], kinds)
             continue
-        for envelope, payload in zip(envelopes, payloads, strict=True):
-            results[envelope.at] = _event(envelope, payload.__dict__)
+        for (at, found), payload in zip(found_of_kind, payloads, strict=True):
+            results[at] = _event(kind, found, payload.__dict__)
     return results
 
 
-class _Unusual(Exception):
-    """A record the fast path does not read: the reference decoder decides."""
+def _event(kind: str, found: Attributes, data: dict[str, Any]) -> JourneyEvent:
+    return JourneyEvent(found.id, kind, int(found.time.timestamp() * 1000), found.subject, found.channel,
+                        found.platform, found.library, data)  # fmt: skip
 
 
-def _envelope(at: int, headers: Sequence[tuple[str, bytes]], kinds: frozenset[str]) -> _Envelope | None:
-    found = attributes(headers)
-    if found is None:
-        raise _Unusual
-    kind = found.type.removeprefix(TYPE_PREFIX)
-    if kind not in kinds:
-        return None
-    return _Envelope(at, kind, found.id, int(found.time.timestamp() * 1000), found.subject, found.channel,
-                     found.platform, found.library)  # fmt: skip
-
-
-def _event(envelope: _Envelope, data: dict[str, Any]) -> JourneyEvent:
-    _, kind, event_id, t, subject, channel, platform, library = envelope
-    return JourneyEvent(event_id, kind, t, subject, channel, platform, library, data)
-
-
-def _one(envelope: _Envelope, record: Record, kinds: frozenset[str]) -> Decoded:
+def _one(kind: str, found: Attributes, record: Record, kinds: frozenset[str]) -> Decoded:
     try:
-        [payload] = _BATCHES[envelope.kind].validate_json(b"[" + (record.value or b"{}") + b"]")
+        [payload] = _BATCHES[kind].validate_json(b"[" + (record.value or b"{}") + b"]")
     except (ValidationError, ValueError):
         return _reference_or_invalid(record, kinds)
-    return _event(envelope, payload.__dict__)
+    return _event(kind, found, payload.__dict__)
 
 
 def _reference_or_invalid(record: Record, kinds: frozenset[str]) -> Decoded:
