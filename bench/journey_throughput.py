@@ -162,8 +162,8 @@ async def topic_ends(bootstrap: str, topic: str, partitions: int) -> dict[int, i
 
 async def journey_processes(settings: JourneySettings, events: int, instances: int) -> Timed:
     """How long `instances` journey processes of one group (bench/peers/journey_instance.py, each the service as it
-    runs in production) take to apply every record (stored, published) and to settle, from the first record any of
-    them applied; all started at once. Timed by the stamps the processes put on their progress (polled every 2 ms),
+    runs in production) take to apply every record (stored, published) and to settle, from the first batch any of
+    them took in; all started at once. Timed by the stamps the processes put on their progress (polled every 2 ms),
     not by when their reports arrive here. Returns once every process has stopped (its Redis writes done)."""
     # The secrets left out: model_dump_json masks them, and a command line is no place for them; the process reads
     # them from the environment it inherits, as these settings did.
@@ -202,7 +202,7 @@ async def journey_processes(settings: JourneySettings, events: int, instances: i
             await asyncio.sleep(0.005)
         while alive() and not all(s["settled"] for s in status):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
-        started = min(s["first_applied"] for s in status if s["first_applied"] is not None)
+        started = min(s["first_batch_at"] for s in status if s["first_batch_at"] is not None)
         done = max(s["done_at"] for s in status if s["done_at"] is not None)
         settled = max(s["settled_at"] for s in status)
         return Timed(done - started, settled - started)

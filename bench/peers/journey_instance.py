@@ -7,7 +7,7 @@ Builds the journey service (no HTTP) with the settings given as JSON (`JourneySe
 left out, such as the secrets, are read from the `KLANTREIS_*` environment as a service reads them), says
 `{"ready": true}`, starts when a line arrives on its standard input (so that every instance joins the group at
 once), then looks at its progress every 2 ms and writes a line of JSON whenever it changed: `{"applied": <records
-applied>, "done": <of them stored and published>, "settled": <bool>, "first_applied": <when its first batch came
+applied>, "done": <of them stored and published>, "settled": <bool>, "first_batch_at": <when its first batch came
 in>, "done_at": <when done last grew>, "settled_at": <when settled last became true>}`, the times this process's
 `time.monotonic()` (system-wide on Linux: comparable between processes), `null` until they happened. The first is
 the service's own stamp (`FrictionDetector.first_batch_at`), taken before that batch is applied: this loop runs only
@@ -44,7 +44,6 @@ async def run(settings: JourneySettings) -> None:
         while not stop.is_set():
             now = time.monotonic()
             applied, done, settled = detector.applied, detector.done, detector.settled()
-            first_applied = detector.first_batch_at
             if last is None or done != last[1]:
                 done_at = now if done > 0 else None
             if not settled:
@@ -54,7 +53,8 @@ async def run(settings: JourneySettings) -> None:
             if (applied, done, settled) != last:
                 last = (applied, done, settled)
                 progress = {"applied": applied, "done": done, "settled": settled,
-                            "first_applied": first_applied, "done_at": done_at, "settled_at": settled_at}  # fmt: skip
+                            "first_batch_at": detector.first_batch_at, "done_at": done_at,
+                            "settled_at": settled_at}  # fmt: skip
                 print(json.dumps(progress), flush=True)
             await asyncio.sleep(0.002)
 
