@@ -21,6 +21,7 @@ from deploy import access, platform, runtime
 from deploy.audit_cli import record_command_line
 from deploy.commands import COMMANDS, Handler, command, say
 from deploy.runtime import KafkaNode, LocalServer, RedisNode, RuntimeProblem, ZipkinNode
+from services.journey import compiled
 from shared.auth import NETWORK, ROLES, Keyring, UnknownRole
 from shared.libraries import LibraryDirectory
 from shared.redis import make_redis
@@ -96,6 +97,8 @@ def _prepare() -> None:
     runtime.ensure_kafka_jars(quiet=False)
     runtime.ensure_zipkin_jar(quiet=False)
     runtime.ensure_redis_server()
+    if not compiled.build(quiet=False):
+        print("journey's engine runs as Python (slower): mypyc or a C compiler is missing", file=sys.stderr)
 
 
 def start_local_runtime(

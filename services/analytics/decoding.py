@@ -41,7 +41,8 @@ def decode_facts(records: Sequence[Any]) -> list[Decoded]:
                 results[at] = _reference(records[at])
             continue
         make = row_maker(kind, kinds[kind])
-        for (at, (_, event_id, time, subject, library, channel, platform)), data in zip(members, payloads, strict=True):
+        attributes_and_payloads = zip(members, payloads, strict=True)
+        for (at, (_, event_id, time, subject, library, channel, platform, _)), data in attributes_and_payloads:
             record = records[at]
             results[at] = make(event_id, subject, epoch_ms(time), library, channel, platform, data, record.topic,
                                record.partition, record.offset)  # fmt: skip

@@ -18,6 +18,7 @@ from services.journey.rules import JourneyEvent
 from shared.events import FieldError, InvalidEvent, from_kafka, typed_data
 from shared.events.fast_read import Attributes, attributes
 from shared.events.registry import TYPE_PREFIX, event_types
+from shared.telemetry import sampled_traceparent
 
 # Per event type (without the prefix), a validator of a JSON array of its payloads.
 _BATCHES: dict[str, TypeAdapter[list[Any]]] = {
@@ -39,18 +40,28 @@ class Record(NamedTuple):
 Decoded = JourneyEvent | InvalidEvent | None  # None: no rule looks at its type
 
 
-def decode_batch(records: Sequence[Record], kinds: frozenset[str]) -> list[Decoded]:
-    """Each record as the rules see it, an InvalidEvent (for the dead-letter topic) or None, in the batch's order."""
+class Batch(NamedTuple):
+    events: list[Decoded]  # in the batch's order
+    traceparents: dict[int, str]  # a record's position → the sampled trace context it was sent in, if any
+
+
+def decode_batch(records: Sequence[Record], kinds: frozenset[str]) -> Batch:
+    """Each record as the rules see it, an InvalidEvent (for the dead-letter topic) or None; and the sampled trace
+    contexts of those whose type a rule looks at."""
     results: list[Decoded] = [None] * len(records)
+    traceparents: dict[int, str] = {}
     by_kind: dict[str, list[tuple[int, Attributes]]] = {}  # (the record's position in the batch, its attributes)
     for at, record in enumerate(records):
         found = attributes(record.headers)
         if found is None:  # not the platform's layout, or a value it refuses: the reference decoder decides
             results[at] = _reference_or_invalid(record, kinds)
+            _trace(traceparents, at, record.headers)
             continue
         kind = found.type.removeprefix(TYPE_PREFIX)
         if kind in kinds:
             by_kind.setdefault(kind, []).append((at, found))
+            if found.read < len(record.headers):  # a trace context can only follow the attributes (most have none)
+                _trace(traceparents, at, record.headers[found.read :])
     for kind, found_of_kind in by_kind.items():
         values = [records[at].value or b"{}" for at, _ in found_of_kind]
         joined = b"[" + b",".join(values) + b"]"
@@ -68,7 +79,13 @@ def decode_batch(records: Sequence[Record], kinds: frozenset[str]) -> list[Decod
             continue
         for (at, found), payload in zip(found_of_kind, payloads, strict=True):
             results[at] = _event(kind, found, payload.__dict__)
-    return results
+    return Batch(results, traceparents)
+
+
+def _trace(traceparents: dict[int, str], at: int, headers: Sequence[tuple[str, bytes]]) -> None:
+    traceparent = sampled_traceparent(headers)
+    if traceparent is not None:
+        traceparents[at] = traceparent
 
 
 def _event(kind: str, found: Attributes, data: dict[str, Any]) -> JourneyEvent:

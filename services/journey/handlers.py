@@ -197,15 +197,16 @@ class FrictionDetector:
             fresh = [r for r in records if r.offset > done]  # others were applied before a crash or a rebalance
             self.applied += len(fresh)
             change.records += len(fresh)
-            for record, found in zip(fresh, decode_batch(fresh, self._engine.kinds), strict=True):
+            batch = decode_batch(fresh, self._engine.kinds)
+            for record, found in zip(fresh, batch.events, strict=True):
                 if isinstance(found, InvalidEvent):
                     await self._dead_letter(record, "invalid_event", str(found))
                 elif found is not None:
                     decoded.append((found.t, record.offset, tp.topic, found))
                     types[(tp.topic, found.kind)] += 1
-                    traceparent = telemetry.sampled_traceparent(record.headers)
-                    if traceparent is not None:
-                        self._traces.remember(found.id, traceparent)
+            for at, traceparent in batch.traceparents.items():
+                if isinstance(event := batch.events[at], JourneyEvent):
+                    self._traces.remember(event.id, traceparent)
             streams.append(decoded)
             offsets[tp.topic] = change.offsets[tp.topic] = records[-1].offset
             owned.last_record[tp.topic] = time.monotonic()

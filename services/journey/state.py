@@ -103,8 +103,7 @@ class Timer(NamedTuple):
     stream: str = ""
 
 
-@lru_cache(maxsize=1024)  # an event is kept by several rules in a row, and fired timers name recent ones
-def ref(event_id: str) -> bytes:
+def stored_id(event_id: str) -> bytes:
     """An id as a state keeps it: a UUID (what the platform's producers give events, and derived ids are) in its 16
     bytes, any other id as UTF-8 (marked when it is 16 bytes long too; 0xFF never occurs in UTF-8). Millions of
     members' states hold a few ids each: 20 bytes saved per id. Only a UUID written as `full_id` writes it back (in
@@ -124,8 +123,13 @@ def ref(event_id: str) -> bytes:
     return b"\xff" + raw if len(raw) == 16 else raw
 
 
+# An event's id is kept by several rules in a row, and fired timers name recent ones: cached. Not a member's, which the
+# store asks once per batch for every member it writes (thousands, which would only push the events' ids out).
+ref = lru_cache(maxsize=1024)(stored_id)
+
+
 def full_id(kept: bytes) -> str:
-    """The id `ref` kept."""
+    """The id `stored_id` (or `ref`) kept."""
     if len(kept) == 16:
         return uuid_text(kept)
     return kept[1:].decode() if kept[:1] == b"\xff" else kept.decode()

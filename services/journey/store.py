@@ -26,7 +26,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from services.journey.derived import from_outbox, to_outbox
-from services.journey.state import MemberState, decode, encode, full_id, ref
+from services.journey.state import MemberState, decode, encode, full_id, stored_id
 from shared.publishing import Encoded
 from shared.settings import Settings
 
@@ -143,8 +143,8 @@ class JourneyStore:
 
     def prepared(self, partition: int, epoch: int, change: PartitionWrite) -> PreparedWrite:
         """The write as it will be sent, states encoded now (the same bytes however often it is retried)."""
-        states = [(ref(m), encode(s)) for m, s in change.states.items()]
-        erased = [ref(m) for m in sorted(change.erased - change.states.keys())]
+        states = [(stored_id(m), encode(s)) for m, s in change.states.items()]
+        erased = [stored_id(m) for m in sorted(change.erased - change.states.keys())]
         meta: list[tuple[str, int]] = [(f"o:{t}", o) for t, o in change.offsets.items()]
         meta += [(f"c:{k}", c) for k, c in change.clocks.items()]
         outbox = [(change.outbox_field(), to_outbox(change.outbox))] if change.outbox else []

@@ -32,6 +32,7 @@ class Attributes(NamedTuple):
     library: str | None
     channel: str | None
     platform: str | None
+    read: int  # how many of the record's headers are attributes: those after them are not (a trace context)
 
 
 # The header names of a record as the platform writes it (`shared.events.binary_headers`), in its order: a layout
@@ -107,7 +108,7 @@ def attributes(headers: Sequence[tuple[str, bytes]]) -> Attributes | None:
         moment = datetime.fromisoformat(time)
     except ValueError:  # a day that does not exist (31 April)
         return None
-    return _new(Attributes, (shared[0], event_id, moment, subject, *shared[1:]))
+    return _new(Attributes, (shared[0], event_id, moment, subject, *shared[1:], end))
 
 
 def _read_by_reference(name: str) -> bool:
