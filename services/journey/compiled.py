@@ -24,7 +24,7 @@ from pathlib import Path
 
 # Compiled together, so that they call one another as C functions. Not state.py (msgspec's structs, which mypyc
 # does not compile) nor the adapters (aiokafka's records are no named tuples, as the decoder's types say).
-MODULES = ("pruning", "engine", "partition")
+MODULES = ("pruning", "engine", "partition", "decoding")
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 BUILD = ROOT / "build" / "journey-compiled"

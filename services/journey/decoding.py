@@ -9,7 +9,7 @@ the field, exactly as every other consumer does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 from pydantic import TypeAdapter, ValidationError
@@ -30,9 +30,17 @@ _BATCHES: dict[str, TypeAdapter[list[Any]]] = {
 _ELEMENTS = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-class Record(NamedTuple):
-    """What the decoder needs of a Kafka record."""
+class KafkaRecord(Protocol):
+    """What the decoder needs of a Kafka record (aiokafka's, or a `Record`)."""
 
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+class Record(NamedTuple):
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
 
@@ -45,7 +53,7 @@ class Batch(NamedTuple):
     traceparents: dict[int, str]  # a record's position → the sampled trace context it was sent in, if any
 
 
-def decode_batch(records: Sequence[Record], kinds: frozenset[str]) -> Batch:
+def decode_batch(records: Sequence[KafkaRecord], kinds: frozenset[str]) -> Batch:
     """Each record as the rules see it, an InvalidEvent (for the dead-letter topic) or None; and the sampled trace
     contexts of those whose type a rule looks at."""
     results: list[Decoded] = [None] * len(records)
@@ -93,7 +101,7 @@ def _event(kind: str, found: Attributes, data: dict[str, Any]) -> JourneyEvent:
                         found.platform, found.library, data)  # fmt: skip
 
 
-def _one(kind: str, found: Attributes, record: Record, kinds: frozenset[str]) -> Decoded:
+def _one(kind: str, found: Attributes, record: KafkaRecord, kinds: frozenset[str]) -> Decoded:
     try:
         [payload] = _BATCHES[kind].validate_json(b"[" + (record.value or b"{}") + b"]")
     except (ValidationError, ValueError):
@@ -101,7 +109,7 @@ def _one(kind: str, found: Attributes, record: Record, kinds: frozenset[str]) ->
     return _event(kind, found, payload.__dict__)
 
 
-def _reference_or_invalid(record: Record, kinds: frozenset[str]) -> Decoded:
+def _reference_or_invalid(record: KafkaRecord, kinds: frozenset[str]) -> Decoded:
     try:
         return _reference(record.value, record.headers, kinds)
     except InvalidEvent as exc:
