@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
+from services.journey import ENGINE
 from services.journey.handlers import FrictionDetector
 from services.journey.moved import moved_router
 from services.journey.rules import RuleCatalogue, load_rules, with_window
@@ -13,6 +16,8 @@ from services.journey.store import JourneyStore
 from shared.events.journey import FrictionDetected, FrictionResolved, WindowClosed
 from shared.redis import make_redis
 from shared.service import ServiceParts, build_app
+
+log = logging.getLogger(__name__)
 
 
 def rules_in_force(settings: JourneySettings) -> RuleCatalogue:
@@ -31,6 +36,7 @@ def create_app(settings: JourneySettings | None = None, *, parts: ServiceParts |
     parts.metrics.watch(detector.group_id, detector.consumer, settings.kafka_bootstrap, settings.kafka_security())
 
     async def consume() -> None:
+        log.info("journey: the engine runs %s", ENGINE)
         try:
             await detector.run()
         finally:
