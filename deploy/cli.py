@@ -97,7 +97,7 @@ def _prepare() -> None:
     runtime.ensure_kafka_jars(quiet=False)
     runtime.ensure_zipkin_jar(quiet=False)
     runtime.ensure_redis_server()
-    if not compiled.build(quiet=False):
+    if not compiled.build():
         print("journey's engine runs as Python (slower): mypyc or a C compiler is missing", file=sys.stderr)
 
 

@@ -41,6 +41,8 @@ class KafkaRecord(Protocol):
 
 
 class Record(NamedTuple):
+    """A record's value and headers, for a caller that has no aiokafka record (tests)."""
+
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
 
