@@ -10,7 +10,6 @@ processed goes to the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
 from collections import Counter
@@ -189,11 +188,11 @@ class FrictionDetector:
     async def _apply(self, owned: Owned, inputs: list[tuple[TopicPartition, list[Any]]]) -> PartitionWrite:
         partition, offsets = owned.partition, owned.offsets
         change = PartitionWrite()
-        streams: list[list[tuple[int, int, str, JourneyEvent]]] = []  # per topic: (time, offset, topic, event)
+        streams: list[list[tuple[int, str, JourneyEvent]]] = []  # per topic: (time, topic, event)
         types: Counter[tuple[str, str]] = Counter()
         for tp, records in inputs:
             done = offsets.get(tp.topic, -1)
-            decoded: list[tuple[int, int, str, JourneyEvent]] = []
+            decoded: list[tuple[int, str, JourneyEvent]] = []
             fresh = [r for r in records if r.offset > done]  # others were applied before a crash or a rebalance
             self.applied += len(fresh)
             change.records += len(fresh)
@@ -202,7 +201,7 @@ class FrictionDetector:
                 if isinstance(found, InvalidEvent):
                     await self._dead_letter(record, "invalid_event", str(found))
                 elif found is not None:
-                    decoded.append((found.t, record.offset, tp.topic, found))
+                    decoded.append((found.t, tp.topic, found))
                     types[(tp.topic, found.kind)] += 1
             for at, traceparent in batch.traceparents.items():
                 if isinstance(event := batch.events[at], JourneyEvent):
@@ -211,10 +210,7 @@ class FrictionDetector:
             offsets[tp.topic] = change.offsets[tp.topic] = records[-1].offset
             owned.last_record[tp.topic] = time.monotonic()
         self._mark_quiet(owned)
-        # One member's events from several topics, in event time: the slowest topic holds the clock.
-        merged = heapq.merge(*streams, key=lambda item: item[0]) if len(streams) > 1 else iter(streams[0])
-        for _, _, topic, found in merged:
-            partition.feed(topic, found)
+        partition.feed_merged(streams)
         partition.advance()
         self._collect(partition, change)
         for topic in {topic for topic, _ in types}:

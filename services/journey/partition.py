@@ -221,6 +221,12 @@ class Partition:
             self._fire(stream, self.clock(stream) - self.engine.lateness)
         self.apply(event, stream)
 
+    def feed_merged(self, topics: list[list[tuple[int, str, JourneyEvent]]]) -> None:
+        """Feed one batch's events of several topics, merged in event time (`in_event_time`): one member's events
+        from several topics meet in event time, and the slowest topic holds the clock."""
+        for _, topic, event in in_event_time(topics):
+            self.feed(topic, event)
+
     def apply(self, event: JourneyEvent, stream: str = "") -> None:
         member = event.subject
         state = self.members.get(member)
@@ -272,3 +278,23 @@ class Partition:
         for timer in timers:
             heapq.heappush(self._timers.setdefault(timer.stream, []), timer)
         timers.clear()
+
+
+def in_event_time(topics: list[list[tuple[int, str, JourneyEvent]]]) -> list[tuple[int, str, JourneyEvent]]:
+    """Several topics' (time, topic, event), each in its own order, merged as `heapq.merge` with the time as key
+    merges them: the earliest of the topics' next events first, the earlier topic's at equal times."""
+    pending = [events for events in topics if events]
+    if len(pending) == 1:
+        return pending[0]
+    at = [0] * len(pending)
+    merged: list[tuple[int, str, JourneyEvent]] = []
+    while pending:
+        first, t = 0, pending[0][at[0]][0]
+        for i in range(1, len(pending)):
+            if pending[i][at[i]][0] < t:
+                first, t = i, pending[i][at[i]][0]
+        merged.append(pending[first][at[first]])
+        at[first] += 1
+        if at[first] == len(pending[first]):
+            del pending[first], at[first]
+    return merged

@@ -16,7 +16,7 @@ import pytest
 from services.journey.engine import Engine
 from services.journey.offline.memory import InMemoryJourneys
 from services.journey.offline.simulator import simulate
-from services.journey.partition import Partition
+from services.journey.partition import Partition, in_event_time
 from services.journey.rules import JourneyEvent, load_rules
 from shared.events import typed_data
 from shared.topics import MEMBERS
@@ -54,7 +54,7 @@ def consumed_in_racing_batches(seed: int) -> set[tuple[str, str, str]]:
         from_members, from_usage = members[i : i + rng.randint(0, 300)], usage[j : j + rng.randint(0, 300)]
         i, j = i + len(from_members), j + len(from_usage)
         batch = [[(e.t, "m", e) for e in from_members], [(e.t, "u", e) for e in from_usage]]
-        for _, topic, event in heapq.merge(*batch, key=lambda item: item[0]):
+        for _, topic, event in in_event_time(batch):
             partition.feed(topic, event)
             collect()
         partition.advance()
@@ -71,3 +71,15 @@ def test_two_topics_racing_each_other_give_the_frictions_of_the_history_in_order
     truth = {(p.rule, p.member_id, p.start_event_id) for p in NETWORK.truth}
     assert expected == truth and len(truth) > 500
     assert consumed_in_racing_batches(seed) == expected
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_topics_merge_in_event_time_each_in_its_own_order_the_earlier_topic_first_at_equal_times(seed: int) -> None:
+    rng = random.Random(seed)
+    event = JourneyEvent.of(NETWORK.events[0])
+    # Times out of order within a topic (a late event), many equal across topics, a topic with nothing this batch.
+    topics = [[(rng.randint(0, 40), name, event) for _ in range(rng.randint(0, 60))] for name in ("m", "u", "f")]
+    topics.insert(rng.randint(0, 3), [])
+    merged = in_event_time(topics)
+    assert merged == list(heapq.merge(*topics, key=lambda item: item[0]))
+    assert sorted(merged) == sorted(item for events in topics for item in events)  # each exactly once
