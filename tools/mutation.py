@@ -38,6 +38,9 @@ from types import CodeType, FrameType, ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Mutants are planted in the sources: journey's engine must run them as Python, not its compiled build (which the
+# planted mutant's module, served by this tool's importer, would meet as a stranger: services/journey/compiled.py).
+os.environ["KLANTREIS_JOURNEY_COMPILED"] = "off"
 EQUIVALENTS = ROOT / "tools" / "mutation-equivalents.txt"
 RESULTS = ROOT / ".mutation"  # each module's latest outcome, for --summary
 GOAL_TOTAL, GOAL_MODULE = 90.0, 85.0

@@ -4,9 +4,9 @@
 `build()` compiles them into `build/journey-compiled/` (`klantreis prepare` does, and so `make bootstrap`, `make run`
 and `make test`; quick when the build is current). `use()`, called when the journey package is imported, puts that
 build ahead of the sources only while it is current: built from exactly the project's Python sources as they are now
-(`stamp`), for this Python. Otherwise, or with `KLANTREIS_JOURNEY_COMPILED=off` (mutation testing,
-debugging), the engine runs as Python: the same decisions, slower. An edited source is never shadowed by an older
-build: a compiled module reads others' fields by position (named tuples), so any project source counts.
+(`stamp`), for this Python. Otherwise, or with `KLANTREIS_JOURNEY_COMPILED=off` (to debug or profile it as Python),
+the engine runs as Python: the same decisions, slower. An edited source is never shadowed by an older build (nor is a
+mutant, `make mutation`): a compiled module reads others' fields by position (named tuples), so any source counts.
 """
 
 from __future__ import annotations

@@ -7,7 +7,6 @@ so no window is decided before the other topic's events of that time have been s
 
 from __future__ import annotations
 
-import heapq
 import random
 from datetime import timedelta
 
@@ -71,15 +70,3 @@ def test_two_topics_racing_each_other_give_the_frictions_of_the_history_in_order
     truth = {(p.rule, p.member_id, p.start_event_id) for p in NETWORK.truth}
     assert expected == truth and len(truth) > 500
     assert consumed_in_racing_batches(seed) == expected
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_topics_merge_in_event_time_each_in_its_own_order_the_earlier_topic_first_at_equal_times(seed: int) -> None:
-    rng = random.Random(seed)
-    event = JourneyEvent.of(NETWORK.events[0])
-    # Times out of order within a topic (a late event), many equal across topics, a topic with nothing this batch.
-    topics = [[(rng.randint(0, 40), name, event) for _ in range(rng.randint(0, 60))] for name in ("m", "u", "f")]
-    topics.insert(rng.randint(0, 3), [])
-    merged = in_event_time(topics)
-    assert merged == list(heapq.merge(*topics, key=lambda item: item[0]))
-    assert sorted(merged) == sorted(item for events in topics for item in events)  # each exactly once

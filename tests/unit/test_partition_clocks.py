@@ -4,10 +4,14 @@ loaded into a running platform keeps a clock of its own; erasure and merges."""
 
 from __future__ import annotations
 
+import heapq
+import random
 from datetime import timedelta
 
+import pytest
+
 from services.journey.engine import Engine
-from services.journey.partition import BACKFILL, LIVE, Partition
+from services.journey.partition import BACKFILL, LIVE, Partition, in_event_time
 from services.journey.rules import JourneyEvent, load_rules
 
 RULES = load_rules().rules
@@ -263,3 +267,75 @@ def test_a_batch_of_many_events_of_one_member_keeps_the_state_small_as_it_goes()
         partition.feed("members", event("usage.loan_borrowed.v1", T0 + hour * 3_600_000, item_id=f"i{hour}"))
     state = partition.members["m"]
     assert 0 < len(state.seen) <= 13 and len(state.starts) == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_topics_merge_in_event_time_each_in_its_own_order_the_earlier_topic_first_at_equal_times(seed: int) -> None:
+    rng = random.Random(seed)
+    event = JourneyEvent("e-1", "member.signed_up.v1", 0, "m-1", None, None, None, {})
+    # Times out of order within a topic (a late event), many equal across topics, a topic with nothing this batch.
+    topics = [[(rng.randint(0, 40), name, event) for _ in range(rng.randint(0, 60))] for name in ("m", "u", "f")]
+    topics.insert(rng.randint(0, 3), [])
+    merged = in_event_time(topics)
+    assert merged == list(heapq.merge(*topics, key=lambda item: item[0]))
+    assert sorted(merged) == sorted(item for events in topics for item in events)  # each exactly once
+
+
+def test_topics_merge_whatever_is_empty_this_batch() -> None:
+    first, second = sign_up(T0, "a"), activation(T0 + DAY, "a")
+    assert in_event_time([]) == [] and in_event_time([[], []]) == []
+    assert in_event_time([[], [(T0, "m", first)]]) == [(T0, "m", first)]
+    assert in_event_time([[(T0 + DAY, "u", second)], [(T0, "m", first)]]) == [(T0, "m", first), (T0 + DAY, "u", second)]
+
+
+def test_a_batch_fed_merged_applies_every_event_of_every_topic_in_event_time() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    usage = [(T0 + DAY, "usage", activation(T0 + DAY, "a")), (T0 + 20 * DAY, "usage", activation(T0 + 20 * DAY, "x"))]
+    members = [(T0, "members", sign_up(T0, "a")), (T0 + 2 * DAY, "members", sign_up(T0 + 2 * DAY, "b")),
+               (T0 + 20 * DAY, "members", sign_up(T0 + 20 * DAY, "c"))]  # fmt: skip
+    partition.feed_merged([members, usage])
+    partition.advance()
+    # "a" activated within its window; "b" did not, and both topics have passed b's window; c's is still open.
+    assert detected(partition) == [f"{ACTIVATION}:b"]
+    assert partition.clocks == {("members", LIVE): T0 + 20 * DAY, ("usage", LIVE): T0 + 20 * DAY}
+
+
+def test_clocks_set_anew_are_the_partition_s_clocks_from_then_on() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members"})
+    partition.feed("members", sign_up(T0, "a"))
+    assert partition.clock(LIVE) == T0
+    partition.set_clocks({("members", LIVE): T0 + 30 * DAY})  # as restored from the store
+    assert partition.clock(LIVE) == T0 + 30 * DAY
+
+
+def test_a_history_over_two_topics_is_held_by_the_one_further_behind() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("members", sign_up(T0 + 100 * DAY, "live"))
+    partition.feed("usage", activation(T0 + 100 * DAY, "live"))
+    partition.feed("members", sign_up(T0, "old"))
+    partition.feed("usage", activation(T0 + 20 * DAY, "someone"))  # usage's history runs twenty days ahead
+    assert partition.clock(BACKFILL) == T0
+    partition.advance()
+    assert detected(partition) == []  # the members topic may still bring what decides old's window
+
+
+def test_a_history_still_coming_in_on_a_busy_topic_is_not_ended() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("members", sign_up(T0 + 100 * DAY, "live"))
+    partition.feed("usage", activation(T0 + 100 * DAY, "live"))
+    partition.feed("members", sign_up(T0, "old"))
+    partition.observe({"members"}, set(), T0 + 101 * DAY)  # usage is still busy
+    partition.end_backfill()
+    assert partition.backfilling() and detected(partition) == []
+
+
+def test_a_history_s_clock_moves_with_its_events_while_the_live_clock_is_further_behind() -> None:
+    partition = Partition(Engine(RULES, 0), 0, {"members", "usage"})
+    partition.feed("members", sign_up(T0 + 100 * DAY, "live"))
+    partition.feed("usage", activation(T0 + 10 * DAY, "x"))  # the live clock: usage's, ten days in
+    partition.observe(set(), {"usage"}, None)  # usage brings no history
+    partition.feed("members", sign_up(T0 + 15 * DAY, "old"))  # a history, on the members topic
+    partition.advance()
+    assert partition.clock(LIVE) == T0 + 10 * DAY and partition.clock(BACKFILL) == T0 + 15 * DAY
+    partition.feed("members", sign_up(T0 + 40 * DAY, "old2"))  # the history's clock passes old's window
+    assert detected(partition) == [f"{ACTIVATION}:old"]
