@@ -11,6 +11,7 @@ mutant, `make mutation`): a compiled module reads others' fields by position (na
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.machinery
 import json
@@ -31,6 +32,7 @@ STAMP = "stamp.json"
 SETTING = "KLANTREIS_JOURNEY_COMPILED"  # "auto" (default): the build when it is current; "off": Python always
 
 
+@functools.cache  # once per process: the journey package's import asks, and then `klantreis prepare`'s build
 def stamp() -> dict[str, str]:
     """What a build is valid for: every Python source of the project's packages, and this Python."""
     digest = hashlib.sha256()

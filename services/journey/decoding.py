@@ -65,7 +65,8 @@ def decode_batch(records: Sequence[KafkaRecord], kinds: frozenset[str]) -> Batch
         found = attributes(record.headers)
         if found is None:  # not the platform's layout, or a value it refuses: the reference decoder decides
             results[at] = _reference_or_invalid(record, kinds)
-            _trace(traceparents, at, record.headers)
+            if isinstance(results[at], JourneyEvent):
+                _trace(traceparents, at, record.headers)
             continue
         kind = found.type.removeprefix(TYPE_PREFIX)
         if kind in kinds:
